@@ -1,0 +1,40 @@
+"""hessverify: verification of second-order backpropagation.
+
+The public API:
+
+* :func:`load_case` reads a case file into a :class:`Problem`;
+* :func:`hessian` computes a Hessian by any registered method;
+* :func:`verify_problem` compares every method with every reference within
+  derived bounds;
+* :data:`METHODS` is the registry of methods and references.
+"""
+
+from __future__ import annotations
+
+from hessverify.cases import load_case, parse_case
+from hessverify.compare import Comparison
+from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError, OverflowReport, UsageError
+from hessverify.model.network import Architecture, Layer
+from hessverify.problem import Problem
+from hessverify.registry import METHODS, Method
+from hessverify.verify import hessian, verify_problem
+
+__all__ = [
+    "METHODS",
+    "Architecture",
+    "CaseError",
+    "Comparison",
+    "HessverifyError",
+    "Layer",
+    "Method",
+    "NotDifferentiableError",
+    "OverflowReport",
+    "Problem",
+    "UsageError",
+    "hessian",
+    "load_case",
+    "parse_case",
+    "verify_problem",
+]
+
+__version__ = "0.1.0"

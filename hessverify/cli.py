@@ -1,0 +1,194 @@
+"""The ``hessverify`` command line.
+
+Exit statuses (also in ``hessverify --help`` and the README):
+
+* 0: every comparison agrees within its bound;
+* 1: a discrepancy;
+* 2: invalid input or usage (a case file, an option, a name);
+* 3: the Hessian does not exist at a case's point (a relu net input exactly at its kink);
+* 4: overflow: the network's values are not finite at a case's point.
+
+Errors meant for people are printed as one line, ``hessverify: error: ...``,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hessverify.cases import find_cases, load_case
+from hessverify.errors import (
+    EXIT_DISCREPANCY,
+    EXIT_INVALID,
+    EXIT_NOT_DIFFERENTIABLE,
+    EXIT_OK,
+    EXIT_OVERFLOW,
+    HessverifyError,
+    NotDifferentiableError,
+    OverflowReport,
+    UsageError,
+)
+from hessverify.registry import METHODS, get_method
+
+__all__ = ["main"]
+
+EPILOG = """exit status:
+  0  every comparison agrees within its bound
+  1  a discrepancy: some method disagrees with some reference
+  2  invalid input or usage
+  3  the Hessian does not exist at a case's point (relu net input exactly at its kink)
+  4  overflow: the network's values are not finite at a case's point
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors leave with status 2 through our own path."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hessverify", description="Verify second-order backpropagation.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    v = sub.add_parser("verify", help="compare every method with every reference on cases",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("paths", nargs="*", default=["cases"], metavar="CASE_OR_DIR",
+                   help="case files or directories of *.toml (default: cases/)")
+    v.add_argument("--method", action="append", dest="methods", metavar="NAME",
+                   help="a method to verify (repeatable; default: every exact method)")
+    v.add_argument("--reference", action="append", dest="references", metavar="NAME",
+                   help="a reference to hold the methods to (repeatable; default: every reference)")
+    v.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    v.add_argument("--report", metavar="DIR", help="write results.json and report.md into DIR")
+    v.set_defaults(func=_cmd_verify)
+
+    h = sub.add_parser("hessian", help="compute a Hessian and save it as .npy")
+    h.add_argument("case", metavar="CASE")
+    h.add_argument("--method", default="backprop", help=f"one of: {', '.join(METHODS)}")
+    h.add_argument("--out", required=True, metavar="FILE.npy")
+    h.set_defaults(func=_cmd_hessian)
+
+    pa = sub.add_parser("params", help="print the parameter names in the public order")
+    pa.add_argument("case", metavar="CASE")
+    pa.set_defaults(func=_cmd_params)
+
+    ls = sub.add_parser("methods", help="list the registered methods and references")
+    ls.set_defaults(func=_cmd_methods)
+    return p
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    case = load_case(args.case)
+    sys.stdout.write("\n".join(case.param_names) + "\n")
+    return EXIT_OK
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    for m in METHODS.values():
+        print(f"{m.name:16s} {m.role:14s} {m.kind:8s} {m.summary}")
+    return EXIT_OK
+
+
+def _cmd_hessian(args: argparse.Namespace) -> int:
+    method = get_method(args.method)
+    case = load_case(args.case)
+    from hessverify.verify import hessian
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise UsageError(f"--out {args.out}: the file must end in .npy")
+    H = hessian(case, method.name)
+    try:
+        np.save(out, H)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write: {exc.strerror}") from None
+    print(f"{case.id}: {method.name} Hessian {H.shape[0]}x{H.shape[1]} written to {out}")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from hessverify.reports import write_json, write_report
+    from hessverify.verify import verify_problem
+
+    for name in (args.methods or []) + (args.references or []):
+        get_method(name)
+    paths = find_cases(args.paths)
+    cases = [load_case(p) for p in paths]  # every file validated before any work
+    results = []
+    skipped: list[dict[str, str]] = []
+    header = f"{'case':34s} {'method':10s} {'reference':10s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}  worst entry"
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        try:
+            comps = verify_problem(case, args.methods, args.references)
+        except NotDifferentiableError as exc:
+            print(f"{case.id:34s} NOT DIFFERENTIABLE: {exc}")
+            skipped.append({"case": case.id, "reason": "not_differentiable", "message": str(exc)})
+            continue
+        except OverflowReport as exc:
+            print(f"{case.id:34s} OVERFLOW: {exc}")
+            skipped.append({"case": case.id, "reason": "overflow", "message": str(exc)})
+            continue
+        for c in comps:
+            mark = "ok " if c.passed else "FAIL"
+            w = c.worst_entry
+            print(f"{c.case:34s} {c.method:10s} {c.reference:10s} {c.max_abs_error:11.2e} "
+                  f"{c.max_rel_error:9.1e} {c.margin:9.1e}  {mark} {w.row} x {w.col}")
+            if not c.passed:
+                print(f"    {c.failing_entries} entries over the bound; worst {w.row} x {w.col}: "
+                      f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}, "
+                      f"|error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind})")
+        results.extend(comps)
+    n_fail = sum(not c.passed for c in results)
+    print(f"\n{len(cases)} case(s), {len(results)} comparison(s): {len(results) - n_fail} passed, {n_fail} failed"
+          + (f", {len(skipped)} case(s) not compared" if skipped else ""))
+    if args.json:
+        write_json(Path(args.json), results, skipped)
+    if args.report:
+        written = write_report(Path(args.report), results, skipped, cases)
+        print(f"report written to {', '.join(str(p) for p in written)}")
+    return _verify_status(results, skipped)
+
+
+def _verify_status(results: list, skipped: list[dict[str, str]]) -> int:  # type: ignore[type-arg]
+    """A discrepancy outranks overflow, which outranks a point that is not differentiable."""
+    if any(not c.passed for c in results):
+        return EXIT_DISCREPANCY
+    reasons = {s["reason"] for s in skipped}
+    if "overflow" in reasons:
+        return EXIT_OVERFLOW
+    if "not_differentiable" in reasons:
+        return EXIT_NOT_DIFFERENTIABLE
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args))
+    except HessverifyError as exc:
+        print(f"hessverify: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hessverify: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_INVALID
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

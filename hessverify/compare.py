@@ -1,0 +1,133 @@
+"""Comparison of a method with a reference, against a derived bound.
+
+Tolerances are data: :data:`TOLERANCES` says, for each reference, how the
+entrywise bound is obtained and why.  The bound actually used is written
+into every :class:`Comparison`.
+
+A comparison passes when every entry satisfies ``|A_ij - R_ij| <= bound_ij``.
+It reports the worst entry by the ratio ``|A_ij - R_ij| / bound_ij`` (the
+entry closest to failing, or failing worst), named by its two parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.bounds import rounding_bound
+from hessverify.problem import Problem
+from hessverify.references.finite_differences import FD_SAFETY
+
+__all__ = ["TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "compare", "bound_for"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    kind: str
+    reason: str
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "autograd": Tolerance(
+        "rounding",
+        "both exact in float64: each within gamma_k * M of the truth, so they differ by at most "
+        "2 gamma_k M entrywise (M: magnitudes of the terms summed; hessverify.bounds)",
+    ),
+    "backprop": Tolerance(
+        "rounding",
+        "both exact in float64: 2 gamma_k M entrywise, as for autograd (used when backprop is the reference)",
+    ),
+    "fd": Tolerance(
+        "fd_estimate",
+        f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding of the gradient / h "
+        "+ asymmetry), plus gamma_k M for the exact side",
+    ),
+}
+"""How each reference's bound is derived, with the reason."""
+
+
+@dataclass
+class WorstEntry:
+    row: str
+    col: str
+    value: float
+    reference_value: float
+    abs_error: float
+    bound: float
+
+
+@dataclass
+class Comparison:
+    """One (case, method, reference) comparison."""
+
+    case: str
+    method: str
+    reference: str
+    passed: bool
+    max_abs_error: float
+    max_rel_error: float  # max |A - R| / max |R|
+    frobenius_rel_error: float  # ||A - R||_F / ||R||_F
+    bound: float  # the bound at the worst entry
+    bound_kind: str
+    margin: float  # max over entries of |A - R| / bound; passes when <= 1
+    symmetry_error: float  # max |A - A^T| of the method's matrix
+    worst_entry: WorstEntry
+    failing_entries: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bound_for(problem: Problem, reference: str, *, reference_error: FloatArray | None = None,
+              rounding: FloatArray | None = None) -> tuple[FloatArray, str]:
+    """The entrywise bound for comparing an exact method with ``reference``."""
+    tol = TOLERANCES.get(reference, Tolerance("rounding", "exact reference"))
+    if rounding is None:
+        rounding = rounding_bound(problem, methods=2)
+    if tol.kind == "fd_estimate":
+        if reference_error is None:
+            raise ValueError("the fd bound needs the reference's error estimate")
+        return FD_SAFETY * reference_error + rounding / 2.0, tol.kind
+    return rounding, tol.kind
+
+
+def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: FloatArray,
+            bound: FloatArray, bound_kind: str) -> Comparison:
+    """Compare ``A`` (the method's Hessian) with ``R`` (the reference's)."""
+    A = np.asarray(A, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    if A.shape != R.shape:
+        raise ValueError(f"{method} returned shape {A.shape}, {reference} returned {R.shape}")
+    names = problem.param_names
+    diff = np.abs(A - R)
+    nonfinite = ~np.isfinite(A)
+    diff[nonfinite] = np.inf
+    ratio = diff / bound
+    flat = int(np.nanargmax(ratio)) if ratio.size else 0
+    i, j = np.unravel_index(flat, A.shape) if A.ndim == 2 else (flat, flat)
+    max_ref = float(np.max(np.abs(R))) if R.size else 0.0
+    max_abs = float(np.max(diff)) if diff.size else 0.0
+    norm_r = float(np.linalg.norm(R))
+    fro = float(np.linalg.norm(np.where(np.isfinite(diff), A - R, np.inf)) / norm_r) if norm_r > 0 else (
+        0.0 if max_abs == 0 else float("inf"))
+    failing = int(np.count_nonzero(~(diff <= bound)))
+    sym = float(np.max(np.abs(A - A.T))) if A.ndim == 2 and A.size else 0.0
+    worst = WorstEntry(
+        row=names[i], col=names[j], value=float(A[i, j] if A.ndim == 2 else A[i]),
+        reference_value=float(R[i, j] if R.ndim == 2 else R[i]),
+        abs_error=float(diff[i, j] if A.ndim == 2 else diff[i]),
+        bound=float(bound[i, j] if A.ndim == 2 else bound[i]),
+    )
+    note = "method returned NaN or inf" if np.any(nonfinite) else ""
+    return Comparison(
+        case=problem.id, method=method, reference=reference, passed=failing == 0,
+        max_abs_error=max_abs, max_rel_error=(max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))),
+        frobenius_rel_error=fro, bound=worst.bound, bound_kind=bound_kind,
+        margin=float(ratio[i, j] if A.ndim == 2 else ratio[i]), symmetry_error=sym,
+        worst_entry=worst, failing_entries=failing, note=note,
+    )

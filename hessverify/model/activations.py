@@ -1,0 +1,209 @@
+"""The activation table: value, first and second derivative, in NumPy beside SymPy.
+
+Every activation is one row of :data:`ACTIVATIONS`.  The three NumPy columns
+(``f``, ``df``, ``d2f``) are what the numeric methods use; the SymPy column
+(``expr``, a function of one symbol) is what the symbolic reference and the
+lecture helpers use.  ``tests/model/test_activations.py`` holds each NumPy
+derivative against ``sympy.diff`` of the SymPy expression at many points, so
+the two columns cannot drift apart.
+
+Notation follows the lecture: a unit's net input is ``a``, its output is
+``z = f(a)``, and backpropagation needs ``f'(a)`` and, for second order,
+``f''(a)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+from scipy.special import expit, ndtr
+
+from hessverify._typing import FloatArray
+
+__all__ = ["ACTIVATIONS", "Activation", "get_activation"]
+
+_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One row of the activation table.
+
+    Attributes
+    ----------
+    name:
+        The name used in case files (``activation = "tanh"``).
+    f, df, d2f:
+        :math:`f(a)`, :math:`f'(a)` and :math:`f''(a)`, elementwise on arrays.
+    expr:
+        The same function as a SymPy expression of one symbol.
+    kinks:
+        Points where ``f`` is not twice differentiable (``relu``: 0).  A
+        pre-activation exactly at a kink makes the Hessian undefined.
+    df_max, d2f_max, d3f_max:
+        Upper bounds of ``|f'|``, ``|f''|`` and ``|f'''|`` over the real line
+        (away from kinks).  The rounding model in :mod:`hessverify.bounds`
+        uses them to carry an error in the net input ``a`` through to
+        ``f(a)``, ``f'(a)`` and ``f''(a)``.
+    """
+
+    name: str
+    f: Callable[[FloatArray], FloatArray]
+    df: Callable[[FloatArray], FloatArray]
+    d2f: Callable[[FloatArray], FloatArray]
+    expr: Callable[[sympy.Symbol], sympy.Expr]
+    kinks: tuple[float, ...] = ()
+    df_max: float = 1.0
+    d2f_max: float = 0.0
+    d3f_max: float = 0.0
+
+
+def _sigmoid(a: FloatArray) -> FloatArray:
+    return expit(a)
+
+
+# The derivatives are written in forms without cancellation, so that they keep
+# their relative accuracy when a unit saturates: sigma' = sigma(a) sigma(-a)
+# rather than s (1 - s), whose 1 - s loses every digit for large a.
+
+def _sigmoid_d1(a: FloatArray) -> FloatArray:
+    return expit(a) * expit(-a)
+
+
+def _sigmoid_d2(a: FloatArray) -> FloatArray:
+    # sigma'' = sigma' (1 - 2 sigma), and 1 - 2 sigma(a) = -tanh(a / 2)
+    return -expit(a) * expit(-a) * np.tanh(0.5 * a)
+
+
+def _sech2(a: FloatArray) -> FloatArray:
+    with np.errstate(over="ignore"):  # cosh overflows to inf; 1 / inf**2 = 0 is right
+        return 1.0 / np.cosh(a) ** 2
+
+
+def _tanh_d1(a: FloatArray) -> FloatArray:
+    return _sech2(a)
+
+
+def _tanh_d2(a: FloatArray) -> FloatArray:
+    return -2.0 * np.tanh(a) * _sech2(a)
+
+
+def _softplus(a: FloatArray) -> FloatArray:
+    # log(1 + e^a) without overflow for large a
+    return np.logaddexp(0.0, a)
+
+
+def _phi(a: FloatArray) -> FloatArray:
+    """Standard normal density."""
+    return _INV_SQRT_2PI * np.exp(-0.5 * a * a)
+
+
+def _Phi(a: FloatArray) -> FloatArray:
+    """Standard normal distribution function, accurate in the lower tail."""
+    return ndtr(a)
+
+
+def _gelu(a: FloatArray) -> FloatArray:
+    return a * _Phi(a)
+
+
+def _gelu_d1(a: FloatArray) -> FloatArray:
+    return _Phi(a) + a * _phi(a)
+
+
+def _gelu_d2(a: FloatArray) -> FloatArray:
+    # d/da [Phi + a phi] = phi + phi + a phi' = phi (2 - a^2), as phi' = -a phi
+    return _phi(a) * (2.0 - a * a)
+
+
+def _silu(a: FloatArray) -> FloatArray:
+    return a * expit(a)
+
+
+def _silu_d1(a: FloatArray) -> FloatArray:
+    # sigma + a sigma' = sigma(a) (1 + a sigma(-a))
+    return expit(a) * (1.0 + a * expit(-a))
+
+
+def _silu_d2(a: FloatArray) -> FloatArray:
+    # 2 sigma' + a sigma'' = sigma' (2 - a tanh(a / 2))
+    return expit(a) * expit(-a) * (2.0 - a * np.tanh(0.5 * a))
+
+
+def _relu(a: FloatArray) -> FloatArray:
+    return np.maximum(a, 0.0)
+
+
+def _relu_d1(a: FloatArray) -> FloatArray:
+    return (a > 0).astype(np.float64)
+
+
+def _zeros(a: FloatArray) -> FloatArray:
+    return np.zeros_like(a, dtype=np.float64)
+
+
+def _ones(a: FloatArray) -> FloatArray:
+    return np.ones_like(a, dtype=np.float64)
+
+
+def _identity(a: FloatArray) -> FloatArray:
+    return np.asarray(a, dtype=np.float64)
+
+
+def _neg_sin(a: FloatArray) -> FloatArray:
+    return -np.sin(a)
+
+
+def _sym_identity(x: sympy.Symbol) -> sympy.Expr:
+    return x
+
+
+def _sym_sigmoid(x: sympy.Symbol) -> sympy.Expr:
+    return 1 / (1 + sympy.exp(-x))
+
+
+def _sym_softplus(x: sympy.Symbol) -> sympy.Expr:
+    return sympy.log(1 + sympy.exp(x))
+
+
+def _sym_gelu(x: sympy.Symbol) -> sympy.Expr:
+    return x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2
+
+
+def _sym_silu(x: sympy.Symbol) -> sympy.Expr:
+    return x * _sym_sigmoid(x)
+
+
+def _sym_relu(x: sympy.Symbol) -> sympy.Expr:
+    return sympy.Piecewise((x, x > 0), (0, True))
+
+
+_A = Activation
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        # name       f         f'           f''          SymPy           kinks  sup|f'| sup|f''| sup|f'''|
+        _A("identity", _identity, _ones, _zeros, _sym_identity, (), 1.0, 0.0, 0.0),
+        _A("sigmoid", _sigmoid, _sigmoid_d1, _sigmoid_d2, _sym_sigmoid, (), 0.25, 0.1, 0.125),
+        _A("tanh", np.tanh, _tanh_d1, _tanh_d2, sympy.tanh, (), 1.0, 0.77, 2.0),
+        _A("softplus", _softplus, _sigmoid, _sigmoid_d1, _sym_softplus, (), 1.0, 0.25, 0.1),
+        _A("sin", np.sin, np.cos, _neg_sin, sympy.sin, (), 1.0, 1.0, 1.0),
+        _A("gelu", _gelu, _gelu_d1, _gelu_d2, _sym_gelu, (), 1.13, 0.8, 1.1),
+        _A("silu", _silu, _silu_d1, _silu_d2, _sym_silu, (), 1.1, 0.5, 0.5),
+        _A("relu", _relu, _relu_d1, _zeros, _sym_relu, (0.0,), 1.0, 0.0, 0.0),
+    )
+}
+"""Every activation a case may name, keyed by that name."""
+
+
+def get_activation(name: str) -> Activation:
+    """Return the table row for ``name``; raise ``KeyError`` naming the choices."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None

@@ -1,0 +1,193 @@
+"""The loss table: per-pattern error, its gradient and Hessian in the outputs.
+
+Each loss is one row of :data:`LOSSES` with NumPy columns (``value``,
+``grad``, ``hess``), vectorised over patterns, beside a SymPy column
+(``expr``) that builds the same per-pattern error from lists of symbols.
+``tests/model/test_losses.py`` holds the NumPy columns against ``sympy.diff``
+of the SymPy column.
+
+Shapes: outputs ``y`` and targets ``t`` are ``(N, K)``; ``value`` returns
+``(N,)``, ``grad`` returns ``(N, K)`` and ``hess`` returns ``(N, K, K)``.
+The reduction over patterns (``sum`` or ``mean``) is applied by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+from scipy.special import expit, logsumexp, softmax
+
+from hessverify._typing import FloatArray
+
+__all__ = ["LOSSES", "REDUCTIONS", "Loss", "get_loss"]
+
+REDUCTIONS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One row of the loss table.
+
+    Attributes
+    ----------
+    name:
+        The name used in case files (``loss = "sse"``).
+    value, grad, hess:
+        Per-pattern error :math:`e(y, t)`, :math:`\\partial e/\\partial y` and
+        :math:`\\partial^2 e/\\partial y\\,\\partial y^T`.
+    expr:
+        ``expr(y, t)`` builds the per-pattern error in SymPy from two
+        sequences of symbols (or numbers).
+    grad_mag, hess_mag:
+        The magnitudes of the terms summed in ``grad`` and ``hess`` (each
+        term replaced by its absolute value), for the rounding model of
+        :mod:`hessverify.bounds`.
+    convex:
+        Whether ``e`` is convex in ``y`` (then the Gauss-Newton matrix is
+        positive semi-definite).
+    """
+
+    name: str
+    value: Callable[[FloatArray, FloatArray], FloatArray]
+    grad: Callable[[FloatArray, FloatArray], FloatArray]
+    hess: Callable[[FloatArray, FloatArray], FloatArray]
+    expr: Callable[[Sequence[sympy.Expr], Sequence[sympy.Expr]], sympy.Expr]
+    grad_mag: Callable[[FloatArray, FloatArray], FloatArray]
+    hess_mag: Callable[[FloatArray, FloatArray], FloatArray]
+    convex: bool = True
+
+
+def _diag(d: FloatArray) -> FloatArray:
+    """``(N, K)`` -> ``(N, K, K)`` with ``d`` on each diagonal."""
+    out = np.zeros(d.shape + d.shape[-1:], dtype=d.dtype)
+    k = d.shape[-1]
+    out.reshape(d.shape[0], k * k)[:, :: k + 1] = d
+    return out
+
+
+def _abs_sum(y: FloatArray, t: FloatArray) -> FloatArray:
+    return np.abs(y) + np.abs(t)
+
+
+def _ce_grad_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+    p = softmax(y, axis=-1)
+    return np.abs(np.sum(t, axis=-1, keepdims=True)) * p + np.abs(t)
+
+
+def _ce_hess_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+    p = softmax(y, axis=-1)
+    s = np.abs(np.sum(t, axis=-1))[:, None, None]
+    return s * (_diag(p) + p[:, :, None] * p[:, None, :])
+
+
+def _bce_grad_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+    return expit(y) + np.abs(t)
+
+
+# -- sse: e = 1/2 ||y - t||^2 ------------------------------------------------
+
+def _sse_value(y: FloatArray, t: FloatArray) -> FloatArray:
+    r = y - t
+    return 0.5 * np.sum(r * r, axis=-1)
+
+
+def _sse_grad(y: FloatArray, t: FloatArray) -> FloatArray:
+    return y - t
+
+
+def _sse_hess(y: FloatArray, t: FloatArray) -> FloatArray:
+    n, k = y.shape
+    return np.broadcast_to(np.eye(k), (n, k, k)).copy()
+
+
+def _sse_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    return sympy.Rational(1, 2) * sum(((yi - ti) ** 2 for yi, ti in zip(y, t)), sympy.S.Zero)
+
+
+# -- cross_entropy: e = -sum_k t_k log softmax(y)_k ----------------------------
+# The targets need not sum to one, so with s = sum_k t_k:
+#   grad = s p - t,   hess = s (diag(p) - p p^T).
+
+def _ce_value(y: FloatArray, t: FloatArray) -> FloatArray:
+    log_p = y - logsumexp(y, axis=-1, keepdims=True)
+    return -np.sum(t * log_p, axis=-1)
+
+
+def _ce_grad(y: FloatArray, t: FloatArray) -> FloatArray:
+    p = softmax(y, axis=-1)
+    return np.sum(t, axis=-1, keepdims=True) * p - t
+
+
+def _ce_hess(y: FloatArray, t: FloatArray) -> FloatArray:
+    p = softmax(y, axis=-1)
+    s = np.sum(t, axis=-1)[:, None, None]
+    return s * (_diag(p) - p[:, :, None] * p[:, None, :])
+
+
+def _ce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    log_z = sympy.log(sum((sympy.exp(yi) for yi in y), sympy.S.Zero))
+    return -sum((ti * (yi - log_z) for yi, ti in zip(y, t)), sympy.S.Zero)
+
+
+# -- binary_cross_entropy on logits: e = sum_k softplus(y_k) - t_k y_k ---------
+
+def _bce_value(y: FloatArray, t: FloatArray) -> FloatArray:
+    return np.sum(np.logaddexp(0.0, y) - t * y, axis=-1)
+
+
+def _bce_grad(y: FloatArray, t: FloatArray) -> FloatArray:
+    return expit(y) - t
+
+
+def _bce_hess(y: FloatArray, t: FloatArray) -> FloatArray:
+    # sigma(y) sigma(-y) keeps its relative accuracy where sigma saturates
+    return _diag(expit(y) * expit(-y))
+
+
+def _bce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    return sum((sympy.log(1 + sympy.exp(yi)) - ti * yi for yi, ti in zip(y, t)), sympy.S.Zero)
+
+
+# -- output: e = sum_k y_k, the network function itself (Rojas, ch. 7-8) -------
+
+def _out_value(y: FloatArray, t: FloatArray) -> FloatArray:
+    return np.sum(y, axis=-1)
+
+
+def _out_grad(y: FloatArray, t: FloatArray) -> FloatArray:
+    return np.ones_like(y)
+
+
+def _out_hess(y: FloatArray, t: FloatArray) -> FloatArray:
+    n, k = y.shape
+    return np.zeros((n, k, k))
+
+
+def _out_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    return sum(y, sympy.S.Zero)
+
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (
+        #    name, value, gradient, Hessian, SymPy, |gradient terms|, |Hessian terms|
+        Loss("sse", _sse_value, _sse_grad, _sse_hess, _sse_expr, _abs_sum, _sse_hess),
+        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hess, _ce_expr, _ce_grad_mag, _ce_hess_mag),
+        Loss("binary_cross_entropy", _bce_value, _bce_grad, _bce_hess, _bce_expr,
+             _bce_grad_mag, _bce_hess),
+        # linear in y: convex, and its Hessian in y is zero
+        Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess),
+    )
+}
+"""Every loss a case may name, keyed by that name."""
+
+
+def get_loss(name: str) -> Loss:
+    """Return the table row for ``name``; raise ``KeyError`` naming the choices."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise KeyError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None

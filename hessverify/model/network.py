@@ -1,0 +1,206 @@
+"""Architecture of a fully connected network and the public parameter layout.
+
+The layout is a public contract, the same in every output of hessverify:
+
+* parameters form one flat float64 vector, layer by layer (layers count
+  from 1);
+* within layer ``l`` first the weight matrix ``W_l`` of shape
+  ``(units, fan_in)``, row-major, so ``W_l[i, j]`` connects input ``j`` to
+  unit ``i``; then the bias ``b_l`` (if the layer has one);
+* names are ``W1[0,1]`` and ``b1[0]``.
+
+Skip connections: a layer's input is built by :meth:`Architecture.fan_in`
+and :func:`layer_input` only, so a later ``Layer.sources`` field (concatenate
+the outputs of several earlier layers) changes these two places and nothing
+that consumes the layout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.model.activations import get_activation
+
+__all__ = ["Architecture", "Layer", "ParamBlock", "layer_input", "parse_param_name"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One fully connected layer: ``a = W z_prev + b``, ``z = f(a)``."""
+
+    units: int
+    activation: str
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.units < 1:
+            raise ValueError(f"a layer needs at least one unit, got units = {self.units}")
+        get_activation(self.activation)  # raises KeyError naming the choices
+
+
+@dataclass(frozen=True)
+class ParamBlock:
+    """Where one layer's ``W`` and ``b`` sit in the flat vector."""
+
+    layer: int  # 1-based
+    units: int
+    fan_in: int
+    bias: bool
+    offset: int  # index of W_l[0,0]
+
+    @property
+    def w_size(self) -> int:
+        return self.units * self.fan_in
+
+    @property
+    def size(self) -> int:
+        return self.w_size + (self.units if self.bias else 0)
+
+    @property
+    def w_slice(self) -> slice:
+        return slice(self.offset, self.offset + self.w_size)
+
+    @property
+    def b_slice(self) -> slice:
+        start = self.offset + self.w_size
+        return slice(start, start + (self.units if self.bias else 0))
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.offset, self.offset + self.size)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An input size and a sequence of layers."""
+
+    inputs: int
+    layers: tuple[Layer, ...]
+
+    def __post_init__(self) -> None:
+        if self.inputs < 1:
+            raise ValueError(f"a network needs at least one input, got inputs = {self.inputs}")
+        if not self.layers:
+            raise ValueError("a network needs at least one layer")
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    @property
+    def outputs(self) -> int:
+        return self.layers[-1].units
+
+    def fan_in(self, layer: int) -> int:
+        """Width of the input of ``layer`` (1-based)."""
+        return self.inputs if layer == 1 else self.layers[layer - 2].units
+
+    @cached_property
+    def blocks(self) -> tuple[ParamBlock, ...]:
+        out = []
+        offset = 0
+        for index, layer in enumerate(self.layers, start=1):
+            block = ParamBlock(index, layer.units, self.fan_in(index), layer.bias, offset)
+            out.append(block)
+            offset += block.size
+        return tuple(out)
+
+    @property
+    def n_params(self) -> int:
+        last = self.blocks[-1]
+        return last.offset + last.size
+
+    @cached_property
+    def param_names(self) -> tuple[str, ...]:
+        """The public names, in the public order: ``W1[0,0]``, ..., ``b1[0]``, ..."""
+        names: list[str] = []
+        for blk in self.blocks:
+            names += [f"W{blk.layer}[{i},{j}]" for i in range(blk.units) for j in range(blk.fan_in)]
+            if blk.bias:
+                names += [f"b{blk.layer}[{i}]" for i in range(blk.units)]
+        return tuple(names)
+
+    @cached_property
+    def layer_of_param(self) -> np.ndarray:
+        """For each flat index, the 1-based layer it belongs to."""
+        out = np.empty(self.n_params, dtype=np.int64)
+        for blk in self.blocks:
+            out[blk.slice] = blk.layer
+        return out
+
+    def unpack(self, theta: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+        """Split the flat vector into ``[(W_1, b_1), ...]``.
+
+        A layer without bias gets a zero bias of the right shape (and the
+        right dtype, so complex parameters stay complex).
+        """
+        theta = np.asarray(theta)
+        if theta.shape != (self.n_params,):
+            raise ValueError(f"expected {self.n_params} parameters, got shape {theta.shape}")
+        out = []
+        for blk in self.blocks:
+            w = theta[blk.w_slice].reshape(blk.units, blk.fan_in)
+            b = theta[blk.b_slice] if blk.bias else np.zeros(blk.units, dtype=theta.dtype)
+            out.append((w, b))
+        return out
+
+    def pack(self, params: list[tuple[FloatArray, FloatArray]]) -> FloatArray:
+        """Inverse of :meth:`unpack` (biases of bias-free layers are dropped)."""
+        parts = []
+        for blk, (w, b) in zip(self.blocks, params):
+            parts.append(np.asarray(w).reshape(-1))
+            if blk.bias:
+                parts.append(np.asarray(b).reshape(-1))
+        return np.concatenate(parts)
+
+    def param_index(self, name_or_index: str | int) -> int:
+        """Flat index of a parameter given by its public name or its index."""
+        if isinstance(name_or_index, (int, np.integer)):
+            i = int(name_or_index)
+            if not 0 <= i < self.n_params:
+                raise IndexError(f"parameter index {i} out of range 0..{self.n_params - 1}")
+            return i
+        layer, kind, i, j = parse_param_name(name_or_index)
+        if not 1 <= layer <= self.depth:
+            raise KeyError(f"no parameter {name_or_index!r}: the network has {self.depth} layers")
+        blk = self.blocks[layer - 1]
+        if kind == "W":
+            if not (0 <= i < blk.units and j is not None and 0 <= j < blk.fan_in):
+                raise KeyError(
+                    f"no parameter {name_or_index!r}: W{layer} has shape ({blk.units}, {blk.fan_in})"
+                )
+            return blk.offset + i * blk.fan_in + j
+        if not blk.bias:
+            raise KeyError(f"no parameter {name_or_index!r}: layer {layer} has no bias")
+        if not 0 <= i < blk.units:
+            raise KeyError(f"no parameter {name_or_index!r}: b{layer} has {blk.units} entries")
+        return blk.offset + blk.w_size + i
+
+    def describe(self) -> str:
+        """Short text such as ``2-2(sigmoid)-1(sigmoid)``."""
+        parts = [str(self.inputs)]
+        for layer in self.layers:
+            parts.append(f"{layer.units}({layer.activation}{'' if layer.bias else ',nobias'})")
+        return "-".join(parts)
+
+
+_NAME = re.compile(r"^\s*([Wb])(\d+)\[(\d+)(?:,\s*(\d+))?\]\s*$")
+
+
+def parse_param_name(name: str) -> tuple[int, str, int, int | None]:
+    """``"W2[0,1]"`` -> ``(2, "W", 0, 1)``; ``"b1[3]"`` -> ``(1, "b", 3, None)``."""
+    m = _NAME.match(name)
+    if not m or (m.group(1) == "W") != (m.group(4) is not None):
+        raise KeyError(f"{name!r} is not a parameter name; write W<layer>[<unit>,<input>] or b<layer>[<unit>]")
+    return int(m.group(2)), m.group(1), int(m.group(3)), (None if m.group(4) is None else int(m.group(4)))
+
+
+def layer_input(zs: list[FloatArray], layer: int) -> FloatArray:
+    """Input of ``layer`` (1-based) given ``zs = [x, z_1, z_2, ...]``."""
+    return zs[layer - 1]

@@ -1,0 +1,95 @@
+"""``autograd``: ``autograd.hessian`` of an independent implementation of E.
+
+This module writes the network, the activations, the losses and the
+unpacking of the flat parameter vector again, in ``autograd.numpy``, from the
+definitions in the case schema and not by calling anything in
+:mod:`hessverify.model`.  A bug in the shared forward pass therefore cannot
+cancel itself out of a comparison between ``backprop`` and ``autograd``.
+Only the *names* of things (activation and loss strings, the architecture's
+sizes) are read from the problem.
+
+Maclaurin, Duvenaud, Adams (2015). Autograd: effortless gradients in numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+from autograd.scipy.special import erf, logsumexp
+
+from hessverify._typing import FloatArray
+from hessverify.problem import Problem
+
+__all__ = ["error_function", "hessian", "gradient"]
+
+
+def _sigmoid(a: Any) -> Any:
+    return 0.5 * (anp.tanh(0.5 * a) + 1.0)
+
+
+def _softplus(a: Any) -> Any:
+    return anp.logaddexp(0.0, a)
+
+
+_ACT: dict[str, Callable[[Any], Any]] = {
+    "identity": lambda a: a,
+    "sigmoid": _sigmoid,
+    "tanh": anp.tanh,
+    "softplus": _softplus,
+    "sin": anp.sin,
+    "gelu": lambda a: 0.5 * a * (1.0 + erf(a / anp.sqrt(2.0))),
+    "silu": lambda a: a * _sigmoid(a),
+    "relu": lambda a: anp.maximum(a, 0.0),
+}
+
+
+def _loss(name: str, y: Any, t: FloatArray) -> Any:
+    """Per-pattern error summed over patterns (the reduction is applied outside)."""
+    if name == "sse":
+        return 0.5 * anp.sum((y - t) ** 2)
+    if name == "cross_entropy":
+        return -anp.sum(t * (y - logsumexp(y, axis=1, keepdims=True)))
+    if name == "binary_cross_entropy":
+        return anp.sum(_softplus(y) - t * y)
+    if name == "output":
+        return anp.sum(y)
+    raise KeyError(f"autograd reference has no loss {name!r}")
+
+
+def error_function(problem: Problem) -> Callable[[Any], Any]:
+    """``E(theta)`` for this problem's network, data and loss, in autograd.numpy."""
+    sizes = [problem.architecture.inputs] + [layer.units for layer in problem.architecture.layers]
+    spec = [(layer.units, layer.activation, layer.bias) for layer in problem.architecture.layers]
+    x = np.array(problem.inputs, dtype=np.float64)
+    t = np.array(problem.targets, dtype=np.float64)
+    scale = 1.0 / x.shape[0] if problem.reduction == "mean" else 1.0
+    loss = problem.loss
+
+    def E(theta: Any) -> Any:
+        h = x
+        pos = 0
+        for (units, act, bias), fan_in in zip(spec, sizes[:-1]):
+            w = anp.reshape(theta[pos:pos + units * fan_in], (units, fan_in))
+            pos += units * fan_in
+            a = anp.dot(h, w.T)
+            if bias:
+                a = a + theta[pos:pos + units]
+                pos += units
+            h = _ACT[act](a)
+        return scale * _loss(loss, h, t)
+
+    return E
+
+
+def gradient(problem: Problem) -> FloatArray:
+    return np.asarray(autograd.grad(error_function(problem))(np.array(problem.params, dtype=np.float64)))
+
+
+def hessian(problem: Problem) -> FloatArray:
+    """``autograd.hessian`` (a jacobian of a jacobian) of the independent E."""
+    H = autograd.hessian(error_function(problem))(np.array(problem.params, dtype=np.float64))
+    return np.asarray(H, dtype=np.float64)

@@ -1,0 +1,70 @@
+"""The registry: every way of computing a Hessian, under one call shape.
+
+Each entry is ``fn(problem) -> result``.  Adding a method is adding a module
+under :mod:`hessverify.methods` (or :mod:`hessverify.references`) and one
+line to :data:`METHODS`.
+
+``role`` says how ``hessverify verify`` uses an entry:
+
+* ``"method"``: an exact method under test, compared with every reference;
+* ``"reference"``: an independent reference the methods are held to;
+* ``"approximation"``: a curvature approximation, reported as approximation
+  error against the exact Hessian, never as a failure.
+
+``kind`` says what ``fn`` returns: ``"matrix"`` (``(W, W)``), ``"vector"``
+(a diagonal, ``(W,)``) or ``"blocks"`` (a list of per-layer square blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hessverify._typing import FloatArray
+from hessverify.errors import UsageError
+from hessverify.methods import backprop
+from hessverify.problem import Problem
+from hessverify.references import autograd_ref, finite_differences
+
+__all__ = ["METHODS", "Method", "get_method", "methods_with_role"]
+
+Role = Literal["method", "reference", "approximation"]
+Kind = Literal["matrix", "vector", "blocks"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: Callable[[Problem], Any]
+    role: Role
+    kind: Kind
+    summary: str
+    # An estimate of the entrywise error, when the method knows its own (fd).
+    with_error: Callable[[Problem], tuple[FloatArray, FloatArray]] | None = None
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("backprop", backprop.hessian, "method", "matrix",
+               "exact Hessian by second-order backpropagation (Bishop 1992)"),
+        Method("autograd", autograd_ref.hessian, "reference", "matrix",
+               "autograd.hessian of an independent autograd.numpy implementation"),
+        Method("fd", finite_differences.hessian, "reference", "matrix",
+               "central differences of the gradient, with an error estimate",
+               with_error=finite_differences.hessian_with_error),
+    )
+}
+"""Every method and reference, keyed by name."""
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UsageError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def methods_with_role(role: Role) -> list[Method]:
+    return [m for m in METHODS.values() if m.role == role]

@@ -1,0 +1,65 @@
+"""Verify a problem: every method against every reference, within derived bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.bounds import rounding_bound
+from hessverify.compare import Comparison, bound_for, compare
+from hessverify.model.forward import check_point
+from hessverify.problem import Problem
+from hessverify.registry import METHODS, get_method, methods_with_role
+
+__all__ = ["hessian", "verify_problem"]
+
+
+def hessian(problem: Problem, method: str = "backprop") -> FloatArray:
+    """The ``(W, W)`` Hessian of ``problem`` by the named method (float64, public order).
+
+    Examples
+    --------
+    >>> import hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> H = hessverify.hessian(case)
+    >>> bool(abs(H - hessverify.hessian(case, method="autograd")).max() < 1e-12)
+    True
+    """
+    m = get_method(method)
+    check_point(problem)
+    return np.asarray(m.fn(problem), dtype=np.float64)
+
+
+def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
+                   references: Sequence[str] | None = None) -> list[Comparison]:
+    """Compare each exact method with each reference on one problem.
+
+    Raises :class:`~hessverify.errors.NotDifferentiableError` where the
+    Hessian does not exist and :class:`~hessverify.errors.OverflowReport`
+    where the network overflows, before anything is compared.
+    """
+    check_point(problem)
+    method_names = list(methods) if methods is not None else [m.name for m in methods_with_role("method")]
+    ref_names = list(references) if references is not None else [m.name for m in methods_with_role("reference")]
+    for name in method_names + ref_names:
+        get_method(name)
+    rounding = rounding_bound(problem, methods=2)
+    refs: dict[str, tuple[FloatArray, FloatArray | None]] = {}
+    for name in ref_names:
+        ref = METHODS[name]
+        if ref.with_error is not None:
+            value, err = ref.with_error(problem)
+            refs[name] = (value, err)
+        else:
+            refs[name] = (np.asarray(ref.fn(problem), dtype=np.float64), None)
+    results = []
+    for name in method_names:
+        A = np.asarray(METHODS[name].fn(problem), dtype=np.float64)
+        for ref_name, (R, err) in refs.items():
+            if ref_name == name:
+                continue
+            bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
+            results.append(compare(problem, name, ref_name, A, R, bound, kind))
+    return results
