@@ -18,11 +18,16 @@ The magnitude Hessian ``M`` is the Hessian assembly of
 propagated quantity, with three corrections so that errors made *before*
 the final sums are covered too:
 
-* a net input computed as a sum carries an error of up to
-  ``gamma * A`` with ``A = |W| |z| + |b|``; it moves ``f``, ``f'`` and ``f''``
-  by at most ``sup|f'| A``, ``sup|f''| A`` and ``sup|f'''| A`` per unit of
-  ``gamma`` (the ``df_max``, ``d2f_max`` and ``d3f_max`` columns of the
-  activation table);
+* a net input computed as a sum carries an error of up to ``delta = gamma A``
+  with ``A = |W| |z| + |b|``; by Taylor's theorem it moves ``f``, ``f'``
+  and ``f''`` by at most ``|f'| delta``, ``|f''| delta`` and ``|f'''| delta``
+  at the point, plus a remainder ``L delta^2`` (``L`` the ``deriv_max``
+  column of the activation table), so each magnitude gets ``|f^(k+1)| A +
+  L gamma A^2``;
+* ``f``, ``f'`` and ``f''`` themselves enter with the magnitudes of the
+  terms that textbook formulas for them add (the ``terms`` column of the
+  activation table): ``1 - t^2`` for tanh', say, whose rounding error is
+  an ulp of 1 however small the result;
 * the loss derivatives enter with the magnitudes of their own terms (the
   ``grad_mag`` and ``hess_mag`` columns of the loss table);
 * ``k``, the length of the longest chain of roundings, counts every sum of
@@ -82,6 +87,7 @@ def chain_length(problem: Problem) -> int:
 def _magnitudes(problem: Problem) -> Quantities:
     fp = forward(problem)
     loss = get_loss(problem.loss)
+    g = gamma(chain_length(problem))
     z = [np.abs(fp.z[0])]
     df: list[FloatArray] = [fp.df[0]]
     d2f: list[FloatArray] = [fp.d2f[0]]
@@ -91,9 +97,11 @@ def _magnitudes(problem: Problem) -> Quantities:
     ):
         act = get_activation(layer.activation)
         amag = layer_input(z, index) @ np.abs(w).T + np.abs(b)  # magnitude of the net input's terms
-        z.append(np.abs(fp.z[index]) + act.df_max * amag)
-        df.append(np.abs(fp.df[index]) + act.d2f_max * amag)
-        d2f.append(np.abs(fp.d2f[index]) + act.d3f_max * amag)
+        remainder = act.deriv_max * g * amag * amag
+        f_terms, df_terms, d2f_terms = act.terms(fp.a[index])
+        z.append(f_terms + np.abs(fp.df[index]) * amag + remainder)
+        df.append(df_terms + np.abs(fp.d2f[index]) * amag + remainder)
+        d2f.append(d2f_terms + np.abs(act.d3f(fp.a[index])) * amag + remainder)
         weights.append(np.abs(w))
     y, t = fp.y, problem.targets
     return Quantities(

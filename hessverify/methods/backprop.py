@@ -141,6 +141,12 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
             _scatter(H, bm, bmp, block)
             if mp > m:
                 H[bmp.slice, bm.slice] = H[bm.slice, bmp.slice].T
+            else:
+                # Q_m and the products above are symmetric only up to rounding
+                # ((a b) c != (c b) a in floating point); the mean restores
+                # exact symmetry without adding error.
+                d = H[bm.slice, bm.slice]
+                H[bm.slice, bm.slice] = 0.5 * (d + d.T)
     return H
 
 
