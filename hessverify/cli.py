@@ -144,6 +144,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             w = c.worst_entry
             print(f"{c.case:34s} {c.method:10s} {c.reference:10s} {c.max_abs_error:11.2e} "
                   f"{c.max_rel_error:9.1e} {c.margin:9.1e}  {mark} {w.row} x {w.col}")
+            if c.note:
+                print(f"    note: {c.note}")
             if not c.passed:
                 print(f"    {c.failing_entries} entries over the bound; worst {w.row} x {w.col}: "
                       f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}, "

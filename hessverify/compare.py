@@ -76,6 +76,7 @@ class Comparison:
     symmetry_error: float  # max |A - A^T| of the method's matrix
     worst_entry: WorstEntry
     failing_entries: int = 0
+    unchecked_entries: int = 0  # entries whose bound is inf: the reference is not trusted there
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -123,11 +124,17 @@ def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: Flo
         abs_error=float(diff[i, j] if A.ndim == 2 else diff[i]),
         bound=float(bound[i, j] if A.ndim == 2 else bound[i]),
     )
-    note = "method returned NaN or inf" if np.any(nonfinite) else ""
+    unchecked = int(np.count_nonzero(np.isinf(bound) & np.isfinite(diff)))
+    notes = []
+    if np.any(nonfinite):
+        notes.append("method returned NaN or inf")
+    if unchecked:
+        notes.append(f"{unchecked} entries not checked: {reference} is not trusted there (a step crosses a kink)")
+    note = "; ".join(notes)
     return Comparison(
         case=problem.id, method=method, reference=reference, passed=failing == 0,
         max_abs_error=max_abs, max_rel_error=(max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))),
         frobenius_rel_error=fro, bound=worst.bound, bound_kind=bound_kind,
         margin=float(ratio[i, j] if A.ndim == 2 else ratio[i]), symmetry_error=sym,
-        worst_entry=worst, failing_entries=failing, note=note,
+        worst_entry=worst, failing_entries=failing, unchecked_entries=unchecked, note=note,
     )
