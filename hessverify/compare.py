@@ -45,6 +45,16 @@ TOLERANCES: dict[str, Tolerance] = {
         f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding of the gradient / h "
         "+ asymmetry), plus gamma_k M for the exact side",
     ),
+    "complex_step": Tolerance(
+        "rounding",
+        "the complex step has no subtraction and a truncation term below 1e-60: exact to rounding, so "
+        "2 gamma_k M entrywise as for two exact methods",
+    ),
+    "richardson": Tolerance(
+        "fd_estimate",
+        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| / 15 + 1.5 gamma_k G / h "
+        "+ asymmetry), plus gamma_k M for the exact side",
+    ),
 }
 """How each reference's bound is derived, with the reason."""
 

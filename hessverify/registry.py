@@ -25,7 +25,7 @@ from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
 from hessverify.methods import backprop
 from hessverify.problem import Problem
-from hessverify.references import autograd_ref, finite_differences
+from hessverify.references import autograd_ref, complex_step, finite_differences, richardson
 
 __all__ = ["METHODS", "Method", "get_method", "methods_with_role"]
 
@@ -54,6 +54,11 @@ METHODS: dict[str, Method] = {
         Method("fd", finite_differences.hessian, "reference", "matrix",
                "central differences of the gradient, with an error estimate",
                with_error=finite_differences.hessian_with_error),
+        Method("complex_step", complex_step.hessian, "reference", "matrix",
+               "complex step applied to the gradient: each column to rounding accuracy, no subtraction"),
+        Method("richardson", richardson.hessian, "reference", "matrix",
+               "Richardson-extrapolated central differences of the gradient, with an error estimate",
+               with_error=richardson.hessian_with_error),
     )
 }
 """Every method and reference, keyed by name."""

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
-from scipy.special import expit, ndtr
+from scipy.special import ndtr
 
 from hessverify._typing import FloatArray
+from hessverify.model._special import expit, positive, softplus
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
 
@@ -108,8 +109,7 @@ def _tanh_d3(a: FloatArray) -> FloatArray:
 
 
 def _softplus(a: FloatArray) -> FloatArray:
-    # log(1 + e^a) without overflow for large a
-    return np.logaddexp(0.0, a)
+    return softplus(a)
 
 
 def _phi(a: FloatArray) -> FloatArray:
@@ -160,23 +160,23 @@ def _silu_d3(a: FloatArray) -> FloatArray:
 
 
 def _relu(a: FloatArray) -> FloatArray:
-    return np.maximum(a, 0.0)
+    return a * positive(a)
 
 
 def _relu_d1(a: FloatArray) -> FloatArray:
-    return (a > 0).astype(np.float64)
+    return positive(a)
 
 
 def _zeros(a: FloatArray) -> FloatArray:
-    return np.zeros_like(a, dtype=np.float64)
+    return np.zeros_like(a)
 
 
 def _ones(a: FloatArray) -> FloatArray:
-    return np.ones_like(a, dtype=np.float64)
+    return np.ones_like(a)
 
 
 def _identity(a: FloatArray) -> FloatArray:
-    return np.asarray(a, dtype=np.float64)
+    return np.asarray(a)
 
 
 def _neg_sin(a: FloatArray) -> FloatArray:
@@ -227,9 +227,10 @@ def _identity_terms(a: FloatArray) -> Terms:
 
 
 def _sigmoid_terms(a: FloatArray) -> Terms:
+    # s = (1 + tanh(a/2)) / 2 is accurate to an ulp of 1, not of s; s (1 - s)
+    # and s (1 - s)(1 - 2 s) inherit that: terms (1 + s) and (1 + s)(1 + 2 s)
     s = expit(a)
-    s1 = s * (1.0 + s)  # s (1 - s)
-    return np.ones_like(a), s1, s1 * (1.0 + 2.0 * s)  # s(1-s)(1-2s)
+    return np.ones_like(a), 1.0 + s, (1.0 + s) * (1.0 + 2.0 * s)
 
 
 def _tanh_terms(a: FloatArray) -> Terms:
@@ -254,8 +255,8 @@ def _gelu_terms(a: FloatArray) -> Terms:
 
 def _silu_terms(a: FloatArray) -> Terms:
     # a sigma,  sigma + a sigma (1 - sigma),  2 sigma' + a sigma''
-    _, s1, s2 = _sigmoid_terms(a)
-    return np.abs(a), 1.0 + np.abs(a) * s1, 2.0 * s1 + np.abs(a) * s2
+    s0, s1, s2 = _sigmoid_terms(a)
+    return np.abs(a) * s0, s0 + np.abs(a) * s1, 2.0 * s1 + np.abs(a) * s2
 
 
 def _relu_terms(a: FloatArray) -> Terms:

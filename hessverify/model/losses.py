@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
-from scipy.special import expit, logsumexp, softmax
+from scipy.special import logsumexp, softmax
 
 from hessverify._typing import FloatArray
+from hessverify.model._special import expit, softplus
 
 __all__ = ["LOSSES", "REDUCTIONS", "Loss", "get_loss"]
 
@@ -135,7 +136,7 @@ def _ce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
 # -- binary_cross_entropy on logits: e = sum_k softplus(y_k) - t_k y_k ---------
 
 def _bce_value(y: FloatArray, t: FloatArray) -> FloatArray:
-    return np.sum(np.logaddexp(0.0, y) - t * y, axis=-1)
+    return np.sum(softplus(y) - t * y, axis=-1)
 
 
 def _bce_grad(y: FloatArray, t: FloatArray) -> FloatArray:
