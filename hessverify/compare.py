@@ -118,7 +118,8 @@ def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: Flo
     diff = np.abs(A - R)
     nonfinite = ~np.isfinite(A)
     diff[nonfinite] = np.inf
-    ratio = diff / bound
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ratio = diff / bound
     flat = int(np.nanargmax(ratio)) if ratio.size else 0
     i, j = np.unravel_index(flat, A.shape) if A.ndim == 2 else (flat, flat)
     max_ref = float(np.max(np.abs(R))) if R.size else 0.0
