@@ -29,7 +29,8 @@ the final sums are covered too:
   activation table): ``1 - t^2`` for tanh', say, whose rounding error is
   an ulp of 1 however small the result;
 * the loss derivatives enter with the magnitudes of their own terms (the
-  ``grad_mag`` and ``hess_mag`` columns of the loss table);
+  ``grad_mag`` and ``hess_mag`` columns of the loss table), widened by the
+  forward error of the output ``y`` they are evaluated at;
 * ``k``, the length of the longest chain of roundings, counts every sum of
   the forward pass, the backward pass and the final sum over patterns, plus a
   fixed allowance per layer for evaluating the activation functions (a few
@@ -42,6 +43,8 @@ why measured margins (error / bound) are far below 1.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -84,45 +87,76 @@ def chain_length(problem: Problem) -> int:
     return k
 
 
-def _magnitudes(problem: Problem) -> Quantities:
+_STEP = 1e-30
+"""Imaginary step for the directional derivative of the (polynomial) assembly."""
+
+
+def _values_and_errors(problem: Problem) -> tuple[Quantities, Quantities]:
+    """``|q|`` for every propagated quantity, and its first-order error in units of gamma."""
     fp = forward(problem)
     loss = get_loss(problem.loss)
     g = gamma(chain_length(problem))
-    z = [np.abs(fp.z[0])]
-    df: list[FloatArray] = [fp.df[0]]
-    d2f: list[FloatArray] = [fp.d2f[0]]
-    weights: list[FloatArray] = [fp.weights[0]]
+    empty = fp.df[0]
+    v = Quantities([np.abs(fp.z[0])], [empty], [empty], [empty], np.empty(0), np.empty(0))
+    e = Quantities([np.zeros_like(fp.z[0])], [empty], [empty], [empty], np.empty(0), np.empty(0))
     for index, ((w, b), layer) in enumerate(
         zip(problem.architecture.unpack(problem.params), problem.architecture.layers), start=1
     ):
         act = get_activation(layer.activation)
-        amag = layer_input(z, index) @ np.abs(w).T + np.abs(b)  # magnitude of the net input's terms
-        remainder = act.deriv_max * g * amag * amag
-        f_terms, df_terms, d2f_terms = act.terms(fp.a[index])
-        z.append(f_terms + np.abs(fp.df[index]) * amag + remainder)
-        df.append(df_terms + np.abs(fp.d2f[index]) * amag + remainder)
-        d2f.append(d2f_terms + np.abs(act.d3f(fp.a[index])) * amag + remainder)
-        weights.append(np.abs(w))
+        a = fp.a[index]
+        z_prev = layer_input(v.z, index)
+        # the net input: the error it inherits plus the rounding of its own dot product
+        e_a = layer_input(e.z, index) @ np.abs(w).T + z_prev @ np.abs(w).T + np.abs(b)
+        remainder = act.deriv_max * g * e_a * e_a  # Taylor remainder, second order in the error
+        f_terms, df_terms, d2f_terms = act.terms(a)
+        v.z.append(np.abs(fp.z[index]))
+        v.df.append(np.abs(fp.df[index]))
+        v.d2f.append(np.abs(fp.d2f[index]))
+        v.weights.append(np.abs(w))
+        e.z.append(f_terms + np.abs(fp.df[index]) * e_a + remainder)
+        e.df.append(df_terms + np.abs(fp.d2f[index]) * e_a + remainder)
+        e.d2f.append(d2f_terms + np.abs(act.d3f(a)) * e_a + remainder)
+        e.weights.append(np.zeros_like(w))  # the parameters are exact
     y, t = fp.y, problem.targets
-    return Quantities(
-        z, df, d2f, weights,
-        problem.scale * loss.grad_mag(y, t),
-        problem.scale * np.abs(loss.hess_mag(y, t)),
-    )
+    # the loss derivatives: their own terms, plus the forward error of the output y they are
+    # evaluated at (|H_y| e_y for the gradient; hess_slope times the terms for the Hessian)
+    h_terms = np.abs(loss.hess_mag(y, t))
+    e_y = e.z[-1]
+    v.g_y = problem.scale * np.abs(fp.g_y)
+    v.h_y = problem.scale * np.abs(fp.h_y / problem.scale)
+    e.g_y = problem.scale * (loss.grad_mag(y, t) + np.einsum("nij,nj->ni", h_terms, e_y))
+    e.h_y = problem.scale * h_terms * (1.0 + loss.hess_slope * np.max(e_y, axis=1))[:, None, None]
+    return v, e
+
+
+def _first_order(v: Quantities, e: Quantities, assemble: Callable[[Quantities], FloatArray]) -> FloatArray:
+    """``assemble(v) + D assemble(v)[e]``: the terms' magnitudes plus their propagated errors.
+
+    The assembly only adds and multiplies, so on non-negative inputs its
+    derivative in a non-negative direction sums every partial times every
+    error in absolute value; the complex step computes it exactly.
+    """
+    def mix(a: list[FloatArray], b: list[FloatArray]) -> list[FloatArray]:
+        return [x + 1j * _STEP * y if x.size else x for x, y in zip(a, b)]
+
+    direction = Quantities(mix(v.z, e.z), mix(v.df, e.df), mix(v.d2f, e.d2f), mix(v.weights, e.weights),
+                           v.g_y + 1j * _STEP * e.g_y, v.h_y + 1j * _STEP * e.h_y)
+    out = assemble(direction)
+    # the real part also holds -h^2 (error x error) terms, 1e-60 relative: harmless, except
+    # that they turn an exact zero into a tiny negative number
+    return np.maximum(out.real, 0.0) + out.imag / _STEP
 
 
 def magnitude_hessian(problem: Problem) -> FloatArray:
-    """``M``: every Hessian entry's terms summed in absolute value (see module text)."""
-    return hessian_from_quantities(problem.architecture, _magnitudes(problem))
+    """``M``: per Hessian entry, its terms in absolute value plus their inherited errors."""
+    v, e = _values_and_errors(problem)
+    return _first_order(v, e, lambda q: hessian_from_quantities(problem.architecture, q))
 
 
-def magnitude_gradient(problem: Problem) -> FloatArray:
-    """The gradient's terms summed in absolute value, by the same rule."""
-    q = _magnitudes(problem)
-    arch = problem.architecture
+def _gradient_from_quantities(problem: Problem, q: Quantities) -> FloatArray:
     gz = q.g_y
     parts: list[FloatArray] = []
-    for blk in reversed(arch.blocks):
+    for blk in reversed(problem.architecture.blocks):
         d = gz * q.df[blk.layer]
         piece = [(d.T @ layer_input(q.z, blk.layer)).reshape(-1)]
         if blk.bias:
@@ -130,6 +164,12 @@ def magnitude_gradient(problem: Problem) -> FloatArray:
         parts = piece + parts
         gz = d @ q.weights[blk.layer]
     return np.concatenate(parts)
+
+
+def magnitude_gradient(problem: Problem) -> FloatArray:
+    """The same for the gradient: its terms plus their inherited errors."""
+    v, e = _values_and_errors(problem)
+    return _first_order(v, e, lambda q: _gradient_from_quantities(problem, q))
 
 
 def rounding_bound(problem: Problem, methods: int = 2) -> FloatArray:

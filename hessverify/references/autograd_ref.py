@@ -13,10 +13,9 @@ Maclaurin, Duvenaud, Adams (2015). Autograd: effortless gradients in numpy.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
-
-import warnings
 
 import autograd
 import autograd.numpy as anp
