@@ -142,9 +142,9 @@ def _first_order(v: Quantities, e: Quantities, assemble: Callable[[Quantities], 
     direction = Quantities(mix(v.z, e.z), mix(v.df, e.df), mix(v.d2f, e.d2f), mix(v.weights, e.weights),
                            v.g_y + 1j * _STEP * e.g_y, v.h_y + 1j * _STEP * e.h_y)
     out = assemble(direction)
-    # the real part also holds -h^2 (error x error) terms, 1e-60 relative: harmless, except
-    # that they turn an exact zero into a tiny negative number
-    return np.maximum(out.real, 0.0) + out.imag / _STEP
+    # both parts also hold terms like -h^2 (error x error x ...), 1e-60 relative: harmless,
+    # except that they can turn an exact zero into a tiny negative number
+    return np.maximum(out.real + out.imag / _STEP, 0.0)
 
 
 def magnitude_hessian(problem: Problem) -> FloatArray:
