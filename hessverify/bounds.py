@@ -87,10 +87,6 @@ def chain_length(problem: Problem) -> int:
     return k
 
 
-_STEP = 1e-30
-"""Imaginary step for the directional derivative of the (polynomial) assembly."""
-
-
 def _values_and_errors(problem: Problem) -> tuple[Quantities, Quantities]:
     """``|q|`` for every propagated quantity, and its first-order error in units of gamma."""
     fp = forward(problem)
@@ -129,28 +125,39 @@ def _values_and_errors(problem: Problem) -> tuple[Quantities, Quantities]:
     return v, e
 
 
-def _first_order(v: Quantities, e: Quantities, assemble: Callable[[Quantities], FloatArray]) -> FloatArray:
-    """``assemble(v) + D assemble(v)[e]``: the terms' magnitudes plus their propagated errors.
+def _propagated(v: Quantities, e: Quantities, g: float, assemble: Callable[[Quantities], FloatArray]) -> FloatArray:
+    """``A(v') + D A(v')[e]`` at ``v' = v + gamma e``: a bound on terms plus inherited error.
 
-    The assembly only adds and multiplies, so on non-negative inputs its
-    derivative in a non-negative direction sums every partial times every
-    error in absolute value; the complex step computes it exactly.
+    Every factor of every term is at most ``v`` in size and carries an error of
+    at most ``gamma e``.  The assembly only adds and multiplies, so on
+    non-negative inputs it is a polynomial with non-negative coefficients and
+    ``A(v + gamma e) - A(v) <= gamma D A(v + gamma e)[e]`` (mean value theorem,
+    ``D A`` increasing): all orders of the inherited error, not only the first,
+    which matters where an error is larger than its value (a softplus that
+    underflows, a dead relu).  The directional derivative is taken by complex
+    step, exact for a polynomial up to terms of relative size
+    ``(h e / v')^2 <= (h / gamma)^2``; ``h = gamma 2^-20`` makes those
+    immaterial while keeping ``h`` large enough that tiny terms (1e-250 at
+    weights of 1e-8) do not underflow.
     """
-    def mix(a: list[FloatArray], b: list[FloatArray]) -> list[FloatArray]:
-        return [x + 1j * _STEP * y if x.size else x for x, y in zip(a, b)]
+    h = g * 2.0**-20
 
-    direction = Quantities(mix(v.z, e.z), mix(v.df, e.df), mix(v.d2f, e.d2f), mix(v.weights, e.weights),
-                           v.g_y + 1j * _STEP * e.g_y, v.h_y + 1j * _STEP * e.h_y)
+    def shifted(a: list[FloatArray], b: list[FloatArray]) -> list[FloatArray]:
+        return [(x + g * y) + 1j * h * y if x.size else x for x, y in zip(a, b)]
+
+    direction = Quantities(shifted(v.z, e.z), shifted(v.df, e.df), shifted(v.d2f, e.d2f),
+                           shifted(v.weights, e.weights),
+                           (v.g_y + g * e.g_y) + 1j * h * e.g_y, (v.h_y + g * e.h_y) + 1j * h * e.h_y)
     out = assemble(direction)
-    # both parts also hold terms like -h^2 (error x error x ...), 1e-60 relative: harmless,
+    # both parts also hold terms of relative size (h / gamma)^2 with either sign: immaterial,
     # except that they can turn an exact zero into a tiny negative number
-    return np.maximum(out.real + out.imag / _STEP, 0.0)
+    return np.maximum(out.real + out.imag / h, 0.0)
 
 
 def magnitude_hessian(problem: Problem) -> FloatArray:
     """``M``: per Hessian entry, its terms in absolute value plus their inherited errors."""
     v, e = _values_and_errors(problem)
-    return _first_order(v, e, lambda q: hessian_from_quantities(problem.architecture, q))
+    return _propagated(v, e, gamma(chain_length(problem)), lambda q: hessian_from_quantities(problem.architecture, q))
 
 
 def _gradient_from_quantities(problem: Problem, q: Quantities) -> FloatArray:
@@ -169,7 +176,7 @@ def _gradient_from_quantities(problem: Problem, q: Quantities) -> FloatArray:
 def magnitude_gradient(problem: Problem) -> FloatArray:
     """The same for the gradient: its terms plus their inherited errors."""
     v, e = _values_and_errors(problem)
-    return _first_order(v, e, lambda q: _gradient_from_quantities(problem, q))
+    return _propagated(v, e, gamma(chain_length(problem)), lambda q: _gradient_from_quantities(problem, q))
 
 
 def rounding_bound(problem: Problem, methods: int = 2) -> FloatArray:
