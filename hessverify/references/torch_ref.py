@@ -31,8 +31,12 @@ def hessian(problem: Problem) -> FloatArray:
     import torch
     import torch.nn.functional as F
 
+    def softplus(a: Any) -> Any:
+        # not F.softplus: above its threshold (20) it returns a itself, which is off by e^-a
+        return torch.logaddexp(a, torch.zeros_like(a))
+
     acts: dict[str, Any] = {
-        "identity": lambda a: a, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": F.softplus,
+        "identity": lambda a: a, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": softplus,
         "sin": torch.sin, "gelu": lambda a: F.gelu(a, approximate="none"), "silu": F.silu, "relu": torch.relu,
     }
     x = torch.tensor(problem.inputs, dtype=torch.float64)
@@ -56,7 +60,7 @@ def hessian(problem: Problem) -> FloatArray:
         elif problem.loss == "cross_entropy":
             e = -(t * torch.log_softmax(h, dim=1)).sum()
         elif problem.loss == "binary_cross_entropy":
-            e = (F.softplus(h) - t * h).sum()
+            e = (softplus(h) - t * h).sum()
         else:
             e = h.sum()
         return scale * e
