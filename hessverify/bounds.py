@@ -64,6 +64,15 @@ UNIT_ROUNDOFF = 2.0**-53
 ACTIVATION_ULPS = 8
 """Roundings allowed per activation evaluation (libm's exp, tanh, erf: <= 2 ulp each, plus the arithmetic around them)."""
 
+UNDERFLOW_FLOOR = 2.0**-1022 * 2.0**40
+"""An absolute allowance of about 2.4e-296 for underflow.
+
+The relative model ``|error| <= u |x|`` fails below ``2^-1022``: a product of
+two numbers near 1e-160 underflows to 0 (or to a subnormal) with an error of
+up to ``2^-1022``, and later products can scale that by the network's larger
+quantities.  Entries that differ by less than this are treated as equal;
+anything a person would call a Hessian entry is far above it."""
+
 LOSS_ULPS = 8
 """Roundings allowed for evaluating the loss derivatives at the output (softmax, logsumexp)."""
 
@@ -183,8 +192,7 @@ def rounding_bound(problem: Problem, methods: int = 2) -> FloatArray:
     """Entrywise bound on the difference of ``methods`` exact float64 results.
 
     Each method is within ``gamma_k M`` of the truth; two methods differ by at
-    most ``2 gamma_k M``.  An absolute floor at the smallest normal number
-    keeps the bound meaningful for entries that are exactly zero.
+    most ``2 gamma_k M``, plus :data:`UNDERFLOW_FLOOR` for underflow.
     """
     M = magnitude_hessian(problem)
-    return methods * gamma(chain_length(problem)) * M + np.finfo(np.float64).tiny
+    return methods * gamma(chain_length(problem)) * M + UNDERFLOW_FLOOR

@@ -32,8 +32,9 @@ def hessian(problem: Problem) -> FloatArray:
     import torch.nn.functional as F
 
     def softplus(a: Any) -> Any:
-        # not F.softplus: above its threshold (20) it returns a itself, which is off by e^-a
-        return torch.logaddexp(a, torch.zeros_like(a))
+        # Not F.softplus: above its threshold (20) it returns a itself, off by e^-a.  Not
+        # torch.logaddexp either: its double backward gives NaN.  This is exact and stable.
+        return torch.relu(a) + torch.log1p(torch.exp(-torch.abs(a)))
 
     acts: dict[str, Any] = {
         "identity": lambda a: a, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": softplus,
