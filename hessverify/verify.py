@@ -33,8 +33,14 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray:
 
 
 def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
-                   references: Sequence[str] | None = None) -> list[Comparison]:
+                   references: Sequence[str] | None = None, *,
+                   matrices: dict[str, FloatArray] | None = None) -> list[Comparison]:
     """Compare each exact method with each reference on one problem.
+
+    If ``matrices`` is given, every matrix computed is also stored in it,
+    keyed by method or reference name, and a reference's own error estimate
+    (fd's) under ``"<name>.error"``, so a report can draw and localise them
+    without computing them again (the finite-difference reference is slow).
 
     Raises :class:`~hessverify.errors.NotDifferentiableError` where the
     Hessian does not exist and :class:`~hessverify.errors.OverflowReport`
@@ -54,9 +60,15 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
             refs[name] = (value, err)
         else:
             refs[name] = (np.asarray(ref.fn(problem), dtype=np.float64), None)
+        if matrices is not None:
+            matrices[name] = refs[name][0]
+            if refs[name][1] is not None:
+                matrices[f"{name}.error"] = np.asarray(refs[name][1], dtype=np.float64)
     results = []
     for name in method_names:
         A = np.asarray(METHODS[name].fn(problem), dtype=np.float64)
+        if matrices is not None:
+            matrices[name] = A
         for ref_name, (R, err) in refs.items():
             if ref_name == name:
                 continue
