@@ -68,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--reference", action="append", dest="references", metavar="NAME",
                    help="a reference to hold the methods to (repeatable; default: every reference)")
     v.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    v.add_argument("--report", metavar="DIR", help="write results.json and report.md into DIR")
+    v.add_argument("--report", metavar="DIR", help="write results.json, report.md and report.html into DIR")
     v.set_defaults(func=_cmd_verify)
 
     h = sub.add_parser("hessian", help="compute a Hessian and save it as .npy")
@@ -116,21 +116,26 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from hessverify.reports import write_json, write_report
+    from hessverify.reports import check_directory, write_json, write_report
+    from hessverify.reports.progress import track
     from hessverify.verify import verify_problem
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
+    if args.report:
+        check_directory(Path(args.report))  # fail now, not after the whole run
     results = []
     skipped: list[dict[str, str]] = []
+    kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
     header = f"{'case':34s} {'method':10s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}  worst entry"
     print(header)
     print("-" * len(header))
-    for case in cases:
+    for case in track(cases, "verifying", label=lambda case: case.id):
         try:
-            comps = verify_problem(case, args.methods, args.references)
+            comps = verify_problem(case, args.methods, args.references,
+                                   matrices=kept.setdefault(case.id, {}) if args.report else None)
         except NotDifferentiableError as exc:
             print(f"{case.id:34s} NOT DIFFERENTIABLE: {exc}")
             skipped.append({"case": case.id, "reason": "not_differentiable", "message": str(exc)})
@@ -157,7 +162,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), results, skipped)
     if args.report:
-        written = write_report(Path(args.report), results, skipped, cases)
+        written = write_report(Path(args.report), results, skipped, cases, matrices=kept)
         print(f"report written to {', '.join(str(p) for p in written)}")
     return _verify_status(results, skipped)
 
