@@ -28,7 +28,7 @@ that names their rows, and says
   ``block``
       every entry over the threshold lies in one tensor pair (or, failing
       that, one layer pair) and its mirror, and fills at least
-      :data:`BLOCK_FILL` of it;
+      :data:`BLOCK_FILL` of its live (not exactly zero) entries;
   ``row_column``
       every entry over the threshold lies in the rows and columns of a few
       parameters (a parameter whose every second derivative is wrong);
@@ -87,7 +87,10 @@ A symmetric error has share 0; one wrong triangle (``E_ij != 0``, ``E_ji = 0``)
 has share ``1/sqrt(2) ~ 0.71``; a quarter sits safely between."""
 
 BLOCK_FILL = 0.5
-"""Fraction of a block's entries that must be over the threshold for ``block``."""
+"""Fraction of a block's live entries that must be over the threshold for ``block``.
+
+Live: over the threshold, or above it in ``|A|`` or ``|R|``; an exact zero
+that both sides agree on cannot show a bug, so it does not count."""
 
 SCALE_RESIDUAL = 1e-3
 """``A - c R`` must be this small against ``A - R`` (Frobenius) for ``scaled``."""
@@ -170,7 +173,8 @@ def _shares(E2: FloatArray, over: np.ndarray, groups: list[tuple[str, slice]]) -
                 n_over += int(over[sb, sa].sum())
                 size *= 2
             if n_over or mass > 0:
-                out.append(BlockShare(ga, gb, mass / total if total > 0 else 0.0, n_over, size))
+                # summed block by block, the shares can overshoot 1 by a rounding
+                out.append(BlockShare(ga, gb, min(1.0, mass / total) if total > 0 else 0.0, n_over, size))
     out.sort(key=lambda b: (-b.share, -b.over))
     return out
 
@@ -330,7 +334,7 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
         if len(groups) < 2:
             continue  # one group is the whole matrix: "one whole block" would say nothing
         touched = [b for b in shares if b.over]
-        if len(touched) == 1 and touched[0].over >= BLOCK_FILL * touched[0].size:
+        if len(touched) == 1 and touched[0].over >= BLOCK_FILL * _live(touched[0], groups, A, R, over, thr):
             b = touched[0]
             mirror = "" if b.rows == b.cols else f" and its mirror {b.cols} x {b.rows}"
             inside = ""
@@ -376,6 +380,22 @@ def _asym_head(names: tuple[str, ...], tensors: list[tuple[str, slice]], group_o
             f"largest entry of |(A - A^T) - (R - R^T)| {float(D.max()):.2e}); the error is in block {row} x {col} "
             f"while {mirror}; worst: {names[i]} x {names[j]} is off by {float(E[i, j]):.2e}, "
             f"{names[j]} x {names[i]} by {float(E[j, i]):.2e}")
+
+
+def _live(b: BlockShare, groups: list[tuple[str, slice]], A: FloatArray, R: FloatArray, over: np.ndarray,
+          thr: FloatArray | float) -> int:
+    """Entries of a block pair that could be wrong: over the threshold, or non-negligible in A or R.
+
+    A block that is mostly exact zeros (at a saddle with zero weights, say)
+    and wrong in every other entry is still one whole block wrong.
+    """
+    s = dict(groups)
+    live = over | (np.abs(R) > thr) | (np.abs(A) > thr)
+    sa, sb = s[b.rows], s[b.cols]
+    n = int(live[sa, sb].sum())
+    if sa != sb:
+        n += int(live[sb, sa].sum())
+    return max(n, 1)
 
 
 def _block_factor(A: FloatArray, R: FloatArray, groups: list[tuple[str, slice]], b: BlockShare,
