@@ -35,6 +35,9 @@ MAX_NAMED_TICKS = 40
 
 DPI = 90
 
+PANELS_PER_ROW = 3
+"""Heatmaps side by side; more wrap onto another row, so each stays readable at page width."""
+
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
@@ -111,12 +114,16 @@ def heatmaps_png(analysis: CaseAnalysis) -> str | None:
         over = (np.abs(A - R) > bound) if bound is not None else None
         panels.append((f"|{c.method} - {c.reference}|{'' if c.passed else '  FAIL'}", np.abs(A - R), "E", over))
     side = 3.4 if p.n_params <= 20 else 4.2
-    n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(side * n + 0.9 * n + 0.6, side + 1.1), squeeze=False)
+    cols = min(len(panels), PANELS_PER_ROW)
+    rows = -(-len(panels) // cols)
+    width, height = (side + 0.9) * cols + 0.6, (side + 1.1) * rows
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
     # a fixed layout: "tight" bounding boxes draw the figure twice, and text layout is most of the cost
-    fig.subplots_adjust(left=0.9 / (side * n + 0.9 * n + 0.6) + 0.02, right=0.97, bottom=0.22, top=0.9,
-                        wspace=0.35)
-    for k, (ax, (title, M, kind, over)) in enumerate(zip(axes[0], panels, strict=True)):
+    fig.subplots_adjust(left=0.9 / width + 0.02, right=0.97, bottom=0.9 / height + 0.02 * rows,
+                        top=1 - 0.35 / height, wspace=0.35, hspace=0.45)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for k, (ax, (title, M, kind, over)) in enumerate(zip(axes.flat, panels, strict=False)):
         if kind == "H":
             vmax = float(np.max(np.abs(M), initial=0.0)) or 1.0
             # symmetric log: Hessian entries span decades and change sign
@@ -144,7 +151,7 @@ def heatmaps_png(analysis: CaseAnalysis) -> str | None:
                 ax.scatter(jj, ii, s=14, facecolors="none", edgecolors="red", linewidths=0.6)
         ax.set_facecolor("#e8e8e8")  # exact zeros of |A - R| (masked) show grey
         ax.set_title(title, fontsize=9, color="#b00020" if "FAIL" in title else "black")
-        _axes_layout(ax, p, ylabels=k == 0)
+        _axes_layout(ax, p, ylabels=k % cols == 0)
         _colorbar(fig, im, ax, ticks)
     return _png(fig)
 
