@@ -27,7 +27,7 @@ from hessverify.compare import Comparison
 from hessverify.errors import NotDifferentiableError, OverflowReport, UsageError
 from hessverify.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case
-from hessverify.reports.progress import progress
+from hessverify.reports.progress import track
 from hessverify.reports.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -91,12 +91,10 @@ def analyse(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], ca
             matrices: Matrices | None = None, *, show_progress: bool | None = None) -> list[CaseAnalysis]:
     """:func:`~hessverify.reports.analysis.analyse_case` for every case, in the order given."""
     out = []
-    with progress(len(cases), "analysing", enabled=show_progress) as tick:
-        for case in cases:
-            skip = next((s for s in skipped if s["case"] == case.id), None)
-            comps = [c for c in results if c.case == case.id]
-            out.append(analyse_case(case, comps, (matrices or {}).get(case.id), skip))
-            tick(case.id)
+    for case in track(cases, "analysing", label=lambda c: c.id, enabled=show_progress):
+        skip = next((s for s in skipped if s["case"] == case.id), None)
+        comps = [c for c in results if c.case == case.id]
+        out.append(analyse_case(case, comps, (matrices or {}).get(case.id), skip))
     return out
 
 
@@ -191,7 +189,7 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
     """
     cases = _ordered(cases, leading)
     by_id = {a.problem.id: a for a in analyses}
-    methods = sorted({c.method for c in results})
+    methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
     by_case: dict[str, list[Comparison]] = {}
     for c in results:
         by_case.setdefault(c.case, []).append(c)
@@ -257,7 +255,7 @@ def spectrum_sentence(a: CaseAnalysis) -> str:
     """The inertia of the exact Hessian in one sentence."""
     s = a.spectrum
     if s is None:
-        return ""
+        return a.spectrum_note[:1].upper() + a.spectrum_note[1:] + "." if a.spectrum_note else ""
     return (f"Spectrum of the {a.exact_name} Hessian: {s.positive} positive, {s.negative} negative, {s.zero} zero "
             f"eigenvalue(s) (|λ| ≤ {s.threshold:.1e} counts as zero), from {s.eigenvalues[0]:.3g} to "
             f"{s.eigenvalues[-1]:.3g}: {s.kind}.")
@@ -265,7 +263,7 @@ def spectrum_sentence(a: CaseAnalysis) -> str:
 
 def _markdown_spectrum(a: CaseAnalysis) -> list[str]:
     lines = []
-    if a.spectrum is not None:
+    if spectrum_sentence(a):
         lines += ["", spectrum_sentence(a)]
     if a.approximations:
         lines += ["", "| approximation | kind | rel. Frobenius error | rel. diagonal error | cosine "
@@ -387,8 +385,8 @@ def report_problems(directory: Path, problems: Sequence[Problem], *, leading: Se
     --------
     >>> import tempfile, hessverify
     >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
-    >>> out = tempfile.mkdtemp()
-    >>> [p.name for p in report_problems(Path(out), [case], html=False)]
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     [p.name for p in report_problems(Path(out), [case], html=False)]
     ['results.json', 'report.md']
     """
     from hessverify.verify import verify_problem
@@ -398,14 +396,12 @@ def report_problems(directory: Path, problems: Sequence[Problem], *, leading: Se
     results: list[Comparison] = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, FloatArray]] = {}
-    with progress(len(everything), "verifying", enabled=show_progress) as tick:
-        for p in everything:
-            try:
-                results += verify_problem(p, methods, references, matrices=kept.setdefault(p.id, {}))
-            except NotDifferentiableError as exc:
-                skipped.append({"case": p.id, "reason": "not_differentiable", "message": str(exc)})
-            except OverflowReport as exc:
-                skipped.append({"case": p.id, "reason": "overflow", "message": str(exc)})
-            tick(p.id)
+    for p in track(everything, "verifying", label=lambda q: q.id, enabled=show_progress):
+        try:
+            results += verify_problem(p, methods, references, matrices=kept.setdefault(p.id, {}))
+        except NotDifferentiableError as exc:
+            skipped.append({"case": p.id, "reason": "not_differentiable", "message": str(exc)})
+        except OverflowReport as exc:
+            skipped.append({"case": p.id, "reason": "overflow", "message": str(exc)})
     return write_report(directory, results, skipped, everything, matrices=kept,
                         leading=[p.id for p in everything[: len(leading)]], html=html, show_progress=show_progress)

@@ -43,8 +43,14 @@ from hessverify.problem import Problem
 from hessverify.registry import METHODS, methods_with_role
 from hessverify.reports.localise import Localisation, localise
 
-__all__ = ["ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix", "inertia",
-           "zero_threshold"]
+__all__ = ["MAX_SPECTRUM_PARAMS", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
+           "inertia", "zero_threshold"]
+
+MAX_SPECTRUM_PARAMS = 3000
+"""Above this many parameters the report skips eigenvalues and approximations.
+
+An eigendecomposition and the 2-norm of the rounding bound cost ``O(W^3)``:
+seconds at 3000 parameters, most of an hour at the 20000 a case may have."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,7 @@ class CaseAnalysis:
     matrices: dict[str, FloatArray] = field(default_factory=dict)
     exact_name: str | None = None  # whose matrix the spectrum is of
     spectrum: Inertia | None = None
+    spectrum_note: str = ""  # why there is no spectrum, when there is none
     approximations: list[ApproximationSummary] = field(default_factory=list)
     localisations: dict[tuple[str, str], Localisation] = field(default_factory=dict)
     bounds: dict[tuple[str, str], FloatArray] = field(default_factory=dict)
@@ -244,6 +251,10 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
     out.exact_name = _exact_name(comparisons, mats)
     H = out.exact
     if H is None:
+        return out
+    if problem.n_params > MAX_SPECTRUM_PARAMS:
+        out.spectrum_note = (f"no spectrum: {problem.n_params} parameters is more than the {MAX_SPECTRUM_PARAMS} "
+                             "an eigendecomposition in a report is allowed (hessverify.reports.analysis)")
         return out
     ev = np.linalg.eigvalsh((H + H.T) / 2.0)
     tau = zero_threshold(problem, ev)

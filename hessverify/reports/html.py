@@ -14,7 +14,7 @@ from hessverify.compare import Comparison
 from hessverify.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis
 from hessverify.reports.localise import SHAPE_PHRASES
-from hessverify.reports.progress import progress
+from hessverify.reports.progress import track
 
 __all__ = ["html_document"]
 
@@ -58,7 +58,7 @@ def _summary_table(cases: Sequence[Problem], results: Sequence[Comparison], skip
                    leading: Sequence[str]) -> str:
     from hessverify.reports import summary_cells
 
-    methods = sorted({c.method for c in results})
+    methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
     rows = ['<table id="summary"><thead><tr><th>case</th>' + "".join(f"<th>{_e(m)}</th>" for m in methods)
             + "</tr></thead><tbody>"]
     for case in cases:
@@ -143,7 +143,7 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
                         "comparison (log scale; grey: exactly equal; red rings: entries over the bound). Solid "
                         "lines: layer boundaries; dotted: between a layer's W and b."))
         out.append("<h3>Spectrum and approximations</h3>")
-        if a.spectrum is not None:
+        if spectrum_sentence(a):
             out.append(f"<p>{_e(spectrum_sentence(a))}</p>")
         out.append(_img(spectrum_png(a), f"eigenvalue spectrum for {case.id}",
                         "Eigenvalues in ascending order; blue positive, red negative, grey within the zero "
@@ -176,11 +176,9 @@ def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str
               "<p class='note'>Each cell: pass or FAIL, then the worst margin (largest |error| / bound over every "
               "entry and every reference; a comparison passes when it is at most 1).</p>",
               _summary_table(cases, results, skipped, leading)]
-    with progress(len(cases), "drawing", enabled=show_progress) as tick:
-        for case in cases:
-            parts.append(_case_section(case, by_id.get(case.id), [c for c in results if c.case == case.id],
-                                       skipped, leading))
-            tick(case.id)
+    for case in track(cases, "drawing", label=lambda c: c.id, enabled=show_progress):
+        parts.append(_case_section(case, by_id.get(case.id), [c for c in results if c.case == case.id],
+                                   skipped, leading))
     env_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in env.items())
     parts += ["<h2>Environment</h2>", f"<table>{env_rows}</table>", "</body></html>"]
     return "\n".join(parts) + "\n"

@@ -19,10 +19,12 @@ T = TypeVar("T")
 
 
 @contextmanager
-def progress(total: int, description: str, *, enabled: bool | None = None) -> Iterator[Callable[[str], None]]:
-    """Yield ``tick(label)``: call it once per finished item.
+def progress(total: int, description: str, *, enabled: bool | None = None,
+             first: str = "") -> Iterator[Callable[[str], None]]:
+    """Yield ``tick(label)``: call it once per finished item, with the label of the next one.
 
     ``enabled=None`` means: only when ``sys.stdout`` is a terminal.
+    ``first`` labels the first item, before any tick.
     """
     if enabled is None:
         enabled = sys.stdout.isatty()
@@ -33,7 +35,7 @@ def progress(total: int, description: str, *, enabled: bool | None = None) -> It
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(f"{description} {first}".rstrip(), total=total)
 
         def tick(label: str = "") -> None:
             bar.update(task, advance=1, description=f"{description} {label}".rstrip())
@@ -43,8 +45,8 @@ def progress(total: int, description: str, *, enabled: bool | None = None) -> It
 
 def track(items: Sequence[T], description: str, *, label: Callable[[T], str] = str,
           enabled: bool | None = None) -> Iterator[T]:
-    """Iterate over ``items`` with a progress bar that advances after each one (see :func:`progress`)."""
-    with progress(len(items), description, enabled=enabled) as tick:
-        for item in items:
+    """Iterate over ``items`` with a progress bar naming the item in hand (see :func:`progress`)."""
+    with progress(len(items), description, enabled=enabled, first=label(items[0]) if items else "") as tick:
+        for k, item in enumerate(items):
             yield item
-            tick(label(item))
+            tick(label(items[k + 1]) if k + 1 < len(items) else "")

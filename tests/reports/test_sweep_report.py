@@ -34,3 +34,29 @@ def test_unknown_leading_id_is_a_usage_error(tmp_path: Path) -> None:
     xor = hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml")
     with pytest.raises(UsageError, match="leading case.*nowhere"):
         write_report(tmp_path, [], [], [xor], leading=["nowhere"], html=False)
+
+
+def test_cases_not_compared_are_listed_not_drawn(tmp_path: Path) -> None:
+    import jsonschema
+
+    from hessverify.reports.schema import RESULTS_SCHEMA
+
+    relu = hessverify.load_case(ROOT / "cases" / "relu-3-5-2.toml")
+    skipped = [{"case": relu.id, "reason": "not_differentiable", "message": "a relu net input is exactly 0"}]
+    write_report(tmp_path, [], skipped, [relu], show_progress=False)
+    md = (tmp_path / "report.md").read_text()
+    assert f"| {relu.id} | not differentiable |" in md
+    assert "Not compared: a relu net input is exactly 0" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<p class='skip'>Not compared: a relu net input is exactly 0</p>" in page
+    assert "<img" not in page
+    jsonschema.validate(json.loads((tmp_path / "results.json").read_text()), RESULTS_SCHEMA)
+
+
+def test_spectrum_is_skipped_for_very_large_problems(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hessverify.reports import analysis, spectrum_sentence
+
+    monkeypatch.setattr(analysis, "MAX_SPECTRUM_PARAMS", 5)
+    a = analysis.analyse_case(hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml"), [], None)
+    assert a.spectrum is None
+    assert spectrum_sentence(a).startswith("No spectrum: 9 parameters is more than the 5")
