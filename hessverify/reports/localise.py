@@ -37,7 +37,9 @@ that names their rows, and says
 
 An entry is *over the threshold* when ``|A_ij - R_ij| > bound_ij``; pass the
 comparison's entrywise bound (:func:`hessverify.compare.bound_for`), or let
-the threshold default to ``rtol * max|R|``.
+the threshold default to ``rtol * max|R|``.  Entries the reference cannot
+vouch for (``R`` not finite, or an infinite bound) are left out, as
+:func:`hessverify.compare.compare` leaves them unchecked.
 
 Examples
 --------
@@ -279,12 +281,21 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
         return Localisation("nonfinite", f"{SHAPE_PHRASES['nonfinite']}: {len(idx)} entries are NaN or inf "
                             f"({where}{more}).", int(len(idx)))
 
+    # Entries the reference cannot vouch for (NaN or inf there, or an infinite bound: an fd step across a
+    # kink) are not checked by hessverify.compare, so they carry no error here either.
+    unchecked = ~np.isfinite(R)
+    if bound is not None and np.ndim(bound):
+        unchecked |= np.isinf(np.asarray(bound))
+    if unchecked.any():
+        R = np.where(unchecked, A, R)
     E = A - R
     absE = np.abs(E)
     if bound is None:
         thr: FloatArray | float = rtol * float(np.max(np.abs(R), initial=0.0)) + np.finfo(np.float64).tiny
     else:
         thr = np.asarray(bound, dtype=np.float64) if np.ndim(bound) else float(bound)  # type: ignore[arg-type]
+        if np.ndim(thr):
+            thr = np.where(unchecked, np.inf, thr)
     over = absE > thr
     n_over = int(over.sum())
     if n_over == 0:

@@ -165,3 +165,19 @@ def test_wrong_shapes_are_refused() -> None:
     p = hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml")
     with pytest.raises(ValueError, match=r"needs two \(9, 9\) matrices"):
         localise(p, np.zeros((3, 3)), np.zeros((9, 9)))
+
+
+def test_entries_the_reference_cannot_vouch_for_are_left_out(setting) -> None:
+    """An infinite bound or a NaN reference entry (fd across a kink) is unchecked, as in compare."""
+    p, H, R, B = setting
+    b1, b2 = p.architecture.blocks[:2]
+    A = H.copy()
+    A[b2.w_slice, b1.w_slice] += 0.05
+    A[b1.w_slice, b2.w_slice] += 0.05
+    A[0, 0] += 1.0  # would spoil the block, but the reference is not trusted there
+    bound = B.copy()
+    bound[0, 0] = np.inf
+    R2 = R.copy()
+    R2[1, 1] = np.nan
+    loc = localise(p, A, R2, bound)
+    assert loc.shape == "block" and loc.words.startswith("one whole block: W2 x W1")
