@@ -26,7 +26,7 @@ from hessverify._typing import FloatArray
 from hessverify.compare import Comparison
 from hessverify.errors import NotDifferentiableError, OverflowReport, UsageError
 from hessverify.problem import Problem
-from hessverify.reports.analysis import CaseAnalysis, analyse_case
+from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
 from hessverify.reports.schema import SCHEMA_VERSION
 
@@ -188,6 +188,7 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
     the sections, marked as minimal failing problems.
     """
     cases = _ordered(cases, leading)
+    results = [c for c in results if not is_approximation(c)]  # approximations have their own table
     by_id = {a.problem.id: a for a in analyses}
     methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
     by_case: dict[str, list[Comparison]] = {}

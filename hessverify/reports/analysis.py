@@ -44,7 +44,7 @@ from hessverify.registry import METHODS, methods_with_role
 from hessverify.reports.localise import Localisation, localise
 
 __all__ = ["MAX_SPECTRUM_PARAMS", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
-           "inertia", "zero_threshold"]
+           "exact_dense", "inertia", "is_approximation", "zero_threshold"]
 
 MAX_SPECTRUM_PARAMS = 3000
 """Above this many parameters the report skips eigenvalues and approximations.
@@ -124,6 +124,28 @@ def as_matrix(problem: Problem, kind: str, value: Any) -> FloatArray:
     if M.shape != (W, W):
         raise ValueError(f"expected a ({W}, {W}) matrix, got {M.shape}")
     return M
+
+
+def is_approximation(c: Comparison) -> bool:
+    """An approximation's error record, not a verdict on an exact method (registry role ``"approximation"``)."""
+    m = METHODS.get(c.method)
+    return c.bound_kind == "approximation" or (m is not None and m.role == "approximation")
+
+
+def exact_dense(problem: Problem, kind: str, value: Any) -> FloatArray:
+    """An exact method's result as ``(W, W)``, NaN where it computes nothing.
+
+    A ``"vector"`` method computes the diagonal and a ``"blocks"`` method the
+    layer blocks, exactly; unlike an approximation it claims nothing about
+    the other entries, so they are NaN (left out of localisation, grey in
+    the pictures) rather than zero.
+    """
+    if kind == "matrix":
+        return as_matrix(problem, kind, value)
+    dense = as_matrix(problem, kind, value)
+    known = as_matrix(problem, kind, np.ones(problem.n_params) if kind == "vector"
+                      else [np.ones((b.size, b.size)) for b in problem.architecture.blocks]) != 0
+    return np.where(known, dense, np.nan)
 
 
 @dataclass(frozen=True)
@@ -208,11 +230,13 @@ def _exact_name(comparisons: Sequence[Comparison], matrices: Mapping[str, FloatA
         if m is not None and m.role == "reference" and TOLERANCES.get(name) is not None \
                 and TOLERANCES[name].kind == "rounding":
             return name
-    for name in matrices:
+    full = [n for n in matrices if METHODS.get(n) is not None and METHODS[n].kind == "matrix"
+            and METHODS[n].role != "approximation"]
+    for name in full:
         mine = [c for c in comparisons if c.method == name]
         if mine and all(c.passed for c in mine):
             return name
-    return next((n for n in matrices if METHODS.get(n) is not None and METHODS[n].role != "approximation"), None)
+    return full[0] if full else None
 
 
 def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: Mapping[str, FloatArray] | None,
@@ -223,10 +247,22 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
     ``matrices=`` argument).  Without them the exact Hessian is computed here
     (cheap) but there are no error pictures and no localisation.
     """
-    out = CaseAnalysis(problem, list(comparisons), skipped, dict(matrices or {}))
+    out = CaseAnalysis(problem, list(comparisons), skipped)
     if skipped is not None:
         return out  # no Hessian exists at this point, or the network overflows
     mats = out.matrices
+    raw_approximations: dict[str, Any] = {}
+    for name, value in (matrices or {}).items():
+        m = METHODS.get(name)
+        if m is None:
+            mats[name] = np.asarray(value, dtype=np.float64)  # an error estimate, "<reference>.error"
+        elif m.role == "approximation":
+            raw_approximations[name] = value
+        else:
+            try:
+                mats[name] = exact_dense(problem, m.kind, value)
+            except ValueError:
+                continue  # a result of the wrong shape: its comparison says so; nothing to draw
     if not any(METHODS.get(n) is not None and METHODS[n].role != "approximation" for n in mats):
         try:
             from hessverify.verify import hessian
@@ -238,7 +274,7 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
     rounding = rounding_bound(problem, methods=2)
     for c in comparisons:
         A, R = mats.get(c.method), mats.get(c.reference)
-        if A is None or R is None:
+        if A is None or R is None or is_approximation(c):
             continue
         try:
             bound, _ = bound_for(problem, c.reference, reference_error=mats.get(f"{c.reference}.error"),
@@ -247,7 +283,9 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
             continue
         out.bounds[(c.method, c.reference)] = bound
         if not c.passed:
-            out.localisations[(c.method, c.reference)] = localise(problem, A, R, bound)
+            # entries a diagonal or block method does not compute are not its errors
+            filled = np.where(np.isnan(A), R, A) if METHODS[c.method].kind != "matrix" else A
+            out.localisations[(c.method, c.reference)] = localise(problem, filled, R, bound)
     out.exact_name = _exact_name(comparisons, mats)
     H = out.exact
     if H is None:
@@ -261,7 +299,7 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
     out.spectrum = inertia(H, tau)
     for m in methods_with_role("approximation"):
         try:
-            value = mats[m.name] if m.name in mats else m.fn(problem)
+            value = raw_approximations[m.name] if m.name in raw_approximations else m.fn(problem)
         except HessverifyError as exc:
             out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary, error=str(exc)))
             continue

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from hessverify.compare import Comparison
 from hessverify.problem import Problem
-from hessverify.reports.analysis import CaseAnalysis
+from hessverify.reports.analysis import CaseAnalysis, is_approximation
 from hessverify.reports.localise import SHAPE_PHRASES
 from hessverify.reports.progress import track
 
@@ -140,7 +140,8 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
         out.append("<h3>Hessian and errors</h3>")
         out.append(_img(heatmaps_png(a), f"heatmaps for {case.id}",
                         "Left: the exact Hessian (symmetric log colour scale). Then |method − reference| per "
-                        "comparison (log scale; grey: exactly equal; red rings: entries over the bound). Solid "
+                        "comparison (log scale; grey: exactly equal, or not computed by a diagonal or block method; red "
+                        "rings: entries over the bound). Solid "
                         "lines: layer boundaries; dotted: between a layer's W and b."))
         out.append("<h3>Spectrum and approximations</h3>")
         if spectrum_sentence(a):
@@ -159,6 +160,7 @@ def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str
     """The whole page as a string (``cases`` already in report order)."""
     from hessverify.reports import environment
 
+    results = [c for c in results if not is_approximation(c)]  # approximations have their own table
     by_id = {a.problem.id: a for a in analyses}
     n_fail = sum(not c.passed for c in results)
     env = environment()

@@ -76,3 +76,42 @@ def test_no_approximations_registered_means_none_reported() -> None:
     assert not [m for m in METHODS.values() if m.role == "approximation" and m.name in {"twice", "short"}]
     a = analyse_case(_case("xor-2-2-1-sigmoid"), [], None)
     assert len(a.approximations) == len([m for m in METHODS.values() if m.role == "approximation"])
+
+
+def _record(p: hessverify.Problem, method: str, reference: str, passed: bool, bound_kind: str = "rounding"):
+    from hessverify.compare import Comparison, WorstEntry
+
+    worst = WorstEntry(p.param_names[0], p.param_names[0], 1.0, 1.0, 0.0, 1.0)
+    return Comparison(p.id, method, reference, passed, 0.0, 0.0, 0.0, 1.0, bound_kind, 0.0 if passed else 2.0, 0.0,
+                      worst)
+
+
+def test_a_diagonal_method_is_judged_on_its_diagonal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A "vector" exact method computes the diagonal; the rest of the matrix is not its error."""
+    from hessverify.reports.figures import heatmaps_png
+
+    p = _case("xor-2-2-1-sigmoid")
+    H = hessverify.hessian(p)
+    d = np.diag(H).copy()
+    k = p.architecture.param_index("W1[1,1]")
+    d[k] *= 2.0
+    monkeypatch.setitem(METHODS, "diag-exact", Method("diag-exact", lambda q: d, "method", "vector", "test"))
+    a = analyse_case(p, [_record(p, "diag-exact", "autograd", passed=False)], {"diag-exact": d, "autograd": H})
+    assert np.isnan(a.matrices["diag-exact"][0, 1]) and a.matrices["diag-exact"][k, k] == d[k]
+    loc = a.localisations[("diag-exact", "autograd")]
+    assert loc.shape == "diagonal" and loc.top[0].row == "W1[1,1]"
+    assert a.exact_name == "autograd"
+    assert heatmaps_png(a)  # NaN entries are drawn grey, not refused
+
+
+def test_approximation_records_stay_out_of_the_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hessverify.reports import markdown
+
+    p = _case("xor-2-2-1-sigmoid")
+    monkeypatch.setitem(METHODS, "approx", Method("approx", lambda q: hessverify.hessian(q), "approximation",
+                                                  "matrix", "test"))
+    results = [_record(p, "backprop", "autograd", True), _record(p, "approx", "backprop", True, "approximation")]
+    md = markdown(results, [], [p], [analyse_case(p, results, None)])
+    assert "| case | backprop |" in md
+    assert "| approx | backprop |" not in md
+    assert "| approx | matrix | " in md  # it is in the approximations table instead
