@@ -25,10 +25,11 @@ from matplotlib.colors import LogNorm, SymLogNorm  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from hessverify._typing import FloatArray  # noqa: E402
+from hessverify.compare import Comparison  # noqa: E402
 from hessverify.problem import Problem  # noqa: E402
 from hessverify.reports.analysis import CaseAnalysis, is_approximation  # noqa: E402
 
-__all__ = ["MAX_NAMED_TICKS", "heatmaps_png", "spectrum_png"]
+__all__ = ["MAX_NAMED_TICKS", "drawn_comparisons", "heatmaps_png", "spectrum_png"]
 
 MAX_NAMED_TICKS = 40
 """Up to this many parameters every tick is labelled with its name."""
@@ -96,8 +97,29 @@ def _axes_layout(ax: Any, problem: Problem, *, ylabels: bool = True) -> None:
     ax.tick_params(length=0)
 
 
+def drawn_comparisons(analysis: CaseAnalysis) -> list[Comparison]:
+    """The comparisons worth a picture: every failing one; for a method that passes, one.
+
+    A method that passes everything gets the panel against the exact
+    reference the spectrum uses (the most stringent), so its rounding noise
+    is on show without a panel per reference: with five methods and four
+    references that would be twenty pictures per case.
+    """
+    out: list[Comparison] = []
+    usable = [c for c in analysis.comparisons if not is_approximation(c)
+              and c.method in analysis.matrices and c.reference in analysis.matrices]
+    for method in dict.fromkeys(c.method for c in usable):
+        mine = [c for c in usable if c.method == method]
+        failing = [c for c in mine if not c.passed]
+        if failing:
+            out += failing
+        else:
+            out.append(next((c for c in mine if c.reference == analysis.exact_name), mine[0]))
+    return out
+
+
 def heatmaps_png(analysis: CaseAnalysis) -> str | None:
-    """The exact Hessian, then ``|method - reference|`` (log scale) for each comparison, side by side.
+    """The exact Hessian, then ``|method - reference|`` (log scale) for :func:`drawn_comparisons`.
 
     Entries over the comparison's bound are ringed in red.
     """
@@ -106,10 +128,8 @@ def heatmaps_png(analysis: CaseAnalysis) -> str | None:
     if H is None:
         return None
     panels: list[tuple[str, FloatArray, str, FloatArray | None]] = [(f"Hessian ({analysis.exact_name})", H, "H", None)]
-    for c in analysis.comparisons:
-        A, R = analysis.matrices.get(c.method), analysis.matrices.get(c.reference)
-        if A is None or R is None or is_approximation(c):
-            continue
+    for c in drawn_comparisons(analysis):
+        A, R = analysis.matrices[c.method], analysis.matrices[c.reference]
         bound = analysis.bounds.get((c.method, c.reference))
         with np.errstate(invalid="ignore"):
             over = (np.abs(A - R) > bound) if bound is not None else None

@@ -139,10 +139,11 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
     if a is not None:
         out.append("<h3>Hessian and errors</h3>")
         out.append(_img(heatmaps_png(a), f"heatmaps for {case.id}",
-                        "Left: the exact Hessian (symmetric log colour scale). Then |method − reference| per "
-                        "comparison (log scale; grey: exactly equal, or not computed by a diagonal or block method; red "
-                        "rings: entries over the bound). Solid "
-                        "lines: layer boundaries; dotted: between a layer's W and b."))
+                        "First: the exact Hessian (symmetric log colour scale). Then |method − reference| on a log "
+                        "scale for every failing comparison, and for each method that passes its comparison with "
+                        "the exact reference (grey: exactly equal, or not computed by a diagonal or block method; "
+                        "red rings: entries over the bound). Solid lines: layer boundaries; dotted: between a "
+                        "layer's W and b."))
         out.append("<h3>Spectrum and approximations</h3>")
         if spectrum_sentence(a):
             out.append(f"<p>{_e(spectrum_sentence(a))}</p>")

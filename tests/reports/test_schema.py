@@ -51,7 +51,7 @@ def test_failing_records_carry_their_localisation(doc: dict) -> None:
 def test_cases_carry_inertia_and_approximations(doc: dict) -> None:
     saddle = next(c for c in doc["cases"] if c["case"] == "saddle-2-3-1-tanh-zero")
     assert saddle["inertia"]["negative"] > 0 and saddle["inertia"]["positive"] > 0
-    assert {a["name"] for a in saddle["approximations"]} == {"test-diagonal", "test-blocks"}
+    assert {"test-diagonal", "test-blocks"} <= {a["name"] for a in saddle["approximations"]}
 
 
 @pytest.mark.parametrize("breakage", ["drop worst_entry", "bad parameter name", "unknown shape", "bad version"])
