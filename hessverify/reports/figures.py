@@ -183,8 +183,8 @@ def spectrum_png(analysis: CaseAnalysis) -> str | None:
     if s is None:
         return None
     ev, tau = s.eigenvalues, s.threshold
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    fig.subplots_adjust(left=0.13, right=0.98, bottom=0.15, top=0.9)
+    fig, ax = plt.subplots(figsize=(8.6, 3.4))
+    fig.subplots_adjust(left=0.1, right=0.66, bottom=0.15, top=0.9)  # the legend sits right of the axes
     idx = np.arange(ev.size)
     colours = np.where(ev > tau, "#1f5fbf", np.where(ev < -tau, "#c0392b", "#888888"))
     ax.axhspan(-tau, tau, color="#dddddd", zorder=0, label=f"|λ| ≤ {tau:.1e} (counted zero)")
@@ -204,5 +204,5 @@ def spectrum_png(analysis: CaseAnalysis) -> str | None:
     ax.set_ylabel("eigenvalue (symlog)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_title(f"spectrum: {s.kind}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     return _png(fig)
