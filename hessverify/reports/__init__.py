@@ -151,6 +151,7 @@ def _atomic_write(path: Path, data: str | bytes) -> None:
 
 def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = (),
                analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = ()) -> Path:
+    """Write ``results.json`` (:func:`results_document`) atomically; NaN and inf are written as such."""
     text = json.dumps(results_document(results, skipped, analyses, leading), indent=2, allow_nan=True)
     _atomic_write(path, text + "\n")
     return path
@@ -282,6 +283,7 @@ def _markdown_spectrum(a: CaseAnalysis) -> list[str]:
 def write_markdown(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
                    cases: Sequence[Problem], analyses: Sequence[CaseAnalysis] = (),
                    leading: Sequence[str] = ()) -> Path:
+    """Write ``report.md`` (:func:`markdown`) atomically."""
     _atomic_write(path, markdown(results, skipped, cases, analyses, leading))
     return path
 

@@ -177,6 +177,7 @@ def _ratio(num: float, den: float) -> float:
 
 def summarise_approximation(problem: Problem, name: str, value: Any, H: FloatArray,
                             threshold: float) -> ApproximationSummary:
+    """Compare one approximation's result with the exact Hessian ``H`` (a wrong shape is recorded, not raised)."""
     m = METHODS[name]
     try:
         A = as_matrix(problem, m.kind, value)

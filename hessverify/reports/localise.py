@@ -181,11 +181,6 @@ def _shares(E2: FloatArray, over: np.ndarray, groups: list[tuple[str, slice]]) -
     return out
 
 
-def _pair_of(i: int, j: int, group_of: np.ndarray, groups: list[tuple[str, slice]]) -> tuple[int, int]:
-    a, b = int(group_of[i]), int(group_of[j])
-    return (a, b) if a >= b else (b, a)
-
-
 def _group_index(n: int, groups: list[tuple[str, slice]]) -> np.ndarray:
     out = np.empty(n, dtype=np.int64)
     for k, (_, s) in enumerate(groups):
@@ -352,7 +347,7 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
             if level == "tensor":
                 lay = [s for s in lshares if s.over]
                 inside = f", inside {lay[0].name}" if len(lay) == 1 else ""
-            factor = _block_factor(A, R, groups, b, thr)
+            factor = _block_factor(A, R, groups, b)
             scaled = f"; the block is the reference's times {_g(factor)}" if factor is not None else ""
             return result("block", f"{b.name}{mirror}{inside} ({b.over} of {b.size} entries over the threshold"
                           f"{scaled})", factor=factor)
@@ -409,8 +404,7 @@ def _live(b: BlockShare, groups: list[tuple[str, slice]], A: FloatArray, R: Floa
     return max(n, 1)
 
 
-def _block_factor(A: FloatArray, R: FloatArray, groups: list[tuple[str, slice]], b: BlockShare,
-                  thr: FloatArray | float) -> float | None:
+def _block_factor(A: FloatArray, R: FloatArray, groups: list[tuple[str, slice]], b: BlockShare) -> float | None:
     """If the block is the reference's block times a constant, that constant."""
     s = dict(groups)
     sa, sb = s[b.rows], s[b.cols]

@@ -9,7 +9,6 @@ the report must handle whatever ``role == "approximation"`` entries exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +48,6 @@ EXTRA = {
     "test-diagonal": Method("test-diagonal", _diagonal, "approximation", "vector", "exact diagonal (tests only)"),
     "test-blocks": Method("test-blocks", _layer_blocks, "approximation", "blocks", "exact layer blocks (tests only)"),
 }
-
-
-@pytest.fixture(scope="module")
-def registered() -> Iterator[dict[str, Method]]:
-    """The planted bug and the stand-in approximations, in the registry for one test module."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, m in EXTRA.items():
-            mp.setitem(METHODS, name, m)
-        yield EXTRA
 
 
 @pytest.fixture(scope="session")
