@@ -32,8 +32,17 @@ that names their rows, and says
   ``row_column``
       every entry over the threshold lies in the rows and columns of a few
       parameters (a parameter whose every second derivative is wrong);
+  ``cross_layer``
+      every entry over the threshold lies in layer pairs of two different
+      layers, where the second-order backprop has its extra term (a later
+      weight times an earlier layer's output: Bishop 1992, eq. 16); the
+      within-layer blocks agree;
+  ``within_layer``
+      every entry over the threshold lies in the diagonal layer blocks, of
+      more than one layer;
   ``scattered``
-      none of the above.
+      none of the above; the words still name the layer pairs that hold the
+      error and those that agree.
 
 An entry is *over the threshold* when ``|A_ij - R_ij| > bound_ij``; pass the
 comparison's entrywise bound (:func:`hessverify.compare.bound_for`), or let
@@ -67,7 +76,8 @@ from hessverify.problem import Problem
 __all__ = ["ASYMMETRY_SHARE", "BLOCK_FILL", "SHAPES", "SHAPE_PHRASES", "BlockShare", "Localisation", "TopEntry",
            "localise"]
 
-SHAPES = ("nonfinite", "none", "scaled", "asymmetry", "diagonal", "block", "row_column", "scattered")
+SHAPES = ("nonfinite", "none", "scaled", "asymmetry", "diagonal", "block", "row_column", "cross_layer", "within_layer",
+          "scattered")
 """The shapes :func:`localise` can name, in the order they are tried."""
 
 SHAPE_PHRASES: dict[str, str] = {
@@ -78,6 +88,8 @@ SHAPE_PHRASES: dict[str, str] = {
     "diagonal": "only the diagonal",
     "block": "one whole block",
     "row_column": "a row and column",
+    "cross_layer": "only the cross-layer blocks",
+    "within_layer": "only the within-layer blocks",
     "scattered": "scattered entries",
 }
 """The words that open a description, one per shape (tests look for them)."""
@@ -359,8 +371,20 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
                       f"has {'this parameter' if len(who) == 1 else 'one of these parameters'} as row or column",
                       params=tuple(who))
 
-    return result("scattered", f"no simple pattern; the error is spread over {len([b for b in tshares if b.over])} "
-                  "tensor blocks")
+    # which layer pairs (Bishop's within-layer and cross-layer terms) hold the error, and which agree
+    wrong = [b for b in lshares if b.over]
+    names_wrong = [b.name for b in wrong]
+    clean = [f"layer {b.layer} x layer {c.layer}" for i, b in enumerate(problem.architecture.blocks)
+             for c in problem.architecture.blocks[: i + 1] if f"layer {b.layer} x layer {c.layer}" not in names_wrong]
+    agree = f"; layer pairs {', '.join(clean)} agree" if clean else "; no layer pair is free of it"
+    if problem.architecture.depth >= 2 and all(b.rows != b.cols for b in wrong):
+        return result("cross_layer", f"every entry over the threshold is in a layer pair of two different layers "
+                      f"({', '.join(names_wrong)}), where a later weight meets an earlier layer's output{agree}")
+    if len(wrong) > 1 and all(b.rows == b.cols for b in wrong):
+        return result("within_layer", f"every entry over the threshold is in a layer's own block "
+                      f"({', '.join(names_wrong)}){agree}")
+    return result("scattered", f"no simple pattern; over the threshold in {len([b for b in tshares if b.over])} "
+                  f"tensor blocks, in layer pairs {', '.join(names_wrong)}{agree}")
 
 
 def _asym_head(names: tuple[str, ...], tensors: list[tuple[str, slice]], group_of: np.ndarray, E: FloatArray,

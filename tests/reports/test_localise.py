@@ -121,8 +121,9 @@ def test_scattered_entries(setting) -> None:
     p, H, R, B = setting
     A = H.copy()
     names = p.param_names
-    picks = [(0, p.n_params - 1), (1, p.n_params - 2), (p.n_params // 2, 2)]
-    for i, j in picks:  # symmetric, off the diagonal, no row in common
+    W = p.n_params
+    picks = [(0, W - 1), (1, 2), (W - 3, W - 2)]
+    for i, j in picks:  # symmetric, off the diagonal, no row in common, within and across layers
         A[i, j] += 0.1
         A[j, i] += 0.1
     loc = localise(p, A, R, B)
@@ -181,3 +182,49 @@ def test_entries_the_reference_cannot_vouch_for_are_left_out(setting) -> None:
     R2[1, 1] = np.nan
     loc = localise(p, A, R2, bound)
     assert loc.shape == "block" and loc.words.startswith("one whole block: W2 x W1")
+
+
+def test_cross_layer_blocks_only(setting) -> None:
+    p, H, R, B = setting
+    A = H.copy()
+    for i, b in enumerate(p.architecture.blocks):
+        for c in p.architecture.blocks[:i]:  # every pair of two different layers, both triangles
+            A[b.slice, c.slice] *= 1.1
+            A[c.slice, b.slice] *= 1.1
+    loc = localise(p, A, R, B)
+    if p.architecture.depth == 2:
+        assert loc.shape == "block"  # two layers have one cross-layer pair: that is one whole block
+        return
+    assert loc.shape == "cross_layer"
+    assert loc.words.startswith("only the cross-layer blocks")
+    assert "layer pairs layer 1 x layer 1, layer 2 x layer 2" in loc.words
+
+
+def test_within_layer_blocks_only(setting) -> None:
+    p, H, R, B = setting
+    A = H.copy()
+    for b in p.architecture.blocks:
+        A[b.slice, b.slice] *= 1.1
+        A[b.offset, b.offset] = H[b.offset, b.offset]  # not a pure diagonal or whole-matrix scale
+    A[1, 0] = H[1, 0]
+    A[0, 1] = H[0, 1]
+    loc = localise(p, A, R, B)
+    assert loc.shape == "within_layer"
+    assert loc.words.startswith("only the within-layer blocks")
+
+
+@pytest.mark.parametrize(("bug", "shape", "words"), [
+    ("dropped_cross_layer_term", "cross_layer", "only the cross-layer blocks"),
+    ("wrong_sign_cross_term", "cross_layer", "only the cross-layer blocks"),
+    ("upper_triangle_only", "asymmetry", "an asymmetry"),
+    ("tiny_error_in_one_block", "block", "one whole block: layer 2 x layer 1"),
+    ("bias_input_is_first_input", "row_column", "a row and column: the rows and columns of b1[0], b1[1]"),
+])
+def test_bugs_from_the_catalogue_are_named(bug: str, shape: str, words: str) -> None:
+    """Realistic bugs (hessverify.trust.mutants), not only planted patterns."""
+    from hessverify.trust.mutants import MUTANTS
+
+    p = hessverify.load_case(ROOT / "cases" / "gelu-silu-3-4-3-2-bce.toml")
+    loc = localise(p, MUTANTS[bug].fn(p), hessverify.hessian(p, "autograd"), rounding_bound(p))
+    assert loc.shape == shape
+    assert loc.words.startswith(words)
