@@ -54,28 +54,32 @@ def _chromium() -> str:
                 "`apt-get install chromium` as root, or set HESSVERIFY_CHROMIUM)")
 
 
-def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [_chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=tmp_path)
+@pytest.fixture(scope="module")
+def browser(report_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """One headless chromium run: (screenshot, DOM as the browser built it, stderr)."""
+    tmp = tmp_path_factory.mktemp("browser")
+    shot = tmp / "shot.png"
+    cmd = [_chromium(), *FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1280,1800", "--dump-dom", (report_dir / "report.html").as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=tmp)
+    return shot, proc.stdout, proc.stderr[-2000:]
 
 
-def test_browser_renders_a_page_that_is_not_blank(report_dir: Path, tmp_path: Path) -> None:
-    shot = tmp_path / "shot.png"
-    proc = _run([f"--screenshot={shot}", "--window-size=1280,1800", (report_dir / "report.html").as_uri()],
-                tmp_path)
-    assert shot.exists(), f"chromium wrote no screenshot:\n{proc.stderr[-2000:]}"
+def test_browser_renders_a_page_that_is_not_blank(browser: tuple[Path, str, str]) -> None:
+    shot, _, stderr = browser
+    assert shot.exists(), f"chromium wrote no screenshot:\n{stderr}"
     img = imread(shot)[..., :3]
     assert img.shape[:2] == (1800, 1280)
     ink = np.any(img < 0.9, axis=-1).mean()  # share of pixels that are not (near) white
-    colours = len(np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    rgb = (img * 255).astype(np.uint32).reshape(-1, 3)
+    colours = len(np.unique(rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]))  # packed: unique rows are slow
     assert ink > 0.02, f"screenshot is blank: {ink:.1%} of pixels are not white"
     assert colours > 50, f"screenshot has only {colours} colours: text and pictures did not render"
 
 
-def test_browser_sees_the_summary_table(report_dir: Path, tmp_path: Path, small_cases) -> None:
-    proc = _run(["--dump-dom", (report_dir / "report.html").as_uri()], tmp_path)
-    dom = proc.stdout
-    assert '<table id="summary">' in dom, f"no summary table in the DOM:\n{proc.stderr[-2000:]}"
+def test_browser_sees_the_summary_table(browser: tuple[Path, str, str], small_cases) -> None:
+    _, dom, stderr = browser
+    assert '<table id="summary">' in dom, f"no summary table in the DOM:\n{stderr}"
     table = dom.split('<table id="summary">', 1)[1].split("</table>", 1)[0]
     assert "<th>backprop</th>" in table and "<th>buggy-backprop</th>" in table
     for c in small_cases:
