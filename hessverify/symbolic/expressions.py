@@ -36,9 +36,10 @@ pattern ``(x, t)`` with symbolic weights:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 import sympy
 
@@ -53,6 +54,7 @@ __all__ = [
     "explicit_error",
     "explicit_output",
     "latex_names",
+    "lambdify_program",
     "loss_derivatives",
 ]
 
@@ -255,12 +257,34 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     return defs
 
 
+def lambdify_program(args: Sequence[sympy.Symbol], defs: Mapping[sympy.Symbol, sympy.Expr],
+                     outputs: Sequence[sympy.Symbol], modules: str | list[str],
+                     cse: Callable[[list[tuple[sympy.Symbol, sympy.Expr]]], list[tuple[sympy.Symbol, sympy.Expr]]]
+                     | None = None) -> Callable[..., list[Any]]:
+    """Compile a straight-line program into one function ``f(*args) -> [value of each output]``.
+
+    The named definitions become the assignments of the generated code
+    (through ``lambdify``'s ``cse`` hook), in order; ``cse`` may rewrite that
+    list first (common-subexpression elimination).  The names are not Python
+    identifiers (``W1[0,1]``), so the generated code gets safe ones.
+    """
+    rename = {sym: sympy.Symbol(f"v{n}") for n, sym in enumerate(list(args) + list(defs))}
+    pairs = [(rename[k], v.xreplace(rename)) for k, v in defs.items()]
+    if cse is not None:
+        pairs = cse(pairs)
+
+    def hook(exprs: list[sympy.Expr]) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
+        return pairs, exprs
+
+    return sympy.lambdify([rename[a] for a in args], [rename.get(o, o) for o in outputs], modules=modules, cse=hook)
+
+
 def latex_names(symbols: Iterable[sympy.Symbol]) -> dict[sympy.Symbol, str]:
-    """LaTeX for named symbols: :math:`W^{(2)}_{01}`, :math:`f_1'(a^{(1)}_{0})`, :math:`\\delta^{(2)}_{0}`.
+    r"""LaTeX for named symbols: :math:`W^{(2)}_{01}`, :math:`f_1'(a^{(1)}_{0})`, :math:`\delta^{(2)}_{0}`.
 
     Passed to ``sympy.latex(..., symbol_names=...)`` so that output reads like
-    the lecture's notation.  Symbols whose names do not follow the pattern
-    (``B3,1[0,1]`` gives :math:`B^{(3,1)}_{01}`) keep SymPy's own LaTeX.
+    the lecture's notation (``B3,1[0,1]`` gives :math:`B^{(3,1)}_{01}`).
+    Symbols whose names do not follow the pattern keep SymPy's own LaTeX.
 
     Examples
     --------

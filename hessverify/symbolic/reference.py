@@ -39,7 +39,7 @@ when asked for by name.  Every shipped case is small enough.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cache
 from typing import Any, Literal
@@ -53,7 +53,13 @@ from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import get_activation
 from hessverify.model.network import Architecture
 from hessverify.problem import Problem
-from hessverify.symbolic.expressions import NetworkSymbols, activation_derivatives, definitions, loss_derivatives
+from hessverify.symbolic.expressions import (
+    NetworkSymbols,
+    activation_derivatives,
+    definitions,
+    lambdify_program,
+    loss_derivatives,
+)
 
 __all__ = [
     "DEFAULT_DIGITS",
@@ -85,7 +91,7 @@ Backend = Literal["float64", "mpmath", "exact"]
 
 @dataclass
 class Program:
-    """The compiled closed form of one architecture and loss.
+    """The closed form of one architecture and loss, compiled per backend on first use.
 
     ``outputs`` names, in order, the values each compiled function returns
     for one pattern: ``("a", l)``, ``("z", l)``, ``("fp", l)``,
@@ -95,9 +101,28 @@ class Program:
 
     arch: Architecture
     loss: str
-    size: int  # number of named definitions
+    definitions: dict[sympy.Symbol, sympy.Expr]
+    args: list[sympy.Symbol]
     outputs: list[tuple[tuple[Any, ...], tuple[int, ...]]]
-    functions: dict[str, Callable[..., Any]]
+    output_symbols: list[sympy.Symbol]
+    _compiled: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """The number of named definitions."""
+        return len(self.definitions)
+
+    def function(self, backend: Backend) -> Callable[..., list[Any]]:
+        """``f(*weights, *x, *t) -> [output values]`` for ``"float64"``, ``"mpmath"`` or ``"exact"``."""
+        if backend not in self._compiled:
+            # The program is already in common-subexpression form across units; SymPy's cse finds
+            # what is shared inside a layer (sigma(a) and exp(-a) in f, f' and f'') for float64.
+            # mpmath and exact rationals evaluate the program as it is: no rounding to save there.
+            modules: Any = {"float64": ["scipy", "numpy"], "mpmath": "mpmath", "exact": "sympy"}[backend]
+            cse = _chunked_cse if backend == "float64" else None
+            self._compiled[backend] = lambdify_program(self.args, self.definitions, self.output_symbols, modules,
+                                                       cse=cse)
+        return self._compiled[backend]
 
 
 @cache
@@ -122,29 +147,9 @@ def program(arch: Architecture, loss: str) -> Program:
             ul, um = arch.layers[l - 1].units, arch.layers[m - 1].units
             flat = [sym for row in s.matrix(f"B{l},{m}", ul, um) for sym in row]
             wanted.append((("B", l, m), (ul, um), flat))
-    # Named symbols are not Python identifiers (W1[0,1]); the generated code gets safe names.
     args = list(s.params) + list(s.x) + list(s.t)
-    rename = {sym: sympy.Symbol(f"v{n}") for n, sym in enumerate(list(args) + list(defs))}
-    safe_args = [rename[a] for a in args]
-    replacements = [(rename[k], v.xreplace(rename)) for k, v in defs.items()]
-    out_exprs = [rename[sym] for _, _, flat in wanted for sym in flat]
-
-    def cse_numeric(exprs: list[sympy.Expr]) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
-        # The program is already in common-subexpression form across units; SymPy's cse finds
-        # what is shared inside a layer (sigma(a) and exp(-a) in f, f' and f'').  It runs on runs
-        # of definitions that do not use each other, so that every hoisted subexpression is
-        # computed after the names it uses.
-        return _chunked_cse(replacements), exprs
-
-    def cse_plain(exprs: list[sympy.Expr]) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
-        return list(replacements), exprs
-
-    functions = {
-        "float64": sympy.lambdify(safe_args, out_exprs, modules=["scipy", "numpy"], cse=cse_numeric),
-        "mpmath": sympy.lambdify(safe_args, out_exprs, modules="mpmath", cse=cse_plain),
-        "exact": sympy.lambdify(safe_args, out_exprs, modules="sympy", cse=cse_plain),
-    }
-    return Program(arch, loss, len(defs), [(key, shape) for key, shape, _ in wanted], functions)
+    outputs = [sym for _, _, flat in wanted for sym in flat]
+    return Program(arch, loss, defs, args, [(key, shape) for key, shape, _ in wanted], outputs)
 
 
 def _chunked_cse(pairs: list[tuple[sympy.Symbol, sympy.Expr]], chunk: int = 256
@@ -216,7 +221,7 @@ def _per_pattern_float64(prog: Program, problem: Problem) -> list[np.ndarray]:
     n = problem.n_patterns
     args = [float(w) for w in problem.params] + list(problem.inputs.T) + list(problem.targets.T)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        values = prog.functions["float64"](*args)
+        values = prog.function("float64")(*args)
     return [np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for v in values]
 
 
@@ -362,7 +367,7 @@ def hessian_mpmath(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray
     prog = program(problem.architecture, problem.loss)
     with mpmath.workdps(digits):
         one = mpmath.mpf(1)
-        q = _unpack(prog, _per_pattern_objects(prog, problem, mpmath.mpf, prog.functions["mpmath"], lambda v: v))
+        q = _unpack(prog, _per_pattern_objects(prog, problem, mpmath.mpf, prog.function("mpmath"), lambda v: v))
         _check_values(problem, q)
         H = _assemble(problem, q, mpmath.mpf) * _scale(problem, one)
     return H
@@ -377,7 +382,7 @@ def hessian_exact(problem: Problem) -> np.ndarray:
         raise ValueError(f"{problem.id}: exact rationals need polynomial activations and loss")
     prog = program(problem.architecture, problem.loss)
     q = _unpack(prog, _per_pattern_objects(prog, problem, lambda v: sympy.Rational(float(v)),
-                                           prog.functions["exact"], _to_fraction))
+                                           prog.function("exact"), _to_fraction))
     _check_values(problem, q)
     return _assemble(problem, q, Fraction) * _scale(problem, Fraction(1))
 
