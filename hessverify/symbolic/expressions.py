@@ -185,7 +185,7 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     for l, layer in enumerate(arch.layers, start=1):
         f, d1, d2 = activation_derivatives(layer.activation)
         for i in range(layer.units):
-            defs[s.a[l][i]] = sum((w * zj for w, zj in zip(s.W[l][i], s.z[l - 1], strict=True)), s.b[l][i])
+            defs[s.a[l][i]] = sympy.Add(*[w * zj for w, zj in zip(s.W[l][i], s.z[l - 1], strict=True)], s.b[l][i])
         for i in range(layer.units):
             defs[s.z[l][i]] = _apply(f, s.a[l][i])
             defs[s.fp[l][i]] = _apply(d1, s.a[l][i])
@@ -206,7 +206,7 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
         defs[s.delta[depth][k]] = g[k] * s.fp[depth][k]
     for l in range(depth - 1, 0, -1):
         for i in range(arch.layers[l - 1].units):
-            back = sum(s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(arch.layers[l].units))
+            back = sympy.Add(*[s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(arch.layers[l].units)])
             defs[s.delta[l][i]] = s.fp[l][i] * back
     # backward, second order: Q_L = diag(f') h diag(f') + diag(g f'');
     # Q_l = diag(f'_l) W^T Q_{l+1} W diag(f'_l) + diag(f''_l (W^T delta_{l+1})), through R = W^T Q_{l+1}
@@ -220,14 +220,14 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
         R = s.matrix(f"R{l}", u, up)
         for i in range(u):
             for k in range(up):
-                defs[R[i][k]] = sum(s.W[l + 1][j][i] * Q[l + 1][j][k] for j in range(up))
+                defs[R[i][k]] = sympy.Add(*[s.W[l + 1][j][i] * Q[l + 1][j][k] for j in range(up)])
         Q[l] = s.matrix(f"Q{l}", u, u)
         for i in range(u):
             for ip in range(u):
-                inner = sum(R[i][k] * s.W[l + 1][k][ip] for k in range(up))
+                inner = sympy.Add(*[R[i][k] * s.W[l + 1][k][ip] for k in range(up)])
                 term = s.fp[l][i] * inner * s.fp[l][ip]
                 if i == ip:
-                    back = sum(s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(up))
+                    back = sympy.Add(*[s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(up)])
                     term = term + s.fpp[l][i] * back
                 defs[Q[l][i][ip]] = term
     # forward Jacobians B_{l,m} = da_l/da_m = W_l diag(f'_{l-1}) B_{l-1,m}, B_{m,m} = I
@@ -242,7 +242,7 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
                     if prev is None:
                         value = s.W[l][i][k] * s.fp[l - 1][k]
                     else:
-                        value = sum(s.W[l][i][j] * s.fp[l - 1][j] * prev[j][k] for j in range(fan))
+                        value = sympy.Add(*[s.W[l][i][j] * s.fp[l - 1][j] * prev[j][k] for j in range(fan)])
                     defs[Bl[i][k]] = value
             prev = Bl
     # main term of each block: K_{m,m'} = B_{m',m}^T Q_{m'} (K_{m,m} = Q_m)
@@ -253,7 +253,7 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
             Km = s.matrix(f"K{m},{mp}", um, ump)
             for k in range(um):
                 for kp in range(ump):
-                    defs[Km[k][kp]] = sum(Bs[i][k] * Q[mp][i][kp] for i in range(ump))
+                    defs[Km[k][kp]] = sympy.Add(*[Bs[i][k] * Q[mp][i][kp] for i in range(ump)])
     return defs
 
 
@@ -266,17 +266,49 @@ def lambdify_program(args: Sequence[sympy.Symbol], defs: Mapping[sympy.Symbol, s
     The named definitions become the assignments of the generated code
     (through ``lambdify``'s ``cse`` hook), in order; ``cse`` may rewrite that
     list first (common-subexpression elimination).  The names are not Python
-    identifiers (``W1[0,1]``), so the generated code gets safe ones.
+    identifiers (``W1[0,1]``): the printer gives the generated code safe
+    ones, so the (large) program is never rewritten symbol by symbol.
     """
-    rename = {sym: sympy.Symbol(f"v{n}") for n, sym in enumerate(list(args) + list(defs))}
-    pairs = [(rename[k], v.xreplace(rename)) for k, v in defs.items()]
+    safe_args = [sympy.Symbol(f"_arg{n}") for n in range(len(args))]
+    pairs = list(zip(args, safe_args, strict=True)) + list(defs.items())
     if cse is not None:
         pairs = cse(pairs)
 
     def hook(exprs: list[sympy.Expr]) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
         return pairs, exprs
 
-    return sympy.lambdify([rename[a] for a in args], [rename.get(o, o) for o in outputs], modules=modules, cse=hook)
+    return sympy.lambdify(safe_args, list(outputs), modules=modules, cse=hook, printer=_printer(modules))
+
+
+def _printer(modules: str | list[str]) -> Any:
+    """lambdify's own printer for ``modules``, with safe names and sums printed in stored order.
+
+    Sorting the terms of every sum into canonical order is most of the cost of
+    printing a large program, and the order does not matter to the value
+    beyond rounding, which the float64 bounds already allow for.
+    """
+    import keyword
+
+    from sympy.printing.lambdarepr import LambdaPrinter
+    from sympy.printing.numpy import SciPyPrinter
+    from sympy.printing.pycode import MpmathPrinter
+
+    first = modules if isinstance(modules, str) else modules[0]
+    base = {"scipy": SciPyPrinter, "numpy": SciPyPrinter, "mpmath": MpmathPrinter}.get(first, LambdaPrinter)
+
+    class SafeNames(base):  # type: ignore[valid-type, misc]
+        def __init__(self, settings: dict[str, Any]) -> None:
+            super().__init__(settings)
+            self._safe: dict[str, str] = {}
+
+        def _print_Symbol(self, expr: sympy.Symbol) -> str:
+            name = expr.name
+            if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_s"):
+                return name
+            return self._safe.setdefault(name, f"_s{len(self._safe)}")
+
+    return SafeNames({"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": True,
+                      "user_functions": {}, "order": "none"})
 
 
 def latex_names(symbols: Iterable[sympy.Symbol]) -> dict[sympy.Symbol, str]:

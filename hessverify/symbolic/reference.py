@@ -154,7 +154,12 @@ def program(arch: Architecture, loss: str) -> Program:
 
 def _chunked_cse(pairs: list[tuple[sympy.Symbol, sympy.Expr]], chunk: int = 256
                  ) -> list[tuple[sympy.Symbol, sympy.Expr]]:
-    """``sympy.cse`` over runs of at most ``chunk`` mutually independent definitions, in order."""
+    """``sympy.cse`` over runs of at most ``chunk`` mutually independent definitions, in order.
+
+    Only definitions that apply a function (``exp``, ``tanh``, ``erf``, ...)
+    take part: ``f``, ``f'`` and ``f''`` of one net input, the loss's
+    derivatives.  The rest are sums of products of names already.
+    """
     fresh = sympy.numbered_symbols("c")
     out: list[tuple[sympy.Symbol, sympy.Expr]] = []
     run: list[tuple[sympy.Symbol, sympy.Expr]] = []
@@ -169,6 +174,10 @@ def _chunked_cse(pairs: list[tuple[sympy.Symbol, sympy.Expr]], chunk: int = 256
             names.clear()
 
     for key, value in pairs:
+        if not value.atoms(sympy.Function):  # sums of products of names: nothing for cse to share
+            flush()
+            out.append((key, value))
+            continue
         if len(run) >= chunk or value.free_symbols & names:
             flush()
         run.append((key, value))
