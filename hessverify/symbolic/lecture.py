@@ -222,7 +222,7 @@ class LectureNetwork:
         s = self.symbols
         args = list(s.params) + list(s.x) + list(s.t)
         defs = self._definitions
-        fn = lambdify_program(args, defs, list(defs), "mpmath")
+        fn = self._mpmath_program
         syms = sorted(expression.expr.free_symbols, key=str)
         f = sympy.lambdify(syms, expression.expr, modules="mpmath")
         with mpmath.workdps(digits):
@@ -234,6 +234,12 @@ class LectureNetwork:
                 values.update(zip(defs, fn(*point), strict=True))
                 total += f(*[values[v] for v in syms])
             return total / problem.n_patterns if problem.reduction == "mean" else total
+
+    @cached_property
+    def _mpmath_program(self):  # type: ignore[no-untyped-def]
+        s = self.symbols
+        return lambdify_program(list(s.params) + list(s.x) + list(s.t), self._definitions, list(self._definitions),
+                                "mpmath")
 
     # -- helpers ------------------------------------------------------------------------------------------
 
