@@ -289,12 +289,11 @@ def _printer(modules: str | list[str]) -> Any:
     """
     import keyword
 
-    from sympy.printing.lambdarepr import LambdaPrinter
     from sympy.printing.numpy import SciPyPrinter
-    from sympy.printing.pycode import MpmathPrinter
+    from sympy.printing.pycode import MpmathPrinter, SymPyPrinter
 
     first = modules if isinstance(modules, str) else modules[0]
-    base = {"scipy": SciPyPrinter, "numpy": SciPyPrinter, "mpmath": MpmathPrinter}.get(first, LambdaPrinter)
+    base = {"scipy": SciPyPrinter, "numpy": SciPyPrinter, "mpmath": MpmathPrinter, "sympy": SymPyPrinter}[first]
 
     class SafeNames(base):  # type: ignore[valid-type, misc]
         def __init__(self, settings: dict[str, Any]) -> None:
@@ -306,6 +305,11 @@ def _printer(modules: str | list[str]) -> Any:
             if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_s"):
                 return name
             return self._safe.setdefault(name, f"_s{len(self._safe)}")
+
+        def _print_Rational(self, expr: sympy.Rational) -> str:
+            if first == "sympy":  # exact arithmetic: 1/2 in Python would be a float
+                return f"Rational({expr.p}, {expr.q})"
+            return str(super()._print_Rational(expr))
 
     return SafeNames({"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": True,
                       "user_functions": {}, "order": "none"})

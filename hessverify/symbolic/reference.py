@@ -16,8 +16,10 @@ block formula of second-order backpropagation for each pair of layers
 once with :func:`sympy.lambdify` and evaluated per pattern in one of three
 number systems:
 
-* ``"float64"``: NumPy, all patterns at once, with SymPy's common
-  subexpression elimination (``cse=True``);
+* ``"float64"``: NumPy, all patterns at once, after SymPy's common
+  subexpression elimination (``sympy.cse``) of the definitions that apply a
+  function (:math:`f`, :math:`f'` and :math:`f''` of one net input share
+  ``exp(-a)``; the rest of the program is already in that form);
 * ``"mpmath"``: mpmath at ``digits`` significant digits (50 by default), one
   pattern at a time; the float64 data and weights convert to mpmath exactly;
 * ``"exact"``: rational arithmetic, where the network allows it: every
@@ -118,7 +120,8 @@ class Program:
             # The program is already in common-subexpression form across units; SymPy's cse finds
             # what is shared inside a layer (sigma(a) and exp(-a) in f, f' and f'') for float64.
             # mpmath and exact rationals evaluate the program as it is: no rounding to save there.
-            modules: Any = {"float64": ["scipy", "numpy"], "mpmath": "mpmath", "exact": "sympy"}[backend]
+            modules: Any = {"float64": ["scipy", "numpy"], "mpmath": "mpmath",
+                            "exact": ["sympy", {"Rational": sympy.Rational}]}[backend]
             cse = _chunked_cse if backend == "float64" else None
             self._compiled[backend] = lambdify_program(self.args, self.definitions, self.output_symbols, modules,
                                                        cse=cse)
@@ -266,7 +269,7 @@ def _unpack(prog: Program, values: list[np.ndarray]) -> dict[tuple[Any, ...], np
 
 
 def _check_values(problem: Problem, q: dict[tuple[Any, ...], np.ndarray]) -> None:
-    """Kinks and overflow, judged on the reference's own values."""
+    """A net input exactly at a kink (relu at 0), judged on the reference's own values."""
     for l, layer in enumerate(problem.architecture.layers, start=1):
         act = get_activation(layer.activation)
         a = q[("a", l)]
