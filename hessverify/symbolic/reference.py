@@ -282,11 +282,14 @@ def _check_values(problem: Problem, q: dict[tuple[Any, ...], np.ndarray]) -> Non
                     f"has net input exactly {kink:g} for pattern {n}")
 
 
-def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any]) -> np.ndarray:
+def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any],
+              scaled: bool = False) -> np.ndarray:
     """The block formula summed over patterns, scattered into the public order.
 
     ``convert`` turns a float64 into the number type of ``q`` (``float``,
-    ``mpmath.mpf`` or ``Fraction``), exactly.
+    ``Fraction``, or a fixed-point ``int``), exactly.  With ``scaled`` the
+    numbers are fixed-point integers ``v * 2^S`` (``convert(1.0) = 2^S``) and
+    the result is at scale ``2^(4S)``.
     """
     arch = problem.architecture
     depth = arch.depth
@@ -329,6 +332,8 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
             K = q[("K", m, mp)].reshape(n, um * ump)
             zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
             block = (K.T @ zz).reshape(um, ump, dm, dmp).transpose(0, 2, 1, 3)
+            if scaled:  # fixed point: bring the three-factor main term to the scale of the four-factor one
+                block = block * one
             if mp > m:
                 # sum_n delta'[n,k'] f'_{m'-1}[n,j'] B_{m'-1,m}[n,j',k] z[n,j]; zero for the bias input j'
                 fan = arch.fan_in(mp)
@@ -368,6 +373,15 @@ def hessian_float64(problem: Problem) -> FloatArray:
 def hessian_mpmath(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray:
     """The closed form evaluated with mpmath at ``digits`` significant digits (object array of ``mpf``).
 
+    The per-pattern program runs in mpmath.  The block formula's sums over
+    patterns (``2 N W^2`` products, most of the work) run in exact integer
+    arithmetic on fixed-point images of those mpmath values: every value is
+    scaled by one power of two ``2^S`` chosen so that the smallest nonzero
+    value keeps ``prec + 64`` bits, products and sums of Python integers are
+    exact, and the one rounding back to ``digits`` digits is mpmath's.  The
+    result is the same as summing in mpmath, only within a smaller error, and
+    several times faster.
+
     Examples
     --------
     >>> import hessverify
@@ -378,11 +392,54 @@ def hessian_mpmath(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray
     """
     prog = program(problem.architecture, problem.loss)
     with mpmath.workdps(digits):
-        one = mpmath.mpf(1)
-        q = _unpack(prog, _per_pattern_objects(prog, problem, mpmath.mpf, prog.function("mpmath"), lambda v: v))
+        q = _unpack(prog, _per_pattern_objects(prog, problem, mpmath.mpf, prog.function("mpmath"), mpmath.mpf))
         _check_values(problem, q)
-        H = _assemble(problem, q, mpmath.mpf) * _scale(problem, one)
+        inputs = [mpmath.mpf(float(v)) for v in np.ravel(problem.inputs)]
+        S = _fixed_point_scale([v for arr in q.values() for v in arr.ravel()] + inputs, mpmath.mp.prec)
+        fixed = {key: np.vectorize(lambda v: _to_fixed(v, S), otypes=[object])(arr) for key, arr in q.items()}
+        H_int = _assemble(problem, fixed, lambda f: _to_fixed(mpmath.mpf(f), S), scaled=True)
+        scale = _scale(problem, mpmath.mpf(1))
+        prec = mpmath.mp.prec
+        H = np.vectorize(lambda n: _from_fixed(n, -4 * S, prec) * scale, otypes=[object])(H_int)
     return H
+
+
+_MAX_EXTRA_BITS = 4096
+"""Cap on the bits spent on tiny values: a value below 2^-4096 relative to 1 is kept to 2^-(4096 + prec)."""
+
+
+def _fixed_point_scale(values: list[Any], prec: int) -> int:
+    """``S`` such that every nonzero value times ``2^S`` is an integer of at least ``prec + 64`` bits."""
+    low = 0
+    for v in values:
+        sign, man, exp, bc = v._mpf_
+        if man:
+            low = min(low, exp + bc)  # |v| >= 2^(exp + bc - 1)
+    return prec + 64 + min(-low, _MAX_EXTRA_BITS)
+
+
+def _from_fixed(n: int, exponent: int, prec: int) -> Any:
+    """``n * 2^exponent`` as an ``mpf``: truncated to ``prec + 8`` bits first, so mpmath rounds a short integer.
+
+    The truncation moves the value by less than ``2^-(prec + 7)`` relative,
+    a 128th of the rounding to ``prec`` bits that follows.
+    """
+    extra = abs(n).bit_length() - (prec + 8)
+    if extra > 0:
+        n, exponent = (n >> extra if n > 0 else -((-n) >> extra)), exponent + extra
+    return mpmath.mpf((n, exponent))
+
+
+def _to_fixed(v: Any, S: int) -> int:
+    """``round(v * 2^S)`` for an ``mpf`` ``v``, exactly."""
+    sign, man, exp, _ = v._mpf_
+    if not man:
+        if v != 0:
+            raise OverflowReport(f"the high-precision evaluation produced {v}")
+        return 0
+    shift = exp + S
+    n = man << shift if shift >= 0 else (man + (1 << (-shift - 1))) >> -shift
+    return -n if sign else n
 
 
 def hessian_exact(problem: Problem) -> np.ndarray:
