@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40)
+WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 56, 64)
 
 
 def make_problem(h: int, patterns: int) -> Any:
