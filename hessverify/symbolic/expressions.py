@@ -48,6 +48,7 @@ from hessverify.model.losses import get_loss
 from hessverify.model.network import Architecture
 
 __all__ = [
+    "Expression",
     "NetworkSymbols",
     "activation_derivatives",
     "definitions",
@@ -255,6 +256,42 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
                 for kp in range(ump):
                     defs[Km[k][kp]] = sympy.Add(*[Bs[i][k] * Q[mp][i][kp] for i in range(ump)])
     return defs
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A named closed form: ``label = expr``.
+
+    Attributes
+    ----------
+    expr:
+        The SymPy expression (the right-hand side).
+    label, label_latex:
+        The left-hand side, in plain text and in LaTeX.
+    names:
+        LaTeX for symbols whose names :func:`latex_names` does not know.
+    """
+
+    expr: sympy.Expr
+    label: str = ""
+    label_latex: str = ""
+    names: Mapping[sympy.Symbol, str] | None = None  # LaTeX for symbols outside latex_names' pattern
+
+    def latex(self) -> str:
+        """LaTeX in the lecture's notation (:math:`W^{(1)}_{01}`, :math:`\\delta^{(2)}_{0}`, ...)."""
+        names = dict(self.names or {})
+        names.update(latex_names(self.expr.free_symbols))
+        body = sympy.latex(self.expr, symbol_names=names)
+        return f"{self.label_latex} = {body}" if self.label_latex else body
+
+    def _repr_latex_(self) -> str:
+        return f"$\\displaystyle {self.latex()}$"
+
+    def __str__(self) -> str:
+        body = sympy.sstr(self.expr)
+        return f"{self.label} = {body}" if self.label else body
+
+    __repr__ = __str__
 
 
 def lambdify_program(args: Sequence[sympy.Symbol], defs: Mapping[sympy.Symbol, sympy.Expr],

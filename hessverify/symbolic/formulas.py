@@ -42,9 +42,15 @@ import mpmath
 import sympy
 
 from hessverify.model.network import Architecture, parse_param_name
-from hessverify.symbolic.expressions import NetworkSymbols, definitions, explicit_error, lambdify_program
+from hessverify.symbolic.expressions import (
+    Expression,
+    NetworkSymbols,
+    definitions,
+    explicit_error,
+    lambdify_program,
+)
 
-__all__ = ["KINDS", "check", "entry", "expand", "gradient_entry", "kind", "named_atoms"]
+__all__ = ["KINDS", "check", "entry", "expand", "general_formula", "gradient_entry", "kind", "named_atoms"]
 
 KINDS = {
     "output": "both weights in the output layer",
@@ -74,6 +80,71 @@ def kind(arch: Architecture, p: str, q: str) -> str:
     (m, _, j), (mp, _, jp) = _split(arch, p), _split(arch, q)
     base = "layers" if m != mp else ("output" if m == arch.depth else "hidden")
     return base + ("+bias" if j is None or jp is None else "")
+
+
+def _indexed(plain: str, tex: str, names: dict[sympy.Symbol, str]) -> sympy.IndexedBase:
+    base = sympy.IndexedBase(plain)
+    names[base.label] = tex
+    return base
+
+
+def general_formula(kind_: str, *, bias: str = "") -> Expression:
+    r"""The general formula for a kind of pair, with generic layers and indices, for display.
+
+    ``kind_`` is one of :data:`KINDS`; ``bias`` is ``""``, ``"first"``,
+    ``"second"`` or ``"both"`` (which weight is a bias: its input is 1, and
+    a bias in the upper layer has no bilinear term).  The hidden-layer and
+    output-layer cases write :math:`Q` out one level (its recursion); all are
+    the one formula of the module text, which :func:`check` holds against
+    direct differentiation entry by entry.
+
+    Examples
+    --------
+    >>> print(general_formula("layers", bias="second"))
+    d2e/dW(m)[k,j]db(m')[k'] = z(m-1)[j]*Sum(B(m',m)[i, k]*Q(m')[i, k'], (i, 0, u_(m') - 1))
+    >>> print(general_formula("output").latex())  # doctest: +ELLIPSIS
+    \frac{\partial^2 e}{\partial W^{(L)}_{kj}\,\partial W^{(L)}_{k'j'}} = \left(\delta_{k k'} ...
+    """
+    if kind_ not in KINDS:
+        raise KeyError(f"unknown kind {kind_!r}; choose one of {', '.join(KINDS)}")
+    names: dict[sympy.Symbol, str] = {}
+    i, ip, k, kp, j, jp = sympy.symbols("i i' k k' j j'", integer=True)
+    lo, hi = {"output": ("L", "L"), "hidden": ("m", "m"), "layers": ("m", "m'")}[kind_]
+    z = _indexed(f"z({lo}-1)", f"z^{{({lo}-1)}}", names)
+    zp = _indexed(f"z({hi}-1)", f"z^{{({hi}-1)}}", names)
+    first = sympy.S.One if bias in ("first", "both") else z[j]
+    second = sympy.S.One if bias in ("second", "both") else zp[jp]
+    if kind_ == "output":
+        fp, fpp = _indexed("fp(L)", "f_L'", names), _indexed("fpp(L)", "f_L''", names)
+        g, h = _indexed("g", "g", names), _indexed("h", "h", names)
+        expr = first * second * (fp[k] * h[k, kp] * fp[kp] + sympy.KroneckerDelta(k, kp) * g[k] * fpp[k])
+    elif kind_ == "hidden":
+        fp, fpp = _indexed("fp(m)", "f_m'", names), _indexed("fpp(m)", "f_m''", names)
+        W = _indexed("W(m+1)", "W^{(m+1)}", names)
+        Q = _indexed("Q(m+1)", "Q^{(m+1)}", names)
+        delta = _indexed("delta(m+1)", "\\delta^{(m+1)}", names)
+        u = sympy.Symbol("u_(m+1)")
+        names[u] = "u_{m+1}"
+        inner = sympy.Sum(W[i, k] * W[ip, kp] * Q[i, ip], (i, 0, u - 1), (ip, 0, u - 1))
+        back = sympy.Sum(W[i, k] * delta[i], (i, 0, u - 1))
+        expr = first * second * (fp[k] * fp[kp] * inner + sympy.KroneckerDelta(k, kp) * fpp[k] * back)
+    else:
+        B = _indexed("B(m',m)", "B^{(m',m)}", names)
+        B1 = _indexed("B(m'-1,m)", "B^{(m'-1,m)}", names)
+        Q = _indexed("Q(m')", "Q^{(m')}", names)
+        delta = _indexed("delta(m')", "\\delta^{(m')}", names)
+        fp = _indexed("fp(m'-1)", "f_{m'-1}'", names)
+        u = sympy.Symbol("u_(m')")
+        names[u] = "u_{m'}"
+        expr = first * second * sympy.Sum(B[i, k] * Q[i, kp], (i, 0, u - 1))
+        if bias not in ("second", "both"):
+            expr = expr + delta[kp] * fp[jp] * B1[jp, k] * first
+    p_plain = f"b({lo})[k]" if bias in ("first", "both") else f"W({lo})[k,j]"
+    q_plain = f"b({hi})[k']" if bias in ("second", "both") else f"W({hi})[k',j']"
+    p_tex = f"b^{{({lo})}}_{{k}}" if bias in ("first", "both") else f"W^{{({lo})}}_{{kj}}"
+    q_tex = f"b^{{({hi})}}_{{k'}}" if bias in ("second", "both") else f"W^{{({hi})}}_{{k'j'}}"
+    return Expression(expr, f"d2e/d{p_plain}d{q_plain}",
+                      f"\\frac{{\\partial^2 e}}{{\\partial {p_tex}\\,\\partial {q_tex}}}", names)
 
 
 def entry(s: NetworkSymbols, p: str, q: str) -> sympy.Expr:

@@ -59,6 +59,7 @@ from hessverify.model.network import Architecture, Layer
 from hessverify.problem import Problem
 from hessverify.symbolic import formulas
 from hessverify.symbolic.expressions import (
+    Expression,
     NetworkSymbols,
     definitions,
     explicit_error,
@@ -68,37 +69,6 @@ from hessverify.symbolic.expressions import (
 )
 
 __all__ = ["Expression", "LectureNetwork", "derive"]
-
-
-@dataclass(frozen=True)
-class Expression:
-    """A named closed form: ``label = expr``.
-
-    Attributes
-    ----------
-    expr:
-        The SymPy expression (the right-hand side).
-    label, label_latex:
-        The left-hand side, in plain text and in LaTeX.
-    """
-
-    expr: sympy.Expr
-    label: str = ""
-    label_latex: str = ""
-
-    def latex(self) -> str:
-        """LaTeX in the lecture's notation (:math:`W^{(1)}_{01}`, :math:`\\delta^{(2)}_{0}`, ...)."""
-        body = sympy.latex(self.expr, symbol_names=latex_names(self.expr.free_symbols))
-        return f"{self.label_latex} = {body}" if self.label_latex else body
-
-    def _repr_latex_(self) -> str:
-        return f"$\\displaystyle {self.latex()}$"
-
-    def __str__(self) -> str:
-        body = sympy.sstr(self.expr)
-        return f"{self.label} = {body}" if self.label else body
-
-    __repr__ = __str__
 
 
 def _tex(name: str) -> str:

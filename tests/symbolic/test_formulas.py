@@ -102,3 +102,16 @@ def test_expand_reaches_the_explicit_form() -> None:
     assert explicit.free_symbols <= set(s.params) | set(s.x) | set(s.t)
     direct = sympy.diff(explicit_error(s, "sse"), s.param("W1[0,0]"), s.param("W2[0,0]"))
     assert sympy.simplify(explicit - direct) == 0
+
+
+@pytest.mark.parametrize("kind_", sorted(formulas.KINDS))
+@pytest.mark.parametrize("bias", ["", "first", "second", "both"])
+def test_general_formula_display(kind_: str, bias: str) -> None:
+    from .test_lecture import assert_renders
+
+    e = formulas.general_formula(kind_, bias=bias)
+    assert_renders(e.latex())
+    # a bias in the upper layer has no bilinear term: its input does not depend on the lower weights
+    has_bilinear = "delta(m')" in str(e)
+    assert has_bilinear == (kind_ == "layers" and bias in ("", "first"))
+    assert str(e).startswith("d2e/d" + ("b" if bias in ("first", "both") else "W"))

@@ -37,7 +37,8 @@ def assert_renders(tex: str) -> None:
     """Well formed: balanced, rendered by matplotlib's mathtext, and parsed back by SymPy where it can."""
     assert balanced(tex), tex
     assert tex.count(r"\begin{") == tex.count(r"\end{"), tex
-    if r"\begin{cases}" not in tex:  # mathtext has no environments; MathJax and LaTeX render relu's cases
+    # mathtext has no environments or \substack; MathJax and LaTeX render relu's cases and double sums
+    if r"\begin{cases}" not in tex and r"\substack" not in tex:
         mathtext.math_to_image(f"${tex}$", io.BytesIO(), format="png")
     try:
         with warnings.catch_warnings():
