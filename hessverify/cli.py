@@ -15,7 +15,6 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,7 +142,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     cases = [load_case(p) for p in paths]  # every file validated before any work
     results = []
     skipped: list[dict[str, str]] = []
-    header = f"{'case':34s} {'method':10s} {'reference':10s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}  worst entry"
+    header = f"{'case':34s} {'method':10s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}  worst entry"
     print(header)
     print("-" * len(header))
     for case in cases:
@@ -160,8 +159,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         for c in comps:
             mark = "ok " if c.passed else "FAIL"
             w = c.worst_entry
-            print(f"{c.case:34s} {c.method:10s} {c.reference:10s} {c.max_abs_error:11.2e} "
+            print(f"{c.case:34s} {c.method:10s} {c.reference:12s} {c.max_abs_error:11.2e} "
                   f"{c.max_rel_error:9.1e} {c.margin:9.1e}  {mark} {w.row} x {w.col}")
+            if c.note:
+                print(f"    note: {c.note}")
             if not c.passed:
                 print(f"    {c.failing_entries} entries over the bound; worst {w.row} x {w.col}: "
                       f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}, "

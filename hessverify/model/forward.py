@@ -38,7 +38,6 @@ class ForwardPass:
 
 def forward(problem: Problem, params: FloatArray | None = None, *, derivatives: bool = True) -> ForwardPass:
     """Run the network on every pattern and evaluate the loss derivatives at the output."""
-    arch = problem.architecture
     theta = problem.params if params is None else params
     empty = np.empty((0,))
     a: list[FloatArray] = [empty]
@@ -46,6 +45,14 @@ def forward(problem: Problem, params: FloatArray | None = None, *, derivatives: 
     df: list[FloatArray] = [empty]
     d2f: list[FloatArray] = [empty]
     weights: list[FloatArray] = [empty]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked and reported by check_point
+        return _forward(problem, theta, derivatives, a, z, df, d2f, weights)
+
+
+def _forward(problem: Problem, theta: FloatArray, derivatives: bool, a: list[FloatArray], z: list[FloatArray],
+             df: list[FloatArray], d2f: list[FloatArray], weights: list[FloatArray]) -> ForwardPass:
+    arch = problem.architecture
+    empty = np.empty((0,))
     for index, ((w, b), layer) in enumerate(zip(arch.unpack(theta), arch.layers), start=1):
         act = get_activation(layer.activation)
         a_l = layer_input(z, index) @ w.T + b

@@ -47,6 +47,7 @@ _RESULT = {
         "symmetry_error": _NUMBER,
         "worst_entry": _WORST,
         "failing_entries": {"type": "integer", "minimum": 0},
+        "unchecked_entries": {"type": "integer", "minimum": 0},
         "note": {"type": "string"},
         "extra": {"type": "object"},
     },
