@@ -14,3 +14,21 @@
 """
 
 from __future__ import annotations
+
+from hessverify.symbolic.expressions import Expression, NetworkSymbols
+from hessverify.symbolic.formulas import KINDS, general_formula
+from hessverify.symbolic.lecture import LectureNetwork, derive
+from hessverify.symbolic.reference import hessian_exact, hessian_float64, hessian_mpmath, small_enough
+
+__all__ = [
+    "KINDS",
+    "Expression",
+    "LectureNetwork",
+    "NetworkSymbols",
+    "derive",
+    "general_formula",
+    "hessian_exact",
+    "hessian_float64",
+    "hessian_mpmath",
+    "small_enough",
+]
