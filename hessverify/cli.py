@@ -81,6 +81,15 @@ def _build_parser() -> argparse.ArgumentParser:
     pa.add_argument("case", metavar="CASE")
     pa.set_defaults(func=_cmd_params)
 
+    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point")
+    d.add_argument("case", metavar="CASE")
+    d.add_argument("--entry", nargs="+", required=True, metavar="PARAM",
+                   help="one name (a gradient entry) or two (a Hessian entry), e.g. --entry 'W1[0,1]' 'b2[0]'")
+    d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
+    d.add_argument("--explicit", action="store_true", help="also the closed form written out in the weights")
+    d.add_argument("--digits", type=int, default=50, help="significant digits of the value (default 50)")
+    d.set_defaults(func=_cmd_derive)
+
     ls = sub.add_parser("methods", help="list the registered methods and references")
     ls.set_defaults(func=_cmd_methods)
     return p
@@ -89,6 +98,14 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_params(args: argparse.Namespace) -> int:
     case = load_case(args.case)
     sys.stdout.write("\n".join(case.param_names) + "\n")
+    return EXIT_OK
+
+
+def _cmd_derive(args: argparse.Namespace) -> int:
+    from hessverify.symbolic.lecture import derive
+
+    case = load_case(args.case)
+    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
     return EXIT_OK
 
 

@@ -55,6 +55,12 @@ TOLERANCES: dict[str, Tolerance] = {
         f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| / 15 + 1.5 gamma_k G / h "
         "+ asymmetry), plus gamma_k M for the exact side",
     ),
+    "symbolic": Tolerance(
+        "high_precision",
+        "the closed form in 50-digit mpmath (or exact rationals) is the truth to ~1e-48 M, so an exact float64 "
+        "method is within gamma_k M of it (rounding_bound(methods=1)), plus the reference's own rounding to "
+        "float64 (measured exactly)",
+    ),
 }
 """How each reference's bound is derived, with the reason."""
 
@@ -104,6 +110,9 @@ def bound_for(problem: Problem, reference: str, *, reference_error: FloatArray |
         if reference_error is None:
             raise ValueError("the fd bound needs the reference's error estimate")
         return FD_SAFETY * reference_error + rounding / 2.0, tol.kind
+    if tol.kind == "high_precision":
+        own = 0.0 if reference_error is None else reference_error
+        return rounding_bound(problem, methods=1) + own, tol.kind
     return rounding, tol.kind
 
 

@@ -26,6 +26,7 @@ from hessverify.errors import UsageError
 from hessverify.methods import backprop
 from hessverify.problem import Problem
 from hessverify.references import autograd_ref, complex_step, finite_differences, richardson
+from hessverify.symbolic import reference as symbolic_reference
 
 __all__ = ["METHODS", "Method", "get_method", "methods_with_role"]
 
@@ -42,6 +43,8 @@ class Method:
     summary: str
     # An estimate of the entrywise error, when the method knows its own (fd).
     with_error: Callable[[Problem], tuple[FloatArray, FloatArray]] | None = None
+    # Whether verify uses this reference on a problem by default (too costly otherwise).
+    applies: Callable[[Problem], bool] | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -59,6 +62,9 @@ METHODS: dict[str, Method] = {
         Method("richardson", richardson.hessian, "reference", "matrix",
                "Richardson-extrapolated central differences of the gradient, with an error estimate",
                with_error=richardson.hessian_with_error),
+        Method("symbolic", symbolic_reference.hessian, "reference", "matrix",
+               "closed form (SymPy) in 50-digit mpmath, or exact rationals; the truth for small cases",
+               with_error=symbolic_reference.hessian_with_error, applies=symbolic_reference.small_enough),
     )
 }
 """Every method and reference, keyed by name."""
