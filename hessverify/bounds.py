@@ -51,7 +51,7 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.methods.backprop import Quantities, hessian_from_quantities
 from hessverify.model.activations import get_activation
-from hessverify.model.forward import forward
+from hessverify.model.forward import ForwardPass, forward
 from hessverify.model.losses import get_loss
 from hessverify.model.network import layer_input
 from hessverify.problem import Problem
@@ -96,14 +96,25 @@ def chain_length(problem: Problem) -> int:
     return k
 
 
-def _values_and_errors(problem: Problem) -> tuple[Quantities, Quantities]:
-    """``|q|`` for every propagated quantity, and its first-order error in units of gamma."""
-    fp = forward(problem)
+def net_input_errors(problem: Problem, fp: ForwardPass | None = None) -> list[FloatArray]:
+    """For each layer, how far each net input may be from its computed value, in units of gamma.
+
+    A relu net input closer to its kink than ``gamma`` times this is on no
+    side of the kink that float64 can vouch for.
+    """
+    return _values_and_errors(problem, fp)[2]
+
+
+def _values_and_errors(problem: Problem, fp: ForwardPass | None = None
+                       ) -> tuple[Quantities, Quantities, list[FloatArray]]:
+    """``|q|`` for every propagated quantity, its error in units of gamma, and the net inputs' errors."""
+    fp = forward(problem) if fp is None else fp
     loss = get_loss(problem.loss)
     g = gamma(chain_length(problem))
     empty = fp.df[0]
     v = Quantities([np.abs(fp.z[0])], [empty], [empty], [empty], np.empty(0), np.empty(0))
     e = Quantities([np.zeros_like(fp.z[0])], [empty], [empty], [empty], np.empty(0), np.empty(0))
+    net_errors: list[FloatArray] = [empty]
     for index, ((w, b), layer) in enumerate(
         zip(problem.architecture.unpack(problem.params), problem.architecture.layers), start=1
     ):
@@ -112,6 +123,7 @@ def _values_and_errors(problem: Problem) -> tuple[Quantities, Quantities]:
         z_prev = layer_input(v.z, index)
         # the net input: the error it inherits plus the rounding of its own dot product
         e_a = layer_input(e.z, index) @ np.abs(w).T + z_prev @ np.abs(w).T + np.abs(b)
+        net_errors.append(e_a)
         remainder = act.deriv_max * g * e_a * e_a  # Taylor remainder, second order in the error
         f_terms, df_terms, d2f_terms = act.terms(a)
         v.z.append(np.abs(fp.z[index]))
@@ -131,7 +143,7 @@ def _values_and_errors(problem: Problem) -> tuple[Quantities, Quantities]:
     v.h_y = problem.scale * np.abs(fp.h_y / problem.scale)
     e.g_y = problem.scale * (loss.grad_mag(y, t) + np.einsum("nij,nj->ni", h_terms, e_y))
     e.h_y = problem.scale * h_terms * (1.0 + loss.hess_slope * np.max(e_y, axis=1))[:, None, None]
-    return v, e
+    return v, e, net_errors
 
 
 def _propagated(v: Quantities, e: Quantities, g: float, assemble: Callable[[Quantities], FloatArray]) -> FloatArray:
@@ -165,7 +177,7 @@ def _propagated(v: Quantities, e: Quantities, g: float, assemble: Callable[[Quan
 
 def magnitude_hessian(problem: Problem) -> FloatArray:
     """``M``: per Hessian entry, its terms in absolute value plus their inherited errors."""
-    v, e = _values_and_errors(problem)
+    v, e, _ = _values_and_errors(problem)
     return _propagated(v, e, gamma(chain_length(problem)), lambda q: hessian_from_quantities(problem.architecture, q))
 
 
@@ -184,7 +196,7 @@ def _gradient_from_quantities(problem: Problem, q: Quantities) -> FloatArray:
 
 def magnitude_gradient(problem: Problem) -> FloatArray:
     """The same for the gradient: its terms plus their inherited errors."""
-    v, e = _values_and_errors(problem)
+    v, e, _ = _values_and_errors(problem)
     return _propagated(v, e, gamma(chain_length(problem)), lambda q: _gradient_from_quantities(problem, q))
 
 

@@ -54,3 +54,17 @@ def test_overflow_is_reported_not_returned() -> None:
     huge = replace(case, params=np.array([1e300, 0.0]), inputs=case.inputs * 1e10)
     with pytest.raises(OverflowReport, match="layer 1"):
         check_point(huge)
+
+
+def test_relu_within_rounding_of_its_kink_is_not_differentiable() -> None:
+    """silu(-49.7) is about -1e-20, but (1 + tanh(a/2)) a / 2 gives exactly 0: the relu above it
+    sees a net input of 1e-21 from one implementation and 0 from another. float64 cannot tell
+    the side, so the point is reported, not compared (found by the 10 000-problem run)."""
+    from hessverify.model.network import Architecture, Layer
+
+    arch = Architecture(1, (Layer(1, "silu", bias=False), Layer(1, "relu", bias=False)))
+    case = hessverify.Problem(arch, "output", np.array([1.0, 0.1]), np.array([[-49.7]]), np.array([[0.0]]))
+    with pytest.raises(NotDifferentiableError, match="within its rounding error"):
+        check_point(case)
+    safe = case.with_params(np.array([0.01, 0.1]))  # net input -0.05 * sigma(-0.497): far from 0
+    check_point(safe)
