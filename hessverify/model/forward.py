@@ -86,7 +86,7 @@ def check_point(problem: Problem, fp: ForwardPass | None = None) -> ForwardPass:
     from hessverify.bounds import chain_length, gamma, net_input_errors
 
     g = gamma(chain_length(problem))
-    for index, layer in enumerate(problem.architecture.layers, start=1):
+    for index in range(1, problem.architecture.depth + 1):
         a_l = fp.a[index]
         if not np.all(np.isfinite(a_l)) or not np.all(np.isfinite(fp.z[index])):
             raise OverflowReport(
