@@ -109,38 +109,73 @@ def _with_ones(z: FloatArray, bias: bool) -> FloatArray:
     return np.concatenate([z, np.ones((z.shape[0], 1), dtype=z.dtype)], axis=1)
 
 
+MIRROR_TILE = 256
+"""Side of the tiles in which the lower triangle is copied from the upper one (cache-sized)."""
+
+
+def _view(H: FloatArray, rows: slice, cols: slice, shape: tuple[int, ...]) -> FloatArray:
+    """``H[rows, cols]`` reshaped without a copy, so that writing to it writes into ``H``."""
+    v = H[rows, cols].reshape(shape)
+    if v.size and not np.shares_memory(v, H):  # pragma: no cover - a reshape of a 2-D slice never copies
+        raise AssertionError("reshape copied; the write would be lost")
+    return v
+
+
 def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
-    """Assemble the full Hessian in the public order from propagated quantities."""
+    """Assemble the full Hessian in the public order from propagated quantities.
+
+    For each pair of layers ``m <= m'`` the main term is one product
+    ``(u u') x N x (d d')`` and the bilinear term one product
+    ``(u' d) x N x (f' u)`` (module text); both are written straight into
+    strided views of ``H`` in the public layout, without intermediate
+    copies.  The lower off-diagonal layer blocks are then copied from the
+    upper ones in cache-sized tiles.  Peak memory: ``H`` plus the largest
+    layer-pair block.
+    """
     depth = arch.depth
     delta, curv = backward_second_order(q, depth)
     jac = forward_jacobians(q, depth)
     n = q.z[0].shape[0]
-    H = np.empty((arch.n_params, arch.n_params))
+    W = arch.n_params
+    H = np.empty((W, W), dtype=np.result_type(q.z[0], q.g_y, 1.0))
     blocks = arch.blocks
     inputs = [_with_ones(layer_input(q.z, blk.layer), blk.bias) for blk in blocks]
     for m, bm in enumerate(blocks, start=1):
         zm = inputs[m - 1]
-        dm = zm.shape[1]  # fan-in, plus one for the bias
+        u, f, dm = bm.units, bm.fan_in, zm.shape[1]
         for mp in range(m, depth + 1):
             bmp = blocks[mp - 1]
             zmp = inputs[mp - 1]
-            dmp = zmp.shape[1]
-            # main term: sum_n K[n,k,k'] z[n,j] z'[n,j'], K = B_{m',m}^T Q_{m'}
+            up, fp_, dmp = bmp.units, bmp.fan_in, zmp.shape[1]
+            # main term: sum_n K[n,k,k'] z[n,j] z'[n,j'], K = B_{m',m}^T Q_{m'}; G[k, k', j, j']
             K = np.swapaxes(jac[(mp, m)], 1, 2) @ curv[mp]
             zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
-            block = (K.reshape(n, bm.units * bmp.units).T @ zz).reshape(bm.units, bmp.units, dm, dmp)
-            block = block.transpose(0, 2, 1, 3)  # (k, j, k', j')
+            G = (K.reshape(n, u * up).T @ zz).reshape(u, up, dm, dmp)
+            ww = _view(H, bm.w_slice, bmp.w_slice, (u, f, up, fp_))
+            ww[...] = G[:, :, :f, :fp_].transpose(0, 2, 1, 3)
+            if bmp.bias:
+                _view(H, bm.w_slice, bmp.b_slice, (u, f, up))[...] = G[:, :, :f, fp_].transpose(0, 2, 1)
+            if bm.bias:
+                bw = _view(H, bm.b_slice, bmp.w_slice, (u, up, fp_))
+                bw[...] = G[:, :, f, :fp_]
+                if bmp.bias:
+                    H[bm.b_slice, bmp.b_slice] = G[:, :, f, fp_]
             if mp > m:
-                # bilinear term: sum_n delta'[n,k'] z[n,j] f'_{m'-1}[n,j'] B_{m'-1,m}[n,j',k]
-                fan = bmp.fan_in
-                x = (delta[mp][:, :, None] * zm[:, None, :]).reshape(n, bmp.units * dm)
-                y = (q.df[mp - 1][:, :, None] * jac[(mp - 1, m)]).reshape(n, fan * bm.units)
-                r = (x.T @ y).reshape(bmp.units, dm, fan, bm.units)
-                block = np.array(block)  # writable copy
-                block[:, :, :, :fan] += r.transpose(3, 1, 0, 2)
-            _scatter(H, bm, bmp, block)
-            if mp > m:
-                H[bmp.slice, bm.slice] = H[bm.slice, bmp.slice].T
+                # bilinear term: sum_n delta'[n,k'] z[n,j] f'_{m'-1}[n,j'] B_{m'-1,m}[n,j',k], as r[k', j, j', k]
+                x = (delta[mp][:, :, None] * zm[:, None, :]).reshape(n, up * dm)
+                y = (q.df[mp - 1][:, :, None] * jac[(mp - 1, m)]).reshape(n, fp_ * u)
+                r = (x.T @ y).reshape(up, dm, fp_, u)
+                ww += r[:, :f].transpose(3, 1, 0, 2)
+                if bm.bias:
+                    bw += r[:, f].transpose(2, 0, 1)
+    # the lower off-diagonal layer blocks, from the upper ones, in cache-sized tiles
+    for bm in blocks:
+        r0, r1 = bm.offset, bm.offset + bm.size
+        for i in range(r0, r1, MIRROR_TILE):
+            i1 = min(r1, i + MIRROR_TILE)
+            for j in range(r1, W, MIRROR_TILE):
+                j1 = min(W, j + MIRROR_TILE)
+                H[j:j1, i:i1] = H[i:i1, j:j1].T
     return H
 
 
