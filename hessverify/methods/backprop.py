@@ -179,19 +179,6 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
     return H
 
 
-def _scatter(H: FloatArray, bm, bmp, block: FloatArray) -> None:  # type: ignore[no-untyped-def]
-    """Write a block in (unit, input-with-bias) layout into the public layout."""
-    f, fp_ = bm.fan_in, bmp.fan_in
-    u, up = bm.units, bmp.units
-    H[bm.w_slice, bmp.w_slice] = block[:, :f, :, :fp_].reshape(u * f, up * fp_)
-    if bmp.bias:
-        H[bm.w_slice, bmp.b_slice] = block[:, :f, :, fp_].reshape(u * f, up)
-    if bm.bias:
-        H[bm.b_slice, bmp.w_slice] = block[:, f, :, :fp_].reshape(u, up * fp_)
-        if bmp.bias:
-            H[bm.b_slice, bmp.b_slice] = block[:, f, :, fp_]
-
-
 def hessian(problem: Problem) -> FloatArray:
     """The exact Hessian of ``E`` by second-order backpropagation.
 
