@@ -4,6 +4,14 @@ Run from the repository root (a benchmark, not a test; it gates nothing):
 
     .venv/bin/python benchmarks/hessian_speed.py            # the full table, a few minutes on 2 cores
     .venv/bin/python benchmarks/hessian_speed.py --quick    # the smallest network only
+    .venv/bin/python benchmarks/hessian_speed.py --threads 1  # every contender on one thread
+
+``--threads N`` limits every contender alike before anything is imported:
+OpenBLAS/OpenMP/MKL (NumPy, so backprop and autograd), ``torch.set_num_threads``
+and, for N = 1, XLA's CPU thread pool.  On a machine shared with other busy
+processes a multithreaded BLAS waits for its second thread at every call,
+which can cost small problems an order of magnitude; one thread shows the
+methods without that noise.
 
 Each network is ``inputs-hidden-...-outputs`` with tanh hidden layers and an
 identity output layer, the ``sse`` loss with the ``mean`` reduction, seeded
@@ -22,12 +30,35 @@ with a float64 ``matmul`` measured in the same run.  Peak memory of
 it) and given as a multiple of the Hessian's own ``8 W^2`` bytes.
 """
 
+# ruff: noqa: E402 - the thread limits must be in the environment before NumPy is imported
+
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
+
+
+def _limit_threads(argv: list[str]) -> int | None:
+    """Apply ``--threads N`` through the environment, before NumPy, torch or JAX start their pools."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--threads"):
+            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            if not value.isdigit() or int(value) < 1:
+                raise SystemExit(f"--threads needs a positive whole number, got {value!r}")
+            n = int(value)
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = str(n)
+            if n == 1:
+                os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                           + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+            return n
+    return None
+
+
+THREADS = _limit_threads(sys.argv[1:]) if __name__ == "__main__" else None
+
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -103,7 +134,7 @@ def torch_peer(problem: Problem) -> tuple[Callable[[], np.ndarray], str] | None:
         from torch.func import hessian
     except ImportError:
         return None
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(THREADS or os.cpu_count() or 1)
     x = torch.tensor(problem.inputs, dtype=torch.float64)
     t = torch.tensor(problem.targets, dtype=torch.float64)
     theta = torch.tensor(problem.params, dtype=torch.float64)
@@ -169,7 +200,8 @@ def peak_memory_ratio(problem: Problem) -> float:
 
 
 def run(networks: list[tuple[int, ...]], patterns: list[int], budget: float) -> int:
-    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} core(s)")
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} core(s); "
+          f"threads per contender: {THREADS or 'all'}")
     peak = matmul_gflops()
     print(f"float64 matmul (2000 x 2000): {peak:.1f} GFLOP/s\n")
     rows = []
@@ -254,6 +286,7 @@ def print_tables(rows: list[dict[str, Any]], peak: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the smallest network only")
+    ap.add_argument("--threads", type=int, default=None, help="threads for every contender (default: all cores)")
     ap.add_argument("--budget", type=float, default=10.0,
                     help="seconds of round-robin repeats per network and N (default 10; at least 3 rounds)")
     args = ap.parse_args(argv)

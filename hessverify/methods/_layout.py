@@ -14,7 +14,7 @@ import numpy as np
 from hessverify._typing import FloatArray, IntArray
 from hessverify.model.network import ParamBlock
 
-__all__ = ["public_positions", "layer_vector", "layer_block", "with_ones"]
+__all__ = ["public_positions", "layer_vector", "with_ones"]
 
 
 def with_ones(z: FloatArray, bias: bool) -> FloatArray:
@@ -37,12 +37,4 @@ def layer_vector(blk: ParamBlock, arr: FloatArray) -> FloatArray:
     """``(units, fan_in [+1])`` -> the layer's slice of a public-order vector."""
     out = np.empty(blk.size)
     out[public_positions(blk)] = arr.reshape(-1)
-    return out
-
-
-def layer_block(blk: ParamBlock, arr: FloatArray) -> FloatArray:
-    """``(units, d, units, d)`` -> the layer's ``(size, size)`` block in the public order."""
-    pos = public_positions(blk)
-    out = np.empty((blk.size, blk.size))
-    out[np.ix_(pos, pos)] = arr.reshape(pos.size, pos.size)
     return out

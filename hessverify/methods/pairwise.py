@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
+from hessverify.errors import UsageError
 from hessverify.methods._layout import public_positions, with_ones
 from hessverify.model.forward import ForwardPass, backward_deltas, check_point
 from hessverify.model.network import Architecture, layer_input
@@ -90,6 +91,11 @@ def hessian_entry(problem: Problem, i: int | str, j: int | str) -> float:
     i, j:
         Flat indices or public names such as ``"W2[0,1]"`` and ``"b1[0]"``.
 
+    Raises
+    ------
+    UsageError
+        For an index out of range or a name the network does not have.
+
     Examples
     --------
     >>> import hessverify
@@ -100,11 +106,12 @@ def hessian_entry(problem: Problem, i: int | str, j: int | str) -> float:
     True
     """
     arch = problem.architecture
+    for p in (i, j):
+        if not isinstance(p, (str, int, np.integer)) or isinstance(p, bool):
+            raise UsageError(f"a parameter is a flat index or a name such as 'W2[0,1]', got {p!r}")
     try:
         a, b = arch.param_index(i), arch.param_index(j)
     except (KeyError, IndexError) as exc:
-        from hessverify.errors import UsageError
-
         raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
     fp = check_point(problem)
     (m, k, col), (mp, kp, colp) = sorted([locate(arch, a), locate(arch, b)])

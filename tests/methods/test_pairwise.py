@@ -48,8 +48,11 @@ def test_entry_without_bias_layers() -> None:
                       exact_bound(case)[i, j:j + 1])
 
 
-@pytest.mark.parametrize("bad", ["W9[0,0]", "W1[7,0]", "x1[0]", 10_000])
-def test_bad_parameter_is_a_usage_error(bad: str | int) -> None:
+@pytest.mark.parametrize(("bad", "message"), [
+    ("W9[0,0]", "2 layers"), ("W1[7,0]", "shape"), ("x1[0]", "not a parameter"),
+    (10_000, "out of range"), (1.5, "flat index or a name"),
+])
+def test_bad_parameter_is_a_usage_error(bad: object, message: str) -> None:
     case = load("xor-2-2-1-sigmoid")
-    with pytest.raises(UsageError):
-        hessverify.hessian_entry(case, bad, 0)
+    with pytest.raises(UsageError, match=message):
+        hessverify.hessian_entry(case, bad, 0)  # type: ignore[arg-type]
