@@ -121,6 +121,32 @@ def _view(H: FloatArray, rows: slice, cols: slice, shape: tuple[int, ...]) -> Fl
     return v
 
 
+PATTERN_CHUNK_MIN_FLOATS = 2**16
+"""Least per-chunk budget, in floats, of the per-pattern quantities (see :func:`hessian_from_quantities`)."""
+
+
+def _per_pattern_floats(arch: Architecture) -> int:
+    """Floats that one pattern costs in the assembly: its Jacobians, its ``Q`` s and the largest pair's factors."""
+    units = [layer.units for layer in arch.layers]
+    d = [blk.fan_in + (1 if blk.bias else 0) for blk in arch.blocks]
+    pairs = sum(units[m] * units[l] for m in range(len(units)) for l in range(m, len(units)))
+    largest = max(units[m] * units[l] + d[m] * d[l] + units[l] * d[m] + d[l] * units[m]
+                  for m in range(len(units)) for l in range(m, len(units)))
+    return 2 * pairs + largest + sum(d)
+
+
+def pattern_chunks(arch: Architecture, n: int) -> list[slice]:
+    """Consecutive pattern ranges whose per-pattern quantities together take about as much as ``H`` itself."""
+    budget = max(arch.n_params**2, PATTERN_CHUNK_MIN_FLOATS)
+    step = max(1, budget // _per_pattern_floats(arch))
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+def _subset(q: Quantities, rows: slice) -> Quantities:
+    return Quantities([z[rows] for z in q.z], [f[rows] if f.ndim else f for f in q.df],
+                      [f[rows] if f.ndim else f for f in q.d2f], q.weights, q.g_y[rows], q.h_y[rows])
+
+
 def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
     """Assemble the full Hessian in the public order from propagated quantities.
 
@@ -129,15 +155,44 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
     ``(u' d) x N x (f' u)`` (module text); both are written straight into
     strided views of ``H`` in the public layout, without intermediate
     copies.  The lower off-diagonal layer blocks are then copied from the
-    upper ones in cache-sized tiles.  Peak memory: ``H`` plus the largest
-    layer-pair block.
+    upper ones in cache-sized tiles.
+
+    Every term is a sum over patterns, so the patterns are taken in chunks
+    (:func:`pattern_chunks`) whose per-pattern quantities (Jacobians ``B``,
+    curvatures ``Q``, the factors of one layer pair) need about as much
+    memory as ``H``: peak memory stays a small multiple of ``H`` whatever
+    ``N`` is, and is one chunk for the benchmark sizes.
     """
+    n = q.z[0].shape[0]
+    W = arch.n_params
+    H = np.empty((W, W), dtype=np.result_type(q.z[0], q.g_y, 1.0))
+    for i, rows in enumerate(pattern_chunks(arch, n)):
+        _accumulate(H, arch, q if rows == slice(0, n) else _subset(q, rows), first=i == 0)
+    # the lower off-diagonal layer blocks, from the upper ones, in cache-sized tiles
+    for bm in arch.blocks:
+        r0, r1 = bm.offset, bm.offset + bm.size
+        for i in range(r0, r1, MIRROR_TILE):
+            i1 = min(r1, i + MIRROR_TILE)
+            for j in range(r1, W, MIRROR_TILE):
+                j1 = min(W, j + MIRROR_TILE)
+                H[j:j1, i:i1] = H[i:i1, j:j1].T
+    return H
+
+
+def _put(dest: FloatArray, value: FloatArray, first: bool) -> None:
+    """The first chunk of patterns writes, the later ones add."""
+    if first:
+        dest[...] = value
+    else:
+        dest += value
+
+
+def _accumulate(H: FloatArray, arch: Architecture, q: Quantities, first: bool) -> None:
+    """Write (``first``) or add the upper layer-pair blocks of ``H`` for the patterns in ``q``."""
     depth = arch.depth
     delta, curv = backward_second_order(q, depth)
     jac = forward_jacobians(q, depth)
     n = q.z[0].shape[0]
-    W = arch.n_params
-    H = np.empty((W, W), dtype=np.result_type(q.z[0], q.g_y, 1.0))
     blocks = arch.blocks
     inputs = [_with_ones(layer_input(q.z, blk.layer), blk.bias) for blk in blocks]
     for m, bm in enumerate(blocks, start=1):
@@ -152,14 +207,14 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
             zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
             G = (K.reshape(n, u * up).T @ zz).reshape(u, up, dm, dmp)
             ww = _view(H, bm.w_slice, bmp.w_slice, (u, f, up, fp_))
-            ww[...] = G[:, :, :f, :fp_].transpose(0, 2, 1, 3)
+            _put(ww, G[:, :, :f, :fp_].transpose(0, 2, 1, 3), first)
             if bmp.bias:
-                _view(H, bm.w_slice, bmp.b_slice, (u, f, up))[...] = G[:, :, :f, fp_].transpose(0, 2, 1)
+                _put(_view(H, bm.w_slice, bmp.b_slice, (u, f, up)), G[:, :, :f, fp_].transpose(0, 2, 1), first)
             if bm.bias:
                 bw = _view(H, bm.b_slice, bmp.w_slice, (u, up, fp_))
-                bw[...] = G[:, :, f, :fp_]
+                _put(bw, G[:, :, f, :fp_], first)
                 if bmp.bias:
-                    H[bm.b_slice, bmp.b_slice] = G[:, :, f, fp_]
+                    _put(H[bm.b_slice, bmp.b_slice], G[:, :, f, fp_], first)
             if mp > m:
                 # bilinear term: sum_n delta'[n,k'] z[n,j] f'_{m'-1}[n,j'] B_{m'-1,m}[n,j',k], as r[k', j, j', k]
                 x = (delta[mp][:, :, None] * zm[:, None, :]).reshape(n, up * dm)
@@ -168,15 +223,6 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
                 ww += r[:, :f].transpose(3, 1, 0, 2)
                 if bm.bias:
                     bw += r[:, f].transpose(2, 0, 1)
-    # the lower off-diagonal layer blocks, from the upper ones, in cache-sized tiles
-    for bm in blocks:
-        r0, r1 = bm.offset, bm.offset + bm.size
-        for i in range(r0, r1, MIRROR_TILE):
-            i1 = min(r1, i + MIRROR_TILE)
-            for j in range(r1, W, MIRROR_TILE):
-                j1 = min(W, j + MIRROR_TILE)
-                H[j:j1, i:i1] = H[i:i1, j:j1].T
-    return H
 
 
 def hessian(problem: Problem) -> FloatArray:
