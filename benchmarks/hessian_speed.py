@@ -231,7 +231,7 @@ def run(networks: list[tuple[int, ...]], patterns: list[int], budget: float) -> 
                 row[f"{name}_margin"] = margin
                 if not margin <= 1.0:
                     disagreements.append(f"{row['net']} N={n}: {name} differs from backprop, margin {margin:.3g}")
-            row.update(interleaved(fns, budget))
+            row.update(interleaved(fns, budget, min_repeats=5))
             # the cheap ones in a round-robin of their own, with backprop again for the ratios: many more
             # rounds fit, so a burst of load on a shared machine cannot decide their medians
             v = np.random.default_rng(1).standard_normal(W)
