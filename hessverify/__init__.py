@@ -6,7 +6,9 @@ The public API:
 * :func:`hessian` computes a Hessian by any registered method;
 * :func:`verify_problem` compares every method with every reference within
   derived bounds;
-* :data:`METHODS` is the registry of methods and references.
+* :data:`METHODS` is the registry of methods and references;
+* :func:`hvp` is the exact Hessian-vector product (Pearlmutter's R-operator);
+* :func:`hessian_entry` is one exact entry by a second-order backward pass.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from hessverify.cases import load_case, parse_case
 from hessverify.compare import Comparison
 from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError, OverflowReport, UsageError
+from hessverify.methods.pairwise import hessian_entry
+from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, Method
@@ -32,6 +36,8 @@ __all__ = [
     "Problem",
     "UsageError",
     "hessian",
+    "hessian_entry",
+    "hvp",
     "load_case",
     "parse_case",
     "verify_problem",

@@ -46,6 +46,17 @@ EPILOG = """exit status:
 """
 
 
+HESSIAN_FORMS = """Compute a Hessian by one method and save it in the public parameter order.
+
+What is saved depends on the method's kind ('hessverify methods' lists them):
+  matrix  FILE.npy holds the (W, W) matrix
+  vector  FILE.npy holds the (W,) diagonal
+  blocks  FILE.npy holds the (W, W) matrix with the per-layer diagonal blocks
+          on its diagonal and zeros elsewhere; FILE.npz holds one array per
+          layer, named layer1, layer2, ..., each (size_l, size_l)
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors leave with status 2 through our own path."""
 
@@ -71,10 +82,12 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--report", metavar="DIR", help="write results.json, report.md and report.html into DIR")
     v.set_defaults(func=_cmd_verify)
 
-    h = sub.add_parser("hessian", help="compute a Hessian and save it as .npy")
+    h = sub.add_parser("hessian", help="compute a Hessian (or its diagonal, blocks, approximation) and save it",
+                       description=HESSIAN_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
     h.add_argument("case", metavar="CASE")
     h.add_argument("--method", default="backprop", help=f"one of: {', '.join(METHODS)}")
-    h.add_argument("--out", required=True, metavar="FILE.npy")
+    h.add_argument("--out", required=True, metavar="FILE.npy",
+                   help="where to save: .npy for every method; .npz also for block methods")
     h.set_defaults(func=_cmd_hessian)
 
     pa = sub.add_parser("params", help="print the parameter names in the public order")
@@ -121,14 +134,25 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
     from hessverify.verify import hessian
 
     out = Path(args.out)
-    if out.suffix != ".npy":
-        raise UsageError(f"--out {args.out}: the file must end in .npy")
-    H = hessian(case, method.name)
+    allowed = (".npy", ".npz") if method.kind == "blocks" else (".npy",)
+    if out.suffix not in allowed:
+        raise UsageError(f"--out {args.out}: for {method.name} (kind {method.kind}) the file must end in "
+                         + " or ".join(allowed))
+    result = hessian(case, method.name)
     try:
-        np.save(out, H)
+        if method.kind == "blocks" and out.suffix == ".npz":
+            np.savez(out, **{f"layer{i}": b for i, b in enumerate(result, start=1)})
+            what = f"{len(result)} diagonal block(s) " + ", ".join(f"{b.shape[0]}x{b.shape[1]}" for b in result)
+        else:
+            if method.kind == "blocks":
+                from hessverify.methods.block_diagonal import embed
+
+                result = embed(case, result)
+            np.save(out, result)
+            what = "x".join(str(n) for n in result.shape)
     except OSError as exc:
         raise UsageError(f"--out {args.out}: cannot write: {exc.strerror}") from None
-    print(f"{case.id}: {method.name} Hessian {H.shape[0]}x{H.shape[1]} written to {out}")
+    print(f"{case.id}: {method.name} ({method.kind}) {what} written to {out}")
     return EXIT_OK
 
 
@@ -146,7 +170,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     results = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
-    header = f"{'case':34s} {'method':10s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}  worst entry"
+    header = (f"{'case':34s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}"
+              "  worst entry")
     print(header)
     print("-" * len(header))
     for case in track(cases, "verifying", label=lambda case: case.id):
@@ -162,9 +187,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             skipped.append({"case": case.id, "reason": "overflow", "message": str(exc)})
             continue
         for c in comps:
-            mark = "ok " if c.passed else "FAIL"
+            mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
             w = c.worst_entry
-            print(f"{c.case:34s} {c.method:10s} {c.reference:12s} {c.max_abs_error:11.2e} "
+            print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
                   f"{c.max_rel_error:9.1e} {c.margin:9.1e}  {mark} {w.row} x {w.col}")
             if c.note:
                 print(f"    note: {c.note}")

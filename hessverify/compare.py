@@ -21,7 +21,10 @@ from hessverify.bounds import rounding_bound
 from hessverify.problem import Problem
 from hessverify.references.finite_differences import FD_SAFETY
 
-__all__ = ["TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "compare", "bound_for"]
+__all__ = [
+    "TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "approximation_error", "compare", "bound_for",
+    "compare_entries", "entries_of",
+]
 
 
 @dataclass(frozen=True)
@@ -128,34 +131,88 @@ def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: Flo
     R = np.asarray(R, dtype=np.float64)
     if A.shape != R.shape:
         raise ValueError(f"{method} returned shape {A.shape}, {reference} returned {R.shape}")
+    rows, cols = (idx.ravel() for idx in np.indices(A.shape)) if A.ndim == 2 else (np.arange(A.size),) * 2
+    c = _flat_comparison(problem, method, reference, A.ravel(), R.ravel(), np.asarray(bound).ravel(),
+                         rows, cols, bound_kind)
+    with np.errstate(invalid="ignore", over="ignore"):
+        c.symmetry_error = float(np.max(np.abs(A - A.T))) if A.ndim == 2 and A.size else 0.0
+    return c
+
+
+def entries_of(problem: Problem, kind: str, value: Any) -> tuple[FloatArray, np.ndarray, np.ndarray]:
+    """A method's result as ``(values, rows, cols)``: the entries it computes and where they sit."""
+    W = problem.n_params
+    if kind == "matrix":
+        A = np.asarray(value, dtype=np.float64)
+        rows, cols = np.indices((W, W)).reshape(2, -1)
+        return A.reshape(-1), rows, cols
+    if kind == "vector":
+        idx = np.arange(W)
+        return np.asarray(value, dtype=np.float64).reshape(-1), idx, idx
+    if kind == "blocks":
+        vals, rows, cols = [], [], []
+        for blk, b in zip(problem.architecture.blocks, value, strict=True):
+            idx = np.arange(blk.slice.start, blk.slice.stop)
+            r, c = np.meshgrid(idx, idx, indexing="ij")
+            vals.append(np.asarray(b, dtype=np.float64).reshape(-1))
+            rows.append(r.reshape(-1))
+            cols.append(c.reshape(-1))
+        return np.concatenate(vals), np.concatenate(rows), np.concatenate(cols)
+    raise ValueError(f"unknown result kind {kind!r}")
+
+
+def _symmetry(kind: str, value: Any) -> float:
+    if kind == "matrix":
+        A = np.asarray(value, dtype=np.float64)
+        return float(np.max(np.abs(A - A.T))) if A.size else 0.0
+    if kind == "blocks":
+        return max((float(np.max(np.abs(b - b.T))) for b in value if np.size(b)), default=0.0)
+    return 0.0  # a diagonal is symmetric by construction
+
+
+def compare_entries(problem: Problem, method: str, reference: str, kind: str, value: Any, R: FloatArray,
+                    bound: FloatArray, bound_kind: str) -> Comparison:
+    """Compare a method of any kind with the full matrices ``R`` (reference) and ``bound``.
+
+    Only the entries the method computes take part (the diagonal for
+    ``"vector"``, the layer blocks for ``"blocks"``); each is held to the
+    bound of that same entry.
+    """
+    a, rows, cols = entries_of(problem, kind, value)
+    r = np.asarray(R, dtype=np.float64)[rows, cols]
+    b = np.asarray(bound, dtype=np.float64)[rows, cols]
+    c = _flat_comparison(problem, method, reference, a, r, b, rows, cols, bound_kind)
+    c.symmetry_error = _symmetry(kind, value)
+    if kind != "matrix":
+        c.extra["compared_entries"] = "diagonal" if kind == "vector" else "diagonal blocks"
+    return c
+
+
+def _flat_comparison(problem: Problem, method: str, reference: str, a: FloatArray, r: FloatArray,
+                     bound: FloatArray, rows: np.ndarray, cols: np.ndarray, bound_kind: str) -> Comparison:
+    """The comparison of entries ``a`` against ``r``, entry ``i`` being ``(rows[i], cols[i])``."""
     names = problem.param_names
-    method_bad = ~np.isfinite(A)
-    ref_bad = ~np.isfinite(R) & ~method_bad
+    method_bad = ~np.isfinite(a)
+    ref_bad = ~np.isfinite(r) & ~method_bad
     untrusted = np.isinf(bound) & ~method_bad & ~ref_bad
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        diff = np.abs(A - R)
+        diff = np.abs(a - r)
         diff[method_bad] = np.inf
         diff[ref_bad] = 0.0
         ratio = diff / bound
     ratio[method_bad] = np.inf
     ratio[ref_bad | untrusted] = 0.0
     failing = int(np.count_nonzero(method_bad | (ratio > 1.0)))
-    flat = int(np.argmax(ratio)) if ratio.size else 0
-    index = np.unravel_index(flat, A.shape)
-    i, j = (index[0], index[1]) if A.ndim == 2 else (index[0], index[0])
+    worst = int(np.argmax(ratio)) if ratio.size else 0
     checked = ~(ref_bad | untrusted)
     max_abs = float(np.max(diff[checked])) if np.any(checked) else 0.0
-    max_ref = float(np.max(np.abs(R[checked]))) if np.any(checked) else 0.0
+    max_ref = float(np.max(np.abs(r[checked]))) if np.any(checked) else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        norm_r = float(np.linalg.norm(np.where(checked, R, 0.0)))
+        norm_r = float(np.linalg.norm(np.where(checked, r, 0.0)))
         norm_d = float(np.linalg.norm(np.where(checked, diff, 0.0)))
     fro = norm_d / norm_r if norm_r > 0 else (0.0 if norm_d == 0 else float("inf"))
-    with np.errstate(invalid="ignore", over="ignore"):
-        sym = float(np.max(np.abs(A - A.T))) if A.ndim == 2 and A.size else 0.0
-    worst = WorstEntry(
-        row=names[i], col=names[j], value=float(A[index]), reference_value=float(R[index]),
-        abs_error=float(diff[index]), bound=float(bound[index]),
-    )
+    we = WorstEntry(row=names[rows[worst]], col=names[cols[worst]], value=float(a[worst]),
+                    reference_value=float(r[worst]), abs_error=float(diff[worst]), bound=float(bound[worst]))
     notes = []
     if np.any(method_bad):
         notes.append(f"{method} returned NaN or inf at {int(np.count_nonzero(method_bad))} entries")
@@ -165,11 +222,36 @@ def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: Flo
         notes.append(f"{int(np.count_nonzero(untrusted))} entries not checked: {reference} is not trusted there "
                      "(a step crosses a kink)")
     return Comparison(
-        case=problem.id, method=method, reference=reference, passed=failing == 0,
-        max_abs_error=max_abs,
+        case=problem.id, method=method, reference=reference, passed=failing == 0, max_abs_error=max_abs,
         max_rel_error=(max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))),
-        frobenius_rel_error=fro, bound=worst.bound, bound_kind=bound_kind,
-        margin=float(ratio[index]), symmetry_error=sym,
-        worst_entry=worst, failing_entries=failing,
+        frobenius_rel_error=fro, bound=we.bound, bound_kind=bound_kind, margin=float(ratio[worst]),
+        symmetry_error=0.0, worst_entry=we, failing_entries=failing,
         unchecked_entries=int(np.count_nonzero(ref_bad | untrusted)), note="; ".join(notes),
     )
+
+
+APPROXIMATION_NOTE = "approximation error against the exact Hessian; reported, never a failure"
+
+
+def approximation_error(problem: Problem, method: str, kind: str, value: Any, exact: FloatArray,
+                        exact_name: str = "backprop") -> Comparison:
+    """How far a curvature approximation is from the exact Hessian, as a record that always passes.
+
+    The record has ``passed=True``, ``bound_kind="approximation"``, an
+    infinite ``bound`` and ``margin = 0``: an approximation is not held to a
+    bound.  Its errors (``max_abs_error``, ``max_rel_error``,
+    ``frobenius_rel_error``) are measured on the entries it computes, its
+    worst entry is the one farthest from the exact value, and
+    ``extra["approximation"]`` is true so reports can tell it apart.
+    """
+    a, rows, cols = entries_of(problem, kind, value)
+    r = np.asarray(exact, dtype=np.float64)[rows, cols]
+    # rank the entries by absolute error: a unit bound makes ratio == |error|
+    c = _flat_comparison(problem, method, exact_name, a, r, np.ones_like(a), rows, cols, "approximation")
+    c.bound = c.worst_entry.bound = float("inf")
+    c.passed, c.margin, c.failing_entries = True, 0.0, 0
+    c.symmetry_error = _symmetry(kind, value)
+    c.note = APPROXIMATION_NOTE if not c.note else f"{APPROXIMATION_NOTE}; {c.note}"
+    c.extra.update(approximation=True, compared_entries={"matrix": "all", "vector": "diagonal",
+                                                         "blocks": "diagonal blocks"}[kind])
+    return c

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
-from hessverify.methods import backprop
+from hessverify.methods import backprop, becker_lecun, block_diagonal, diagonal, fisher, gauss_newton, pairwise, rop
 from hessverify.problem import Problem
 from hessverify.references import autograd_ref, complex_step, finite_differences, richardson
 from hessverify.symbolic import reference as symbolic_reference
@@ -52,6 +52,20 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("backprop", backprop.hessian, "method", "matrix",
                "exact Hessian by second-order backpropagation (Bishop 1992)"),
+        Method("rop", rop.hessian, "method", "matrix",
+               "H e_i for every i by Pearlmutter's R-operator, in chunks of directions (Pearlmutter 1994)"),
+        Method("pairwise", pairwise.hessian, "method", "matrix",
+               "entry by entry, a second-order backward pass per source unit (Rojas 1996, sec. 8.4.3)"),
+        Method("block_diagonal", block_diagonal.blocks, "method", "blocks",
+               "exact per-layer diagonal blocks, propagated backwards (Dangel et al. 2020, HBP)"),
+        Method("diagonal", diagonal.diagonal, "method", "vector",
+               "exact Hessian diagonal without the full matrix (Bishop 1992, m = m' terms)"),
+        Method("becker_lecun", becker_lecun.diagonal, "approximation", "vector",
+               "diagonal approximation with the f'' term (Becker & LeCun 1988)"),
+        Method("gauss_newton", gauss_newton.hessian, "approximation", "matrix",
+               "generalised Gauss-Newton J^T H_loss J (Schraudolph 2002)"),
+        Method("fisher", fisher.hessian, "approximation", "matrix",
+               "empirical Fisher s sum_n grad e_n grad e_n^T, s the reduction's factor (Kunstner et al. 2019)"),
         Method("autograd", autograd_ref.hessian, "reference", "matrix",
                "autograd.hessian of an independent autograd.numpy implementation"),
         Method("fd", finite_differences.hessian, "reference", "matrix",

@@ -1,0 +1,305 @@
+"""Speed of the exact Hessian: hessverify's methods against autograd, torch.func and JAX, on the same data.
+
+Run from the repository root (a benchmark, not a test; it gates nothing):
+
+    .venv/bin/python benchmarks/hessian_speed.py            # the full table, a few minutes on 2 cores
+    .venv/bin/python benchmarks/hessian_speed.py --quick    # the smallest network only
+    .venv/bin/python benchmarks/hessian_speed.py --threads 1  # every contender on one thread
+
+``--threads N`` limits every contender alike before anything is imported:
+OpenBLAS/OpenMP/MKL (NumPy, so backprop and autograd), ``torch.set_num_threads``
+and, for N = 1, XLA's CPU thread pool.  On a machine shared with other busy
+processes a multithreaded BLAS waits for its second thread at every call,
+which can cost small problems an order of magnitude; one thread shows the
+methods without that noise.
+
+Each network is ``inputs-hidden-...-outputs`` with tanh hidden layers and an
+identity output layer, the ``sse`` loss with the ``mean`` reduction, seeded
+data (``hessverify.cases.seeded_data``, seed 0) and parameters
+(``seeded_params``, seed 0, scale 0.5).  Every peer computes the same
+``(W, W)`` matrix, checked entrywise against ``backprop`` within the derived
+float64 rounding bound (``hessverify.bounds.rounding_bound``), then timed:
+medians of repeated calls, steady state.  ``jax.jit(jax.hessian)`` is
+compiled by a first call whose time is reported apart.  Peers that are not
+installed are skipped (``torch`` is meant to be ``torch==2.13.0``, CPU).
+
+GFLOP/s: every full-Hessian method is credited with the same nominal work,
+``2 N W^2`` flops (one multiply-add per pattern per entry), and compared
+with a float64 ``matmul`` measured in the same run.  Peak memory of
+``backprop`` is measured with ``tracemalloc`` (NumPy reports its buffers to
+it) and given as a multiple of the Hessian's own ``8 W^2`` bytes.
+"""
+
+# ruff: noqa: E402 - the thread limits must be in the environment before NumPy is imported
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _limit_threads(argv: list[str]) -> int | None:
+    """Apply ``--threads N`` through the environment, before NumPy, torch or JAX start their pools."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--threads"):
+            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            if not value.isdigit() or int(value) < 1:
+                raise SystemExit(f"--threads needs a positive whole number, got {value!r}")
+            n = int(value)
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = str(n)
+            if n == 1:
+                os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                           + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+            return n
+    return None
+
+
+THREADS = _limit_threads(sys.argv[1:]) if __name__ == "__main__" else None
+
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hessverify.bounds import rounding_bound
+from hessverify.cases import seeded_data, seeded_params
+from hessverify.methods import backprop, block_diagonal, diagonal, rop
+from hessverify.model.forward import gradient
+from hessverify.model.network import Architecture, Layer
+from hessverify.problem import Problem
+from hessverify.references import autograd_ref
+
+NETWORKS = [(6, 12, 8, 2), (16, 32, 16, 4), (32, 50, 24, 4)]
+PATTERNS = [32, 256]
+
+
+def make_problem(sizes: tuple[int, ...], n: int) -> Problem:
+    layers = tuple(Layer(u, "tanh") for u in sizes[1:-1]) + (Layer(sizes[-1], "identity"),)
+    arch = Architecture(sizes[0], layers)
+    x, t = seeded_data(arch, "sse", 0, n)
+    return Problem(arch, "sse", seeded_params(arch, 0, 0.5), x, t, reduction="mean",
+                   id="bench-" + "-".join(map(str, sizes)))
+
+
+def median_time(fn: Callable[[], Any], budget: float, min_repeats: int = 3, max_repeats: int = 25) -> float:
+    """Median wall time of ``fn``; repeats as many as fit in ``budget`` seconds (after one warm-up call)."""
+    return interleaved({"fn": fn}, budget, min_repeats, max_repeats)["fn"]
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], budget: float, min_repeats: int = 3,
+                max_repeats: int = 25) -> dict[str, float]:
+    """Median wall time of each function, timed round-robin.
+
+    Round-robin rather than one after the other, so that a change in the
+    machine's load (other processes on a shared machine) falls on every
+    contender alike and the ratios stay fair.
+    """
+    first = {}
+    for name, fn in fns.items():  # warm-up, and an estimate of the cost of one round
+        t0 = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - t0
+    rounds = int(min(max_repeats, max(min_repeats, budget // max(sum(first.values()), 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def matmul_gflops(n: int = 2000) -> float:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    return 2 * n**3 / median_time(lambda: a @ b, 3.0) / 1e9
+
+
+# -- peers: the same E written in each framework -----------------------------------------
+
+
+def _layer_specs(problem: Problem) -> list[tuple[int, int, str]]:
+    arch = problem.architecture
+    return [(layer.units, arch.fan_in(i), layer.activation) for i, layer in enumerate(arch.layers, start=1)]
+
+
+def torch_peer(problem: Problem) -> tuple[Callable[[], np.ndarray], str] | None:
+    try:
+        import torch
+        from torch.func import hessian
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS or os.cpu_count() or 1)
+    x = torch.tensor(problem.inputs, dtype=torch.float64)
+    t = torch.tensor(problem.targets, dtype=torch.float64)
+    theta = torch.tensor(problem.params, dtype=torch.float64)
+    specs = _layer_specs(problem)
+    scale = problem.scale
+
+    def E(th: Any) -> Any:
+        h, pos = x, 0
+        for units, fan_in, act in specs:
+            w = th[pos:pos + units * fan_in].reshape(units, fan_in)
+            pos += units * fan_in
+            h = h @ w.T + th[pos:pos + units]
+            pos += units
+            if act == "tanh":
+                h = torch.tanh(h)
+        return scale * 0.5 * ((h - t) ** 2).sum()
+
+    H = hessian(E)
+    return (lambda: H(theta).numpy()), f"torch {torch.__version__}"
+
+
+def jax_peer(problem: Problem) -> tuple[Callable[[], np.ndarray], str, float] | None:
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    x = jnp.asarray(problem.inputs, dtype=jnp.float64)
+    t = jnp.asarray(problem.targets, dtype=jnp.float64)
+    theta = jnp.asarray(problem.params, dtype=jnp.float64)
+    specs = _layer_specs(problem)
+    scale = problem.scale
+
+    def E(th: Any) -> Any:
+        h, pos = x, 0
+        for units, fan_in, act in specs:
+            w = th[pos:pos + units * fan_in].reshape(units, fan_in)
+            pos += units * fan_in
+            h = h @ w.T + th[pos:pos + units]
+            pos += units
+            if act == "tanh":
+                h = jnp.tanh(h)
+        return scale * 0.5 * jnp.sum((h - t) ** 2)
+
+    H = jax.jit(jax.hessian(E))
+    t0 = time.perf_counter()
+    H(theta).block_until_ready()
+    compile_time = time.perf_counter() - t0
+    return (lambda: np.asarray(H(theta).block_until_ready())), f"jax {jax.__version__}", compile_time
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def peak_memory_ratio(problem: Problem) -> float:
+    tracemalloc.start()
+    backprop.hessian(problem)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / (8.0 * problem.n_params**2)
+
+
+def run(networks: list[tuple[int, ...]], patterns: list[int], budget: float) -> int:
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} core(s); "
+          f"threads per contender: {THREADS or 'all'}")
+    peak = matmul_gflops()
+    print(f"float64 matmul (2000 x 2000): {peak:.1f} GFLOP/s\n")
+    rows = []
+    disagreements = []
+    for sizes in networks:
+        for n in patterns:
+            p = make_problem(sizes, n)
+            W = p.n_params
+            bound = rounding_bound(p, methods=2)
+            H = backprop.hessian(p)
+            flops = 2.0 * n * W * W
+            row: dict[str, Any] = {"net": "-".join(map(str, sizes)), "W": W, "N": n}
+            fns: dict[str, Callable[[], np.ndarray]] = {
+                "backprop": lambda p=p: backprop.hessian(p),
+                "rop": lambda p=p: rop.hessian(p),
+                "autograd": lambda p=p: autograd_ref.hessian(p),
+            }
+            tp = torch_peer(p)
+            if tp is not None:
+                fns["torch"] = tp[0]
+            jp = jax_peer(p)
+            if jp is not None:
+                fns["jax"] = jp[0]
+                row["jax_compile"] = jp[2]
+            for name, fn in fns.items():
+                margin = float(np.max(np.abs(np.asarray(fn()) - H) / bound))
+                row[f"{name}_margin"] = margin
+                if not margin <= 1.0:
+                    disagreements.append(f"{row['net']} N={n}: {name} differs from backprop, margin {margin:.3g}")
+            row.update(interleaved(fns, budget, min_repeats=5))
+            # the cheap ones in a round-robin of their own, with backprop again for the ratios: many more
+            # rounds fit, so a burst of load on a shared machine cannot decide their medians
+            v = np.random.default_rng(1).standard_normal(W)
+            cheap: dict[str, Callable[[], Any]] = {
+                "backprop_again": fns["backprop"],
+                "gradient": lambda p=p: gradient(p),
+                "hvp": lambda p=p, v=v: rop.hvp(p, v),
+                "diagonal": lambda p=p: diagonal.diagonal(p),
+                "block_diagonal": lambda p=p: block_diagonal.blocks(p),
+            }
+            row.update(interleaved(cheap, budget, min_repeats=5))
+            for name in list(fns) + list(cheap):
+                margin = row.get(f"{name}_margin")
+                print(f"  {row['net']:>12s} N={n:<4d} {name:14s} {row[name]:9.4f} s"
+                      + ("" if margin is None else f"  (error / bound vs backprop {margin:.1e})"), flush=True)
+            row["memory"] = peak_memory_ratio(p)
+            row["gflops"] = flops / row["backprop"] / 1e9
+            rows.append(row)
+    print_tables(rows, peak)
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for d in disagreements:
+        print("DISAGREEMENT:", d)
+    return 1 if disagreements else 0
+
+
+def _fmt(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a / b:.2f}"
+
+
+def print_tables(rows: list[dict[str, Any]], peak: float) -> None:
+    print("\n### Full Hessian (medians; ratios are backprop time / peer time)\n")
+    print("| network | W | N | backprop | GFLOP/s | rop | autograd | torch.func | jax.jit (compile) "
+          "| bp/autograd | bp/torch | bp/jax | peak mem / H |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        jax = f"{_fmt(r.get('jax'))} ({_fmt(r.get('jax_compile'))})" if "jax" in r else "-"
+        print(f"| {r['net']} | {r['W']} | {r['N']} | {_fmt(r['backprop'])} | {r['gflops']:.1f} | {_fmt(r['rop'])} "
+              f"| {_fmt(r['autograd'])} | {_fmt(r.get('torch'))} | {jax} | {_ratio(r['backprop'], r['autograd'])} "
+              f"| {_ratio(r['backprop'], r.get('torch'))} | {_ratio(r['backprop'], r.get('jax'))} "
+              f"| {r['memory']:.2f} |")
+    print(f"\nfloat64 matmul in the same run: {peak:.1f} GFLOP/s; GFLOP/s of backprop counts 2 N W^2 flops.")
+    print("\n### Products and partial Hessians (medians; timed round-robin with backprop again)\n")
+    print("| network | W | N | gradient | hvp (rop) | hvp / gradient | backprop | diagonal | full / diagonal "
+          "| block_diagonal | full / block_diagonal |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        full = r["backprop_again"]
+        print(f"| {r['net']} | {r['W']} | {r['N']} | {_fmt(r['gradient'])} | {_fmt(r['hvp'])} "
+              f"| {_ratio(r['hvp'], r['gradient'])} | {_fmt(full)} | {_fmt(r['diagonal'])} "
+              f"| {_ratio(full, r['diagonal'])} | {_fmt(r['block_diagonal'])} | {_ratio(full, r['block_diagonal'])} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the smallest network only")
+    ap.add_argument("--threads", type=int, default=None, help="threads for every contender (default: all cores)")
+    ap.add_argument("--budget", type=float, default=10.0,
+                    help="seconds of round-robin repeats per network and N (default 10; at least 3 rounds)")
+    args = ap.parse_args(argv)
+    networks = NETWORKS[:1] if args.quick else NETWORKS
+    return run(networks, PATTERNS, args.budget)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

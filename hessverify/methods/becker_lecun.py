@@ -1,0 +1,60 @@
+"""``becker_lecun``: the Becker & LeCun (1988) diagonal approximation.
+
+Becker, S. and LeCun, Y. (1988). Improving the convergence of
+back-propagation learning with second order methods. Proc. 1988
+Connectionist Models Summer School, 29-37; the same recursion is eq. 7-8
+of LeCun, Denker, Solla (1990), "Optimal Brain Damage", NIPS 2.
+
+Second derivatives are backpropagated as if every Hessian with respect to
+a layer's outputs were diagonal:
+
+.. math::
+
+   \\tilde q_{L,k} = f'_{L,k}{}^2\\, (H_y)_{kk} + f''_{L,k}\\, g_{L,k}, \\qquad
+   \\tilde q_{l,k} = f'_{l,k}{}^2 \\sum_i W_{l+1,ik}^2\\, \\tilde q_{l+1,i} + f''_{l,k}\\, g_{l,k},
+
+   \\widetilde{\\partial^2 E / \\partial W_l[k,j]^2} = \\sum_n \\tilde q_{l,k}\\, z_{l-1,j}^2,
+   \\qquad \\widetilde{\\partial^2 E / \\partial b_l[k]^2} = \\sum_n \\tilde q_{l,k},
+
+with ``g_l = dE/dz_l`` the exact first-order backward quantity.
+
+Variant: the registry entry keeps the ``f'' g`` term (``with_f2=True``), as
+in Becker & LeCun (1988) and Optimal Brain Damage eq. 7.  Dropping it
+(``with_f2=False``) gives the "Levenberg-Marquardt" variant of LeCun et al.,
+"Efficient BackProp" (1998, sec. 9.1), which equals the diagonal of the
+Gauss-Newton recursion with the off-diagonal terms dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.methods._layout import layer_vector, with_ones
+from hessverify.model.forward import check_point
+from hessverify.model.network import layer_input
+from hessverify.problem import Problem
+
+__all__ = ["diagonal"]
+
+
+def diagonal(problem: Problem, *, with_f2: bool = True) -> FloatArray:
+    """The Becker-LeCun approximate Hessian diagonal, ``(W,)`` in the public order."""
+    fp = check_point(problem)
+    arch = problem.architecture
+    g = fp.g_y
+    qz = np.diagonal(fp.h_y, axis1=1, axis2=2)  # off-diagonal loss curvature dropped
+    parts: list[FloatArray] = []
+    for blk in reversed(arch.blocks):
+        l = blk.layer
+        f1 = fp.df[l]
+        qa = f1 * f1 * qz
+        if with_f2:
+            qa = qa + fp.d2f[l] * g
+        x = with_ones(layer_input(fp.z, l), blk.bias)
+        parts.insert(0, layer_vector(blk, qa.T @ (x * x)))
+        if l > 1:
+            w = fp.weights[l]
+            qz = qa @ (w * w)  # sum_i W_ik^2 q_i: the cross terms i != i' dropped
+            g = (g * f1) @ w
+    return np.concatenate(parts)

@@ -1,0 +1,52 @@
+"""``fisher``: the empirical Fisher matrix.
+
+Kunstner, Hennig, Balles (2019). Limitations of the empirical Fisher
+approximation for natural gradient descent. NeurIPS, eq. 3 (for the sum):
+
+.. math::
+
+   F = s \\sum_n \\nabla e_n\\, \\nabla e_n^T,
+
+with ``e_n`` the error of pattern ``n`` and ``s`` the reduction's factor,
+the same one in front of ``E = s sum_n e_n`` and of the Hessian
+``H = s sum_n grad^2 e_n``: ``s = 1`` for ``sum`` and ``s = 1/N`` for
+``mean``.  So for ``mean`` the Fisher is the *mean* of the per-pattern
+outer products, ``(1/N) sum_n grad e_n grad e_n^T``, on the same scale as
+the mean Hessian it approximates; it is not the ``1/N^2`` one gets by
+squaring the per-pattern gradients of the mean loss (``g_n = grad e_n / N``):
+in those terms ``F = N sum_n g_n g_n^T``.
+
+Per-pattern gradients come from the first-order backward pass, as
+``delta_{l,n,k} x_{n,j}`` (no loop over patterns).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.methods._layout import public_positions, with_ones
+from hessverify.model.forward import backward_deltas, check_point
+from hessverify.model.network import layer_input
+from hessverify.problem import Problem
+
+__all__ = ["hessian", "per_pattern_gradients"]
+
+
+def per_pattern_gradients(problem: Problem) -> FloatArray:
+    """``(N, W)``: row ``n`` is ``s grad e_n``, the pattern's share of the gradient of ``E``."""
+    fp = check_point(problem)
+    arch = problem.architecture
+    delta = backward_deltas(fp)  # already carries the factor s through g_y
+    n = problem.n_patterns
+    out = np.empty((n, arch.n_params))
+    for blk in arch.blocks:
+        x = with_ones(layer_input(fp.z, blk.layer), blk.bias)
+        out[:, blk.offset + public_positions(blk)] = (delta[blk.layer][:, :, None] * x[:, None, :]).reshape(n, -1)
+    return out
+
+
+def hessian(problem: Problem) -> FloatArray:
+    """The empirical Fisher :math:`s \\sum_n \\nabla e_n \\nabla e_n^T`, ``(W, W)``."""
+    G = per_pattern_gradients(problem)  # rows s grad e_n
+    return (G.T @ G) / problem.scale  # s^2 sum grad grad^T / s = s sum grad grad^T

@@ -1,0 +1,58 @@
+"""``gauss_newton``: the generalised Gauss-Newton matrix.
+
+Schraudolph, N. N. (2002). Fast curvature matrix-vector products for
+second-order gradient descent. Neural Computation 14(7), 1723-1738, eq. 6:
+
+.. math::
+
+   G = \\sum_n J_n^T\\, H_{y,n}\\, J_n, \\qquad J_n = \\frac{\\partial y_n}{\\partial \\theta},
+
+with ``H_{y,n}`` the Hessian of the (reduction-scaled) per-pattern error in
+the network outputs.  It is the Hessian with every term that involves a
+second derivative of the network function dropped, so it equals the
+Hessian when the network is linear in ``theta`` or the loss gradient
+``g_y`` vanishes, and it is positive semi-definite when the loss is convex
+in ``y``.
+
+The Jacobian is backpropagated for all ``K`` outputs at once:
+``G_L = diag(f'_L)``, ``G_{l-1} = (G_l W_l) diag(f'_{l-1})`` gives
+``dy/da_l`` per pattern, and ``dy/dW_l[k,j] = G_l[:, k] x_j``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.methods._layout import public_positions, with_ones
+from hessverify.model.forward import ForwardPass, check_point
+from hessverify.model.network import Architecture, layer_input
+from hessverify.problem import Problem
+
+__all__ = ["hessian", "output_jacobian"]
+
+
+def output_jacobian(arch: Architecture, fp: ForwardPass) -> FloatArray:
+    """``J[n, k, :] = dy_{n,k} / d theta``, ``(N, K, W)`` in the public order."""
+    n, K = fp.y.shape
+    J = np.empty((n, K, arch.n_params))
+    G = np.zeros((n, K, K))
+    G[:, np.arange(K), np.arange(K)] = fp.df[arch.depth]  # dy/da_L
+    for blk in reversed(arch.blocks):
+        l = blk.layer
+        x = with_ones(layer_input(fp.z, l), blk.bias)
+        J[:, :, blk.offset + public_positions(blk)] = (G[:, :, :, None] * x[:, None, None, :]).reshape(n, K, -1)
+        if l > 1:
+            G = (G @ fp.weights[l]) * fp.df[l - 1][:, None, :]
+    return J
+
+
+def hessian(problem: Problem) -> FloatArray:
+    """The generalised Gauss-Newton matrix :math:`\\sum_n J_n^T H_{y,n} J_n`, ``(W, W)``."""
+    fp = check_point(problem)
+    arch = problem.architecture
+    J = output_jacobian(arch, fp)
+    HJ = fp.h_y @ J
+    n, K, W = J.shape
+    G = J.reshape(n * K, W).T @ HJ.reshape(n * K, W)
+    return 0.5 * (G + G.T)  # symmetric in exact arithmetic; remove the rounding asymmetry

@@ -1,0 +1,157 @@
+"""``pairwise``: one Hessian entry at a time, by a second-order backward pass for that pair.
+
+In the spirit of Rojas, *Neural Networks: A Systematic Introduction*
+(Springer 1996), sec. 8.4.3 ("Second-order backpropagation"): the second
+derivative with respect to two weights is read off one forward pass and
+one backward pass that start at the unit the first weight feeds, with no
+Hessian of anything larger than a scalar per pattern.
+
+Take ``w = W_m[k, j]`` and ``w' = W_m'[k', j']`` with ``m <= m'`` (a bias is
+a weight whose input ``x_j`` is the constant 1), and write ``x_l`` for the
+input of layer ``l``.  Since ``dE/dw' = sum_n delta_{m',k'} x_{m',j'}``,
+
+.. math::
+
+   \\frac{\\partial^2 E}{\\partial w\\,\\partial w'} = \\sum_n x_{m,j}\\Big(
+      x_{m',j'}\\, s_{m',k'} + [m < m']\\, \\delta_{m',k'}\\, c_{m',j'} \\Big),
+
+with, for the source unit ``(m, k)``,
+
+* forward: ``r_l = da_l/da_{m,k}``, ``r_m = e_k``,
+  ``c_{l} = dz_{l-1}/da_{m,k} = f'_{l-1} * r_{l-1}``, ``r_l = W_l c_l``;
+* backward: ``s_l = d2E/da_{m,k} da_l = d delta_l / d a_{m,k}``, from
+  ``s_L = f'_L * (H_y (f'_L * r_L)) + g_L * f''_L * r_L`` and
+  ``s_{l} = f'_l * (W_{l+1}^T s_{l+1}) + g_l * f''_l * r_l``
+  (``g_l = dE/dz_l``): the chain rule of the first-order backward pass,
+  differentiated once more along ``r``.
+
+The first term is the chain through the net input ``a_{m',k'}``; the
+second exists only when ``w'`` lies above ``w``, because then the input
+``x_{m',j'}`` that ``w'`` multiplies depends on ``w`` too.
+
+:func:`hessian_entry` runs these passes for one pair; :func:`hessian`
+runs them once per source unit and reads off every entry whose first
+weight feeds that unit, vectorised over patterns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.errors import UsageError
+from hessverify.methods._layout import public_positions, with_ones
+from hessverify.model.forward import ForwardPass, backward_deltas, check_point
+from hessverify.model.network import Architecture, layer_input
+from hessverify.problem import Problem
+
+__all__ = ["hessian", "hessian_entry", "locate", "unit_passes"]
+
+
+def locate(arch: Architecture, index: int) -> tuple[int, int, int]:
+    """``(layer, unit, column)`` of a flat index; the column of a bias is ``fan_in``."""
+    layer = int(arch.layer_of_param[index])
+    blk = arch.blocks[layer - 1]
+    local = index - blk.offset
+    if local < blk.w_size:
+        return layer, local // blk.fan_in, local % blk.fan_in
+    return layer, local - blk.w_size, blk.fan_in
+
+
+def unit_passes(fp: ForwardPass, m: int, k: int) -> tuple[dict[int, FloatArray], dict[int, FloatArray]]:
+    """``s[l] = d2E/da_{m,k} da_l`` (``l >= m``) and ``c[l] = dz_{l-1}/da_{m,k}`` (``l > m``), per pattern."""
+    depth = len(fp.a) - 1
+    n = fp.z[0].shape[0]
+    r = np.zeros((n, fp.df[m].shape[1]))
+    r[:, k] = 1.0
+    rs = {m: r}
+    c: dict[int, FloatArray] = {}
+    for l in range(m + 1, depth + 1):  # forward: how a_{m,k} moves everything above it
+        c[l] = fp.df[l - 1] * rs[l - 1]
+        rs[l] = c[l] @ fp.weights[l].T
+    s: dict[int, FloatArray] = {}
+    g = fp.g_y
+    Rg = np.einsum("nij,nj->ni", fp.h_y, fp.df[depth] * rs[depth])  # d g_L / d a_{m,k}
+    for l in range(depth, m - 1, -1):  # backward: differentiate each step of the delta pass
+        s[l] = Rg * fp.df[l] + g * fp.d2f[l] * rs[l]
+        if l > m:
+            w = fp.weights[l]
+            Rg = s[l] @ w
+            g = (g * fp.df[l]) @ w
+    return s, c
+
+
+def hessian_entry(problem: Problem, i: int | str, j: int | str) -> float:
+    """The single entry :math:`\\partial^2 E / \\partial w_i \\partial w_j`.
+
+    Parameters
+    ----------
+    problem:
+        The case.
+    i, j:
+        Flat indices or public names such as ``"W2[0,1]"`` and ``"b1[0]"``.
+
+    Raises
+    ------
+    UsageError
+        For an index out of range or a name the network does not have.
+
+    Examples
+    --------
+    >>> import hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> H = hessverify.hessian(case)
+    >>> e = hessverify.hessian_entry(case, "W2[0,1]", "b1[0]")
+    >>> bool(abs(e - H[case.architecture.param_index("W2[0,1]"), 4]) < 1e-15)
+    True
+    """
+    arch = problem.architecture
+    for p in (i, j):
+        if not isinstance(p, (str, int, np.integer)) or isinstance(p, bool):
+            raise UsageError(f"a parameter is a flat index or a name such as 'W2[0,1]', got {p!r}")
+    try:
+        a, b = arch.param_index(i), arch.param_index(j)
+    except (KeyError, IndexError) as exc:
+        raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
+    fp = check_point(problem)
+    (m, k, col), (mp, kp, colp) = sorted([locate(arch, a), locate(arch, b)])
+    s, c = unit_passes(fp, m, k)
+    x = with_ones(layer_input(fp.z, m), arch.blocks[m - 1].bias)[:, col]
+    xp = with_ones(layer_input(fp.z, mp), arch.blocks[mp - 1].bias)[:, colp]
+    inner = xp * s[mp][:, kp]
+    if mp > m and colp < arch.blocks[mp - 1].fan_in:  # a bias input does not move
+        delta = backward_deltas(fp)[mp]
+        inner = inner + delta[:, kp] * c[mp][:, colp]
+    return float(np.dot(x, inner))
+
+
+def hessian(problem: Problem) -> FloatArray:
+    """The full Hessian, assembled from the pair passes, one source unit at a time.
+
+    Rojas (1996), sec. 8.4.3.  Slow by design (a reference-style method):
+    ``sum_l units_l`` pairs of forward/backward vector passes.
+    """
+    fp = check_point(problem)
+    arch = problem.architecture
+    delta = backward_deltas(fp)
+    depth = arch.depth
+    xs = [with_ones(layer_input(fp.z, blk.layer), blk.bias) for blk in arch.blocks]
+    pos = [blk.offset + public_positions(blk).reshape(blk.units, -1) for blk in arch.blocks]
+    H = np.empty((arch.n_params, arch.n_params))
+    for m in range(1, depth + 1):
+        x = xs[m - 1]
+        for k in range(arch.blocks[m - 1].units):
+            s, c = unit_passes(fp, m, k)
+            rows = pos[m - 1][k]
+            for mp in range(m, depth + 1):
+                xp = xs[mp - 1]
+                inner = s[mp][:, :, None] * xp[:, None, :]  # (n, k', j')
+                if mp > m:
+                    fan = arch.blocks[mp - 1].fan_in
+                    inner[:, :, :fan] += delta[mp][:, :, None] * c[mp][:, None, :]
+                vals = np.einsum("nj,nkp->jkp", x, inner).reshape(x.shape[1], -1)
+                cols = pos[mp - 1].reshape(-1)
+                H[np.ix_(rows, cols)] = vals
+                if mp > m:
+                    H[np.ix_(cols, rows)] = vals.T
+    return H

@@ -1,0 +1,155 @@
+"""``rop``: Hessian-vector products by Pearlmutter's R-operator.
+
+Pearlmutter, B. A. (1994). Fast exact multiplication by the Hessian.
+Neural Computation 6(1), 147-160.  The operator
+:math:`\\mathcal{R}_v\\{g(\\theta)\\} = \\frac{\\partial}{\\partial r} g(\\theta + r v)\\big|_{r=0}`
+is applied to every line of the forward and the backward pass (sec. 4,
+eq. 4.1-4.4 for the MLP); the R of the gradient is :math:`H v`.
+
+Forward, with ``V_l``, ``v_l`` the parts of ``v`` that belong to ``W_l``, ``b_l``:
+
+.. math::
+
+   \\mathcal{R}a_l = \\mathcal{R}z_{l-1} W_l^T + z_{l-1} V_l^T + v_l, \\qquad
+   \\mathcal{R}z_l = f'_l \\odot \\mathcal{R}a_l, \\qquad \\mathcal{R}z_0 = 0.
+
+Backward, with ``g_l = dE/dz_l`` and ``delta_l = g_l * f'_l``:
+
+.. math::
+
+   \\mathcal{R}g_L = H_y\\, \\mathcal{R}z_L, \\qquad
+   \\mathcal{R}\\delta_l = \\mathcal{R}g_l \\odot f'_l + g_l \\odot f''_l \\odot \\mathcal{R}a_l, \\qquad
+   \\mathcal{R}g_{l-1} = \\mathcal{R}\\delta_l W_l + \\delta_l V_l,
+
+   (H v)_{W_l} = \\mathcal{R}\\delta_l^T z_{l-1} + \\delta_l^T \\mathcal{R}z_{l-1}, \\qquad
+   (H v)_{b_l} = \\textstyle\\sum_n \\mathcal{R}\\delta_l.
+
+Every line is written for a stack of ``P`` directions at once (a leading
+axis), so :func:`hessian` applies the operator to the columns of the
+identity in chunks: a few large ``matmul`` s per layer, no loop over
+weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.errors import UsageError
+from hessverify.model.forward import ForwardPass, check_point
+from hessverify.model.network import Architecture, layer_input
+from hessverify.problem import Problem
+
+__all__ = ["hessian", "hvp", "hvp_many"]
+
+CHUNK_FLOATS = 2**22
+"""Elements allowed in one ``(P, N, units)`` array of a chunk (32 MB): bounds peak memory."""
+
+
+def hvp_many(arch: Architecture, fp: ForwardPass, V: FloatArray) -> FloatArray:
+    """``(H V^T)^T``: the product of the Hessian with each row of ``V`` (``(P, W)`` -> ``(P, W)``)."""
+    depth = arch.depth
+    blocks = arch.blocks
+    P = V.shape[0]
+    vw = [V[:, blk.w_slice].reshape(P, blk.units, blk.fan_in) for blk in blocks]
+    vb = [V[:, blk.b_slice] if blk.bias else None for blk in blocks]
+    # forward R pass: R a_l and R z_l, shape (P, N, units_l)
+    Ra: list[FloatArray] = [np.empty((0,))] * (depth + 1)
+    Rz: list[FloatArray | None] = [None] * (depth + 1)  # R z_0 = 0: the inputs do not move
+    for l in range(1, depth + 1):
+        ra = np.matmul(layer_input(fp.z, l), np.swapaxes(vw[l - 1], 1, 2))  # z_{l-1} V_l^T
+        if vb[l - 1] is not None:
+            ra += vb[l - 1][:, None, :]
+        prev = Rz[l - 1]
+        if prev is not None:
+            ra += prev @ fp.weights[l].T
+        Ra[l] = ra
+        Rz[l] = fp.df[l] * ra
+    # backward R pass
+    out = np.empty((P, arch.n_params))
+    g = fp.g_y
+    Rg = np.einsum("nkj,pnj->pnk", fp.h_y, Rz[depth])
+    for l in range(depth, 0, -1):
+        blk = blocks[l - 1]
+        delta = g * fp.df[l]
+        Rdelta = Rg * fp.df[l] + (g * fp.d2f[l]) * Ra[l]
+        z_in = layer_input(fp.z, l)
+        rw = np.swapaxes(Rdelta, 1, 2) @ z_in
+        prev = Rz[l - 1]
+        if prev is not None:
+            rw += delta.T @ prev  # the input z_{l-1} itself moves with v
+        out[:, blk.w_slice] = rw.reshape(P, -1)
+        if blk.bias:
+            out[:, blk.b_slice] = Rdelta.sum(axis=1)
+        if l > 1:
+            w = fp.weights[l]
+            Rg = Rdelta @ w + delta @ vw[l - 1]
+            g = delta @ w
+    return out
+
+
+def _as_direction(problem: Problem, v: object) -> FloatArray:
+    arr = np.asarray(v, dtype=np.float64)
+    W = problem.n_params
+    if arr.ndim != 1 or arr.shape[0] != W:
+        raise UsageError(
+            f"v has shape {arr.shape} but the case {problem.id!r} has {W} parameters: "
+            f"pass a vector of length {W} in the public order (see 'hessverify params')"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise UsageError("v contains NaN or inf; a direction must be finite")
+    return arr
+
+
+def hvp(problem: Problem, v: FloatArray) -> FloatArray:
+    """The exact Hessian-vector product :math:`H v` in one forward and one backward pass.
+
+    Parameters
+    ----------
+    problem:
+        The case.
+    v:
+        A direction, ``(W,)`` in the public parameter order.
+
+    Raises
+    ------
+    UsageError
+        When ``v`` does not have one entry per parameter, or is not finite.
+
+    Examples
+    --------
+    >>> import numpy as np, hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> v = np.ones(case.n_params)
+    >>> bool(np.allclose(hessverify.hvp(case, v), hessverify.hessian(case) @ v, rtol=1e-12, atol=1e-15))
+    True
+    """
+    arr = _as_direction(problem, v)
+    fp = check_point(problem)
+    return hvp_many(problem.architecture, fp, arr[None, :])[0]
+
+
+def chunk_size(problem: Problem) -> int:
+    """Directions per chunk, so that one ``(P, N, units)`` array stays under :data:`CHUNK_FLOATS`."""
+    widest = max([problem.architecture.inputs] + [layer.units for layer in problem.architecture.layers])
+    return int(max(1, min(problem.n_params, CHUNK_FLOATS // (problem.n_patterns * widest))))
+
+
+def hessian(problem: Problem) -> FloatArray:
+    """The full Hessian as :math:`H e_i` for every unit vector, by the R-operator in chunks.
+
+    Pearlmutter (1994), sec. 4.  Row ``i`` of the result is
+    :math:`\\mathcal{R}_{e_i}\\{\\nabla E\\}`; the Hessian is symmetric, so
+    rows and columns agree up to rounding.
+    """
+    fp = check_point(problem)
+    arch = problem.architecture
+    W = arch.n_params
+    H = np.empty((W, W))
+    step = chunk_size(problem)
+    for start in range(0, W, step):
+        stop = min(W, start + step)
+        E = np.zeros((stop - start, W))
+        E[np.arange(stop - start), np.arange(start, stop)] = 1.0
+        H[start:stop] = hvp_many(arch, fp, E)
+    return H
