@@ -13,6 +13,7 @@ documented in ``docs/reports.md``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -132,6 +133,16 @@ def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, 
     return doc
 
 
+def _finite_or_null(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
 def _atomic_write(path: Path, data: str | bytes) -> None:
     """Write to a temporary name beside ``path``, then rename: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +163,9 @@ def _atomic_write(path: Path, data: str | bytes) -> None:
 def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = (),
                analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = ()) -> Path:
     """Write ``results.json`` (:func:`results_document`) atomically; NaN and inf are written as such."""
-    text = json.dumps(results_document(results, skipped, analyses, leading), indent=2, allow_nan=True)
+    # strict JSON: NaN and infinity (an approximation's bound, a broken method's error) become null
+    text = json.dumps(_finite_or_null(results_document(results, skipped, analyses, leading)), indent=2,
+                      allow_nan=False)
     _atomic_write(path, text + "\n")
     return path
 

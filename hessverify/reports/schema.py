@@ -18,7 +18,7 @@ __all__ = ["RESULTS_SCHEMA", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = "1.0"
 
-_NUMBER = {"type": "number"}
+_NUMBER = {"type": ["number", "null"]}  # null: NaN or infinite (strict JSON has neither)
 
 _WORST = {
     "type": "object",
