@@ -6,12 +6,15 @@ The public API:
 * :func:`hessian` computes a Hessian by any registered method;
 * :func:`verify_problem` compares every method with every reference within
   derived bounds;
-* :data:`METHODS` is the registry of methods and references.
+* :data:`METHODS` is the registry of methods and references;
+* :func:`check` and :func:`assert_hessian_close` hold your own Hessian code
+  to the references (random problems: :mod:`hessverify.strategies`).
 """
 
 from __future__ import annotations
 
 from hessverify.cases import load_case, parse_case
+from hessverify.check import CheckResult, assert_hessian_close, check
 from hessverify.compare import Comparison
 from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError, OverflowReport, UsageError
 from hessverify.model.network import Architecture, Layer
@@ -23,6 +26,7 @@ __all__ = [
     "METHODS",
     "Architecture",
     "CaseError",
+    "CheckResult",
     "Comparison",
     "HessverifyError",
     "Layer",
@@ -31,6 +35,8 @@ __all__ = [
     "OverflowReport",
     "Problem",
     "UsageError",
+    "assert_hessian_close",
+    "check",
     "hessian",
     "load_case",
     "parse_case",
