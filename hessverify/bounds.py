@@ -24,7 +24,9 @@ the final sums are covered too:
   ``gamma`` (the ``df_max``, ``d2f_max`` and ``d3f_max`` columns of the
   activation table);
 * the loss derivatives enter with the magnitudes of their own terms (the
-  ``grad_mag`` and ``hess_mag`` columns of the loss table);
+  ``grad_mag`` and ``hess_mag`` columns of the loss table), plus what the
+  outputs' own rounding error moves them by (the ``d2e_max`` and
+  ``d3e_max`` columns times the outputs' magnitude);
 * ``k``, the length of the longest chain of roundings, counts every sum of
   the forward pass, the backward pass and the final sum over patterns, plus a
   fixed allowance per layer for evaluating the activation functions (a few
@@ -96,11 +98,17 @@ def _magnitudes(problem: Problem) -> Quantities:
         d2f.append(np.abs(fp.d2f[index]) + act.d3f_max * amag)
         weights.append(np.abs(w))
     y, t = fp.y, problem.targets
-    return Quantities(
-        z, df, d2f, weights,
-        problem.scale * loss.grad_mag(y, t),
-        problem.scale * np.abs(loss.hess_mag(y, t)),
-    )
+    g_mag = loss.grad_mag(y, t)
+    h_mag = np.abs(loss.hess_mag(y, t))
+    if loss.d2e_max is not None and loss.d3e_max is not None:
+        # The outputs carry rounding error too (up to gamma * z[-1], the same allowance as any
+        # layer's output), and it moves the loss derivatives evaluated at them.  Without this
+        # a reference that evaluates the loss Hessian with cancellation (autograd's second
+        # derivative of logaddexp, 1 - sigma(y) for large y) falls outside the bound.
+        spread = np.sum(z[-1], axis=1)
+        g_mag = g_mag + (loss.d2e_max(t) * spread)[:, None]
+        h_mag = h_mag + (loss.d3e_max(t) * spread)[:, None, None]
+    return Quantities(z, df, d2f, weights, problem.scale * g_mag, problem.scale * h_mag)
 
 
 def magnitude_hessian(problem: Problem) -> FloatArray:

@@ -48,6 +48,14 @@ class Loss:
     convex:
         Whether ``e`` is convex in ``y`` (then the Gauss-Newton matrix is
         positive semi-definite).
+    d2e_max, d3e_max:
+        ``d2e_max(t)`` and ``d3e_max(t)``, per pattern ``(N,)``: upper bounds
+        over all ``y`` of every entry of the second and third derivative of
+        ``e`` in ``y``.  An error ``delta`` in the outputs moves ``grad`` by
+        at most ``d2e_max * sum|delta|`` and ``hess`` by at most
+        ``d3e_max * sum|delta|``; the rounding model carries the outputs'
+        own rounding error into the loss derivatives with them, as it does
+        for activations with ``df_max`` and ``d2f_max``.
     """
 
     name: str
@@ -58,6 +66,22 @@ class Loss:
     grad_mag: Callable[[FloatArray, FloatArray], FloatArray]
     hess_mag: Callable[[FloatArray, FloatArray], FloatArray]
     convex: bool = True
+    d2e_max: Callable[[FloatArray], FloatArray] | None = None
+    d3e_max: Callable[[FloatArray], FloatArray] | None = None
+
+
+def _per_pattern(c: float) -> Callable[[FloatArray], FloatArray]:
+    """A bound that does not depend on the targets."""
+    def bound(t: FloatArray) -> FloatArray:
+        return np.full(np.shape(t)[0], c)
+    return bound
+
+
+def _ce_mass(c: float) -> Callable[[FloatArray], FloatArray]:
+    """``c |sum_k t_k|``: cross-entropy's derivatives scale with the target mass ``s``."""
+    def bound(t: FloatArray) -> FloatArray:
+        return c * np.abs(np.sum(t, axis=-1))
+    return bound
 
 
 def _diag(d: FloatArray) -> FloatArray:
@@ -173,13 +197,19 @@ def _out_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        #    name, value, gradient, Hessian, SymPy, |gradient terms|, |Hessian terms|
-        Loss("sse", _sse_value, _sse_grad, _sse_hess, _sse_expr, _abs_sum, _sse_hess),
-        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hess, _ce_expr, _ce_grad_mag, _ce_hess_mag),
+        #    name, value, gradient, Hessian, SymPy, |gradient terms|, |Hessian terms|,
+        #    convex, sup|e''| and sup|e'''| (entries, per pattern)
+        Loss("sse", _sse_value, _sse_grad, _sse_hess, _sse_expr, _abs_sum, _sse_hess,
+             True, _per_pattern(1.0), _per_pattern(0.0)),
+        # s (diag p - p p^T): entries within s/4; third derivatives (cumulants of p) within 2 s
+        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hess, _ce_expr, _ce_grad_mag, _ce_hess_mag,
+             True, _ce_mass(0.25), _ce_mass(2.0)),
+        # sigma'(y) <= 1/4, |sigma''(y)| <= 0.0962
         Loss("binary_cross_entropy", _bce_value, _bce_grad, _bce_hess, _bce_expr,
-             _bce_grad_mag, _bce_hess),
+             _bce_grad_mag, _bce_hess, True, _per_pattern(0.25), _per_pattern(0.1)),
         # linear in y: convex, and its Hessian in y is zero
-        Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess),
+        Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess,
+             True, _per_pattern(0.0), _per_pattern(0.0)),
     )
 }
 """Every loss a case may name, keyed by that name."""
