@@ -117,7 +117,8 @@ class CheckResult:
             w = self.worst
             tail = f"; largest margin {w.margin:.2g} ({w.reference}, {w.worst_entry.row} x {w.worst_entry.col})" \
                 if w is not None else ""
-            return f"check passed: {self.returns} on {self.n_problems} problem(s) against {', '.join(self.against)}{tail}"
+            return (f"check passed: {self.returns} on {self.n_problems} problem(s) "
+                    f"against {', '.join(self.against)}{tail}")
         lines = [f"check FAILED: the user {self.returns} on {self.problem!r}"]
         if self.problem is not None:
             lines.append(f"  architecture {self.problem.architecture.describe()}, loss {self.problem.loss}, "
