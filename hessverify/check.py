@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -54,7 +54,7 @@ from hessverify.errors import UsageError
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, get_method
 
-__all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe"]
+__all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe", "reduce_problem"]
 
 Returns = Literal["hessian", "hvp", "diagonal"]
 RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal")
@@ -75,7 +75,8 @@ class CheckResult:
     passed:
         Every comparison on every problem agreed within its bound.
     n_problems:
-        How many problems the function was run on.
+        How many problems the function was run on (for a strategy that
+        failed: up to and including the first failure).
     problem:
         The first failing problem (for a strategy: the shrunk, minimal one),
         or ``None`` when everything passed.
@@ -88,6 +89,8 @@ class CheckResult:
         (:data:`hessverify.compare.TOLERANCES`).
     error:
         The exception the user function raised, if that is how it failed.
+    shrink_calls:
+        For a strategy that failed: further calls made while shrinking.
     """
 
     passed: bool
@@ -98,6 +101,7 @@ class CheckResult:
     comparisons: list[Comparison] = field(default_factory=list)
     bounds: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    shrink_calls: int = 0
 
     def __bool__(self) -> bool:
         return self.passed
@@ -133,6 +137,7 @@ class CheckResult:
         return {
             "passed": self.passed, "n_problems": self.n_problems, "returns": self.returns,
             "against": list(self.against), "bounds": self.bounds, "error": self.error,
+            "shrink_calls": self.shrink_calls,
             "problem_toml": self.problem.to_toml() if self.problem is not None else None,
             "comparisons": [c.to_dict() for c in self.comparisons],
         }
@@ -233,7 +238,8 @@ def check(
         One :class:`~hessverify.problem.Problem`, an iterable of them, or a
         Hypothesis strategy of them.  A strategy is run for ``max_examples``
         examples (with ``seed`` if given) and a failure is shrunk to a
-        minimal problem.
+        minimal problem: by Hypothesis, then by :func:`reduce_problem` (no
+        single pattern, input, unit or bias can be removed from it).
     against:
         Registered methods or references to compare with (``hessverify
         methods`` lists them).  Each comparison uses the bound of
@@ -276,15 +282,18 @@ def check(
 
 def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, ...], returns: str,
                     max_examples: int, seed: int | None, bounds: dict[str, str]) -> CheckResult:
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
-    state: dict[str, Any] = {"n": 0, "last": None}
+    state: dict[str, Any] = {"n": 0, "last": None, "first": None}
 
     class _Discrepancy(AssertionError):
         pass
 
+    # No explain phase: it re-runs variations of the minimal failure after shrinking, and the
+    # last failing call must be the shrunk example itself.
     @settings(max_examples=max_examples, deadline=None, database=None, report_multiple_bugs=False,
+              phases=[Phase.explicit, Phase.generate, Phase.shrink],
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], print_blob=False)
     @given(strategy)
     def run(problem: Problem) -> None:
@@ -293,6 +302,8 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
         if not all(c.passed for c in comps):
             # Hypothesis replays the shrunk example last, so this ends as the minimal failure
             state["last"] = (problem, comps)
+            if state["first"] is None:
+                state["first"] = state["n"]
             raise _Discrepancy(problem.id)
 
     if seed is not None:
@@ -301,9 +312,92 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
         run()
     except _Discrepancy:
         problem, comps = state["last"]
-        return CheckResult(False, state["n"], returns, against, problem, comps, bounds,
-                           next((c.note for c in comps if c.note), None))
+        calls = state["n"]
+        # Hypothesis cannot move a value from one position to another, so it can stop at, say,
+        # three inputs of which only the first matters; finish with structural reductions.
+        problem, comps, extra = reduce_problem(problem, comps, lambda p: check_problem(
+            fn, p, against=against, returns=returns))
+        state["n"] = calls + extra
+        # n_problems: examples tried up to the first failure; the calls made while shrinking are not examples
+        return CheckResult(False, state["first"], returns, against, problem, comps, bounds,
+                           next((c.note for c in comps if c.note), None), shrink_calls=state["n"] - state["first"])
     return CheckResult(True, state["n"], returns, against, None, [], bounds)
+
+
+def _smaller(problem: Problem) -> Iterator[Problem]:
+    """Every problem one step smaller: a pattern, an input, a unit, a layer's bias or an output fewer."""
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.strategies import _case_id
+
+    arch = problem.architecture
+    Ws = [w.copy() for w in problem.weights]
+    bs = [b.copy() if b is not None else np.zeros(w.shape[0]) for b, w in zip(problem.biases, Ws, strict=True)]
+    layers = list(arch.layers)
+
+    def build(n_in: int, lay: list[Layer], W: list[FloatArray], b: list[FloatArray], x: FloatArray,
+              t: FloatArray) -> Problem:
+        new = Architecture(n_in, tuple(lay))
+        return replace(problem, architecture=new, params=new.pack(list(zip(W, b, strict=True))),
+                       inputs=x, targets=t, id=_case_id(new))
+
+    x, t = problem.inputs, problem.targets
+    for n in range(problem.n_patterns if problem.n_patterns > 1 else 0):
+        yield build(arch.inputs, layers, Ws, bs, np.delete(x, n, axis=0), np.delete(t, n, axis=0))
+    for j in range(arch.inputs if arch.inputs > 1 else 0):
+        yield build(arch.inputs - 1, layers, [np.delete(Ws[0], j, axis=1)] + Ws[1:], bs, np.delete(x, j, axis=1), t)
+    for l, layer in enumerate(layers):  # 0-based here
+        last = l == len(layers) - 1
+        for k in range(layer.units if layer.units > 1 else 0):
+            W = list(Ws)
+            W[l] = np.delete(W[l], k, axis=0)
+            b = list(bs)
+            b[l] = np.delete(b[l], k)
+            if not last:
+                W[l + 1] = np.delete(W[l + 1], k, axis=1)
+            tk = np.delete(t, k, axis=1) if last else t
+            if last and problem.loss == "cross_entropy":
+                continue  # dropping a class would change what the other targets mean
+            lay = list(layers)
+            lay[l] = replace(layer, units=layer.units - 1)
+            yield build(arch.inputs, lay, W, b, x, tk)
+        if layer.bias:
+            lay = list(layers)
+            lay[l] = replace(layer, bias=False)
+            b = list(bs)
+            b[l] = np.zeros_like(b[l])
+            yield build(arch.inputs, lay, Ws, b, x, t)
+
+
+def reduce_problem(problem: Problem, comparisons: list[Comparison],
+                   compare_fn: Callable[[Problem], list[Comparison]]) -> tuple[Problem, list[Comparison], int]:
+    """Greedily remove patterns, inputs, units and biases while the problem still fails.
+
+    A problem one step smaller replaces the current one when it is well posed
+    (no relu net input near the kink, nothing overflows) and some comparison
+    still fails.  Returns the reduced problem, its comparisons and the number
+    of calls made.
+    """
+    from hessverify.errors import HessverifyError
+    from hessverify.model.forward import check_point
+    from hessverify.strategies import near_kink
+
+    calls = 0
+    improved = True
+    while improved:
+        improved = False
+        for candidate in _smaller(problem):
+            try:
+                check_point(candidate)
+            except HessverifyError:
+                continue
+            if near_kink(candidate):
+                continue
+            calls += 1
+            comps = compare_fn(candidate)
+            if not all(c.passed for c in comps):
+                problem, comparisons, improved = candidate, comps, True
+                break
+    return problem, comparisons, calls
 
 
 def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Problem] | Any, *,

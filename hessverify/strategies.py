@@ -34,8 +34,9 @@ kink: a kink is never reported as a discrepancy.
 
 Examples
 --------
->>> from hypothesis import find
->>> smallest = find(problems(), lambda p: True)
+>>> from hypothesis import Phase, find, settings
+>>> shrink = settings(phases=[Phase.generate, Phase.shrink], database=None)  # no explain phase
+>>> smallest = find(problems(), lambda p: True, settings=shrink)
 >>> smallest.architecture.describe(), smallest.loss, smallest.n_patterns
 ('1-1(identity,nobias)', 'sse', 1)
 """
@@ -177,8 +178,9 @@ def architectures(
 
     Examples
     --------
-    >>> from hypothesis import find
-    >>> find(architectures(min_layers=2, activations=["tanh"]), lambda a: True).describe()
+    >>> from hypothesis import Phase, find, settings
+    >>> shrink = settings(phases=[Phase.generate, Phase.shrink], database=None)
+    >>> find(architectures(min_layers=2, activations=["tanh"]), lambda a: True, settings=shrink).describe()
     '1-1(tanh,nobias)-1(tanh,nobias)'
     """
     min_layers, max_layers = _check_range("layers", min_layers, max_layers, 1)
@@ -217,9 +219,10 @@ def parameters(architecture: Architecture, *, max_magnitude: float = PARAM_MAGNI
 
     Examples
     --------
-    >>> from hypothesis import find
+    >>> from hypothesis import Phase, find, settings
+    >>> shrink = settings(phases=[Phase.generate, Phase.shrink], database=None)
     >>> arch = Architecture(2, (Layer(1, "tanh"),))
-    >>> find(parameters(arch), lambda p: True).tolist()
+    >>> find(parameters(arch), lambda p: True, settings=shrink).tolist()
     [0.0, 0.0, 0.0]
     """
     if not isinstance(architecture, Architecture):
@@ -229,18 +232,22 @@ def parameters(architecture: Architecture, *, max_magnitude: float = PARAM_MAGNI
     return st.lists(_floats(magnitude), min_size=n, max_size=n).map(lambda v: np.array(v, dtype=np.float64))
 
 
-def _targets(loss: str, k: int, max_target: float) -> st.SearchStrategy[list[float]]:
+def _finish_targets(loss: str, row: Sequence[float]) -> list[float]:
+    """Make a drawn row a valid target for ``loss``: cross-entropy rows are normalised to sum 1."""
+    if loss != "cross_entropy":
+        return list(row)
+    s = float(np.sum(row))
+    # all-zero weights (the shrinker's favourite) become the uniform distribution
+    return [1.0 / len(row)] * len(row) if s == 0.0 else [x / s for x in row]
+
+
+def _targets(loss: str, k: int, max_target: float, *, normalise: bool = True) -> st.SearchStrategy[list[float]]:
     """One target row for ``loss``, in the loss's natural range."""
     if loss == "output":
         return st.just([0.0] * k)
-    if loss == "binary_cross_entropy":
-        return st.lists(_floats(1.0, low=0.0), min_size=k, max_size=k)
-    if loss == "cross_entropy":
-        # a probability row: nonnegative weights, normalised (all-zero weights -> uniform)
-        def normalise(w: list[float]) -> list[float]:
-            s = float(np.sum(w))
-            return [1.0 / k] * k if s == 0.0 else [x / s for x in w]
-        return st.lists(_floats(1.0, low=0.0), min_size=k, max_size=k).map(normalise)
+    if loss in ("binary_cross_entropy", "cross_entropy"):
+        row = st.lists(_floats(1.0, low=0.0), min_size=k, max_size=k)
+        return row.map(lambda r: _finish_targets(loss, r)) if normalise else row
     return st.lists(_floats(max_target), min_size=k, max_size=k)
 
 
@@ -260,8 +267,9 @@ def datasets(
 
     Examples
     --------
-    >>> from hypothesis import find
-    >>> x, t = find(datasets(Architecture(2, (Layer(1, "identity"),))), lambda d: True)
+    >>> from hypothesis import Phase, find, settings
+    >>> shrink = settings(phases=[Phase.generate, Phase.shrink], database=None)
+    >>> x, t = find(datasets(Architecture(2, (Layer(1, "identity"),))), lambda d: True, settings=shrink)
     >>> x.shape, t.shape
     ((1, 2), (1, 1))
     """
@@ -331,30 +339,63 @@ def problems(
 
     Examples
     --------
-    >>> from hypothesis import find
-    >>> p = find(problems(min_layers=2, losses=["cross_entropy"]), lambda p: True)
+    >>> from hypothesis import Phase, find, settings
+    >>> shrink = settings(phases=[Phase.generate, Phase.shrink], database=None)
+    >>> p = find(problems(min_layers=2, losses=["cross_entropy"]), lambda p: True, settings=shrink)
     >>> p.id, p.loss, p.architecture.depth
     ('generated-1-1-1', 'cross_entropy', 2)
     """
-    arch_strategy = architectures(
+    # built only to validate the architecture bounds and choices, with the same messages
+    architectures(
         min_layers=min_layers, max_layers=max_layers, min_units=min_units, max_units=max_units,
         min_inputs=min_inputs, max_inputs=max_inputs, activations=activations,
         output_activations=output_activations, bias=bias,
     )
+    hidden = tuple(ACTIVATIONS) if activations is None else tuple(activations)
+    output = hidden if output_activations is None else tuple(output_activations)
     loss_names = _check_choices("losses", losses, tuple(LOSSES))
     reduction_names = _check_choices("reductions", reductions, REDUCTIONS)
     min_patterns, max_patterns = _check_range("patterns", min_patterns, max_patterns, 1)
     magnitude = _check_magnitude("max_magnitude", max_magnitude)
     input_magnitude = _check_magnitude("max_input", max_input)
+    max_fan = max(max_inputs, max_units)
+
+    # Shrink-friendly layout: every layer's weights are drawn as a max_units x max_fan block
+    # and every pattern as max_inputs inputs and max_units targets, and the network uses the
+    # *trailing* rows and columns.  Lowering a size then only drops values instead of shifting
+    # every later value into another role, so Hypothesis can shrink 3 inputs to 1 (its
+    # shortlex order also leaves the non-zero values it needs at the end).
+    layer_blocks = st.tuples(
+        st.integers(min_units, max_units),
+        st.sampled_from(hidden),
+        st.booleans() if bias is None else st.just(bias),  # False first: fewer parameters
+        st.lists(_floats(magnitude), min_size=max_units * max_fan, max_size=max_units * max_fan),
+        st.lists(_floats(magnitude), min_size=max_units, max_size=max_units),
+    )
 
     @st.composite
     def draw_problem(draw: st.DrawFn) -> Problem:
-        arch = draw(arch_strategy)
+        n_in = draw(st.integers(min_inputs, max_inputs))
+        blocks = draw(st.lists(layer_blocks, min_size=min_layers, max_size=max_layers))
+        out_act = draw(st.sampled_from(output))
         loss = draw(st.sampled_from(loss_names))
         reduction = draw(st.sampled_from(reduction_names))
-        params = draw(parameters(arch, max_magnitude=magnitude))
-        x, t = draw(datasets(arch, loss=loss, min_patterns=min_patterns, max_patterns=max_patterns,
-                             max_input=input_magnitude))
+        rows = draw(st.lists(st.tuples(st.lists(_floats(input_magnitude), min_size=max_inputs, max_size=max_inputs),
+                                       _targets(loss, max_units, input_magnitude, normalise=False)),
+                             min_size=min_patterns, max_size=max_patterns))
+        layers = [Layer(units, out_act if index == len(blocks) - 1 else act, has_bias)
+                  for index, (units, act, has_bias, _, _) in enumerate(blocks)]
+        arch = Architecture(n_in, tuple(layers))
+        parts = []
+        for index, (units, _, has_bias, w, b) in enumerate(blocks, start=1):
+            fan = arch.fan_in(index)
+            parts.append(np.array(w).reshape(max_units, max_fan)[max_units - units:, max_fan - fan:].reshape(-1))
+            if has_bias:
+                parts.append(np.array(b[max_units - units:]))
+        params = np.concatenate(parts).astype(np.float64)
+        k = arch.outputs
+        x = np.array([r[max_inputs - n_in:] for r, _ in rows], dtype=np.float64)
+        t = np.array([_finish_targets(loss, tr[max_units - k:]) for _, tr in rows], dtype=np.float64)
         problem = Problem(arch, loss, params, x, t, reduction, _case_id(arch),
                           f"drawn by hessverify.strategies: {arch.describe()}, {loss}, {reduction}")
         # the Hessian must exist and be finite, and fd must not straddle a kink

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import find, given
+from hypothesis import Phase, find, given, settings
 from hypothesis.errors import InvalidArgument
 
 from hessverify import Architecture, Layer, Problem
@@ -22,6 +22,8 @@ from hessverify.strategies import (
 )
 
 ARCH = Architecture(2, (Layer(3, "tanh"), Layer(2, "identity")))
+# find() without the explain phase, which re-runs variations of the minimal example last
+SHRINK = settings(phases=[Phase.generate, Phase.shrink], database=None, max_examples=500)
 
 
 @pytest.mark.parametrize(("build", "kwargs", "message"), [
@@ -56,7 +58,7 @@ def test_parameters_and_datasets_check_their_arguments() -> None:
 
 
 def test_problems_shrink_to_the_smallest_network() -> None:
-    p = find(problems(), lambda p: True)
+    p = find(problems(), lambda p: True, settings=SHRINK)
     assert p.architecture == Architecture(1, (Layer(1, "identity", bias=False),))
     assert (p.loss, p.reduction, p.n_patterns) == ("sse", "sum", 1)
     assert p.params.tolist() == [0.0]
@@ -67,8 +69,9 @@ def test_a_failure_shrinks_to_a_tiny_network() -> None:
     def curved(p: Problem) -> bool:
         return any(layer.activation not in ("identity", "relu") for layer in p.architecture.layers)
 
-    p = find(problems(), curved)
+    p = find(problems(), curved, settings=SHRINK)
     assert p.architecture.depth == 1 and p.architecture.layers[0].units == 1 and p.n_patterns == 1
+    assert p.architecture.inputs == 1
 
 
 @given(problems(max_magnitude=1.5, max_input=0.5))
