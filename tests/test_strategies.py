@@ -14,6 +14,7 @@ from hessverify.model.forward import check_point, forward
 from hessverify.strategies import (
     INPUT_MAGNITUDE,
     KINK_MARGIN,
+    MIN_MAGNITUDE,
     PARAM_MAGNITUDE,
     architectures,
     datasets,
@@ -109,3 +110,13 @@ def test_architecture_choices_are_respected(a: Architecture) -> None:
     assert a.depth == 2 and [layer.units for layer in a.layers] == [3, 3]
     assert [layer.activation for layer in a.layers] == ["sin", "identity"]
     assert all(layer.bias for layer in a.layers)
+
+
+@given(problems())
+def test_no_value_is_tiny_enough_to_underflow(p: Problem) -> None:
+    # cross-entropy rows are normalised by their sum, at most max_units = 4
+    floor = {"params": MIN_MAGNITUDE, "inputs": MIN_MAGNITUDE,
+             "targets": MIN_MAGNITUDE / 4 if p.loss == "cross_entropy" else MIN_MAGNITUDE}
+    for name, least in floor.items():
+        values = getattr(p, name)
+        assert np.all(np.abs(values[values != 0]) >= least), name

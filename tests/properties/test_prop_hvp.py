@@ -54,6 +54,17 @@ def problems_and_vectors(draw: st.DrawFn) -> tuple[Problem, np.ndarray, np.ndarr
     return problem, np.array(draw(vec)), np.array(draw(vec)), draw(coef), draw(coef)
 
 
+def _as_diagonal(a: np.ndarray, r: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectors as diagonal matrices, so compare() names entry i by its parameter ("b1[0] x b1[0]").
+
+    Off the diagonal both sides are 0 and the bound is the smallest normal number, not 0, so
+    the ratio there is 0 rather than 0/0.
+    """
+    B = np.full((a.size, a.size), np.finfo(np.float64).tiny)
+    np.fill_diagonal(B, bound)
+    return np.diag(a), np.diag(r), B
+
+
 def _hv_bound(problem: Problem, M: np.ndarray, v: np.ndarray) -> np.ndarray:
     return gamma(chain_length(problem) + problem.n_params) * (M @ np.abs(v)) + np.finfo(np.float64).tiny
 
@@ -69,7 +80,7 @@ def test_hvp_equals_hessian_times_vector(drawn: tuple[Problem, np.ndarray, np.nd
     hv = np.asarray(HVP(problem, v), dtype=np.float64)
     # hvp and backprop's H each within gamma_{k+W} M|v| of the truth, plus the product H @ v
     bound = 2 * _hv_bound(problem, M, v) + gamma(problem.n_params) * (np.abs(H) @ np.abs(v))
-    c = compare(problem, "hvp", "backprop H @ v", np.diag(hv), np.diag(H @ v), np.diag(bound), "rounding")
+    c = compare(problem, "hvp", "backprop H @ v", *_as_diagonal(hv, H @ v, bound), "rounding")
     assert_property("hvp equals H @ v", problem, c)
 
 
@@ -88,6 +99,5 @@ def test_hvp_is_linear(drawn: tuple[Problem, np.ndarray, np.ndarray, float, floa
     eps = np.finfo(np.float64).eps
     bound = (_hv_bound(problem, M, u) + abs(a) * _hv_bound(problem, M, v) + abs(b) * _hv_bound(problem, M, w)
              + eps * (M @ np.abs(u)) + 2 * eps * (np.abs(a * hv) + np.abs(b * hw)))
-    c = compare(problem, "hvp(a v + b w)", "a hvp(v) + b hvp(w)", np.diag(lhs), np.diag(rhs), np.diag(bound),
-                "rounding")
+    c = compare(problem, "hvp(a v + b w)", "a hvp(v) + b hvp(w)", *_as_diagonal(lhs, rhs, bound), "rounding")
     assert_property("hvp is linear", problem, c)
