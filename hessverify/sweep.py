@@ -10,6 +10,7 @@ case) and exits 1.  It exits 0 when nothing is found and 2 on bad usage.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -123,7 +124,9 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
     from hessverify.strategies import problems  # imports Hypothesis: only when sweeping
 
     kwargs: dict[str, Any] = {} if against is None else {"against": tuple(against)}
-    result = check(fn, problems(), returns=returns, max_examples=examples, seed=seed, **kwargs)  # type: ignore[arg-type]
+    # anything the user's function prints goes to stderr: stdout is kept for the case file
+    with contextlib.redirect_stdout(err):
+        result = check(fn, problems(), returns=returns, max_examples=examples, seed=seed, **kwargs)  # type: ignore[arg-type]
     report: dict[str, Any] = {"method_under_test": spec, "examples": result.n_problems, "seed": seed,
                               **result.to_dict()}
     if result.passed:
