@@ -1,15 +1,16 @@
 """Hypothesis strategies for random, well-posed Hessian problems.
 
-Four public strategies, each built from the one before:
+Four public strategies:
 
 * :func:`architectures` draws an :class:`~hessverify.model.network.Architecture`;
 * :func:`parameters` draws a flat parameter vector for a given architecture;
 * :func:`datasets` draws ``(inputs, targets)`` for a given architecture and loss;
-* :func:`problems` draws a whole :class:`~hessverify.problem.Problem`.
+* :func:`problems` draws a whole :class:`~hessverify.problem.Problem`, with
+  the bounds of the other three, in a layout that shrinks well (below).
 
 Every bound is keyword-only and checked when the strategy is *built*, so a
 bad bound raises :class:`hypothesis.errors.InvalidArgument` (a
-``ValueError``-like error naming the argument) at the call, not deep inside
+error naming the argument) at the call, not deep inside
 a test run.
 
 Shrinking.  Hypothesis shrinks integers towards their lower bound, choices
