@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint venv clean
+.PHONY: report test lint venv clean browser
 
 venv: $(STAMP)
 
@@ -19,8 +19,19 @@ $(STAMP): pyproject.toml
 report: $(STAMP)
 	$(BIN)/hessverify verify cases --report reports/latest
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n 2
+
+# Headless chromium for the browser test of report.html (tests/reports/test_html.py skips without it).
+# Installs Debian's chromium when missing and we are root; otherwise says how, and the test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -q && apt-get install -y -q chromium) >/dev/null || \
+		echo "make browser: could not install chromium; the browser test will be skipped"; \
+	else \
+		echo "make browser: chromium is missing (sudo apt-get install chromium); the browser test will be skipped"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -76,7 +76,8 @@ def parse_case(text: str, source: str = "<string>") -> Problem:
     v.keys(doc, "", _TOP, required={"id", "network", "data", "params"})
     case_id = v.string(doc, "id")
     if not ID_PATTERN.match(case_id):
-        raise CaseError(source, "id", f"{case_id!r} is not a valid id: use lowercase letters, digits and single hyphens")
+        raise CaseError(source, "id",
+                        f"{case_id!r} is not a valid id: use lowercase letters, digits and single hyphens")
     description = v.string(doc, "description") if "description" in doc else ""
     arch, loss, reduction = _network(v, v.table(doc, "network"))
     inputs, targets = _data(v, v.table(doc, "data"), arch, loss)
@@ -89,7 +90,8 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
     n_in = v.integer(net, "inputs", "network", minimum=1)
     layers_raw = net["layers"]
     if not isinstance(layers_raw, list) or not layers_raw:
-        raise CaseError(v.source, "network.layers", "must be a non-empty array of tables like { units = 2, activation = \"tanh\" }")
+        raise CaseError(v.source, "network.layers",
+                        'must be a non-empty array of tables like { units = 2, activation = "tanh" }')
     layers = []
     for i, raw in enumerate(layers_raw):
         where = f"network.layers[{i}]"
@@ -99,7 +101,8 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
         units = v.integer(raw, "units", where, minimum=1)
         act = v.string(raw, "activation", where)
         if act not in ACTIVATIONS:
-            raise CaseError(v.source, f"{where}.activation", f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise CaseError(v.source, f"{where}.activation",
+                            f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
         bias = raw.get("bias", True)
         if not isinstance(bias, bool):
             raise CaseError(v.source, f"{where}.bias", f"must be true or false, got {bias!r}")
@@ -116,7 +119,8 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
     return arch, loss, reduction
 
 
-def seeded_data(arch: Architecture, loss: str, seed: int, patterns: int, input_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def seeded_data(arch: Architecture, loss: str, seed: int, patterns: int,
+                input_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The documented seeded draw of a data set (``docs/cases.md``).
 
     ``rng = numpy.random.default_rng(seed)``; inputs are
@@ -156,7 +160,8 @@ def _data(v: _Validator, data: dict[str, Any], arch: Architecture, loss: str) ->
     x = v.matrix(data, "inputs", "data", cols=arch.inputs, what="network.inputs")
     t = v.matrix(data, "targets", "data", cols=arch.outputs, what="the last layer's units")
     if x.shape[0] != t.shape[0]:
-        raise CaseError(v.source, "data.targets", f"has {t.shape[0]} rows but data.inputs has {x.shape[0]}: one target row per pattern")
+        raise CaseError(v.source, "data.targets",
+                        f"has {t.shape[0]} rows but data.inputs has {x.shape[0]}: one target row per pattern")
     if x.shape[0] > MAX_PATTERNS:
         raise CaseError(v.source, "data.inputs", f"{x.shape[0]} patterns is more than the {MAX_PATTERNS} a case may have")
     return x, t
@@ -251,7 +256,8 @@ class _Validator:
         value = table[key]
         path = self._path(where, key)
         if not isinstance(value, list) or not value:
-            raise CaseError(self.source, path, "must be a non-empty array of rows, one row a pattern, e.g. [[0, 1], [1, 0]]")
+            raise CaseError(self.source, path,
+                            "must be a non-empty array of rows, one row a pattern, e.g. [[0, 1], [1, 0]]")
         if len(value) > MAX_PATTERNS:
             raise CaseError(self.source, path, f"has {len(value)} rows, more than the {MAX_PATTERNS} allowed")
         flat: list[Any] = []

@@ -15,7 +15,6 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--reference", action="append", dest="references", metavar="NAME",
                    help="a reference to hold the methods to (repeatable; default: every reference)")
     v.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    v.add_argument("--report", metavar="DIR", help="write results.json and report.md into DIR")
+    v.add_argument("--report", metavar="DIR", help="write results.json, report.md and report.html into DIR")
     v.set_defaults(func=_cmd_verify)
 
     h = sub.add_parser("hessian", help="compute a Hessian and save it as .npy")
@@ -81,6 +80,15 @@ def _build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("params", help="print the parameter names in the public order")
     pa.add_argument("case", metavar="CASE")
     pa.set_defaults(func=_cmd_params)
+
+    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point")
+    d.add_argument("case", metavar="CASE")
+    d.add_argument("--entry", nargs="+", required=True, metavar="PARAM",
+                   help="one name (a gradient entry) or two (a Hessian entry), e.g. --entry 'W1[0,1]' 'b2[0]'")
+    d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
+    d.add_argument("--explicit", action="store_true", help="also the closed form written out in the weights")
+    d.add_argument("--digits", type=int, default=50, help="significant digits of the value (default 50)")
+    d.set_defaults(func=_cmd_derive)
 
     ls = sub.add_parser("methods", help="list the registered methods and references")
     ls.set_defaults(func=_cmd_methods)
@@ -104,6 +112,14 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_params(args: argparse.Namespace) -> int:
     case = load_case(args.case)
     sys.stdout.write("\n".join(case.param_names) + "\n")
+    return EXIT_OK
+
+
+def _cmd_derive(args: argparse.Namespace) -> int:
+    from hessverify.symbolic.lecture import derive
+
+    case = load_case(args.case)
+    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
     return EXIT_OK
 
 
@@ -138,21 +154,26 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from hessverify.reports import write_json, write_report
+    from hessverify.reports import check_directory, write_json, write_report
+    from hessverify.reports.progress import track
     from hessverify.verify import verify_problem
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
+    if args.report:
+        check_directory(Path(args.report))  # fail now, not after the whole run
     results = []
     skipped: list[dict[str, str]] = []
-    header = f"{'case':34s} {'method':10s} {'reference':10s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}  worst entry"
+    kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
+    header = f"{'case':34s} {'method':10s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}  worst entry"
     print(header)
     print("-" * len(header))
-    for case in cases:
+    for case in track(cases, "verifying", label=lambda case: case.id):
         try:
-            comps = verify_problem(case, args.methods, args.references)
+            comps = verify_problem(case, args.methods, args.references,
+                                   matrices=kept.setdefault(case.id, {}) if args.report else None)
         except NotDifferentiableError as exc:
             print(f"{case.id:34s} NOT DIFFERENTIABLE: {exc}")
             skipped.append({"case": case.id, "reason": "not_differentiable", "message": str(exc)})
@@ -164,8 +185,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         for c in comps:
             mark = "ok " if c.passed else "FAIL"
             w = c.worst_entry
-            print(f"{c.case:34s} {c.method:10s} {c.reference:10s} {c.max_abs_error:11.2e} "
+            print(f"{c.case:34s} {c.method:10s} {c.reference:12s} {c.max_abs_error:11.2e} "
                   f"{c.max_rel_error:9.1e} {c.margin:9.1e}  {mark} {w.row} x {w.col}")
+            if c.note:
+                print(f"    note: {c.note}")
             if not c.passed:
                 print(f"    {c.failing_entries} entries over the bound; worst {w.row} x {w.col}: "
                       f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}, "
@@ -177,7 +200,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), results, skipped)
     if args.report:
-        written = write_report(Path(args.report), results, skipped, cases)
+        written = write_report(Path(args.report), results, skipped, cases, matrices=kept)
         print(f"report written to {', '.join(str(p) for p in written)}")
     return _verify_status(results, skipped)
 

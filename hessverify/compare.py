@@ -45,6 +45,22 @@ TOLERANCES: dict[str, Tolerance] = {
         f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding of the gradient / h "
         "+ asymmetry), plus gamma_k M for the exact side",
     ),
+    "complex_step": Tolerance(
+        "rounding",
+        "the complex step has no subtraction and a truncation term below 1e-60: exact to rounding, so "
+        "2 gamma_k M entrywise as for two exact methods",
+    ),
+    "richardson": Tolerance(
+        "fd_estimate",
+        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| / 15 + 1.5 gamma_k G / h "
+        "+ asymmetry), plus gamma_k M for the exact side",
+    ),
+    "symbolic": Tolerance(
+        "high_precision",
+        "the closed form in 50-digit mpmath (or exact rationals) is the truth to ~1e-48 M, so an exact float64 "
+        "method is within gamma_k M of it (rounding_bound(methods=1)), plus the reference's own rounding to "
+        "float64 (measured exactly)",
+    ),
 }
 """How each reference's bound is derived, with the reason."""
 
@@ -76,6 +92,7 @@ class Comparison:
     symmetry_error: float  # max |A - A^T| of the method's matrix
     worst_entry: WorstEntry
     failing_entries: int = 0
+    unchecked_entries: int = 0  # entries whose bound is inf: the reference is not trusted there
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -93,41 +110,66 @@ def bound_for(problem: Problem, reference: str, *, reference_error: FloatArray |
         if reference_error is None:
             raise ValueError("the fd bound needs the reference's error estimate")
         return FD_SAFETY * reference_error + rounding / 2.0, tol.kind
+    if tol.kind == "high_precision":
+        own = 0.0 if reference_error is None else reference_error
+        return rounding_bound(problem, methods=1) + own, tol.kind
     return rounding, tol.kind
 
 
 def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: FloatArray,
             bound: FloatArray, bound_kind: str) -> Comparison:
-    """Compare ``A`` (the method's Hessian) with ``R`` (the reference's)."""
+    """Compare ``A`` (the method's Hessian) with ``R`` (the reference's).
+
+    Entries where the method is NaN or inf fail.  Entries where the reference
+    is NaN or inf, or where its bound is inf (a finite-difference step across
+    a kink), are not checked, and the comparison says how many.
+    """
     A = np.asarray(A, dtype=np.float64)
     R = np.asarray(R, dtype=np.float64)
     if A.shape != R.shape:
         raise ValueError(f"{method} returned shape {A.shape}, {reference} returned {R.shape}")
     names = problem.param_names
-    diff = np.abs(A - R)
-    nonfinite = ~np.isfinite(A)
-    diff[nonfinite] = np.inf
-    ratio = diff / bound
-    flat = int(np.nanargmax(ratio)) if ratio.size else 0
-    i, j = np.unravel_index(flat, A.shape) if A.ndim == 2 else (flat, flat)
-    max_ref = float(np.max(np.abs(R))) if R.size else 0.0
-    max_abs = float(np.max(diff)) if diff.size else 0.0
-    norm_r = float(np.linalg.norm(R))
-    fro = float(np.linalg.norm(np.where(np.isfinite(diff), A - R, np.inf)) / norm_r) if norm_r > 0 else (
-        0.0 if max_abs == 0 else float("inf"))
-    failing = int(np.count_nonzero(~(diff <= bound)))
-    sym = float(np.max(np.abs(A - A.T))) if A.ndim == 2 and A.size else 0.0
+    method_bad = ~np.isfinite(A)
+    ref_bad = ~np.isfinite(R) & ~method_bad
+    untrusted = np.isinf(bound) & ~method_bad & ~ref_bad
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        diff = np.abs(A - R)
+        diff[method_bad] = np.inf
+        diff[ref_bad] = 0.0
+        ratio = diff / bound
+    ratio[method_bad] = np.inf
+    ratio[ref_bad | untrusted] = 0.0
+    failing = int(np.count_nonzero(method_bad | (ratio > 1.0)))
+    flat = int(np.argmax(ratio)) if ratio.size else 0
+    index = np.unravel_index(flat, A.shape)
+    i, j = (index[0], index[1]) if A.ndim == 2 else (index[0], index[0])
+    checked = ~(ref_bad | untrusted)
+    max_abs = float(np.max(diff[checked])) if np.any(checked) else 0.0
+    max_ref = float(np.max(np.abs(R[checked]))) if np.any(checked) else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm_r = float(np.linalg.norm(np.where(checked, R, 0.0)))
+        norm_d = float(np.linalg.norm(np.where(checked, diff, 0.0)))
+    fro = norm_d / norm_r if norm_r > 0 else (0.0 if norm_d == 0 else float("inf"))
+    with np.errstate(invalid="ignore", over="ignore"):
+        sym = float(np.max(np.abs(A - A.T))) if A.ndim == 2 and A.size else 0.0
     worst = WorstEntry(
-        row=names[i], col=names[j], value=float(A[i, j] if A.ndim == 2 else A[i]),
-        reference_value=float(R[i, j] if R.ndim == 2 else R[i]),
-        abs_error=float(diff[i, j] if A.ndim == 2 else diff[i]),
-        bound=float(bound[i, j] if A.ndim == 2 else bound[i]),
+        row=names[i], col=names[j], value=float(A[index]), reference_value=float(R[index]),
+        abs_error=float(diff[index]), bound=float(bound[index]),
     )
-    note = "method returned NaN or inf" if np.any(nonfinite) else ""
+    notes = []
+    if np.any(method_bad):
+        notes.append(f"{method} returned NaN or inf at {int(np.count_nonzero(method_bad))} entries")
+    if np.any(ref_bad):
+        notes.append(f"{int(np.count_nonzero(ref_bad))} entries not checked: {reference} returned NaN or inf there")
+    if np.any(untrusted):
+        notes.append(f"{int(np.count_nonzero(untrusted))} entries not checked: {reference} is not trusted there "
+                     "(a step crosses a kink)")
     return Comparison(
         case=problem.id, method=method, reference=reference, passed=failing == 0,
-        max_abs_error=max_abs, max_rel_error=(max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))),
+        max_abs_error=max_abs,
+        max_rel_error=(max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))),
         frobenius_rel_error=fro, bound=worst.bound, bound_kind=bound_kind,
-        margin=float(ratio[i, j] if A.ndim == 2 else ratio[i]), symmetry_error=sym,
-        worst_entry=worst, failing_entries=failing, note=note,
+        margin=float(ratio[index]), symmetry_error=sym,
+        worst_entry=worst, failing_entries=failing,
+        unchecked_entries=int(np.count_nonzero(ref_bad | untrusted)), note="; ".join(notes),
     )

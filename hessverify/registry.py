@@ -25,7 +25,8 @@ from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
 from hessverify.methods import backprop
 from hessverify.problem import Problem
-from hessverify.references import autograd_ref, finite_differences
+from hessverify.references import autograd_ref, complex_step, finite_differences, richardson
+from hessverify.symbolic import reference as symbolic_reference
 
 __all__ = ["METHODS", "Method", "get_method", "methods_with_role"]
 
@@ -42,6 +43,8 @@ class Method:
     summary: str
     # An estimate of the entrywise error, when the method knows its own (fd).
     with_error: Callable[[Problem], tuple[FloatArray, FloatArray]] | None = None
+    # Whether verify uses this reference on a problem by default (too costly otherwise).
+    applies: Callable[[Problem], bool] | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -54,6 +57,14 @@ METHODS: dict[str, Method] = {
         Method("fd", finite_differences.hessian, "reference", "matrix",
                "central differences of the gradient, with an error estimate",
                with_error=finite_differences.hessian_with_error),
+        Method("complex_step", complex_step.hessian, "reference", "matrix",
+               "complex step applied to the gradient: each column to rounding accuracy, no subtraction"),
+        Method("richardson", richardson.hessian, "reference", "matrix",
+               "Richardson-extrapolated central differences of the gradient, with an error estimate",
+               with_error=richardson.hessian_with_error),
+        Method("symbolic", symbolic_reference.hessian, "reference", "matrix",
+               "closed form (SymPy) in 50-digit mpmath, or exact rationals; the truth for small cases",
+               with_error=symbolic_reference.hessian_with_error, applies=symbolic_reference.small_enough),
     )
 }
 """Every method and reference, keyed by name."""

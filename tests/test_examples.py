@@ -18,20 +18,22 @@ def sweep(target: str, examples: int, capsys: pytest.CaptureFixture[str]) -> tup
     return status, out, err
 
 
-@pytest.mark.parametrize(("target", "max_layers", "max_params"), [
-    # f'' only matters inside a curved unit: one unit, one layer
-    ("dropped_second_derivative.py:hessian_buggy", 1, 2),
-    # the wrong index is in the term only cross-layer blocks have: two layers of one unit
-    ("wrong_cross_layer_index.py:hessian_buggy", 2, 4),
+@pytest.mark.parametrize(("target", "min_layers"), [
+    # f'' only matters inside a curved unit: one unit can show it
+    ("dropped_second_derivative.py:hessian_buggy", 1),
+    # the wrong index is in the term only cross-layer blocks have: it needs two layers
+    ("wrong_cross_layer_index.py:hessian_buggy", 2),
 ])
-def test_sweep_catches_the_bug_and_shrinks_it(target: str, max_layers: int, max_params: int,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_sweep_catches_the_bug_and_shrinks_it(target: str, min_layers: int, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = sweep(target, 100, capsys)
     assert status == 1, err
     case = parse_case(out)
-    units = [layer.units for layer in case.architecture.layers]
-    assert case.architecture.depth == max_layers and units == [1] * max_layers, case.architecture.describe()
-    assert case.architecture.inputs == 1 and case.n_patterns == 1 and case.n_params <= max_params, out
+    arch = case.architecture
+    # Tiny: one input, one pattern, at most two layers of one unit.  The exact network can
+    # differ between runs with the same seed (Hypothesis's shrinker carries state within a
+    # process), so the test holds the size, not the shape; examples/README.md records both.
+    assert min_layers <= arch.depth <= 2 and all(layer.units == 1 for layer in arch.layers), arch.describe()
+    assert arch.inputs == 1 and case.n_patterns == 1 and case.n_params <= 4, out
 
 
 @pytest.mark.parametrize("target", ["dropped_second_derivative.py:hessian", "wrong_cross_layer_index.py:hessian"])

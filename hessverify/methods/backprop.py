@@ -115,7 +115,7 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
     delta, curv = backward_second_order(q, depth)
     jac = forward_jacobians(q, depth)
     n = q.z[0].shape[0]
-    H = np.empty((arch.n_params, arch.n_params))
+    H = np.empty((arch.n_params, arch.n_params), dtype=np.result_type(q.g_y, q.h_y, q.z[0], *q.weights[1:]))
     blocks = arch.blocks
     inputs = [_with_ones(layer_input(q.z, blk.layer), blk.bias) for blk in blocks]
     for m, bm in enumerate(blocks, start=1):
@@ -141,6 +141,12 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
             _scatter(H, bm, bmp, block)
             if mp > m:
                 H[bmp.slice, bm.slice] = H[bm.slice, bmp.slice].T
+            else:
+                # Q_m and the products above are symmetric only up to rounding
+                # ((a b) c != (c b) a in floating point); the mean restores
+                # exact symmetry without adding error.
+                d = H[bm.slice, bm.slice]
+                H[bm.slice, bm.slice] = 0.5 * (d + d.T)
     return H
 
 

@@ -38,7 +38,6 @@ class ForwardPass:
 
 def forward(problem: Problem, params: FloatArray | None = None, *, derivatives: bool = True) -> ForwardPass:
     """Run the network on every pattern and evaluate the loss derivatives at the output."""
-    arch = problem.architecture
     theta = problem.params if params is None else params
     empty = np.empty((0,))
     a: list[FloatArray] = [empty]
@@ -46,6 +45,14 @@ def forward(problem: Problem, params: FloatArray | None = None, *, derivatives: 
     df: list[FloatArray] = [empty]
     d2f: list[FloatArray] = [empty]
     weights: list[FloatArray] = [empty]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked and reported by check_point
+        return _forward(problem, theta, derivatives, a, z, df, d2f, weights)
+
+
+def _forward(problem: Problem, theta: FloatArray, derivatives: bool, a: list[FloatArray], z: list[FloatArray],
+             df: list[FloatArray], d2f: list[FloatArray], weights: list[FloatArray]) -> ForwardPass:
+    arch = problem.architecture
+    empty = np.empty((0,))
     for index, ((w, b), layer) in enumerate(zip(arch.unpack(theta), arch.layers), start=1):
         act = get_activation(layer.activation)
         a_l = layer_input(z, index) @ w.T + b
@@ -74,22 +81,40 @@ def check_point(problem: Problem, fp: ForwardPass | None = None) -> ForwardPass:
     if not np.all(np.isfinite(problem.params)):
         raise OverflowReport("the parameters contain NaN or inf")
     fp = forward(problem) if fp is None else fp
-    for index, layer in enumerate(problem.architecture.layers, start=1):
-        act = get_activation(layer.activation)
+    # How far each net input may be from its computed value (hessverify.bounds):
+    # within that of a kink, float64 cannot say which side the point is on.
+    from hessverify.bounds import chain_length, gamma, net_input_errors
+
+    g = gamma(chain_length(problem))
+    for index in range(1, problem.architecture.depth + 1):
         a_l = fp.a[index]
         if not np.all(np.isfinite(a_l)) or not np.all(np.isfinite(fp.z[index])):
             raise OverflowReport(
                 f"overflow in layer {index}: net inputs or outputs are not finite "
                 f"(largest |a| = {np.nanmax(np.abs(a_l)):.3g})"
             )
+    errors = None
+    for index, layer in enumerate(problem.architecture.layers, start=1):
+        act = get_activation(layer.activation)
+        a_l = fp.a[index]
         for kink in act.kinks:
-            hits = np.argwhere(a_l == kink)
-            if hits.size:
-                n, unit = hits[0]
+            exact = np.argwhere(a_l == kink)
+            if exact.size:
+                n, unit = exact[0]
                 raise NotDifferentiableError(
                     f"not twice differentiable at this point: {layer.activation} unit {unit} of layer "
                     f"{index} has net input exactly {kink:g} for pattern {n} "
-                    f"({len(hits)} such unit-pattern pair(s))"
+                    f"({len(exact)} such unit-pattern pair(s))"
+                )
+            errors = net_input_errors(problem, fp) if errors is None else errors
+            tol = g * errors[index]
+            near = np.argwhere(np.abs(a_l - kink) <= tol)
+            if near.size:
+                n, unit = near[0]
+                raise NotDifferentiableError(
+                    f"not twice differentiable at this point, as far as float64 can tell: {layer.activation} "
+                    f"unit {unit} of layer {index} has net input {a_l[n, unit]:.3g} for pattern {n}, "
+                    f"within its rounding error ({tol[n, unit]:.2g}) of the kink at {kink:g}"
                 )
     for name, arr in (("loss gradient", fp.g_y), ("loss Hessian", fp.h_y)):
         if arr.size and not np.all(np.isfinite(arr)):

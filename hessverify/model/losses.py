@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
-from scipy.special import expit, logsumexp, softmax
+from scipy.special import logsumexp, softmax
 
 from hessverify._typing import FloatArray
+from hessverify.model._special import expit, softplus
 
 __all__ = ["LOSSES", "REDUCTIONS", "Loss", "get_loss"]
 
@@ -45,17 +46,13 @@ class Loss:
         The magnitudes of the terms summed in ``grad`` and ``hess`` (each
         term replaced by its absolute value), for the rounding model of
         :mod:`hessverify.bounds`.
+    hess_slope:
+        A bound on ``|d hess / dy|`` as a multiple of ``hess_mag`` (0 where
+        the Hessian does not depend on ``y``): it carries the forward error of
+        ``y`` into the loss Hessian in the rounding model.
     convex:
         Whether ``e`` is convex in ``y`` (then the Gauss-Newton matrix is
         positive semi-definite).
-    d2e_max, d3e_max:
-        ``d2e_max(t)`` and ``d3e_max(t)``, per pattern ``(N,)``: upper bounds
-        over all ``y`` of every entry of the second and third derivative of
-        ``e`` in ``y``.  An error ``delta`` in the outputs moves ``grad`` by
-        at most ``d2e_max * sum|delta|`` and ``hess`` by at most
-        ``d3e_max * sum|delta|``; the rounding model carries the outputs'
-        own rounding error into the loss derivatives with them, as it does
-        for activations with ``df_max`` and ``d2f_max``.
     """
 
     name: str
@@ -65,23 +62,8 @@ class Loss:
     expr: Callable[[Sequence[sympy.Expr], Sequence[sympy.Expr]], sympy.Expr]
     grad_mag: Callable[[FloatArray, FloatArray], FloatArray]
     hess_mag: Callable[[FloatArray, FloatArray], FloatArray]
+    hess_slope: float = 0.0
     convex: bool = True
-    d2e_max: Callable[[FloatArray], FloatArray] | None = None
-    d3e_max: Callable[[FloatArray], FloatArray] | None = None
-
-
-def _per_pattern(c: float) -> Callable[[FloatArray], FloatArray]:
-    """A bound that does not depend on the targets."""
-    def bound(t: FloatArray) -> FloatArray:
-        return np.full(np.shape(t)[0], c)
-    return bound
-
-
-def _ce_mass(c: float) -> Callable[[FloatArray], FloatArray]:
-    """``c |sum_k t_k|``: cross-entropy's derivatives scale with the target mass ``s``."""
-    def bound(t: FloatArray) -> FloatArray:
-        return c * np.abs(np.sum(t, axis=-1))
-    return bound
 
 
 def _diag(d: FloatArray) -> FloatArray:
@@ -96,19 +78,40 @@ def _abs_sum(y: FloatArray, t: FloatArray) -> FloatArray:
     return np.abs(y) + np.abs(t)
 
 
-def _ce_grad_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+# Magnitudes of the terms, for the rounding model.  A correct implementation
+# may compute softmax(y) as exp(y - logsumexp(y)) and sigma(y) as
+# exp(y - softplus(y)): the subtraction carries an error of an ulp of |y|, so
+# p and sigma are accurate only to u (1 + |y| + |logsumexp|) relative; and
+# sigma (1 - sigma) is accurate only to an ulp of its terms.
+
+def _p_terms(y: FloatArray) -> tuple[FloatArray, FloatArray]:
     p = softmax(y, axis=-1)
-    return np.abs(np.sum(t, axis=-1, keepdims=True)) * p + np.abs(t)
+    lse = np.abs(logsumexp(y, axis=-1, keepdims=True))
+    return p, p * (1.0 + np.abs(y) + lse)
+
+
+def _ce_grad_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+    _, pt = _p_terms(y)
+    return np.abs(np.sum(t, axis=-1, keepdims=True)) * pt + np.abs(t)
 
 
 def _ce_hess_mag(y: FloatArray, t: FloatArray) -> FloatArray:
-    p = softmax(y, axis=-1)
+    p, pt = _p_terms(y)
     s = np.abs(np.sum(t, axis=-1))[:, None, None]
-    return s * (_diag(p) + p[:, :, None] * p[:, None, :])
+    return s * (_diag(pt) + pt[:, :, None] * p[:, None, :] + p[:, :, None] * pt[:, None, :])
+
+
+def _sigma_terms(y: FloatArray) -> FloatArray:
+    return expit(y) * (1.0 + np.abs(y) + softplus(y))
 
 
 def _bce_grad_mag(y: FloatArray, t: FloatArray) -> FloatArray:
-    return expit(y) + np.abs(t)
+    return _sigma_terms(y) + np.abs(t)
+
+
+def _bce_hess_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+    st = _sigma_terms(y)
+    return _diag(st * (1.0 + st))  # sigma (1 - sigma)
 
 
 # -- sse: e = 1/2 ||y - t||^2 ------------------------------------------------
@@ -159,7 +162,7 @@ def _ce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
 # -- binary_cross_entropy on logits: e = sum_k softplus(y_k) - t_k y_k ---------
 
 def _bce_value(y: FloatArray, t: FloatArray) -> FloatArray:
-    return np.sum(np.logaddexp(0.0, y) - t * y, axis=-1)
+    return np.sum(softplus(y) - t * y, axis=-1)
 
 
 def _bce_grad(y: FloatArray, t: FloatArray) -> FloatArray:
@@ -197,19 +200,14 @@ def _out_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        #    name, value, gradient, Hessian, SymPy, |gradient terms|, |Hessian terms|,
-        #    convex, sup|e''| and sup|e'''| (entries, per pattern)
-        Loss("sse", _sse_value, _sse_grad, _sse_hess, _sse_expr, _abs_sum, _sse_hess,
-             True, _per_pattern(1.0), _per_pattern(0.0)),
-        # s (diag p - p p^T): entries within s/4; third derivatives (cumulants of p) within 2 s
-        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hess, _ce_expr, _ce_grad_mag, _ce_hess_mag,
-             True, _ce_mass(0.25), _ce_mass(2.0)),
-        # sigma'(y) <= 1/4, |sigma''(y)| <= 0.0962
+        #    name, value, gradient, Hessian, SymPy, |gradient terms|, |Hessian terms|
+        Loss("sse", _sse_value, _sse_grad, _sse_hess, _sse_expr, _abs_sum, _sse_hess, 0.0),
+        # d/dy of p_i (delta_ij - p_j) is at most twice its terms; sigma'' = sigma' (1 - 2 sigma)
+        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hess, _ce_expr, _ce_grad_mag, _ce_hess_mag, 2.0),
         Loss("binary_cross_entropy", _bce_value, _bce_grad, _bce_hess, _bce_expr,
-             _bce_grad_mag, _bce_hess, True, _per_pattern(0.25), _per_pattern(0.1)),
+             _bce_grad_mag, _bce_hess_mag, 1.0),
         # linear in y: convex, and its Hessian in y is zero
-        Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess,
-             True, _per_pattern(0.0), _per_pattern(0.0)),
+        Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess, 0.0),
     )
 }
 """Every loss a case may name, keyed by that name."""

@@ -26,6 +26,12 @@ Error estimate, per entry, the sum of
   is itself a sample of the error.
 
 The bound a comparison holds ``fd`` to is ``FD_SAFETY`` times this estimate.
+
+Kinks.  Where a step ``theta +- 2 h_j e_j`` moves a relu net input across
+its kink, the difference quotient mixes two smooth pieces and its error is
+not ``O(h^2)``: column and row ``j`` are then not trusted, and their error
+estimate is ``inf`` (a comparison counts them as unchecked, never as agreeing
+or disagreeing).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient
-from hessverify.model.forward import check_point, gradient
+from hessverify.model.activations import get_activation
+from hessverify.model.forward import check_point, forward, gradient
 from hessverify.problem import Problem
 
 __all__ = ["FD_SAFETY", "hessian", "hessian_with_error", "steps"]
@@ -60,6 +67,30 @@ def _central(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArray:
     return D
 
 
+def kink_columns(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArray:
+    """Boolean mask of the parameters whose steps cross a kink of some unit."""
+    kinked = [i for i, layer in enumerate(problem.architecture.layers, start=1)
+              if get_activation(layer.activation).kinks]
+    crossed = np.zeros(theta.size, dtype=bool)
+    if not kinked:
+        return crossed
+
+    def sides(t: FloatArray) -> list[FloatArray]:
+        fp = forward(problem, t, derivatives=False)
+        return [np.sign(fp.a[i] - k) for i in kinked
+                for k in get_activation(problem.architecture.layers[i - 1].activation).kinks]
+
+    base = sides(theta)
+    for j in range(theta.size):
+        for sign in (-2.0, 2.0):
+            t = theta.copy()
+            t[j] += sign * h[j]
+            if any(np.any(s != b) for s, b in zip(sides(t), base)):
+                crossed[j] = True
+                break
+    return crossed
+
+
 def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     """The symmetrised central-difference Hessian and its entrywise error estimate."""
     check_point(problem)
@@ -72,6 +103,9 @@ def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     rounding = gamma(chain_length(problem)) * g_mag[:, None] / h[None, :]
     est = truncation + rounding
     est = np.maximum(est, est.T) + np.abs(D1 - D1.T) / 2.0
+    crossed = kink_columns(problem, theta, h)
+    est[crossed, :] = np.inf
+    est[:, crossed] = np.inf
     return (D1 + D1.T) / 2.0, est
 
 

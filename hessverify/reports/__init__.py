@@ -1,4 +1,8 @@
-"""Verification reports: ``results.json`` for machines, ``report.md`` for people.
+"""Verification reports: ``results.json`` for machines, ``report.md`` and ``report.html`` for people.
+
+:func:`write_report` writes all three into a directory; :func:`report_problems`
+verifies a list of problems (a sweep's examples, say) and writes the same
+report, leading with the minimal failing problems.
 
 Every file is written to a temporary name in the target directory and then
 renamed into place, so an interrupted run never leaves a half-written report.
@@ -12,16 +16,35 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hessverify._typing import FloatArray
 from hessverify.compare import Comparison
+from hessverify.errors import NotDifferentiableError, OverflowReport, UsageError
 from hessverify.problem import Problem
+from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
+from hessverify.reports.progress import track
 from hessverify.reports.schema import SCHEMA_VERSION
 
-__all__ = ["environment", "results_document", "write_json", "write_markdown", "write_report"]
+__all__ = [
+    "analyse",
+    "check_directory",
+    "environment",
+    "markdown",
+    "report_problems",
+    "results_document",
+    "write_html",
+    "write_json",
+    "write_markdown",
+    "write_report",
+]
+
+Matrices = Mapping[str, Mapping[str, FloatArray]]
+"""Per case id, the matrices :func:`hessverify.verify_problem` kept (``matrices=``)."""
 
 
 def environment() -> dict[str, Any]:
@@ -55,10 +78,43 @@ def environment() -> dict[str, Any]:
     }
 
 
-def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    return {
+# -- the per-case analysis ----------------------------------------------------------
+
+
+def _ordered(cases: Sequence[Problem], leading: Sequence[str]) -> list[Problem]:
+    """Leading cases first (in the order given), then the rest in their own order."""
+    first = [c for name in leading for c in cases if c.id == name]
+    return first + [c for c in cases if c.id not in set(leading)]
+
+
+def analyse(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem],
+            matrices: Matrices | None = None, *, show_progress: bool | None = None) -> list[CaseAnalysis]:
+    """:func:`~hessverify.reports.analysis.analyse_case` for every case, in the order given."""
+    out = []
+    for case in track(cases, "analysing", label=lambda c: c.id, enabled=show_progress):
+        skip = next((s for s in skipped if s["case"] == case.id), None)
+        comps = [c for c in results if c.case == case.id]
+        out.append(analyse_case(case, comps, (matrices or {}).get(case.id), skip))
+    return out
+
+
+# -- results.json ------------------------------------------------------------------------
+
+
+def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = (),
+                     analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``results.json`` document (schema: :mod:`hessverify.reports.schema`)."""
+    located = {(a.problem.id, m, r): loc for a in analyses for (m, r), loc in a.localisations.items()}
+    records = []
+    for c in results:
+        d = c.to_dict()
+        loc = located.get((c.case, c.method, c.reference))
+        if loc is not None:
+            d["localisation"] = loc.to_dict()
+        records.append(d)
+    doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "environment": environment(),
         "summary": {
             "comparisons": len(results),
@@ -66,36 +122,76 @@ def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, 
             "failed": sum(not c.passed for c in results),
             "not_compared": len(skipped),
         },
-        "results": [c.to_dict() for c in results],
+        "results": records,
         "not_compared": list(skipped),
     }
+    if analyses:
+        doc["cases"] = [a.to_dict() for a in analyses]
+    if leading:
+        doc["leading"] = list(leading)
+    return doc
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    """Write to a temporary name beside ``path``, then rename: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        # mkstemp makes the file private (0600); a report is for reading, so use the umask as open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = ()) -> Path:
-    text = json.dumps(results_document(results, skipped), indent=2, allow_nan=True)
+def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = (),
+               analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = ()) -> Path:
+    """Write ``results.json`` (:func:`results_document`) atomically; NaN and inf are written as such."""
+    text = json.dumps(results_document(results, skipped, analyses, leading), indent=2, allow_nan=True)
     _atomic_write(path, text + "\n")
     return path
+
+
+# -- report.md ------------------------------------------------------------------------------
 
 
 def _fmt(x: float) -> str:
     return f"{x:.2e}"
 
 
-def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem]) -> str:
-    """The report as Markdown: a summary table (cases x methods), then one section per case."""
-    methods = sorted({c.method for c in results})
+def summary_cells(case: Problem, comps: Sequence[Comparison], skipped: Sequence[dict[str, str]],
+                  methods: Sequence[str]) -> list[tuple[str, bool | None]]:
+    """One cell per method: its text and whether it passed (``None``: no comparison)."""
+    if not comps:
+        reason = next((s["reason"] for s in skipped if s["case"] == case.id), "not compared")
+        return [(reason.replace("_", " "), None)] * len(methods)
+    cells: list[tuple[str, bool | None]] = []
+    for m in methods:
+        mine = [c for c in comps if c.method == m]
+        if not mine:
+            cells.append(("-", None))
+            continue
+        ok = all(c.passed for c in mine)
+        cells.append((f"{'pass' if ok else 'FAIL'} {max(c.margin for c in mine):.1e}", ok))
+    return cells
+
+
+def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem],
+             analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = ()) -> str:
+    """The report as Markdown: a summary table (cases x methods), then one section per case.
+
+    With ``leading`` (case ids), those cases come first in the table and
+    the sections, marked as minimal failing problems.
+    """
+    cases = _ordered(cases, leading)
+    results = [c for c in results if not is_approximation(c)]  # approximations have their own table
+    by_id = {a.problem.id: a for a in analyses}
+    methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
     by_case: dict[str, list[Comparison]] = {}
     for c in results:
         by_case.setdefault(c.case, []).append(c)
@@ -106,6 +202,10 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
         f"{len(cases)} case(s), {len(results)} comparison(s): {len(results) - n_fail} passed, {n_fail} failed"
         + (f", {len(skipped)} case(s) not compared." if skipped else "."),
         "",
+    ]
+    if leading:
+        lines += [f"Minimal failing problems first: {', '.join(f'`{x}`' for x in leading)}.", ""]
+    lines += [
         "Each cell: pass or FAIL, then the worst margin (largest |error| / bound over every entry and "
         "every reference; a comparison passes when it is at most 1).",
         "",
@@ -113,21 +213,14 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
         "| --- | " + " | ".join("---" for _ in methods) + " |",
     ]
     for case in cases:
-        comps = by_case.get(case.id, [])
-        cells = []
-        for m in methods:
-            mine = [c for c in comps if c.method == m]
-            if not mine:
-                cells.append("-")
-                continue
-            ok = all(c.passed for c in mine)
-            cells.append(f"{'pass' if ok else '**FAIL**'} {max(c.margin for c in mine):.1e}")
-        if not comps:
-            reason = next((s["reason"] for s in skipped if s["case"] == case.id), "not compared")
-            cells = [reason.replace("_", " ")] * len(methods)
-        lines.append(f"| {case.id} | " + " | ".join(cells) + " |")
+        cells = summary_cells(case, by_case.get(case.id, []), skipped, methods)
+        text = [t.replace("FAIL", "**FAIL**") for t, _ in cells]
+        mark = " (minimal failing)" if case.id in leading else ""
+        lines.append(f"| {case.id}{mark} | " + " | ".join(text) + " |")
     for case in cases:
         lines += ["", f"## {case.id}", ""]
+        if case.id in leading:
+            lines += ["A minimal failing problem.", ""]
         if case.description:
             lines += [case.description, ""]
         lines += [f"Network {case.architecture.describe()}, loss {case.loss} ({case.reduction}), "
@@ -136,8 +229,8 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
         if skip:
             lines += [f"Not compared: {skip[0]['message']}", ""]
             continue
-        lines += ["| method | reference | result | max abs error | max rel error | bound at worst | margin | worst entry |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| method | reference | result | max abs error | max rel error | bound at worst | margin "
+                  "| worst entry |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c in by_case.get(case.id, []):
             w = c.worst_entry
             lines.append(
@@ -145,31 +238,173 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
                 f"{_fmt(c.max_rel_error)} | {_fmt(c.bound)} ({c.bound_kind}) | {c.margin:.1e} | "
                 f"`{w.row}` x `{w.col}` |"
             )
+        a = by_id.get(case.id)
         for c in by_case.get(case.id, []):
             if not c.passed:
                 w = c.worst_entry
                 lines += ["", f"- {c.method} vs {c.reference}: {c.failing_entries} entries over the bound; worst "
                               f"`{w.row}` x `{w.col}`: {w.value:.17g} against {w.reference_value:.17g} "
                               f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g})."]
+                loc = a.localisations.get((c.method, c.reference)) if a else None
+                if loc is not None:
+                    lines += [f"  Where: {loc.words}"]
+        if a is not None:
+            lines += _markdown_spectrum(a)
     return "\n".join(lines) + "\n"
 
 
+def spectrum_sentence(a: CaseAnalysis) -> str:
+    """The inertia of the exact Hessian in one sentence."""
+    s = a.spectrum
+    if s is None:
+        return a.spectrum_note[:1].upper() + a.spectrum_note[1:] + "." if a.spectrum_note else ""
+    return (f"Spectrum of the {a.exact_name} Hessian: {s.positive} positive, {s.negative} negative, {s.zero} zero "
+            f"eigenvalue(s) (|λ| ≤ {s.threshold:.1e} counts as zero), from {s.eigenvalues[0]:.3g} to "
+            f"{s.eigenvalues[-1]:.3g}: {s.kind}.")
+
+
+def _markdown_spectrum(a: CaseAnalysis) -> list[str]:
+    lines = []
+    if spectrum_sentence(a):
+        lines += ["", spectrum_sentence(a)]
+    if a.approximations:
+        lines += ["", "| approximation | kind | rel. Frobenius error | rel. diagonal error | cosine "
+                  "| inertia (+/-/0) |", "| --- | --- | --- | --- | --- | --- |"]
+        for x in a.approximations:
+            if x.error or x.inertia is None:
+                lines.append(f"| {x.name} | {x.kind} | {x.error or 'not computed'} | | | |")
+            else:
+                i = x.inertia
+                lines.append(f"| {x.name} | {x.kind} | {x.rel_frobenius_error:.2e} | {x.rel_diagonal_error:.2e} | "
+                             f"{x.cosine:.4f} | {i.positive}/{i.negative}/{i.zero} |")
+    return lines
+
+
 def write_markdown(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
-                   cases: Sequence[Problem]) -> Path:
-    _atomic_write(path, markdown(results, skipped, cases))
+                   cases: Sequence[Problem], analyses: Sequence[CaseAnalysis] = (),
+                   leading: Sequence[str] = ()) -> Path:
+    """Write ``report.md`` (:func:`markdown`) atomically."""
+    _atomic_write(path, markdown(results, skipped, cases, analyses, leading))
     return path
 
 
-def write_report(directory: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
-                 cases: Sequence[Problem]) -> list[Path]:
-    """Write ``results.json`` and ``report.md`` into ``directory``."""
+# -- report.html ----------------------------------------------------------------------------
+
+
+def write_html(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
+               cases: Sequence[Problem], analyses: Sequence[CaseAnalysis], leading: Sequence[str] = (), *,
+               show_progress: bool | None = None) -> Path:
+    """``report.html``: one self-contained file (:mod:`hessverify.reports.html`)."""
+    from hessverify.reports.html import html_document
+
+    text = html_document(results, skipped, _ordered(cases, leading), analyses, leading,
+                         show_progress=show_progress)
+    _atomic_write(path, text)
+    return path
+
+
+# -- the whole report ----------------------------------------------------------------------------
+
+
+def check_directory(directory: Path) -> None:
+    """Make sure ``directory`` exists and takes files; else a :class:`UsageError` naming it.
+
+    Called before any work, so a long run does not end in a report it cannot write.
+    """
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
-        from hessverify.errors import UsageError
+        raise UsageError(f"--report {directory}: cannot write a report there: "
+                         f"{exc.strerror or exc}; choose a writable directory") from None
 
-        raise UsageError(f"--report {directory}: cannot create the directory: {exc.strerror}") from None
-    return [
-        write_json(directory / "results.json", results, skipped),
-        write_markdown(directory / "report.md", results, skipped, cases),
-    ]
+
+def write_report(directory: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
+                 cases: Sequence[Problem], *, matrices: Matrices | None = None, leading: Sequence[str] = (),
+                 html: bool = True, show_progress: bool | None = None) -> list[Path]:
+    """Write ``results.json``, ``report.md`` and ``report.html`` into ``directory``.
+
+    Parameters
+    ----------
+    results, skipped, cases:
+        The comparisons, the cases not compared (``{"case", "reason",
+        "message"}``) and every case, as ``hessverify verify`` collects them.
+    matrices:
+        Per case id, the matrices kept by ``verify_problem(..., matrices=)``;
+        without them the report has the spectrum but no error pictures and
+        no localisation.
+    leading:
+        Case ids to put first, as minimal failing problems (a sweep's
+        shrunk counterexamples).
+    html:
+        Also write ``report.html`` (the slow part: the pictures).
+    show_progress:
+        Draw a progress bar; default: when standard output is a terminal.
+    """
+    check_directory(directory)
+    unknown = [x for x in leading if x not in {c.id for c in cases}]
+    if unknown:
+        raise UsageError(f"leading case(s) {', '.join(unknown)} are not among the cases reported")
+    analyses = analyse(results, skipped, _ordered(cases, leading), matrices, show_progress=show_progress)
+    try:
+        written = [
+            write_json(directory / "results.json", results, skipped, analyses, leading),
+            write_markdown(directory / "report.md", results, skipped, cases, analyses, leading),
+        ]
+        if html:
+            written.append(write_html(directory / "report.html", results, skipped, cases, analyses, leading,
+                                      show_progress=show_progress))
+    except OSError as exc:
+        raise UsageError(f"--report {directory}: cannot write the report: {exc.strerror or exc}") from None
+    return written
+
+
+def _unique_ids(problems: Sequence[Problem]) -> list[Problem]:
+    """Problems with distinct ids: a repeated id gets ``-2``, ``-3``, ... (sweep examples often share one)."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in problems:
+        n = seen.get(p.id, 0) + 1
+        seen[p.id] = n
+        out.append(p if n == 1 else replace(p, id=f"{p.id}-{n}"))
+    return out
+
+
+def report_problems(directory: Path, problems: Sequence[Problem], *, leading: Sequence[Problem] = (),
+                    methods: Sequence[str] | None = None, references: Sequence[str] | None = None,
+                    html: bool = True, show_progress: bool | None = None) -> list[Path]:
+    """Verify ``problems`` and write the report, leading with ``leading`` (for sweeps).
+
+    ``leading`` are the minimal failing problems (for instance those a sweep
+    shrank its counterexamples to); they come first in the table and the
+    sections.  They need not be among ``problems``.  Problems that share an
+    id are renamed ``id-2``, ``id-3``, ... so each has its own section.
+    Problems where the Hessian does not exist or the network overflows are
+    listed as not compared, as ``hessverify verify`` does.
+
+    Examples
+    --------
+    >>> import tempfile, hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     [p.name for p in report_problems(Path(out), [case], html=False)]
+    ['results.json', 'report.md']
+    """
+    from hessverify.verify import verify_problem
+
+    everything = _unique_ids(list(leading) + [p for p in problems if not any(p is q for q in leading)])
+    check_directory(directory)
+    results: list[Comparison] = []
+    skipped: list[dict[str, str]] = []
+    kept: dict[str, dict[str, FloatArray]] = {}
+    for p in track(everything, "verifying", label=lambda q: q.id, enabled=show_progress):
+        try:
+            results += verify_problem(p, methods, references, matrices=kept.setdefault(p.id, {}))
+        except NotDifferentiableError as exc:
+            skipped.append({"case": p.id, "reason": "not_differentiable", "message": str(exc)})
+        except OverflowReport as exc:
+            skipped.append({"case": p.id, "reason": "overflow", "message": str(exc)})
+    return write_report(directory, results, skipped, everything, matrices=kept,
+                        leading=[p.id for p in everything[: len(leading)]], html=html, show_progress=show_progress)

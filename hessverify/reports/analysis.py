@@ -1,0 +1,308 @@
+"""What a report says about one case, beyond the comparisons: computed once, drawn twice.
+
+:func:`analyse_case` gathers, for one :class:`~hessverify.Problem`,
+
+* the localisation (:mod:`hessverify.reports.localise`) of every failing
+  comparison, thresholded by the comparison's own entrywise bound;
+* the eigenvalue spectrum of the exact Hessian and its *inertia*: how many
+  eigenvalues are positive, negative and zero, so that a saddle point shows;
+* how each registered approximation (registry role ``"approximation"``:
+  Gauss-Newton, Fisher, diagonals, ...) compares with the exact Hessian.
+
+The zero threshold
+------------------
+An eigenvalue counts as zero when ``|lambda| <= tau`` with
+
+.. math::
+
+   \\tau = \\max\\bigl(\\lVert \\gamma_k M \\rVert_2,\\; W\\,u\\,\\max_i |\\lambda_i|\\bigr).
+
+The first term is the rounding error of the computed Hessian
+(:func:`hessverify.bounds.rounding_bound` for one method: each entry is
+within ``gamma_k M_ij`` of the truth).  By Weyl's inequality a symmetric
+perturbation ``E`` moves every eigenvalue by at most ``||E||_2``, and
+``||E||_2 <= || |E| ||_2 <= ||gamma_k M||_2``, so the sign of an eigenvalue
+below it is not determined by the computation.  The second term is the
+backward error of the symmetric eigensolver (LAPACK ``syevd``, the usual
+``W u ||H||_2`` allowance, as in ``numpy.linalg.matrix_rank``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
+from hessverify.compare import TOLERANCES, Comparison, bound_for
+from hessverify.errors import HessverifyError
+from hessverify.problem import Problem
+from hessverify.registry import METHODS, methods_with_role
+from hessverify.reports.localise import Localisation, localise
+
+__all__ = ["MAX_SPECTRUM_PARAMS", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
+           "exact_dense", "inertia", "is_approximation", "zero_threshold"]
+
+MAX_SPECTRUM_PARAMS = 3000
+"""Above this many parameters the report skips eigenvalues and approximations.
+
+An eigendecomposition and the 2-norm of the rounding bound cost ``O(W^3)``:
+seconds at 3000 parameters, most of an hour at the 20000 a case may have."""
+
+
+@dataclass(frozen=True)
+class Inertia:
+    """Eigenvalues of a symmetric matrix and how many are positive, negative, zero."""
+
+    eigenvalues: FloatArray  # ascending
+    threshold: float  # |lambda| <= threshold counts as zero
+    positive: int
+    negative: int
+    zero: int
+
+    @property
+    def kind(self) -> str:
+        """``"positive definite"``, ``"saddle (indefinite)"``, ... in words."""
+        if self.negative and self.positive:
+            return "indefinite (a saddle)"
+        if self.negative:
+            return "negative definite" if not self.zero else "negative semidefinite"
+        if self.positive:
+            return "positive definite" if not self.zero else "positive semidefinite"
+        return "zero"
+
+    def to_dict(self) -> dict[str, Any]:
+        ev = self.eigenvalues
+        return {"positive": self.positive, "negative": self.negative, "zero": self.zero,
+                "zero_threshold": self.threshold, "kind": self.kind,
+                "min": float(ev[0]) if ev.size else 0.0, "max": float(ev[-1]) if ev.size else 0.0}
+
+
+def zero_threshold(problem: Problem, eigenvalues: FloatArray) -> float:
+    """``tau``: below it the sign of an eigenvalue is not determined (module text)."""
+    rounding = float(np.linalg.norm(rounding_bound(problem, methods=1), 2))
+    solver = problem.n_params * UNIT_ROUNDOFF * float(np.max(np.abs(eigenvalues), initial=0.0))
+    return max(rounding, solver)
+
+
+def inertia(H: FloatArray, threshold: float) -> Inertia:
+    """Eigenvalues of ``(H + H^T) / 2`` and the counts either side of ``+-threshold``."""
+    ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    return Inertia(ev, threshold, int(np.sum(ev > threshold)), int(np.sum(ev < -threshold)),
+                   int(np.sum(np.abs(ev) <= threshold)))
+
+
+def as_matrix(problem: Problem, kind: str, value: Any) -> FloatArray:
+    """An approximation's result as a dense ``(W, W)`` matrix.
+
+    ``"matrix"`` is taken as is, ``"vector"`` (a diagonal) becomes a diagonal
+    matrix and ``"blocks"`` (one square block per layer, in layer order) a
+    block-diagonal one (registry ``kind``, :mod:`hessverify.registry`).
+    """
+    W = problem.n_params
+    if kind == "vector":
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
+        if v.shape != (W,):
+            raise ValueError(f"a diagonal needs {W} entries, got {v.shape}")
+        return np.diag(v)
+    if kind == "blocks":
+        out = np.zeros((W, W))
+        blocks = list(value)
+        layer_blocks = problem.architecture.blocks
+        if len(blocks) != len(layer_blocks):
+            raise ValueError(f"expected {len(layer_blocks)} layer blocks, got {len(blocks)}")
+        for blk, B in zip(layer_blocks, blocks, strict=True):
+            B = np.asarray(B, dtype=np.float64)
+            if B.shape != (blk.size, blk.size):
+                raise ValueError(f"layer {blk.layer} block should be ({blk.size}, {blk.size}), got {B.shape}")
+            out[blk.slice, blk.slice] = B
+        return out
+    M = np.asarray(value, dtype=np.float64)
+    if M.shape != (W, W):
+        raise ValueError(f"expected a ({W}, {W}) matrix, got {M.shape}")
+    return M
+
+
+def is_approximation(c: Comparison) -> bool:
+    """An approximation's error record, not a verdict on an exact method (registry role ``"approximation"``)."""
+    m = METHODS.get(c.method)
+    return c.bound_kind == "approximation" or (m is not None and m.role == "approximation")
+
+
+def exact_dense(problem: Problem, kind: str, value: Any) -> FloatArray:
+    """An exact method's result as ``(W, W)``, NaN where it computes nothing.
+
+    A ``"vector"`` method computes the diagonal and a ``"blocks"`` method the
+    layer blocks, exactly; unlike an approximation it claims nothing about
+    the other entries, so they are NaN (left out of localisation, grey in
+    the pictures) rather than zero.
+    """
+    if kind == "matrix":
+        return as_matrix(problem, kind, value)
+    dense = as_matrix(problem, kind, value)
+    known = as_matrix(problem, kind, np.ones(problem.n_params) if kind == "vector"
+                      else [np.ones((b.size, b.size)) for b in problem.architecture.blocks]) != 0
+    return np.where(known, dense, np.nan)
+
+
+@dataclass(frozen=True)
+class ApproximationSummary:
+    """How one approximation compares with the exact Hessian."""
+
+    name: str
+    kind: str
+    summary: str
+    rel_frobenius_error: float = float("nan")  # ||A - H||_F / ||H||_F
+    rel_diagonal_error: float = float("nan")  # ||diag A - diag H|| / ||diag H||
+    cosine: float = float("nan")  # <A, H>_F / (||A||_F ||H||_F)
+    inertia: Inertia | None = None
+    error: str = ""  # why it could not be computed, if it could not
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "summary": self.summary}
+        if self.error:
+            d["error"] = self.error
+        else:
+            d.update(rel_frobenius_error=self.rel_frobenius_error, rel_diagonal_error=self.rel_diagonal_error,
+                     cosine=self.cosine, inertia=self.inertia.to_dict() if self.inertia else None)
+        return d
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+
+
+def summarise_approximation(problem: Problem, name: str, value: Any, H: FloatArray,
+                            threshold: float) -> ApproximationSummary:
+    """Compare one approximation's result with the exact Hessian ``H`` (a wrong shape is recorded, not raised)."""
+    m = METHODS[name]
+    try:
+        A = as_matrix(problem, m.kind, value)
+    except ValueError as exc:
+        return ApproximationSummary(name, m.kind, m.summary, error=f"unusable result: {exc}")
+    dA, dH = np.diag(A), np.diag(H)
+    nA, nH = float(np.linalg.norm(A)), float(np.linalg.norm(H))
+    return ApproximationSummary(
+        name, m.kind, m.summary,
+        rel_frobenius_error=_ratio(float(np.linalg.norm(A - H)), nH),
+        rel_diagonal_error=_ratio(float(np.linalg.norm(dA - dH)), float(np.linalg.norm(dH))),
+        cosine=float(np.sum(A * H) / (nA * nH)) if nA > 0 and nH > 0 else float("nan"),
+        inertia=inertia(A, threshold),
+    )
+
+
+@dataclass
+class CaseAnalysis:
+    """Everything a report shows about one case."""
+
+    problem: Problem
+    comparisons: list[Comparison]
+    skipped: dict[str, str] | None = None  # {"case", "reason", "message"} when not compared
+    matrices: dict[str, FloatArray] = field(default_factory=dict)
+    exact_name: str | None = None  # whose matrix the spectrum is of
+    spectrum: Inertia | None = None
+    spectrum_note: str = ""  # why there is no spectrum, when there is none
+    approximations: list[ApproximationSummary] = field(default_factory=list)
+    localisations: dict[tuple[str, str], Localisation] = field(default_factory=dict)
+    bounds: dict[tuple[str, str], FloatArray] = field(default_factory=dict)
+
+    @property
+    def exact(self) -> FloatArray | None:
+        return self.matrices.get(self.exact_name) if self.exact_name else None
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.problem
+        return {
+            "case": p.id, "network": p.architecture.describe(), "loss": p.loss, "reduction": p.reduction,
+            "n_params": p.n_params, "n_patterns": p.n_patterns,
+            "spectrum_of": self.exact_name,
+            "inertia": self.spectrum.to_dict() if self.spectrum else None,
+            "approximations": [a.to_dict() for a in self.approximations],
+        }
+
+
+def _exact_name(comparisons: Sequence[Comparison], matrices: Mapping[str, FloatArray]) -> str | None:
+    """The matrix to take as the exact Hessian: an exact reference first, else a method that passed."""
+    for name in matrices:
+        m = METHODS.get(name)
+        if m is not None and m.role == "reference" and TOLERANCES.get(name) is not None \
+                and TOLERANCES[name].kind == "rounding":
+            return name
+    full = [n for n in matrices if METHODS.get(n) is not None and METHODS[n].kind == "matrix"
+            and METHODS[n].role != "approximation"]
+    for name in full:
+        mine = [c for c in comparisons if c.method == name]
+        if mine and all(c.passed for c in mine):
+            return name
+    return full[0] if full else None
+
+
+def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: Mapping[str, FloatArray] | None,
+                 skipped: dict[str, str] | None = None) -> CaseAnalysis:
+    """Localise the failures, take the spectrum, compare the approximations (module text).
+
+    ``matrices`` are those :func:`hessverify.verify_problem` kept (its
+    ``matrices=`` argument).  Without them the exact Hessian is computed here
+    (cheap) but there are no error pictures and no localisation.
+    """
+    out = CaseAnalysis(problem, list(comparisons), skipped)
+    if skipped is not None:
+        return out  # no Hessian exists at this point, or the network overflows
+    mats = out.matrices
+    raw_approximations: dict[str, Any] = {}
+    for name, value in (matrices or {}).items():
+        m = METHODS.get(name)
+        if m is None:
+            mats[name] = np.asarray(value, dtype=np.float64)  # an error estimate, "<reference>.error"
+        elif m.role == "approximation":
+            raw_approximations[name] = value
+        else:
+            try:
+                mats[name] = exact_dense(problem, m.kind, value)
+            except ValueError:
+                continue  # a result of the wrong shape: its comparison says so; nothing to draw
+    if not any(METHODS.get(n) is not None and METHODS[n].role != "approximation" for n in mats):
+        try:
+            from hessverify.verify import hessian
+
+            name = "autograd" if "autograd" in METHODS else "backprop"
+            mats[name] = hessian(problem, name)
+        except HessverifyError:
+            return out
+    rounding = rounding_bound(problem, methods=2)
+    for c in comparisons:
+        A, R = mats.get(c.method), mats.get(c.reference)
+        if A is None or R is None or is_approximation(c):
+            continue
+        try:
+            bound, _ = bound_for(problem, c.reference, reference_error=mats.get(f"{c.reference}.error"),
+                                 rounding=rounding)
+        except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
+            continue
+        out.bounds[(c.method, c.reference)] = bound
+        if not c.passed:
+            # entries a diagonal or block method does not compute are not its errors
+            filled = np.where(np.isnan(A), R, A) if METHODS[c.method].kind != "matrix" else A
+            out.localisations[(c.method, c.reference)] = localise(problem, filled, R, bound)
+    out.exact_name = _exact_name(comparisons, mats)
+    H = out.exact
+    if H is None:
+        return out
+    if problem.n_params > MAX_SPECTRUM_PARAMS:
+        out.spectrum_note = (f"no spectrum: {problem.n_params} parameters is more than the {MAX_SPECTRUM_PARAMS} "
+                             "an eigendecomposition in a report is allowed (hessverify.reports.analysis)")
+        return out
+    ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    tau = zero_threshold(problem, ev)
+    out.spectrum = inertia(H, tau)
+    for m in methods_with_role("approximation"):
+        try:
+            value = raw_approximations[m.name] if m.name in raw_approximations else m.fn(problem)
+        except HessverifyError as exc:
+            out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary, error=str(exc)))
+            continue
+        out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+    return out

@@ -1,0 +1,187 @@
+"""``report.html``: the Markdown report's content plus pictures, in one self-contained file.
+
+Self-contained means: CSS inline, pictures as ``data:image/png;base64`` URIs,
+no script, no font, no link to anything outside the file, so it opens
+offline and can be mailed or attached to an issue as it is.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from hessverify.compare import Comparison
+from hessverify.problem import Problem
+from hessverify.reports.analysis import CaseAnalysis, is_approximation
+from hessverify.reports.localise import SHAPE_PHRASES
+from hessverify.reports.progress import track
+
+__all__ = ["html_document"]
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
+       max-width: 1180px; margin: 24px auto; padding: 0 16px; background: #fff; }
+h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 19px; margin-top: 36px;
+     border-bottom: 2px solid #ddd; padding-bottom: 4px; }
+h3 { font-size: 15px; margin-top: 18px; }
+table { border-collapse: collapse; margin: 10px 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.pass { background: #e3f4e3; color: #14521b; }
+.fail { background: #fbe0e0; color: #8a0c0c; font-weight: 600; }
+.skip { background: #f3f0e0; color: #5b4d00; }
+.lead { background: #fff4d6; }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: #f4f4f4;
+       padding: 0 3px; border-radius: 3px; }
+.where { border-left: 4px solid #c0392b; background: #fdf3f2; padding: 8px 12px; margin: 8px 0; }
+.where b { color: #8a0c0c; }
+.note { color: #555; font-size: 13px; }
+figure { margin: 10px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 12px; }
+nav a { margin-right: 8px; }
+"""
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _img(b64: str | None, alt: str, caption: str) -> str:
+    if not b64:
+        return ""
+    return (f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _summary_table(cases: Sequence[Problem], results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
+                   leading: Sequence[str]) -> str:
+    from hessverify.reports import summary_cells
+
+    methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
+    rows = ['<table id="summary"><thead><tr><th>case</th>' + "".join(f"<th>{_e(m)}</th>" for m in methods)
+            + "</tr></thead><tbody>"]
+    for case in cases:
+        cells = summary_cells(case, [c for c in results if c.case == case.id], skipped, methods)
+        tds = "".join(f'<td class="{"skip" if ok is None else ("pass" if ok else "fail")}">{_e(t)}</td>'
+                      for t, ok in cells)
+        lead = ' class="lead"' if case.id in leading else ""
+        mark = " <small>(minimal failing)</small>" if case.id in leading else ""
+        rows.append(f'<tr{lead}><td><a href="#{_e(case.id)}">{_e(case.id)}</a>{mark}</td>{tds}</tr>')
+    rows.append("</tbody></table>")
+    return "\n".join(rows)
+
+
+def _comparison_table(comps: Sequence[Comparison]) -> str:
+    head = ("<tr><th>method</th><th>reference</th><th>result</th><th>max abs error</th><th>max rel error</th>"
+            "<th>bound at worst</th><th>margin</th><th>worst entry</th><th>method value</th>"
+            "<th>reference value</th></tr>")
+    rows = []
+    for c in comps:
+        w = c.worst_entry
+        cls = "pass" if c.passed else "fail"
+        rows.append(
+            f"<tr><td>{_e(c.method)}</td><td>{_e(c.reference)}</td><td class='{cls}'>"
+            f"{'pass' if c.passed else 'FAIL'}</td><td class='num'>{c.max_abs_error:.2e}</td>"
+            f"<td class='num'>{c.max_rel_error:.2e}</td><td class='num'>{c.bound:.2e} ({_e(c.bound_kind)})</td>"
+            f"<td class='num'>{c.margin:.1e}</td><td><code>{_e(w.row)}</code> x <code>{_e(w.col)}</code></td>"
+            f"<td class='num'>{w.value:.17g}</td><td class='num'>{w.reference_value:.17g}</td></tr>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _approximation_table(a: CaseAnalysis) -> str:
+    if not a.approximations:
+        return ("<p class='note'>No approximations are registered (registry role \"approximation\": "
+                "Gauss-Newton, Fisher, diagonals); when there are, they are compared here.</p>")
+    rows = []
+    for x in a.approximations:
+        if x.error or x.inertia is None:
+            rows.append(f"<tr><td>{_e(x.name)}</td><td>{_e(x.kind)}</td><td colspan='4'>{_e(x.error)}</td></tr>")
+            continue
+        i = x.inertia
+        rows.append(f"<tr><td>{_e(x.name)}</td><td>{_e(x.kind)}</td><td class='num'>{x.rel_frobenius_error:.2e}</td>"
+                    f"<td class='num'>{x.rel_diagonal_error:.2e}</td><td class='num'>{x.cosine:.4f}</td>"
+                    f"<td>{i.positive} / {i.negative} / {i.zero}</td></tr>")
+    return ("<table><thead><tr><th>approximation</th><th>kind</th><th>rel. Frobenius error</th>"
+            "<th>rel. diagonal error</th><th>cosine with exact</th><th>inertia + / − / 0</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Comparison],
+                  skipped: Sequence[dict[str, str]], leading: Sequence[str]) -> str:
+    from hessverify.reports import spectrum_sentence
+    from hessverify.reports.figures import heatmaps_png, spectrum_png
+
+    out = [f'<section id="{_e(case.id)}"><h2>{_e(case.id)}</h2>']
+    if case.id in leading:
+        out.append("<p><b>A minimal failing problem.</b></p>")
+    if case.description:
+        out.append(f"<p>{_e(case.description)}</p>")
+    out.append(f"<p class='note'>Network <code>{_e(case.architecture.describe())}</code>, loss {_e(case.loss)} "
+               f"({_e(case.reduction)}), W = {case.n_params}, N = {case.n_patterns}.</p>")
+    skip = next((s for s in skipped if s["case"] == case.id), None)
+    if skip is not None:
+        out.append(f"<p class='skip'>Not compared: {_e(skip['message'])}</p></section>")
+        return "\n".join(out)
+    out.append(_comparison_table(comps))
+    for c in comps:
+        if c.passed:
+            continue
+        w = c.worst_entry
+        loc = a.localisations.get((c.method, c.reference)) if a else None
+        words = _e(loc.words) if loc else "no matrices kept, so the error cannot be localised"
+        if loc is not None:
+            phrase = SHAPE_PHRASES[loc.shape]
+            words = words.replace(_e(phrase), f"<b>{_e(phrase)}</b>", 1)
+        out.append(f"<div class='where'><b>{_e(c.method)} vs {_e(c.reference)}</b>: {c.failing_entries} entries "
+                   f"over the bound; worst <code>{_e(w.row)}</code> x <code>{_e(w.col)}</code> "
+                   f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g}).<br>Where: {words}</div>")
+    if a is not None:
+        out.append("<h3>Hessian and errors</h3>")
+        out.append(_img(heatmaps_png(a), f"heatmaps for {case.id}",
+                        "First: the exact Hessian (symmetric log colour scale). Then |method − reference| on a log "
+                        "scale for every failing comparison, and for each method that passes its comparison with "
+                        "the exact reference (grey: exactly equal, or not computed by a diagonal or block method; "
+                        "red rings: entries over the bound). Solid lines: layer boundaries; dotted: between a "
+                        "layer's W and b."))
+        out.append("<h3>Spectrum and approximations</h3>")
+        if spectrum_sentence(a):
+            out.append(f"<p>{_e(spectrum_sentence(a))}</p>")
+        out.append(_img(spectrum_png(a), f"eigenvalue spectrum for {case.id}",
+                        "Eigenvalues in ascending order; blue positive, red negative, grey within the zero "
+                        "threshold (shaded band). Approximations' eigenvalues are overlaid."))
+        out.append(_approximation_table(a))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem],
+                  analyses: Sequence[CaseAnalysis], leading: Sequence[str] = (), *,
+                  show_progress: bool | None = None) -> str:
+    """The whole page as a string (``cases`` already in report order)."""
+    from hessverify.reports import environment
+
+    results = [c for c in results if not is_approximation(c)]  # approximations have their own table
+    by_id = {a.problem.id: a for a in analyses}
+    n_fail = sum(not c.passed for c in results)
+    env = environment()
+    head = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>hessverify report</title><style>{CSS}</style></head><body>")
+    parts = [head, "<h1>hessverify report</h1>",
+             f"<p id='totals'>{len(cases)} case(s), {len(results)} comparison(s): {len(results) - n_fail} passed, "
+             f"<span class='{'fail' if n_fail else ''}'>{n_fail} failed</span>"
+             + (f", {len(skipped)} case(s) not compared" if skipped else "") + ".</p>"]
+    if leading:
+        parts.append("<p>Minimal failing problems first: " + ", ".join(f"<code>{_e(x)}</code>" for x in leading)
+                     + ".</p>")
+    parts += ["<h2>Summary</h2>",
+              "<p class='note'>Each cell: pass or FAIL, then the worst margin (largest |error| / bound over every "
+              "entry and every reference; a comparison passes when it is at most 1).</p>",
+              _summary_table(cases, results, skipped, leading)]
+    for case in track(cases, "drawing", label=lambda c: c.id, enabled=show_progress):
+        parts.append(_case_section(case, by_id.get(case.id), [c for c in results if c.case == case.id],
+                                   skipped, leading))
+    env_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in env.items())
+    parts += ["<h2>Environment</h2>", f"<table>{env_rows}</table>", "</body></html>"]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,384 @@
+"""The network in SymPy: symbols, the explicit error, and its straight-line closed form.
+
+Everything here is built from the SymPy columns of the activation and loss
+tables (``Activation.expr``, ``Loss.expr``); nothing calls the NumPy forward
+pass, so the symbolic reference stays independent of the code it checks.
+
+Two forms of the same function of the weights are built for one generic
+pattern ``(x, t)`` with symbolic weights:
+
+* :func:`explicit_error` writes ``e(w; x, t)`` out in full, one nested
+  expression: what a lecture writes on the board for a tiny network, and what
+  "direct differentiation" (``sympy.diff``) differentiates.
+* :func:`definitions` writes the same function and its first and second
+  derivatives as a *straight-line program*: an ordered list of named
+  intermediate symbols, each defined by a short expression of earlier ones.
+  The names are those of backpropagation (Bishop 1992; Bishop, *Pattern
+  Recognition and Machine Learning*, sec. 5.4.5):
+
+  ============  ==================================================================
+  ``a_l``       net input, :math:`a^{(l)}_i = \\sum_j W^{(l)}_{ij} z^{(l-1)}_j + b^{(l)}_i`
+  ``z_l``       output, :math:`z^{(l)}_i = f_l(a^{(l)}_i)`, with :math:`z^{(0)} = x`
+  ``fp, fpp``   :math:`f_l'(a^{(l)}_i)` and :math:`f_l''(a^{(l)}_i)` (``sympy.diff`` of ``expr``)
+  ``g, h``      :math:`\\partial e/\\partial y_k` and :math:`\\partial^2 e/\\partial y_k \\partial y_{k'}`
+  ``delta``     :math:`\\delta^{(l)}_i = \\partial e/\\partial a^{(l)}_i`
+  ``Q``         :math:`Q^{(l)}_{ii'} = \\partial^2 e/\\partial a^{(l)}_i \\partial a^{(l)}_{i'}`
+  ``B``         :math:`B^{(l,m)}_{ik} = \\partial a^{(l)}_i/\\partial a^{(m)}_k` for :math:`l > m`
+  ``K``         :math:`K^{(m,m')} = (B^{(m',m)})^T Q^{(m')}`, the main term of a block
+  ============  ==================================================================
+
+  Each definition is a sum of at most ``max(units)`` products, so the whole
+  program has :math:`O(\\sum_l u_l^3)` operations however many weights there
+  are; the Hessian's :math:`W^2` entries are then products of two or three of
+  these names (:mod:`hessverify.symbolic.formulas`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import sympy
+
+from hessverify.model.activations import get_activation
+from hessverify.model.losses import get_loss
+from hessverify.model.network import Architecture
+
+__all__ = [
+    "Expression",
+    "NetworkSymbols",
+    "activation_derivatives",
+    "definitions",
+    "explicit_error",
+    "explicit_output",
+    "latex_names",
+    "lambdify_program",
+    "loss_derivatives",
+]
+
+_S = sympy.Symbol("s", real=True)
+
+
+@cache
+def activation_derivatives(name: str) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+    """``(f, f', f'')`` of an activation as expressions of the symbol ``s``.
+
+    The derivatives are ``sympy.diff`` of the table's ``expr`` column, not the
+    NumPy columns: the reference must not share the code it checks.
+    """
+    f = get_activation(name).expr(_S)
+    d1 = sympy.diff(f, _S)
+    return f, d1, sympy.diff(d1, _S)
+
+
+def _apply(expr: sympy.Expr, value: sympy.Expr) -> sympy.Expr:
+    return expr.subs(_S, value)
+
+
+@cache
+def loss_derivatives(name: str, outputs: int) -> tuple[tuple[sympy.Symbol, ...], tuple[sympy.Symbol, ...],
+                                                       sympy.Expr, tuple[sympy.Expr, ...],
+                                                       tuple[tuple[sympy.Expr, ...], ...]]:
+    """``(y, t, e, grad, hess)`` of a loss in symbols ``y[k]`` and ``t[k]`` (``sympy.diff``)."""
+    y = tuple(sympy.Symbol(f"y[{k}]", real=True) for k in range(outputs))
+    t = tuple(sympy.Symbol(f"t[{k}]", real=True) for k in range(outputs))
+    e = get_loss(name).expr(y, t)
+    grad = tuple(sympy.diff(e, yk) for yk in y)
+    hess = tuple(tuple(sympy.diff(gk, yl) for yl in y) for gk in grad)
+    return y, t, e, grad, hess
+
+
+@dataclass
+class NetworkSymbols:
+    """The symbols of one network and one generic pattern.
+
+    Names are the public parameter names (``W1[0,1]``, ``b2[0]``) and, for the
+    intermediate quantities, ``a1[0]``, ``z1[0]``, ``fp1[0]`` (:math:`f'`),
+    ``fpp1[0]`` (:math:`f''`), ``delta1[0]``, ``g[0]``, ``h[0,1]``,
+    ``Q1[0,1]``, ``B2,1[0,1]``, ``K1,2[0,1]``.  Lists of layers are indexed
+    from 1 (index 0 is the input), as in the lecture.
+
+    Examples
+    --------
+    >>> from hessverify.model.network import Architecture, Layer
+    >>> s = NetworkSymbols(Architecture(2, (Layer(2, "tanh"), Layer(1, "identity"))))
+    >>> s.params[:3], s.a[1][0], s.delta[2][0]
+    ((W1[0,0], W1[0,1], W1[1,0]), a1[0], delta2[0])
+    """
+
+    arch: Architecture
+    params: tuple[sympy.Symbol, ...] = field(init=False)
+    x: tuple[sympy.Symbol, ...] = field(init=False)
+    t: tuple[sympy.Symbol, ...] = field(init=False)
+    W: list[list[list[sympy.Symbol]]] = field(init=False)
+    b: list[list[sympy.Expr]] = field(init=False)
+    a: list[list[sympy.Symbol]] = field(init=False)
+    z: list[list[sympy.Symbol]] = field(init=False)
+    fp: list[list[sympy.Symbol]] = field(init=False)
+    fpp: list[list[sympy.Symbol]] = field(init=False)
+    delta: list[list[sympy.Symbol]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        arch = self.arch
+        self.params = tuple(sympy.Symbol(n, real=True) for n in arch.param_names)
+        by_name = {str(p): p for p in self.params}
+        self.x = tuple(sympy.Symbol(f"x[{j}]", real=True) for j in range(arch.inputs))
+        self.t = tuple(sympy.Symbol(f"t[{k}]", real=True) for k in range(arch.outputs))
+        self.W, self.b = [[]], [[]]
+        for blk in arch.blocks:
+            l = blk.layer
+            self.W.append([[by_name[f"W{l}[{i},{j}]"] for j in range(blk.fan_in)] for i in range(blk.units)])
+            self.b.append([by_name[f"b{l}[{i}]"] if blk.bias else sympy.S.Zero for i in range(blk.units)])
+
+        def unit_symbols(prefix: str) -> list[list[sympy.Symbol]]:
+            return [[]] + [[sympy.Symbol(f"{prefix}{l}[{i}]", real=True) for i in range(layer.units)]
+                           for l, layer in enumerate(arch.layers, start=1)]
+
+        self.a, self.fp, self.fpp, self.delta = (unit_symbols(p) for p in ("a", "fp", "fpp", "delta"))
+        self.z = unit_symbols("z")
+        self.z[0] = list(self.x)
+
+    @property
+    def y(self) -> list[sympy.Symbol]:
+        return self.z[-1]
+
+    def param(self, name: str) -> sympy.Symbol:
+        """The symbol of a parameter given by its public name."""
+        return self.params[self.arch.param_index(name)]
+
+    def matrix(self, prefix: str, rows: int, cols: int) -> list[list[sympy.Symbol]]:
+        """A named matrix of symbols such as ``Q2[i,j]`` or ``B3,1[i,j]``."""
+        return [[sympy.Symbol(f"{prefix}[{i},{j}]", real=True) for j in range(cols)] for i in range(rows)]
+
+
+def explicit_output(s: NetworkSymbols) -> list[sympy.Expr]:
+    """The network function ``y(w, x)`` written out in full (no intermediate names)."""
+    z: list[sympy.Expr] = list(s.x)
+    for l, layer in enumerate(s.arch.layers, start=1):
+        f = activation_derivatives(layer.activation)[0]
+        a = [sum((wij * zj for wij, zj in zip(s.W[l][i], z, strict=True)), s.b[l][i]) for i in range(layer.units)]
+        z = [_apply(f, ai) for ai in a]
+    return z
+
+
+def explicit_error(s: NetworkSymbols, loss: str) -> sympy.Expr:
+    """The per-pattern error ``e(w; x, t)`` written out in full."""
+    return get_loss(loss).expr(explicit_output(s), list(s.t))
+
+
+def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
+    """The straight-line program of one pattern: named quantities in evaluation order.
+
+    Returns an insertion-ordered mapping ``symbol -> definition`` in which
+    each definition uses only the weights, the pattern ``(x, t)`` and names
+    defined before it.  See the module text for the names.  The recursions
+    are those of second-order backpropagation (Bishop 1992, eq. 13 and
+    16-18); :mod:`hessverify.symbolic.formulas` checks what they give against
+    direct differentiation of :func:`explicit_error`.
+    """
+    arch = s.arch
+    depth = arch.depth
+    defs: dict[sympy.Symbol, sympy.Expr] = {}
+    # forward: a = W z + b, z = f(a), and f', f'' at a (from the SymPy column)
+    for l, layer in enumerate(arch.layers, start=1):
+        f, d1, d2 = activation_derivatives(layer.activation)
+        for i in range(layer.units):
+            defs[s.a[l][i]] = sympy.Add(*[w * zj for w, zj in zip(s.W[l][i], s.z[l - 1], strict=True)], s.b[l][i])
+        for i in range(layer.units):
+            defs[s.z[l][i]] = _apply(f, s.a[l][i])
+            defs[s.fp[l][i]] = _apply(d1, s.a[l][i])
+            defs[s.fpp[l][i]] = _apply(d2, s.a[l][i])
+    # the loss at the output y = z_L: g = de/dy, h = d2e/dy dy^T
+    ysym, tsym, _, grad, hess = loss_derivatives(loss, arch.outputs)
+    at_output = dict(zip(ysym + tsym, list(s.y) + list(s.t), strict=True))
+    K = arch.outputs
+    g = [sympy.Symbol(f"g[{k}]", real=True) for k in range(K)]
+    h = s.matrix("h", K, K)
+    for k in range(K):
+        defs[g[k]] = grad[k].xreplace(at_output)
+    for k in range(K):
+        for kp in range(K):
+            defs[h[k][kp]] = hess[k][kp].xreplace(at_output)
+    # backward, first order: delta_L = g * f'_L;  delta_l = f'_l * (W_{l+1}^T delta_{l+1})
+    for k in range(K):
+        defs[s.delta[depth][k]] = g[k] * s.fp[depth][k]
+    for l in range(depth - 1, 0, -1):
+        for i in range(arch.layers[l - 1].units):
+            back = sympy.Add(*[s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(arch.layers[l].units)])
+            defs[s.delta[l][i]] = s.fp[l][i] * back
+    # backward, second order: Q_L = diag(f') h diag(f') + diag(g f'');
+    # Q_l = diag(f'_l) W^T Q_{l+1} W diag(f'_l) + diag(f''_l (W^T delta_{l+1})), through R = W^T Q_{l+1}
+    Q: dict[int, list[list[sympy.Symbol]]] = {depth: s.matrix(f"Q{depth}", K, K)}
+    for k in range(K):
+        for kp in range(K):
+            term = s.fp[depth][k] * h[k][kp] * s.fp[depth][kp]
+            defs[Q[depth][k][kp]] = term + (g[k] * s.fpp[depth][k] if k == kp else 0)
+    for l in range(depth - 1, 0, -1):
+        u, up = arch.layers[l - 1].units, arch.layers[l].units
+        R = s.matrix(f"R{l}", u, up)
+        for i in range(u):
+            for k in range(up):
+                defs[R[i][k]] = sympy.Add(*[s.W[l + 1][j][i] * Q[l + 1][j][k] for j in range(up)])
+        Q[l] = s.matrix(f"Q{l}", u, u)
+        for i in range(u):
+            for ip in range(u):
+                inner = sympy.Add(*[R[i][k] * s.W[l + 1][k][ip] for k in range(up)])
+                term = s.fp[l][i] * inner * s.fp[l][ip]
+                if i == ip:
+                    back = sympy.Add(*[s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(up)])
+                    term = term + s.fpp[l][i] * back
+                defs[Q[l][i][ip]] = term
+    # forward Jacobians B_{l,m} = da_l/da_m = W_l diag(f'_{l-1}) B_{l-1,m}, B_{m,m} = I
+    for m in range(1, depth + 1):
+        prev: list[list[sympy.Expr]] | None = None  # None stands for the identity B_{m,m}
+        for l in range(m + 1, depth + 1):
+            u, um = arch.layers[l - 1].units, arch.layers[m - 1].units
+            Bl = s.matrix(f"B{l},{m}", u, um)
+            fan = arch.fan_in(l)
+            for i in range(u):
+                for k in range(um):
+                    if prev is None:
+                        value = s.W[l][i][k] * s.fp[l - 1][k]
+                    else:
+                        value = sympy.Add(*[s.W[l][i][j] * s.fp[l - 1][j] * prev[j][k] for j in range(fan)])
+                    defs[Bl[i][k]] = value
+            prev = Bl
+    # main term of each block: K_{m,m'} = B_{m',m}^T Q_{m'} (K_{m,m} = Q_m)
+    for m in range(1, depth + 1):
+        for mp in range(m + 1, depth + 1):
+            um, ump = arch.layers[m - 1].units, arch.layers[mp - 1].units
+            Bs = s.matrix(f"B{mp},{m}", ump, um)
+            Km = s.matrix(f"K{m},{mp}", um, ump)
+            for k in range(um):
+                for kp in range(ump):
+                    defs[Km[k][kp]] = sympy.Add(*[Bs[i][k] * Q[mp][i][kp] for i in range(ump)])
+    return defs
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A named closed form: ``label = expr``.
+
+    Attributes
+    ----------
+    expr:
+        The SymPy expression (the right-hand side).
+    label, label_latex:
+        The left-hand side, in plain text and in LaTeX.
+    names:
+        LaTeX for symbols whose names :func:`latex_names` does not know.
+    """
+
+    expr: sympy.Expr
+    label: str = ""
+    label_latex: str = ""
+    names: Mapping[sympy.Symbol, str] | None = None  # LaTeX for symbols outside latex_names' pattern
+
+    def latex(self) -> str:
+        """LaTeX in the lecture's notation (:math:`W^{(1)}_{01}`, :math:`\\delta^{(2)}_{0}`, ...)."""
+        names = dict(self.names or {})
+        names.update(latex_names(self.expr.free_symbols))
+        body = sympy.latex(self.expr, symbol_names=names)
+        return f"{self.label_latex} = {body}" if self.label_latex else body
+
+    def _repr_latex_(self) -> str:
+        return f"$\\displaystyle {self.latex()}$"
+
+    def __str__(self) -> str:
+        body = sympy.sstr(self.expr)
+        return f"{self.label} = {body}" if self.label else body
+
+    __repr__ = __str__
+
+
+def lambdify_program(args: Sequence[sympy.Symbol], defs: Mapping[sympy.Symbol, sympy.Expr],
+                     outputs: Sequence[sympy.Symbol], modules: str | list[str],
+                     cse: Callable[[list[tuple[sympy.Symbol, sympy.Expr]]], list[tuple[sympy.Symbol, sympy.Expr]]]
+                     | None = None) -> Callable[..., list[Any]]:
+    """Compile a straight-line program into one function ``f(*args) -> [value of each output]``.
+
+    The named definitions become the assignments of the generated code
+    (through ``lambdify``'s ``cse`` hook), in order; ``cse`` may rewrite that
+    list first (common-subexpression elimination).  The names are not Python
+    identifiers (``W1[0,1]``): the printer gives the generated code safe
+    ones, so the (large) program is never rewritten symbol by symbol.
+    """
+    safe_args = [sympy.Symbol(f"_arg{n}") for n in range(len(args))]
+    pairs = list(zip(args, safe_args, strict=True)) + list(defs.items())
+    if cse is not None:
+        pairs = cse(pairs)
+
+    def hook(exprs: list[sympy.Expr]) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
+        return pairs, exprs
+
+    return sympy.lambdify(safe_args, list(outputs), modules=modules, cse=hook, printer=_printer(modules))
+
+
+def _printer(modules: str | list[str]) -> Any:
+    """lambdify's own printer for ``modules``, with safe names and sums printed in stored order.
+
+    Sorting the terms of every sum into canonical order is most of the cost of
+    printing a large program, and the order does not matter to the value
+    beyond rounding, which the float64 bounds already allow for.
+    """
+    import keyword
+
+    from sympy.printing.numpy import SciPyPrinter
+    from sympy.printing.pycode import MpmathPrinter, SymPyPrinter
+
+    first = modules if isinstance(modules, str) else modules[0]
+    base = {"scipy": SciPyPrinter, "numpy": SciPyPrinter, "mpmath": MpmathPrinter, "sympy": SymPyPrinter}[first]
+
+    class SafeNames(base):  # type: ignore[valid-type, misc]
+        def __init__(self, settings: dict[str, Any]) -> None:
+            super().__init__(settings)
+            self._safe: dict[str, str] = {}
+
+        def _print_Symbol(self, expr: sympy.Symbol) -> str:
+            name = expr.name
+            if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_s"):
+                return name
+            return self._safe.setdefault(name, f"_s{len(self._safe)}")
+
+        def _print_Rational(self, expr: sympy.Rational) -> str:
+            if first == "sympy":  # exact arithmetic: 1/2 in Python would be a float
+                return f"Rational({expr.p}, {expr.q})"
+            return str(super()._print_Rational(expr))
+
+    return SafeNames({"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": True,
+                      "user_functions": {}, "order": "none"})
+
+
+def latex_names(symbols: Iterable[sympy.Symbol]) -> dict[sympy.Symbol, str]:
+    r"""LaTeX for named symbols: :math:`W^{(2)}_{01}`, :math:`f_1'(a^{(1)}_{0})`, :math:`\delta^{(2)}_{0}`.
+
+    Passed to ``sympy.latex(..., symbol_names=...)`` so that output reads like
+    the lecture's notation (``B3,1[0,1]`` gives :math:`B^{(3,1)}_{01}`).
+    Symbols whose names do not follow the pattern keep SymPy's own LaTeX.
+
+    Examples
+    --------
+    >>> latex_names([sympy.Symbol("W2[0,1]"), sympy.Symbol("fp1[0]"), sympy.Symbol("delta2[0]")])
+    {W2[0,1]: 'W^{(2)}_{01}', fp1[0]: "f_{1}'(a^{(1)}_{0})", delta2[0]: '\\delta^{(2)}_{0}'}
+    """
+    out: dict[sympy.Symbol, str] = {}
+    for sym in symbols:
+        m = _NAME.match(sym.name)
+        if not m:
+            continue
+        base, layer, i, j = m.groups()
+        idx = i if j is None else f"{i}{j}" if max(len(i), len(j)) == 1 else f"{i},{j}"
+        sup = f"^{{({layer})}}" if layer else ""
+        if base in ("fp", "fpp"):
+            prime = "'" if base == "fp" else "''"
+            out[sym] = f"f_{{{layer}}}{prime}(a^{{({layer})}}_{{{idx}}})"
+        else:
+            out[sym] = f"{_LATEX_BASE.get(base, base)}{sup}_{{{idx}}}"
+    return out
+
+
+_NAME = re.compile(r"^([A-Za-z]+)(\d+(?:,\d+)?)?\[(\d+)(?:,(\d+))?\]$")
+_LATEX_BASE = {"delta": r"\delta"}

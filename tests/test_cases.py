@@ -1,0 +1,114 @@
+"""Case files: every shipped case loads, and every fault has its own clear message."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hessverify
+from hessverify.cases import ID_PATTERN, find_cases, load_case, parse_case, seeded_params
+from hessverify.errors import CaseError
+from hessverify.model.activations import ACTIVATIONS
+from hessverify.model.losses import LOSSES
+
+from .conftest import CASE_PATHS, CASES_DIR
+
+GOOD = (CASES_DIR / "xor-2-2-1-sigmoid.toml").read_text()
+
+
+def test_at_least_twelve_cases_covering_every_activation_and_loss() -> None:
+    cases = [load_case(p) for p in CASE_PATHS]
+    assert len(cases) >= 12
+    assert {a for c in cases for a in c.activations} == set(ACTIVATIONS)
+    assert {c.loss for c in cases} == set(LOSSES)
+    assert {c.reduction for c in cases} == {"sum", "mean"}
+    ids = [c.id for c in cases]
+    assert len(set(ids)) == len(ids)
+    for path, case in zip(CASE_PATHS, cases):
+        assert ID_PATTERN.match(case.id)
+        assert path.stem == case.id, "the file name is the case id, so reports and test ids agree"
+
+
+def test_seeded_draw_is_the_documented_one() -> None:
+    case = load_case(CASES_DIR / "tanh-6-12-8-2.toml")
+    expected = 0.5 * np.random.default_rng(31).standard_normal(case.n_params)
+    np.testing.assert_array_equal(case.params, expected)
+    np.testing.assert_array_equal(seeded_params(case.architecture, 31, 0.5), expected)
+    rng = np.random.default_rng(31)
+    np.testing.assert_array_equal(case.inputs, rng.standard_normal((32, 6)))
+    np.testing.assert_array_equal(case.targets, rng.standard_normal((32, 2)))
+
+
+def _sub(old: str, new: str, text: str = GOOD) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+BAD = [
+    ("invalid TOML", "id = ", "invalid TOML"),
+    ("unknown top key", _sub('description', 'colour = "red"\ndescription'), r"\[colour\] unknown key"),
+    ("missing id", _sub('id = "xor-2-2-1-sigmoid"\n', ""), r"\[id\] missing"),
+    ("bad id", _sub('"xor-2-2-1-sigmoid"', '"XOR case"'), r"\[id\] 'XOR case' is not a valid id"),
+    ("unknown activation", _sub('activation = "sigmoid" }, { units = 1', 'activation = "tahn" }, { units = 1'),
+     r"\[network.layers\[0\].activation\] unknown activation 'tahn'; choose one of .*tanh"),
+    ("unknown loss", _sub('loss = "sse"', 'loss = "mse"'), r"\[network.loss\] unknown loss 'mse'"),
+    ("unknown reduction", _sub('reduction = "sum"', 'reduction = "avg"'), r"\[network.reduction\] unknown reduction"),
+    ("unknown layer key", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", dropout = 0.5 }'),
+     r"\[network.layers\[1\].dropout\] unknown key"),
+    ("zero units", _sub("{ units = 2,", "{ units = 0,"), r"\[network.layers\[0\].units\] must be at least 1"),
+    ("float units", _sub("{ units = 2,", "{ units = 2.5,"), r"\[network.layers\[0\].units\] must be a whole number"),
+    ("bias not bool", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", bias = 1 }'),
+     r"bias\] must be true or false"),
+    ("layers empty", _sub('layers = [ { units = 2, activation = "sigmoid" }, { units = 1, activation = "sigmoid" } ]', "layers = []"),
+     r"\[network.layers\] must be a non-empty array"),
+    ("short input row", _sub("[[0, 0], [0, 1]", "[[0], [0, 1]"), r"\[data.inputs\] row 0 has 1 entries but network.inputs is 2"),
+    ("wrong target width", _sub("targets = [[0], [1], [1], [0]]", "targets = [[0, 1], [1, 0], [1, 0], [0, 1]]"),
+     r"\[data.targets\] row 0 has 2 entries but the last layer's units is 1"),
+    ("rows disagree", _sub("targets = [[0], [1], [1], [0]]", "targets = [[0], [1], [1]]"), r"\[data.targets\] has 3 rows but data.inputs has 4"),
+    ("nan input", _sub("[[0, 0], [0, 1]", "[[nan, 0], [0, 1]"), r"\[data.inputs\] entry 0 is nan"),
+    ("string input", _sub("[[0, 0], [0, 1]", '[["a", 0], [0, 1]'), r"\[data.inputs\] entry 0 must be a number"),
+    ("wrong param count", _sub("values = [1.5, -2.0,", "values = ["), r"\[params.values\] has 7 numbers but the network has 9 parameters"),
+    ("inf param", _sub("values = [1.5,", "values = [inf,"), r"\[params.values\] entry 0 is inf"),
+    ("mixed params", _sub("[params]\n", "[params]\nseed = 3\n"), r"\[params.seed\] unknown key; allowed here: values; give values, or seed and scale"),
+    ("seeded params missing scale", _sub(GOOD[GOOD.index("[params]"):], "[params]\nseed = 3\n"), r"\[params.scale\] missing"),
+    ("seeded data missing patterns", _sub(GOOD[GOOD.index("[data]"):GOOD.index("[params]")], "[data]\nseed = 1\n\n"), r"\[data.patterns\] missing"),
+    ("network not a table", _sub("[network]\n", "network = 3\n[nothing]\n"), r"\[nothing\] unknown key"),
+    ("too many patterns", _sub(GOOD[GOOD.index("[data]"):GOOD.index("[params]")], "[data]\nseed = 1\npatterns = 1000000\n\n"),
+     r"\[data.patterns\] must be at most 100000"),
+]
+
+
+@pytest.mark.parametrize("text, pattern", [(t, p) for _, t, p in BAD], ids=[n for n, _, _ in BAD])
+def test_each_fault_has_a_one_line_message_naming_file_and_key(text: str, pattern: str) -> None:
+    with pytest.raises(CaseError) as info:
+        parse_case(text, source="cases/bad.toml")
+    message = str(info.value)
+    assert message.startswith("cases/bad.toml: ")
+    assert "\n" not in message
+    assert re.search(pattern, message), message
+    assert info.value.exit_code == 2
+
+
+def test_missing_file_and_directory_messages(tmp_path: Path) -> None:
+    with pytest.raises(CaseError, match="no such file"):
+        load_case(tmp_path / "nope.toml")
+    with pytest.raises(CaseError, match="is a directory"):
+        load_case(tmp_path)
+    with pytest.raises(CaseError, match="holds no"):
+        find_cases([tmp_path])
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(CaseError, match="cannot be read"):
+        load_case(tmp_path / "bin.toml")
+
+
+def test_find_cases_expands_directories_sorted() -> None:
+    assert find_cases([CASES_DIR]) == CASE_PATHS
+
+
+def test_load_case_returns_a_problem() -> None:
+    case = load_case(CASES_DIR / "xor-2-2-1-sigmoid.toml")
+    assert isinstance(case, hessverify.Problem)
+    assert case.params.dtype == np.float64

@@ -1,0 +1,119 @@
+"""The command line: outputs, files and exit statuses; never a traceback for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hessverify
+from hessverify import registry
+from hessverify.cli import main
+from hessverify.registry import Method
+
+from .conftest import CASES_DIR
+
+XOR = str(CASES_DIR / "xor-2-2-1-sigmoid.toml")
+
+
+def test_params_prints_names_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["params", XOR]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == list(hessverify.load_case(XOR).param_names)
+    assert lines[0] == "W1[0,0]" and lines[4] == "b1[0]" and lines[-1] == "b2[0]"
+
+
+def test_verify_all_shipped_cases_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    assert main(["verify", str(CASES_DIR), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "0 failed" in text and "FAIL" not in text
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["failed"] == 0
+    assert {r["case"] for r in doc["results"]} == {p.stem for p in CASES_DIR.glob("*.toml")}
+
+
+def test_hessian_writes_npy(tmp_path: Path) -> None:
+    out = tmp_path / "H.npy"
+    assert main(["hessian", XOR, "--method", "autograd", "--out", str(out)]) == 0
+    H = np.load(out)
+    assert H.shape == (9, 9) and H.dtype == np.float64
+    np.testing.assert_allclose(H, hessverify.hessian(hessverify.load_case(XOR)), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["verify", "nope.toml"], "nope.toml: no such file"),
+    (["hessian", XOR, "--method", "magic", "--out", "x.npy"], "unknown method 'magic'"),
+    (["hessian", XOR, "--out", "x.txt"], "must end in .npy"),
+    (["verify", "--method", "magic"], "unknown method 'magic'"),
+    (["frobnicate"], "invalid choice"),
+    (["hessian", XOR], "required: --out"),
+])
+def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hessverify: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_invalid_case_exits_2_and_names_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(Path(XOR).read_text().replace('"sigmoid" }, { units = 1', '"tahn" }, { units = 1'))
+    assert main(["verify", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: [network.layers[0].activation] unknown activation 'tahn'" in err
+
+
+def test_a_kink_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = hessverify.load_case(CASES_DIR / "relu-3-5-2.toml")
+    from dataclasses import replace
+
+    theta = case.params.copy()
+    theta[case.architecture.param_index("b1[0]")] = 0.0
+    x = case.inputs.copy()
+    x[0] = 0.0
+    (tmp_path / "kink.toml").write_text(replace(case, params=theta, inputs=x, id="kink").to_toml())
+    assert main(["verify", str(tmp_path / "kink.toml")]) == 3
+    assert "NOT DIFFERENTIABLE" in capsys.readouterr().out
+
+
+def test_overflow_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = Path(CASES_DIR / "single-neuron-tanh.toml").read_text().replace("values = [0.8, -0.1]", "values = [1e308, 1e308]")
+    text = text.replace("[2.0]", "[1e10]")
+    (tmp_path / "big.toml").write_text(text)
+    assert main(["verify", str(tmp_path / "big.toml")]) == 4
+    assert "OVERFLOW" in capsys.readouterr().out
+
+
+def test_a_discrepancy_exits_1_and_names_the_entry(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from hessverify.methods import backprop
+
+    def off_by_a_little(problem: hessverify.Problem) -> np.ndarray:
+        H = backprop.hessian(problem)
+        H[-1, -1] *= 1 + 1e-7  # b2[0] x b2[0]
+        return H
+
+    monkeypatch.setitem(registry.METHODS, "planted",
+                        Method("planted", off_by_a_little, "method", "matrix", "a planted bug"))
+    code = main(["verify", XOR, "--method", "planted", "--reference", "autograd"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL b2[0] x b2[0]" in out and "1 entries over the bound" in out
+
+
+def test_console_script_runs_as_a_module() -> None:
+    """No traceback reaches the user: run the real entry point in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "hessverify", "verify", "/nonexistent/case.toml"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "no such file" in proc.stderr
+
+
+def test_help_lists_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "exit status" in capsys.readouterr().out

@@ -1,0 +1,78 @@
+"""Comparisons: a planted error fails and is named; agreement passes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import hessverify
+from hessverify.bounds import rounding_bound
+from hessverify.compare import TOLERANCES, bound_for, compare
+from hessverify.methods import backprop
+from hessverify.references import autograd_ref
+
+
+def _case() -> hessverify.Problem:
+    return hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+
+
+def test_agreement_passes_and_reports_the_bound() -> None:
+    case = _case()
+    H, R = backprop.hessian(case), autograd_ref.hessian(case)
+    B = rounding_bound(case)
+    c = compare(case, "backprop", "autograd", H, R, B, "rounding")
+    assert c.passed and c.failing_entries == 0 and c.margin <= 1
+    assert c.bound > 0 and c.bound_kind == "rounding"
+
+
+def test_a_planted_error_fails_and_is_named_by_parameters() -> None:
+    case = _case()
+    R = autograd_ref.hessian(case)
+    A = R.copy()
+    i, j = case.architecture.param_index("W2[0,1]"), case.architecture.param_index("b1[1]")
+    A[i, j] *= 1 + 1e-9
+    A[j, i] *= 1 + 1e-9
+    c = compare(case, "planted", "autograd", A, R, rounding_bound(case), "rounding")
+    assert not c.passed and c.failing_entries == 2
+    assert {c.worst_entry.row, c.worst_entry.col} == {"W2[0,1]", "b1[1]"}
+    assert c.worst_entry.value == A[i, j] or c.worst_entry.value == A[j, i]
+    assert c.worst_entry.abs_error > c.worst_entry.bound
+
+
+def test_nan_in_the_method_fails_with_a_note() -> None:
+    case = _case()
+    R = autograd_ref.hessian(case)
+    A = R.copy()
+    A[0, 0] = np.nan
+    c = compare(case, "broken", "autograd", A, R, rounding_bound(case), "rounding")
+    assert not c.passed and "NaN" in c.note and c.failing_entries == 1
+
+
+def test_asymmetry_is_measured() -> None:
+    case = _case()
+    R = autograd_ref.hessian(case)
+    A = R.copy()
+    A[0, 1] += 1e-3
+    c = compare(case, "asym", "autograd", A, R, rounding_bound(case), "rounding")
+    assert c.symmetry_error == np.float64(1e-3) or abs(c.symmetry_error - 1e-3) < 1e-12
+
+
+def test_every_reference_has_a_documented_tolerance() -> None:
+    for name, method in hessverify.METHODS.items():
+        if method.role == "reference":
+            assert name in TOLERANCES and TOLERANCES[name].reason
+
+
+def test_fd_bound_uses_its_estimate() -> None:
+    case = _case()
+    est = np.full((case.n_params,) * 2, 1e-8)
+    B, kind = bound_for(case, "fd", reference_error=est)
+    assert kind == "fd_estimate" and np.all(B >= 4e-8)
+
+
+def test_nan_in_the_reference_is_unchecked_not_failed() -> None:
+    case = _case()
+    A = backprop.hessian(case)
+    R = A.copy()
+    R[1, 2] = np.inf
+    c = compare(case, "backprop", "flaky", A, R, rounding_bound(case), "rounding")
+    assert c.passed and c.unchecked_entries == 1 and "flaky returned NaN or inf" in c.note
