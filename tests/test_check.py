@@ -61,7 +61,9 @@ def test_a_strategy_shrinks_to_a_minimal_problem() -> None:
 
     result = check(drops_every_second_derivative_of_f, problems(), against=("backprop",), max_examples=50, seed=3)
     assert not result.passed and result.problem is not None
-    assert result.problem.n_params <= 2 and result.problem.n_patterns == 1
+    # one input, one pattern, one unit a layer: the exact network can vary with the shrinker's state
+    arch = result.problem.architecture
+    assert arch.inputs == 1 and result.problem.n_patterns == 1 and all(lay.units == 1 for lay in arch.layers)
     assert hessverify.parse_case(result.problem.to_toml()).n_params == result.problem.n_params
 
 
