@@ -8,12 +8,15 @@ The public API:
   derived bounds;
 * :data:`METHODS` is the registry of methods and references;
 * :func:`hvp` is the exact Hessian-vector product (Pearlmutter's R-operator);
-* :func:`hessian_entry` is one exact entry by a second-order backward pass.
+* :func:`hessian_entry` is one exact entry by a second-order backward pass;
+* :func:`check` and :func:`assert_hessian_close` hold your own Hessian code
+  to the references (random problems: :mod:`hessverify.strategies`).
 """
 
 from __future__ import annotations
 
 from hessverify.cases import load_case, parse_case
+from hessverify.check import CheckResult, assert_hessian_close, check
 from hessverify.compare import Comparison
 from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError, OverflowReport, UsageError
 from hessverify.methods.pairwise import hessian_entry
@@ -27,6 +30,7 @@ __all__ = [
     "METHODS",
     "Architecture",
     "CaseError",
+    "CheckResult",
     "Comparison",
     "HessverifyError",
     "Layer",
@@ -35,6 +39,8 @@ __all__ = [
     "OverflowReport",
     "Problem",
     "UsageError",
+    "assert_hessian_close",
+    "check",
     "hessian",
     "hessian_entry",
     "hvp",

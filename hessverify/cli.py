@@ -105,6 +105,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("methods", help="list the registered methods and references")
     ls.set_defaults(func=_cmd_methods)
+
+    sw = sub.add_parser("sweep", help="check your own Hessian function on random problems (Hypothesis)",
+                        epilog="exit status: 0 nothing found, 1 a discrepancy (the minimal problem is printed "
+                               "as a case file), 2 invalid usage")
+    sw.add_argument("--method-under-test", required=True, metavar="MODULE:FUNCTION",
+                    help="FUNCTION(problem) -> Hessian; MODULE is dotted or a path to a .py file")
+    sw.add_argument("--examples", type=int, default=100, metavar="N", help="random problems to try (default 100)")
+    sw.add_argument("--seed", type=int, default=None, metavar="S", help="Hypothesis seed (default: random, printed)")
+    sw.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    sw.add_argument("--returns", choices=("hessian", "hvp", "diagonal"), default="hessian",
+                    help="what FUNCTION returns (hvp: FUNCTION(problem, v) -> H v); default hessian")
+    sw.add_argument("--against", action="append", metavar="NAME",
+                    help="a method or reference to compare with (repeatable; default backprop, autograd, fd)")
+    sw.set_defaults(func=_cmd_sweep)
     return p
 
 
@@ -154,6 +168,13 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: cannot write: {exc.strerror}") from None
     print(f"{case.id}: {method.name} ({method.kind}) {what} written to {out}")
     return EXIT_OK
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from hessverify.sweep import run_sweep
+
+    return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
+                     returns=args.returns, against=args.against)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

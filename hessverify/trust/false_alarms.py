@@ -26,7 +26,7 @@ from collections import Counter
 import numpy as np
 
 from hessverify.bounds import rounding_bound
-from hessverify.compare import compare
+from hessverify.compare import compare, compare_entries
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.forward import check_point
@@ -56,7 +56,7 @@ def random_problem(rng: np.random.Generator, index: int) -> Problem:
 
 def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dict:  # type: ignore[no-untyped-def, type-arg]
     rng = np.random.default_rng(seed)
-    exact = [m.name for m in methods_with_role("method") if m.kind == "matrix"]
+    exact = [m.name for m in methods_with_role("method")]
     with_torch = use_torch and torch_ref.available()
     counts: Counter[str] = Counter()
     worst = (0.0, "")
@@ -73,13 +73,16 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dic
             continue
         B = rounding_bound(p)
         refs = {"autograd": METHODS["autograd"].fn(p), "complex_step": METHODS["complex_step"].fn(p)}
-        candidates = {name: METHODS[name].fn(p) for name in exact}
+        candidates = {name: (METHODS[name].kind, METHODS[name].fn(p)) for name in exact}
         if with_torch:
-            candidates["torch.func.hessian"] = torch_ref.hessian(p)
+            candidates["torch.func.hessian"] = ("matrix", torch_ref.hessian(p))
         counts["problems"] += 1
-        for name, A in candidates.items():
+        for name, (kind, A) in candidates.items():
             for ref_name, R in refs.items():
-                c = compare(p, name, ref_name, A, R, B, "rounding")
+                if kind == "matrix":
+                    c = compare(p, name, ref_name, A, R, B, "rounding")
+                else:
+                    c = compare_entries(p, name, ref_name, kind, A, R, B, "rounding")
                 counts["comparisons"] += 1
                 if c.margin > worst[0]:
                     worst = (c.margin, f"{p!r}: {name} vs {ref_name} at {c.worst_entry.row} x {c.worst_entry.col}")

@@ -1,0 +1,159 @@
+"""``hessverify sweep``: Hypothesis over random problems against a user's Hessian code.
+
+``hessverify sweep --method-under-test MODULE:FUNCTION`` loads ``FUNCTION``
+(see :func:`load_function`), runs :func:`hessverify.check` on
+:func:`hessverify.strategies.problems`, and on a discrepancy prints the
+shrunk, minimal problem as a complete case file on standard output (the
+explanation goes to standard error, so ``> cases/found.toml`` saves just the
+case) and exits 1.  It exits 0 when nothing is found and 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import json
+import os
+import random
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from hessverify.check import CheckResult, check, describe
+from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, UsageError
+from hessverify.problem import Problem
+
+__all__ = ["load_function", "run_sweep"]
+
+_HINT = "write MODULE:FUNCTION, e.g. mypackage.hessians:hessian or path/to/file.py:hessian"
+
+
+def load_function(spec: str) -> Callable[..., Any]:
+    """The function named by ``MODULE:FUNCTION``.
+
+    ``MODULE`` is a dotted module importable from the current directory or
+    the path, or a path to a ``.py`` file (its directory is put on the path
+    so it can import its neighbours).  Every fault is a one-line
+    :class:`~hessverify.errors.UsageError`.
+    """
+    module_part, sep, name = spec.rpartition(":")
+    if not sep or not module_part or not name:
+        raise UsageError(f"--method-under-test {spec!r}: {_HINT}")
+    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+        module = _load_file(Path(module_part), spec)
+    else:
+        module = _load_module(module_part, spec)
+    target: Any = module
+    for part in name.split("."):  # FUNCTION may be Class.method
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            raise UsageError(f"--method-under-test {spec!r}: {module_part} has no {name!r}"
+                             + (f"; it defines {', '.join(public)}" if public else "")) from None
+    if not callable(target):
+        raise UsageError(f"--method-under-test {spec!r}: {name} is not callable (it is {type(target).__name__!r})")
+    return target  # type: ignore[no-any-return]
+
+
+def _import_failed(spec: str, what: str, exc: BaseException) -> UsageError:
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return UsageError(f"--method-under-test {spec!r}: importing {what} failed: {type(exc).__name__}: {message}")
+
+
+def _load_module(dotted: str, spec: str) -> Any:
+    # like `python -m`, the current directory is importable
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"--method-under-test {spec!r}: no module named {exc.name or dotted!r} "
+                         f"(a dotted module on the path, or a path to a .py file)") from None
+    except (Exception, SystemExit) as exc:  # the user's module is broken: say so in one line
+        raise _import_failed(spec, dotted, exc) from None
+
+
+def _load_file(path: Path, spec: str) -> Any:
+    if not path.is_file():
+        raise UsageError(f"--method-under-test {spec!r}: no such file {str(path)!r}")
+    if path.suffix != ".py":
+        raise UsageError(f"--method-under-test {spec!r}: {str(path)!r} is not a .py file")
+    name = "_hessverify_under_test_" + re.sub(r"\W", "_", path.stem)
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise UsageError(f"--method-under-test {spec!r}: cannot load {str(path)!r} as a module")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up here
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        module_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        del sys.modules[name]
+        raise _import_failed(spec, str(path), exc) from None
+    return module
+
+
+def _found_case(problem: Problem, spec: str, result: CheckResult) -> Problem:
+    """The minimal problem with an id and description that say where it came from."""
+    func = re.sub(r"[^a-z0-9]+", "-", spec.rpartition(":")[2].lower()).strip("-") or "method"
+    sizes = "-".join(str(n) for n in [problem.architecture.inputs] + [lay.units for lay in problem.architecture.layers])
+    worst = max(result.failures, key=lambda c: c.margin, default=None)
+    where = (f", worst entry {worst.worst_entry.row} x {worst.worst_entry.col} against {worst.reference}"
+             if worst is not None and worst.bound_kind != "none" else "")
+    return replace(problem, id=f"sweep-{func}-{sizes}",
+                   description=f"found by hessverify sweep: {spec} ({result.returns}){where}; "
+                               f"{problem.architecture.describe()}, {problem.loss}, {problem.reduction}")
+
+
+def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_path: str | None = None,
+              returns: str = "hessian", against: Sequence[str] | None = None,
+              out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the sweep and print its findings; return the exit status (0 or 1)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if examples < 1:
+        raise UsageError(f"--examples {examples}: must be at least 1")
+    fn = load_function(spec)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**32)  # printed, so any run can be repeated
+    from hessverify.strategies import problems  # imports Hypothesis: only when sweeping
+
+    kwargs: dict[str, Any] = {} if against is None else {"against": tuple(against)}
+    # anything the user's function prints goes to stderr: stdout is kept for the case file
+    with contextlib.redirect_stdout(err):
+        result = check(fn, problems(), returns=returns, max_examples=examples, seed=seed, **kwargs)  # type: ignore[arg-type]
+    report: dict[str, Any] = {"method_under_test": spec, "examples": result.n_problems, "seed": seed,
+                              **result.to_dict()}
+    if result.passed:
+        print(f"hessverify sweep: {spec} agrees with {', '.join(result.against)} on "
+              f"{result.n_problems} random problem(s) (seed {seed})", file=out)
+        status = EXIT_OK
+    else:
+        assert result.problem is not None
+        case = _found_case(result.problem, spec, result)
+        report["problem_toml"] = case.to_toml()
+        print(f"hessverify sweep: {spec} DISAGREES after {result.n_problems} example(s) (seed {seed}), "
+              f"shrunk in {result.shrink_calls} more call(s); "
+              f"minimal problem {case.architecture.describe()}, {case.loss}, {case.reduction}, "
+              f"{case.n_patterns} pattern(s), {case.n_params} parameter(s):", file=err)
+        lines = [f"the function could not be compared: {result.error}"] if result.error else \
+            [describe(c) for c in result.failures]
+        for line in lines:
+            print("  " + line, file=err)
+        print(f"the case file follows on standard output; save it with > cases/{case.id}.toml", file=err)
+        print("# found by hessverify sweep --method-under-test " + spec + f" --seed {seed}", file=out)
+        for line in lines:
+            print("# " + line, file=out)
+        out.write(case.to_toml())
+        status = EXIT_DISCREPANCY
+    if json_path:
+        try:
+            Path(json_path).write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--json {json_path}: cannot write: {exc.strerror}") from None
+    return status

@@ -1,0 +1,84 @@
+"""Tests of hessverify.check: the three contracts, lists and strategies, readable failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hessverify
+from hessverify import Problem, UsageError, assert_hessian_close, check
+from hessverify.methods import backprop
+from hessverify.strategies import problems
+
+CASE = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+
+
+def perturbed(p: Problem) -> np.ndarray:
+    """backprop's Hessian with one wrong entry pair, W2[0,1] x W1[1,1] (a symmetric bug)."""
+    H = backprop.hessian(p)
+    i, j = p.architecture.param_index("W2[0,1]"), p.architecture.param_index("W1[1,1]")
+    H[i, j] += 1e-9
+    H[j, i] += 1e-9
+    return H
+
+
+def test_a_correct_hessian_passes_against_every_reference() -> None:
+    result = check(lambda p: hessverify.hessian(p, "autograd"), CASE)
+    assert result.passed and bool(result)
+    assert [c.reference for c in result.comparisons] == ["backprop", "autograd", "fd"]
+    assert set(result.bounds) == {"backprop", "autograd", "fd"} and "gamma" in result.bounds["autograd"]
+
+
+def test_a_wrong_entry_is_named_by_its_parameters() -> None:
+    result = check(perturbed, [CASE], against=("backprop",))
+    assert not result.passed and result.problem is CASE
+    w = result.failures[0].worst_entry
+    assert {w.row, w.col} == {"W2[0,1]", "W1[1,1]"}
+    assert w.abs_error == pytest.approx(1e-9, rel=1e-3) and w.bound < 1e-12
+    assert "W2[0,1]" in result.summary() and "bound" in result.summary()
+
+
+def test_hvp_and_diagonal_contracts() -> None:
+    assert check(lambda p, v: backprop.hessian(p) @ v, CASE, returns="hvp", against=("autograd",)).passed
+    assert check(lambda p: np.diag(backprop.hessian(p)), CASE, returns="diagonal", against=("fd",)).passed
+    # the diagonal of the perturbed Hessian is untouched, its off-diagonal entries are not
+    assert check(lambda p: np.diag(perturbed(p)), CASE, returns="diagonal").passed
+    assert not check(lambda p, v: perturbed(p) @ v, CASE, returns="hvp", against=("backprop",)).passed
+
+
+def test_a_wrong_shape_or_an_exception_is_a_failure_not_a_crash() -> None:
+    bad_shape = check(lambda p: np.zeros((2, 2)), CASE, against=("backprop",))
+    assert not bad_shape.passed and "expected (9, 9)" in (bad_shape.error or "")
+    raised = check(lambda p: 1 / 0, CASE, against=("backprop",))
+    assert not raised.passed and "ZeroDivisionError" in (raised.error or "")
+
+
+def test_a_strategy_shrinks_to_a_minimal_problem() -> None:
+    def drops_every_second_derivative_of_f(p: Problem) -> np.ndarray:
+        # wrong wherever an activation curves: the minimal witness is one curved unit
+        H = backprop.hessian(p)
+        return H if all(a in ("identity", "relu") for a in p.activations) else H + 1.0
+
+    result = check(drops_every_second_derivative_of_f, problems(), against=("backprop",), max_examples=50, seed=3)
+    assert not result.passed and result.problem is not None
+    # one input, one pattern, one unit a layer: the exact network can vary with the shrinker's state
+    arch = result.problem.architecture
+    assert arch.inputs == 1 and result.problem.n_patterns == 1 and all(lay.units == 1 for lay in arch.layers)
+    assert hessverify.parse_case(result.problem.to_toml()).n_params == result.problem.n_params
+
+
+def test_assert_hessian_close_raises_a_readable_error() -> None:
+    assert_hessian_close(backprop.hessian, CASE, against=("autograd",))
+    with pytest.raises(AssertionError, match=r"(?s)W2\[0,1\].*bound.*\[params\]"):
+        assert_hessian_close(perturbed, CASE, against=("autograd",))
+
+
+def test_the_fixture_is_the_same_function(hessverify_assert_close: object) -> None:
+    assert hessverify_assert_close is assert_hessian_close
+
+
+def test_bad_arguments_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="returns="):
+        check(backprop.hessian, CASE, returns="jacobian")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="unknown method 'jax'"):
+        check(backprop.hessian, CASE, against=("jax",))

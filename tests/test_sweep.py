@@ -1,0 +1,80 @@
+"""Tests of ``hessverify sweep`` (hessverify.sweep): exit statuses, the printed case, usage errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hessverify import parse_case
+from hessverify.cli import main
+
+GOOD = """
+from hessverify.methods.backprop import hessian
+
+def off_by_a_little(problem):
+    print("debugging output that must not end up in the case file")
+    H = hessian(problem)
+    H[-1, -1] += 1e-6  # the last parameter's diagonal entry
+    return H
+
+not_a_function = 3
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "my_hessians.py"
+    path.write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    # a dotted import of my_hessians must not leak into other tests
+    monkeypatch.delitem(sys.modules, "my_hessians", raising=False)
+    return path
+
+
+def test_nothing_found_exits_0(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--method-under-test", f"{user_module}:hessian", "--examples", "10", "--seed", "1",
+                 "--against", "autograd"]) == 0
+    assert "agrees with autograd on 10 random problem(s) (seed 1)" in capsys.readouterr().out
+
+
+def test_a_discrepancy_exits_1_and_prints_a_minimal_case(user_module: Path, capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path) -> None:
+    report = tmp_path / "sweep.json"
+    status = main(["sweep", "--method-under-test", "my_hessians:off_by_a_little", "--examples", "20", "--seed", "2",
+                   "--json", str(report)])
+    out, err = capsys.readouterr()
+    assert status == 1, err
+    case = parse_case(out)  # the whole of stdout is a valid case file (comments included)
+    assert (case.n_params, case.n_patterns) == (1, 1) and case.id.startswith("sweep-off-by-a-little-")
+    assert "DISAGREES" in err and "W1[0,0] x W1[0,0]" in err
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["seed"] == 2 and parse_case(data["problem_toml"]).n_params == 1
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("my_hessians", "write MODULE:FUNCTION"),
+    ("my_hessians:nope", "my_hessians has no 'nope'; it defines hessian, off_by_a_little"),
+    ("my_hessians:not_a_function", "not_a_function is not callable"),
+    ("missing_module:f", "no module named 'missing_module'"),
+    ("missing.py:f", "no such file 'missing.py'"),
+    ("broken.py:f", "importing broken.py failed: SyntaxError"),
+])
+def test_bad_usage_exits_2_with_one_line(user_module: Path, capsys: pytest.CaptureFixture[str], spec: str,
+                                        message: str) -> None:
+    (user_module.parent / "broken.py").write_text("def f(:\n")
+    assert main(["sweep", "--method-under-test", spec, "--examples", "5"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_usage_from_the_command_line_has_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "raises.py").write_text("raise RuntimeError('boom at import')\n")
+    result = subprocess.run([sys.executable, "-m", "hessverify", "sweep", "--method-under-test", "raises.py:f"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("hessverify: error: --method-under-test 'raises.py:f': importing raises.py "
+                                     "failed: RuntimeError: boom at import")
