@@ -58,8 +58,10 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dic
     rng = np.random.default_rng(seed)
     exact = [m.name for m in methods_with_role("method")]
     with_torch = use_torch and torch_ref.available()
+    candidates_names = exact + (["torch.func.hessian"] if with_torch else [])
     counts: Counter[str] = Counter()
-    worst = (0.0, "")
+    worst: dict[str, tuple[float, str]] = {}
+    failures: Counter[str] = Counter()
     start = time.perf_counter()
     for i in range(problems):
         p = random_problem(rng, i)
@@ -84,18 +86,25 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dic
                 else:
                     c = compare_entries(p, name, ref_name, kind, A, R, B, "rounding")
                 counts["comparisons"] += 1
-                if c.margin > worst[0]:
-                    worst = (c.margin, f"{p!r}: {name} vs {ref_name} at {c.worst_entry.row} x {c.worst_entry.col}")
+                if c.margin > worst.get(name, (0.0, ""))[0]:
+                    worst[name] = (c.margin, f"{p!r} vs {ref_name} at {c.worst_entry.row} x {c.worst_entry.col}")
                 if not c.passed:
                     counts["failures"] += 1
+                    failures[name] += 1
                     print(f"FALSE ALARM {p!r}: {name} vs {ref_name}: {c.worst_entry}", file=out)
     elapsed = time.perf_counter() - start
     summary = {"problems_drawn": problems, "compared": counts["problems"], "comparisons": counts["comparisons"],
                "failures": counts["failures"], "not_differentiable": counts["not_differentiable"],
-               "overflow": counts["overflow"], "largest_margin": worst[0], "largest_margin_at": worst[1],
-               "methods": exact + (["torch.func.hessian"] if with_torch else []), "seconds": round(elapsed, 1)}
+               "overflow": counts["overflow"], "seconds": round(elapsed, 1),
+               "per_method": {name: {"failures": failures[name], "largest_margin": worst.get(name, (0.0, ""))[0],
+                                     "at": worst.get(name, (0.0, ""))[1]} for name in candidates_names}}
     for k, v in summary.items():
-        print(f"{k:20s} {v}", file=out)
+        if k != "per_method":
+            print(f"{k:20s} {v}", file=out)
+    print(f"\n| method | false alarms | largest error / bound |", file=out)
+    print("| --- | --- | --- |", file=out)
+    for name, row in summary["per_method"].items():
+        print(f"| {name} | {row['failures']} | {row['largest_margin']:.3g} |", file=out)
     return summary
 
 
