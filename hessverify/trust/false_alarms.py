@@ -101,7 +101,7 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dic
     for k, v in summary.items():
         if k != "per_method":
             print(f"{k:20s} {v}", file=out)
-    print(f"\n| method | false alarms | largest error / bound |", file=out)
+    print("\n| method | false alarms | largest error / bound |", file=out)
     print("| --- | --- | --- |", file=out)
     for name, row in summary["per_method"].items():
         print(f"| {name} | {row['failures']} | {row['largest_margin']:.3g} |", file=out)
