@@ -118,6 +118,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="what FUNCTION returns (hvp: FUNCTION(problem, v) -> H v); default hessian")
     sw.add_argument("--against", action="append", metavar="NAME",
                     help="a method or reference to compare with (repeatable; default backprop, autograd, fd)")
+    sw.add_argument("--report", metavar="DIR",
+                    help="write results.json, report.md and report.html over the minimal failing problem and "
+                         "the first 20 examples tried (--returns hessian or diagonal)")
     sw.set_defaults(func=_cmd_sweep)
     return p
 
@@ -174,7 +177,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from hessverify.sweep import run_sweep
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
-                     returns=args.returns, against=args.against)
+                     returns=args.returns, against=args.against, report_dir=args.report)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -27,6 +27,9 @@ from hessverify.check import CheckResult, check, describe
 from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, UsageError
 from hessverify.problem import Problem
 
+REPORT_EXAMPLES = 20
+"""How many of the examples tried a sweep's report covers, besides the minimal failing problem."""
+
 __all__ = ["load_function", "run_sweep"]
 
 _HINT = "write MODULE:FUNCTION, e.g. mypackage.hessians:hessian or path/to/file.py:hessian"
@@ -112,13 +115,31 @@ def _found_case(problem: Problem, spec: str, result: CheckResult) -> Problem:
 
 def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_path: str | None = None,
               returns: str = "hessian", against: Sequence[str] | None = None,
-              out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run the sweep and print its findings; return the exit status (0 or 1)."""
+              out: TextIO | None = None, err: TextIO | None = None, report_dir: str | None = None) -> int:
+    """Run the sweep and print its findings; return the exit status (0 or 1).
+
+    With ``report_dir``, also write the verification report
+    (:func:`hessverify.reports.report_problems`) over the minimal failing
+    problem, first, and the first examples tried.
+    """
     out = out or sys.stdout
     err = err or sys.stderr
     if examples < 1:
         raise UsageError(f"--examples {examples}: must be at least 1")
-    fn = load_function(spec)
+    if report_dir is not None:
+        if returns == "hvp":
+            raise UsageError("--report: a report needs matrices or diagonals; use --returns hessian or diagonal")
+        from hessverify.reports import check_directory
+
+        check_directory(Path(report_dir))  # fail now, not after the sweep
+    user_fn = load_function(spec)
+    tried: list[Problem] = []
+
+    def fn(problem: Problem, *args: Any) -> Any:
+        if report_dir is not None and len(tried) < REPORT_EXAMPLES and not any(problem is p for p in tried):
+            tried.append(problem)
+        return user_fn(problem, *args)
+
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)  # printed, so any run can be repeated
     from hessverify.strategies import problems  # imports Hypothesis: only when sweeping
@@ -151,9 +172,30 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
             print("# " + line, file=out)
         out.write(case.to_toml())
         status = EXIT_DISCREPANCY
+    if report_dir is not None:
+        _write_report(Path(report_dir), spec, user_fn, returns, against, tried,
+                      [] if result.passed else [case], err)
     if json_path:
         try:
             Path(json_path).write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"--json {json_path}: cannot write: {exc.strerror}") from None
     return status
+
+
+def _write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: str, against: Sequence[str] | None,
+                  tried: list[Problem], leading: list[Problem], err: TextIO) -> None:
+    """The report over the sweep, with the function under test registered for the duration."""
+    from hessverify.check import DEFAULT_AGAINST
+    from hessverify.registry import METHODS, Method
+    from hessverify.reports import report_problems
+
+    name = spec.rsplit(":", 1)[-1]
+    kind = "vector" if returns == "diagonal" else "matrix"
+    METHODS[name] = Method(name, fn, "method", kind, f"the function under test, {spec}")
+    try:
+        refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "method"]
+        written = report_problems(directory, tried, leading=leading, methods=[name], references=refs or ["autograd"])
+    finally:
+        del METHODS[name]
+    print(f"report written to {', '.join(str(p) for p in written)}", file=err)

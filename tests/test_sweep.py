@@ -78,3 +78,28 @@ def test_bad_usage_from_the_command_line_has_no_traceback(tmp_path: Path) -> Non
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == ("hessverify: error: --method-under-test 'raises.py:f': importing raises.py "
                                      "failed: RuntimeError: boom at import")
+
+
+def test_report_leads_with_the_minimal_failing_problem(user_module: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    code = main(["sweep", "--method-under-test", f"{user_module}:off_by_a_little", "--examples", "20", "--seed", "0",
+                 "--report", str(out), "--against", "autograd"])
+    assert code == 1
+    md = (out / "report.md").read_text()
+    first_row = next(line for line in md.splitlines() if line.startswith("| sweep-"))
+    assert "(minimal failing)" in first_row and "FAIL" in first_row
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["leading"] and any(not r["passed"] for r in doc["results"])
+    assert (out / "report.html").stat().st_size > 0
+    from hessverify import METHODS
+
+    assert "off_by_a_little" not in METHODS  # registered only while the report is written
+
+
+def test_report_needs_matrices_or_diagonals(user_module: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["sweep", "--method-under-test", f"{user_module}:off_by_a_little", "--returns", "hvp",
+                 "--report", str(tmp_path / "rep")])
+    assert code == 2
+    assert "--report: a report needs matrices or diagonals" in capsys.readouterr().err

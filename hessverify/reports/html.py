@@ -7,6 +7,8 @@ offline and can be mailed or attached to an issue as it is.
 
 from __future__ import annotations
 
+import numpy as np
+
 import html
 from collections.abc import Sequence
 
@@ -138,7 +140,9 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
                    f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g}).<br>Where: {words}</div>")
     if a is not None:
         out.append("<h3>Hessian and errors</h3>")
-        out.append(_img(heatmaps_png(a), f"heatmaps for {case.id}",
+        with np.errstate(over="ignore", invalid="ignore"):  # matplotlib's symlog ticks overflow harmlessly
+            heat = heatmaps_png(a)
+        out.append(_img(heat, f"heatmaps for {case.id}",
                         "First: the exact Hessian (symmetric log colour scale). Then |method − reference| on a log "
                         "scale for every failing comparison, and for each method that passes its comparison with "
                         "the exact reference (grey: exactly equal, or not computed by a diagonal or block method; "
@@ -147,7 +151,9 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
         out.append("<h3>Spectrum and approximations</h3>")
         if spectrum_sentence(a):
             out.append(f"<p>{_e(spectrum_sentence(a))}</p>")
-        out.append(_img(spectrum_png(a), f"eigenvalue spectrum for {case.id}",
+        with np.errstate(over="ignore", invalid="ignore"):
+            spectrum = spectrum_png(a)
+        out.append(_img(spectrum, f"eigenvalue spectrum for {case.id}",
                         "Eigenvalues in ascending order; blue positive, red negative, grey within the zero "
                         "threshold (shaded band). Approximations' eigenvalues are overlaid."))
         out.append(_approximation_table(a))
