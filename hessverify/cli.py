@@ -33,6 +33,7 @@ from hessverify.errors import (
     OverflowReport,
     UsageError,
 )
+from hessverify.model.forward import check_point
 from hessverify.registry import METHODS, get_method
 
 __all__ = ["main"]
@@ -135,6 +136,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
     from hessverify.symbolic.lecture import derive
 
     case = load_case(args.case)
+    check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
     print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
     return EXIT_OK
 
@@ -181,7 +183,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from hessverify.reports import check_directory, write_json, write_report
+    from hessverify.reports import check_directory, check_json_path, write_json, write_report
     from hessverify.reports.progress import track
     from hessverify.verify import verify_problem
 
@@ -191,6 +193,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     cases = [load_case(p) for p in paths]  # every file validated before any work
     if args.report:
         check_directory(Path(args.report))  # fail now, not after the whole run
+    if args.json:
+        check_json_path(Path(args.json))
     results = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
@@ -223,8 +227,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                       f"|error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind})")
         results.extend(comps)
     n_fail = sum(not c.passed for c in results)
-    print(f"\n{len(cases)} case(s), {len(results)} comparison(s): {len(results) - n_fail} passed, {n_fail} failed"
-          + (f", {len(skipped)} case(s) not compared" if skipped else ""))
+    n_approx = sum(c.bound_kind == "approximation" for c in results)
+    n_comp = len(results) - n_approx
+    print(f"\n{len(cases)} case(s), {n_comp} comparison(s): {n_comp - n_fail} passed, {n_fail} failed"
+          + (f"; {n_approx} approximation record(s)" if n_approx else "")
+          + (f"; {len(skipped)} case(s) not compared" if skipped else ""))
     if args.json:
         write_json(Path(args.json), results, skipped)
     if args.report:

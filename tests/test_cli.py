@@ -117,3 +117,37 @@ def test_console_script_runs_as_a_module() -> None:
 def test_help_lists_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "exit status" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where, message", [
+    ("{tmp}", "is a directory"),
+    ("{tmp}/missing/out.json", "does not exist"),
+])
+def test_bad_json_path_is_a_usage_error_before_any_work(where: str, message: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", XOR, "--json", where.format(tmp=tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "case(s)" not in captured.out  # nothing was verified
+
+
+def test_summary_counts_approximations_apart(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["verify", XOR, "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    n_approx = doc["summary"]["approximations"]
+    assert n_approx > 0
+    assert f"{doc['summary']['comparisons']} comparison(s)" in out and f"{n_approx} approximation record(s)" in out
+    assert doc["summary"]["comparisons"] + n_approx == len(doc["results"])
+
+
+def test_derive_at_a_kink_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    case = hessverify.load_case(CASES_DIR / "relu-3-5-2.toml")
+    theta = case.params.copy()
+    theta[case.architecture.param_index("b1[0]")] = 0.0
+    x = case.inputs.copy()
+    x[0] = 0.0
+    (tmp_path / "kink.toml").write_text(replace(case, params=theta, inputs=x, id="kink").to_toml())
+    assert main(["derive", str(tmp_path / "kink.toml"), "--entry", "W1[0,0]", "W2[0,0]"]) == 3
+    assert "not twice differentiable" in capsys.readouterr().err

@@ -118,9 +118,11 @@ def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, 
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "environment": environment(),
         "summary": {
-            "comparisons": len(results),
-            "passed": sum(c.passed for c in results),
+            # approximation records are reports of approximation error, never pass/fail comparisons
+            "comparisons": sum(not is_approximation(c) for c in results),
+            "passed": sum(c.passed and not is_approximation(c) for c in results),
             "failed": sum(not c.passed for c in results),
+            "approximations": sum(is_approximation(c) for c in results),
             "not_compared": len(skipped),
         },
         "results": records,
@@ -160,13 +162,27 @@ def _atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
+def check_json_path(path: Path) -> None:
+    """A :class:`UsageError` now, rather than a lost run later, if ``path`` cannot take the JSON."""
+    if path.is_dir():
+        raise UsageError(f"--json {path}: is a directory; name a file")
+    if not path.parent.is_dir():
+        raise UsageError(f"--json {path}: the directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--json {path}: cannot write there (permission denied)")
+
+
 def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = (),
                analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = ()) -> Path:
     """Write ``results.json`` (:func:`results_document`) atomically; NaN and inf are written as such."""
     # strict JSON: NaN and infinity (an approximation's bound, a broken method's error) become null
     text = json.dumps(_finite_or_null(results_document(results, skipped, analyses, leading)), indent=2,
                       allow_nan=False)
-    _atomic_write(path, text + "\n")
+    check_json_path(path)
+    try:
+        _atomic_write(path, text + "\n")
+    except OSError as exc:
+        raise UsageError(f"--json {path}: cannot write: {exc.strerror or exc}") from None
     return path
 
 
