@@ -118,7 +118,13 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 def _case_paths(config: pytest.Config) -> list[Path]:
     root = Path(config.rootpath) / str(config.getini("hessverify_cases"))
-    return sorted(root.glob("*.toml"))
+    paths = sorted(root.glob("*.toml"))
+    if not paths:
+        # an empty parameter set would skip silently: say why instead
+        raise pytest.UsageError(
+            f"hessverify fixtures: no *.toml case files in {root}; set the ini option hessverify_cases "
+            "(or -o hessverify_cases=DIR) to a directory of case files, such as a copy of hessverify's cases/")
+    return paths
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
