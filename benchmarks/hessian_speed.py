@@ -128,16 +128,9 @@ def _layer_specs(problem: Problem) -> list[tuple[int, int, str]]:
     return [(layer.units, arch.fan_in(i), layer.activation) for i, layer in enumerate(arch.layers, start=1)]
 
 
-def torch_peer(problem: Problem) -> tuple[Callable[[], np.ndarray], str] | None:
-    try:
-        import torch
-        from torch.func import hessian
-    except ImportError:
-        return None
-    torch.set_num_threads(THREADS or os.cpu_count() or 1)
-    x = torch.tensor(problem.inputs, dtype=torch.float64)
-    t = torch.tensor(problem.targets, dtype=torch.float64)
-    theta = torch.tensor(problem.params, dtype=torch.float64)
+def _sse_error(problem: Problem, x: Any, t: Any, tanh: Callable[[Any], Any],
+               total: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """E(theta) for a tanh/identity network with sse, in whichever framework ``tanh``/``total`` come from."""
     specs = _layer_specs(problem)
     scale = problem.scale
 
@@ -149,10 +142,23 @@ def torch_peer(problem: Problem) -> tuple[Callable[[], np.ndarray], str] | None:
             h = h @ w.T + th[pos:pos + units]
             pos += units
             if act == "tanh":
-                h = torch.tanh(h)
-        return scale * 0.5 * ((h - t) ** 2).sum()
+                h = tanh(h)
+        return scale * 0.5 * total((h - t) ** 2)
 
-    H = hessian(E)
+    return E
+
+
+def torch_peer(problem: Problem) -> tuple[Callable[[], np.ndarray], str] | None:
+    try:
+        import torch
+        from torch.func import hessian
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS or os.cpu_count() or 1)
+    x = torch.tensor(problem.inputs, dtype=torch.float64)
+    t = torch.tensor(problem.targets, dtype=torch.float64)
+    theta = torch.tensor(problem.params, dtype=torch.float64)
+    H = hessian(_sse_error(problem, x, t, torch.tanh, torch.sum))
     return (lambda: H(theta).numpy()), f"torch {torch.__version__}"
 
 
@@ -167,21 +173,7 @@ def jax_peer(problem: Problem) -> tuple[Callable[[], np.ndarray], str, float] | 
     x = jnp.asarray(problem.inputs, dtype=jnp.float64)
     t = jnp.asarray(problem.targets, dtype=jnp.float64)
     theta = jnp.asarray(problem.params, dtype=jnp.float64)
-    specs = _layer_specs(problem)
-    scale = problem.scale
-
-    def E(th: Any) -> Any:
-        h, pos = x, 0
-        for units, fan_in, act in specs:
-            w = th[pos:pos + units * fan_in].reshape(units, fan_in)
-            pos += units * fan_in
-            h = h @ w.T + th[pos:pos + units]
-            pos += units
-            if act == "tanh":
-                h = jnp.tanh(h)
-        return scale * 0.5 * jnp.sum((h - t) ** 2)
-
-    H = jax.jit(jax.hessian(E))
+    H = jax.jit(jax.hessian(_sse_error(problem, x, t, jnp.tanh, jnp.sum)))
     t0 = time.perf_counter()
     H(theta).block_until_ready()
     compile_time = time.perf_counter() - t0

@@ -68,16 +68,22 @@ def test_invalid_case_exits_2_and_names_file_and_key(tmp_path: Path, capsys: pyt
     assert f"{bad}: [network.layers[0].activation] unknown activation 'tahn'" in err
 
 
-def test_a_kink_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    case = hessverify.load_case(CASES_DIR / "relu-3-5-2.toml")
+def _kink_case(tmp_path: Path) -> str:
+    """relu-3-5-2 with pattern 0 all zeros and b1[0] = 0: unit 0 of layer 1 exactly at its kink."""
     from dataclasses import replace
 
+    case = hessverify.load_case(CASES_DIR / "relu-3-5-2.toml")
     theta = case.params.copy()
     theta[case.architecture.param_index("b1[0]")] = 0.0
     x = case.inputs.copy()
     x[0] = 0.0
-    (tmp_path / "kink.toml").write_text(replace(case, params=theta, inputs=x, id="kink").to_toml())
-    assert main(["verify", str(tmp_path / "kink.toml")]) == 3
+    path = tmp_path / "kink.toml"
+    path.write_text(replace(case, params=theta, inputs=x, id="kink").to_toml())
+    return str(path)
+
+
+def test_a_kink_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", _kink_case(tmp_path)]) == 3
     assert "NOT DIFFERENTIABLE" in capsys.readouterr().out
 
 
@@ -141,13 +147,5 @@ def test_summary_counts_approximations_apart(capsys: pytest.CaptureFixture[str],
 
 
 def test_derive_at_a_kink_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dataclasses import replace
-
-    case = hessverify.load_case(CASES_DIR / "relu-3-5-2.toml")
-    theta = case.params.copy()
-    theta[case.architecture.param_index("b1[0]")] = 0.0
-    x = case.inputs.copy()
-    x[0] = 0.0
-    (tmp_path / "kink.toml").write_text(replace(case, params=theta, inputs=x, id="kink").to_toml())
-    assert main(["derive", str(tmp_path / "kink.toml"), "--entry", "W1[0,0]", "W2[0,0]"]) == 3
+    assert main(["derive", _kink_case(tmp_path), "--entry", "W1[0,0]", "W2[0,0]"]) == 3
     assert "not twice differentiable" in capsys.readouterr().err
