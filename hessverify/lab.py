@@ -267,7 +267,7 @@ class LabResult:
             rows.append(rf"\text{{{r.optimizer}}} & {it} & {_tex_num(r.final_error)} & {_tex_num(r.final_grad_norm)}"
                         rf" & {r.seconds:.3g} \\")
         return ("$$\\begin{array}{lrrrr}\n"
-                rf"\text{{optimiser}} & \text{{iterations}} & E & \lVert g \rVert & \text{{seconds}} \\ \hline" "\n"
+                r"\text{optimiser} & \text{iterations} & E & \lVert g \rVert & \text{seconds} \\ \hline" "\n"
                 + "\n".join(rows) + "\n\\end{array}$$")
 
     def plot(self, path: str | Path | None = None) -> Any:
