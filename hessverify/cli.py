@@ -102,6 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
     d.add_argument("--explicit", action="store_true", help="also the closed form written out in the weights")
     d.add_argument("--digits", type=int, default=50, help="significant digits of the value (default 50)")
+    d.add_argument("--form", choices=("a", "z", "rojas"), default="a",
+                   help="f' and f'' in the net input a (default), textbook forms in the output z "
+                        "(sigmoid' = z(1 - z), tanh' = 1 - z^2), or Rojas's o(1 - o)")
     d.set_defaults(func=_cmd_derive)
 
     ls = sub.add_parser("methods", help="list the registered methods and references")
@@ -138,7 +141,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
 
     case = load_case(args.case)
     check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
-    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
+    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits, form=args.form))
     return EXIT_OK
 
 
