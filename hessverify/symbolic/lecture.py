@@ -295,14 +295,14 @@ def aligned(expressions: Sequence[Expression]) -> str:
     Examples
     --------
     >>> net = LectureNetwork.from_sizes([1, 1], activation="tanh", form="z")
-    >>> h = net.backprop_hessian("W1[0,0]", "b1[0]")
-    >>> print(aligned([h] + net.definitions(h)))
+    >>> g = net.backprop_gradient("b1[0]")
+    >>> print(aligned([g] + net.definitions(g)))
     \begin{aligned}
-    \frac{\partial^{2} e}{\partial W^{(1)}_{00}\,\partial b^{(1)}_{0}} &= x_{0} \left(\left(f_{1}'(a^{(1)}_{0})\right)^{2} + f_{1}''(a^{(1)}_{0}) \left(- t_{0} + z^{(1)}_{0}\right)\right) \\
+    \frac{\partial e}{\partial b^{(1)}_{0}} &= \delta^{(1)}_{0} \\
     a^{(1)}_{0} &= W^{(1)}_{00} x_{0} + b^{(1)}_{0} \\
     z^{(1)}_{0} &= \tanh{\left(a^{(1)}_{0} \right)} \\
     f_{1}'(a^{(1)}_{0}) &= 1 - \left(z^{(1)}_{0}\right)^{2} \\
-    f_{1}''(a^{(1)}_{0}) &= - 2 z^{(1)}_{0} \left(1 - \left(z^{(1)}_{0}\right)^{2}\right)
+    \delta^{(1)}_{0} &= f_{1}'(a^{(1)}_{0}) \left(- t_{0} + z^{(1)}_{0}\right)
     \end{aligned}
     """
     lines = [f"{e.label_latex or ''} &= {e.rhs_latex()}" for e in expressions]
