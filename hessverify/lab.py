@@ -232,7 +232,11 @@ class Run:
             d["log"] = [r.to_dict() for r in self.log]
         return d
 
+    def __repr__(self) -> str:
+        return f"Run({self.summary().strip()})"
+
     def summary(self) -> str:
+        """One line: iterations, whether it converged, final E and |g|, seconds, peak memory."""
         state = "converged" if self.converged else f"not converged ({self.reason})"
         return (f"{self.optimizer:14s} {self.iterations:6d} it  {state:28s} E {self.final_error:11.4e}  "
                 f"|g| {self.final_grad_norm:9.2e}  {self.seconds:8.3f} s  peak {_bytes(self.peak_memory)}")
@@ -259,6 +263,8 @@ class LabResult:
 
     def __str__(self) -> str:
         return self.table()
+
+    __repr__ = __str__
 
     def _repr_latex_(self) -> str:
         rows = []
