@@ -114,7 +114,8 @@ def main() -> int:
     ap.add_argument("--threads", default="1")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--max-iter", type=int, default=20000, help="first-order runs (default 20000)")
-    ap.add_argument("--max-iter-2nd", type=int, default=300, help="runs that form a matrix (default 300)")
+    ap.add_argument("--max-iter-2nd", type=int, default=300,
+                    help="runs that form and factorise a matrix each iteration: newton, lm, sfn, gauss-newton (default 300)")
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per run (default 60)")
     args = ap.parse_args()
     load = os.getloadavg()
@@ -130,7 +131,7 @@ def main() -> int:
     for p in todo:
         runs = {}
         for name in OPTIMIZERS:
-            second = lab.get_optimizer(name)[0].memory(p.n_params, 1) == 8 * p.n_params ** 2
+            second = lab.get_optimizer(name)[0].forms_hessian or name == "gauss-newton"  # a matrix per iteration
             r = lab.run(p, name, tol=TOL, max_iter=args.max_iter_2nd if second else args.max_iter,
                         time_limit=args.time_limit)
             runs[name] = r
@@ -150,19 +151,20 @@ def main() -> int:
         else:
             kind = "-"
         g0 = runs["gd"].log[0].grad_norm
-        ratio_rows.append((p, runs["gd"], runs["lm"], runs["newton"], kappa, kind, g0, E_end))
+        ratio_rows.append((p, runs["gd"], runs["lm"], runs["newton"], kappa, kind, g0, runs["gd-ls"]))
 
-    print("\n| case | n | gd iterations | lm iterations | gd / lm | newton iterations | "
+    print("\n| case | n | gd iterations | gd-ls iterations | lm iterations | gd / lm | newton iterations | "
           "lm's end: eigenvalues -/flat/+ , E, \\|θ\\| | kappa (non-flat) | kappa ln(g0/tol) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
-    for p, gd, lm_, nt, kappa, kind, g0, _ in ratio_rows:
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    for p, gd, lm_, nt, kappa, kind, g0, gdls in ratio_rows:
         gd_it = f"{gd.iterations}" if gd.converged else f"> {gd.iterations} ({gd.reason})"
         lm_it = f"{lm_.iterations}" if lm_.converged else f"> {lm_.iterations} ({lm_.reason})"
         ratio = f"{gd.iterations / max(lm_.iterations, 1):.0f}" if gd.converged and lm_.converged else (
             f"> {gd.iterations / max(lm_.iterations, 1):.0f}" if lm_.converged else "-")
         nt_it = f"{nt.iterations} (E {nt.final_error:.3g})" if nt.converged else f"> {nt.iterations} ({nt.reason})"
         pred = f"{kappa * math.log(g0 / TOL):.3g}" if math.isfinite(kappa) and g0 > TOL else "-"
-        print(f"| `{p.id}` | {p.n_params} | {gd_it} | {lm_it} | {ratio} | {nt_it} | {kind} | {kappa:.3g} | {pred} |")
+        ls_it = f"{gdls.iterations}" if gdls.converged else f"> {gdls.iterations} ({gdls.reason})"
+        print(f"| `{p.id}` | {p.n_params} | {gd_it} | {ls_it} | {lm_it} | {ratio} | {nt_it} | {kind} | {kappa:.3g} | {pred} |")
 
     # -- claim 3: saddle escape ---------------------------------------------------------------------------
     saddles = [hessverify.load_case(ROOT / "cases" / "saddle-2-3-1-tanh-zero.toml")]
