@@ -135,10 +135,15 @@ def inertia(H: FloatArray, tol: float | None = None) -> Inertia:
     (1, 1, 1)
     """
     ev = spectrum(H)
+    if tol is not None and not tol >= 0:
+        raise UsageError(f"tol must be a number >= 0, got {tol}")
+    return _count(ev, tol)
+
+
+def _count(ev: FloatArray, tol: float | None = None) -> Inertia:
+    """The inertia of ascending eigenvalues ``ev``; ``tol`` defaults to the eigensolver's backward error."""
     if tol is None:
         tol = ev.size * _U * float(np.max(np.abs(ev), initial=0.0))
-    if not tol >= 0:
-        raise UsageError(f"tol must be a number >= 0, got {tol}")
     return Inertia(ev, float(tol), int(np.sum(ev > tol)), int(np.sum(ev < -tol)), int(np.sum(np.abs(ev) <= tol)))
 
 
@@ -461,11 +466,10 @@ def _eig_solve(H: FloatArray, g: FloatArray, transform: Callable[[FloatArray], F
                ) -> tuple[FloatArray, Inertia]:
     """``p = -V diag(1 / transform(lambda)) V^T g`` and the inertia of H (zero: ``1/0`` taken as 0)."""
     ev, V = np.linalg.eigh((H + H.T) / 2.0)
-    tol = ev.size * _U * float(np.max(np.abs(ev), initial=0.0))
-    i = Inertia(ev, tol, int(np.sum(ev > tol)), int(np.sum(ev < -tol)), int(np.sum(np.abs(ev) <= tol)))
+    i = _count(ev)
     d = transform(ev)
     with np.errstate(divide="ignore"):
-        inv = np.where(np.abs(d) > tol, 1.0 / np.where(d == 0, 1.0, d), 0.0)
+        inv = np.where(np.abs(d) > i.threshold, 1.0 / np.where(d == 0, 1.0, d), 0.0)
     return -(V @ (inv * (V.T @ g))), i
 
 
@@ -541,8 +545,7 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
         def lm(theta: FloatArray, E: float, g: FloatArray):  # type: ignore[no-untyped-def]
             H = hessian_at(problem, theta)
             ev, V = np.linalg.eigh((H + H.T) / 2.0)
-            tol = ev.size * _U * float(np.max(np.abs(ev), initial=0.0))
-            i = Inertia(ev, tol, int(np.sum(ev > tol)), int(np.sum(ev < -tol)), int(np.sum(np.abs(ev) <= tol)))
+            i = _count(ev)
             if mu[0] is None:
                 mu[0] = 1e-3 * max(float(np.max(np.abs(ev))), 1e-12)
             Vg = V.T @ g
