@@ -269,9 +269,10 @@ exit status: 0 found and written, 2 invalid input or usage, 3 not differentiable
 
 
 def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from hessverify.lab import DEFAULT_OPTIMIZERS, DEFAULT_TOL, OPTIMIZERS
+    from hessverify.lab import ALIASES, DEFAULT_OPTIMIZERS, DEFAULT_TOL, OPTIMIZERS
 
-    listing = "optimizers:\n" + "\n".join(f"  {o.name:14s} {o.summary}" for o in OPTIMIZERS.values())
+    listing = ("optimizers:\n" + "\n".join(f"  {o.name:14s} {o.summary}" for o in OPTIMIZERS.values())
+               + "\nalso accepted: " + ", ".join(f"{a} ({n})" for a, n in ALIASES.items()))
     lab = sub.add_parser("lab", help="run optimisers on a case and log every iteration (hessverify.lab)",
                          description="Run optimisers from a case's point until |g| < --tol; log E, |g|, step, "
                                      "the Hessian's inertia where formed, wall time.\n\n" + listing,

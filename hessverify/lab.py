@@ -60,6 +60,7 @@ from hessverify.reports.analysis import Inertia
 __all__ = [
     "DEFAULT_TOL",
     "EXIT_NOT_FOUND",
+    "ALIASES",
     "MEMORY_LIMIT",
     "OPTIMIZERS",
     "Inertia",
@@ -384,19 +385,31 @@ DEFAULT_OPTIMIZERS = ("gd", "gd-ls", "momentum", "adam", "newton", "lm", "sfn", 
                       "lbfgs-5", "lbfgs-20")
 
 
+ALIASES = {
+    "gradient-descent": "gd", "gd-line-search": "gd-ls", "damped-newton": "lm", "levenberg-marquardt": "lm",
+    "saddle-free-newton": "sfn", "gn": "gauss-newton", "conjugate-gradient": "cg", "lbfgs": "lbfgs-10",
+}
+"""Longer names accepted for the short ones (``lbfgs`` alone is ``lbfgs-10``)."""
+
+
 def optimizer_names() -> list[str]:
-    """The names ``--optimizers`` accepts (``lbfgs-M`` for any whole ``M >= 1``)."""
+    """The names ``--optimizers`` accepts (``lbfgs-M`` for any whole ``M >= 1``; also :data:`ALIASES`)."""
     return list(OPTIMIZERS)
 
 
 def get_optimizer(name: str) -> tuple[Optimizer, int]:
-    """The optimiser called ``name`` and its memory ``m`` (L-BFGS pairs; 0 otherwise)."""
+    """The optimiser called ``name`` (or an alias) and its memory ``m`` (L-BFGS pairs; 0 otherwise).
+
+    Examples
+    --------
+    >>> get_optimizer("damped-newton")[0].name, get_optimizer("lbfgs-20")[1]
+    ('lm', 20)
+    """
+    name = ALIASES.get(name, name)
     if name in OPTIMIZERS and name != "lbfgs-M":
         return OPTIMIZERS[name], 0
     if name.startswith("lbfgs-") and name[6:].isdigit() and int(name[6:]) >= 1:
         return OPTIMIZERS["lbfgs-M"], int(name[6:])
-    if name == "lbfgs":
-        return OPTIMIZERS["lbfgs-M"], 10
     raise UsageError(f"unknown optimizer {name!r}; choose from {', '.join(optimizer_names())} "
                      "(lbfgs-M with a whole number M, e.g. lbfgs-20)")
 

@@ -142,6 +142,8 @@ def test_stop_reasons_and_bad_arguments() -> None:
 def test_lbfgs_names() -> None:
     assert lab.get_optimizer("lbfgs-7")[1] == 7
     assert lab.get_optimizer("lbfgs")[1] == 10
+    assert lab.get_optimizer("saddle-free-newton")[0].name == "sfn"
+    assert lab.run(_case("single-neuron-tanh"), "damped-newton").optimizer == "damped-newton"
     for bad in ("lbfgs-0", "lbfgs-x", "lbfgs-"):
         with pytest.raises(hessverify.UsageError):
             lab.get_optimizer(bad)
