@@ -264,7 +264,7 @@ peak memory is in bytes (tracemalloc: what Python and NumPy allocate during the 
 STATIONARY_EPILOG = """prints 'inertia: N negative, Z zero, P positive' and what the point is: minimum, saddle,
 maximum or degenerate (zero eigenvalues and one sign only: the second-order test cannot decide).
 exit status: 0 found and written, 2 invalid input or usage, 3 not differentiable, 4 overflow,
-5 no stationary point found within --max-iter (one line on stderr, nothing written).
+6 no stationary point found within --max-iter (one line on stderr, nothing written).
 """
 
 

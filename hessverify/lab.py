@@ -88,7 +88,7 @@ DEFAULT_TOL = 1e-8
 MEMORY_LIMIT = 2 * 1024**3
 """Bytes an optimiser's dense matrices may need (predicted before any work); more is refused."""
 
-EXIT_NOT_FOUND = 5
+EXIT_NOT_FOUND = 6
 """``hessverify stationary``: no stationary point found within the iterations allowed."""
 
 _U = float(np.finfo(np.float64).eps) / 2.0
@@ -97,7 +97,7 @@ _LOG_ROWS = 100_000  # iterations whose log is preallocated (module text: peak_m
 
 
 class NoStationaryPointError(HessverifyError):
-    """Newton's method on the gradient did not reach the tolerance (exit status 5)."""
+    """Newton's method on the gradient did not reach the tolerance (exit status 6)."""
 
     exit_code = EXIT_NOT_FOUND
 
@@ -871,7 +871,7 @@ def find_stationary(problem: Problem, *, tol: float = 1e-12, max_iter: int = 200
     (Levenberg 1944, Marquardt 1963; Nocedal & Wright sec. 10.3).  Unlike a
     minimiser it is drawn to saddles and maxima as well as minima.
 
-    Raises :class:`NoStationaryPointError` (exit status 5) when ``|g| < tol``
+    Raises :class:`NoStationaryPointError` (exit status 6) when ``|g| < tol``
     is not reached within ``max_iter`` iterations.
 
     Examples

@@ -113,7 +113,7 @@ def test_stationary_on_the_shipped_saddle(tmp_path: Path, capsys: pytest.Capture
 
 def test_stationary_not_found_exits_5_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "s.toml"
-    assert main(["stationary", XOR, "--out", str(out), "--max-iter", "1"]) == 5
+    assert main(["stationary", XOR, "--out", str(out), "--max-iter", "1"]) == 6
     err = capsys.readouterr().err
     assert err.startswith("hessverify: error: no stationary point found") and err.count("\n") == 1
     assert not out.exists()

@@ -227,4 +227,4 @@ def test_no_stationary_point_within_the_iterations() -> None:
     p = _case("xor-2-2-1-sigmoid")
     with pytest.raises(lab.NoStationaryPointError, match="no stationary point found near xor-2-2-1-sigmoid") as e:
         lab.find_stationary(p, max_iter=1)
-    assert e.value.exit_code == lab.EXIT_NOT_FOUND == 5
+    assert e.value.exit_code == lab.EXIT_NOT_FOUND == 6
