@@ -94,6 +94,11 @@ def kink_columns(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArr
 def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     """The symmetrised central-difference Hessian and its entrywise error estimate."""
     check_point(problem)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step: reported as not applicable
+        return _with_error(problem)
+
+
+def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
     D1 = _central(problem, theta, h)

@@ -58,6 +58,11 @@ def _differences(problem: Problem, theta: FloatArray, h: FloatArray, scales: tup
 def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     """The symmetrised extrapolated Hessian and its entrywise error estimate."""
     check_point(problem)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step: reported as not applicable
+        return _with_error(problem)
+
+
+def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
     D1, D2, D4 = _differences(problem, theta, h, (1.0, 2.0, 4.0))
