@@ -22,8 +22,9 @@ from hessverify.problem import Problem
 from hessverify.references.finite_differences import FD_SAFETY
 
 __all__ = [
-    "COMPLEX_STEP_SAFETY", "EXACT", "TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "approximation_error",
-    "bound_for", "compare", "compare_entries", "entries_of", "is_not_applicable", "pair_bound",
+    "BOUND_KEY", "COMPLEX_STEP_SAFETY", "EXACT", "TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "approximation_error",
+    "bound_for", "compare", "compare_entries", "entries_of", "is_not_applicable", "margin_text",
+    "pair_bound",
 ]
 
 
@@ -86,6 +87,9 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
 }
 """How each reference's bound is derived, with the reason."""
+
+BOUND_KEY = "bound:{method}:{reference}"
+"""Where ``verify_problem(..., matrices=)`` keeps the entrywise bound that decided a comparison."""
 
 EXACT = Tolerance("rounding", "exact in float64: gamma_k M of the truth")
 """The side of an exact method (any name not in :data:`TOLERANCES`)."""
@@ -311,3 +315,15 @@ def approximation_error(problem: Problem, method: str, kind: str, value: Any, ex
 def is_not_applicable(c: Comparison) -> bool:
     """A record of a reference that could not serve at a point: not a comparison, never a failure."""
     return c.bound_kind == "not_applicable"
+
+
+def margin_text(c: Comparison) -> str:
+    """The margin for people: ``"reference is exactly 0"`` where a margin would only measure the floor.
+
+    Where the reference entry is exactly 0 and the method's is not, the
+    bound there can be as small as the underflow allowance, and the ratio
+    (4e+295, say) says nothing a reader can use: the words do.
+    """
+    if not c.passed and c.worst_entry.reference_value == 0.0:
+        return "reference is exactly 0"
+    return f"{c.margin:.1e}"

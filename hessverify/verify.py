@@ -9,6 +9,7 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.bounds import rounding_bound
 from hessverify.compare import (
+    BOUND_KEY,
     TOLERANCES,
     Comparison,
     WorstEntry,
@@ -24,8 +25,7 @@ from hessverify.registry import METHODS, get_method, methods_with_role
 
 __all__ = ["BOUND_KEY", "check_reference", "hessian", "not_applicable_reason", "reference_skips", "verify_problem"]
 
-BOUND_KEY = "bound:{method}:{reference}"
-"""Where ``verify_problem(..., matrices=)`` keeps the entrywise bound that decided a comparison."""
+
 
 
 def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[FloatArray]:

@@ -37,7 +37,7 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
-from hessverify.compare import TOLERANCES, Comparison, bound_for
+from hessverify.compare import BOUND_KEY, TOLERANCES, Comparison, pair_bound
 from hessverify.errors import HessverifyError
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, methods_with_role
@@ -277,11 +277,15 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         A, R = mats.get(c.method), mats.get(c.reference)
         if A is None or R is None or is_approximation(c):
             continue
-        try:
-            bound, _ = bound_for(problem, c.reference, reference_error=mats.get(f"{c.reference}.error"),
-                                 rounding=rounding)
-        except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
-            continue
+        # the bound that decided the comparison, as verify_problem kept it; else the same derivation again
+        bound = mats.get(BOUND_KEY.format(method=c.method, reference=c.reference))
+        if bound is None:
+            try:
+                bound, _ = pair_bound(problem, c.method, c.reference, rounding=rounding,
+                                      method_error=mats.get(f"{c.method}.error"),
+                                      reference_error=mats.get(f"{c.reference}.error"))
+            except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
+                continue
         out.bounds[(c.method, c.reference)] = bound
         if not c.passed:
             # entries a diagonal or block method does not compute are not its errors
