@@ -62,7 +62,7 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
     "fd": Tolerance(
         "fd_estimate",
-        f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding of the gradient / h "
+        f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding gamma_k (G / h + M) "
         "+ asymmetry), plus gamma_k M for the exact side",
         rounding_sides=0, safety=FD_SAFETY,
     ),
@@ -74,8 +74,8 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
     "richardson": Tolerance(
         "fd_estimate",
-        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| / 15 + 1.5 gamma_k G / h "
-        "+ asymmetry), plus gamma_k M for the exact side",
+        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| / 15 "
+        "+ gamma_k (1.5 G / h + 2 M) + asymmetry), plus gamma_k M for the exact side",
         rounding_sides=0, safety=FD_SAFETY,
     ),
     "symbolic": Tolerance(

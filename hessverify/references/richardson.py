@@ -16,8 +16,10 @@ Error estimate, per entry, the sum of
 
 * truncation: ``R(2h) - R(h) ~ 15 c4 h^4``, so ``|R(h) - R(2h)| / 15``;
 * rounding: ``R(h)`` adds ``4/3`` of one difference quotient and ``1/3`` of
-  another with twice the step, so ``1.5 gamma_k G / h`` (``G`` the
-  magnitudes of the gradient's terms);
+  another with twice the step, each rounded to ``gamma_k (G / s + M)`` (``G``
+  the magnitudes of the gradient's terms, ``M`` of the Hessian's, ``s`` the
+  step: see :mod:`hessverify.references.finite_differences`), so
+  ``gamma_k (1.5 G / h + 2 M)``;
 * the asymmetry ``|R - R^T| / 2``.
 
 It is checked against numdifftools' adaptive Richardson scheme in
@@ -30,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient
+from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
 from hessverify.model.forward import check_point, gradient
 from hessverify.problem import Problem
 from hessverify.references.finite_differences import kink_columns
@@ -69,7 +71,8 @@ def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     R1 = (4.0 * D1 - D2) / 3.0
     R2 = (4.0 * D2 - D4) / 3.0
     truncation = np.abs(R1 - R2) / 15.0
-    rounding = 1.5 * gamma(chain_length(problem)) * magnitude_gradient(problem)[:, None] / h[None, :]
+    rounding = gamma(chain_length(problem)) * (1.5 * magnitude_gradient(problem)[:, None] / h[None, :]
+                                               + 2.0 * magnitude_hessian(problem))
     est = truncation + rounding
     est = np.maximum(est, est.T) + np.abs(R1 - R1.T) / 2.0
     # the widest step, 4h, is what may reach a kink
