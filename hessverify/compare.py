@@ -215,6 +215,11 @@ def entries_of(problem: Problem, kind: str, value: Any) -> tuple[FloatArray, np.
 
 
 def _symmetry(kind: str, value: Any) -> float:
+    with np.errstate(over="ignore", invalid="ignore"):  # an approximation's inf entries
+        return _symmetry_error(kind, value)
+
+
+def _symmetry_error(kind: str, value: Any) -> float:
     if kind == "matrix":
         A = np.asarray(value, dtype=np.float64)
         return float(np.max(np.abs(A - A.T))) if A.size else 0.0

@@ -19,6 +19,7 @@ from hessverify.compare import (
     pair_bound,
 )
 from hessverify.errors import UsageError
+from hessverify.model.activations import get_activation
 from hessverify.model.forward import check_point, forward
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, get_method, methods_with_role
@@ -87,7 +88,14 @@ def not_applicable_reason(problem: Problem, name: str, value: FloatArray, error:
     value = np.asarray(value, dtype=np.float64)
     bad = ~np.isfinite(value)
     if error is not None:
-        bad |= np.isnan(np.asarray(error, dtype=np.float64))
+        err = np.asarray(error, dtype=np.float64)
+        bad |= np.isnan(err)
+        kinks = any(get_activation(layer.activation).kinks for layer in problem.architecture.layers)
+        stepping = name in TOLERANCES and TOLERANCES[name].kind == "fd_estimate"
+        if stepping and not kinks and np.isinf(err).any():
+            # an infinite step estimate means a step across a kink only where there are kinks
+            return (f"{name}'s error estimate overflows float64 at {int(np.isinf(err).sum())} of {err.size} "
+                    "entries (its steps meet values near the float64 limit)")
     if not bad.any():
         return None
     fp = forward(problem, derivatives=False)

@@ -91,3 +91,24 @@ def test_check_judges_by_the_references_that_can_serve() -> None:
                               against=("autograd", "complex_step"))
     assert result.passed
     assert {c.reference: c.bound_kind for c in result.comparisons}["complex_step"] == "not_applicable"
+
+
+HUGE_TARGET = """
+id = "huge-target"
+[network]
+inputs = 1
+layers = [ { units = 1, activation = "tanh" }, { units = 1, activation = "identity" } ]
+loss = "sse"
+[data]
+inputs = [[0.5]]
+targets = [[1e308]]
+[params]
+values = [0.3, 0.1, 0.7, 0.2]
+"""
+
+
+def test_a_huge_target_is_not_read_as_a_kink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", _write(tmp_path, "huge", HUGE_TARGET), "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "kink" not in out
+    assert "fd: not applicable" in out and "0 failed" in out
