@@ -277,7 +277,8 @@ def _flat_comparison(problem: Problem, method: str, reference: str, a: FloatArra
     if np.any(ref_bad):
         notes.append(f"{int(np.count_nonzero(ref_bad))} entries not checked: {reference} returned NaN or inf there")
     if np.any(untrusted):
-        why = (f"{reference} is not trusted there (a step crosses a kink, or its bound overflows float64)"
+        why = (f"{reference} is not trusted there (a step crosses a kink or leaves the range where its "
+               "error estimate holds, or its bound overflows float64)"
                if bound_kind == "fd_estimate"
                else "their bound overflows float64 (the entry's terms are near the float64 limit)")
         notes.append(f"{int(np.count_nonzero(untrusted))} entries not checked: {why}")

@@ -35,3 +35,19 @@ def test_agrees_with_numdifftools(case_id: str) -> None:
     # numdifftools' own error estimate is sometimes zero, so hold both to ours plus theirs
     allowed = FD_SAFETY * (est + 0.5 * (theirs.error_estimate + theirs.error_estimate.T)) + 1e-12 * np.abs(ours).max()
     assert np.all(np.abs(ours - J) <= allowed)
+
+
+def test_steps_outside_the_asymptotic_range_are_not_trusted() -> None:
+    """Found by the special-value property: weights of 40 through identity layers into a softmax."""
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.symbolic.reference import hessian as gold
+
+    arch = Architecture(3, (Layer(1, "identity", False), Layer(2, "identity", False), Layer(2, "identity", False)))
+    p = hessverify.Problem(arch, "cross_entropy", np.array([40.0, 0, 0, 0, 40, 0, 0, 0, 0]),
+                           np.array([[2.0, 0, 0]]), np.array([[0.5, 0.5]]), "sum", id="steep-softmax")
+    ours, est = richardson.hessian_with_error(p)
+    wrong = np.abs(ours - gold(p)) > FD_SAFETY * np.where(np.isinf(est), 0.0, est)
+    assert np.any(wrong & np.isinf(est))  # richardson is far off there (16 %) ...
+    assert not np.any(wrong & np.isfinite(est))  # ... and says so: no finite estimate is wrong
+    results = hessverify.verify_problem(p, methods=["backprop"], references=["richardson"])
+    assert results[0].passed and results[0].unchecked_entries > 0 and "not trusted" in results[0].note
