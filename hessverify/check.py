@@ -206,7 +206,7 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
                 R, err = np.asarray(ref.fn(problem), dtype=np.float64), None
         reason = not_applicable_reason(problem, ref_name, R, err)
         if reason is not None:  # this reference cannot serve here: say so, judge by the others
-            out.append(_not_applicable(problem, ref_name, reason))
+            out.append(_not_applicable(problem, ref_name, reason, R, err))
             continue
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
         if returns == "diagonal":

@@ -109,12 +109,22 @@ def not_applicable_reason(problem: Problem, name: str, value: FloatArray, error:
     return why
 
 
-def _not_applicable(problem: Problem, reference: str, reason: str) -> Comparison:
-    """The record of a reference that cannot serve here: not a comparison, never a failure."""
+def _not_applicable(problem: Problem, reference: str, reason: str, value: FloatArray,
+                    error: FloatArray | None = None) -> Comparison:
+    """The record of a reference that cannot serve here: not a comparison, never a failure.
+
+    Its worst entry is the first where the reference broke down (NaN or inf
+    in its value or its error estimate).
+    """
     nan = float("nan")
+    broken = ~np.isfinite(np.asarray(value, dtype=np.float64))
+    if error is not None:
+        broken |= ~np.isfinite(np.asarray(error, dtype=np.float64))
+    i, j = np.argwhere(broken)[0] if broken.any() else (0, 0)
+    names = problem.param_names
     return Comparison(problem.id, "(all)", reference, True, nan, nan, nan, nan, "not_applicable", 0.0, 0.0,
-                      WorstEntry("-", "-", nan, nan, nan, nan), note=f"not applicable: {reason}",
-                      extra={"not_applicable": True})
+                      WorstEntry(names[i], names[j], nan, float(value[i, j]), nan, nan),
+                      note=f"not applicable: {reason}", extra={"not_applicable": True})
 
 
 def _evaluate(problem: Problem, name: str) -> tuple[FloatArray, FloatArray | None]:
@@ -185,7 +195,7 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
             kept[f"{name}.error"] = err
         reason = not_applicable_reason(problem, name, value, err)
         if reason is not None:
-            results.append(_not_applicable(problem, name, reason))
+            results.append(_not_applicable(problem, name, reason, value, err))
         else:
             refs[name] = (value, err)
     for name in method_names:

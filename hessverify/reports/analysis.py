@@ -299,8 +299,16 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         out.spectrum_note = (f"no spectrum: {problem.n_params} parameters is more than the {MAX_SPECTRUM_PARAMS} "
                              "an eigendecomposition in a report is allowed (hessverify.reports.analysis)")
         return out
-    ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    except np.linalg.LinAlgError:  # entries near the float64 limit (a target of 1e308): no spectrum to draw
+        out.spectrum_note = "no spectrum: the eigenvalues of this Hessian do not converge in float64"
+        return out
     tau = zero_threshold(problem, ev)
+    if not np.isfinite(tau):  # the rounding bound overflows: no sign of an eigenvalue can be vouched for
+        out.spectrum_note = "no spectrum: the rounding bound of this Hessian overflows float64"
+        return out
     out.spectrum = inertia(H, tau)
     for m in methods_with_role("approximation"):
         try:
@@ -308,5 +316,9 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         except HessverifyError as exc:
             out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary, error=str(exc)))
             continue
-        out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+        try:
+            out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+        except np.linalg.LinAlgError:
+            out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary,
+                                                           error="its eigenvalues do not converge in float64"))
     return out
