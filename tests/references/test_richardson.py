@@ -51,3 +51,19 @@ def test_steps_outside_the_asymptotic_range_are_not_trusted() -> None:
     assert not np.any(wrong & np.isfinite(est))  # ... and says so: no finite estimate is wrong
     results = hessverify.verify_problem(p, methods=["backprop"], references=["richardson"])
     assert results[0].passed and results[0].unchecked_entries > 0 and "not trusted" in results[0].note
+
+
+def test_extrapolation_that_does_not_shrink_the_differences_is_not_trusted() -> None:
+    """Found by the special-value property: a gelu network behind weights of 20 to 60."""
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.symbolic.reference import hessian as gold
+
+    arch = Architecture(3, (Layer(2, "identity", False), Layer(3, "identity", False), Layer(3, "gelu", False)))
+    theta = np.zeros(21)
+    theta[[4, 5, 14, 17]] = [10.0, 20.0, 40.0, 60.0]
+    p = hessverify.Problem(arch, "sse", theta, np.array([[0.0, 1.35232353, 0.2936819]]),
+                           np.array([[-2.0, -0.5, 0.0]]), "sum", id="steep-gelu")
+    ours, est = richardson.hessian_with_error(p)
+    i = p.param_names.index("W2[2,1]")
+    assert abs(ours[i, i] - gold(p)[i, i]) > 1e4 and np.isinf(est[i, i])  # 4.6 % off, and not trusted
+    assert np.all(np.abs(ours - gold(p))[np.isfinite(est)] <= FD_SAFETY * est[np.isfinite(est)])
