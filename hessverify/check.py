@@ -53,7 +53,7 @@ from hessverify.compare import TOLERANCES, Comparison, WorstEntry, bound_for, co
 from hessverify.errors import UsageError
 from hessverify.problem import Problem
 from hessverify.registry import METHODS
-from hessverify.verify import _not_applicable, check_reference, not_applicable_reason
+from hessverify.verify import check_reference, not_applicable_reason, not_applicable_record
 
 __all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe", "reduce_problem"]
 
@@ -206,7 +206,7 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
                 R, err = np.asarray(ref.fn(problem), dtype=np.float64), None
         reason = not_applicable_reason(problem, ref_name, R, err)
         if reason is not None:  # this reference cannot serve here: say so, judge by the others
-            out.append(_not_applicable(problem, ref_name, reason, R, err))
+            out.append(not_applicable_record(problem, ref_name, reason, R, err))
             continue
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
         if returns == "diagonal":

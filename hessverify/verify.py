@@ -23,7 +23,8 @@ from hessverify.model.forward import check_point, forward
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, get_method, methods_with_role
 
-__all__ = ["BOUND_KEY", "check_reference", "hessian", "not_applicable_reason", "reference_skips", "verify_problem"]
+__all__ = ["BOUND_KEY", "check_reference", "hessian", "not_applicable_reason", "not_applicable_record",
+           "reference_skips", "verify_problem"]
 
 
 
@@ -109,7 +110,7 @@ def not_applicable_reason(problem: Problem, name: str, value: FloatArray, error:
     return why
 
 
-def _not_applicable(problem: Problem, reference: str, reason: str, value: FloatArray,
+def not_applicable_record(problem: Problem, reference: str, reason: str, value: FloatArray,
                     error: FloatArray | None = None) -> Comparison:
     """The record of a reference that cannot serve here: not a comparison, never a failure.
 
@@ -195,7 +196,7 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
             kept[f"{name}.error"] = err
         reason = not_applicable_reason(problem, name, value, err)
         if reason is not None:
-            results.append(_not_applicable(problem, name, reason, value, err))
+            results.append(not_applicable_record(problem, name, reason, value, err))
         else:
             refs[name] = (value, err)
     for name in method_names:
