@@ -74,7 +74,7 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
     "richardson": Tolerance(
         "fd_estimate",
-        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| / 15 "
+        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| "
         "+ gamma_k (1.5 G / h + 2 M) + asymmetry), plus gamma_k M for the exact side",
         rounding_sides=0, safety=FD_SAFETY,
     ),

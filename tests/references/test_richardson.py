@@ -67,3 +67,17 @@ def test_extrapolation_that_does_not_shrink_the_differences_is_not_trusted() -> 
     i = p.param_names.index("W2[2,1]")
     assert abs(ours[i, i] - gold(p)[i, i]) > 1e4 and np.isinf(est[i, i])  # 4.6 % off, and not trusted
     assert np.all(np.abs(ours - gold(p))[np.isfinite(est)] <= FD_SAFETY * est[np.isfinite(est)])
+
+
+def test_the_estimate_covers_a_steep_network_where_the_h4_term_does_not_rule() -> None:
+    """Found by the special-value property: weights of 60 into softplus and gelu; /15 was 8 times too small."""
+    from pathlib import Path
+
+    from hessverify.symbolic.reference import hessian as gold
+
+    p = hessverify.load_case(Path(__file__).parent / "data" / "steep-softplus-gelu.toml")
+    ours, est = richardson.hessian_with_error(p)
+    checked = np.isfinite(est)
+    assert np.all(np.abs(ours - gold(p))[checked] <= FD_SAFETY * est[checked])
+    results = hessverify.verify_problem(p, methods=["backprop"], references=["richardson"])
+    assert results[0].passed
