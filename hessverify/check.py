@@ -52,7 +52,8 @@ from hessverify.bounds import rounding_bound
 from hessverify.compare import TOLERANCES, Comparison, WorstEntry, bound_for, compare
 from hessverify.errors import UsageError
 from hessverify.problem import Problem
-from hessverify.registry import METHODS, get_method
+from hessverify.registry import METHODS
+from hessverify.verify import check_reference, not_applicable_reason, not_applicable_record
 
 __all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe", "reduce_problem"]
 
@@ -203,6 +204,10 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
                 R, err = ref.with_error(problem)
             else:
                 R, err = np.asarray(ref.fn(problem), dtype=np.float64), None
+        reason = not_applicable_reason(problem, ref_name, R, err)
+        if reason is not None:  # this reference cannot serve here: say so, judge by the others
+            out.append(not_applicable_record(problem, ref_name, reason, R, err))
+            continue
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
         if returns == "diagonal":
             R, bound = np.diag(R).copy(), np.diag(bound).copy()
@@ -239,7 +244,7 @@ def check(
         Hypothesis strategy of them.  A strategy is run for ``max_examples``
         examples (with ``seed`` if given) and a failure is shrunk to a
         minimal problem: by Hypothesis, then by :func:`reduce_problem` (no
-        single pattern, input, unit or bias can be removed from it).
+        single layer, pattern, input, unit or bias can be removed from it).
     against:
         Registered methods or references to compare with (``hessverify
         methods`` lists them).  Each comparison uses the bound of
@@ -260,7 +265,7 @@ def check(
     if not against:
         raise UsageError("against: name at least one method or reference")
     for name in against:
-        get_method(name)
+        check_reference(name)
         if METHODS[name].kind != "matrix":
             raise UsageError(f"against: {name!r} does not return a full matrix; choose exact methods or references")
     bounds = {name: TOLERANCES[name].reason if name in TOLERANCES else "exact: rounding bound" for name in against}
@@ -325,7 +330,7 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
 
 
 def _smaller(problem: Problem) -> Iterator[Problem]:
-    """Every problem one step smaller: a pattern, an input, a unit, a layer's bias or an output fewer."""
+    """Every problem one step smaller: a layer, a pattern, an input, a unit, a layer's bias or an output fewer."""
     from hessverify.model.network import Architecture, Layer
     from hessverify.strategies import _case_id
 
@@ -337,10 +342,25 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
     def build(n_in: int, lay: list[Layer], W: list[FloatArray], b: list[FloatArray], x: FloatArray,
               t: FloatArray) -> Problem:
         new = Architecture(n_in, tuple(lay))
+        # a fresh description: the one drawn with the problem names an architecture it no longer has
         return replace(problem, architecture=new, params=new.pack(list(zip(W, b, strict=True))),
-                       inputs=x, targets=t, id=_case_id(new))
+                       inputs=x, targets=t, id=_case_id(new),
+                       description=f"reduced by hessverify.check: {new.describe()}, {problem.loss}, "
+                                   f"{problem.reduction}")
 
     x, t = problem.inputs, problem.targets
+    for l in range(len(layers) if len(layers) > 1 else 0):  # a whole layer, 0-based
+        if l < len(layers) - 1:
+            # read the layer as the identity and compose it into the next one: exact for an identity
+            # layer (a dead one included), and shape-correct for any
+            W, b = list(Ws), list(bs)
+            W[l + 1], b[l + 1] = Ws[l + 1] @ Ws[l], bs[l + 1] + Ws[l + 1] @ bs[l]
+            lay = list(layers)
+            lay[l + 1] = replace(layers[l + 1], bias=layers[l + 1].bias or layers[l].bias)
+            del W[l], b[l], lay[l]
+            yield build(arch.inputs, lay, W, b, x, t)
+        elif layers[l - 1].units == layers[l].units:  # the output layer, where the targets still fit
+            yield build(arch.inputs, layers[:-1], Ws[:-1], bs[:-1], x, t)
     for n in range(problem.n_patterns if problem.n_patterns > 1 else 0):
         yield build(arch.inputs, layers, Ws, bs, np.delete(x, n, axis=0), np.delete(t, n, axis=0))
     for j in range(arch.inputs if arch.inputs > 1 else 0):
@@ -370,7 +390,7 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
 
 def reduce_problem(problem: Problem, comparisons: list[Comparison],
                    compare_fn: Callable[[Problem], list[Comparison]]) -> tuple[Problem, list[Comparison], int]:
-    """Greedily remove patterns, inputs, units and biases while the problem still fails.
+    """Greedily remove layers, patterns, inputs, units and biases while the problem still fails.
 
     A problem one step smaller replaces the current one when it is well posed
     (no relu net input near the kink, nothing overflows) and some comparison

@@ -18,6 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="a reference to hold the methods to (repeatable; default: every reference)")
     v.add_argument("--json", metavar="PATH", help="write the results as JSON")
     v.add_argument("--report", metavar="DIR", help="write results.json, report.md and report.html into DIR")
+    v.add_argument("--verbose", "-v", action="store_true",
+                   help="one line per comparison (default: one line per case, plus any failure)")
     v.set_defaults(func=_cmd_verify)
 
     h = sub.add_parser("hessian", help="compute a Hessian (or its diagonal, blocks, approximation) and save it",
@@ -186,13 +189,44 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                      returns=args.returns, against=args.against, report_dir=args.report)
 
 
+MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "
+                 "hessverify.compare.TOLERANCES); a comparison passes when margin <= 1")
+
+
+def _failure_line(c: Any) -> str:
+    w = c.worst_entry
+    if c.worst_entry.reference_value == 0.0:
+        against = (f"reference is exactly 0, |error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind})")
+    else:
+        against = (f"|error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind}), margin {c.margin:.3g}")
+    return (f"    FAIL {w.row} x {w.col}: {c.method} vs {c.reference}, {c.failing_entries} entries over the bound; "
+            f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}; {against}")
+
+
+def _case_line(case_id: str, comps: list[Any]) -> str:
+    """One line for a case: comparisons passed and failed, the worst margin and where."""
+    from hessverify.compare import is_not_applicable, margin_text
+
+    judged = [c for c in comps if c.bound_kind != "approximation" and not is_not_applicable(c)]
+    n_fail = sum(not c.passed for c in judged)
+    line = f"{case_id:34s} {len(judged) - n_fail:3d} passed {n_fail:3d} failed"
+    worst = max(judged, key=lambda c: c.margin, default=None)
+    if worst is not None:
+        w = worst.worst_entry
+        line += f"  worst margin {margin_text(worst):>9s}  {worst.method} vs {worst.reference} at {w.row} x {w.col}"
+    return line
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
     from hessverify.reports import check_directory, check_json_path, write_json, write_report
     from hessverify.reports.progress import track
-    from hessverify.verify import verify_problem
+    from hessverify.verify import check_reference, reference_skips, verify_problem
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
+    for name in args.references or []:
+        check_reference(name)
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
     if args.report:
@@ -202,10 +236,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     results = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
-    header = (f"{'case':34s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}"
-              "  worst entry")
+    print(MARGIN_HEADER)
+    if args.verbose:
+        header = (f"{'case':34s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} "
+                  f"{'margin':>9s}  worst entry")
+    else:
+        header = f"{'case':34s} comparisons        worst margin and where"
     print(header)
     print("-" * len(header))
+    approximations: list[str] = []
     for case in track(cases, "verifying", label=lambda case: case.id):
         try:
             comps = verify_problem(case, args.methods, args.references,
@@ -218,23 +257,37 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"{case.id:34s} OVERFLOW: {exc}")
             skipped.append({"case": case.id, "reason": "overflow", "message": str(exc)})
             continue
+        if not args.verbose:
+            print(_case_line(case.id, comps))
         for c in comps:
-            mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
-            w = c.worst_entry
-            print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
-                  f"{c.max_rel_error:9.1e} {c.margin:9.1e}  {mark} {w.row} x {w.col}")
-            if c.note:
-                print(f"    note: {c.note}")
+            if c.bound_kind == "approximation":
+                approximations.append(c.method)
+            if is_not_applicable(c):
+                print(f"    {c.reference}: {c.note}")
+                continue
+            if args.verbose:
+                mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
+                w = c.worst_entry
+                print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
+                      f"{c.max_rel_error:9.1e} {margin_text(c):>9s}  {mark} {w.row} x {w.col}")
+                note = c.note.replace(APPROXIMATION_NOTE, "").strip("; ")
+                if note:
+                    print(f"    note: {note}")
             if not c.passed:
-                print(f"    {c.failing_entries} entries over the bound; worst {w.row} x {w.col}: "
-                      f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}, "
-                      f"|error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind})")
+                print(_failure_line(c))
+        for line in reference_skips(case, args.references):
+            print(f"    {line}")
         results.extend(comps)
     n_fail = sum(not c.passed for c in results)
     n_approx = sum(c.bound_kind == "approximation" for c in results)
-    n_comp = len(results) - n_approx
+    n_na = sum(is_not_applicable(c) for c in results)
+    n_comp = len(results) - n_approx - n_na
+    if approximations:
+        print(f"\napproximations ({', '.join(dict.fromkeys(approximations))}): {APPROXIMATION_NOTE}"
+              + ("" if args.verbose else " (--verbose shows them)"))
     print(f"\n{len(cases)} case(s), {n_comp} comparison(s): {n_comp - n_fail} passed, {n_fail} failed"
           + (f"; {n_approx} approximation record(s)" if n_approx else "")
+          + (f"; {n_na} reference(s) not applicable" if n_na else "")
           + (f"; {len(skipped)} case(s) not compared" if skipped else ""))
     if args.json:
         write_json(Path(args.json), results, skipped)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -82,3 +84,58 @@ def test_bad_arguments_are_usage_errors() -> None:
         check(backprop.hessian, CASE, returns="jacobian")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="unknown method 'jax'"):
         check(backprop.hessian, CASE, against=("jax",))
+
+
+# -- shrinking: whole layers, fresh descriptions -------------------------------------
+
+def _dead_identity_layer_problem() -> Problem:
+    """1-1(identity,nobias)-1(sigmoid,nobias)-1(identity,nobias), the first layer dead (weight 0)."""
+    from hessverify.model.network import Architecture, Layer
+
+    arch = Architecture(1, (Layer(1, "identity", False), Layer(1, "sigmoid", False), Layer(1, "identity", False)))
+    return Problem(arch, "sse", np.array([0.0, 0.7, 1.3]), np.array([[1.0]]), np.array([[0.5]]), "sum",
+                   id="generated-1-1-1-1", description="drawn by hessverify.strategies: 1-1-1-1")
+
+
+def _last_entry_wrong(p: Problem) -> np.ndarray:
+    H = backprop.hessian(p)
+    H[-1, -1] += 1e-3
+    return H
+
+
+def test_the_shrinker_removes_a_dead_identity_layer() -> None:
+    from hessverify.check import check_problem, reduce_problem
+
+    problem = _dead_identity_layer_problem()
+    comps = check_problem(_last_entry_wrong, problem, against=("autograd",))
+    assert not all(c.passed for c in comps)
+    reduced, comps, calls = reduce_problem(problem, comps, lambda p: check_problem(
+        _last_entry_wrong, p, against=("autograd",)))
+    assert calls > 0 and not all(c.passed for c in comps)
+    # the dead identity layer is gone: what is left starts with the sigmoid
+    assert reduced.architecture.depth < 3
+    assert reduced.architecture.layers[0].activation != "identity" or reduced.architecture.depth == 1
+
+
+def test_removing_an_identity_layer_keeps_the_function() -> None:
+    from hessverify.check import _smaller
+    from hessverify.model.forward import forward
+
+    problem = _dead_identity_layer_problem()
+    problem = replace(problem, params=np.array([0.4, 0.7, 1.3]))
+    first = next(_smaller(problem))  # the first candidate drops layer 1 (identity) into layer 2
+    assert first.architecture.depth == 2
+    np.testing.assert_allclose(forward(first).y, forward(problem).y, rtol=1e-15)
+
+
+def test_reduced_problems_carry_no_stale_description() -> None:
+    from hessverify.check import _smaller
+
+    for smaller in _smaller(_dead_identity_layer_problem()):
+        assert smaller.architecture.describe() in smaller.description
+        assert "drawn by" not in smaller.description
+
+
+def test_an_approximation_cannot_be_checked_against() -> None:
+    with pytest.raises(UsageError, match="gauss_newton cannot be a reference"):
+        check(backprop.hessian, CASE, against=("gauss_newton",))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hessverify._typing import FloatArray
-from hessverify.compare import Comparison
+from hessverify.compare import Comparison, is_not_applicable, margin_text
 from hessverify.errors import NotDifferentiableError, OverflowReport, UsageError
 from hessverify.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
@@ -119,10 +119,12 @@ def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, 
         "environment": environment(),
         "summary": {
             # approximation records are reports of approximation error, never pass/fail comparisons
-            "comparisons": sum(not is_approximation(c) for c in results),
-            "passed": sum(c.passed and not is_approximation(c) for c in results),
+            "comparisons": sum(not is_approximation(c) and not is_not_applicable(c) for c in results),
+            "passed": sum(c.passed and not is_approximation(c) and not is_not_applicable(c) for c in results),
             "failed": sum(not c.passed for c in results),
             "approximations": sum(is_approximation(c) for c in results),
+            # references that could not serve at a case's point (NaN or inf there): not comparisons
+            "not_applicable": sum(is_not_applicable(c) for c in results),
             "not_compared": len(skipped),
         },
         "results": records,
@@ -206,7 +208,8 @@ def summary_cells(case: Problem, comps: Sequence[Comparison], skipped: Sequence[
             cells.append(("-", None))
             continue
         ok = all(c.passed for c in mine)
-        cells.append((f"{'pass' if ok else 'FAIL'} {max(c.margin for c in mine):.1e}", ok))
+        worst = max(mine, key=lambda c: c.margin)
+        cells.append((f"{'pass' if ok else 'FAIL'} {margin_text(worst)}", ok))
     return cells
 
 
@@ -218,7 +221,9 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
     the sections, marked as minimal failing problems.
     """
     cases = _ordered(cases, leading)
-    results = [c for c in results if not is_approximation(c)]  # approximations have their own table
+    unusable = [c for c in results if is_not_applicable(c)]
+    # approximations have their own table; a reference that could not serve is a note, not a row
+    results = [c for c in results if not is_approximation(c) and not is_not_applicable(c)]
     by_id = {a.problem.id: a for a in analyses}
     methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
     by_case: dict[str, list[Comparison]] = {}
@@ -264,16 +269,18 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
             w = c.worst_entry
             lines.append(
                 f"| {c.method} | {c.reference} | {'pass' if c.passed else '**FAIL**'} | {_fmt(c.max_abs_error)} | "
-                f"{_fmt(c.max_rel_error)} | {_fmt(c.bound)} ({c.bound_kind}) | {c.margin:.1e} | "
+                f"{_fmt(c.max_rel_error)} | {_fmt(c.bound)} ({c.bound_kind}) | {margin_text(c)} | "
                 f"`{w.row}` x `{w.col}` |"
             )
+        lines += ["", *(f"- {c.reference}: {c.note}" for c in unusable if c.case == case.id)]
         a = by_id.get(case.id)
         for c in by_case.get(case.id, []):
             if not c.passed:
                 w = c.worst_entry
                 lines += ["", f"- {c.method} vs {c.reference}: {c.failing_entries} entries over the bound; worst "
                               f"`{w.row}` x `{w.col}`: {w.value:.17g} against {w.reference_value:.17g} "
-                              f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g})."]
+                              f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g}"
+                              + ("; reference is exactly 0" if w.reference_value == 0.0 else "") + ")."]
                 loc = a.localisations.get((c.method, c.reference)) if a else None
                 if loc is not None:
                     lines += [f"  Where: {loc.words}"]

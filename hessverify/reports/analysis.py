@@ -37,7 +37,7 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
-from hessverify.compare import TOLERANCES, Comparison, bound_for
+from hessverify.compare import BOUND_KEY, TOLERANCES, Comparison, pair_bound
 from hessverify.errors import HessverifyError
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, methods_with_role
@@ -313,11 +313,15 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         A, R = mats.get(c.method), mats.get(c.reference)
         if A is None or R is None or is_approximation(c):
             continue
-        try:
-            bound, _ = bound_for(problem, c.reference, reference_error=mats.get(f"{c.reference}.error"),
-                                 rounding=rounding)
-        except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
-            continue
+        # the bound that decided the comparison, as verify_problem kept it; else the same derivation again
+        bound = mats.get(BOUND_KEY.format(method=c.method, reference=c.reference))
+        if bound is None:
+            try:
+                bound, _ = pair_bound(problem, c.method, c.reference, rounding=rounding,
+                                      method_error=mats.get(f"{c.method}.error"),
+                                      reference_error=mats.get(f"{c.reference}.error"))
+            except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
+                continue
         out.bounds[(c.method, c.reference)] = bound
         if not c.passed:
             # entries a diagonal or block method does not compute are not its errors
@@ -331,8 +335,16 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         out.spectrum_note = (f"no spectrum: {problem.n_params} parameters is more than the {MAX_SPECTRUM_PARAMS} "
                              "an eigendecomposition in a report is allowed (hessverify.reports.analysis)")
         return out
-    ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    except np.linalg.LinAlgError:  # entries near the float64 limit (a target of 1e308): no spectrum to draw
+        out.spectrum_note = "no spectrum: the eigenvalues of this Hessian do not converge in float64"
+        return out
     tau = zero_threshold(problem, ev)
+    if not np.isfinite(tau):  # the rounding bound overflows: no sign of an eigenvalue can be vouched for
+        out.spectrum_note = "no spectrum: the rounding bound of this Hessian overflows float64"
+        return out
     out.spectrum = inertia(H, tau)
     from hessverify.model.forward import gradient
 
@@ -344,5 +356,9 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         except HessverifyError as exc:
             out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary, error=str(exc)))
             continue
-        out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+        try:
+            out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+        except np.linalg.LinAlgError:
+            out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary,
+                                                           error="its eigenvalues do not converge in float64"))
     return out

@@ -142,3 +142,27 @@ def test_approximation_records_stay_out_of_the_verdicts(monkeypatch: pytest.Monk
     assert "| case | backprop |" in md
     assert "| approx | backprop |" not in md
     assert "| approx | matrix | " in md  # it is in the approximations table instead
+
+
+def test_the_rings_use_exactly_the_bound_that_decided() -> None:
+    """The bound kept for a comparison is the one it was decided by: fd's includes its own estimate."""
+    import hessverify
+    from hessverify.compare import BOUND_KEY
+    from hessverify.references.finite_differences import FD_SAFETY
+    from hessverify.reports.analysis import analyse_case
+
+    case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    kept: dict = {}
+    comps = hessverify.verify_problem(case, methods=["backprop", "fd"], references=["autograd", "fd", "symbolic"],
+                                      matrices=kept)
+    a = analyse_case(case, comps, kept)
+    for c in comps:
+        key = (c.method, c.reference)
+        if key in a.bounds:
+            np.testing.assert_array_equal(a.bounds[key], kept[BOUND_KEY.format(method=c.method, reference=c.reference)])
+            # the worst entry's bound in the comparison is the ringed bound at that entry
+            i, j = case.param_names.index(c.worst_entry.row), case.param_names.index(c.worst_entry.col)
+            assert a.bounds[key][i, j] == c.worst_entry.bound
+    fd_bound = a.bounds[("backprop", "fd")]
+    assert np.all(fd_bound >= FD_SAFETY * kept["fd.error"])
+    assert ("fd", "autograd") in a.bounds and np.all(a.bounds[("fd", "autograd")] >= FD_SAFETY * kept["fd.error"])
