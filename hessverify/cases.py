@@ -73,8 +73,8 @@ def parse_case(text: str, source: str = "<string>") -> Problem:
     except tomllib.TOMLDecodeError as exc:
         raise CaseError(source, "", f"invalid TOML: {exc}") from None
     v = _Validator(source)
-    v.keys(doc, "", _TOP, required={"id", "network", "data", "params"})
-    case_id = v.string(doc, "id")
+    v.keys(doc, "", _TOP, required={"network", "data", "params"})
+    case_id = v.string(doc, "id") if "id" in doc else _id_from_source(source)
     if not ID_PATTERN.match(case_id):
         raise CaseError(source, "id",
                         f"{case_id!r} is not a valid id: use lowercase letters, digits and single hyphens")
@@ -83,6 +83,16 @@ def parse_case(text: str, source: str = "<string>") -> Problem:
     inputs, targets = _data(v, v.table(doc, "data"), arch, loss)
     params = _params(v, v.table(doc, "params"), arch)
     return Problem(arch, loss, params, inputs, targets, reduction, case_id, description, source)
+
+
+def _id_from_source(source: str) -> str:
+    """The id of a case file that gives none: its file name without ``.toml``, made a valid id.
+
+    ``cases/My_Case.toml`` becomes ``my-case``; text with no file behind it is ``case``.
+    """
+    stem = Path(source).stem if source and not source.startswith("<") else ""
+    words = re.findall(r"[a-z0-9]+", stem.lower())
+    return "-".join(words) or "case"
 
 
 def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str]:
