@@ -6,7 +6,14 @@ Exit statuses (also in ``hessverify --help`` and the README):
 * 1: a discrepancy;
 * 2: invalid input or usage (a case file, an option, a name);
 * 3: the Hessian does not exist at a case's point (a relu net input exactly at its kink);
-* 4: overflow: the network's values are not finite at a case's point.
+* 4: overflow: the network's values are not finite at a case's point;
+* 5: the function under test failed (it raised, called ``sys.exit``, hung past
+  ``--timeout`` or returned no usable array): a fault, not a discrepancy;
+* 130: interrupted (SIGINT); 143: terminated (SIGTERM); no partial output is left.
+
+Memory is estimated from the case before anything is allocated, and work past
+``--max-memory`` is refused with status 2 and the estimated figure
+(:mod:`hessverify.budget`).
 
 Errors meant for people are printed as one line, ``hessverify: error: ...``,
 never as a traceback.
@@ -15,7 +22,9 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +33,12 @@ import numpy as np
 from hessverify.cases import find_cases, load_case
 from hessverify.errors import (
     EXIT_DISCREPANCY,
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_NOT_DIFFERENTIABLE,
     EXIT_OK,
     EXIT_OVERFLOW,
+    EXIT_TERMINATED,
     HessverifyError,
     NotDifferentiableError,
     OverflowReport,
@@ -35,6 +46,8 @@ from hessverify.errors import (
 )
 from hessverify.model.forward import check_point
 from hessverify.registry import METHODS, get_method
+from hessverify.sandbox import DEFAULT_TIMEOUT
+from hessverify.symbolic.lecture import MAX_DIGITS
 
 __all__ = ["main"]
 
@@ -44,6 +57,9 @@ EPILOG = """exit status:
   2  invalid input or usage
   3  the Hessian does not exist at a case's point (relu net input exactly at its kink)
   4  overflow: the network's values are not finite at a case's point
+  5  the function under test failed: it raised, called sys.exit, hung past
+     --timeout or returned no usable array (not a discrepancy)
+  130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM); no partial output is left
 """
 
 
@@ -65,13 +81,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _budget_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help="refuse work estimated to need more memory than SIZE (e.g. 4G, 512M); default: a safe "
+                             "share of this machine (a quarter of its memory, within ulimit and cgroup limits)")
+    return common
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    budget = _budget_options()
     p = _Parser(prog="hessverify", description="Verify second-order backpropagation.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    v = sub.add_parser("verify", help="compare every method with every reference on cases",
+    v = sub.add_parser("verify", help="compare every method with every reference on cases", parents=[budget],
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("paths", nargs="*", default=["cases"], metavar="CASE_OR_DIR",
                    help="case files or directories of *.toml (default: cases/)")
@@ -84,7 +109,7 @@ def _build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_verify)
 
     h = sub.add_parser("hessian", help="compute a Hessian (or its diagonal, blocks, approximation) and save it",
-                       description=HESSIAN_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       parents=[budget], description=HESSIAN_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
     h.add_argument("case", metavar="CASE")
     h.add_argument("--method", default="backprop", help=f"one of: {', '.join(METHODS)}")
     h.add_argument("--out", required=True, metavar="FILE.npy",
@@ -95,21 +120,25 @@ def _build_parser() -> argparse.ArgumentParser:
     pa.add_argument("case", metavar="CASE")
     pa.set_defaults(func=_cmd_params)
 
-    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point")
+    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point",
+                       parents=[budget])
     d.add_argument("case", metavar="CASE")
     d.add_argument("--entry", nargs="+", required=True, metavar="PARAM",
                    help="one name (a gradient entry) or two (a Hessian entry), e.g. --entry 'W1[0,1]' 'b2[0]'")
     d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
     d.add_argument("--explicit", action="store_true", help="also the closed form written out in the weights")
-    d.add_argument("--digits", type=int, default=50, help="significant digits of the value (default 50)")
+    d.add_argument("--digits", type=int, default=50,
+                   help=f"significant digits of the value (16 to {MAX_DIGITS}; default 50)")
     d.set_defaults(func=_cmd_derive)
 
     ls = sub.add_parser("methods", help="list the registered methods and references")
     ls.set_defaults(func=_cmd_methods)
 
     sw = sub.add_parser("sweep", help="check your own Hessian function on random problems (Hypothesis)",
+                        parents=[budget],
                         epilog="exit status: 0 nothing found, 1 a discrepancy (the minimal problem is printed "
-                               "as a case file), 2 invalid usage")
+                               "as a case file), 2 invalid usage, 5 the function under test failed (the problem "
+                               "it failed on is printed as a case file)")
     sw.add_argument("--method-under-test", required=True, metavar="MODULE:FUNCTION",
                     help="FUNCTION(problem) -> Hessian; MODULE is dotted or a path to a .py file")
     sw.add_argument("--examples", type=int, default=100, metavar="N", help="random problems to try (default 100)")
@@ -122,6 +151,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--report", metavar="DIR",
                     help="write results.json, report.md and report.html over the minimal failing problem and "
                          "the first 20 examples tried (--returns hessian or diagonal)")
+    sw.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                    help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
+                         f"0: no limit (default {DEFAULT_TIMEOUT:g})")
     sw.set_defaults(func=_cmd_sweep)
     return p
 
@@ -135,6 +167,8 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from hessverify.symbolic.lecture import derive
 
+    if not 16 <= args.digits <= MAX_DIGITS:
+        raise UsageError(f"--digits {args.digits}: give 16 to {MAX_DIGITS} (float64 has about 16)")
     case = load_case(args.case)
     check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
     print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
@@ -148,53 +182,79 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_hessian(args: argparse.Namespace) -> int:
+    import io
+
+    from hessverify.io import check_output_path, write_output
+
     method = get_method(args.method)
+    out = Path(args.out)
+    allowed = (".npy", ".npz") if method.kind == "blocks" else (".npy",)
+    if out.suffix not in allowed and not _special_file(out):
+        raise UsageError(f"--out {args.out}: for {method.name} (kind {method.kind}) the file must end in "
+                         + " or ".join(allowed))
+    check_output_path(out, "--out")  # before any work
     case = load_case(args.case)
     from hessverify.verify import hessian
 
-    out = Path(args.out)
-    allowed = (".npy", ".npz") if method.kind == "blocks" else (".npy",)
-    if out.suffix not in allowed:
-        raise UsageError(f"--out {args.out}: for {method.name} (kind {method.kind}) the file must end in "
-                         + " or ".join(allowed))
     result = hessian(case, method.name)
-    try:
-        if method.kind == "blocks" and out.suffix == ".npz":
-            np.savez(out, **{f"layer{i}": b for i, b in enumerate(result, start=1)})
-            what = f"{len(result)} diagonal block(s) " + ", ".join(f"{b.shape[0]}x{b.shape[1]}" for b in result)
-        else:
-            if method.kind == "blocks":
-                from hessverify.methods.block_diagonal import embed
+    values = result if method.kind != "blocks" else result
+    if any(not np.all(np.isfinite(b)) for b in (values if isinstance(values, list) else [values])):
+        raise OverflowReport(f"{case.id}: {method.name} gives NaN or inf entries (overflow in the Hessian's "
+                             "terms); nothing written")
+    buffer = io.BytesIO()
+    if method.kind == "blocks" and out.suffix == ".npz":
+        np.savez(buffer, **{f"layer{i}": b for i, b in enumerate(result, start=1)})
+        what = f"{len(result)} diagonal block(s) " + ", ".join(f"{b.shape[0]}x{b.shape[1]}" for b in result)
+    else:
+        if method.kind == "blocks":
+            from hessverify.methods.block_diagonal import embed
 
-                result = embed(case, result)
-            np.save(out, result)
-            what = "x".join(str(n) for n in result.shape)
-    except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot write: {exc.strerror}") from None
+            result = embed(case, result)
+        np.save(buffer, result)
+        what = "x".join(str(n) for n in result.shape)
+    write_output(out, buffer.getvalue(), option="--out")
     print(f"{case.id}: {method.name} ({method.kind}) {what} written to {out}")
     return EXIT_OK
+
+
+def _special_file(path: Path) -> bool:
+    """An existing device or FIFO (``/dev/null``, ``/dev/stdout``): written into, whatever its name."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
+    except OSError:
+        return False
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from hessverify.sweep import run_sweep
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
-                     returns=args.returns, against=args.against, report_dir=args.report)
+                     returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from hessverify.budget import check_memory
     from hessverify.reports import check_directory, check_json_path, write_json, write_report
     from hessverify.reports.progress import track
-    from hessverify.verify import verify_problem
+    from hessverify.verify import plan, verify_problem
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
+    if args.json:
+        check_json_path(Path(args.json))  # fail now, not after the whole run
+    if args.report:
+        check_directory(Path(args.report))
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
-    if args.report:
-        check_directory(Path(args.report))  # fail now, not after the whole run
-    if args.json:
-        check_json_path(Path(args.json))
+    seen: dict[str, str] = {}
+    for path, case in zip(paths, cases, strict=True):
+        if case.id in seen:
+            raise UsageError(f"{path}: id {case.id!r} is also the id of {seen[case.id]}; every case needs its own id")
+        seen[case.id] = str(path)
+    for case in cases:  # the memory and time each case will need, before any is computed
+        check_memory(case, [n for names in plan(case, args.methods, args.references) for n in names])
     results = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
@@ -252,21 +312,77 @@ def _verify_status(results: list, skipped: list[dict[str, str]]) -> int:  # type
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
-    try:
-        args = parser.parse_args(argv)
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that partial output is cleaned up on the way out."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hessverify.budget import limit, parse_size
+
+    for option in ("report", "json", "out"):  # an empty path would silently write nothing
+        value = getattr(args, option, None)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{option} '': name a {'directory' if option == 'report' else 'file'}")
+    budget = parse_size(args.max_memory) if getattr(args, "max_memory", None) is not None else None
+    with limit(budget):
         return int(args.func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
+    if sys.stdout is None:  # started with standard output closed: print() must still work
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        parser = _build_parser()
+        args = parser.parse_args(argv)
+        return _run(args)
     except HessverifyError as exc:
-        print(f"hessverify: error: {exc}", file=sys.stderr)
+        _say(f"hessverify: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("hessverify: interrupted", file=sys.stderr)
-        return 130
+        _say("hessverify: interrupted")
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        _say("hessverify: terminated")
+        return EXIT_TERMINATED
     except BrokenPipeError:
+        _quiet_stdout()
         return EXIT_OK
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help, and argparse's own exits
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_INVALID
+    except MemoryError:  # the budget's estimate fell short: still one line, never a traceback
+        _say("hessverify: error: out of memory; give a smaller case or a lower --max-memory")
+        return EXIT_INVALID
+    except RecursionError:
+        _say("hessverify: error: the input is nested or chained too deeply to process")
+        return EXIT_INVALID
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _say(line: str) -> None:
+    """One line on standard error, if there is one."""
+    try:
+        print(line, file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _quiet_stdout() -> None:
+    # the reader went away: send what is left to /dev/null so the interpreter's final flush is silent
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -68,7 +68,10 @@ from hessverify.symbolic.expressions import (
     latex_names,
 )
 
-__all__ = ["Expression", "LectureNetwork", "derive"]
+__all__ = ["MAX_DIGITS", "Expression", "LectureNetwork", "derive"]
+
+MAX_DIGITS = 1000
+"""Most significant digits ``derive`` evaluates to (mpmath's cost grows faster than linearly in them)."""
 
 
 def _tex(name: str) -> str:
@@ -253,8 +256,8 @@ def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, expli
     if len(names) not in (1, 2):
         raise UsageError(f"--entry takes one parameter name (a gradient entry) or two (a Hessian entry), "
                          f"got {len(names)}")
-    if digits < 16:
-        raise UsageError(f"--digits {digits}: use at least 16 (float64 has about 16)")
+    if not 16 <= digits <= MAX_DIGITS:
+        raise UsageError(f"--digits {digits}: give 16 to {MAX_DIGITS} (float64 has about 16)")
     arch = problem.architecture
     for name in names:
         try:
