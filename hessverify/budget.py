@@ -17,7 +17,7 @@ Examples
 --------
 >>> import hessverify
 >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
->>> estimate(case, ["backprop"]) < 2**20
+>>> estimate(case, ["backprop"]) < 100 * 2**20  # the 64 MiB of slack, and little more
 True
 >>> parse_size("1.5G")
 1610612736

@@ -47,7 +47,7 @@ from hessverify.errors import (
 from hessverify.model.forward import check_point
 from hessverify.registry import METHODS, get_method
 from hessverify.sandbox import DEFAULT_TIMEOUT
-from hessverify.symbolic.lecture import MAX_DIGITS
+from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
 
 __all__ = ["main"]
 
@@ -167,8 +167,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from hessverify.symbolic.lecture import derive
 
-    if not 16 <= args.digits <= MAX_DIGITS:
-        raise UsageError(f"--digits {args.digits}: give 16 to {MAX_DIGITS} (float64 has about 16)")
+    check_digits(args.digits)  # before reading the case
     case = load_case(args.case)
     check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
     print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))

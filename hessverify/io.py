@@ -94,15 +94,19 @@ def read_case_text(path: str | os.PathLike[str], *, limit: int = MAX_CASE_BYTES)
         raise CaseError(source, "", "is a directory, not a case file") from None
     except OSError as exc:
         raise CaseError(source, "", _os_reason(exc)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise CaseError(source, "", "is a directory, not a case file")
+        raise CaseError(source, "", f"is {_kind(st.st_mode)}, not a case file; give a regular file "
+                                    "or - for standard input")
+    if st.st_size > limit:
+        os.close(fd)
+        raise CaseError(source, "", f"is {st.st_size / 2**20:.0f} MiB, more than the {limit // 2**20} MiB "
+                                    "a case file may be")
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CaseError(source, "", f"is {_kind(st.st_mode)}, not a case file; give a regular file "
-                                        "or - for standard input")
-        if st.st_size > limit:
-            raise CaseError(source, "", f"is {st.st_size / 2**20:.0f} MiB, more than the {limit // 2**20} MiB "
-                                        "a case file may be")
-        os.set_blocking(fd, True)
         try:
             data = _read_limited(fh, source, limit)
         except OSError as exc:
@@ -117,7 +121,7 @@ def _decode(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CaseError(source, "", f"is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+        raise CaseError(source, "", f"cannot be read as UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
                                     "save it as UTF-8") from None
 
 

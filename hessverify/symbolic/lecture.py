@@ -68,7 +68,7 @@ from hessverify.symbolic.expressions import (
     latex_names,
 )
 
-__all__ = ["MAX_DIGITS", "Expression", "LectureNetwork", "derive"]
+__all__ = ["MAX_DIGITS", "Expression", "LectureNetwork", "check_digits", "derive"]
 
 MAX_DIGITS = 1000
 """Most significant digits ``derive`` evaluates to (mpmath's cost grows faster than linearly in them)."""
@@ -228,6 +228,16 @@ class LectureNetwork:
         return f"d2e/d{p}d{q}", f"\\frac{{\\partial^{{2}} e}}{{\\partial {_tex(p)}\\,\\partial {_tex(q)}}}"
 
 
+def check_digits(digits: int) -> None:
+    """A one-line :class:`~hessverify.errors.UsageError` unless ``16 <= digits <=`` :data:`MAX_DIGITS`."""
+    from hessverify.errors import UsageError
+
+    if digits < 16:
+        raise UsageError(f"--digits {digits}: use at least 16 (float64 has about 16)")
+    if digits > MAX_DIGITS:
+        raise UsageError(f"--digits {digits}: use at most {MAX_DIGITS} (the cost grows faster than the digits)")
+
+
 def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, explicit: bool = False,
            digits: int = 50) -> str:
     """The text of ``hessverify derive``: the closed form of one entry and its value at the case's point.
@@ -256,8 +266,7 @@ def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, expli
     if len(names) not in (1, 2):
         raise UsageError(f"--entry takes one parameter name (a gradient entry) or two (a Hessian entry), "
                          f"got {len(names)}")
-    if not 16 <= digits <= MAX_DIGITS:
-        raise UsageError(f"--digits {digits}: give 16 to {MAX_DIGITS} (float64 has about 16)")
+    check_digits(digits)
     arch = problem.architecture
     for name in names:
         try:
