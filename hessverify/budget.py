@@ -34,7 +34,7 @@ from pathlib import Path
 from hessverify.errors import BudgetError, UsageError
 from hessverify.problem import Problem
 
-__all__ = ["MAX_SYMBOLIC_SECONDS", "PEAK", "check_memory", "check_time", "current_limit", "default_limit",
+__all__ = ["MAX_SYMBOLIC_SECONDS", "PEAK", "check_derive", "check_memory", "check_time", "current_limit", "default_limit",
            "estimate", "format_size", "limit", "parse_size", "require"]
 
 PEAK: dict[str, tuple[float, float]] = {
@@ -51,7 +51,7 @@ PEAK: dict[str, tuple[float, float]] = {
     "fd": (8.5, 3.5),
     "complex_step": (2.5, 2.0),  # complex128 (W, W): twice the float64 matrix
     "richardson": (11.5, 3.5),
-    "symbolic": (40.0, 4.0),  # mpmath numbers as Python objects, ~300 bytes an entry
+    "symbolic": (80.0, 4.0),  # mpmath numbers as Python objects, ~600 bytes an entry with the program
 }
 """Peak memory of each method and reference, as ``(a, b)``: ``a * 8 W^2 + b * 8 N W`` bytes."""
 
@@ -171,7 +171,7 @@ def estimate(problem: Problem, names: Iterable[str], *, kept: int | None = None)
     names = list(names)
     W, N = problem.n_params, problem.n_patterns
     matrix = 8.0 * W * W
-    held = (len(names) if kept is None else kept) + 4  # results, bound, |A - R|, ratio, mask
+    held = len(names) + 4 if kept is None else kept  # results, and bound, |A - R|, ratio, mask of comparisons
     data = 8.0 * N * (problem.architecture.inputs + problem.architecture.outputs)
     peak = max((_peak(n, W, N) for n in names), default=0.0)
     return int(_SAFETY * (peak + held * matrix + data) + _BASE)
@@ -185,8 +185,9 @@ def require(needed: float, what: str) -> None:
                           f"{format_size(budget)}; use a smaller case, fewer methods, or raise --max-memory")
 
 
-SYMBOLIC_RATE = 5e5
-"""mpmath operations a second the symbolic reference manages at least (measured ~1e6 on 2 cores)."""
+SYMBOLIC_RATE = 1e5
+"""mpmath operations a second the symbolic reference manages at least, building its program included
+(measured: 3e5 to 2e6 a second on small cases, 2e5 on W = 2302)."""
 MAX_SYMBOLIC_SECONDS = 60.0
 """Longest the symbolic reference may be expected to run when asked for by name."""
 
@@ -202,6 +203,28 @@ def check_time(problem: Problem, names: Iterable[str]) -> None:
         raise BudgetError(f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}): the symbolic reference "
                           f"would take about {_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget; "
                           "use autograd, complex_step or richardson on a case this large")
+
+
+DERIVE_SECONDS_AT_2302 = 12.0
+"""``derive`` on a 20-100(tanh)-2(tanh) network (W = 2302), measured: 12 s, 27 s with ``--explicit``;
+the time grows about as W^1.8, and the explicit form's tree with the number of input-to-output paths."""
+MAX_EXPLICIT_PATHS = 200_000
+
+
+def check_derive(problem: Problem, *, explicit: bool) -> None:
+    """Refuse ``derive`` where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    arch = problem.architecture
+    seconds = DERIVE_SECONDS_AT_2302 * (problem.n_params / 2302) ** 1.8 * (2.5 if explicit else 1.0)
+    paths = arch.inputs
+    for layer in arch.layers:
+        paths *= layer.units
+    if seconds > MAX_SYMBOLIC_SECONDS or (explicit and paths > MAX_EXPLICIT_PATHS):
+        what = f"derive{' --explicit' if explicit else ''} on {problem.id} (W = {problem.n_params})"
+        reason = (f"would take about {_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget"
+                  if seconds > MAX_SYMBOLIC_SECONDS else
+                  f"would write out a tree of {paths:.3g} input-to-output paths (at most {MAX_EXPLICIT_PATHS})")
+        raise BudgetError(f"{what} {reason}; derive on a smaller network with the same layers"
+                          + ("" if not explicit else ", or leave out --explicit"))
 
 
 def _duration(seconds: float) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-from hessverify.budget import format_size, require
+from hessverify.budget import require
 from hessverify.errors import BudgetError, CaseError
 from hessverify.io import MAX_CASE_BYTES, read_case_text
 from hessverify.model.activations import ACTIVATIONS
@@ -180,7 +180,7 @@ def _data(v: _Validator, data: dict[str, Any], arch: Architecture, loss: str) ->
         try:
             require(need, f"the seeded data ({patterns} patterns x {arch.inputs} inputs)")
         except BudgetError as exc:
-            raise CaseError(v.source, "data.patterns", f"{exc} (about {format_size(need)})") from None
+            raise CaseError(v.source, "data.patterns", str(exc)) from None
         return seeded_data(arch, loss, seed, patterns, scale)
     v.keys(data, "data", _DATA_EXPLICIT, required=_DATA_EXPLICIT,
            hint="give inputs and targets, or seed and patterns")

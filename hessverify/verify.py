@@ -42,7 +42,7 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[Flo
     if not isinstance(method, str):
         raise UsageError(f"hessian(): method must be a name such as 'backprop', got {type(method).__name__}")
     m = get_method(method)
-    check_memory(problem, [m.name])
+    check_memory(problem, [m.name], kept=1)
     check_point(problem)
     if m.kind == "blocks":
         return [np.asarray(b, dtype=np.float64) for b in m.fn(problem)]
