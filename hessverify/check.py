@@ -48,7 +48,6 @@ from typing import Any, Literal
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.bounds import rounding_bound
 from hessverify.budget import check_memory
 from hessverify.compare import TOLERANCES, Comparison, bound_for, compare
 from hessverify.errors import FunctionUnderTestError, UsageError
@@ -216,7 +215,9 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
         no real array of the contract's shape: nothing could be compared.
     """
     check_memory(problem, [*against, USER], kept=len(against) * 2 + 1)
-    rounding = rounding_bound(problem, methods=2)
+    from hessverify.verify import finite_rounding_bound
+
+    rounding = finite_rounding_bound(problem)
     refs = []
     for ref_name in against:
         ref = METHODS[ref_name]

@@ -11,13 +11,13 @@ from hessverify._typing import FloatArray
 from hessverify.bounds import rounding_bound
 from hessverify.budget import check_memory
 from hessverify.compare import TOLERANCES, Comparison, approximation_error, bound_for, compare, compare_entries
-from hessverify.errors import UsageError
+from hessverify.errors import OverflowReport, UsageError
 from hessverify.model.forward import check_point
 from hessverify.problem import Problem
 from hessverify.references.finite_differences import FD_SAFETY
 from hessverify.registry import METHODS, get_method, methods_with_role
 
-__all__ = ["hessian", "plan", "verify_problem"]
+__all__ = ["finite_rounding_bound", "hessian", "plan", "verify_problem"]
 
 
 def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[FloatArray]:
@@ -80,7 +80,7 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
     check_memory(problem, method_names + ref_names + approx_names)
     check_point(problem)
     kept: dict[str, FloatArray] = {} if matrices is None else matrices
-    rounding = rounding_bound(problem, methods=2)
+    rounding = finite_rounding_bound(problem)
     refs: dict[str, tuple[FloatArray, FloatArray | None]] = {}
     for name in ref_names:
         ref = METHODS[name]
@@ -113,6 +113,21 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
             m = METHODS[name]
             results.append(approximation_error(problem, name, m.kind, m.fn(problem), exact))
     return results
+
+
+def finite_rounding_bound(problem: Problem) -> FloatArray:
+    """The rounding bound, or :class:`~hessverify.errors.OverflowReport` where the Hessian's terms overflow.
+
+    The network's values can be finite while products of them in the
+    Hessian are not (an input of 1e308): then no bound, and no comparison,
+    means anything.
+    """
+    with np.errstate(all="ignore"):
+        rounding = rounding_bound(problem, methods=2)
+    if not np.all(np.isfinite(rounding)):
+        raise OverflowReport("overflow in the Hessian's terms: they are not finite in float64 at this point "
+                             "(the rounding bound is NaN or inf)")
+    return rounding
 
 
 def _names(value: Sequence[str] | str | None, what: str) -> list[str] | None:

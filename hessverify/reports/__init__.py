@@ -172,6 +172,24 @@ def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict
 # -- report.md ------------------------------------------------------------------------------
 
 
+def _plain(text: str) -> str:
+    """Text from a case file as one safe Markdown paragraph: line breaks become spaces, other control
+    characters are shown escaped, and HTML or Markdown syntax is shown as written, not interpreted."""
+    out = []
+    for ch in text:
+        if ch in "\r\n\t":
+            out.append(" ")
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029":
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        elif ch in "<>&":
+            out.append({"<": "&lt;", ">": "&gt;", "&": "&amp;"}[ch])
+        elif ch in "\\`*_[]#|":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _fmt(x: float) -> str:
     return f"{x:.2e}"
 
@@ -234,7 +252,7 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
         if case.id in leading:
             lines += ["A minimal failing problem.", ""]
         if case.description:
-            lines += [case.description, ""]
+            lines += [_plain(case.description), ""]
         lines += [f"Network {case.architecture.describe()}, loss {case.loss} ({case.reduction}), "
                   f"W = {case.n_params}, N = {case.n_patterns}.", ""]
         skip = [s for s in skipped if s["case"] == case.id]
