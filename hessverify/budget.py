@@ -38,9 +38,10 @@ __all__ = ["MAX_SYMBOLIC_SECONDS", "PEAK", "check_derive", "check_memory", "chec
            "estimate", "format_size", "limit", "parse_size", "require"]
 
 PEAK: dict[str, tuple[float, float]] = {
-    # name: (a, b) in peak bytes = a * 8 W^2 + b * 8 N W   (tracemalloc peaks, rounded up)
+    # name: (a, b) in peak bytes = a * 8 W^2 + b * 8 N W   (tracemalloc peaks, rounded up);
+    # rop also holds a fixed working set of chunks (_ROP_CHUNKS)
     "backprop": (2.5, 2.5),
-    "rop": (15.0, 60.0),
+    "rop": (3.0, 8.0),
     "pairwise": (1.7, 2.8),
     "diagonal": (0.5, 5.5),
     "block_diagonal": (1.7, 5.0),
@@ -55,6 +56,7 @@ PEAK: dict[str, tuple[float, float]] = {
 }
 """Peak memory of each method and reference, as ``(a, b)``: ``a * 8 W^2 + b * 8 N W`` bytes."""
 
+_ROP_CHUNKS = 7 * 8 * 2**22  # hessverify.methods.rop: a few (P, N, units) arrays of CHUNK_FLOATS each
 _UNKNOWN = (4.0, 6.0)  # a method registered later (a sweep's function): a generous guess
 _BASE = 64 * 2**20  # interpreter-side slack: comparisons, reports, temporaries
 _SAFETY = 1.25
@@ -158,7 +160,7 @@ def limit(n_bytes: int | None) -> Iterator[None]:
 
 def _peak(name: str, W: int, N: int) -> float:
     a, b = PEAK.get(name, _UNKNOWN)
-    return a * 8.0 * W * W + b * 8.0 * N * W
+    return a * 8.0 * W * W + b * 8.0 * N * W + (_ROP_CHUNKS if name == "rop" else 0.0)
 
 
 def estimate(problem: Problem, names: Iterable[str], *, kept: int | None = None) -> int:
