@@ -75,8 +75,9 @@ def test_assert_hessian_close_raises_a_readable_error() -> None:
         assert_hessian_close(perturbed, CASE, against=("autograd",))
 
 
-def test_the_fixture_is_the_same_function(hessverify_assert_close: object) -> None:
-    assert hessverify_assert_close is assert_hessian_close
+def test_the_fixture_is_the_same_function_with_the_plugins_timeout(hessverify_assert_close: object) -> None:
+    assert hessverify_assert_close.func is assert_hessian_close  # type: ignore[attr-defined]
+    assert hessverify_assert_close.keywords == {"timeout": 60.0}  # type: ignore[attr-defined]
 
 
 def test_bad_arguments_are_usage_errors() -> None:
