@@ -116,3 +116,14 @@ def test_a_second_writer_is_refused_while_the_first_writes(tmp_path: Path) -> No
     with report_set(out):
         with pytest.raises(UsageError, match="another hessverify run is writing"), report_set(out):
             pass
+
+
+def test_standard_input_is_read_as_dash_and_size_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(XOR.read_bytes())))
+    assert read_case_text("-") == XOR.read_text()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x" * 2000)))
+    with pytest.raises(CaseError, match="<stdin>: is larger than"):
+        read_case_text("-", limit=1000)
