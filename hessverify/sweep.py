@@ -74,6 +74,8 @@ def _load_module(dotted: str, spec: str) -> Any:
     # like `python -m`, the current directory is importable; appended, so it shadows no library
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ written into the user's folders
     try:
         return importlib.import_module(dotted)
     except ModuleNotFoundError as exc:
@@ -81,6 +83,8 @@ def _load_module(dotted: str, spec: str) -> Any:
                          f"(a dotted module on the path, or a path to a .py file)") from None
     except (Exception, SystemExit) as exc:  # the user's module is broken: say so in one line
         raise _import_failed(spec, dotted, exc) from None
+    finally:
+        sys.dont_write_bytecode = dont_write
 
 
 def _load_file(path: Path, spec: str) -> Any:
@@ -97,11 +101,15 @@ def _load_file(path: Path, spec: str) -> Any:
     folder = str(path.resolve().parent)
     if folder not in sys.path:  # appended: a hypothesis.py beside the file must not replace the library
         sys.path.append(folder)
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ beside the user's file: nothing outside the outputs changes
     try:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         del sys.modules[name]
         raise _import_failed(spec, str(path), exc) from None
+    finally:
+        sys.dont_write_bytecode = dont_write
     return module
 
 
