@@ -34,7 +34,8 @@ from pathlib import Path
 from hessverify.errors import BudgetError, UsageError
 from hessverify.problem import Problem
 
-__all__ = ["MAX_SYMBOLIC_SECONDS", "PEAK", "check_derive", "check_memory", "check_time", "current_limit", "default_limit",
+__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive", "check_memory",
+           "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
            "estimate", "format_size", "limit", "parse_size", "require"]
 
 PEAK: dict[str, tuple[float, float]] = {
@@ -227,6 +228,52 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
                   f"would write out a tree of {paths:.3g} input-to-output paths (at most {MAX_EXPLICIT_PATHS})")
         raise BudgetError(f"{what} {reason}; derive on a smaller network with the same layers"
                           + ("" if not explicit else ", or leave out --explicit"))
+
+
+SECONDS: dict[str, tuple[float, float]] = {
+    # name: (alpha, beta) in seconds = alpha * N W^2 + beta * W, measured at W = 963, N = 50 and 400 on
+    # 2 shared cores (load about 6), then tripled: a refusal must not be a false alarm, nor a wait a surprise
+    "backprop": (9e-10, 1e-6), "rop": (7e-9, 1e-6), "pairwise": (1.3e-9, 1e-6), "diagonal": (3e-10, 1e-7),
+    "block_diagonal": (5e-10, 1e-6), "becker_lecun": (1e-10, 1e-7), "gauss_newton": (5e-10, 1e-6),
+    "fisher": (3e-10, 1e-6), "autograd": (3e-9, 6e-3), "fd": (1.3e-8, 1e-4), "complex_step": (3e-8, 2e-3),
+    "richardson": (2.4e-8, 3e-4),
+}
+"""Run time of each method and reference, as ``(alpha, beta)``: ``alpha N W^2 + beta W`` seconds
+(``symbolic``: :func:`check_time`)."""
+DEFAULT_MAX_SECONDS = 600.0
+"""Default of ``--max-time``: estimated work past it is refused before it starts."""
+
+
+def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
+    """Estimated seconds of computing ``names`` on ``problem`` (the symbolic reference by its own cost)."""
+    W, N = problem.n_params, problem.n_patterns
+    total = 0.0
+    for name in names:
+        if name == "symbolic":
+            from hessverify.symbolic.reference import estimated_cost
+
+            total += estimated_cost(problem) / SYMBOLIC_RATE
+        else:
+            alpha, beta = SECONDS.get(name, (3e-8, 1e-3))
+            total += alpha * N * W * W + beta * W
+    return total
+
+
+def check_seconds(problems: Iterable[tuple[Problem, list[str]]], max_seconds: float | None) -> float:
+    """Refuse work estimated past ``max_seconds`` (default :data:`DEFAULT_MAX_SECONDS`); return the estimate."""
+    budget = DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds
+    total = 0.0
+    worst: tuple[float, Problem | None] = (0.0, None)
+    for problem, names in problems:
+        seconds = estimate_seconds(problem, names)
+        total += seconds
+        worst = max(worst, (seconds, problem), key=lambda x: x[0])
+    if budget > 0 and total > budget:
+        p = worst[1]
+        where = f"; the largest share is {p.id} (W = {p.n_params}, N = {p.n_patterns})" if p is not None else ""
+        raise BudgetError(f"the work asked for would take about {_duration(total)}, more than the --max-time of "
+                          f"{_duration(budget)}{where}; use fewer methods or patterns, or raise --max-time")
+    return total
 
 
 def _duration(seconds: float) -> str:

@@ -87,6 +87,8 @@ def _budget_options() -> argparse.ArgumentParser:
     common.add_argument("--max-memory", metavar="SIZE", default=None,
                         help="refuse work estimated to need more memory than SIZE (e.g. 4G, 512M); default: a safe "
                              "share of this machine (a quarter of its memory, within ulimit and cgroup limits)")
+    common.add_argument("--max-time", metavar="SECONDS", type=float, default=None,
+                        help="refuse work estimated to take longer (default 600; 0: no limit)")
     return common
 
 
@@ -194,6 +196,9 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
                          + " or ".join(allowed))
     check_output_path(out, "--out")  # before any work
     case = load_case(args.case)
+    from hessverify.budget import check_seconds
+
+    _announce(check_seconds([(case, [method.name])], args.max_time))
     from hessverify.verify import hessian
 
     result = hessian(case, method.name)
@@ -217,6 +222,12 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _announce(seconds: float) -> None:
+    """Say so on standard error before work estimated to take more than half a minute."""
+    if seconds > 30:
+        print(f"hessverify: about {seconds / 60:.1f} min of work estimated", file=sys.stderr)
+
+
 def _special_file(path: Path) -> bool:
     """An existing device or FIFO (``/dev/null``, ``/dev/stdout``): written into, whatever its name."""
     import stat
@@ -235,7 +246,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from hessverify.budget import check_memory
+    from hessverify.budget import check_memory, check_seconds
     from hessverify.reports import check_directory, check_json_path, write_json, write_report
     from hessverify.reports.progress import track
     from hessverify.verify import plan, verify_problem
@@ -253,8 +264,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if case.id in seen:
             raise UsageError(f"{path}: id {case.id!r} is also the id of {seen[case.id]}; every case needs its own id")
         seen[case.id] = str(path)
-    for case in cases:  # the memory and time each case will need, before any is computed
-        check_memory(case, [n for names in plan(case, args.methods, args.references) for n in names])
+    planned = [(case, [n for names in plan(case, args.methods, args.references) for n in names]) for case in cases]
+    for case, names in planned:  # the memory and time each case will need, before any is computed
+        check_memory(case, names)
+    _announce(check_seconds(planned, args.max_time))
     results = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
@@ -328,6 +341,9 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and not value.strip():
             raise UsageError(f"--{option} '': name a {'directory' if option == 'report' else 'file'}")
     budget = parse_size(args.max_memory) if getattr(args, "max_memory", None) is not None else None
+    max_time = getattr(args, "max_time", None)
+    if max_time is not None and not max_time >= 0:
+        raise UsageError(f"--max-time {max_time}: give seconds, at least 0 (0: no limit)")
     # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
     with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

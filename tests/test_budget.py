@@ -66,3 +66,15 @@ def test_the_symbolic_reference_and_derive_are_held_to_the_time_budget() -> None
     with pytest.raises(BudgetError, match="derive --explicit"):
         check_derive(_problem(60, 200, 2, 1), explicit=True)
     check_derive(load_case("cases/xor-2-2-1-sigmoid.toml"), explicit=True)
+
+
+def test_time_past_max_time_is_refused_with_the_figure() -> None:
+    from hessverify.budget import check_seconds, estimate_seconds
+
+    slow = _problem(40, 20, 2, 5000)  # W = 862, N = 5000: minutes of fd, complex step, Richardson
+    names = ["backprop", "fd", "complex_step", "richardson"]
+    assert estimate_seconds(slow, names) > 60 > estimate_seconds(load_case("cases/xor-2-2-1-sigmoid.toml"), names)
+    with pytest.raises(BudgetError, match=r"would take about .*, more than the --max-time of 60 s; the largest "
+                                          r"share is budget-test \(W = 862, N = 5000\)"):
+        check_seconds([(slow, names)], 60)
+    check_seconds([(slow, names)], 0)  # 0: no limit

@@ -412,3 +412,11 @@ def test_nothing_outside_the_output_paths_changes(tmp_path: Path, user_file: Pat
         return {k: v for k, v in files.items() if not k.startswith(str(out))}
 
     assert outside(after) == outside(before) and (out / "r.json").is_file()
+
+
+def test_verify_past_max_time_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", XOR, "--max-time", "0.001"]) == 2
+    out, err = capsys.readouterr()
+    assert "more than the --max-time" in one_line(err) and "max abs err" not in out
+    assert main(["verify", XOR, "--max-time", "-1"]) == 2
+    one_line(capsys.readouterr().err)
