@@ -11,7 +11,9 @@ The public API:
 * :func:`hessian_entry` is one exact entry by a second-order backward pass;
 * :func:`check` and :func:`assert_hessian_close` hold your own Hessian code
   to the references (random problems: :mod:`hessverify.strategies`); a
-  function that itself fails raises :class:`FunctionUnderTestError`.
+  function that itself fails raises :class:`FunctionUnderTestError`;
+* :func:`error` and :func:`gradient` are ``E`` and its gradient at any point;
+  :mod:`hessverify.lab` runs optimisers with them and finds stationary points.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hessverify.errors import (
 from hessverify.methods.pairwise import hessian_entry
 from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
+from hessverify.objective import error, gradient
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, Method
 from hessverify.verify import hessian, verify_problem
@@ -52,6 +55,8 @@ __all__ = [
     "UsageError",
     "assert_hessian_close",
     "check",
+    "error",
+    "gradient",
     "hessian",
     "hessian_entry",
     "hvp",

@@ -132,6 +132,9 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--explicit", action="store_true", help="also the closed form written out in the weights")
     d.add_argument("--digits", type=int, default=50,
                    help=f"significant digits of the value (16 to {MAX_DIGITS}; default 50)")
+    d.add_argument("--form", choices=("a", "z", "rojas"), default="a",
+                   help="f' and f'' in the net input a (default), textbook forms in the output z "
+                        "(sigmoid' = z(1 - z), tanh' = 1 - z^2), or Rojas's o(1 - o)")
     d.set_defaults(func=_cmd_derive)
 
     ls = sub.add_parser("methods", help="list the registered methods and references")
@@ -158,6 +161,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
                          f"0: no limit (default {DEFAULT_TIMEOUT:g})")
     sw.set_defaults(func=_cmd_sweep)
+    _add_lab_commands(sub)
     return p
 
 
@@ -173,7 +177,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
     check_digits(args.digits)  # before reading the case
     case = load_case(args.case)
     check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
-    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
+    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits, form=args.form))
     return EXIT_OK
 
 
@@ -322,6 +326,165 @@ def _verify_status(results: list, skipped: list[dict[str, str]]) -> int:  # type
         return EXIT_OVERFLOW
     if "not_differentiable" in reasons:
         return EXIT_NOT_DIFFERENTIABLE
+    return EXIT_OK
+
+
+LAB_EPILOG = """exit status: 0 every run done (converged or not: see the table), 2 invalid input or usage,
+3 the Hessian does not exist at the case's point, 4 overflow at the case's point.
+peak memory is in bytes (tracemalloc: what Python and NumPy allocate during the run).
+"""
+
+STATIONARY_EPILOG = """prints 'inertia: N negative, Z zero, P positive' and what the point is: minimum, saddle,
+maximum or degenerate (zero eigenvalues and one sign only: the second-order test cannot decide).
+exit status: 0 found and written, 2 invalid input or usage, 3 not differentiable, 4 overflow,
+6 no stationary point found within --max-iter (one line on stderr, nothing written).
+"""
+
+
+def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from hessverify.lab import ALIASES, DEFAULT_OPTIMIZERS, DEFAULT_TOL, OPTIMIZERS
+
+    listing = ("optimizers:\n" + "\n".join(f"  {o.name:14s} {o.summary}" for o in OPTIMIZERS.values())
+               + "\nalso accepted: " + ", ".join(f"{a} ({n})" for a, n in ALIASES.items()))
+    lab = sub.add_parser("lab", help="run optimisers on a case and log every iteration (hessverify.lab)",
+                         description="Run optimisers from a case's point until |g| < --tol; log E, |g|, step, "
+                                     "the Hessian's inertia where formed, wall time.\n\n" + listing,
+                         epilog=LAB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lab.add_argument("case", metavar="CASE")
+    lab.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), metavar="A,B,...",
+                     help=f"comma-separated names (default {','.join(DEFAULT_OPTIMIZERS)})")
+    lab.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"stop when |g|_2 < TOL (default {DEFAULT_TOL:g})")
+    lab.add_argument("--max-iter", type=int, default=1000, help="at most this many iterations per run (default 1000)")
+    lab.add_argument("--lr", type=float, default=None,
+                     help="fixed step of gd and momentum (default 1/lambda_max(H) at the start) and of adam (0.01)")
+    lab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="stop each run after this long")
+    lab.add_argument("--perturb", type=float, default=0.0, metavar="EPS",
+                     help="start at the case's point plus EPS times a random unit vector (to leave a saddle)")
+    lab.add_argument("--seed", type=int, default=0, help="seed of --perturb's direction (default 0)")
+    lab.add_argument("--json", metavar="FILE", help="write one record per run (with its log) as JSON")
+    lab.add_argument("--plot", metavar="FILE.png", help="E and |g| against iterations and seconds, log scale")
+    lab.add_argument("--log", action="store_true", help="print every iteration")
+    lab.set_defaults(func=_cmd_lab)
+
+    st = sub.add_parser("stationary", help="find a stationary point near a case's point and write it as a case",
+                        epilog=STATIONARY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("case", metavar="CASE")
+    st.add_argument("--out", required=True, metavar="FILE.toml", help="where to write the case at the point found")
+    st.add_argument("--tol", type=float, default=1e-12, help="a stationary point has |g|_2 < TOL (default 1e-12)")
+    st.add_argument("--max-iter", type=int, default=200, help="damped Newton iterations allowed (default 200)")
+    st.add_argument("--id", default=None, help="the new case's id (default CASE-ID-stationary)")
+    st.set_defaults(func=_cmd_stationary)
+
+
+def _writable(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
+    """A one-line UsageError now, rather than a lost run later, if ``path`` cannot be written."""
+    from hessverify.io import check_output_path
+
+    if path.suffix.lower() not in suffixes and not _special_file(path):
+        raise UsageError(f"{option} {path}: the file must end in {' or '.join(suffixes)}")
+    check_output_path(path, option)
+
+
+def _write_text(path: Path, option: str, text: str) -> None:
+    """Through a symlink to its target, into a device or FIFO, else atomically (:mod:`hessverify.io`)."""
+    from hessverify.io import write_output
+
+    write_output(path, text, option=option)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    import json
+
+    from hessverify.lab import LabResult, get_optimizer, run
+
+    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--optimizers: give at least one name (see 'hessverify lab --help')")
+    for name in names:
+        get_optimizer(name)
+    for option, value in (("--tol", args.tol), ("--time-limit", args.time_limit)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise UsageError(f"{option} must be a number > 0, got {value}")
+    if args.max_iter < 0:
+        raise UsageError(f"--max-iter must be >= 0, got {args.max_iter}")
+    if args.lr is not None and not (np.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a number > 0, got {args.lr}")
+    if not (np.isfinite(args.perturb) and args.perturb >= 0):
+        raise UsageError(f"--perturb must be a number >= 0, got {args.perturb}")
+    if args.json:
+        _writable(Path(args.json), "--json", (".json",))
+    if args.plot:
+        _writable(Path(args.plot), "--plot", (".png",))
+    case = load_case(args.case)
+    check_point(case)
+    start = case.params.copy()
+    if args.perturb:
+        d = np.random.default_rng(args.seed).standard_normal(case.n_params)
+        start = start + args.perturb * d / np.linalg.norm(d)
+    from hessverify.lab import check_budget
+
+    for name in names:
+        check_budget(name, case.n_params)
+    runs = []
+    for name in names:
+        r = run(case, name, tol=args.tol, max_iter=args.max_iter, lr=args.lr, params=start, time_limit=args.time_limit)
+        if args.log:
+            for x in r.log:
+                inert = "" if x.inertia is None else f"  inertia -{x.inertia[0]} 0x{x.inertia[1]} +{x.inertia[2]}"
+                size = "" if x.step_size is None else f"  step {x.step_size:.3g}"
+                print(f"{name:14s} {x.iteration:6d}  E {x.error:.6e}  |g| {x.grad_norm:.3e}{size}  "
+                      f"{x.seconds:.4f} s{inert}")
+        runs.append(r)
+    result = LabResult(case.id, case.n_params, runs)
+    print(result.table())
+    if args.json:
+        doc = {"case": case.id, "n_params": case.n_params, "tol": args.tol, "max_iter": args.max_iter,
+               "param_names": list(case.param_names), "peak_memory_unit": "bytes", "runs": [r.to_dict() for r in runs]}
+        _write_text(Path(args.json), "--json", json.dumps(_json_safe(doc), indent=1) + "\n")
+        print(f"runs written to {args.json}")
+    if args.plot:
+        result.plot(args.plot)
+        print(f"plot written to {args.plot}")
+    return EXIT_OK
+
+
+def _json_safe(v: object) -> object:
+    """Strict JSON: a diverged run's NaN or inf becomes null."""
+    if isinstance(v, float):
+        return v if np.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def _cmd_stationary(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from hessverify.cases import ID_PATTERN
+    from hessverify.lab import find_stationary
+
+    if not (np.isfinite(args.tol) and args.tol > 0):
+        raise UsageError(f"--tol must be a number > 0, got {args.tol}")
+    if args.max_iter < 0:
+        raise UsageError(f"--max-iter must be >= 0, got {args.max_iter}")
+    if args.id is not None and not ID_PATTERN.match(args.id):
+        raise UsageError(f"--id {args.id!r}: an id is lower-case letters and digits joined by single hyphens")
+    out = Path(args.out)
+    _writable(out, "--out", (".toml",))
+    case = load_case(args.case)
+    check_point(case)
+    s = find_stationary(case, tol=args.tol, max_iter=args.max_iter)
+    new_id = args.id or (case.id if case.id.endswith("-stationary") else f"{case.id}-stationary")
+    written = replace(s.problem, id=new_id, description=(
+        f"A stationary point ({s.kind}) found by 'hessverify stationary' from {case.id}: |g| = {s.grad_norm:.1e}, "
+        f"{s.inertia.negative} negative, {s.inertia.zero} zero, {s.inertia.positive} positive eigenvalues"))
+    print(f"{case.id}: stationary point after {s.iterations} iteration(s): E = {s.error:.17g}, |g| = {s.grad_norm:.3e}")
+    print(s.inertia_line())
+    print(s.describe())
+    _write_text(out, "--out", written.to_toml())
+    print(f"written to {out} (id {new_id})")
     return EXIT_OK
 
 

@@ -368,7 +368,8 @@ def test_two_concurrent_reports_never_mix_and_sigterm_leaves_no_temporaries(tmp_
     assert sorted(p.name for p in report.iterdir()) == ["report.html", "report.md", "results.json"]
     assert created
     # SIGTERM at several moments: the set is the old one or a whole new one, never a temporary left behind
-    before = {n: (report / n).read_bytes() for n in ("results.json", "report.md", "report.html")}
+    # each run moves in three new files: by inode, either none of them changed or all three did
+    before = {n: (report / n).stat().st_ino for n in ("results.json", "report.md", "report.html")}
     for delay in (0.5, 2.0, 4.0, 6.0):
         p = _run(args)
         time.sleep(delay)
@@ -376,7 +377,7 @@ def test_two_concurrent_reports_never_mix_and_sigterm_leaves_no_temporaries(tmp_
         err = p.communicate(timeout=300)[1]
         assert p.returncode in (0, 143) and "Traceback" not in err, err
         assert sorted(q.name for q in report.iterdir()) == ["report.html", "report.md", "results.json"]
-        now = {n: (report / n).read_bytes() for n in before}
+        now = {n: (report / n).stat().st_ino for n in before}
         changed = {n for n in now if now[n] != before[n]}
         assert changed in (set(), set(now)), changed
         before = now

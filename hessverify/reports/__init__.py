@@ -290,7 +290,7 @@ def spectrum_sentence(a: CaseAnalysis) -> str:
         return a.spectrum_note[:1].upper() + a.spectrum_note[1:] + "." if a.spectrum_note else ""
     return (f"Spectrum of the {a.exact_name} Hessian: {s.positive} positive, {s.negative} negative, {s.zero} zero "
             f"eigenvalue(s) (|λ| ≤ {s.threshold:.1e} counts as zero), from {s.eigenvalues[0]:.3g} to "
-            f"{s.eigenvalues[-1]:.3g}: {s.kind}.")
+            f"{s.eigenvalues[-1]:.3g}: {a.point}.")
 
 
 def _markdown_spectrum(a: CaseAnalysis) -> list[str]:

@@ -43,8 +43,8 @@ from hessverify.problem import Problem
 from hessverify.registry import METHODS, methods_with_role
 from hessverify.reports.localise import Localisation, localise
 
-__all__ = ["MAX_SPECTRUM_PARAMS", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
-           "exact_dense", "inertia", "is_approximation", "zero_threshold"]
+__all__ = ["MAX_SPECTRUM_PARAMS", "STATIONARY_TOL", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
+           "exact_dense", "inertia", "is_approximation", "point_words", "zero_threshold"]
 
 MAX_SPECTRUM_PARAMS = 3000
 """Above this many parameters the report skips eigenvalues and approximations.
@@ -65,9 +65,13 @@ class Inertia:
 
     @property
     def kind(self) -> str:
-        """``"positive definite"``, ``"saddle (indefinite)"``, ... in words."""
+        """``"positive definite"``, ``"indefinite"``, ... in words: the matrix, not the point.
+
+        Whether the point is a saddle or an extremum also needs the gradient
+        to vanish there (:func:`point_words`).
+        """
         if self.negative and self.positive:
-            return "indefinite (a saddle)"
+            return "indefinite"
         if self.negative:
             return "negative definite" if not self.zero else "negative semidefinite"
         if self.positive:
@@ -79,6 +83,30 @@ class Inertia:
         return {"positive": self.positive, "negative": self.negative, "zero": self.zero,
                 "zero_threshold": self.threshold, "kind": self.kind,
                 "min": float(ev[0]) if ev.size else 0.0, "max": float(ev[-1]) if ev.size else 0.0}
+
+
+STATIONARY_TOL = 1e-8
+"""A point counts as stationary when ``|g|_2 <= STATIONARY_TOL`` (the lab's default tolerance)."""
+
+
+def point_words(s: Inertia, grad_norm: float | None) -> str:
+    """The spectrum's kind and what it says about the point: a saddle only where the gradient vanishes.
+
+    An indefinite Hessian at a point where ``|g| > STATIONARY_TOL`` says how
+    ``E`` curves there, not that the point is a saddle; nor is a positive
+    definite one a minimum.
+    """
+    if grad_norm is None:
+        return s.kind
+    g = f"|g| = {grad_norm:.2g}"
+    if grad_norm > STATIONARY_TOL:
+        what = {"indefinite": "so not a saddle"}.get(s.kind, "so not a minimum or maximum")
+        return f"{s.kind}; not a stationary point ({g}), {what}"
+    if s.negative and s.positive:
+        return f"indefinite at a stationary point ({g}): a saddle"
+    if s.zero:
+        return f"{s.kind} at a stationary point ({g}): degenerate, the second-order test cannot decide"
+    return f"{s.kind} at a stationary point ({g}): a {'maximum' if s.negative else 'minimum'}"
 
 
 def zero_threshold(problem: Problem, eigenvalues: FloatArray) -> float:
@@ -208,6 +236,12 @@ class CaseAnalysis:
     approximations: list[ApproximationSummary] = field(default_factory=list)
     localisations: dict[tuple[str, str], Localisation] = field(default_factory=dict)
     bounds: dict[tuple[str, str], FloatArray] = field(default_factory=dict)
+    grad_norm: float | None = None  # |g|_2 at the point: a saddle needs it to vanish
+
+    @property
+    def point(self) -> str:
+        """The spectrum's kind and what the point is (:func:`point_words`)."""
+        return point_words(self.spectrum, self.grad_norm) if self.spectrum is not None else ""
 
     @property
     def exact(self) -> FloatArray | None:
@@ -220,6 +254,8 @@ class CaseAnalysis:
             "n_params": p.n_params, "n_patterns": p.n_patterns,
             "spectrum_of": self.exact_name,
             "inertia": self.spectrum.to_dict() if self.spectrum else None,
+            "grad_norm": self.grad_norm,
+            "point": self.point or None,
             "approximations": [a.to_dict() for a in self.approximations],
         }
 
@@ -298,6 +334,10 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
     ev = np.linalg.eigvalsh((H + H.T) / 2.0)
     tau = zero_threshold(problem, ev)
     out.spectrum = inertia(H, tau)
+    from hessverify.model.forward import gradient
+
+    with np.errstate(all="ignore"):
+        out.grad_norm = float(np.linalg.norm(gradient(problem)))
     for m in methods_with_role("approximation"):
         try:
             value = raw_approximations[m.name] if m.name in raw_approximations else m.fn(problem)

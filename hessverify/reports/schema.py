@@ -85,6 +85,8 @@ _CASE = {
         "n_patterns": {"type": "integer", "minimum": 1},
         "spectrum_of": {"type": ["string", "null"]},
         "inertia": {"oneOf": [{"type": "null"}, _INERTIA]},
+        "grad_norm": {"type": ["number", "null"]},
+        "point": {"type": ["string", "null"]},
         "approximations": {"type": "array", "items": {
             "type": "object", "required": ["name", "kind", "summary"],
             "properties": {"name": {"type": "string"}, "kind": {"enum": ["matrix", "vector", "blocks"]},
