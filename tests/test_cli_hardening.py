@@ -375,7 +375,8 @@ def test_two_concurrent_reports_never_mix_and_sigterm_leaves_no_temporaries(tmp_
         time.sleep(delay)
         p.send_signal(signal.SIGTERM)
         err = p.communicate(timeout=300)[1]
-        assert p.returncode in (0, 143) and "Traceback" not in err, err
+        # -15: the signal came while the interpreter itself was starting (a loaded machine), before any output
+        assert p.returncode in (0, 143, -signal.SIGTERM) and "Traceback" not in err, err
         assert sorted(q.name for q in report.iterdir()) == ["report.html", "report.md", "results.json"]
         now = {n: (report / n).stat().st_ino for n in before}
         changed = {n for n in now if now[n] != before[n]}
@@ -390,7 +391,9 @@ def test_sigint_at_any_moment_is_one_line_and_130(delay: float) -> None:
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=300)[1]
     assert "Traceback" not in err, err
-    assert p.returncode in (0, 130) and (p.returncode == 0 or err.strip() == "hessverify: interrupted")
+    # -2 only while the interpreter itself starts, before any hessverify code runs (a loaded machine)
+    assert p.returncode in (0, 130, -signal.SIGINT)
+    assert p.returncode != 130 or err.strip() == "hessverify: interrupted"
 
 
 def test_a_closed_stdout_is_no_traceback() -> None:
