@@ -60,6 +60,7 @@ EPILOG = """exit status:
   4  overflow: the network's values are not finite at a case's point
   5  the function under test failed: it raised, called sys.exit, hung past
      --timeout or returned no usable array (not a discrepancy)
+  6  stationary: no stationary point found within --max-iter
   130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM); no partial output is left
 """
 

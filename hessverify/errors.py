@@ -8,6 +8,7 @@
 | 3 | the Hessian does not exist at this point (a relu pre-activation exactly at its kink) |
 | 4 | numeric overflow: the network's values are not finite at this point |
 | 5 | the function under test failed: it raised, exited, hung past ``--timeout`` or returned no usable array |
+| 6 | ``hessverify stationary``: no stationary point found within ``--max-iter`` |
 | 130 | interrupted (SIGINT, Ctrl-C); 143: terminated (SIGTERM); partial output is removed |
 """
 
