@@ -10,7 +10,8 @@ The public API:
 * :func:`hvp` is the exact Hessian-vector product (Pearlmutter's R-operator);
 * :func:`hessian_entry` is one exact entry by a second-order backward pass;
 * :func:`check` and :func:`assert_hessian_close` hold your own Hessian code
-  to the references (random problems: :mod:`hessverify.strategies`);
+  to the references (random problems: :mod:`hessverify.strategies`); a
+  function that itself fails raises :class:`FunctionUnderTestError`;
 * :func:`error` and :func:`gradient` are ``E`` and its gradient at any point;
   :mod:`hessverify.lab` runs optimisers with them and finds stationary points.
 """
@@ -20,7 +21,15 @@ from __future__ import annotations
 from hessverify.cases import load_case, parse_case
 from hessverify.check import CheckResult, assert_hessian_close, check
 from hessverify.compare import Comparison
-from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError, OverflowReport, UsageError
+from hessverify.errors import (
+    BudgetError,
+    CaseError,
+    FunctionUnderTestError,
+    HessverifyError,
+    NotDifferentiableError,
+    OverflowReport,
+    UsageError,
+)
 from hessverify.methods.pairwise import hessian_entry
 from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
@@ -32,9 +41,11 @@ from hessverify.verify import hessian, verify_problem
 __all__ = [
     "METHODS",
     "Architecture",
+    "BudgetError",
     "CaseError",
     "CheckResult",
     "Comparison",
+    "FunctionUnderTestError",
     "HessverifyError",
     "Layer",
     "Method",

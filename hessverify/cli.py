@@ -6,7 +6,14 @@ Exit statuses (also in ``hessverify --help`` and the README):
 * 1: a discrepancy;
 * 2: invalid input or usage (a case file, an option, a name);
 * 3: the Hessian does not exist at a case's point (a relu net input exactly at its kink);
-* 4: overflow: the network's values are not finite at a case's point.
+* 4: overflow: the network's values are not finite at a case's point;
+* 5: the function under test failed (it raised, called ``sys.exit``, hung past
+  ``--timeout`` or returned no usable array): a fault, not a discrepancy;
+* 130: interrupted (SIGINT); 143: terminated (SIGTERM); no partial output is left.
+
+Memory is estimated from the case before anything is allocated, and work past
+``--max-memory`` is refused with status 2 and the estimated figure
+(:mod:`hessverify.budget`).
 
 Errors meant for people are printed as one line, ``hessverify: error: ...``,
 never as a traceback.
@@ -15,7 +22,10 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +35,12 @@ import numpy as np
 from hessverify.cases import find_cases, load_case
 from hessverify.errors import (
     EXIT_DISCREPANCY,
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_NOT_DIFFERENTIABLE,
     EXIT_OK,
     EXIT_OVERFLOW,
+    EXIT_TERMINATED,
     HessverifyError,
     NotDifferentiableError,
     OverflowReport,
@@ -36,6 +48,8 @@ from hessverify.errors import (
 )
 from hessverify.model.forward import check_point
 from hessverify.registry import METHODS, get_method
+from hessverify.sandbox import DEFAULT_TIMEOUT
+from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
 
 __all__ = ["main"]
 
@@ -45,6 +59,10 @@ EPILOG = """exit status:
   2  invalid input or usage
   3  the Hessian does not exist at a case's point (relu net input exactly at its kink)
   4  overflow: the network's values are not finite at a case's point
+  5  the function under test failed: it raised, called sys.exit, hung past
+     --timeout or returned no usable array (not a discrepancy)
+  6  stationary: no stationary point found within --max-iter
+  130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM); no partial output is left
 """
 
 
@@ -66,13 +84,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _budget_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help="refuse work estimated to need more memory than SIZE (e.g. 4G, 512M); default: a safe "
+                             "share of this machine (a quarter of its memory, within ulimit and cgroup limits)")
+    common.add_argument("--max-time", metavar="SECONDS", type=float, default=None,
+                        help="refuse work estimated to take longer (default 600; 0: no limit)")
+    return common
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    budget = _budget_options()
     p = _Parser(prog="hessverify", description="Verify second-order backpropagation.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    v = sub.add_parser("verify", help="compare every method with every reference on cases",
+    v = sub.add_parser("verify", help="compare every method with every reference on cases", parents=[budget],
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("paths", nargs="*", default=["cases"], metavar="CASE_OR_DIR",
                    help="case files or directories of *.toml (default: cases/)")
@@ -87,7 +116,7 @@ def _build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_verify)
 
     h = sub.add_parser("hessian", help="compute a Hessian (or its diagonal, blocks, approximation) and save it",
-                       description=HESSIAN_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       parents=[budget], description=HESSIAN_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
     h.add_argument("case", metavar="CASE")
     h.add_argument("--method", default="backprop", help=f"one of: {', '.join(METHODS)}")
     h.add_argument("--out", required=True, metavar="FILE.npy",
@@ -98,13 +127,15 @@ def _build_parser() -> argparse.ArgumentParser:
     pa.add_argument("case", metavar="CASE")
     pa.set_defaults(func=_cmd_params)
 
-    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point")
+    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point",
+                       parents=[budget])
     d.add_argument("case", metavar="CASE")
     d.add_argument("--entry", nargs="+", required=True, metavar="PARAM",
                    help="one name (a gradient entry) or two (a Hessian entry), e.g. --entry 'W1[0,1]' 'b2[0]'")
     d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
     d.add_argument("--explicit", action="store_true", help="also the closed form written out in the weights")
-    d.add_argument("--digits", type=int, default=50, help="significant digits of the value (default 50)")
+    d.add_argument("--digits", type=int, default=50,
+                   help=f"significant digits of the value (16 to {MAX_DIGITS}; default 50)")
     d.add_argument("--form", choices=("a", "z", "rojas"), default="a",
                    help="f' and f'' in the net input a (default), textbook forms in the output z "
                         "(sigmoid' = z(1 - z), tanh' = 1 - z^2), or Rojas's o(1 - o)")
@@ -114,8 +145,10 @@ def _build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_methods)
 
     sw = sub.add_parser("sweep", help="check your own Hessian function on random problems (Hypothesis)",
+                        parents=[budget],
                         epilog="exit status: 0 nothing found, 1 a discrepancy (the minimal problem is printed "
-                               "as a case file), 2 invalid usage")
+                               "as a case file), 2 invalid usage, 5 the function under test failed (the problem "
+                               "it failed on is printed as a case file)")
     sw.add_argument("--method-under-test", required=True, metavar="MODULE:FUNCTION",
                     help="FUNCTION(problem) -> Hessian; MODULE is dotted or a path to a .py file")
     sw.add_argument("--examples", type=int, default=100, metavar="N", help="random problems to try (default 100)")
@@ -128,6 +161,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--report", metavar="DIR",
                     help="write results.json, report.md and report.html over the minimal failing problem and "
                          "the first 20 examples tried (--returns hessian or diagonal)")
+    sw.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                    help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
+                         f"0: no limit (default {DEFAULT_TIMEOUT:g})")
     sw.set_defaults(func=_cmd_sweep)
     _add_lab_commands(sub)
     return p
@@ -142,6 +178,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from hessverify.symbolic.lecture import derive
 
+    check_digits(args.digits)  # before reading the case
     case = load_case(args.case)
     check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
     print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits, form=args.form))
@@ -155,38 +192,65 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_hessian(args: argparse.Namespace) -> int:
-    method = get_method(args.method)
-    case = load_case(args.case)
-    from hessverify.verify import hessian
+    import io
 
+    from hessverify.io import check_output_path, write_output
+
+    method = get_method(args.method)
     out = Path(args.out)
     allowed = (".npy", ".npz") if method.kind == "blocks" else (".npy",)
-    if out.suffix not in allowed:
+    if out.suffix not in allowed and not _special_file(out):
         raise UsageError(f"--out {args.out}: for {method.name} (kind {method.kind}) the file must end in "
                          + " or ".join(allowed))
-    result = hessian(case, method.name)
-    try:
-        if method.kind == "blocks" and out.suffix == ".npz":
-            np.savez(out, **{f"layer{i}": b for i, b in enumerate(result, start=1)})
-            what = f"{len(result)} diagonal block(s) " + ", ".join(f"{b.shape[0]}x{b.shape[1]}" for b in result)
-        else:
-            if method.kind == "blocks":
-                from hessverify.methods.block_diagonal import embed
+    check_output_path(out, "--out")  # before any work
+    case = load_case(args.case)
+    from hessverify.budget import check_seconds
 
-                result = embed(case, result)
-            np.save(out, result)
-            what = "x".join(str(n) for n in result.shape)
-    except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot write: {exc.strerror}") from None
+    _announce(check_seconds([(case, [method.name])], args.max_time))
+    from hessverify.verify import hessian
+
+    result = hessian(case, method.name)
+    values = result if method.kind != "blocks" else result
+    if any(not np.all(np.isfinite(b)) for b in (values if isinstance(values, list) else [values])):
+        raise OverflowReport(f"{case.id}: {method.name} gives NaN or inf entries (overflow in the Hessian's "
+                             "terms); nothing written")
+    buffer = io.BytesIO()
+    if method.kind == "blocks" and out.suffix == ".npz":
+        np.savez(buffer, **{f"layer{i}": b for i, b in enumerate(result, start=1)})
+        what = f"{len(result)} diagonal block(s) " + ", ".join(f"{b.shape[0]}x{b.shape[1]}" for b in result)
+    else:
+        if method.kind == "blocks":
+            from hessverify.methods.block_diagonal import embed
+
+            result = embed(case, result)
+        np.save(buffer, result)
+        what = "x".join(str(n) for n in result.shape)
+    write_output(out, buffer.getvalue(), option="--out")
     print(f"{case.id}: {method.name} ({method.kind}) {what} written to {out}")
     return EXIT_OK
+
+
+def _announce(seconds: float) -> None:
+    """Say so on standard error before work estimated to take more than half a minute."""
+    if seconds > 30:
+        print(f"hessverify: about {seconds / 60:.1f} min of work estimated", file=sys.stderr)
+
+
+def _special_file(path: Path) -> bool:
+    """An existing device or FIFO (``/dev/null``, ``/dev/stdout``): written into, whatever its name."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
+    except OSError:
+        return False
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from hessverify.sweep import run_sweep
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
-                     returns=args.returns, against=args.against, report_dir=args.report)
+                     returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout)
 
 
 MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "
@@ -218,21 +282,31 @@ def _case_line(case_id: str, comps: list[Any]) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from hessverify.budget import check_memory, check_seconds
     from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
     from hessverify.reports import check_directory, check_json_path, write_json, write_report
     from hessverify.reports.progress import track
-    from hessverify.verify import check_reference, reference_skips, verify_problem
+    from hessverify.verify import check_reference, plan, reference_skips, verify_problem
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
     for name in args.references or []:
         check_reference(name)
+    if args.json:
+        check_json_path(Path(args.json))  # fail now, not after the whole run
+    if args.report:
+        check_directory(Path(args.report))
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
-    if args.report:
-        check_directory(Path(args.report))  # fail now, not after the whole run
-    if args.json:
-        check_json_path(Path(args.json))
+    seen: dict[str, str] = {}
+    for path, case in zip(paths, cases, strict=True):
+        if case.id in seen:
+            raise UsageError(f"{path}: id {case.id!r} is also the id of {seen[case.id]}; every case needs its own id")
+        seen[case.id] = str(path)
+    planned = [(case, [n for names in plan(case, args.methods, args.references) for n in names]) for case in cases]
+    for case, names in planned:  # the memory and time each case will need, before any is computed
+        check_memory(case, names)
+    _announce(check_seconds(planned, args.max_time))
     results = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
@@ -358,30 +432,18 @@ def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def _writable(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
     """A one-line UsageError now, rather than a lost run later, if ``path`` cannot be written."""
-    import os
+    from hessverify.io import check_output_path
 
-    if path.suffix.lower() not in suffixes:
+    if path.suffix.lower() not in suffixes and not _special_file(path):
         raise UsageError(f"{option} {path}: the file must end in {' or '.join(suffixes)}")
-    if path.is_dir():
-        raise UsageError(f"{option} {path}: is a directory; name a file")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"{option} {path}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{option} {path}: cannot write there (permission denied)")
+    check_output_path(path, option)
 
 
 def _write_text(path: Path, option: str, text: str) -> None:
-    import os
-    import tempfile
+    """Through a symlink to its target, into a device or FIFO, else atomically (:mod:`hessverify.io`)."""
+    from hessverify.io import write_output
 
-    try:  # atomically: a reader never sees half a file
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+    write_output(path, text, option=option)
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
@@ -480,21 +542,82 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
-    try:
-        args = parser.parse_args(argv)
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that partial output is cleaned up on the way out."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hessverify.budget import limit, parse_size
+
+    for option in ("report", "json", "out"):  # an empty path would silently write nothing
+        value = getattr(args, option, None)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{option} '': name a {'directory' if option == 'report' else 'file'}")
+    budget = parse_size(args.max_memory) if getattr(args, "max_memory", None) is not None else None
+    max_time = getattr(args, "max_time", None)
+    if max_time is not None and not max_time >= 0:
+        raise UsageError(f"--max-time {max_time}: give seconds, at least 0 (0: no limit)")
+    # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
+    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         return int(args.func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
+    if sys.stdout is None:  # started with standard output closed: print() must still work
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        parser = _build_parser()
+        args = parser.parse_args(argv)
+        return _run(args)
     except HessverifyError as exc:
-        print(f"hessverify: error: {exc}", file=sys.stderr)
+        _say(f"hessverify: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("hessverify: interrupted", file=sys.stderr)
-        return 130
+        _say("hessverify: interrupted")
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        _say("hessverify: terminated")
+        return EXIT_TERMINATED
     except BrokenPipeError:
+        _quiet_stdout()
         return EXIT_OK
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help, and argparse's own exits
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_INVALID
+    except MemoryError:  # the budget's estimate fell short: still one line, never a traceback
+        _say("hessverify: error: out of memory; give a smaller case or a lower --max-memory")
+        return EXIT_INVALID
+    except RecursionError:
+        _say("hessverify: error: the input is nested or chained too deeply to process")
+        return EXIT_INVALID
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _say(line: str) -> None:
+    """One line on standard error, if there is one."""
+    try:
+        print(line, file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _quiet_stdout() -> None:
+    # the reader went away: send what is left to /dev/null so the interpreter's final flush is silent
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

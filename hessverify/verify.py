@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from os import PathLike
 
 import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import rounding_bound
+from hessverify.budget import check_memory
 from hessverify.compare import (
     BOUND_KEY,
     TOLERANCES,
@@ -18,13 +20,13 @@ from hessverify.compare import (
     compare_entries,
     pair_bound,
 )
-from hessverify.errors import UsageError
+from hessverify.errors import OverflowReport, UsageError
 from hessverify.model.forward import check_point, forward
 from hessverify.problem import Problem
 from hessverify.registry import METHODS, get_method, methods_with_role
 
-__all__ = ["BOUND_KEY", "check_reference", "hessian", "not_applicable_reason", "not_applicable_record",
-           "reference_skips", "verify_problem"]
+__all__ = ["BOUND_KEY", "check_reference", "finite_rounding_bound", "hessian", "not_applicable_reason",
+           "not_applicable_record", "plan", "reference_skips", "verify_problem"]
 
 
 
@@ -44,7 +46,14 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[Flo
     >>> bool(abs(H - hessverify.hessian(case, method="autograd")).max() < 1e-12)
     True
     """
+    if not isinstance(problem, Problem):
+        raise UsageError(f"hessian() takes a Problem, got {type(problem).__name__}"
+                         + (" (read a case file with hessverify.load_case(path) first)"
+                            if isinstance(problem, (str, PathLike)) else ""))
+    if not isinstance(method, str):
+        raise UsageError(f"hessian(): method must be a name such as 'backprop', got {type(method).__name__}")
     m = get_method(method)
+    check_memory(problem, [m.name], kept=1)
     check_point(problem)
     if m.kind == "blocks":
         return [np.asarray(b, dtype=np.float64) for b in m.fn(problem)]
@@ -171,22 +180,13 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
     Hessian does not exist and :class:`~hessverify.errors.OverflowReport`
     where the network overflows, before anything is compared.
     """
+    if not isinstance(problem, Problem):
+        raise UsageError(f"verify_problem() takes a Problem, got {type(problem).__name__}")
+    method_names, ref_names, approx_names = plan(problem, methods, references, approximations)
+    check_memory(problem, method_names + ref_names + approx_names)
     check_point(problem)
-    method_names = list(methods) if methods is not None else [m.name for m in methods_with_role("method")]
-    approx_names = [n for n in method_names if n in METHODS and METHODS[n].role == "approximation"]
-    method_names = [n for n in method_names if n not in approx_names]
-    if approximations is not None:
-        approx_names += [n for n in approximations if n not in approx_names]
-    elif methods is None:
-        approx_names = [m.name for m in methods_with_role("approximation")]
-    ref_names = list(references) if references is not None else [
-        m.name for m in methods_with_role("reference") if m.applies is None or m.applies(problem)]
-    for name in method_names + ref_names + approx_names:
-        get_method(name)
-    for name in ref_names:
-        check_reference(name)
     kept: dict[str, FloatArray] = {} if matrices is None else matrices
-    rounding = rounding_bound(problem, methods=2)
+    rounding = finite_rounding_bound(problem)
     refs: dict[str, tuple[FloatArray, FloatArray | None]] = {}
     results = []
     for name in ref_names:
@@ -234,6 +234,63 @@ def check_reference(name: str) -> None:
         raise UsageError(f"{name} cannot be a reference: it is an approximation ({m.summary}), not the Hessian, "
                          f"so disagreeing with it says nothing about a method; name it with --method to see "
                          "its approximation error")
+
+
+def finite_rounding_bound(problem: Problem) -> FloatArray:
+    """The rounding bound, or :class:`~hessverify.errors.OverflowReport` where the Hessian's terms overflow.
+
+    The network's values can be finite while products of them in the
+    Hessian are not (an input of 1e308): then no bound, and no comparison,
+    means anything.
+    """
+    with np.errstate(all="ignore"):
+        rounding = rounding_bound(problem, methods=2)
+    if not np.all(np.isfinite(rounding)):
+        raise OverflowReport("overflow in the Hessian's terms: they are not finite in float64 at this point "
+                             "(the rounding bound is NaN or inf)")
+    return rounding
+
+
+def _names(value: Sequence[str] | str | None, what: str) -> list[str] | None:
+    """A name or a sequence of names; a lone string is one name, not a list of letters."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{what}: give a name or a sequence of names, got {value!r}")
+    return list(value)
+
+
+def plan(problem: Problem, methods: Sequence[str] | str | None = None, references: Sequence[str] | str | None = None,
+         approximations: Sequence[str] | str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """The exact methods, references and approximations :func:`verify_problem` will compute.
+
+    Raises :class:`~hessverify.errors.UsageError` for an unknown name and for
+    a reference that does not give the full matrix: only full-matrix
+    references can serve as the truth every entry is held to.
+    """
+    methods, references = _names(methods, "methods"), _names(references, "references")
+    approximations = _names(approximations, "approximations")
+    for name in (methods or []) + (references or []) + (approximations or []):
+        get_method(name)
+    method_names = list(methods) if methods is not None else [m.name for m in methods_with_role("method")]
+    approx_names = [n for n in method_names if METHODS[n].role == "approximation"]
+    method_names = [n for n in method_names if n not in approx_names]
+    if approximations is not None:
+        approx_names += [n for n in approximations if n not in approx_names]
+    elif methods is None:
+        approx_names = [m.name for m in methods_with_role("approximation")]
+    ref_names = list(references) if references is not None else [
+        m.name for m in methods_with_role("reference") if m.applies is None or m.applies(problem)]
+    for name in ref_names:
+        check_reference(name)
+        if METHODS[name].kind != "matrix":
+            form = "a diagonal" if METHODS[name].kind == "vector" else "diagonal blocks"
+            raise UsageError(f"--reference {name}: gives {form}, not the full matrix; only full-matrix references "
+                             f"can serve "
+                             f"(choose among {', '.join(m.name for m in METHODS.values() if m.kind == 'matrix')})")
+    return method_names, ref_names, approx_names
 
 
 def _against_truth(problem: Problem, refs: dict[str, tuple[FloatArray, FloatArray | None]],

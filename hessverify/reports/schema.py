@@ -147,7 +147,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["case", "reason", "message"],
-                "properties": {"reason": {"enum": ["not_differentiable", "overflow"]}},
+                "properties": {"reason": {"enum": ["not_differentiable", "overflow", "function_failed"]}},
             },
         },
         "cases": {"type": "array", "items": _CASE},

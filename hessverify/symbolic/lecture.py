@@ -68,7 +68,10 @@ from hessverify.symbolic.expressions import (
     latex_names,
 )
 
-__all__ = ["FORMS", "TEXTBOOK", "Expression", "LectureNetwork", "aligned", "derive"]
+__all__ = ["FORMS", "MAX_DIGITS", "TEXTBOOK", "Expression", "LectureNetwork", "aligned", "check_digits", "derive"]
+
+MAX_DIGITS = 1000
+"""Most significant digits ``derive`` evaluates to (mpmath's cost grows faster than linearly in them)."""
 
 _Z = sympy.Symbol("z", real=True)
 
@@ -289,6 +292,16 @@ class LectureNetwork:
         return f"d2e/d{p}d{q}", f"\\frac{{\\partial^{{2}} e}}{{\\partial {_tex(p)}\\,\\partial {_tex(q)}}}"
 
 
+def check_digits(digits: int) -> None:
+    """A one-line :class:`~hessverify.errors.UsageError` unless ``16 <= digits <=`` :data:`MAX_DIGITS`."""
+    from hessverify.errors import UsageError
+
+    if digits < 16:
+        raise UsageError(f"--digits {digits}: use at least 16 (float64 has about 16)")
+    if digits > MAX_DIGITS:
+        raise UsageError(f"--digits {digits}: use at most {MAX_DIGITS} (the cost grows faster than the digits)")
+
+
 def aligned(expressions: Sequence[Expression]) -> str:
     r"""The expressions as one LaTeX ``aligned`` block for a slide: ``lhs &= rhs`` a line.
 
@@ -338,8 +351,10 @@ def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, expli
     if len(names) not in (1, 2):
         raise UsageError(f"--entry takes one parameter name (a gradient entry) or two (a Hessian entry), "
                          f"got {len(names)}")
-    if digits < 16:
-        raise UsageError(f"--digits {digits}: use at least 16 (float64 has about 16)")
+    check_digits(digits)
+    from hessverify.budget import check_derive
+
+    check_derive(problem, explicit=explicit)
     arch = problem.architecture
     for name in names:
         try:
