@@ -260,11 +260,18 @@ def test_slow_symbolic_work_is_refused_by_the_budget(tmp_path: Path, capsys: pyt
         assert "budget" in one_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("reference", ["becker_lecun", "diagonal", "block_diagonal"])
+@pytest.mark.parametrize("reference", ["diagonal", "block_diagonal"])
 def test_a_reference_that_is_not_a_full_matrix_is_a_usage_error(reference: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", XOR, "--reference", reference]) == 2
     assert "only full-matrix references can serve" in one_line(capsys.readouterr().err)
+
+
+def test_a_diagonal_approximation_as_reference_is_a_usage_error_that_says_why(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # becker_lecun is a diagonal too, but the first reason it cannot serve is that it is an approximation
+    assert main(["verify", XOR, "--reference", "becker_lecun"]) == 2
+    assert "is an approximation" in one_line(capsys.readouterr().err)
 
 
 def test_overflow_in_the_hessians_terms_is_exit_4_and_nothing_is_saved(tmp_path: Path,
