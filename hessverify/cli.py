@@ -591,6 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_OK
+    except OSError as exc:  # standard output on a full disk (/dev/full), an output file gone bad mid-write
+        _quiet_stdout()
+        where = f" {exc.filename}" if exc.filename else ""
+        _say(f"hessverify: error: cannot write{where}: {exc.strerror or exc}")
+        return EXIT_INVALID
     except SystemExit as exc:  # --help, and argparse's own exits
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_INVALID
     except MemoryError:  # the budget's estimate fell short: still one line, never a traceback

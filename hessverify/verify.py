@@ -291,9 +291,9 @@ def plan(problem: Problem, methods: Sequence[str] | str | None = None, reference
         check_reference(name)
         if METHODS[name].kind != "matrix":
             form = "a diagonal" if METHODS[name].kind == "vector" else "diagonal blocks"
+            can_serve = [m.name for m in METHODS.values() if m.kind == "matrix" and m.role != "approximation"]
             raise UsageError(f"--reference {name}: gives {form}, not the full matrix; only full-matrix references "
-                             f"can serve "
-                             f"(choose among {', '.join(m.name for m in METHODS.values() if m.kind == 'matrix')})")
+                             f"can serve (choose among {', '.join(can_serve)})")
     return method_names, ref_names, approx_names
 
 

@@ -431,3 +431,19 @@ def test_verify_past_max_time_is_refused_before_any_work(capsys: pytest.CaptureF
     assert "more than the --max-time" in one_line(err) and "max abs err" not in out
     assert main(["verify", XOR, "--max-time", "-1"]) == 2
     one_line(capsys.readouterr().err)
+
+
+def test_the_full_matrix_message_offers_no_approximation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", XOR, "--reference", "diagonal"]) == 2
+    offered = one_line(capsys.readouterr().err).split("choose among ")[1]
+    assert "autograd" in offered and "gauss_newton" not in offered and "fisher" not in offered
+
+
+def test_standard_output_on_a_full_disk_is_one_line_and_exit_2() -> None:
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "hessverify.cli", "verify", XOR], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["hessverify: error: cannot write: No space left on device"]
