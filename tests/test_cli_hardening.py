@@ -440,7 +440,6 @@ def test_the_full_matrix_message_offers_no_approximation(capsys: pytest.CaptureF
 
 
 def test_standard_output_on_a_full_disk_is_one_line_and_exit_2() -> None:
-
     with open("/dev/full", "w") as full:
         proc = subprocess.run([sys.executable, "-m", "hessverify.cli", "verify", XOR], stdout=full,
                               stderr=subprocess.PIPE, text=True, timeout=120)
