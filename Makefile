@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint venv clean browser
+.PHONY: report test lint venv clean browser frameworks
 
 venv: $(STAMP)
 
@@ -19,8 +19,19 @@ $(STAMP): pyproject.toml
 report: $(STAMP)
 	$(BIN)/hessverify verify cases --report reports/latest
 
-test: $(STAMP) browser
+test: $(STAMP) browser frameworks
 	$(BIN)/python -m pytest -q -n 2
+
+# The CPU builds of the optional frameworks, so the adapter tests (tests/test_torch.py, tests/test_jax.py)
+# run in CI; torch pinned exactly (a bare `torch` would fetch gigabytes of CUDA). Without them the
+# adapter tests skip. Extras: hessverify[torch], hessverify[jax].
+FRAMEWORKS := $(VENV)/.frameworks
+frameworks: $(FRAMEWORKS)
+
+$(FRAMEWORKS): $(STAMP)
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' || \
+		echo "make frameworks: could not install torch/jax; the adapter tests will be skipped"
+	touch $(FRAMEWORKS)
 
 # Headless chromium for the browser test of report.html (tests/reports/test_html.py skips without it).
 # Installs Debian's chromium when missing and we are root; otherwise says how, and the test is skipped.

@@ -13,7 +13,10 @@ The public API:
   to the references (random problems: :mod:`hessverify.strategies`); a
   function that itself fails raises :class:`FunctionUnderTestError`;
 * :func:`error` and :func:`gradient` are ``E`` and its gradient at any point;
-  :mod:`hessverify.lab` runs optimisers with them and finds stationary points.
+  :mod:`hessverify.lab` runs optimisers with them and finds stationary points;
+* :mod:`hessverify.torch` and :mod:`hessverify.jax` (extras ``torch`` and
+  ``jax``, loaded on first access) give a problem as PyTorch or JAX objects
+  and check curvature code written in those frameworks.
 """
 
 from __future__ import annotations
@@ -66,3 +69,14 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_ADAPTERS = ("torch", "jax")
+
+
+def __getattr__(name: str) -> object:
+    """``hessverify.torch`` and ``hessverify.jax`` load on first use, so ``import hessverify`` imports neither framework."""
+    if name in _ADAPTERS:
+        import importlib
+
+        return importlib.import_module(f"hessverify.{name}")
+    raise AttributeError(f"module 'hessverify' has no attribute {name!r}")

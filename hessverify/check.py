@@ -21,6 +21,15 @@ The contracts of the user function (``returns=``):
 ``"diagonal"``
     ``fn(problem) -> array (W,)``: the diagonal of the Hessian, compared with
     the references' diagonals.
+``"blocks"``
+    ``fn(problem) -> [B_1, B_2, ...]``: the per-layer diagonal blocks of the
+    Hessian, ``B_l`` square over layer ``l``'s parameters (``W_l`` then
+    ``b_l``, as in the public order), compared with the references' blocks.
+``"ggn"``
+    ``fn(problem) -> array (W, W)``: the generalised Gauss-Newton matrix
+    ``J^T H_loss J`` (the reduction's ``1/N`` included for ``mean``), held
+    to :data:`GGN_REFERENCES` within the Hessian's rounding bound (whose
+    terms include the GGN's).
 
 The :class:`~hessverify.problem.Problem` a function receives carries the flat
 ``params``, the per-layer ``weights`` (``(units, fan_in)``) and ``biases``
@@ -56,13 +65,33 @@ from hessverify.registry import METHODS
 from hessverify.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
 from hessverify.verify import check_reference, finite_rounding_bound, not_applicable_reason, not_applicable_record
 
-__all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe", "reduce_problem"]
+__all__ = ["GGN_REFERENCES", "RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe",
+           "reduce_problem"]
 
-Returns = Literal["hessian", "hvp", "diagonal"]
-RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal")
+Returns = Literal["hessian", "hvp", "diagonal", "blocks", "ggn"]
+RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal", "blocks", "ggn")
 """What a user function may return (see the module text for each contract)."""
 
 DEFAULT_AGAINST = ("backprop", "autograd", "fd")
+
+
+def _ggn_method(problem: Problem) -> FloatArray:
+    from hessverify.methods.gauss_newton import hessian
+
+    return hessian(problem)
+
+
+def _ggn_autograd(problem: Problem) -> FloatArray:
+    from hessverify.references.curvature_ref import gauss_newton
+
+    return gauss_newton(problem)
+
+
+GGN_REFERENCES: dict[str, Callable[[Problem], FloatArray]] = {
+    "gauss_newton": _ggn_method,  # hessverify's GGN, J^T H_loss J from the backprop quantities
+    "autograd": _ggn_autograd,  # the same from autograd's Jacobian and loss Hessian, written independently
+}
+"""What a ``returns="ggn"`` function is held to (both by default)."""
 
 USER = "user"
 """The method name the user's function is reported under."""
@@ -197,9 +226,28 @@ def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
             cols.append(_as_real_array(out, "fn(problem, v)", (n,), problem))
         return np.stack(cols, axis=1)
     out = call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
+    if returns == "blocks":
+        return _blocks_matrix(out, problem)
     expected = (n,) if returns == "diagonal" else (n, n)
     what = f"fn(problem) ({'the diagonal' if returns == 'diagonal' else 'the Hessian'} of {n} parameters)"
     return _as_real_array(out, what, expected, problem)
+
+
+def _blocks_matrix(value: Any, problem: Problem) -> FloatArray:
+    """The user's per-layer blocks placed on the diagonal of a ``(W, W)`` matrix (zeros elsewhere)."""
+    blocks = problem.architecture.blocks
+    if not isinstance(value, (list, tuple)) or len(value) != len(blocks):
+        raise FunctionUnderTestError(f"fn(problem) returned a {type(value).__name__}, expected a list of "
+                                     f"{len(blocks)} per-layer blocks", problem=problem)
+    out = np.zeros((problem.n_params, problem.n_params))
+    for blk, b in zip(blocks, value):
+        out[blk.slice, blk.slice] = _as_real_array(b, f"block {blk.layer} of fn(problem)", (blk.size, blk.size), problem)
+    return out
+
+
+def _same_layer(problem: Problem) -> np.ndarray:
+    layer = problem.architecture.layer_of_param
+    return layer[:, None] == layer[None, :]
 
 
 def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str] = DEFAULT_AGAINST,
@@ -221,11 +269,13 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
     refs = []
     not_applicable: list[Comparison] = []
     for ref_name in against:
-        ref = METHODS[ref_name]
+        ref = METHODS.get(ref_name)
         with warnings.catch_warnings():
             # autograd warns when E is linear in some parameters (a constant Hessian): harmless here
             warnings.filterwarnings("ignore", "Output seems independent of input")
-            if ref.with_error is not None:
+            if returns == "ggn":
+                R, err = np.asarray(GGN_REFERENCES[ref_name](problem), dtype=np.float64), None
+            elif ref.with_error is not None:
                 R, err = ref.with_error(problem)
             else:
                 R, err = np.asarray(ref.fn(problem), dtype=np.float64), None
@@ -240,6 +290,8 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
         if returns == "diagonal":
             R, bound = np.diag(R).copy(), np.diag(bound).copy()
+        elif returns == "blocks":  # outside the blocks both sides are 0
+            R = np.where(_same_layer(problem), R, 0.0)
         # NaN or inf where the reference is finite stays a discrepancy; compare's note says so
         out.append(compare(problem, USER, ref_name, A, R, bound, kind))
     return out
@@ -278,12 +330,13 @@ def check(
         single layer, pattern, input, unit or bias can be removed from it).
     against:
         Registered methods or references to compare with (``hessverify
-        methods`` lists them).  Each comparison uses the bound of
-        :func:`hessverify.compare.bound_for` for that name: the float64
-        rounding bound ``2 gamma_k M`` for exact ones, the
-        finite-difference error estimate for ``fd``.
+        methods`` lists them; default backprop, autograd and fd).  Each
+        comparison uses the bound of :func:`hessverify.compare.bound_for`
+        for that name: the float64 rounding bound ``2 gamma_k M`` for exact
+        ones, the finite-difference error estimate for ``fd``.  For
+        ``returns="ggn"``: names of :data:`GGN_REFERENCES` (default both).
     returns:
-        ``"hessian"``, ``"hvp"`` or ``"diagonal"``.
+        ``"hessian"``, ``"hvp"``, ``"diagonal"``, ``"blocks"`` or ``"ggn"``.
     timeout:
         Seconds one call of ``fn`` may take (``None`` or ``0``: no limit).
 
@@ -304,6 +357,8 @@ def check(
     """
     if returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
+    if returns == "ggn" and against is DEFAULT_AGAINST:  # the default names Hessian references
+        against = tuple(GGN_REFERENCES)
     if isinstance(against, str):
         against = (against,)
     if against is None or not isinstance(against, Iterable):
@@ -314,10 +369,15 @@ def check(
     for name in against:
         if not isinstance(name, str):
             raise UsageError(f"against: {name!r} is not a method or reference name")
+        if returns == "ggn":
+            if name not in GGN_REFERENCES:
+                raise UsageError(f"against: {name!r} is no Gauss-Newton reference; choose from {', '.join(GGN_REFERENCES)}")
+            continue
         check_reference(name)
         if METHODS[name].kind != "matrix":
             raise UsageError(f"against: {name!r} does not return a full matrix; choose exact methods or references")
-    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES else "exact: rounding bound" for name in against}
+    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES and returns != "ggn" else "exact: rounding bound"
+              for name in against}
     if not callable(fn):
         raise UsageError(f"fn: {type(fn).__name__!r} is not callable; pass the function under test")
     if isinstance(problems, Problem):
