@@ -65,7 +65,7 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.jax needs JAX: pip install 'hessverify[jax]'") from exc
 
-from hessverify.check import DEFAULT_AGAINST, CheckResult, check
+from hessverify.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.problem import Problem
 from hessverify.sandbox import DEFAULT_TIMEOUT
@@ -147,8 +147,6 @@ LOSSES: dict[str, Callable[[Array, Array], Array]] = {
 }
 """Per-pattern error ``e(y, t) -> (N,)`` of every loss of the case schema."""
 
-RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal", "blocks", "ggn")
-"""What a function under :func:`check_model` may return (see there)."""
 
 
 def _dtype(dtype: Any) -> Any:

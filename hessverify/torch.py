@@ -57,7 +57,7 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.torch needs PyTorch: pip install 'hessverify[torch]' (torch==2.13.0)") from exc
 
-from hessverify.check import DEFAULT_AGAINST, CheckResult, check
+from hessverify.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.problem import Problem
 from hessverify.references.torch_ref import softplus, stable_gelu
@@ -124,8 +124,6 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 """Per-pattern error ``e(y, t) -> (N,)`` of every loss of the case schema."""
 
-RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal", "blocks", "ggn")
-"""What a function under :func:`check_model` may return (see there)."""
 
 
 def _dtype(dtype: Any) -> Any:

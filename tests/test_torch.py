@@ -145,3 +145,11 @@ def test_cases_strategy_yields_torch_cases() -> None:
         assert float(case.E()) == pytest.approx(hessverify.error(case.problem), rel=1e-10, abs=1e-12)
 
     run()
+
+
+def test_an_unknown_attribute_of_hessverify_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'tensorflow'"):
+        hessverify.tensorflow  # noqa: B018
+    from hessverify.check import RETURNS
+
+    assert hvt.RETURNS is RETURNS  # one vocabulary of result forms
