@@ -47,7 +47,8 @@ browser:
 # The full conformance table (docs/conformance.md): the libraries' own second-order code on 100 problems
 # per quantity. Exit 1 (a library disagreed or raised) is a finding, reported in the table, not a failed build.
 conformance: $(STAMP) frameworks
-	$(BIN)/hessverify conformance --library torch.func jax --examples 100 --seed 0 --report reports/conformance; \
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' backpack-for-pytorch curvlinops-for-pytorch
+	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --report reports/conformance; \
 		status=$$?; [ $$status -le 1 ]
 
 lint: $(STAMP)

@@ -435,7 +435,7 @@ CONFORMANCE_EPILOG = """prints the table (library, version, quantity, precision,
 and each failure's minimal problem; --report DIR writes DIR/conformance.json, DIR/conformance.md and
 DIR/cases/LIBRARY-N.toml. Conventions and diagnoses: docs/conformance.md.
 exit status: 0 every quantity agreed on every problem, 1 some library disagreed (or raised), 2 invalid usage
-(unknown, missing or not yet implemented library; a precision other than float64).
+(unknown or not installed library; a precision other than float64).
 """
 
 

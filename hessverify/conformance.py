@@ -20,14 +20,17 @@ Conventions (``N`` patterns, ``K`` outputs, ``E`` as in docs/cases.md):
 
 The activations are the libraries' own (``F.softplus``, ``F.gelu``,
 ``jax.nn.gelu(approximate=False)``, ...); their faults are what this finds.
-The schema's activations and losses are all covered for ``torch.func`` and
-``jax``; :data:`NOT_COVERED` lists each library's activations and losses
-our schema lacks.
+BackPACK's ``DiagHessian`` is run on the activations it has second-order
+modules for (identity, sigmoid, tanh, relu) with ``MSELoss``; curvlinops on
+every activation with an ``nn`` module (all but sin) and the three loss
+classes.  :data:`NOT_COVERED` lists what each library has that the
+schema lacks, and what of it is not run yet.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +46,15 @@ __all__ = ["LIBRARIES", "NOT_COVERED", "QUANTITIES", "Quantity", "Row", "rows_ma
 LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
 """Libraries ``hessverify conformance --library`` knows."""
 
-IMPLEMENTED: tuple[str, ...] = ("torch.func", "jax")
-"""Libraries whose quantities are implemented so far."""
-
 NOT_COVERED: dict[str, str] = {
     "torch.func": "activations elu, selu, leaky_relu, mish, hardswish, softsign, logsigmoid, tanh-approximate gelu; "
                   "losses L1Loss, HuberLoss, SmoothL1Loss, NLLLoss on log-probabilities, KLDivLoss, "
                   "GaussianNLLLoss, PoissonNLLLoss, class-index targets, weighted losses, label smoothing",
+    "backpack": "DiagGGNExact, the exact HBP block settings and the KFAC/KFLR/KFRA approximations (not run yet); "
+                "sin, softplus, gelu, silu (no second-order module); CrossEntropyLoss and BCEWithLogitsLoss in "
+                "DiagHessian (not run yet); activations elu, selu, leaky_relu, logsigmoid",
+    "curvlinops": "EFLinearOperator, KFACLinearOperator and the Monte-Carlo GGN (not run yet); the sin activation "
+                  "(no nn module); the output loss (no loss class)",
     "jax": "activations elu, selu, leaky_relu, celu, mish, hard_tanh, log_sigmoid, tanh-approximate gelu "
            "(jax.nn.gelu's default); losses: JAX has none of its own (optax's are not run)",
 }
@@ -65,6 +70,8 @@ class Quantity:
     equals: str
     convention: str
     fn: Callable[[Problem], FloatArray]
+    returns: str = "hessian"  # the form check_problem compares (hessverify.check.RETURNS)
+    draw: dict[str, Any] = field(default_factory=dict)  # problems(**draw): what the routine supports
 
 
 @dataclass
@@ -94,17 +101,10 @@ class Row:
 
 # -- PyTorch, from its own parts ---------------------------------------------------
 
-def _torch_objective(problem: Problem) -> tuple[Callable[[Any], Any], float, Any]:
-    """``(L(theta), c, theta)`` with ``E = c L``: nn.functional activations and nn loss classes."""
+def _torch_criterion(problem: Problem) -> tuple[Callable[[Any, Any], Any], float]:
+    """PyTorch's loss class for the problem's loss and reduction, and ``c`` with ``E = c L``."""
     import torch
-    import torch.nn.functional as F
 
-    acts: dict[str, Callable[[Any], Any]] = {
-        "identity": lambda a: a, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": F.softplus,
-        "sin": torch.sin, "gelu": lambda a: F.gelu(a, approximate="none"), "silu": F.silu, "relu": F.relu,
-    }
-    x = torch.tensor(problem.inputs, dtype=torch.float64)
-    t = torch.tensor(problem.targets, dtype=torch.float64)
     red, k = problem.reduction, problem.targets.shape[1]
     if problem.loss == "sse":
         crit, c = torch.nn.MSELoss(reduction=red), (0.5 if red == "sum" else k / 2)
@@ -116,6 +116,21 @@ def _torch_objective(problem: Problem) -> tuple[Callable[[Any], Any], float, Any
         def crit(y: Any, _t: Any) -> Any:
             return y.sum() / (y.shape[0] if red == "mean" else 1)
         c = 1.0
+    return crit, c
+
+
+def _torch_objective(problem: Problem) -> tuple[Callable[[Any], Any], float, Any]:
+    """``(L(theta), c, theta)`` with ``E = c L``: nn.functional activations and nn loss classes."""
+    import torch
+    import torch.nn.functional as F
+
+    acts: dict[str, Callable[[Any], Any]] = {
+        "identity": lambda a: a, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": F.softplus,
+        "sin": torch.sin, "gelu": lambda a: F.gelu(a, approximate="none"), "silu": F.silu, "relu": F.relu,
+    }
+    x = torch.tensor(problem.inputs, dtype=torch.float64)
+    t = torch.tensor(problem.targets, dtype=torch.float64)
+    crit, c = _torch_criterion(problem)
 
     def L(theta: Any) -> Any:
         h = x
@@ -155,6 +170,64 @@ def _torch_functional(problem: Problem) -> FloatArray:
 
     L, c, theta = _torch_objective(problem)
     return c * torch.autograd.functional.hessian(L, theta).numpy()
+
+
+# -- BackPACK and curvlinops: an nn.Sequential of the library's modules --------------
+
+_MODULE_ACTIVATIONS = ("identity", "sigmoid", "tanh", "softplus", "gelu", "silu", "relu")  # sin has no nn module
+_BACKPACK_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")  # BackPACK's second-order modules among ours
+
+
+def _sequential(problem: Problem) -> tuple[Any, Any, Any]:
+    """``(model, inputs, targets)``: ``nn.Linear`` and activation modules at the problem's point, float64."""
+    import torch
+
+    from hessverify.torch import to_module
+
+    modules = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus,
+               "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "relu": torch.nn.ReLU}
+    net = to_module(problem)
+    parts: list[Any] = []
+    for linear, act in zip(net.layers, net.activations):
+        parts.append(linear)
+        if act != "identity":
+            parts.append(modules[act]())
+    return (torch.nn.Sequential(*parts), torch.tensor(problem.inputs, dtype=torch.float64),
+            torch.tensor(problem.targets, dtype=torch.float64))
+
+
+def _backpack_diag_hessian(problem: Problem) -> FloatArray:
+    import torch
+    from backpack import backpack, extend
+    from backpack.extensions import DiagHessian
+
+    model, x, t = _sequential(problem)
+    crit, c = _torch_criterion(problem)
+    model, crit = extend(model), extend(crit)
+    with backpack(DiagHessian()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Full backward hook is firing")  # the inputs need no gradient
+        crit(model(x), t).backward()
+    return c * torch.cat([q.diag_h.reshape(-1) for q in model.parameters()]).detach().numpy()
+
+
+def _curvlinops_dense(problem: Problem, operator: str) -> FloatArray:
+    import curvlinops
+    import torch
+
+    model, x, t = _sequential(problem)
+    crit, c = _torch_criterion(problem)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Full backward hook is firing")
+        op = getattr(curvlinops, operator)(model, crit, list(model.parameters()), [(x, t)])
+        return c * (op @ torch.eye(problem.n_params, dtype=torch.float64)).detach().numpy()
+
+
+def _curvlinops_hessian(problem: Problem) -> FloatArray:
+    return _curvlinops_dense(problem, "HessianLinearOperator")
+
+
+def _curvlinops_ggn(problem: Problem) -> FloatArray:
+    return _curvlinops_dense(problem, "GGNLinearOperator")
 
 
 # -- JAX, from jax.nn -------------------------------------------------------------
@@ -218,12 +291,21 @@ def _jax_hvp(problem: Problem) -> FloatArray:
 _SSE = "MSELoss: E = L/2 (sum), E = K L/2 (mean over N K)"
 _TORCH = f"{_SSE}; CrossEntropyLoss: E = L; BCEWithLogitsLoss: E = L (sum), E = K L (mean over N K)"
 _JAX = "losses written from jax.nn: E = L; float64 by jax_enable_x64"
+_LOSS_CLASSES = ("sse", "cross_entropy", "binary_cross_entropy")  # the output loss has no nn class
+_BACKPACK = {"activations": _BACKPACK_ACTIVATIONS, "output_activations": _BACKPACK_ACTIVATIONS, "losses": ("sse",)}
+_CURVLINOPS = {"activations": _MODULE_ACTIVATIONS, "output_activations": _MODULE_ACTIVATIONS, "losses": _LOSS_CLASSES}
+# after a diagnosed failure, the same routine on the rest, so the table says how it does there
+_NO_SILU = tuple(a for a in _MODULE_ACTIVATIONS if a != "silu")
+_CURVLINOPS_NO_SILU = {"activations": _NO_SILU, "output_activations": _NO_SILU, "losses": _LOSS_CLASSES}
+_NO_MSE = {"losses": ("cross_entropy", "binary_cross_entropy", "output")}
 
 QUANTITIES: dict[str, tuple[Quantity, ...]] = {
     "torch.func": (
         Quantity("torch.func", "torch.func.hessian", "Hessian", _TORCH, _torch_hessian),
         Quantity("torch.func", "torch.func.jacrev(jacrev)", "Hessian", _TORCH, _torch_jacrev2),
         Quantity("torch.func", "torch.func.jvp(grad) (H e_j)", "Hessian, column by column", _TORCH, _torch_hvp),
+        Quantity("torch.func", "torch.func.jvp(grad) (H e_j), losses but MSELoss", "Hessian, column by column",
+                 _TORCH, _torch_hvp, "hessian", _NO_MSE),
         Quantity("torch.func", "torch.autograd.functional.hessian", "Hessian", _TORCH, _torch_functional),
     ),
     "jax": (
@@ -231,28 +313,41 @@ QUANTITIES: dict[str, tuple[Quantity, ...]] = {
         Quantity("jax", "jax.jacfwd(jax.jacrev)", "Hessian", _JAX, _jax_jacfwd_jacrev),
         Quantity("jax", "jax.jvp(jax.grad) (H e_j)", "Hessian, column by column", _JAX, _jax_hvp),
     ),
+    "backpack": (
+        Quantity("backpack", "backpack DiagHessian", "Hessian diagonal", _TORCH, _backpack_diag_hessian,
+                 "diagonal", _BACKPACK),
+    ),
+    "curvlinops": (
+        Quantity("curvlinops", "curvlinops HessianLinearOperator @ I", "Hessian", _TORCH, _curvlinops_hessian,
+                 "hessian", _CURVLINOPS),
+        Quantity("curvlinops", "curvlinops HessianLinearOperator @ I, activations but silu", "Hessian",
+                 _TORCH, _curvlinops_hessian, "hessian", _CURVLINOPS_NO_SILU),
+        Quantity("curvlinops", "curvlinops GGNLinearOperator @ I", "GGN J^T H_loss J", _TORCH, _curvlinops_ggn,
+                 "ggn", _CURVLINOPS),
+    ),
 }
 """Every library routine that is checked, by library."""
 
 
 def _version(library: str) -> str:
-    module = {"torch.func": "torch", "jax": "jax", "backpack": "backpack", "curvlinops": "curvlinops"}[library]
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = {"torch.func": "torch", "jax": "jax", "backpack": "backpack-for-pytorch",
+            "curvlinops": "curvlinops-for-pytorch"}[library]
     try:
-        return str(importlib.import_module(module).__version__)
-    except ImportError:
+        importlib.import_module(dist.split("-")[0])
+        return version(dist)
+    except (ImportError, PackageNotFoundError):
         return ""
 
 
 def check_libraries(libraries: list[str], precision: str) -> None:
-    """One-line errors, before any work: unknown names, libraries not installed or not yet implemented."""
+    """One-line errors, before any work: unknown names, libraries not installed, a precision not judged yet."""
     for lib in libraries:
         if lib not in LIBRARIES:
             raise UsageError(f"--library {lib!r}: choose from {', '.join(LIBRARIES)}")
-        if lib not in IMPLEMENTED:
-            raise UsageError(f"--library {lib}: not yet implemented in this version (implemented: "
-                             f"{', '.join(IMPLEMENTED)})")
         if not _version(lib):
-            extra = "torch" if lib == "torch.func" else lib
+            extra = {"torch.func": "torch", "jax": "jax"}.get(lib, "conformance")
             raise UsageError(f"--library {lib}: not installed; pip install 'hessverify[{extra}]'")
     if precision != "float64":
         raise UsageError(f"--precision {precision}: only float64 for now (judging float32 by float32 rounding "
@@ -269,8 +364,10 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None) -> Row:
 
     state: dict[str, Any] = {"n": 0, "worst": 0.0, "last": None, "first": None}
 
+    against = ("gauss_newton",) if q.returns == "ggn" else ("backprop",)
+
     def compare(problem: Problem) -> list[Any]:
-        return check_one(q.fn, problem, against=("backprop",), timeout=None)
+        return check_one(q.fn, problem, against=against, returns=q.returns, timeout=None)
 
     class _Fail(AssertionError):
         pass
@@ -278,7 +375,7 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None) -> Row:
     @settings(max_examples=examples, deadline=None, database=None, report_multiple_bugs=False,
               phases=[Phase.generate, Phase.shrink], print_blob=False,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-    @given(problems())
+    @given(problems(**q.draw))
     def one(problem: Problem) -> None:
         try:
             comps = compare(problem)
