@@ -22,15 +22,16 @@ report: $(STAMP)
 test: $(STAMP) browser frameworks
 	$(BIN)/python -m pytest -q -n 2
 
-# The CPU builds of the optional frameworks, so the adapter tests (tests/test_torch.py, tests/test_jax.py)
-# run in CI; torch pinned exactly (a bare `torch` would fetch gigabytes of CUDA). Without them the
-# adapter tests skip. Extras: hessverify[torch], hessverify[jax].
+# The CPU builds of the optional frameworks, so the adapter and conformance tests (tests/test_torch.py,
+# tests/test_jax.py, tests/test_conformance.py) run in CI; torch pinned exactly in the same command (a bare
+# `torch`, or backpack/curvlinops alone, would fetch gigabytes of CUDA). Without them those tests skip.
+# Extras: hessverify[torch], hessverify[jax], hessverify[conformance].
 FRAMEWORKS := $(VENV)/.frameworks
 frameworks: $(FRAMEWORKS)
 
 $(FRAMEWORKS): $(STAMP)
-	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' || \
-		echo "make frameworks: could not install torch/jax; the adapter tests will be skipped"
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch || \
+		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
 	touch $(FRAMEWORKS)
 
 # Headless chromium for the browser test of report.html (tests/reports/test_html.py skips without it).
@@ -47,7 +48,6 @@ browser:
 # The full conformance table (docs/conformance.md): the libraries' own second-order code on 100 problems
 # per quantity. Exit 1 (a library disagreed or raised) is a finding, reported in the table, not a failed build.
 conformance: $(STAMP) frameworks
-	$(BIN)/python -m pip install --quiet 'torch==2.13.0' backpack-for-pytorch curvlinops-for-pytorch
 	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --report reports/conformance; \
 		status=$$?; [ $$status -le 1 ]
 
