@@ -71,7 +71,7 @@ from hessverify.cases import seeded_data, seeded_params
 from hessverify.methods import backprop, block_diagonal, diagonal, rop
 from hessverify.model.forward import gradient
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references import autograd_ref
 
 NETWORKS = [(6, 12, 8, 2), (16, 32, 16, 4), (32, 50, 24, 4)]

@@ -22,7 +22,7 @@ from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError
 from hessverify.methods.pairwise import hessian_entry
 from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.registry import METHODS, Method
 from hessverify.verify import hessian, verify_problem
 

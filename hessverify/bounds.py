@@ -54,7 +54,7 @@ from hessverify.model.activations import get_activation
 from hessverify.model.forward import ForwardPass, forward
 from hessverify.model.losses import get_loss
 from hessverify.model.network import layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["UNIT_ROUNDOFF", "chain_length", "gamma", "magnitude_hessian", "magnitude_gradient", "rounding_bound"]
 

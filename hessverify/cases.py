@@ -20,7 +20,7 @@ from hessverify.errors import CaseError
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.losses import LOSSES, REDUCTIONS
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["MAX_PARAMS", "MAX_PATTERNS", "find_cases", "load_case", "parse_case", "seeded_data", "seeded_params"]
 

@@ -22,11 +22,11 @@ The contracts of the user function (``returns=``):
     ``fn(problem) -> array (W,)``: the diagonal of the Hessian, compared with
     the references' diagonals.
 
-The :class:`~hessverify.problem.Problem` a function receives carries the flat
+The :class:`~hessverify.model.problem.Problem` a function receives carries the flat
 ``params``, the per-layer ``weights`` (``(units, fan_in)``) and ``biases``
 (``None`` for a layer without bias), ``inputs`` ``(N, inputs)``, ``targets``
 ``(N, outputs)``, the ``activations`` (one name a layer), ``loss`` and
-``reduction`` (``"sum"`` or ``"mean"``); see :mod:`hessverify.problem`.
+``reduction`` (``"sum"`` or ``"mean"``); see :mod:`hessverify.model.problem`.
 
 Examples
 --------
@@ -51,7 +51,7 @@ from hessverify._typing import FloatArray
 from hessverify.bounds import rounding_bound
 from hessverify.compare import TOLERANCES, Comparison, WorstEntry, bound_for, compare
 from hessverify.errors import UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.registry import METHODS, get_method
 
 __all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe", "reduce_problem"]
@@ -235,7 +235,7 @@ def check(
     fn:
         The code under test; its contract depends on ``returns`` (module text).
     problems:
-        One :class:`~hessverify.problem.Problem`, an iterable of them, or a
+        One :class:`~hessverify.model.problem.Problem`, an iterable of them, or a
         Hypothesis strategy of them.  A strategy is run for ``max_examples``
         examples (with ``seed`` if given) and a failure is shrunk to a
         minimal problem: by Hypothesis, then by :func:`reduce_problem` (no

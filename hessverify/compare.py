@@ -18,7 +18,7 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import rounding_bound
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references.finite_differences import FD_SAFETY
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
 from hessverify.methods import backprop, becker_lecun, block_diagonal, diagonal, fisher, gauss_newton, pairwise, rop
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references import autograd_ref, complex_step, finite_differences, richardson
 from hessverify.symbolic import reference as symbolic_reference
 

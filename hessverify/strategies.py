@@ -5,7 +5,7 @@ Four public strategies:
 * :func:`architectures` draws an :class:`~hessverify.model.network.Architecture`;
 * :func:`parameters` draws a flat parameter vector for a given architecture;
 * :func:`datasets` draws ``(inputs, targets)`` for a given architecture and loss;
-* :func:`problems` draws a whole :class:`~hessverify.problem.Problem`, with
+* :func:`problems` draws a whole :class:`~hessverify.model.problem.Problem`, with
   the bounds of the other three, in a layout that shrinks well (below).
 
 Every bound is keyword-only and checked when the strategy is *built*, so a
@@ -60,7 +60,7 @@ from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.forward import check_point, forward
 from hessverify.model.losses import LOSSES, REDUCTIONS
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = [
     "INPUT_MAGNITUDE",

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from hessverify.check import CheckResult, check, describe
 from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 REPORT_EXAMPLES = 20
 """How many of the examples tried a sweep's report covers, besides the minimal failing problem."""

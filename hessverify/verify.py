@@ -10,7 +10,7 @@ from hessverify._typing import FloatArray
 from hessverify.bounds import rounding_bound
 from hessverify.compare import TOLERANCES, Comparison, approximation_error, bound_for, compare, compare_entries
 from hessverify.model.forward import check_point
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references.finite_differences import FD_SAFETY
 from hessverify.registry import METHODS, get_method, methods_with_role
 

@@ -47,7 +47,7 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.model.forward import ForwardPass, check_point
 from hessverify.model.network import Architecture, layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["Quantities", "hessian", "hessian_from_quantities", "quantities"]
 

@@ -36,11 +36,11 @@ from functools import lru_cache
 import numpy as np
 
 from hessverify._typing import FloatArray, IntArray
-from hessverify.methods._layout import with_ones
+from hessverify.model.layout import with_ones
 from hessverify.methods.backprop import backward_second_order, quantities
 from hessverify.model.forward import check_point
 from hessverify.model.network import layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["blocks", "embed"]
 

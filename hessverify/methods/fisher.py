@@ -25,10 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.methods._layout import public_positions, with_ones
+from hessverify.model.layout import public_positions, with_ones
 from hessverify.model.forward import backward_deltas, check_point
 from hessverify.model.network import layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["hessian", "per_pattern_gradients"]
 

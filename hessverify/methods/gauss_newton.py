@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.methods._layout import public_positions, with_ones
+from hessverify.model.layout import public_positions, with_ones
 from hessverify.model.forward import ForwardPass, check_point
 from hessverify.model.network import Architecture, layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["hessian", "output_jacobian"]
 

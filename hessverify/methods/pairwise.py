@@ -40,10 +40,10 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
-from hessverify.methods._layout import public_positions, with_ones
+from hessverify.model.layout import public_positions, with_ones
 from hessverify.model.forward import ForwardPass, backward_deltas, check_point
 from hessverify.model.network import Architecture, layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["hessian", "hessian_entry", "locate", "unit_passes"]
 

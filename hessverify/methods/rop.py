@@ -38,7 +38,7 @@ from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
 from hessverify.model.forward import ForwardPass, check_point
 from hessverify.model.network import Architecture, layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["hessian", "hvp", "hvp_many"]
 

@@ -17,7 +17,7 @@ from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import get_activation
 from hessverify.model.losses import get_loss
 from hessverify.model.network import layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["ForwardPass", "error", "forward", "gradient", "check_point"]
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.model.forward import check_point, gradient
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["STEP", "hessian"]
 

@@ -42,7 +42,7 @@ from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient
 from hessverify.model.activations import get_activation
 from hessverify.model.forward import check_point, forward, gradient
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["FD_SAFETY", "hessian", "hessian_with_error", "steps"]
 

@@ -32,7 +32,7 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient
 from hessverify.model.forward import check_point, gradient
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references.finite_differences import kink_columns
 
 __all__ = ["hessian", "hessian_with_error", "steps"]

@@ -26,7 +26,7 @@ from typing import Any
 from hessverify._typing import FloatArray
 from hessverify.compare import Comparison
 from hessverify.errors import NotDifferentiableError, OverflowReport, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
 from hessverify.reports.schema import SCHEMA_VERSION

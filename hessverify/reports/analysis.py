@@ -39,7 +39,7 @@ from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
 from hessverify.compare import TOLERANCES, Comparison, bound_for
 from hessverify.errors import HessverifyError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.registry import METHODS, methods_with_role
 from hessverify.reports.localise import Localisation, localise
 

@@ -54,7 +54,7 @@ from hessverify._typing import FloatArray
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import get_activation
 from hessverify.model.network import Architecture
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.symbolic.expressions import (
     NetworkSymbols,
     activation_derivatives,

@@ -32,7 +32,7 @@ from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.forward import check_point
 from hessverify.model.losses import LOSSES
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references import torch_ref
 from hessverify.registry import METHODS, methods_with_role
 
