@@ -378,7 +378,7 @@ def reduce_problem(problem: Problem, comparisons: list[Comparison],
     of calls made.
     """
     from hessverify.errors import HessverifyError
-    from hessverify.model.forward import check_point
+    from hessverify.model.well_posed import ensure_well_posed
     from hessverify.strategies import near_kink
 
     calls = 0
@@ -387,7 +387,7 @@ def reduce_problem(problem: Problem, comparisons: list[Comparison],
         improved = False
         for candidate in _smaller(problem):
             try:
-                check_point(candidate)
+                ensure_well_posed(candidate)
             except HessverifyError:
                 continue
             if near_kink(candidate):

@@ -33,7 +33,7 @@ from hessverify.errors import (
     OverflowReport,
     UsageError,
 )
-from hessverify.model.forward import check_point
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import METHODS, get_method
 
 __all__ = ["main"]
@@ -136,7 +136,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
     from hessverify.symbolic.lecture import derive
 
     case = load_case(args.case)
-    check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
+    ensure_well_posed(case)  # at a relu kink there is no second derivative to derive (exit 3)
     print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
     return EXIT_OK
 

@@ -57,10 +57,11 @@ from hessverify._typing import FloatArray
 from hessverify.cases import MAX_PARAMS
 from hessverify.errors import HessverifyError
 from hessverify.model.activations import ACTIVATIONS
-from hessverify.model.forward import check_point, forward
 from hessverify.model.losses import LOSSES, REDUCTIONS
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
+from hessverify.model.well_posed import near_kink as _near_kink
 
 __all__ = [
     "INPUT_MAGNITUDE",
@@ -311,12 +312,7 @@ def datasets(
 
 def near_kink(problem: Problem, margin: float = KINK_MARGIN) -> bool:
     """Whether some relu net input of ``problem`` lies within ``margin`` of its kink."""
-    fp = forward(problem, derivatives=False)
-    for index, layer in enumerate(problem.architecture.layers, start=1):
-        for kink in ACTIVATIONS[layer.activation].kinks:
-            if np.any(np.abs(fp.a[index] - kink) < margin):
-                return True
-    return False
+    return _near_kink(problem, margin)
 
 
 def _case_id(arch: Architecture) -> str:
@@ -417,7 +413,7 @@ def problems(
         # the Hessian must exist and be finite, and fd must not straddle a kink
         assume(not near_kink(problem))
         try:
-            check_point(problem)
+            ensure_well_posed(problem)
         except HessverifyError:
             assume(False)
         return problem

@@ -9,8 +9,8 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.bounds import rounding_bound
 from hessverify.compare import TOLERANCES, Comparison, approximation_error, bound_for, compare, compare_entries
-from hessverify.model.forward import check_point
 from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references.finite_differences import FD_SAFETY
 from hessverify.registry import METHODS, get_method, methods_with_role
 
@@ -33,7 +33,7 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[Flo
     True
     """
     m = get_method(method)
-    check_point(problem)
+    ensure_well_posed(problem)
     if m.kind == "blocks":
         return [np.asarray(b, dtype=np.float64) for b in m.fn(problem)]
     return np.asarray(m.fn(problem), dtype=np.float64)
@@ -64,7 +64,7 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
     Hessian does not exist and :class:`~hessverify.errors.OverflowReport`
     where the network overflows, before anything is compared.
     """
-    check_point(problem)
+    ensure_well_posed(problem)
     method_names = list(methods) if methods is not None else [m.name for m in methods_with_role("method")]
     approx_names = [n for n in method_names if n in METHODS and METHODS[n].role == "approximation"]
     method_names = [n for n in method_names if n not in approx_names]

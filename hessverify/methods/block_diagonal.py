@@ -20,7 +20,7 @@ with ``x = (z_{l-1}, 1)`` the layer input with the bias column, is
 
 the sum over patterns of ``Q_l`` Kronecker ``x x^T``.  No entry outside the
 blocks is computed.  The recursion is
-:func:`hessverify.methods.backprop.backward_second_order`.
+:func:`hessverify.model.kernel.backward_second_order`.
 
 Both factors are symmetric (``Q_{l,kk'} = Q_{l,k'k}``, ``x_j x_j' = x_j' x_j``),
 so only the sums for unit pairs ``k <= k'`` and input pairs ``j <= j'`` are
@@ -36,11 +36,10 @@ from functools import lru_cache
 import numpy as np
 
 from hessverify._typing import FloatArray, IntArray
-from hessverify.model.layout import with_ones
-from hessverify.methods.backprop import backward_second_order, quantities
-from hessverify.model.forward import check_point
-from hessverify.model.network import layer_input
+from hessverify.model.kernel import backward_second_order, quantities
+from hessverify.model.layout import input_with_bias
 from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["blocks", "embed"]
 
@@ -76,13 +75,13 @@ def _gather_index(units: int, fan_in: int, bias: bool) -> IntArray:
 
 def blocks(problem: Problem) -> list[FloatArray]:
     """The exact diagonal blocks, one ``(size_l, size_l)`` array per layer, public order within each."""
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     arch = problem.architecture
     q = quantities(fp)
-    _, curv = backward_second_order(q, arch.depth)
+    _, curv = backward_second_order(arch, q)
     out = []
     for blk in arch.blocks:
-        x = with_ones(layer_input(q.z, blk.layer), blk.bias)
+        x = input_with_bias(arch, q.z, blk.layer)
         (ka, kb), _ = _pair_table(blk.units)
         (ja, jb), _ = _pair_table(x.shape[1])
         # S[(k<=k'), (j<=j')] = sum_n Q[n,k,k'] x[n,j] x[n,j']: one product

@@ -26,8 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.model.forward import check_point, gradient
+from hessverify.model.forward import gradient
 from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["STEP", "hessian"]
 
@@ -37,7 +38,7 @@ STEP = 1e-30
 
 def hessian(problem: Problem) -> FloatArray:
     """The Hessian column by column from ``Im g(theta + i h e_j) / h``, symmetrised."""
-    check_point(problem)
+    ensure_well_posed(problem)
     theta = np.asarray(problem.params, dtype=np.float64)
     n = theta.size
     H = np.empty((n, n))

@@ -31,46 +31,30 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient
-from hessverify.model.forward import check_point, gradient
 from hessverify.model.problem import Problem
-from hessverify.references.finite_differences import kink_columns
+from hessverify.model.well_posed import ensure_well_posed
+from hessverify.references.finite_differences import central_differences, error_estimate, exact_steps, kink_columns
 
 __all__ = ["hessian", "hessian_with_error", "steps"]
 
 
 def steps(theta: FloatArray) -> FloatArray:
     """``u^(1/5) max(|theta|, 1)``, exactly representable (and so are 2h and 4h, powers of two apart)."""
-    h = UNIT_ROUNDOFF**0.2 * np.maximum(np.abs(theta), 1.0)
-    return (theta + h) - theta
-
-
-def _differences(problem: Problem, theta: FloatArray, h: FloatArray, scales: tuple[float, ...]) -> list[FloatArray]:
-    n = theta.size
-    out = [np.empty((n, n)) for _ in scales]
-    for j in range(n):
-        for k, s in enumerate(scales):
-            e = np.zeros(n)
-            e[j] = s * h[j]
-            out[k][:, j] = (gradient(problem, theta + e) - gradient(problem, theta - e)) / (2.0 * s * h[j])
-    return out
+    return exact_steps(theta, UNIT_ROUNDOFF**0.2)
 
 
 def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     """The symmetrised extrapolated Hessian and its entrywise error estimate."""
-    check_point(problem)
+    ensure_well_posed(problem)
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
-    D1, D2, D4 = _differences(problem, theta, h, (1.0, 2.0, 4.0))
+    D1, D2, D4 = central_differences(problem, theta, h, (1.0, 2.0, 4.0))
     R1 = (4.0 * D1 - D2) / 3.0
     R2 = (4.0 * D2 - D4) / 3.0
     truncation = np.abs(R1 - R2) / 15.0
     rounding = 1.5 * gamma(chain_length(problem)) * magnitude_gradient(problem)[:, None] / h[None, :]
-    est = truncation + rounding
-    est = np.maximum(est, est.T) + np.abs(R1 - R1.T) / 2.0
     # the widest step, 4h, is what may reach a kink
-    crossed = kink_columns(problem, theta, 2.0 * h)
-    est[crossed, :] = np.inf
-    est[:, crossed] = np.inf
+    est = error_estimate(R1, truncation, rounding, kink_columns(problem, theta, 2.0 * h))
     return (R1 + R1.T) / 2.0, est
 
 

@@ -52,9 +52,9 @@ import sympy
 
 from hessverify._typing import FloatArray
 from hessverify.errors import NotDifferentiableError, OverflowReport
-from hessverify.model.activations import get_activation
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
+from hessverify.model.well_posed import kinked_net_inputs
 from hessverify.symbolic.expressions import (
     NetworkSymbols,
     activation_derivatives,
@@ -270,16 +270,15 @@ def _unpack(prog: Program, values: list[np.ndarray]) -> dict[tuple[Any, ...], np
 
 def _check_values(problem: Problem, q: dict[tuple[Any, ...], np.ndarray]) -> None:
     """A net input exactly at a kink (relu at 0), judged on the reference's own values."""
-    for l, layer in enumerate(problem.architecture.layers, start=1):
-        act = get_activation(layer.activation)
-        a = q[("a", l)]
-        for kink in act.kinks:
-            hits = np.argwhere(a == kink)
-            if hits.size:
-                n, unit = hits[0]
-                raise NotDifferentiableError(
-                    f"not twice differentiable at this point: {layer.activation} unit {unit} of layer {l} "
-                    f"has net input exactly {kink:g} for pattern {n}")
+    arch = problem.architecture
+    net_inputs = {l: q[("a", l)] for l in arch.bottom_up}
+    for l, kink, a in kinked_net_inputs(arch, net_inputs):
+        hits = np.argwhere(a == kink)
+        if hits.size:
+            n, unit = hits[0]
+            raise NotDifferentiableError(
+                f"not twice differentiable at this point: {arch.layer(l).activation} unit {unit} of layer {l} "
+                f"has net input exactly {kink:g} for pattern {n}")
 
 
 def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any],

@@ -29,10 +29,10 @@ from hessverify.bounds import rounding_bound
 from hessverify.compare import compare, compare_entries
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import ACTIVATIONS
-from hessverify.model.forward import check_point
 from hessverify.model.losses import LOSSES
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references import torch_ref
 from hessverify.registry import METHODS, methods_with_role
 
@@ -66,7 +66,7 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dic
     for i in range(problems):
         p = random_problem(rng, i)
         try:
-            check_point(p)
+            ensure_well_posed(p)
         except NotDifferentiableError:
             counts["not_differentiable"] += 1
             continue
