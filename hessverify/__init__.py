@@ -10,7 +10,16 @@ The public API:
 * :func:`hvp` is the exact Hessian-vector product (Pearlmutter's R-operator);
 * :func:`hessian_entry` is one exact entry by a second-order backward pass;
 * :func:`check` and :func:`assert_hessian_close` hold your own Hessian code
-  to the references (random problems: :mod:`hessverify.strategies`).
+  to the references (random problems: :mod:`hessverify.strategies`);
+* :func:`ensure_well_posed` raises unless the Hessian exists at a problem's point;
+* :class:`Precision` (:data:`FLOAT64`, :data:`FLOAT32`, :data:`FLOAT16`,
+  :data:`BFLOAT16`, :func:`get_precision`) is the format the rounding bounds
+  judge (:func:`hessverify.bounds.rounding_bound`);
+* :class:`FullHessian`, :class:`DiagonalHessian`, :class:`BlockDiagonalHessian`
+  and :class:`HessianVectorProduct` are the forms of a result (:mod:`hessverify.forms`).
+
+``import hessverify`` loads neither SymPy, autograd nor matplotlib: the
+registry imports a method or reference on its first call.
 """
 
 from __future__ import annotations
@@ -19,28 +28,43 @@ from hessverify.cases import load_case, parse_case
 from hessverify.check import CheckResult, assert_hessian_close, check
 from hessverify.compare import Comparison
 from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError, OverflowReport, UsageError
+from hessverify.forms import BlockDiagonalHessian, DiagonalHessian, FullHessian, HessianForm, HessianVectorProduct
 from hessverify.methods.pairwise import hessian_entry
 from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
+from hessverify.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, get_precision
 from hessverify.registry import METHODS, Method
 from hessverify.verify import hessian, verify_problem
 
 __all__ = [
+    "BFLOAT16",
+    "FLOAT16",
+    "FLOAT32",
+    "FLOAT64",
     "METHODS",
     "Architecture",
+    "BlockDiagonalHessian",
     "CaseError",
     "CheckResult",
     "Comparison",
+    "DiagonalHessian",
+    "FullHessian",
+    "HessianForm",
+    "HessianVectorProduct",
     "HessverifyError",
     "Layer",
     "Method",
     "NotDifferentiableError",
     "OverflowReport",
+    "Precision",
     "Problem",
     "UsageError",
     "assert_hessian_close",
     "check",
+    "ensure_well_posed",
+    "get_precision",
     "hessian",
     "hessian_entry",
     "hvp",

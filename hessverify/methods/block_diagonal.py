@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 
 from hessverify._typing import FloatArray, IntArray
+from hessverify.forms import BlockDiagonalHessian
 from hessverify.model.kernel import backward_second_order, quantities
 from hessverify.model.layout import input_with_bias
 from hessverify.model.problem import Problem
@@ -92,8 +93,4 @@ def blocks(problem: Problem) -> list[FloatArray]:
 
 def embed(problem: Problem, parts: list[FloatArray]) -> FloatArray:
     """The ``(W, W)`` matrix with ``parts`` on its diagonal and zeros elsewhere."""
-    W = problem.n_params
-    M = np.zeros((W, W))
-    for blk, b in zip(problem.architecture.blocks, parts, strict=True):
-        M[blk.slice, blk.slice] = b
-    return M
+    return BlockDiagonalHessian(parts).dense(problem.architecture)

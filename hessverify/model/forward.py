@@ -51,9 +51,9 @@ def _forward(problem: Problem, theta: FloatArray, derivatives: bool) -> ForwardP
     df: list[FloatArray] = [empty] * (depth + 1)
     d2f: list[FloatArray] = [empty] * (depth + 1)
     weights: list[FloatArray] = [empty] * (depth + 1)
-    params = arch.unpack(theta)
+    params = dict(zip(arch.bottom_up, arch.unpack(theta), strict=True))  # unpack lists the layers bottom up
     for l in arch.bottom_up:
-        w, b = params[l - 1]
+        w, b = params[l]
         act = get_activation(arch.layer(l).activation)
         a[l] = layer_input(z, l, arch) @ w.T + b
         z[l] = act.f(a[l])

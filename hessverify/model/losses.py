@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sympy
 from scipy.special import logsumexp, softmax
 
 from hessverify._typing import FloatArray
 from hessverify.model._special import expit, softplus
+
+if TYPE_CHECKING:  # SymPy is imported by the functions of the SymPy column, when called: not on import
+    import sympy
 
 __all__ = ["LOSSES", "REDUCTIONS", "Loss", "get_loss"]
 
@@ -131,6 +134,8 @@ def _sse_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _sse_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     return sympy.Rational(1, 2) * sum(((yi - ti) ** 2 for yi, ti in zip(y, t)), sympy.S.Zero)
 
 
@@ -155,6 +160,8 @@ def _ce_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _ce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     log_z = sympy.log(sum((sympy.exp(yi) for yi in y), sympy.S.Zero))
     return -sum((ti * (yi - log_z) for yi, ti in zip(y, t)), sympy.S.Zero)
 
@@ -175,6 +182,8 @@ def _bce_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _bce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     return sum((sympy.log(1 + sympy.exp(yi)) - ti * yi for yi, ti in zip(y, t)), sympy.S.Zero)
 
 
@@ -194,6 +203,8 @@ def _out_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _out_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     return sum(y, sympy.S.Zero)
 
 

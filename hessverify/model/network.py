@@ -13,7 +13,7 @@ Topology.  The network is a chain today: layer ``l`` is fed by layer
 ``l - 1`` (layer 0 is the input) and feeds layer ``l + 1``.  That arithmetic
 is written here and nowhere else: every pass of the package asks the
 architecture (:meth:`Architecture.parents`, :meth:`Architecture.children`,
-:meth:`Architecture.parent`, :attr:`Architecture.bottom_up`,
+:meth:`Architecture.parent`, :meth:`Architecture.child`, :attr:`Architecture.bottom_up`,
 :attr:`Architecture.top_down`, :meth:`Architecture.above`) and builds a
 layer's input with :func:`layer_input`.  A feed-forward graph (skip
 connections: a ``Layer.sources`` field) changes these queries and
@@ -164,6 +164,14 @@ class Architecture:
         if more:
             raise ValueError(f"layer {layer} has several parents {self.parents(layer)}; sum over parents()")
         return only
+
+    def child(self, layer: int) -> int:
+        """The one layer that ``layer`` feeds, for passes written for a chain (``ValueError`` for the output layer
+        or a layer with several children)."""
+        kids = self.children(layer)
+        if len(kids) != 1:
+            raise ValueError(f"layer {layer} feeds {len(kids)} layers {kids}; sum over children()")
+        return kids[0]
 
     def above(self, layer: int) -> tuple[int, ...]:
         """Every layer that depends on ``layer`` (its children, their children, ...), bottom up."""

@@ -70,9 +70,9 @@ def values_and_errors(problem: Problem, fp: ForwardPass | None = None, precision
     e = Quantities([np.zeros_like(fp.z[0])] + [empty] * depth, [empty] * (depth + 1), [empty] * (depth + 1),
                    [empty] * (depth + 1), np.empty(0), np.empty(0))
     net_errors: list[FloatArray] = [empty] * (depth + 1)
-    params = arch.unpack(problem.params)
+    params = dict(zip(arch.bottom_up, arch.unpack(problem.params), strict=True))
     for l in arch.bottom_up:
-        w, b = params[l - 1]
+        w, b = params[l]
         act = get_activation(arch.layer(l).activation)
         a = fp.a[l]
         z_prev = layer_input(v.z, l, arch)
