@@ -57,7 +57,7 @@ from hessverify._typing import FloatArray
 from hessverify.cases import MAX_PARAMS
 from hessverify.errors import HessverifyError
 from hessverify.model.activations import ACTIVATIONS
-from hessverify.model.losses import LOSSES, REDUCTIONS
+from hessverify.model.losses import LOSSES, REDUCTIONS, valid_targets
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed
@@ -250,19 +250,17 @@ def parameters(architecture: Architecture, *, max_magnitude: float = PARAM_MAGNI
 
 
 def _finish_targets(loss: str, row: Sequence[float]) -> list[float]:
-    """Make a drawn row a valid target for ``loss``: cross-entropy rows are normalised to sum 1."""
-    if loss != "cross_entropy":
-        return list(row)
-    s = float(np.sum(row))
+    """Make a drawn row a valid target for ``loss`` (:func:`hessverify.model.losses.valid_targets`)."""
     # all-zero weights (the shrinker's favourite) become the uniform distribution
-    return [1.0 / len(row)] * len(row) if s == 0.0 else [x / s for x in row]
+    return [float(v) for v in valid_targets(loss, np.array([row], dtype=np.float64))[0]]
 
 
 def _targets(loss: str, k: int, max_target: float, *, normalise: bool = True) -> st.SearchStrategy[list[float]]:
-    """One target row for ``loss``, in the loss's natural range."""
-    if loss == "output":
+    """One target row for ``loss``, in the loss's natural range (the ``targets`` column of the loss table)."""
+    kind = LOSSES[loss].targets
+    if kind == "ignored":
         return st.just([0.0] * k)
-    if loss in ("binary_cross_entropy", "cross_entropy"):
+    if kind in ("unit", "distribution"):
         row = st.lists(_floats(1.0, low=0.0), min_size=k, max_size=k)
         return row.map(lambda r: _finish_targets(loss, r)) if normalise else row
     return st.lists(_floats(max_target), min_size=k, max_size=k)

@@ -29,7 +29,7 @@ from hessverify.bounds import rounding_bound
 from hessverify.compare import compare, compare_entries
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import ACTIVATIONS
-from hessverify.model.losses import LOSSES
+from hessverify.model.losses import LOSSES, valid_targets
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed
@@ -48,9 +48,7 @@ def random_problem(rng: np.random.Generator, index: int) -> Problem:
     theta = 10.0 ** rng.uniform(-8, np.log10(50)) * rng.uniform(-1, 1, arch.n_params)
     n = int(rng.integers(1, 7))
     x = 10.0 ** rng.uniform(-3, 3) * rng.uniform(-1, 1, (n, n_in))
-    t = rng.random((n, arch.outputs))
-    if loss == "cross_entropy":
-        t /= t.sum(axis=1, keepdims=True)
+    t = valid_targets(loss, rng.random((n, arch.outputs)))
     return Problem(arch, loss, theta, x, t, str(rng.choice(["sum", "mean"])), id=f"random-{index}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hessverify.methods import backprop
@@ -28,3 +29,15 @@ def test_chunked_assembly_equals_autograd(name: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(kernel, "pattern_chunks", lambda arch, n: [slice(i, min(n, i + 3)) for i in range(0, n, 3)])
     assert_within("backprop in pattern chunks vs autograd", case, backprop.hessian(case),
                   autograd_ref.hessian(case), exact_bound(case))
+
+
+@pytest.mark.parametrize("name", ["tanh-6-12-8-2", "softmax-4-5-3-cross-entropy", "nobias-2-3-2-tanh-sigmoid"])
+def test_blocks_on_a_thread_pool_equal_autograd(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool path (large problems) on small ones: the same blocks, written by worker threads."""
+    case = load(name)
+    monkeypatch.setattr(kernel, "PARALLEL_MIN_WORK", 0.0)
+    monkeypatch.setattr(kernel, "_blas_threads", lambda: 2)
+    monkeypatch.setattr(kernel, "pattern_chunks", lambda arch, n: [slice(i, min(n, i + 3)) for i in range(0, n, 3)])
+    H = backprop.hessian(case)
+    assert_within("backprop on two threads vs autograd", case, H, autograd_ref.hessian(case), exact_bound(case))
+    assert np.array_equal(H, H.T)
