@@ -29,8 +29,11 @@ of the next, never call against call.  A library's thread pool keeps
 spinning for a while after a call returns (XLA's and OpenBLAS's workers
 spin-wait for more work), and whatever runs next on the same cores pays for
 it: timed round-robin, backprop after jax looked three times slower than it
-is.  Each block starts after a warm-up call and a short pause, so the previous
-contender's threads have gone to sleep.
+is.  Each block starts after a pause and a warm-up call, so the previous
+contender's threads have gone to sleep, and the contenders with thread pools
+of their own (JAX, torch) go first, the slow autograd and rop next, then the
+matmul and backprop: even after a 2 s pause, backprop's block right after
+JAX's measured 2-3 times its time in a later block.
 
 The yardstick ``matmul (W x N)(N x W)`` is one float64 product of the size of
 the naive assembly (``2 N W^2`` flops, two distinct operands so NumPy cannot
@@ -99,7 +102,7 @@ def make_problem(sizes: tuple[int, ...], n: int) -> Problem:
                    id="bench-" + "-".join(map(str, sizes)))
 
 
-SETTLE = 0.5
+SETTLE = 2.0
 """Seconds of pause before a contender's block: the previous one's thread pool stops spinning."""
 
 
@@ -221,18 +224,18 @@ def run(networks: list[tuple[int, ...]], patterns: list[int], budget: float) -> 
             H = backprop.hessian(p)
             flops = 2.0 * n * W * W
             row: dict[str, Any] = {"net": "-".join(map(str, sizes)), "W": W, "N": n}
-            fns: dict[str, Callable[[], np.ndarray]] = {
-                "backprop": lambda p=p: backprop.hessian(p),
-                "rop": lambda p=p: rop.hessian(p),
-                "autograd": lambda p=p: autograd_ref.hessian(p),
-            }
-            tp = torch_peer(p)
-            if tp is not None:
-                fns["torch"] = tp[0]
+            # the frameworks with their own thread pools first, then the long autograd and rop, then the
+            # yardstick and backprop: a pool still spinning from the block before falls on a slow contender
+            fns: dict[str, Callable[[], np.ndarray]] = {}
             jp = jax_peer(p)
             if jp is not None:
                 fns["jax"] = jp[0]
                 row["jax_compile"] = jp[2]
+            tp = torch_peer(p)
+            if tp is not None:
+                fns["torch"] = tp[0]
+            fns["autograd"] = lambda p=p: autograd_ref.hessian(p)
+            fns["rop"] = lambda p=p: rop.hessian(p)
             for name, fn in fns.items():
                 margin = float(np.max(np.abs(np.asarray(fn()) - H) / bound))
                 row[f"{name}_margin"] = margin
@@ -241,6 +244,7 @@ def run(networks: list[tuple[int, ...]], patterns: list[int], budget: float) -> 
             rng = np.random.default_rng(2)
             a, b = rng.standard_normal((W, n)), rng.standard_normal((n, W))
             fns["matmul"] = lambda a=a, b=b: a @ b  # (W x N)(N x W): the naive assembly's 2 N W^2 flops
+            fns["backprop"] = lambda p=p: backprop.hessian(p)
             row.update(blocks(fns, budget * len(fns) / 2, min_repeats=5))
             # the cheap ones in blocks of their own, with backprop again for the ratios
             v = np.random.default_rng(1).standard_normal(W)
