@@ -190,7 +190,7 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
 
     Only the upper layer-pair blocks are computed; the lower ones are copied
     from them in cache-sized tiles.  A diagonal block ``m = m'`` is
-    :func:`diagonal_block`: its factors are symmetric, so a quarter of the
+    :func:`symmetric_sums`: its factors are symmetric, so a quarter of the
     products.  For ``m < m'`` the main term is one product
     ``(u u') x N x (d d')`` and the bilinear term one product
     ``(u' d) x N x (f' u)`` (module text; ``(u' d) x N x u`` when ``m`` feeds
@@ -204,6 +204,9 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
     curvatures ``Q``, the factors of one layer pair) need about as much
     memory as ``H``: peak memory stays a small multiple of ``H`` whatever
     ``N`` is, and is one chunk for the benchmark sizes.
+
+    The blocks are independent tasks; for large problems they run on one
+    thread per core that BLAS may use (:func:`_runner`).
     """
     n = q.z[0].shape[0]
     W = arch.n_params
