@@ -29,11 +29,11 @@ of the next, never call against call.  A library's thread pool keeps
 spinning for a while after a call returns (XLA's and OpenBLAS's workers
 spin-wait for more work), and whatever runs next on the same cores pays for
 it: timed round-robin, backprop after jax looked three times slower than it
-is.  Each block starts after a pause and a warm-up call, so the previous
-contender's threads have gone to sleep, and the contenders with thread pools
-of their own (JAX, torch) go first, the slow autograd and rop next, then the
-matmul and backprop: even after a 2 s pause, backprop's block right after
-JAX's measured 2-3 times its time in a later block.
+is.  Each block runs in a fresh process of its own (``multiprocessing``,
+spawn), after a pause and a warm-up call: in one process, the same backprop
+call took 1.4-2.7 times as long right after the JAX, autograd and rop blocks
+as minutes later, even after a 2 s pause (88 ms fresh, 160 ms after three
+autograd calls, in one test).  The children inherit the thread limits.
 
 The yardstick ``matmul (W x N)(N x W)`` is one float64 product of the size of
 the naive assembly (``2 N W^2`` flops, two distinct operands so NumPy cannot
@@ -74,6 +74,7 @@ def _limit_threads(argv: list[str]) -> int | None:
 
 THREADS = _limit_threads(sys.argv[1:]) if __name__ == "__main__" else None
 
+import multiprocessing
 import statistics
 import time
 import tracemalloc
@@ -121,15 +122,64 @@ def median_time(fn: Callable[[], Any], budget: float, min_repeats: int = 3, max_
     return statistics.median(times)
 
 
-def blocks(fns: dict[str, Callable[[], Any]], budget: float, min_repeats: int = 3,
-           max_repeats: int = 25) -> dict[str, float]:
-    """Median wall time of each function, timed in blocks: all runs of one, then all runs of the next.
+def contender(name: str, problem: Problem) -> Callable[[], Any]:
+    """The call timed for contender ``name`` on ``problem`` (built again in each child process)."""
+    W, n = problem.n_params, problem.n_patterns
+    if name in ("backprop", "backprop_again"):
+        return lambda: backprop.hessian(problem)
+    if name == "matmul":  # (W x N)(N x W): the naive assembly's 2 N W^2 flops, two distinct operands
+        rng = np.random.default_rng(2)
+        a, b = rng.standard_normal((W, n)), rng.standard_normal((n, W))
+        return lambda: a @ b
+    if name == "jax":
+        peer = jax_peer(problem)
+        assert peer is not None
+        return peer[0]
+    if name == "torch":
+        tpeer = torch_peer(problem)
+        assert tpeer is not None
+        return tpeer[0]
+    v = np.random.default_rng(1).standard_normal(W)
+    calls: dict[str, Callable[[], Any]] = {
+        "rop": lambda: rop.hessian(problem),
+        "autograd": lambda: autograd_ref.hessian(problem),
+        "gradient": lambda: gradient(problem),
+        "hvp": lambda: rop.hvp(problem, v),
+        "diagonal": lambda: diagonal.diagonal(problem),
+        "block_diagonal": lambda: block_diagonal.blocks(problem),
+    }
+    return calls[name]
+
+
+def _child(name: str, sizes: tuple[int, ...], n: int, threads: int | None, budget: float, min_repeats: int,
+           queue: Any) -> None:
+    """In a fresh interpreter: build the problem and the contender, time one block, send the median back."""
+    global THREADS
+    THREADS = threads
+    queue.put(median_time(contender(name, make_problem(sizes, n)), budget, min_repeats))
+
+
+def blocks(names: list[str], sizes: tuple[int, ...], n: int, budget: float, min_repeats: int = 3) -> dict[str, float]:
+    """Median wall time of each contender, timed in blocks, each block in a fresh process of its own.
 
     ``budget`` is shared out equally.  Not round-robin: a thread pool left
-    spinning by one contender (module text) would slow the next call.
+    spinning by one contender (module text) would slow the next call.  A
+    process of its own: what a library leaves behind in a process (its
+    threads, the allocator's state after gigabytes of autograd temporaries)
+    measurably slowed the contender timed after it in the same process
+    (backprop: 88 ms fresh, 160 ms after three autograd calls, in one test).
+    The thread limits are in the environment, which the children inherit.
     """
-    share = budget / max(len(fns), 1)
-    return {name: median_time(fn, share, min_repeats, max_repeats) for name, fn in fns.items()}
+    ctx = multiprocessing.get_context("spawn")
+    share = budget / max(len(names), 1)
+    out = {}
+    for name in names:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(name, sizes, n, THREADS, share, min_repeats, queue))
+        proc.start()
+        out[name] = queue.get()
+        proc.join()
+    return out
 
 
 def matmul_gflops(n: int = 2000) -> float:
@@ -241,22 +291,13 @@ def run(networks: list[tuple[int, ...]], patterns: list[int], budget: float) -> 
                 row[f"{name}_margin"] = margin
                 if not margin <= 1.0:
                     disagreements.append(f"{row['net']} N={n}: {name} differs from backprop, margin {margin:.3g}")
-            rng = np.random.default_rng(2)
-            a, b = rng.standard_normal((W, n)), rng.standard_normal((n, W))
-            fns["matmul"] = lambda a=a, b=b: a @ b  # (W x N)(N x W): the naive assembly's 2 N W^2 flops
-            fns["backprop"] = lambda p=p: backprop.hessian(p)
-            row.update(blocks(fns, budget * len(fns) / 2, min_repeats=5))
+            names = [*fns, "matmul", "backprop"]
+            del fns  # the parent's peers (and JAX's compiled function) are not timed: each block has a process
+            row.update(blocks(names, sizes, n, budget * len(names) / 2, min_repeats=5))
             # the cheap ones in blocks of their own, with backprop again for the ratios
-            v = np.random.default_rng(1).standard_normal(W)
-            cheap: dict[str, Callable[[], Any]] = {
-                "backprop_again": fns["backprop"],
-                "gradient": lambda p=p: gradient(p),
-                "hvp": lambda p=p, v=v: rop.hvp(p, v),
-                "diagonal": lambda p=p: diagonal.diagonal(p),
-                "block_diagonal": lambda p=p: block_diagonal.blocks(p),
-            }
-            row.update(blocks(cheap, budget * len(cheap) / 2, min_repeats=5))
-            for name in [*fns, *cheap]:
+            cheap = ["backprop_again", "gradient", "hvp", "diagonal", "block_diagonal"]
+            row.update(blocks(cheap, sizes, n, budget * len(cheap) / 2, min_repeats=5))
+            for name in [*names, *cheap]:
                 margin = row.get(f"{name}_margin")
                 print(f"  {row['net']:>12s} N={n:<4d} {name:14s} {row[name]:9.4f} s"
                       + ("" if margin is None else f"  (error / bound vs backprop {margin:.1e})"), flush=True)
