@@ -10,7 +10,10 @@ The public API:
 * :func:`hvp` is the exact Hessian-vector product (Pearlmutter's R-operator);
 * :func:`hessian_entry` is one exact entry by a second-order backward pass;
 * :func:`check` and :func:`assert_hessian_close` hold your own Hessian code
-  to the references (random problems: :mod:`hessverify.strategies`);
+  to the references (random problems: :mod:`hessverify.strategies`); a
+  function that itself fails raises :class:`FunctionUnderTestError`;
+* :func:`error` and :func:`gradient` are ``E`` and its gradient at any point;
+  :mod:`hessverify.lab` runs optimisers with them and finds stationary points;
 * :func:`ensure_well_posed` raises unless the Hessian exists at a problem's point;
 * :class:`Precision` (:data:`FLOAT64`, :data:`FLOAT32`, :data:`FLOAT16`,
   :data:`BFLOAT16`, :func:`get_precision`) is the format the rounding bounds
@@ -27,13 +30,22 @@ from __future__ import annotations
 from hessverify.cases import load_case, parse_case
 from hessverify.check import CheckResult, assert_hessian_close, check
 from hessverify.compare import Comparison
-from hessverify.errors import CaseError, HessverifyError, NotDifferentiableError, OverflowReport, UsageError
+from hessverify.errors import (
+    BudgetError,
+    CaseError,
+    FunctionUnderTestError,
+    HessverifyError,
+    NotDifferentiableError,
+    OverflowReport,
+    UsageError,
+)
 from hessverify.forms import BlockDiagonalHessian, DiagonalHessian, FullHessian, HessianForm, HessianVectorProduct
 from hessverify.methods.pairwise import hessian_entry
 from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed
+from hessverify.objective import error, gradient
 from hessverify.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, get_precision
 from hessverify.registry import METHODS, Method
 from hessverify.verify import hessian, verify_problem
@@ -46,11 +58,13 @@ __all__ = [
     "METHODS",
     "Architecture",
     "BlockDiagonalHessian",
+    "BudgetError",
     "CaseError",
     "CheckResult",
     "Comparison",
     "DiagonalHessian",
     "FullHessian",
+    "FunctionUnderTestError",
     "HessianForm",
     "HessianVectorProduct",
     "HessverifyError",
@@ -64,7 +78,9 @@ __all__ = [
     "assert_hessian_close",
     "check",
     "ensure_well_posed",
+    "error",
     "get_precision",
+    "gradient",
     "hessian",
     "hessian_entry",
     "hvp",

@@ -111,10 +111,11 @@ def _propagated(v: Quantities, e: Quantities, g: float, assemble: Callable[[Quan
     direction = Quantities(shifted(v.z, e.z), shifted(v.df, e.df), shifted(v.d2f, e.d2f),
                            shifted(v.weights, e.weights),
                            (v.g_y + g * e.g_y) + 1j * h * e.g_y, (v.h_y + g * e.h_y) + 1j * h * e.h_y)
-    out = assemble(direction)
-    # both parts also hold terms of relative size (h / gamma)^2 with either sign: immaterial,
-    # except that they can turn an exact zero into a tiny negative number
-    return np.maximum(out.real + out.imag / h, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # terms near the float64 limit: an infinite bound
+        out = assemble(direction)
+        # both parts also hold terms of relative size (h / gamma)^2 with either sign: immaterial,
+        # except that they can turn an exact zero into a tiny negative number
+        return np.maximum(out.real + out.imag / h, 0.0)
 
 
 def magnitude_hessian(problem: Problem, precision: Precision | str = FLOAT64) -> FloatArray:

@@ -7,8 +7,11 @@ wrong; unknown keys are rejected so that a typo never passes silently.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,19 +19,25 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-from hessverify.errors import CaseError
+from hessverify.budget import require
+from hessverify.errors import BudgetError, CaseError
+from hessverify.io import MAX_CASE_BYTES, read_case_text
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.losses import LOSSES, REDUCTIONS
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 
-__all__ = ["MAX_PARAMS", "MAX_PATTERNS", "find_cases", "load_case", "parse_case", "seeded_data", "seeded_params"]
+__all__ = ["MAX_NESTING", "MAX_PARAMS", "MAX_PATTERNS", "find_cases", "load_case", "parse_case", "seeded_data",
+           "seeded_params"]
 
 ID_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_PARAMS = 20_000
 """Largest parameter count a case may have (a dense Hessian of 3.2 GB)."""
 MAX_PATTERNS = 100_000
 """Largest number of patterns a case may have."""
+MAX_NESTING = 32
+"""Deepest nesting of arrays and inline tables a case file may use (a case needs 3)."""
+_FLOAT_MAX = 1.7976931348623157e308
 
 _TOP = {"id", "description", "network", "data", "params"}
 _NETWORK = {"inputs", "layers", "loss", "reduction"}
@@ -53,28 +62,41 @@ def load_case(path: str | Path) -> Problem:
     >>> case.id, case.n_params, case.n_patterns
     ('xor-2-2-1-sigmoid', 9, 4)
     """
-    path = Path(path)
-    src = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CaseError(src, "", "no such file") from None
-    except IsADirectoryError:
-        raise CaseError(src, "", "is a directory, not a case file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CaseError(src, "", f"cannot be read: {exc}") from None
-    return parse_case(text, source=src)
+    if not isinstance(path, (str, os.PathLike)):
+        raise CaseError("", "", f"load_case takes the path of a case file (str or Path), got {type(path).__name__}")
+    src = os.fspath(path)
+    if not isinstance(src, str) or not src:
+        raise CaseError("", "", f"load_case takes the path of a case file, got {path!r}")
+    text = read_case_text(src)  # a regular file or -, size-limited before reading
+    return parse_case(text, source="<stdin>" if src == "-" else src)
 
 
 def parse_case(text: str, source: str = "<string>") -> Problem:
-    """Validate the text of a case file and build its :class:`Problem`."""
+    """Validate the text of a case file and build its :class:`Problem`.
+
+    Arrays and inline tables nested deeper than :data:`MAX_NESTING` are
+    refused before parsing; every number must be within float64's range.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        raise CaseError(source, "", "parse_case takes the text of a case file (str), got bytes; decode it with "
+                                    ".decode('utf-8') first, or give the path to load_case")
+    if not isinstance(text, str):
+        raise CaseError(source, "", f"parse_case takes the text of a case file (str), got {type(text).__name__}")
+    if text.startswith("\ufeff"):
+        raise CaseError(source, "", "starts with a byte-order mark (BOM), which TOML does not allow; "
+                                    "save the file as UTF-8 without BOM")
+    if len(text) > MAX_CASE_BYTES:
+        raise CaseError(source, "", f"is longer than {MAX_CASE_BYTES // 2**20} MiB, more than a case file may be")
+    _check_nesting(text, source)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CaseError(source, "", f"invalid TOML: {exc}") from None
+    except RecursionError:  # defence in depth: _check_nesting should have caught it
+        raise CaseError(source, "", f"nested too deeply (at most {MAX_NESTING} levels)") from None
     v = _Validator(source)
-    v.keys(doc, "", _TOP, required={"id", "network", "data", "params"})
-    case_id = v.string(doc, "id")
+    v.keys(doc, "", _TOP, required={"network", "data", "params"})
+    case_id = v.string(doc, "id") if "id" in doc else _id_from_source(source)
     if not ID_PATTERN.match(case_id):
         raise CaseError(source, "id",
                         f"{case_id!r} is not a valid id: use lowercase letters, digits and single hyphens")
@@ -83,6 +105,16 @@ def parse_case(text: str, source: str = "<string>") -> Problem:
     inputs, targets = _data(v, v.table(doc, "data"), arch, loss)
     params = _params(v, v.table(doc, "params"), arch)
     return Problem(arch, loss, params, inputs, targets, reduction, case_id, description, source)
+
+
+def _id_from_source(source: str) -> str:
+    """The id of a case file that gives none: its file name without ``.toml``, made a valid id.
+
+    ``cases/My_Case.toml`` becomes ``my-case``; text with no file behind it is ``case``.
+    """
+    stem = Path(source).stem if source and not source.startswith("<") else ""
+    words = re.findall(r"[a-z0-9]+", stem.lower())
+    return "-".join(words) or "case"
 
 
 def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str]:
@@ -155,6 +187,11 @@ def _data(v: _Validator, data: dict[str, Any], arch: Architecture, loss: str) ->
         seed = v.integer(data, "seed", "data", minimum=0)
         patterns = v.integer(data, "patterns", "data", minimum=1, maximum=MAX_PATTERNS)
         scale = v.number(data, "input_scale", "data") if "input_scale" in data else 1.0
+        need = 8.0 * patterns * (arch.inputs + arch.outputs) * 2  # inputs and targets, and the draw's temporary
+        try:
+            require(need, f"the seeded data ({patterns} patterns x {arch.inputs} inputs)")
+        except BudgetError as exc:
+            raise CaseError(v.source, "data.patterns", str(exc)) from None
         return seeded_data(arch, loss, seed, patterns, scale)
     v.keys(data, "data", _DATA_EXPLICIT, required=_DATA_EXPLICIT,
            hint="give inputs and targets, or seed and patterns")
@@ -182,6 +219,51 @@ def _params(v: _Validator, params: dict[str, Any], arch: Architecture) -> np.nda
     seed = v.integer(params, "seed", "params", minimum=0)
     scale = v.number(params, "scale", "params")
     return seeded_params(arch, seed, scale)
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse arrays and inline tables nested past :data:`MAX_NESTING`, without parsing (tomllib recurses)."""
+    depth = 0
+    i, n = 0, len(text)
+    line_start = True
+    while i < n:
+        ch = text[i]
+        if ch in "\"'":
+            triple = text.startswith(ch * 3, i)
+            quote = ch * 3 if triple else ch
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                if ch == '"' and text[i] == "\\":
+                    i += 1
+                elif not triple and text[i] == "\n":
+                    break  # an unterminated string: tomllib says so
+                i += 1
+            i += len(quote)
+            line_start = False
+            continue
+        if ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if ch == "\n":
+            line_start = True
+        elif ch in "[{":
+            if not (line_start and ch == "[" and depth == 0):  # [table] and [[array of tables]] headers
+                depth += 1
+                if depth > MAX_NESTING:
+                    line = text.count("\n", 0, i) + 1
+                    raise CaseError(source, "", f"arrays or inline tables nested more than {MAX_NESTING} deep "
+                                                f"(line {line}); a case needs at most 3")
+            else:
+                # skip the header: [name] or [[name]]
+                j = text.find("\n", i)
+                i = n if j < 0 else j
+                continue
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        elif not ch.isspace():
+            line_start = False
+        i += 1
 
 
 class _Validator:
@@ -221,17 +303,21 @@ class _Validator:
                 maximum: int | None = None) -> int:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise CaseError(self.source, self._path(where, key), f"must be a whole number, got {value!r}")
+            raise CaseError(self.source, self._path(where, key), f"must be a whole number, got {_short(value)}")
         if minimum is not None and value < minimum:
-            raise CaseError(self.source, self._path(where, key), f"must be at least {minimum}, got {value}")
+            raise CaseError(self.source, self._path(where, key), f"must be at least {minimum}, got {_short(value)}")
         if maximum is not None and value > maximum:
-            raise CaseError(self.source, self._path(where, key), f"must be at most {maximum}, got {value}")
+            raise CaseError(self.source, self._path(where, key), f"must be at most {maximum}, got {_short(value)}")
+        if abs(value) > 2**63 - 1:
+            raise CaseError(self.source, self._path(where, key), f"{_short(value)} is too large a whole number")
         return value
 
     def number(self, table: dict[str, Any], key: str, where: str) -> float:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CaseError(self.source, self._path(where, key), f"must be a number, got {value!r}")
+            raise CaseError(self.source, self._path(where, key), f"must be a number, got {_short(value)}")
+        if isinstance(value, int) and abs(value) > _FLOAT_MAX:
+            raise CaseError(self.source, self._path(where, key), f"{_short(value)} is outside the range of float64")
         if not math.isfinite(value):
             raise CaseError(self.source, self._path(where, key), f"must be finite, got {value}")
         return float(value)
@@ -239,7 +325,9 @@ class _Validator:
     def _check_numbers(self, flat: list[Any], path: str) -> np.ndarray:
         for i, x in enumerate(flat):
             if isinstance(x, bool) or not isinstance(x, (int, float)):
-                raise CaseError(self.source, path, f"entry {i} must be a number, got {x!r}")
+                raise CaseError(self.source, path, f"entry {i} must be a number, got {_short(x)}")
+            if isinstance(x, int) and abs(x) > _FLOAT_MAX:
+                raise CaseError(self.source, path, f"entry {i} ({_short(x)}) is outside the range of float64")
             if not math.isfinite(x):
                 raise CaseError(self.source, path, f"entry {i} is {x}: every number must be finite")
         return np.array(flat, dtype=np.float64)
@@ -271,17 +359,33 @@ class _Validator:
         return self._check_numbers(flat, path).reshape(len(value), cols)
 
 
+def _short(value: object, width: int = 40) -> str:
+    """``repr`` cut to ``width`` characters: a 400-digit number or a long string stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width - 13]}... ({len(text)} chars)"
+
+
 def find_cases(paths: list[str] | list[Path]) -> list[Path]:
-    """Expand files and directories (``*.toml`` inside, sorted) into case paths."""
+    """Expand files and directories (``*.toml`` inside, sorted) into case paths; ``-`` is standard input."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(p.glob("*.toml"))
+        if str(p) == "-":
+            out.append(p)
+            continue
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            reason = ("a loop of symbolic links" if exc.errno == errno.ELOOP
+                      else "no such file or directory" if exc.errno == errno.ENOENT else exc.strerror or str(exc))
+            raise CaseError(str(p), "", reason) from None
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                found = sorted(q for q in p.glob("*.toml"))
+            except OSError as exc:
+                raise CaseError(str(p), "", f"cannot be listed: {exc.strerror or exc}") from None
             if not found:
                 raise CaseError(str(p), "", "directory holds no *.toml case files")
             out += found
-        elif p.exists():
-            out.append(p)
         else:
-            raise CaseError(str(p), "", "no such file or directory")
+            out.append(p)  # load_case says what is wrong with anything that is not a regular file
     return out

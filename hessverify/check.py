@@ -48,11 +48,13 @@ from typing import Any, Literal
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.bounds import rounding_bound
-from hessverify.compare import TOLERANCES, Comparison, WorstEntry, bound_for, compare
-from hessverify.errors import UsageError
+from hessverify.budget import check_memory
+from hessverify.compare import TOLERANCES, Comparison, bound_for, compare
+from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
-from hessverify.registry import METHODS, get_method
+from hessverify.registry import METHODS
+from hessverify.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
+from hessverify.verify import check_reference, finite_rounding_bound, not_applicable_reason, not_applicable_record
 
 __all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe", "reduce_problem"]
 
@@ -158,42 +160,66 @@ def describe(c: Comparison) -> str:
             f"({c.bound_kind}), margin {c.margin:.3g}{note}")
 
 
-def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str) -> FloatArray:
-    """What the user function returns, as float64, with its shape checked against the contract."""
+def _as_real_array(value: Any, what: str, shape: tuple[int, ...], problem: Problem) -> FloatArray:
+    """The user's result as float64 of ``shape``; anything else is the function's failure, not a discrepancy."""
+    if value is None:
+        raise FunctionUnderTestError(f"{what} returned None, expected an array of shape {shape}", problem=problem)
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # an object numpy cannot even look at
+        raise FunctionUnderTestError(f"{what} returned a {type(value).__name__} that is not an array "
+                                     f"({type(exc).__name__})", problem=problem) from None
+    if np.iscomplexobj(arr):
+        imag = float(np.max(np.abs(arr.imag))) if arr.size else 0.0
+        raise FunctionUnderTestError(f"{what} returned complex values (largest |imaginary part| {imag:.3g}); "
+                                     "return the real Hessian", problem=problem)
+    if arr.dtype.kind not in "fiub":
+        raise FunctionUnderTestError(f"{what} returned a {type(value).__name__} of {arr.dtype}, not an array of "
+                                     "real numbers", problem=problem)
+    if arr.shape != shape:
+        raise FunctionUnderTestError(f"{what} returned shape {arr.shape}, expected {shape}", problem=problem)
+    return arr.astype(np.float64)
+
+
+def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
+                 timeout: float | None = DEFAULT_TIMEOUT) -> FloatArray:
+    """What the user function returns, as float64, with its shape checked against the contract.
+
+    The function gets its own copy of the problem each call (:func:`~hessverify.sandbox.user_copy`).
+    """
     n = problem.n_params
     if returns == "hvp":
         cols = []
         for j in range(n):
             e = np.zeros(n)
             e[j] = 1.0
-            cols.append(np.asarray(fn(problem, e), dtype=np.float64).reshape(-1))
-            if cols[-1].shape != (n,):
-                raise ValueError(f"fn(problem, v) returned {cols[-1].size} numbers, expected H v of shape ({n},)")
+            out = call_user(fn, user_copy(problem), e, timeout=timeout, problem=problem)
+            cols.append(_as_real_array(out, "fn(problem, v)", (n,), problem))
         return np.stack(cols, axis=1)
-    out = np.asarray(fn(problem), dtype=np.float64)
+    out = call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
     expected = (n,) if returns == "diagonal" else (n, n)
-    if out.shape != expected:
-        raise ValueError(f"fn(problem) returned shape {out.shape}, expected {expected} "
-                         f"({'the diagonal' if returns == 'diagonal' else 'the Hessian'} of {n} parameters)")
-    return out
-
-
-def _failed(problem: Problem, reference: str, note: str) -> Comparison:
-    """A comparison that could not be made (the function raised or returned the wrong shape)."""
-    nan = float("nan")
-    return Comparison(problem.id, USER, reference, False, nan, nan, nan, nan, "none", float("inf"), nan,
-                      WorstEntry("-", "-", nan, nan, nan, nan), note=note)
+    what = f"fn(problem) ({'the diagonal' if returns == 'diagonal' else 'the Hessian'} of {n} parameters)"
+    return _as_real_array(out, what, expected, problem)
 
 
 def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str] = DEFAULT_AGAINST,
-                  returns: str = "hessian") -> list[Comparison]:
-    """Compare ``fn`` on one problem with each reference in ``against``; one :class:`Comparison` each."""
-    try:
-        A = _user_matrix(fn, problem, returns)
-    except Exception as exc:  # the user's code failing is a finding, reported, not a crash
-        return [_failed(problem, ref, f"{type(exc).__name__}: {exc}") for ref in against]
-    rounding = rounding_bound(problem, methods=2)
-    out = []
+                  returns: str = "hessian", timeout: float | None = DEFAULT_TIMEOUT) -> list[Comparison]:
+    """Compare ``fn`` on one problem with each reference in ``against``; one :class:`Comparison` each.
+
+    The references are computed first, on the problem as given; ``fn`` then
+    gets a copy (so writing into its input changes nothing it is held to).
+
+    Raises
+    ------
+    FunctionUnderTestError
+        ``fn`` raised, exited, hung past ``timeout`` seconds, or returned
+        no real array of the contract's shape: nothing could be compared.
+    """
+    check_memory(problem, [*against, USER], kept=len(against) * 2 + 1)
+
+    rounding = finite_rounding_bound(problem)
+    refs = []
+    not_applicable: list[Comparison] = []
     for ref_name in against:
         ref = METHODS[ref_name]
         with warnings.catch_warnings():
@@ -203,9 +229,18 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
                 R, err = ref.with_error(problem)
             else:
                 R, err = np.asarray(ref.fn(problem), dtype=np.float64), None
+        reason = not_applicable_reason(problem, ref_name, R, err)
+        if reason is not None:  # this reference cannot serve here: say so, judge by the others
+            not_applicable.append(not_applicable_record(problem, ref_name, reason, R, err))
+            continue
+        refs.append((ref_name, R, err))
+    A = _user_matrix(fn, problem, returns, timeout)
+    out = not_applicable
+    for ref_name, R, err in refs:
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
         if returns == "diagonal":
             R, bound = np.diag(R).copy(), np.diag(bound).copy()
+        # NaN or inf where the reference is finite stays a discrepancy; compare's note says so
         out.append(compare(problem, USER, ref_name, A, R, bound, kind))
     return out
 
@@ -227,6 +262,7 @@ def check(
     returns: Returns = "hessian",
     max_examples: int = 100,
     seed: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> CheckResult:
     """Hold a user's Hessian (or H v, or diagonal) to hessverify's references.
 
@@ -239,7 +275,7 @@ def check(
         Hypothesis strategy of them.  A strategy is run for ``max_examples``
         examples (with ``seed`` if given) and a failure is shrunk to a
         minimal problem: by Hypothesis, then by :func:`reduce_problem` (no
-        single pattern, input, unit or bias can be removed from it).
+        single layer, pattern, input, unit or bias can be removed from it).
     against:
         Registered methods or references to compare with (``hessverify
         methods`` lists them).  Each comparison uses the bound of
@@ -248,40 +284,73 @@ def check(
         finite-difference error estimate for ``fd``.
     returns:
         ``"hessian"``, ``"hvp"`` or ``"diagonal"``.
+    timeout:
+        Seconds one call of ``fn`` may take (``None`` or ``0``: no limit).
 
     Returns
     -------
     CheckResult
         Truthy when everything passed; ``summary()`` says what failed.
+
+    Raises
+    ------
+    FunctionUnderTestError
+        ``fn`` itself failed (raised, called ``sys.exit``, hung past
+        ``timeout``, returned ``None``, a complex or wrongly shaped array)
+        on the problem in ``error.problem``: a fault, not a discrepancy, so
+        a strategy's example is not shrunk.
+    UsageError
+        No problems given, or a bad ``against`` / ``returns``.
     """
     if returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
-    against = tuple([against] if isinstance(against, str) else against)
+    if isinstance(against, str):
+        against = (against,)
+    if against is None or not isinstance(against, Iterable):
+        raise UsageError(f"against={against!r}: give a method or reference name, or a sequence of them")
+    against = tuple(against)
     if not against:
         raise UsageError("against: name at least one method or reference")
     for name in against:
-        get_method(name)
+        if not isinstance(name, str):
+            raise UsageError(f"against: {name!r} is not a method or reference name")
+        check_reference(name)
         if METHODS[name].kind != "matrix":
             raise UsageError(f"against: {name!r} does not return a full matrix; choose exact methods or references")
     bounds = {name: TOLERANCES[name].reason if name in TOLERANCES else "exact: rounding bound" for name in against}
+    if not callable(fn):
+        raise UsageError(f"fn: {type(fn).__name__!r} is not callable; pass the function under test")
     if isinstance(problems, Problem):
         problems = [problems]
     if _is_strategy(problems):
-        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds)
+        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds, timeout)
+    if isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable):
+        raise UsageError(f"problems: a Problem, an iterable of them or a strategy, got {type(problems).__name__} "
+                         "(hessverify.load_case(path) reads a case file)")
     comparisons: list[Comparison] = []
     n = 0
     for problem in problems:
+        if not isinstance(problem, Problem):
+            raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
         n += 1
-        comps = check_problem(fn, problem, against=against, returns=returns)
+        comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout)
         if not all(c.passed for c in comps):
             return CheckResult(False, n, returns, against, problem, comps, bounds,
                                next((c.note for c in comps if c.note), None))
         comparisons += comps
+    if n == 0:  # passing with nothing checked would be a check that cannot fail
+        raise UsageError("problems: none given; pass at least one Problem (or a strategy of them)")
     return CheckResult(True, n, returns, against, None, comparisons, bounds)
 
 
+class _FunctionFailed(BaseException):
+    """Carries a FunctionUnderTestError out of Hypothesis, which passes a BaseException straight through
+    instead of shrinking it: a fault of the function is reported where it happened."""
+
+
 def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, ...], returns: str,
-                    max_examples: int, seed: int | None, bounds: dict[str, str]) -> CheckResult:
+                    max_examples: int, seed: int | None, bounds: dict[str, str],
+                    timeout: float | None = DEFAULT_TIMEOUT) -> CheckResult:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
@@ -298,7 +367,10 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
     @given(strategy)
     def run(problem: Problem) -> None:
         state["n"] += 1
-        comps = check_problem(fn, problem, against=against, returns=returns)
+        try:
+            comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout)
+        except FunctionUnderTestError as exc:
+            raise _FunctionFailed(exc) from None
         if not all(c.passed for c in comps):
             # Hypothesis replays the shrunk example last, so this ends as the minimal failure
             state["last"] = (problem, comps)
@@ -310,13 +382,15 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
         run = with_seed(seed)(run)
     try:
         run()
+    except _FunctionFailed as wrapped:
+        raise wrapped.args[0] from None
     except _Discrepancy:
         problem, comps = state["last"]
         calls = state["n"]
         # Hypothesis cannot move a value from one position to another, so it can stop at, say,
         # three inputs of which only the first matters; finish with structural reductions.
         problem, comps, extra = reduce_problem(problem, comps, lambda p: check_problem(
-            fn, p, against=against, returns=returns))
+            fn, p, against=against, returns=returns, timeout=timeout))
         state["n"] = calls + extra
         # n_problems: examples tried up to the first failure; the calls made while shrinking are not examples
         return CheckResult(False, state["first"], returns, against, problem, comps, bounds,
@@ -325,7 +399,7 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
 
 
 def _smaller(problem: Problem) -> Iterator[Problem]:
-    """Every problem one step smaller: a pattern, an input, a unit, a layer's bias or an output fewer."""
+    """Every problem one step smaller: a layer, a pattern, an input, a unit, a layer's bias or an output fewer."""
     from hessverify.model.network import Architecture, Layer
     from hessverify.strategies import _case_id
 
@@ -337,10 +411,25 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
     def build(n_in: int, lay: list[Layer], W: list[FloatArray], b: list[FloatArray], x: FloatArray,
               t: FloatArray) -> Problem:
         new = Architecture(n_in, tuple(lay))
+        # a fresh description: the one drawn with the problem names an architecture it no longer has
         return replace(problem, architecture=new, params=new.pack(list(zip(W, b, strict=True))),
-                       inputs=x, targets=t, id=_case_id(new))
+                       inputs=x, targets=t, id=_case_id(new),
+                       description=f"reduced by hessverify.check: {new.describe()}, {problem.loss}, "
+                                   f"{problem.reduction}")
 
     x, t = problem.inputs, problem.targets
+    for l in range(len(layers) if len(layers) > 1 else 0):  # a whole layer, 0-based
+        if l < len(layers) - 1:
+            # read the layer as the identity and compose it into the next one: exact for an identity
+            # layer (a dead one included), and shape-correct for any
+            W, b = list(Ws), list(bs)
+            W[l + 1], b[l + 1] = Ws[l + 1] @ Ws[l], bs[l + 1] + Ws[l + 1] @ bs[l]
+            lay = list(layers)
+            lay[l + 1] = replace(layers[l + 1], bias=layers[l + 1].bias or layers[l].bias)
+            del W[l], b[l], lay[l]
+            yield build(arch.inputs, lay, W, b, x, t)
+        elif layers[l - 1].units == layers[l].units:  # the output layer, where the targets still fit
+            yield build(arch.inputs, layers[:-1], Ws[:-1], bs[:-1], x, t)
     for n in range(problem.n_patterns if problem.n_patterns > 1 else 0):
         yield build(arch.inputs, layers, Ws, bs, np.delete(x, n, axis=0), np.delete(t, n, axis=0))
     for j in range(arch.inputs if arch.inputs > 1 else 0):
@@ -370,7 +459,7 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
 
 def reduce_problem(problem: Problem, comparisons: list[Comparison],
                    compare_fn: Callable[[Problem], list[Comparison]]) -> tuple[Problem, list[Comparison], int]:
-    """Greedily remove patterns, inputs, units and biases while the problem still fails.
+    """Greedily remove layers, patterns, inputs, units and biases while the problem still fails.
 
     A problem one step smaller replaces the current one when it is well posed
     (no relu net input near the kink, nothing overflows) and some comparison
@@ -393,7 +482,10 @@ def reduce_problem(problem: Problem, comparisons: list[Comparison],
             if near_kink(candidate):
                 continue
             calls += 1
-            comps = compare_fn(candidate)
+            try:
+                comps = compare_fn(candidate)
+            except HessverifyError:  # the function fails on the smaller problem: not the same discrepancy
+                continue
             if not all(c.passed for c in comps):
                 problem, comparisons, improved = candidate, comps, True
                 break
@@ -402,14 +494,16 @@ def reduce_problem(problem: Problem, comparisons: list[Comparison],
 
 def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Problem] | Any, *,
                          against: Sequence[str] = DEFAULT_AGAINST, returns: Returns = "hessian",
-                         max_examples: int = 100, seed: int | None = None) -> CheckResult:
+                         max_examples: int = 100, seed: int | None = None,
+                         timeout: float | None = DEFAULT_TIMEOUT) -> CheckResult:
     """:func:`check`, raising an :class:`AssertionError` that names the failure.
 
     The message gives the problem, each failing comparison with its worst
     entry by parameter names, both values, the error and the bound, and the
     minimal problem as a case file to save into ``cases/``.
     """
-    result = check(fn, problems, against=against, returns=returns, max_examples=max_examples, seed=seed)
+    result = check(fn, problems, against=against, returns=returns, max_examples=max_examples, seed=seed,
+                   timeout=timeout)
     if not result.passed:
         toml = result.problem.to_toml() if result.problem is not None else ""
         raise AssertionError(result.summary() + "\n\nthe failing problem as a case file:\n\n" + toml)

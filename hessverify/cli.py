@@ -6,7 +6,14 @@ Exit statuses (also in ``hessverify --help`` and the README):
 * 1: a discrepancy;
 * 2: invalid input or usage (a case file, an option, a name);
 * 3: the Hessian does not exist at a case's point (a relu net input exactly at its kink);
-* 4: overflow: the network's values are not finite at a case's point.
+* 4: overflow: the network's values are not finite at a case's point;
+* 5: the function under test failed (it raised, called ``sys.exit``, hung past
+  ``--timeout`` or returned no usable array): a fault, not a discrepancy;
+* 130: interrupted (SIGINT); 143: terminated (SIGTERM); no partial output is left.
+
+Memory is estimated from the case before anything is allocated, and work past
+``--max-memory`` is refused with status 2 and the estimated figure
+(:mod:`hessverify.budget`).
 
 Errors meant for people are printed as one line, ``hessverify: error: ...``,
 never as a traceback.
@@ -15,19 +22,25 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hessverify.cases import find_cases, load_case
 from hessverify.errors import (
     EXIT_DISCREPANCY,
+    EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_NOT_DIFFERENTIABLE,
     EXIT_OK,
     EXIT_OVERFLOW,
+    EXIT_TERMINATED,
     HessverifyError,
     NotDifferentiableError,
     OverflowReport,
@@ -35,6 +48,8 @@ from hessverify.errors import (
 )
 from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import METHODS, get_method
+from hessverify.sandbox import DEFAULT_TIMEOUT
+from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
 
 __all__ = ["main"]
 
@@ -44,6 +59,10 @@ EPILOG = """exit status:
   2  invalid input or usage
   3  the Hessian does not exist at a case's point (relu net input exactly at its kink)
   4  overflow: the network's values are not finite at a case's point
+  5  the function under test failed: it raised, called sys.exit, hung past
+     --timeout or returned no usable array (not a discrepancy)
+  6  stationary: no stationary point found within --max-iter
+  130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM); no partial output is left
 """
 
 
@@ -65,13 +84,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _budget_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help="refuse work estimated to need more memory than SIZE (e.g. 4G, 512M); default: a safe "
+                             "share of this machine (a quarter of its memory, within ulimit and cgroup limits)")
+    common.add_argument("--max-time", metavar="SECONDS", type=float, default=None,
+                        help="refuse work estimated to take longer (default 600; 0: no limit)")
+    return common
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    budget = _budget_options()
     p = _Parser(prog="hessverify", description="Verify second-order backpropagation.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    v = sub.add_parser("verify", help="compare every method with every reference on cases",
+    v = sub.add_parser("verify", help="compare every method with every reference on cases", parents=[budget],
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("paths", nargs="*", default=["cases"], metavar="CASE_OR_DIR",
                    help="case files or directories of *.toml (default: cases/)")
@@ -81,10 +111,12 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="a reference to hold the methods to (repeatable; default: every reference)")
     v.add_argument("--json", metavar="PATH", help="write the results as JSON")
     v.add_argument("--report", metavar="DIR", help="write results.json, report.md and report.html into DIR")
+    v.add_argument("--verbose", "-v", action="store_true",
+                   help="one line per comparison (default: one line per case, plus any failure)")
     v.set_defaults(func=_cmd_verify)
 
     h = sub.add_parser("hessian", help="compute a Hessian (or its diagonal, blocks, approximation) and save it",
-                       description=HESSIAN_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       parents=[budget], description=HESSIAN_FORMS, formatter_class=argparse.RawDescriptionHelpFormatter)
     h.add_argument("case", metavar="CASE")
     h.add_argument("--method", default="backprop", help=f"one of: {', '.join(METHODS)}")
     h.add_argument("--out", required=True, metavar="FILE.npy",
@@ -95,21 +127,28 @@ def _build_parser() -> argparse.ArgumentParser:
     pa.add_argument("case", metavar="CASE")
     pa.set_defaults(func=_cmd_params)
 
-    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point")
+    d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point",
+                       parents=[budget])
     d.add_argument("case", metavar="CASE")
     d.add_argument("--entry", nargs="+", required=True, metavar="PARAM",
                    help="one name (a gradient entry) or two (a Hessian entry), e.g. --entry 'W1[0,1]' 'b2[0]'")
     d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
     d.add_argument("--explicit", action="store_true", help="also the closed form written out in the weights")
-    d.add_argument("--digits", type=int, default=50, help="significant digits of the value (default 50)")
+    d.add_argument("--digits", type=int, default=50,
+                   help=f"significant digits of the value (16 to {MAX_DIGITS}; default 50)")
+    d.add_argument("--form", choices=("a", "z", "rojas"), default="a",
+                   help="f' and f'' in the net input a (default), textbook forms in the output z "
+                        "(sigmoid' = z(1 - z), tanh' = 1 - z^2), or Rojas's o(1 - o)")
     d.set_defaults(func=_cmd_derive)
 
     ls = sub.add_parser("methods", help="list the registered methods and references")
     ls.set_defaults(func=_cmd_methods)
 
     sw = sub.add_parser("sweep", help="check your own Hessian function on random problems (Hypothesis)",
+                        parents=[budget],
                         epilog="exit status: 0 nothing found, 1 a discrepancy (the minimal problem is printed "
-                               "as a case file), 2 invalid usage")
+                               "as a case file), 2 invalid usage, 5 the function under test failed (the problem "
+                               "it failed on is printed as a case file)")
     sw.add_argument("--method-under-test", required=True, metavar="MODULE:FUNCTION",
                     help="FUNCTION(problem) -> Hessian; MODULE is dotted or a path to a .py file")
     sw.add_argument("--examples", type=int, default=100, metavar="N", help="random problems to try (default 100)")
@@ -122,7 +161,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--report", metavar="DIR",
                     help="write results.json, report.md and report.html over the minimal failing problem and "
                          "the first 20 examples tried (--returns hessian or diagonal)")
+    sw.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                    help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
+                         f"0: no limit (default {DEFAULT_TIMEOUT:g})")
     sw.set_defaults(func=_cmd_sweep)
+    _add_lab_commands(sub)
     return p
 
 
@@ -135,9 +178,10 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from hessverify.symbolic.lecture import derive
 
+    check_digits(args.digits)  # before reading the case
     case = load_case(args.case)
     ensure_well_posed(case)  # at a relu kink there is no second derivative to derive (exit 3)
-    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits))
+    print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits, form=args.form))
     return EXIT_OK
 
 
@@ -148,60 +192,133 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_hessian(args: argparse.Namespace) -> int:
-    method = get_method(args.method)
-    case = load_case(args.case)
-    from hessverify.verify import hessian
+    import io
 
+    from hessverify.io import check_output_path, write_output
+
+    method = get_method(args.method)
     out = Path(args.out)
     allowed = (".npy", ".npz") if method.kind == "blocks" else (".npy",)
-    if out.suffix not in allowed:
+    if out.suffix not in allowed and not _special_file(out):
         raise UsageError(f"--out {args.out}: for {method.name} (kind {method.kind}) the file must end in "
                          + " or ".join(allowed))
-    result = hessian(case, method.name)
-    try:
-        if method.kind == "blocks" and out.suffix == ".npz":
-            np.savez(out, **{f"layer{i}": b for i, b in enumerate(result, start=1)})
-            what = f"{len(result)} diagonal block(s) " + ", ".join(f"{b.shape[0]}x{b.shape[1]}" for b in result)
-        else:
-            if method.kind == "blocks":
-                from hessverify.methods.block_diagonal import embed
+    check_output_path(out, "--out")  # before any work
+    case = load_case(args.case)
+    from hessverify.budget import check_seconds
 
-                result = embed(case, result)
-            np.save(out, result)
-            what = "x".join(str(n) for n in result.shape)
-    except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot write: {exc.strerror}") from None
+    _announce(check_seconds([(case, [method.name])], args.max_time))
+    from hessverify.verify import hessian
+
+    result = hessian(case, method.name)
+    values = result if method.kind != "blocks" else result
+    if any(not np.all(np.isfinite(b)) for b in (values if isinstance(values, list) else [values])):
+        raise OverflowReport(f"{case.id}: {method.name} gives NaN or inf entries (overflow in the Hessian's "
+                             "terms); nothing written")
+    buffer = io.BytesIO()
+    if method.kind == "blocks" and out.suffix == ".npz":
+        np.savez(buffer, **{f"layer{i}": b for i, b in enumerate(result, start=1)})
+        what = f"{len(result)} diagonal block(s) " + ", ".join(f"{b.shape[0]}x{b.shape[1]}" for b in result)
+    else:
+        if method.kind == "blocks":
+            from hessverify.methods.block_diagonal import embed
+
+            result = embed(case, result)
+        np.save(buffer, result)
+        what = "x".join(str(n) for n in result.shape)
+    write_output(out, buffer.getvalue(), option="--out")
     print(f"{case.id}: {method.name} ({method.kind}) {what} written to {out}")
     return EXIT_OK
+
+
+def _announce(seconds: float) -> None:
+    """Say so on standard error before work estimated to take more than half a minute."""
+    if seconds > 30:
+        print(f"hessverify: about {seconds / 60:.1f} min of work estimated", file=sys.stderr)
+
+
+def _special_file(path: Path) -> bool:
+    """An existing device or FIFO (``/dev/null``, ``/dev/stdout``): written into, whatever its name."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
+    except OSError:
+        return False
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from hessverify.sweep import run_sweep
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
-                     returns=args.returns, against=args.against, report_dir=args.report)
+                     returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout)
+
+
+MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "
+                 "hessverify.compare.TOLERANCES); a comparison passes when margin <= 1")
+
+
+def _failure_line(c: Any) -> str:
+    w = c.worst_entry
+    if c.worst_entry.reference_value == 0.0:
+        against = (f"reference is exactly 0, |error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind})")
+    else:
+        against = (f"|error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind}), margin {c.margin:.3g}")
+    return (f"    FAIL {w.row} x {w.col}: {c.method} vs {c.reference}, {c.failing_entries} entries over the bound; "
+            f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}; {against}")
+
+
+def _case_line(case_id: str, comps: list[Any]) -> str:
+    """One line for a case: comparisons passed and failed, the worst margin and where."""
+    from hessverify.compare import is_not_applicable, margin_text
+
+    judged = [c for c in comps if c.bound_kind != "approximation" and not is_not_applicable(c)]
+    n_fail = sum(not c.passed for c in judged)
+    line = f"{case_id:34s} {len(judged) - n_fail:3d} passed {n_fail:3d} failed"
+    worst = max(judged, key=lambda c: c.margin, default=None)
+    if worst is not None:
+        w = worst.worst_entry
+        line += f"  worst margin {margin_text(worst):>9s}  {worst.method} vs {worst.reference} at {w.row} x {w.col}"
+    return line
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from hessverify.budget import check_memory, check_seconds
+    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
     from hessverify.reports import check_directory, check_json_path, write_json, write_report
     from hessverify.reports.progress import track
-    from hessverify.verify import verify_problem
+    from hessverify.verify import check_reference, plan, reference_skips, verify_problem
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
+    for name in args.references or []:
+        check_reference(name)
+    if args.json:
+        check_json_path(Path(args.json))  # fail now, not after the whole run
+    if args.report:
+        check_directory(Path(args.report))
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
-    if args.report:
-        check_directory(Path(args.report))  # fail now, not after the whole run
-    if args.json:
-        check_json_path(Path(args.json))
+    seen: dict[str, str] = {}
+    for path, case in zip(paths, cases, strict=True):
+        if case.id in seen:
+            raise UsageError(f"{path}: id {case.id!r} is also the id of {seen[case.id]}; every case needs its own id")
+        seen[case.id] = str(path)
+    planned = [(case, [n for names in plan(case, args.methods, args.references) for n in names]) for case in cases]
+    for case, names in planned:  # the memory and time each case will need, before any is computed
+        check_memory(case, names)
+    _announce(check_seconds(planned, args.max_time))
     results = []
     skipped: list[dict[str, str]] = []
     kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
-    header = (f"{'case':34s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} {'margin':>9s}"
-              "  worst entry")
+    print(MARGIN_HEADER)
+    if args.verbose:
+        header = (f"{'case':34s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} "
+                  f"{'margin':>9s}  worst entry")
+    else:
+        header = f"{'case':34s} comparisons        worst margin and where"
     print(header)
     print("-" * len(header))
+    approximations: list[str] = []
     for case in track(cases, "verifying", label=lambda case: case.id):
         try:
             comps = verify_problem(case, args.methods, args.references,
@@ -214,23 +331,37 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"{case.id:34s} OVERFLOW: {exc}")
             skipped.append({"case": case.id, "reason": "overflow", "message": str(exc)})
             continue
+        if not args.verbose:
+            print(_case_line(case.id, comps))
         for c in comps:
-            mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
-            w = c.worst_entry
-            print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
-                  f"{c.max_rel_error:9.1e} {c.margin:9.1e}  {mark} {w.row} x {w.col}")
-            if c.note:
-                print(f"    note: {c.note}")
+            if c.bound_kind == "approximation":
+                approximations.append(c.method)
+            if is_not_applicable(c):
+                print(f"    {c.reference}: {c.note}")
+                continue
+            if args.verbose:
+                mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
+                w = c.worst_entry
+                print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
+                      f"{c.max_rel_error:9.1e} {margin_text(c):>9s}  {mark} {w.row} x {w.col}")
+                note = c.note.replace(APPROXIMATION_NOTE, "").strip("; ")
+                if note:
+                    print(f"    note: {note}")
             if not c.passed:
-                print(f"    {c.failing_entries} entries over the bound; worst {w.row} x {w.col}: "
-                      f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}, "
-                      f"|error| {w.abs_error:.3g} > bound {w.bound:.3g} ({c.bound_kind})")
+                print(_failure_line(c))
+        for line in reference_skips(case, args.references):
+            print(f"    {line}")
         results.extend(comps)
     n_fail = sum(not c.passed for c in results)
     n_approx = sum(c.bound_kind == "approximation" for c in results)
-    n_comp = len(results) - n_approx
+    n_na = sum(is_not_applicable(c) for c in results)
+    n_comp = len(results) - n_approx - n_na
+    if approximations:
+        print(f"\napproximations ({', '.join(dict.fromkeys(approximations))}): {APPROXIMATION_NOTE}"
+              + ("" if args.verbose else " (--verbose shows them)"))
     print(f"\n{len(cases)} case(s), {n_comp} comparison(s): {n_comp - n_fail} passed, {n_fail} failed"
           + (f"; {n_approx} approximation record(s)" if n_approx else "")
+          + (f"; {n_na} reference(s) not applicable" if n_na else "")
           + (f"; {len(skipped)} case(s) not compared" if skipped else ""))
     if args.json:
         write_json(Path(args.json), results, skipped)
@@ -252,21 +383,246 @@ def _verify_status(results: list, skipped: list[dict[str, str]]) -> int:  # type
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
-    try:
-        args = parser.parse_args(argv)
+LAB_EPILOG = """exit status: 0 every run done (converged or not: see the table), 2 invalid input or usage,
+3 the Hessian does not exist at the case's point, 4 overflow at the case's point.
+peak memory is in bytes (tracemalloc: what Python and NumPy allocate during the run).
+"""
+
+STATIONARY_EPILOG = """prints 'inertia: N negative, Z zero, P positive' and what the point is: minimum, saddle,
+maximum or degenerate (zero eigenvalues and one sign only: the second-order test cannot decide).
+exit status: 0 found and written, 2 invalid input or usage, 3 not differentiable, 4 overflow,
+6 no stationary point found within --max-iter (one line on stderr, nothing written).
+"""
+
+
+def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from hessverify.lab import ALIASES, DEFAULT_OPTIMIZERS, DEFAULT_TOL, OPTIMIZERS
+
+    listing = ("optimizers:\n" + "\n".join(f"  {o.name:14s} {o.summary}" for o in OPTIMIZERS.values())
+               + "\nalso accepted: " + ", ".join(f"{a} ({n})" for a, n in ALIASES.items()))
+    lab = sub.add_parser("lab", help="run optimisers on a case and log every iteration (hessverify.lab)",
+                         description="Run optimisers from a case's point until |g| < --tol; log E, |g|, step, "
+                                     "the Hessian's inertia where formed, wall time.\n\n" + listing,
+                         epilog=LAB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lab.add_argument("case", metavar="CASE")
+    lab.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), metavar="A,B,...",
+                     help=f"comma-separated names (default {','.join(DEFAULT_OPTIMIZERS)})")
+    lab.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"stop when |g|_2 < TOL (default {DEFAULT_TOL:g})")
+    lab.add_argument("--max-iter", type=int, default=1000, help="at most this many iterations per run (default 1000)")
+    lab.add_argument("--lr", type=float, default=None,
+                     help="fixed step of gd and momentum (default 1/lambda_max(H) at the start) and of adam (0.01)")
+    lab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="stop each run after this long")
+    lab.add_argument("--perturb", type=float, default=0.0, metavar="EPS",
+                     help="start at the case's point plus EPS times a random unit vector (to leave a saddle)")
+    lab.add_argument("--seed", type=int, default=0, help="seed of --perturb's direction (default 0)")
+    lab.add_argument("--json", metavar="FILE", help="write one record per run (with its log) as JSON")
+    lab.add_argument("--plot", metavar="FILE.png", help="E and |g| against iterations and seconds, log scale")
+    lab.add_argument("--log", action="store_true", help="print every iteration")
+    lab.set_defaults(func=_cmd_lab)
+
+    st = sub.add_parser("stationary", help="find a stationary point near a case's point and write it as a case",
+                        epilog=STATIONARY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("case", metavar="CASE")
+    st.add_argument("--out", required=True, metavar="FILE.toml", help="where to write the case at the point found")
+    st.add_argument("--tol", type=float, default=1e-12, help="a stationary point has |g|_2 < TOL (default 1e-12)")
+    st.add_argument("--max-iter", type=int, default=200, help="damped Newton iterations allowed (default 200)")
+    st.add_argument("--id", default=None, help="the new case's id (default CASE-ID-stationary)")
+    st.set_defaults(func=_cmd_stationary)
+
+
+def _writable(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
+    """A one-line UsageError now, rather than a lost run later, if ``path`` cannot be written."""
+    from hessverify.io import check_output_path
+
+    if path.suffix.lower() not in suffixes and not _special_file(path):
+        raise UsageError(f"{option} {path}: the file must end in {' or '.join(suffixes)}")
+    check_output_path(path, option)
+
+
+def _write_text(path: Path, option: str, text: str) -> None:
+    """Through a symlink to its target, into a device or FIFO, else atomically (:mod:`hessverify.io`)."""
+    from hessverify.io import write_output
+
+    write_output(path, text, option=option)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    import json
+
+    from hessverify.lab import LabResult, get_optimizer, run
+
+    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--optimizers: give at least one name (see 'hessverify lab --help')")
+    for name in names:
+        get_optimizer(name)
+    for option, value in (("--tol", args.tol), ("--time-limit", args.time_limit)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise UsageError(f"{option} must be a number > 0, got {value}")
+    if args.max_iter < 0:
+        raise UsageError(f"--max-iter must be >= 0, got {args.max_iter}")
+    if args.lr is not None and not (np.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a number > 0, got {args.lr}")
+    if not (np.isfinite(args.perturb) and args.perturb >= 0):
+        raise UsageError(f"--perturb must be a number >= 0, got {args.perturb}")
+    if args.json:
+        _writable(Path(args.json), "--json", (".json",))
+    if args.plot:
+        _writable(Path(args.plot), "--plot", (".png",))
+    case = load_case(args.case)
+    ensure_well_posed(case)
+    start = case.params.copy()
+    if args.perturb:
+        d = np.random.default_rng(args.seed).standard_normal(case.n_params)
+        start = start + args.perturb * d / np.linalg.norm(d)
+    from hessverify.lab import check_budget
+
+    for name in names:
+        check_budget(name, case.n_params)
+    runs = []
+    for name in names:
+        r = run(case, name, tol=args.tol, max_iter=args.max_iter, lr=args.lr, params=start, time_limit=args.time_limit)
+        if args.log:
+            for x in r.log:
+                inert = "" if x.inertia is None else f"  inertia -{x.inertia[0]} 0x{x.inertia[1]} +{x.inertia[2]}"
+                size = "" if x.step_size is None else f"  step {x.step_size:.3g}"
+                print(f"{name:14s} {x.iteration:6d}  E {x.error:.6e}  |g| {x.grad_norm:.3e}{size}  "
+                      f"{x.seconds:.4f} s{inert}")
+        runs.append(r)
+    result = LabResult(case.id, case.n_params, runs)
+    print(result.table())
+    if args.json:
+        doc = {"case": case.id, "n_params": case.n_params, "tol": args.tol, "max_iter": args.max_iter,
+               "param_names": list(case.param_names), "peak_memory_unit": "bytes", "runs": [r.to_dict() for r in runs]}
+        _write_text(Path(args.json), "--json", json.dumps(_json_safe(doc), indent=1) + "\n")
+        print(f"runs written to {args.json}")
+    if args.plot:
+        result.plot(args.plot)
+        print(f"plot written to {args.plot}")
+    return EXIT_OK
+
+
+def _json_safe(v: object) -> object:
+    """Strict JSON: a diverged run's NaN or inf becomes null."""
+    if isinstance(v, float):
+        return v if np.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def _cmd_stationary(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from hessverify.cases import ID_PATTERN
+    from hessverify.lab import find_stationary
+
+    if not (np.isfinite(args.tol) and args.tol > 0):
+        raise UsageError(f"--tol must be a number > 0, got {args.tol}")
+    if args.max_iter < 0:
+        raise UsageError(f"--max-iter must be >= 0, got {args.max_iter}")
+    if args.id is not None and not ID_PATTERN.match(args.id):
+        raise UsageError(f"--id {args.id!r}: an id is lower-case letters and digits joined by single hyphens")
+    out = Path(args.out)
+    _writable(out, "--out", (".toml",))
+    case = load_case(args.case)
+    ensure_well_posed(case)
+    s = find_stationary(case, tol=args.tol, max_iter=args.max_iter)
+    new_id = args.id or (case.id if case.id.endswith("-stationary") else f"{case.id}-stationary")
+    written = replace(s.problem, id=new_id, description=(
+        f"A stationary point ({s.kind}) found by 'hessverify stationary' from {case.id}: |g| = {s.grad_norm:.1e}, "
+        f"{s.inertia.negative} negative, {s.inertia.zero} zero, {s.inertia.positive} positive eigenvalues"))
+    print(f"{case.id}: stationary point after {s.iterations} iteration(s): E = {s.error:.17g}, |g| = {s.grad_norm:.3e}")
+    print(s.inertia_line())
+    print(s.describe())
+    _write_text(out, "--out", written.to_toml())
+    print(f"written to {out} (id {new_id})")
+    return EXIT_OK
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that partial output is cleaned up on the way out."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hessverify.budget import limit, parse_size
+
+    for option in ("report", "json", "out"):  # an empty path would silently write nothing
+        value = getattr(args, option, None)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{option} '': name a {'directory' if option == 'report' else 'file'}")
+    budget = parse_size(args.max_memory) if getattr(args, "max_memory", None) is not None else None
+    max_time = getattr(args, "max_time", None)
+    if max_time is not None and not max_time >= 0:
+        raise UsageError(f"--max-time {max_time}: give seconds, at least 0 (0: no limit)")
+    # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
+    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         return int(args.func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
+    if sys.stdout is None:  # started with standard output closed: print() must still work
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        parser = _build_parser()
+        args = parser.parse_args(argv)
+        return _run(args)
     except HessverifyError as exc:
-        print(f"hessverify: error: {exc}", file=sys.stderr)
+        _say(f"hessverify: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("hessverify: interrupted", file=sys.stderr)
-        return 130
+        _say("hessverify: interrupted")
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        _say("hessverify: terminated")
+        return EXIT_TERMINATED
     except BrokenPipeError:
+        _quiet_stdout()
         return EXIT_OK
-    except SystemExit as exc:  # --help
+    except OSError as exc:  # standard output on a full disk (/dev/full), an output file gone bad mid-write
+        _quiet_stdout()
+        where = f" {exc.filename}" if exc.filename else ""
+        _say(f"hessverify: error: cannot write{where}: {exc.strerror or exc}")
+        return EXIT_INVALID
+    except SystemExit as exc:  # --help, and argparse's own exits
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_INVALID
+    except MemoryError:  # the budget's estimate fell short: still one line, never a traceback
+        _say("hessverify: error: out of memory; give a smaller case or a lower --max-memory")
+        return EXIT_INVALID
+    except RecursionError:
+        _say("hessverify: error: the input is nested or chained too deeply to process")
+        return EXIT_INVALID
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _say(line: str) -> None:
+    """One line on standard error, if there is one."""
+    try:
+        print(line, file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _quiet_stdout() -> None:
+    # the reader went away: send what is left to /dev/null so the interpreter's final flush is silent
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -17,22 +17,39 @@ from typing import Any
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.bounds import rounding_bound
+from hessverify.bounds import UNDERFLOW_FLOOR, rounding_bound
 from hessverify.forms import form_named
 from hessverify.model.problem import Problem
 from hessverify.references.finite_differences import FD_SAFETY
 
 __all__ = [
-    "TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "approximation_error", "compare", "bound_for",
-    "compare_entries", "entries_of",
+    "BOUND_KEY", "COMPLEX_STEP_SAFETY", "EXACT", "TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "approximation_error",
+    "bound_for", "compare", "compare_entries", "entries_of", "is_not_applicable", "margin_text",
+    "pair_bound",
 ]
 
 
 @dataclass(frozen=True)
 class Tolerance:
+    """How one side of a comparison contributes to its bound.
+
+    ``rounding_sides`` is 1 for a float64 computation held to the rounding
+    model (``gamma_k M``: an exact method, ``autograd``, ``complex_step``)
+    and 0 for a side whose own estimate covers its rounding (``fd``,
+    ``richardson``) or that is the truth to far below it (``symbolic``).
+    ``safety`` multiplies the side's own error estimate (registry
+    ``with_error``), where it has one.
+    """
+
     kind: str
     reason: str
+    rounding_sides: int = 1
+    safety: float = 1.0
 
+
+COMPLEX_STEP_SAFETY = 2.0
+"""Factor on the complex step's truncation estimate: the estimate is exact to relative ``h^2`` (1e-60),
+but the two steps' imaginary parts are rounded, so it could come out low by a rounding; twice covers that."""
 
 TOLERANCES: dict[str, Tolerance] = {
     "autograd": Tolerance(
@@ -46,27 +63,73 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
     "fd": Tolerance(
         "fd_estimate",
-        f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding of the gradient / h "
+        f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding gamma_k (G / h + M) "
         "+ asymmetry), plus gamma_k M for the exact side",
+        rounding_sides=0, safety=FD_SAFETY,
     ),
     "complex_step": Tolerance(
-        "rounding",
-        "the complex step has no subtraction and a truncation term below 1e-60: exact to rounding, so "
-        "2 gamma_k M entrywise as for two exact methods",
+        "rounding+truncation",
+        "no subtraction, so rounding as an exact method (gamma_k M), plus its truncation -h^2/6 d^3g: "
+        f"{COMPLEX_STEP_SAFETY:g} x |D(h) - D(2h)| / 3, from a second step; 2 gamma_k M + that against an exact method",
+        safety=COMPLEX_STEP_SAFETY,
     ),
     "richardson": Tolerance(
         "fd_estimate",
-        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| / 15 + 1.5 gamma_k G / h "
-        "+ asymmetry), plus gamma_k M for the exact side",
+        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| "
+        "+ gamma_k (1.5 G / h + 2 M) + asymmetry), plus gamma_k M for the exact side",
+        rounding_sides=0, safety=FD_SAFETY,
     ),
     "symbolic": Tolerance(
         "high_precision",
         "the closed form in 50-digit mpmath (or exact rationals) is the truth to ~1e-48 M, so an exact float64 "
         "method is within gamma_k M of it (rounding_bound(methods=1)), plus the reference's own rounding to "
-        "float64 (measured exactly)",
+        "float64 (measured exactly) and its 50-digit evaluation error (k 10^-49 M)",
+        rounding_sides=0,
     ),
 }
 """How each reference's bound is derived, with the reason."""
+
+BOUND_KEY = "bound:{method}:{reference}"
+"""Where ``verify_problem(..., matrices=)`` keeps the entrywise bound that decided a comparison."""
+
+EXACT = Tolerance("rounding", "exact in float64: gamma_k M of the truth")
+"""The side of an exact method (any name not in :data:`TOLERANCES`)."""
+
+
+def pair_bound(problem: Problem, method: str, reference: str, *, method_error: FloatArray | None = None,
+               reference_error: FloatArray | None = None, rounding: FloatArray | None = None
+               ) -> tuple[FloatArray, str]:
+    """The entrywise bound on ``|method - reference|``: each side brings its own error.
+
+    A float64 side held to the rounding model brings ``gamma_k M``; a side
+    with an error estimate (``fd``, ``richardson``, ``complex_step``,
+    ``symbolic``) brings its estimate times its safety factor.  So
+    ``--method fd --reference autograd`` is held to fd's estimate plus
+    autograd's rounding, and an exact method against ``autograd`` to
+    ``2 gamma_k M``.  The underflow allowance (:data:`hessverify.bounds.UNDERFLOW_FLOOR`)
+    is added once.  ``rounding`` is ``rounding_bound(problem, methods=2)``,
+    passed to save computing it again.
+
+    Returns the bound and its kind: the reference's kind, or the method's
+    when the method is the approximate side (``fd`` against ``autograd``).
+    """
+    if rounding is None:
+        rounding = rounding_bound(problem, methods=2)
+    one = (rounding - UNDERFLOW_FLOOR) / 2.0  # gamma_k M
+    bound: FloatArray = np.full_like(rounding, UNDERFLOW_FLOOR)
+    kinds = []
+    for name, err in ((method, method_error), (reference, reference_error)):
+        tol = TOLERANCES.get(name, EXACT)
+        if tol.safety != 1.0 or tol.rounding_sides == 0:
+            if err is None and name in TOLERANCES and tol.kind != "high_precision":
+                raise ValueError(f"the {name} bound needs its own error estimate")
+        if tol.rounding_sides:
+            bound = bound + tol.rounding_sides * one
+        if err is not None:
+            bound = bound + tol.safety * np.asarray(err, dtype=np.float64)
+        kinds.append(tol.kind)
+    kind = kinds[1] if kinds[1] != "rounding" or kinds[0] == "rounding" else kinds[0]
+    return bound, kind
 
 
 @dataclass
@@ -106,18 +169,8 @@ class Comparison:
 
 def bound_for(problem: Problem, reference: str, *, reference_error: FloatArray | None = None,
               rounding: FloatArray | None = None) -> tuple[FloatArray, str]:
-    """The entrywise bound for comparing an exact method with ``reference``."""
-    tol = TOLERANCES.get(reference, Tolerance("rounding", "exact reference"))
-    if rounding is None:
-        rounding = rounding_bound(problem, methods=2)
-    if tol.kind == "fd_estimate":
-        if reference_error is None:
-            raise ValueError("the fd bound needs the reference's error estimate")
-        return FD_SAFETY * reference_error + rounding / 2.0, tol.kind
-    if tol.kind == "high_precision":
-        own = 0.0 if reference_error is None else reference_error
-        return rounding_bound(problem, methods=1) + own, tol.kind
-    return rounding, tol.kind
+    """The entrywise bound for comparing an exact method with ``reference`` (:func:`pair_bound`)."""
+    return pair_bound(problem, "", reference, reference_error=reference_error, rounding=rounding)
 
 
 def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: FloatArray,
@@ -198,8 +251,11 @@ def _flat_comparison(problem: Problem, method: str, reference: str, a: FloatArra
     if np.any(ref_bad):
         notes.append(f"{int(np.count_nonzero(ref_bad))} entries not checked: {reference} returned NaN or inf there")
     if np.any(untrusted):
-        notes.append(f"{int(np.count_nonzero(untrusted))} entries not checked: {reference} is not trusted there "
-                     "(a step crosses a kink)")
+        why = (f"{reference} is not trusted there (a step crosses a kink or leaves the range where its "
+               "error estimate holds, or its bound overflows float64)"
+               if bound_kind == "fd_estimate"
+               else "their bound overflows float64 (the entry's terms are near the float64 limit)")
+        notes.append(f"{int(np.count_nonzero(untrusted))} entries not checked: {why}")
     return Comparison(
         case=problem.id, method=method, reference=reference, passed=failing == 0, max_abs_error=max_abs,
         max_rel_error=(max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))),
@@ -234,3 +290,20 @@ def approximation_error(problem: Problem, method: str, kind: str, value: Any, ex
     c.extra.update(approximation=True, compared_entries={"matrix": "all", "vector": "diagonal",
                                                          "blocks": "diagonal blocks"}[kind])
     return c
+
+
+def is_not_applicable(c: Comparison) -> bool:
+    """A record of a reference that could not serve at a point: not a comparison, never a failure."""
+    return c.bound_kind == "not_applicable"
+
+
+def margin_text(c: Comparison) -> str:
+    """The margin for people: ``"reference is exactly 0"`` where a margin would only measure the floor.
+
+    Where the reference entry is exactly 0 and the method's is not, the
+    bound there can be as small as the underflow allowance, and the ratio
+    (4e+295, say) says nothing a reader can use: the words do.
+    """
+    if not c.passed and c.worst_entry.reference_value == 0.0:
+        return "reference is exactly 0"
+    return f"{c.margin:.1e}"

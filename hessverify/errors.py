@@ -7,17 +7,25 @@
 | 2 | invalid input or usage (case file, option, name) |
 | 3 | the Hessian does not exist at this point (a relu pre-activation exactly at its kink) |
 | 4 | numeric overflow: the network's values are not finite at this point |
+| 5 | the function under test failed: it raised, exited, hung past ``--timeout`` or returned no usable array |
+| 6 | ``hessverify stationary``: no stationary point found within ``--max-iter`` |
+| 130 | interrupted (SIGINT, Ctrl-C); 143: terminated (SIGTERM); partial output is removed |
 """
 
 from __future__ import annotations
 
 __all__ = [
     "EXIT_DISCREPANCY",
+    "EXIT_FUNCTION_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "EXIT_INVALID",
     "EXIT_NOT_DIFFERENTIABLE",
     "EXIT_OK",
     "EXIT_OVERFLOW",
+    "BudgetError",
     "CaseError",
+    "FunctionUnderTestError",
     "HessverifyError",
     "NotDifferentiableError",
     "OverflowReport",
@@ -29,6 +37,9 @@ EXIT_DISCREPANCY = 1
 EXIT_INVALID = 2
 EXIT_NOT_DIFFERENTIABLE = 3
 EXIT_OVERFLOW = 4
+EXIT_FUNCTION_FAILED = 5
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class HessverifyError(Exception):
@@ -61,3 +72,24 @@ class OverflowReport(HessverifyError, ArithmeticError):
     """Some intermediate value overflowed to inf or became NaN."""
 
     exit_code = EXIT_OVERFLOW
+
+
+class BudgetError(UsageError):
+    """The work asked for would need more memory or time than the budget allows (``--max-memory``)."""
+
+
+class FunctionUnderTestError(HessverifyError, RuntimeError):
+    """The user's function failed: it raised, called ``sys.exit``, hung past the timeout, or returned
+    something that is not a usable real array of the right shape.
+
+    Not a discrepancy: nothing could be compared.  ``problem`` is the problem it failed on (its
+    ``to_toml()`` reproduces it), ``where`` the last frames of the traceback in the user's own
+    file, ``cause`` the exception it raised (``None`` for a bad return value or a hang).
+    """
+
+    exit_code = EXIT_FUNCTION_FAILED
+
+    def __init__(self, message: str, *, problem: object = None, where: str = "",
+                 cause: BaseException | None = None) -> None:
+        self.message, self.problem, self.where, self.cause = message, problem, where, cause
+        super().__init__(f"the function under test failed: {message}" + (f" ({where})" if where else ""))

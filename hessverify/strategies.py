@@ -66,15 +66,19 @@ from hessverify.model.well_posed import near_kink as _near_kink
 __all__ = [
     "INPUT_MAGNITUDE",
     "KINK_MARGIN",
+    "LAYER_KINDS",
     "MAX_MAGNITUDE",
     "MIN_MAGNITUDE",
     "PARAM_MAGNITUDE",
+    "SATURATING_SCALE",
+    "SPECIAL_VALUES",
     "InvalidArgument",
     "architectures",
     "datasets",
     "near_kink",
     "parameters",
     "problems",
+    "special_problems",
 ]
 
 PARAM_MAGNITUDE = 2.0
@@ -418,3 +422,106 @@ def problems(
 
     return draw_problem()
 
+
+
+# -- special values --------------------------------------------------------------
+
+SPECIAL_VALUES: tuple[float, ...] = (0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0)
+"""Exact zeros, units, halves and small integers: what a shrinker produces and a person writes.
+
+A log-uniform draw of magnitudes never lands on them; false alarms live there
+(an entry that is exactly 0 has a rounding bound of nothing)."""
+
+LAYER_KINDS = ("values", "zero", "saturated", "dead")
+"""How :func:`special_problems` fills a layer: drawn values, all zeros, weights scaled by
+:data:`SATURATING_SCALE` (saturated sigmoid and tanh units), or a bias of ``-SATURATING_SCALE``
+(dead relu units, saturated others)."""
+
+SATURATING_SCALE = 20.0
+
+
+def _special_floats(magnitude: float) -> st.SearchStrategy[float]:
+    # the special values come first, so they are drawn often and shrinking goes to them
+    return st.one_of(st.sampled_from(SPECIAL_VALUES), _floats(magnitude))
+
+
+def special_problems(
+    *,
+    max_layers: int = 3,
+    max_units: int = 3,
+    max_inputs: int = 3,
+    max_patterns: int = 3,
+    activations: Sequence[str] | None = None,
+    losses: Sequence[str] | None = None,
+) -> st.SearchStrategy[Problem]:
+    """Whole problems made of special values (:data:`SPECIAL_VALUES`), where false alarms live.
+
+    Weights, biases, inputs and ``sse`` targets favour exact zeros, ``+-1``,
+    halves and small integers; each layer may be all zeros, saturated or
+    dead (:data:`LAYER_KINDS`); patterns may repeat; one pattern with the
+    mean reduction is drawn as often as any other count.  ``cross_entropy``
+    targets are one-hot or uniform, ``binary_cross_entropy`` targets 0, 1/2
+    or 1.  Problems whose Hessian does not exist (a relu net input at its
+    kink, as far as float64 can tell) or that overflow are rejected; relu net
+    inputs *near* a kink are kept (finite differences say where they cannot
+    be trusted).
+
+    Examples
+    --------
+    >>> from hypothesis import Phase, find, settings
+    >>> shrink = settings(phases=[Phase.generate, Phase.shrink], database=None)
+    >>> p = find(special_problems(), lambda p: True, settings=shrink)
+    >>> p.params.tolist(), p.inputs.tolist()
+    ([0.0], [[0.0]])
+    """
+    arch_strategy = architectures(max_layers=max_layers, max_units=max_units, max_inputs=max_inputs,
+                                  activations=activations)
+    loss_names = _check_choices("losses", losses, tuple(LOSSES))
+    _, max_patterns = _check_range("patterns", 1, max_patterns, 1)
+
+    @st.composite
+    def draw_problem(draw: st.DrawFn) -> Problem:
+        arch = draw(arch_strategy)
+        loss = draw(st.sampled_from(loss_names))
+        parts = []
+        for index, layer in enumerate(arch.layers, start=1):
+            fan = arch.fan_in(index)
+            kind = draw(st.sampled_from(LAYER_KINDS))
+            W = np.array(draw(st.lists(_special_floats(PARAM_MAGNITUDE), min_size=layer.units * fan,
+                                       max_size=layer.units * fan)), dtype=np.float64)
+            b = np.array(draw(st.lists(_special_floats(PARAM_MAGNITUDE), min_size=layer.units,
+                                       max_size=layer.units)), dtype=np.float64)
+            if kind == "zero":
+                W[:], b[:] = 0.0, 0.0
+            elif kind == "saturated":
+                W *= SATURATING_SCALE
+            elif kind == "dead":
+                b[:] = -SATURATING_SCALE
+            parts.append(W)
+            if layer.bias:
+                parts.append(b)
+        n = draw(st.integers(1, max_patterns))
+        reduction = draw(st.sampled_from(REDUCTIONS))
+        row = st.lists(_special_floats(INPUT_MAGNITUDE), min_size=arch.inputs, max_size=arch.inputs)
+        x = np.array([draw(row)] * n if draw(st.booleans()) else [draw(row) for _ in range(n)], dtype=np.float64)
+        k = arch.outputs
+        if loss == "cross_entropy":
+            t = np.array([np.eye(k)[draw(st.integers(0, k - 1))] if draw(st.booleans()) else np.full(k, 1.0 / k)
+                          for _ in range(n)])
+        elif loss == "binary_cross_entropy":
+            t = np.array(draw(st.lists(st.lists(st.sampled_from([0.0, 1.0, 0.5]), min_size=k, max_size=k),
+                                       min_size=n, max_size=n)), dtype=np.float64)
+        elif loss == "output":
+            t = np.zeros((n, k))
+        else:
+            t = np.array(draw(st.lists(st.lists(_special_floats(INPUT_MAGNITUDE), min_size=k, max_size=k),
+                                       min_size=n, max_size=n)), dtype=np.float64)
+        problem = Problem(arch, loss, np.concatenate(parts), x, t, reduction, _case_id(arch),
+                          f"drawn by hessverify.strategies.special_problems: {arch.describe()}, {loss}, {reduction}")
+        try:
+            ensure_well_posed(problem)
+        except HessverifyError:
+            assume(False)
+        return problem
+
+    return draw_problem()

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hessverify.check import CheckResult, check, describe
-from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, UsageError
+from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
+from hessverify.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
 
 REPORT_EXAMPLES = 20
 """How many of the examples tried a sweep's report covers, besides the minimal failing problem."""
@@ -39,8 +40,9 @@ def load_function(spec: str) -> Callable[..., Any]:
     """The function named by ``MODULE:FUNCTION``.
 
     ``MODULE`` is a dotted module importable from the current directory or
-    the path, or a path to a ``.py`` file (its directory is put on the path
-    so it can import its neighbours).  Every fault is a one-line
+    the path, or a path to a ``.py`` file (its directory is appended to the
+    path so it can import its neighbours, but a neighbour such as
+    ``hypothesis.py`` never shadows an installed library).  Every fault is a one-line
     :class:`~hessverify.errors.UsageError`.
     """
     module_part, sep, name = spec.rpartition(":")
@@ -69,9 +71,11 @@ def _import_failed(spec: str, what: str, exc: BaseException) -> UsageError:
 
 
 def _load_module(dotted: str, spec: str) -> Any:
-    # like `python -m`, the current directory is importable
+    # like `python -m`, the current directory is importable; appended, so it shadows no library
     if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ written into the user's folders
     try:
         return importlib.import_module(dotted)
     except ModuleNotFoundError as exc:
@@ -79,6 +83,8 @@ def _load_module(dotted: str, spec: str) -> Any:
                          f"(a dotted module on the path, or a path to a .py file)") from None
     except (Exception, SystemExit) as exc:  # the user's module is broken: say so in one line
         raise _import_failed(spec, dotted, exc) from None
+    finally:
+        sys.dont_write_bytecode = dont_write
 
 
 def _load_file(path: Path, spec: str) -> Any:
@@ -92,12 +98,18 @@ def _load_file(path: Path, spec: str) -> Any:
         raise UsageError(f"--method-under-test {spec!r}: cannot load {str(path)!r} as a module")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up here
-    sys.path.insert(0, str(path.resolve().parent))
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # appended: a hypothesis.py beside the file must not replace the library
+        sys.path.append(folder)
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ beside the user's file: nothing outside the outputs changes
     try:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         del sys.modules[name]
         raise _import_failed(spec, str(path), exc) from None
+    finally:
+        sys.dont_write_bytecode = dont_write
     return module
 
 
@@ -115,12 +127,18 @@ def _found_case(problem: Problem, spec: str, result: CheckResult) -> Problem:
 
 def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_path: str | None = None,
               returns: str = "hessian", against: Sequence[str] | None = None,
-              out: TextIO | None = None, err: TextIO | None = None, report_dir: str | None = None) -> int:
+              out: TextIO | None = None, err: TextIO | None = None, report_dir: str | None = None,
+              timeout: float | None = DEFAULT_TIMEOUT) -> int:
     """Run the sweep and print its findings; return the exit status (0 or 1).
 
     With ``report_dir``, also write the verification report
     (:func:`hessverify.reports.report_problems`) over the minimal failing
     problem, first, and the first examples tried.
+
+    When the function itself fails (raises, exits, hangs past ``timeout``
+    seconds, returns no usable array), the problem it failed on is printed
+    as a case file, the JSON and report are written, and the
+    :class:`~hessverify.errors.FunctionUnderTestError` is raised (exit 5).
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -132,6 +150,14 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
         from hessverify.reports import check_directory
 
         check_directory(Path(report_dir))  # fail now, not after the sweep
+    if json_path is not None:
+        from hessverify.reports import check_json_path
+
+        check_json_path(Path(json_path))  # fail now, not after the sweep
+    if timeout is not None and not (timeout >= 0):
+        raise UsageError(f"--timeout {timeout}: give seconds, at least 0 (0: no limit)")
+    from hessverify.strategies import problems  # imports Hypothesis before the user's file can shadow it
+
     user_fn = load_function(spec)
     tried: list[Problem] = []
 
@@ -142,12 +168,16 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
 
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)  # printed, so any run can be repeated
-    from hessverify.strategies import problems  # imports Hypothesis: only when sweeping
 
     kwargs: dict[str, Any] = {} if against is None else {"against": tuple(against)}
     # anything the user's function prints goes to stderr: stdout is kept for the case file
-    with contextlib.redirect_stdout(err):
-        result = check(fn, problems(), returns=returns, max_examples=examples, seed=seed, **kwargs)  # type: ignore[arg-type]
+    try:
+        with contextlib.redirect_stdout(err):
+            result = check(fn, problems(), returns=returns, max_examples=examples, seed=seed,  # type: ignore[arg-type]
+                           timeout=timeout, **kwargs)
+    except FunctionUnderTestError as exc:
+        _function_failed(exc, spec, seed, returns, json_path, report_dir, user_fn, against, tried, timeout, out, err)
+        raise
     report: dict[str, Any] = {"method_under_test": spec, "examples": result.n_problems, "seed": seed,
                               **result.to_dict()}
     if result.passed:
@@ -162,8 +192,7 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
               f"shrunk in {result.shrink_calls} more call(s); "
               f"minimal problem {case.architecture.describe()}, {case.loss}, {case.reduction}, "
               f"{case.n_patterns} pattern(s), {case.n_params} parameter(s):", file=err)
-        lines = [f"the function could not be compared: {result.error}"] if result.error else \
-            [describe(c) for c in result.failures]
+        lines = [describe(c) for c in result.failures]
         for line in lines:
             print("  " + line, file=err)
         print(f"the case file follows on standard output; save it with > cases/{case.id}.toml", file=err)
@@ -174,17 +203,44 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
         status = EXIT_DISCREPANCY
     if report_dir is not None:
         _write_report(Path(report_dir), spec, user_fn, returns, against, tried,
-                      [] if result.passed else [case], err)
+                      [] if result.passed else [case], err, timeout)
     if json_path:
-        try:
-            Path(json_path).write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--json {json_path}: cannot write: {exc.strerror}") from None
+        _write_json(json_path, report)
     return status
 
 
+def _write_json(json_path: str, report: dict[str, Any]) -> None:
+    from hessverify.io import write_output
+
+    write_output(Path(json_path), json.dumps(report, indent=2, default=float) + "\n", option="--json")
+
+
+def _function_failed(exc: FunctionUnderTestError, spec: str, seed: int, returns: str, json_path: str | None,
+                     report_dir: str | None, user_fn: Callable[..., Any], against: Sequence[str] | None,
+                     tried: list[Problem], timeout: float | None, out: TextIO, err: TextIO) -> None:
+    """The function failed: the problem it failed on as a case file, then the JSON and the report."""
+    problem = exc.problem if isinstance(exc.problem, Problem) else None
+    case = None
+    if problem is not None:
+        func = re.sub(r"[^a-z0-9]+", "-", spec.rpartition(":")[2].lower()).strip("-") or "method"
+        case = replace(problem, id=f"sweep-{func}-failed",
+                       description=f"hessverify sweep: {spec} ({returns}) failed here: {exc.message}")
+        print(f"hessverify sweep: {spec} FAILED (seed {seed}); the problem it failed on follows on standard "
+              f"output; save it with > cases/{case.id}.toml", file=err)
+        print("# found by hessverify sweep --method-under-test " + spec + f" --seed {seed}", file=out)
+        print("# " + str(exc), file=out)
+        out.write(case.to_toml())
+    if json_path:
+        _write_json(json_path, {"method_under_test": spec, "seed": seed, "passed": False, "returns": returns,
+                                "function_failed": str(exc),
+                                "problem_toml": case.to_toml() if case is not None else None})
+    if report_dir is not None:
+        _write_report(Path(report_dir), spec, user_fn, returns, against, tried, [case] if case else [], err, timeout)
+
+
 def _write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: str, against: Sequence[str] | None,
-                  tried: list[Problem], leading: list[Problem], err: TextIO) -> None:
+                  tried: list[Problem], leading: list[Problem], err: TextIO,
+                  timeout: float | None = DEFAULT_TIMEOUT) -> None:
     """The report over the sweep, with the function under test registered for the duration."""
     from hessverify.check import DEFAULT_AGAINST
     from hessverify.registry import METHODS, Method
@@ -192,7 +248,10 @@ def _write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: s
 
     name = spec.rsplit(":", 1)[-1]
     kind = "vector" if returns == "diagonal" else "matrix"
-    METHODS[name] = Method(name, fn, "method", kind, f"the function under test, {spec}")
+    def sandboxed(problem: Problem) -> Any:  # a failure is that problem's "function_failed", not a crash
+        return call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
+
+    METHODS[name] = Method(name, sandboxed, "method", kind, f"the function under test, {spec}")
     try:
         refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "method"]
         written = report_problems(directory, tried, leading=leading, methods=[name], references=refs or ["autograd"])

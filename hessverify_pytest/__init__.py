@@ -21,7 +21,12 @@ What it adds:
 * fixtures: ``hessverify_case`` (each shipped case in the ini option
   ``hessverify_cases``, default ``cases/``, one test per case, the case id as
   test id), ``hessverify_cases`` (all of them, a list) and
-  ``hessverify_assert_close`` (:func:`hessverify.assert_hessian_close`).
+  ``hessverify_assert_close`` (:func:`hessverify.assert_hessian_close`);
+* ``--hessverify-timeout SECONDS`` and the ini option ``hessverify_timeout``:
+  how long one call of the function under test may take in
+  ``hessverify_assert_close`` (default 60; 0: no limit).  A call past it
+  fails the test with :class:`hessverify.FunctionUnderTestError`, as does a
+  function that raises or returns no usable array.
 """
 
 from __future__ import annotations
@@ -73,6 +78,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("hessverify_profile", default="",
                   help="profile when --hessverify-profile is not given (dev, ci, thorough, auto; empty: none)")
     parser.addini("hessverify_cases", default="cases", help="directory of case files for the hessverify_case fixture")
+    group.addoption("--hessverify-timeout", type=float, default=None, metavar="SECONDS",
+                    help="longest one call of the function under test may take in hessverify_assert_close "
+                         "(default 60; 0: no limit)")
+    parser.addini("hessverify_timeout", default="", help="default of --hessverify-timeout")
 
 
 def _wanted(config: pytest.Config) -> tuple[str | None, bool]:
@@ -149,9 +158,25 @@ def hessverify_cases(pytestconfig: pytest.Config) -> list[Any]:
     return [load_case(p) for p in _case_paths(pytestconfig)]
 
 
+def _timeout(config: pytest.Config) -> float:
+    value = config.getoption("hessverify_timeout", None)
+    if value is None:
+        ini = str(config.getini("hessverify_timeout") or "").strip()
+        try:
+            value = float(ini) if ini else 60.0
+        except ValueError:
+            raise pytest.UsageError(f"ini option hessverify_timeout = {ini!r}: give seconds, e.g. 60") from None
+    if not value >= 0:
+        raise pytest.UsageError(f"--hessverify-timeout {value}: give seconds, at least 0 (0: no limit)")
+    return float(value)
+
+
 @pytest.fixture
-def hessverify_assert_close() -> Any:
-    """:func:`hessverify.assert_hessian_close`, for ``hessverify_assert_close(my_hessian, case)``."""
+def hessverify_assert_close(pytestconfig: pytest.Config) -> Any:
+    """:func:`hessverify.assert_hessian_close`, for ``hessverify_assert_close(my_hessian, case)``,
+    with ``--hessverify-timeout`` as the default ``timeout`` of each call."""
+    import functools
+
     from hessverify import assert_hessian_close
 
-    return assert_hessian_close
+    return functools.partial(assert_hessian_close, timeout=_timeout(pytestconfig))

@@ -50,7 +50,6 @@ def _sub(old: str, new: str, text: str = GOOD) -> str:
 BAD = [
     ("invalid TOML", "id = ", "invalid TOML"),
     ("unknown top key", _sub('description', 'colour = "red"\ndescription'), r"\[colour\] unknown key"),
-    ("missing id", _sub('id = "xor-2-2-1-sigmoid"\n', ""), r"\[id\] missing"),
     ("bad id", _sub('"xor-2-2-1-sigmoid"', '"XOR case"'), r"\[id\] 'XOR case' is not a valid id"),
     ("unknown activation", _sub('activation = "sigmoid" }, { units = 1', 'activation = "tahn" }, { units = 1'),
      r"\[network.layers\[0\].activation\] unknown activation 'tahn'; choose one of .*tanh"),
@@ -112,3 +111,11 @@ def test_load_case_returns_a_problem() -> None:
     case = load_case(CASES_DIR / "xor-2-2-1-sigmoid.toml")
     assert isinstance(case, hessverify.Problem)
     assert case.params.dtype == np.float64
+
+
+def test_a_case_without_id_takes_its_file_name(tmp_path):
+    text = GOOD.replace('id = "xor-2-2-1-sigmoid"\n', "")
+    path = tmp_path / "My_XOR case.toml"
+    path.write_text(text)
+    assert load_case(path).id == "my-xor-case"
+    assert parse_case(text).id == "case"  # no file behind the text

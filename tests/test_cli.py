@@ -149,3 +149,67 @@ def test_summary_counts_approximations_apart(capsys: pytest.CaptureFixture[str],
 def test_derive_at_a_kink_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["derive", _kink_case(tmp_path), "--entry", "W1[0,0]", "W2[0,0]"]) == 3
     assert "not twice differentiable" in capsys.readouterr().err
+
+
+# -- what verify prints -------------------------------------------------------------
+
+def test_verify_prints_one_line_per_case_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", XOR, str(CASES_DIR / "linear-3-2-2.toml")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("margin = |error| / bound")
+    case_lines = [x for x in lines if x.startswith(("xor-2-2-1-sigmoid", "linear-3-2-2"))]
+    assert len(case_lines) == 2
+    assert all(" passed " in x and " failed " in x and "worst margin" in x and " x " in x for x in case_lines)
+    # the approximation note once, not once per approximation record
+    assert out.count("reported, never a failure") == 1
+
+
+def test_verify_verbose_prints_the_full_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", XOR, "--verbose"]) == 0
+    out = capsys.readouterr().out
+    rows = [x for x in out.splitlines() if x.startswith("xor-2-2-1-sigmoid")]
+    assert len(rows) > 10 and any(" backprop " in r and " autograd " in r for r in rows)
+    assert out.count("reported, never a failure") == 1
+
+
+def test_an_approximation_named_as_a_reference_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", XOR, "--reference", "gauss_newton"]) == 2
+    err = capsys.readouterr().err
+    assert "gauss_newton cannot be a reference" in err and "approximation" in err
+
+
+def test_fd_named_as_a_method_is_held_to_its_own_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(CASES_DIR), "--method", "fd", "--reference", "autograd"]) == 0
+    assert "0 failed" in capsys.readouterr().out
+
+
+def test_verify_says_when_it_leaves_symbolic_out(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from hessverify.symbolic import reference
+
+    monkeypatch.setattr(reference, "MAX_COST", 10)  # every case is then too costly
+    assert main(["verify", XOR]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "symbolic: skipped" in x)
+    cost = reference.estimated_cost(hessverify.load_case(XOR))
+    assert f"estimated cost {cost:.3g} above the limit 10" in line and "name it to force it" in line
+
+
+def test_a_failure_at_an_exact_zero_says_so(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from hessverify.methods import backprop
+
+    linear = str(CASES_DIR / "linear-3-2-2.toml")
+    i, j = 8, 10  # an entry that is exactly 0 for this linear network
+    assert backprop.hessian(hessverify.load_case(linear))[i, j] == 0.0
+
+    def nonzero_where_zero(problem: hessverify.Problem) -> np.ndarray:
+        H = backprop.hessian(problem)
+        H[i, j] = H[j, i] = 1e-20
+        return H
+
+    monkeypatch.setitem(registry.METHODS, "planted",
+                        Method("planted", nonzero_where_zero, "method", "matrix", "a planted bug"))
+    assert main(["verify", linear, "--method", "planted", "--reference", "autograd"]) == 1
+    out = capsys.readouterr().out
+    assert "reference is exactly 0" in out and "e+2" not in out

@@ -77,3 +77,56 @@ def test_nan_in_the_reference_is_unchecked_not_failed() -> None:
     R[1, 2] = np.inf
     c = compare(case, "backprop", "flaky", A, R, rounding_bound(case), "rounding")
     assert c.passed and c.unchecked_entries == 1 and "flaky returned NaN or inf" in c.note
+
+
+# -- each side brings its own bound (pair_bound) -----------------------------------
+
+def test_each_side_of_a_comparison_brings_its_own_bound() -> None:
+    from hessverify.bounds import UNDERFLOW_FLOOR, rounding_bound
+    from hessverify.compare import COMPLEX_STEP_SAFETY, pair_bound
+    from hessverify.references import complex_step, finite_differences
+    from hessverify.references.finite_differences import FD_SAFETY
+
+    case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    rounding = rounding_bound(case, methods=2)
+    gm = (rounding - UNDERFLOW_FLOOR) / 2.0
+    _, fd_err = finite_differences.hessian_with_error(case)
+    _, cs_err = complex_step.hessian_with_error(case)
+    exact, kind = pair_bound(case, "backprop", "autograd", rounding=rounding)
+    np.testing.assert_allclose(exact, rounding)
+    assert kind == "rounding"
+    # fd as the method, autograd as the reference: fd's own estimate plus autograd's rounding
+    fd_vs_ag, kind = pair_bound(case, "fd", "autograd", method_error=fd_err, rounding=rounding)
+    np.testing.assert_allclose(fd_vs_ag, FD_SAFETY * fd_err + gm + UNDERFLOW_FLOOR)
+    assert kind == "fd_estimate"
+    # and the same the other way round
+    ag_vs_fd, _ = pair_bound(case, "autograd", "fd", reference_error=fd_err, rounding=rounding)
+    np.testing.assert_allclose(ag_vs_fd, fd_vs_ag)
+    cs, kind = pair_bound(case, "backprop", "complex_step", reference_error=cs_err, rounding=rounding)
+    np.testing.assert_allclose(cs, rounding + COMPLEX_STEP_SAFETY * cs_err)
+    assert kind == "rounding+truncation"
+
+
+def test_a_side_that_needs_its_estimate_refuses_to_go_without() -> None:
+    from hessverify.compare import pair_bound
+
+    case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    with pytest.raises(ValueError, match="fd bound needs its own error estimate"):
+        pair_bound(case, "fd", "autograd")
+    with pytest.raises(ValueError, match="complex_step bound needs"):
+        pair_bound(case, "backprop", "complex_step")
+
+
+def test_margin_text_says_when_the_reference_is_exactly_zero() -> None:
+    from hessverify.compare import margin_text
+
+    case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    H = hessverify.hessian(case)
+    A = H.copy()
+    R = H.copy()
+    R[0, 1] = R[1, 0] = 0.0  # a reference entry that is exactly 0, and a method that is not
+    A[0, 1] = A[1, 0] = 1e-3
+    c = compare(case, "m", "r", A, R, np.full_like(H, 1e-300), "rounding")
+    assert not c.passed and margin_text(c) == "reference is exactly 0"
+    ok = compare(case, "m", "r", H, H, np.full_like(H, 1.0), "rounding")
+    assert margin_text(ok) == f"{ok.margin:.1e}"

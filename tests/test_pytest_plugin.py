@@ -99,3 +99,20 @@ def test_case_fixtures(tmp_path: Path) -> None:
     result = run_pytest(tmp_path, test, "-vv", ini="hessverify_cases = my-cases\n")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test_each[xor-2-2-1-sigmoid] PASSED" in result.stdout and "3 passed" in result.stdout
+
+
+def test_the_timeout_of_the_function_under_test(tmp_path: Path) -> None:
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "xor.toml").write_text((ROOT / "cases" / "xor-2-2-1-sigmoid.toml").read_text())
+    test = (
+        "import time, pytest, hessverify\n"
+        "def slow(p):\n"
+        "    time.sleep(30)\n"
+        "def test_hangs(hessverify_assert_close, hessverify_case):\n"
+        "    with pytest.raises(hessverify.FunctionUnderTestError, match='no result after 0.5 s'):\n"
+        "        hessverify_assert_close(slow, hessverify_case, against=('autograd',))\n"
+    )
+    result = run_pytest(tmp_path, test, "--hessverify-timeout", "0.5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = run_pytest(tmp_path / "cases", test, ini="hessverify_timeout = soon\nhessverify_cases = .\n")
+    assert bad.returncode != 0 and "hessverify_timeout = 'soon'" in bad.stdout + bad.stderr

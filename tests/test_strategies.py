@@ -124,3 +124,24 @@ def test_no_value_is_tiny_enough_to_underflow(p: Problem) -> None:
     for name, least in floor.items():
         values = getattr(p, name)
         assert np.all(np.abs(values[values != 0]) >= least), name
+
+
+def test_special_problems_favour_special_values() -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from hessverify.strategies import SPECIAL_VALUES, special_problems
+
+    seen: list = []
+
+    @settings(max_examples=60, database=None, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(special_problems())
+    def collect(problem) -> None:  # type: ignore[no-untyped-def]
+        seen.append(problem)
+
+    collect()
+    params = np.concatenate([p.params for p in seen])
+    assert np.mean(np.isin(params, SPECIAL_VALUES)) > 0.5 and np.any(params == 0.0)
+    assert any(p.n_patterns == 1 and p.reduction == "mean" for p in seen)
+    assert any(np.all(w == 0) for p in seen for w in p.weights)
+    assert all(p.description.endswith(f"{p.loss}, {p.reduction}") for p in seen)

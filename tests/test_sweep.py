@@ -103,3 +103,25 @@ def test_report_needs_matrices_or_diagonals(user_module: Path, tmp_path: Path,
                  "--report", str(tmp_path / "rep")])
     assert code == 2
     assert "--report: a report needs matrices or diagonals" in capsys.readouterr().err
+
+
+def test_the_same_seed_gives_the_same_minimal_problem_with_or_without_a_report(
+        user_module: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from hessverify.errors import EXIT_DISCREPANCY
+
+    bug = ("from hessverify.methods.backprop import hessian as exact\n"
+           "def cross_wrong(problem):\n"
+           "    H = exact(problem)\n"
+           "    if problem.n_params > 1:\n"
+           "        H[0, -1] += 1e-6\n"
+           "        H[-1, 0] += 1e-6\n"
+           "    return H\n")
+    (user_module.parent / "cross.py").write_text(bug)
+    found = []
+    for extra in ([], ["--report", str(tmp_path / "report")]):
+        status = main(["sweep", "--method-under-test", "cross.py:cross_wrong", "--examples", "60", "--seed", "7",
+                       "--against", "autograd", *extra])
+        assert status == EXIT_DISCREPANCY
+        out = capsys.readouterr().out
+        found.append("\n".join(x for x in out.splitlines() if not x.startswith("#")))
+    assert found[0] == found[1] and parse_case(found[0]).n_params > 1

@@ -273,7 +273,8 @@ class Architecture:
         return "-".join(parts)
 
 
-_NAME = re.compile(r"^\s*([Wb])(\d+)\[(\d+)(?:,\s*(\d+))?\]\s*$")
+# no leading zeros: "W01[0,0]" would name W1[0,0] under a name param_names never lists
+_NAME = re.compile(r"^\s*([Wb])([1-9]\d*)\[(0|[1-9]\d*)(?:,\s*(0|[1-9]\d*))?\]\s*$")
 
 
 def parse_param_name(name: str) -> tuple[int, str, int, int | None]:

@@ -21,7 +21,13 @@ Error estimate, per entry, the sum of
 * truncation, by comparing with the step ``2h``: ``D(2h) - D(h) ~ 3 c h^2``,
   so ``|D(h) - D(2h)| / 3`` estimates the ``h^2`` term (Richardson);
 * rounding: each gradient entry carries at most ``gamma_k G`` of rounding
-  error (:func:`hessverify.bounds.magnitude_gradient`), divided by ``h_j``;
+  error (:func:`hessverify.bounds.magnitude_gradient`), divided by ``h_j``,
+  where ``G`` is taken at ``theta``; at ``theta +- h_j e_j`` the terms have
+  grown by up to ``h_j M`` (``M`` the magnitude Hessian,
+  :func:`hessverify.bounds.magnitude_hessian`), so ``gamma_k (G / h_j + M)``.
+  The ``M`` part matters where ``G`` is 0 at ``theta`` (zero weights, which
+  the special-value property test draws): there ``G / h`` alone claimed an
+  fd entry of 0.1 exact to 5e-18, below its own last rounding;
 * the asymmetry ``|D - D^T| / 2``, which is zero in exact arithmetic and so
   is itself a sample of the error.
 
@@ -44,7 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient
+from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
 from hessverify.model.forward import forward, gradient
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed, kinked_net_inputs
@@ -118,11 +124,17 @@ def kink_columns(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArr
 def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     """The symmetrised central-difference Hessian and its entrywise error estimate."""
     ensure_well_posed(problem)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step: reported as not applicable
+        return _with_error(problem)
+
+
+def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
     D1, D2 = central_differences(problem, theta, h, (1.0, 2.0))
     truncation = np.abs(D1 - D2) / 3.0
-    rounding = gamma(chain_length(problem)) * magnitude_gradient(problem)[:, None] / h[None, :]
+    g_mag = magnitude_gradient(problem)
+    rounding = gamma(chain_length(problem)) * (g_mag[:, None] / h[None, :] + magnitude_hessian(problem))
     est = error_estimate(D1, truncation, rounding, kink_columns(problem, theta, h))
     return (D1 + D1.T) / 2.0, est
 

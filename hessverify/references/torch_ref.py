@@ -5,10 +5,28 @@ the false-alarm measurement (:mod:`hessverify.trust.false_alarms`) and the
 benchmarks, where it is an implementation from outside the package.  Like
 the autograd reference it reads only names and sizes from the problem and
 builds the network from PyTorch's own functions, in float64.
+
+Two functions are written here rather than taken from PyTorch, and why:
+
+* gelu.  PyTorch's exact ``F.gelu`` computes ``x/2 (1 + erf(x/sqrt 2))``,
+  which cancels in the left tail: in float64 it is exactly 0 for
+  ``x <= -8.37`` and loses relative accuracy from about -5, and so do its
+  derivatives.  ``x/2 erfc(-x/sqrt 2)`` is the same function with no
+  cancellation.  :func:`hessian` uses that form; ``builtin_gelu=True``
+  keeps ``F.gelu``, to show its fault (``cases/outside/``).
+* softplus.  ``F.softplus`` returns its input above a threshold of 20 (off
+  by ``e^-a``) and ``torch.logaddexp`` has a NaN double backward.  Written as
+  ``relu(a) + log1p(exp(-|a|))``, at exactly ``a = 0`` PyTorch takes
+  ``relu'(0) = 0`` and ``sgn(0) = 0``, so the derivatives come out 0 instead
+  of 1/2 and 1/4.  So it branches on the sign, and each branch is fed an
+  argument clamped to its own side: the branch not taken sees 0, never an
+  input that would make its value or derivatives inf or NaN (``where``
+  multiplies the unused branch's gradient by 0, and ``0 * inf`` is NaN).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +34,7 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.model.problem import Problem
 
-__all__ = ["available", "hessian"]
+__all__ = ["available", "hessian", "softplus", "stable_gelu"]
 
 
 def available() -> bool:
@@ -27,18 +45,32 @@ def available() -> bool:
     return True
 
 
-def hessian(problem: Problem) -> FloatArray:
+def softplus(a: Any) -> Any:
+    """``log(1 + e^a)``: ``a + log1p(e^-a)`` for ``a > 0``, ``log1p(e^a)`` otherwise, each on its own side."""
+    import torch
+
+    positive = a > 0
+    up = torch.where(positive, a, torch.zeros_like(a))  # the a > 0 branch sees 0 elsewhere
+    down = torch.where(positive, torch.zeros_like(a), a)  # and the other branch 0 where a > 0
+    return torch.where(positive, up + torch.log1p(torch.exp(-up)), torch.log1p(torch.exp(down)))
+
+
+def stable_gelu(a: Any) -> Any:
+    """``a Phi(a) = a/2 erfc(-a / sqrt 2)``: no cancellation in the left tail (unlike ``1 + erf``)."""
+    import torch
+
+    return 0.5 * a * torch.special.erfc(-a / math.sqrt(2.0))
+
+
+def hessian(problem: Problem, *, builtin_gelu: bool = False) -> FloatArray:
+    """The Hessian by ``torch.func.hessian``; ``builtin_gelu`` uses PyTorch's own ``F.gelu`` instead."""
     import torch
     import torch.nn.functional as F
 
-    def softplus(a: Any) -> Any:
-        # Not F.softplus: above its threshold (20) it returns a itself, off by e^-a.  Not
-        # torch.logaddexp either: its double backward gives NaN.  This is exact and stable.
-        return torch.relu(a) + torch.log1p(torch.exp(-torch.abs(a)))
-
+    gelu = (lambda a: F.gelu(a, approximate="none")) if builtin_gelu else stable_gelu
     acts: dict[str, Any] = {
         "identity": lambda a: a, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": softplus,
-        "sin": torch.sin, "gelu": lambda a: F.gelu(a, approximate="none"), "silu": F.silu, "relu": torch.relu,
+        "sin": torch.sin, "gelu": gelu, "silu": F.silu, "relu": torch.relu,
     }
     x = torch.tensor(problem.inputs, dtype=torch.float64)
     t = torch.tensor(problem.targets, dtype=torch.float64)

@@ -4,8 +4,10 @@
 verifies a list of problems (a sweep's examples, say) and writes the same
 report, leading with the minimal failing problems.
 
-Every file is written to a temporary name in the target directory and then
-renamed into place, so an interrupted run never leaves a half-written report.
+The three files are written into a fresh directory and moved into place
+together (:func:`hessverify.io.report_set`), so an interrupted run never
+leaves a half-written report or a mix of two runs; a second run writing into
+the same directory at the same time is refused.
 The JSON schema is in :data:`hessverify.reports.schema.RESULTS_SCHEMA` and
 documented in ``docs/reports.md``.
 """
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from hessverify._typing import FloatArray
-from hessverify.compare import Comparison
-from hessverify.errors import NotDifferentiableError, OverflowReport, UsageError
+from hessverify.compare import Comparison, is_not_applicable, margin_text
+from hessverify.errors import FunctionUnderTestError, NotDifferentiableError, OverflowReport, UsageError
+from hessverify.io import check_output_path, report_set, write_output
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
@@ -119,10 +122,12 @@ def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, 
         "environment": environment(),
         "summary": {
             # approximation records are reports of approximation error, never pass/fail comparisons
-            "comparisons": sum(not is_approximation(c) for c in results),
-            "passed": sum(c.passed and not is_approximation(c) for c in results),
+            "comparisons": sum(not is_approximation(c) and not is_not_applicable(c) for c in results),
+            "passed": sum(c.passed and not is_approximation(c) and not is_not_applicable(c) for c in results),
             "failed": sum(not c.passed for c in results),
             "approximations": sum(is_approximation(c) for c in results),
+            # references that could not serve at a case's point (NaN or inf there): not comparisons
+            "not_applicable": sum(is_not_applicable(c) for c in results),
             "not_compared": len(skipped),
         },
         "results": records,
@@ -145,48 +150,46 @@ def _finite_or_null(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temporary name beside ``path``, then rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        # mkstemp makes the file private (0600); a report is for reading, so use the umask as open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _atomic_write(path: Path, data: str | bytes, option: str = "--report") -> None:
+    """Write through :func:`hessverify.io.write_output`: readers see the old file or the new one."""
+    write_output(path, data, option=option)
 
 
-def check_json_path(path: Path) -> None:
+def check_json_path(path: Path, option: str = "--json") -> None:
     """A :class:`UsageError` now, rather than a lost run later, if ``path`` cannot take the JSON."""
-    if path.is_dir():
-        raise UsageError(f"--json {path}: is a directory; name a file")
-    if not path.parent.is_dir():
-        raise UsageError(f"--json {path}: the directory {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"--json {path}: cannot write there (permission denied)")
+    check_output_path(path, option)
 
 
 def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]] = (),
-               analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = ()) -> Path:
+               analyses: Sequence[CaseAnalysis] = (), leading: Sequence[str] = (), *,
+               option: str = "--json") -> Path:
     """Write ``results.json`` (:func:`results_document`) atomically; NaN and inf are written as such."""
     # strict JSON: NaN and infinity (an approximation's bound, a broken method's error) become null
     text = json.dumps(_finite_or_null(results_document(results, skipped, analyses, leading)), indent=2,
                       allow_nan=False)
-    check_json_path(path)
-    try:
-        _atomic_write(path, text + "\n")
-    except OSError as exc:
-        raise UsageError(f"--json {path}: cannot write: {exc.strerror or exc}") from None
+    _atomic_write(path, text + "\n", option)
     return path
 
 
 # -- report.md ------------------------------------------------------------------------------
+
+
+def _plain(text: str) -> str:
+    """Text from a case file as one safe Markdown paragraph: line breaks become spaces, other control
+    characters are shown escaped, and HTML or Markdown syntax is shown as written, not interpreted."""
+    out = []
+    for ch in text:
+        if ch in "\r\n\t":
+            out.append(" ")
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029":
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        elif ch in "<>&":
+            out.append({"<": "&lt;", ">": "&gt;", "&": "&amp;"}[ch])
+        elif ch in "\\`*_[]#|":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _fmt(x: float) -> str:
@@ -206,7 +209,8 @@ def summary_cells(case: Problem, comps: Sequence[Comparison], skipped: Sequence[
             cells.append(("-", None))
             continue
         ok = all(c.passed for c in mine)
-        cells.append((f"{'pass' if ok else 'FAIL'} {max(c.margin for c in mine):.1e}", ok))
+        worst = max(mine, key=lambda c: c.margin)
+        cells.append((f"{'pass' if ok else 'FAIL'} {margin_text(worst)}", ok))
     return cells
 
 
@@ -218,7 +222,9 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
     the sections, marked as minimal failing problems.
     """
     cases = _ordered(cases, leading)
-    results = [c for c in results if not is_approximation(c)]  # approximations have their own table
+    unusable = [c for c in results if is_not_applicable(c)]
+    # approximations have their own table; a reference that could not serve is a note, not a row
+    results = [c for c in results if not is_approximation(c) and not is_not_applicable(c)]
     by_id = {a.problem.id: a for a in analyses}
     methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
     by_case: dict[str, list[Comparison]] = {}
@@ -251,7 +257,7 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
         if case.id in leading:
             lines += ["A minimal failing problem.", ""]
         if case.description:
-            lines += [case.description, ""]
+            lines += [_plain(case.description), ""]
         lines += [f"Network {case.architecture.describe()}, loss {case.loss} ({case.reduction}), "
                   f"W = {case.n_params}, N = {case.n_patterns}.", ""]
         skip = [s for s in skipped if s["case"] == case.id]
@@ -264,16 +270,18 @@ def markdown(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], c
             w = c.worst_entry
             lines.append(
                 f"| {c.method} | {c.reference} | {'pass' if c.passed else '**FAIL**'} | {_fmt(c.max_abs_error)} | "
-                f"{_fmt(c.max_rel_error)} | {_fmt(c.bound)} ({c.bound_kind}) | {c.margin:.1e} | "
+                f"{_fmt(c.max_rel_error)} | {_fmt(c.bound)} ({c.bound_kind}) | {margin_text(c)} | "
                 f"`{w.row}` x `{w.col}` |"
             )
+        lines += ["", *(f"- {c.reference}: {c.note}" for c in unusable if c.case == case.id)]
         a = by_id.get(case.id)
         for c in by_case.get(case.id, []):
             if not c.passed:
                 w = c.worst_entry
                 lines += ["", f"- {c.method} vs {c.reference}: {c.failing_entries} entries over the bound; worst "
                               f"`{w.row}` x `{w.col}`: {w.value:.17g} against {w.reference_value:.17g} "
-                              f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g})."]
+                              f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g}"
+                              + ("; reference is exactly 0" if w.reference_value == 0.0 else "") + ")."]
                 loc = a.localisations.get((c.method, c.reference)) if a else None
                 if loc is not None:
                     lines += [f"  Where: {loc.words}"]
@@ -289,7 +297,7 @@ def spectrum_sentence(a: CaseAnalysis) -> str:
         return a.spectrum_note[:1].upper() + a.spectrum_note[1:] + "." if a.spectrum_note else ""
     return (f"Spectrum of the {a.exact_name} Hessian: {s.positive} positive, {s.negative} negative, {s.zero} zero "
             f"eigenvalue(s) (|λ| ≤ {s.threshold:.1e} counts as zero), from {s.eigenvalues[0]:.3g} to "
-            f"{s.eigenvalues[-1]:.3g}: {s.kind}.")
+            f"{s.eigenvalues[-1]:.3g}: {a.point}.")
 
 
 def _markdown_spectrum(a: CaseAnalysis) -> list[str]:
@@ -377,17 +385,18 @@ def write_report(directory: Path, results: Sequence[Comparison], skipped: Sequen
     if unknown:
         raise UsageError(f"leading case(s) {', '.join(unknown)} are not among the cases reported")
     analyses = analyse(results, skipped, _ordered(cases, leading), matrices, show_progress=show_progress)
-    try:
-        written = [
-            write_json(directory / "results.json", results, skipped, analyses, leading),
-            write_markdown(directory / "report.md", results, skipped, cases, analyses, leading),
-        ]
-        if html:
-            written.append(write_html(directory / "report.html", results, skipped, cases, analyses, leading,
-                                      show_progress=show_progress))
-    except OSError as exc:
-        raise UsageError(f"--report {directory}: cannot write the report: {exc.strerror or exc}") from None
-    return written
+    # written into a fresh directory and moved in together: the three files always come from one run
+    with report_set(directory) as staging:
+        try:
+            write_json(staging / "results.json", results, skipped, analyses, leading, option="--report")
+            write_markdown(staging / "report.md", results, skipped, cases, analyses, leading)
+            if html:
+                write_html(staging / "report.html", results, skipped, cases, analyses, leading,
+                           show_progress=show_progress)
+        except OSError as exc:
+            raise UsageError(f"--report {directory}: cannot write the report: {exc.strerror or exc}") from None
+    names = ["results.json", "report.md"] + (["report.html"] if html else [])
+    return [directory / n for n in names]
 
 
 def _unique_ids(problems: Sequence[Problem]) -> list[Problem]:
@@ -435,5 +444,7 @@ def report_problems(directory: Path, problems: Sequence[Problem], *, leading: Se
             skipped.append({"case": p.id, "reason": "not_differentiable", "message": str(exc)})
         except OverflowReport as exc:
             skipped.append({"case": p.id, "reason": "overflow", "message": str(exc)})
+        except FunctionUnderTestError as exc:  # a sweep's function that failed on this problem
+            skipped.append({"case": p.id, "reason": "function_failed", "message": str(exc)})
     return write_report(directory, results, skipped, everything, matrices=kept,
                         leading=[p.id for p in everything[: len(leading)]], html=html, show_progress=show_progress)

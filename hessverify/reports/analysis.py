@@ -37,15 +37,15 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
-from hessverify.compare import TOLERANCES, Comparison, bound_for
+from hessverify.compare import BOUND_KEY, TOLERANCES, Comparison, pair_bound
 from hessverify.errors import HessverifyError
 from hessverify.forms import form_named
 from hessverify.model.problem import Problem
 from hessverify.registry import METHODS, methods_with_role
 from hessverify.reports.localise import Localisation, localise
 
-__all__ = ["MAX_SPECTRUM_PARAMS", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
-           "exact_dense", "inertia", "is_approximation", "zero_threshold"]
+__all__ = ["MAX_SPECTRUM_PARAMS", "STATIONARY_TOL", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
+           "exact_dense", "inertia", "is_approximation", "point_words", "zero_threshold"]
 
 MAX_SPECTRUM_PARAMS = 3000
 """Above this many parameters the report skips eigenvalues and approximations.
@@ -66,9 +66,13 @@ class Inertia:
 
     @property
     def kind(self) -> str:
-        """``"positive definite"``, ``"saddle (indefinite)"``, ... in words."""
+        """``"positive definite"``, ``"indefinite"``, ... in words: the matrix, not the point.
+
+        Whether the point is a saddle or an extremum also needs the gradient
+        to vanish there (:func:`point_words`).
+        """
         if self.negative and self.positive:
-            return "indefinite (a saddle)"
+            return "indefinite"
         if self.negative:
             return "negative definite" if not self.zero else "negative semidefinite"
         if self.positive:
@@ -80,6 +84,30 @@ class Inertia:
         return {"positive": self.positive, "negative": self.negative, "zero": self.zero,
                 "zero_threshold": self.threshold, "kind": self.kind,
                 "min": float(ev[0]) if ev.size else 0.0, "max": float(ev[-1]) if ev.size else 0.0}
+
+
+STATIONARY_TOL = 1e-8
+"""A point counts as stationary when ``|g|_2 <= STATIONARY_TOL`` (the lab's default tolerance)."""
+
+
+def point_words(s: Inertia, grad_norm: float | None) -> str:
+    """The spectrum's kind and what it says about the point: a saddle only where the gradient vanishes.
+
+    An indefinite Hessian at a point where ``|g| > STATIONARY_TOL`` says how
+    ``E`` curves there, not that the point is a saddle; nor is a positive
+    definite one a minimum.
+    """
+    if grad_norm is None:
+        return s.kind
+    g = f"|g| = {grad_norm:.2g}"
+    if grad_norm > STATIONARY_TOL:
+        what = {"indefinite": "so not a saddle"}.get(s.kind, "so not a minimum or maximum")
+        return f"{s.kind}; not a stationary point ({g}), {what}"
+    if s.negative and s.positive:
+        return f"indefinite at a stationary point ({g}): a saddle"
+    if s.zero:
+        return f"{s.kind} at a stationary point ({g}): degenerate, the second-order test cannot decide"
+    return f"{s.kind} at a stationary point ({g}): a {'maximum' if s.negative else 'minimum'}"
 
 
 def zero_threshold(problem: Problem, eigenvalues: FloatArray) -> float:
@@ -183,6 +211,12 @@ class CaseAnalysis:
     approximations: list[ApproximationSummary] = field(default_factory=list)
     localisations: dict[tuple[str, str], Localisation] = field(default_factory=dict)
     bounds: dict[tuple[str, str], FloatArray] = field(default_factory=dict)
+    grad_norm: float | None = None  # |g|_2 at the point: a saddle needs it to vanish
+
+    @property
+    def point(self) -> str:
+        """The spectrum's kind and what the point is (:func:`point_words`)."""
+        return point_words(self.spectrum, self.grad_norm) if self.spectrum is not None else ""
 
     @property
     def exact(self) -> FloatArray | None:
@@ -195,6 +229,8 @@ class CaseAnalysis:
             "n_params": p.n_params, "n_patterns": p.n_patterns,
             "spectrum_of": self.exact_name,
             "inertia": self.spectrum.to_dict() if self.spectrum else None,
+            "grad_norm": self.grad_norm,
+            "point": self.point or None,
             "approximations": [a.to_dict() for a in self.approximations],
         }
 
@@ -252,11 +288,15 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         A, R = mats.get(c.method), mats.get(c.reference)
         if A is None or R is None or is_approximation(c):
             continue
-        try:
-            bound, _ = bound_for(problem, c.reference, reference_error=mats.get(f"{c.reference}.error"),
-                                 rounding=rounding)
-        except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
-            continue
+        # the bound that decided the comparison, as verify_problem kept it; else the same derivation again
+        bound = mats.get(BOUND_KEY.format(method=c.method, reference=c.reference))
+        if bound is None:
+            try:
+                bound, _ = pair_bound(problem, c.method, c.reference, rounding=rounding,
+                                      method_error=mats.get(f"{c.method}.error"),
+                                      reference_error=mats.get(f"{c.reference}.error"))
+            except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
+                continue
         out.bounds[(c.method, c.reference)] = bound
         if not c.passed:
             # entries a diagonal or block method does not compute are not its errors
@@ -270,14 +310,30 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
         out.spectrum_note = (f"no spectrum: {problem.n_params} parameters is more than the {MAX_SPECTRUM_PARAMS} "
                              "an eigendecomposition in a report is allowed (hessverify.reports.analysis)")
         return out
-    ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+    except np.linalg.LinAlgError:  # entries near the float64 limit (a target of 1e308): no spectrum to draw
+        out.spectrum_note = "no spectrum: the eigenvalues of this Hessian do not converge in float64"
+        return out
     tau = zero_threshold(problem, ev)
+    if not np.isfinite(tau):  # the rounding bound overflows: no sign of an eigenvalue can be vouched for
+        out.spectrum_note = "no spectrum: the rounding bound of this Hessian overflows float64"
+        return out
     out.spectrum = inertia(H, tau)
+    from hessverify.model.forward import gradient
+
+    with np.errstate(all="ignore"):
+        out.grad_norm = float(np.linalg.norm(gradient(problem)))
     for m in methods_with_role("approximation"):
         try:
             value = raw_approximations[m.name] if m.name in raw_approximations else m.fn(problem)
         except HessverifyError as exc:
             out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary, error=str(exc)))
             continue
-        out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+        try:
+            out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+        except np.linalg.LinAlgError:
+            out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary,
+                                                           error="its eigenvalues do not converge in float64"))
     return out

@@ -206,6 +206,6 @@ def spectrum_png(analysis: CaseAnalysis) -> str | None:
     ax.set_xlabel("eigenvalue index (ascending)", fontsize=8)
     ax.set_ylabel("eigenvalue (symlog)", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.set_title(f"spectrum: {s.kind}", fontsize=9)
+    ax.set_title(f"spectrum: {analysis.point}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     return _png(fig)

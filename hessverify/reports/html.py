@@ -12,7 +12,7 @@ import numpy as np
 import html
 from collections.abc import Sequence
 
-from hessverify.compare import Comparison
+from hessverify.compare import Comparison, is_not_applicable, margin_text
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, is_approximation
 from hessverify.reports.localise import SHAPE_PHRASES
@@ -86,7 +86,7 @@ def _comparison_table(comps: Sequence[Comparison]) -> str:
             f"<tr><td>{_e(c.method)}</td><td>{_e(c.reference)}</td><td class='{cls}'>"
             f"{'pass' if c.passed else 'FAIL'}</td><td class='num'>{c.max_abs_error:.2e}</td>"
             f"<td class='num'>{c.max_rel_error:.2e}</td><td class='num'>{c.bound:.2e} ({_e(c.bound_kind)})</td>"
-            f"<td class='num'>{c.margin:.1e}</td><td><code>{_e(w.row)}</code> x <code>{_e(w.col)}</code></td>"
+            f"<td class='num'>{_e(margin_text(c))}</td><td><code>{_e(w.row)}</code> x <code>{_e(w.col)}</code></td>"
             f"<td class='num'>{w.value:.17g}</td><td class='num'>{w.reference_value:.17g}</td></tr>")
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -110,7 +110,8 @@ def _approximation_table(a: CaseAnalysis) -> str:
 
 
 def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Comparison],
-                  skipped: Sequence[dict[str, str]], leading: Sequence[str]) -> str:
+                  skipped: Sequence[dict[str, str]], leading: Sequence[str],
+                  unusable: Sequence[Comparison] = ()) -> str:
     from hessverify.reports import spectrum_sentence
     from hessverify.reports.figures import heatmaps_png, spectrum_png
 
@@ -126,6 +127,7 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
         out.append(f"<p class='skip'>Not compared: {_e(skip['message'])}</p></section>")
         return "\n".join(out)
     out.append(_comparison_table(comps))
+    out += [f"<p class='note'>{_e(c.reference)}: {_e(c.note)}</p>" for c in unusable]
     for c in comps:
         if c.passed:
             continue
@@ -137,7 +139,8 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
             words = words.replace(_e(phrase), f"<b>{_e(phrase)}</b>", 1)
         out.append(f"<div class='where'><b>{_e(c.method)} vs {_e(c.reference)}</b>: {c.failing_entries} entries "
                    f"over the bound; worst <code>{_e(w.row)}</code> x <code>{_e(w.col)}</code> "
-                   f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g}).<br>Where: {words}</div>")
+                   f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g}"
+                   + ("; reference is exactly 0" if w.reference_value == 0.0 else "") + f").<br>Where: {words}</div>")
     if a is not None:
         out.append("<h3>Hessian and errors</h3>")
         with np.errstate(over="ignore", invalid="ignore"):  # matplotlib's symlog ticks overflow harmlessly
@@ -167,7 +170,9 @@ def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str
     """The whole page as a string (``cases`` already in report order)."""
     from hessverify.reports import environment
 
-    results = [c for c in results if not is_approximation(c)]  # approximations have their own table
+    unusable = [c for c in results if is_not_applicable(c)]
+    # approximations have their own table; a reference that could not serve is a note, not a row
+    results = [c for c in results if not is_approximation(c) and not is_not_applicable(c)]
     by_id = {a.problem.id: a for a in analyses}
     n_fail = sum(not c.passed for c in results)
     env = environment()
@@ -187,7 +192,7 @@ def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str
               _summary_table(cases, results, skipped, leading)]
     for case in track(cases, "drawing", label=lambda c: c.id, enabled=show_progress):
         parts.append(_case_section(case, by_id.get(case.id), [c for c in results if c.case == case.id],
-                                   skipped, leading))
+                                   skipped, leading, [c for c in unusable if c.case == case.id]))
     env_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in env.items())
     parts += ["<h2>Environment</h2>", f"<table>{env_rows}</table>", "</body></html>"]
     return "\n".join(parts) + "\n"

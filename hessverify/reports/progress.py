@@ -27,7 +27,10 @@ def progress(total: int, description: str, *, enabled: bool | None = None,
     ``first`` labels the first item, before any tick.
     """
     if enabled is None:
-        enabled = sys.stdout.isatty()
+        try:
+            enabled = sys.stdout is not None and sys.stdout.isatty()
+        except (AttributeError, ValueError, OSError):  # closed or replaced standard output
+            enabled = False
     if not enabled or total < 1:
         yield lambda label="": None
         return

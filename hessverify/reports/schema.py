@@ -85,6 +85,8 @@ _CASE = {
         "n_patterns": {"type": "integer", "minimum": 1},
         "spectrum_of": {"type": ["string", "null"]},
         "inertia": {"oneOf": [{"type": "null"}, _INERTIA]},
+        "grad_norm": {"type": ["number", "null"]},
+        "point": {"type": ["string", "null"]},
         "approximations": {"type": "array", "items": {
             "type": "object", "required": ["name", "kind", "summary"],
             "properties": {"name": {"type": "string"}, "kind": {"enum": ["matrix", "vector", "blocks"]},
@@ -145,7 +147,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["case", "reason", "message"],
-                "properties": {"reason": {"enum": ["not_differentiable", "overflow"]}},
+                "properties": {"reason": {"enum": ["not_differentiable", "overflow", "function_failed"]}},
             },
         },
         "cases": {"type": "array", "items": _CASE},

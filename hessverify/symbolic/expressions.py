@@ -284,10 +284,14 @@ class Expression:
 
     def latex(self) -> str:
         """LaTeX in the lecture's notation (:math:`W^{(1)}_{01}`, :math:`\\delta^{(2)}_{0}`, ...)."""
-        names = dict(self.names or {})
-        names.update(latex_names(self.expr.free_symbols))
-        body = sympy.latex(self.expr, symbol_names=names)
+        body = self.rhs_latex()
         return f"{self.label_latex} = {body}" if self.label_latex else body
+
+    def rhs_latex(self) -> str:
+        """The right-hand side alone in LaTeX (for an ``aligned`` block: ``lhs &= rhs``)."""
+        names = latex_names(self.expr.free_symbols)
+        names.update(self.names or {})  # given names win: the Rojas notation renames z to o
+        return sympy.latex(self.expr, symbol_names=names)
 
     def _repr_latex_(self) -> str:
         return f"$\\displaystyle {self.latex()}$"

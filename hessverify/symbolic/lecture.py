@@ -68,7 +68,28 @@ from hessverify.symbolic.expressions import (
     latex_names,
 )
 
-__all__ = ["Expression", "LectureNetwork", "derive"]
+__all__ = ["FORMS", "MAX_DIGITS", "TEXTBOOK", "Expression", "LectureNetwork", "aligned", "check_digits", "derive"]
+
+MAX_DIGITS = 1000
+"""Most significant digits ``derive`` evaluates to (mpmath's cost grows faster than linearly in them)."""
+
+_Z = sympy.Symbol("z", real=True)
+
+TEXTBOOK: dict[str, tuple[sympy.Expr, sympy.Expr]] = {
+    # activation: (f'(a), f''(a)) written in the unit's output z = f(a), as textbooks do.
+    # Presentation only: the references use sympy.diff of the activation table's expr, and
+    # tests/symbolic/test_lecture_forms.py holds each row against it.
+    "identity": (sympy.Integer(1), sympy.Integer(0)),
+    "sigmoid": (_Z * (1 - _Z), _Z * (1 - _Z) * (1 - 2 * _Z)),  # Rojas 1996, eq. 7.4: s' = s(1 - s)
+    "tanh": (1 - _Z**2, -2 * _Z * (1 - _Z**2)),
+    "softplus": (1 - sympy.exp(-_Z), sympy.exp(-_Z) * (1 - sympy.exp(-_Z))),  # sigma(a) = 1 - e^{-z}
+}
+"""Textbook forms of the derivatives, in ``z``: :math:`\\sigma' = z(1 - z)`, :math:`\\tanh' = 1 - z^2`."""
+
+FORMS = ("a", "z", "rojas")
+"""How :class:`LectureNetwork` writes ``f'`` and ``f''``: in the net input ``a`` (default, as the
+activation table has them); in the output ``z`` where :data:`TEXTBOOK` has a form (``"z"``); or the
+same with Rojas's name ``o`` for a unit's output, :math:`o(1 - o)` (``"rojas"``, Rojas 1996, ch. 7)."""
 
 
 def _tex(name: str) -> str:
@@ -86,29 +107,42 @@ class LectureNetwork:
         The architecture (sizes, activations, biases).
     loss:
         A name from the loss table (``"sse"``, ``"cross_entropy"``, ...).
+    form:
+        How :meth:`definitions` writes ``f'`` and ``f''`` (:data:`FORMS`): ``"a"``, in
+        the net input; ``"z"``, the textbook forms in the output (:data:`TEXTBOOK`);
+        ``"rojas"``, the same with outputs named ``o``.
+
+    Examples
+    --------
+    >>> net = LectureNetwork.from_sizes([1, 1], activation="sigmoid", form="rojas")
+    >>> [str(d) for d in net.definitions()][1:4]
+    ['o1[0] = 1/(1 + exp(-a1[0]))', 'fp1[0] = o1[0]*(1 - o1[0])', 'fpp1[0] = o1[0]*(1 - 2*o1[0])*(1 - o1[0])']
     """
 
     arch: Architecture
     loss: str = "sse"
+    form: str = "a"
     symbols: NetworkSymbols = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise ValueError(f"form {self.form!r}: choose one of {', '.join(FORMS)}")
         self.symbols = NetworkSymbols(self.arch)
 
     @classmethod
     def from_sizes(cls, sizes: Sequence[int], activation: str = "sigmoid", output_activation: str | None = None,
-                   loss: str = "sse", bias: bool = True) -> LectureNetwork:
+                   loss: str = "sse", bias: bool = True, form: str = "a") -> LectureNetwork:
         """``from_sizes([2, 2, 1], "sigmoid")``: the XOR network; ``output_activation`` defaults to ``activation``."""
         if len(sizes) < 2:
             raise ValueError(f"sizes {list(sizes)}: give the input size and at least one layer")
         acts = [activation] * (len(sizes) - 2) + [output_activation or activation]
         return cls(Architecture(sizes[0], tuple(Layer(u, a, bias) for u, a in zip(sizes[1:], acts, strict=True))),
-                   loss)
+                   loss, form)
 
     @classmethod
-    def from_case(cls, problem: Problem) -> LectureNetwork:
+    def from_case(cls, problem: Problem, form: str = "a") -> LectureNetwork:
         """The network and loss of a case (the data and weights stay with the case, for :meth:`value`)."""
-        return cls(problem.architecture, problem.loss)
+        return cls(problem.architecture, problem.loss, form)
 
     # -- explicit closed forms ---------------------------------------------------------------------------
 
@@ -149,14 +183,14 @@ class LectureNetwork:
     def backprop_gradient(self, p: str) -> Expression:
         """:math:`\\partial e/\\partial p = \\delta_k z_j` in backprop notation."""
         self._param(p)
-        return Expression(formulas.gradient_entry(self.symbols, p), f"de/d{p}",
-                          f"\\frac{{\\partial e}}{{\\partial {_tex(p)}}}")
+        return self._present(Expression(formulas.gradient_entry(self.symbols, p), f"de/d{p}",
+                                        f"\\frac{{\\partial e}}{{\\partial {_tex(p)}}}"))
 
     def backprop_hessian(self, p: str, q: str) -> Expression:
         """:math:`\\partial^2 e/\\partial p\\,\\partial q` by the general formula, in a, z, f', f'' and delta."""
         self._param(p), self._param(q)
         expr = formulas.expand(formulas.entry(self.symbols, p, q), self._definitions, self._keep)
-        return Expression(sympy.factor_terms(expr), *self._labels(p, q))
+        return self._present(Expression(sympy.factor_terms(expr), *self._labels(p, q)))
 
     def definitions(self, expression: Expression | None = None) -> list[Expression]:
         """What the names stand for: ``a = W z + b``, ``z = f(a)``, ``f'``, ``f''``, ``delta``.
@@ -175,11 +209,43 @@ class LectureNetwork:
                 wanted.add(sym)
                 stack.extend(formulas.expand(self._definitions[sym], self._definitions, keep).free_symbols)
         out = []
+        textbook = self._textbook
         for sym, rhs in self._definitions.items():
             if sym in keep and sym not in set(self.symbols.params) and (wanted is None or sym in wanted):
-                out.append(Expression(formulas.expand(rhs, self._definitions, keep), sym.name,
-                                      latex_names([sym]).get(sym, sympy.latex(sym))))
+                rhs = textbook[sym] if sym in textbook else formulas.expand(rhs, self._definitions, keep)
+                out.append(self._present(Expression(rhs, sym.name, latex_names([sym]).get(sym, sympy.latex(sym)))))
         return out
+
+    @cached_property
+    def _textbook(self) -> dict[sympy.Symbol, sympy.Expr]:
+        """``fp`` and ``fpp`` symbols written in their unit's output, for the forms ``z`` and ``rojas``."""
+        if self.form == "a":
+            return {}
+        s, out = self.symbols, {}
+        for l, layer in enumerate(self.arch.layers, start=1):
+            if layer.activation not in TEXTBOOK:
+                continue  # no textbook form: keep the net-input form of the table
+            d1, d2 = TEXTBOOK[layer.activation]
+            for i in range(layer.units):
+                out[s.fp[l][i]] = d1.subs(_Z, s.z[l][i])
+                out[s.fpp[l][i]] = d2.subs(_Z, s.z[l][i])
+        return out
+
+    @cached_property
+    def _rojas(self) -> dict[sympy.Symbol, sympy.Symbol]:
+        """``z1[0] -> o1[0]``: Rojas's name for a unit's output (form ``rojas``)."""
+        if self.form != "rojas":
+            return {}
+        return {z: sympy.Symbol("o" + z.name[1:], real=True) for layer in self.symbols.z[1:] for z in layer}
+
+    def _present(self, e: Expression) -> Expression:
+        if not self._rojas:
+            return e
+        label = e.label
+        if label.startswith("z") and sympy.Symbol(label, real=True) in self._rojas:
+            label = "o" + label[1:]
+        names = {o: latex_names([z])[z].replace("z", "o", 1) for z, o in self._rojas.items()}
+        return Expression(e.expr.xreplace(self._rojas), label, e.label_latex.replace("z^", "o^"), names)
 
     # -- values at a case ---------------------------------------------------------------------------------
 
@@ -193,8 +259,9 @@ class LectureNetwork:
         args = list(s.params) + list(s.x) + list(s.t)
         defs = self._definitions
         fn = self._mpmath_program
-        syms = sorted(expression.expr.free_symbols, key=str)
-        f = sympy.lambdify(syms, expression.expr, modules="mpmath")
+        expr = expression.expr.xreplace({o: z for z, o in self._rojas.items()})  # Rojas's o is z
+        syms = sorted(expr.free_symbols, key=str)
+        f = sympy.lambdify(syms, expr, modules="mpmath")
         with mpmath.workdps(digits):
             weights = [mpmath.mpf(float(w)) for w in problem.params]
             total = mpmath.mpf(0)
@@ -225,11 +292,42 @@ class LectureNetwork:
         return f"d2e/d{p}d{q}", f"\\frac{{\\partial^{{2}} e}}{{\\partial {_tex(p)}\\,\\partial {_tex(q)}}}"
 
 
+def check_digits(digits: int) -> None:
+    """A one-line :class:`~hessverify.errors.UsageError` unless ``16 <= digits <=`` :data:`MAX_DIGITS`."""
+    from hessverify.errors import UsageError
+
+    if digits < 16:
+        raise UsageError(f"--digits {digits}: use at least 16 (float64 has about 16)")
+    if digits > MAX_DIGITS:
+        raise UsageError(f"--digits {digits}: use at most {MAX_DIGITS} (the cost grows faster than the digits)")
+
+
+def aligned(expressions: Sequence[Expression]) -> str:
+    r"""The expressions as one LaTeX ``aligned`` block for a slide: ``lhs &= rhs`` a line.
+
+    Examples
+    --------
+    >>> net = LectureNetwork.from_sizes([1, 1], activation="tanh", form="z")
+    >>> g = net.backprop_gradient("b1[0]")
+    >>> print(aligned([g] + net.definitions(g)))
+    \begin{aligned}
+    \frac{\partial e}{\partial b^{(1)}_{0}} &= \delta^{(1)}_{0} \\
+    a^{(1)}_{0} &= W^{(1)}_{00} x_{0} + b^{(1)}_{0} \\
+    z^{(1)}_{0} &= \tanh{\left(a^{(1)}_{0} \right)} \\
+    f_{1}'(a^{(1)}_{0}) &= 1 - \left(z^{(1)}_{0}\right)^{2} \\
+    \delta^{(1)}_{0} &= f_{1}'(a^{(1)}_{0}) \left(- t_{0} + z^{(1)}_{0}\right)
+    \end{aligned}
+    """
+    lines = [f"{e.label_latex or ''} &= {e.rhs_latex()}" for e in expressions]
+    return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
+
+
 def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, explicit: bool = False,
-           digits: int = 50) -> str:
+           digits: int = 50, form: str = "a") -> str:
     """The text of ``hessverify derive``: the closed form of one entry and its value at the case's point.
 
-    One name gives a gradient entry, two names a Hessian entry.  Raises
+    One name gives a gradient entry, two names a Hessian entry; ``form`` writes
+    ``f'`` and ``f''`` in ``a``, ``z`` or Rojas's ``o`` (:data:`FORMS`).  Raises
     :class:`~hessverify.errors.UsageError` naming a bad parameter name.
 
     Examples
@@ -253,8 +351,10 @@ def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, expli
     if len(names) not in (1, 2):
         raise UsageError(f"--entry takes one parameter name (a gradient entry) or two (a Hessian entry), "
                          f"got {len(names)}")
-    if digits < 16:
-        raise UsageError(f"--digits {digits}: use at least 16 (float64 has about 16)")
+    check_digits(digits)
+    from hessverify.budget import check_derive
+
+    check_derive(problem, explicit=explicit)
     arch = problem.architecture
     for name in names:
         try:
@@ -262,7 +362,9 @@ def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, expli
         except (KeyError, IndexError) as exc:
             raise UsageError(f"{exc.args[0]} (run 'hessverify params {problem.source or problem.id}' "
                              "to list the names)") from None
-    net = LectureNetwork.from_case(problem)
+    if form not in FORMS:
+        raise UsageError(f"--form {form!r}: choose one of {', '.join(FORMS)}")
+    net = LectureNetwork.from_case(problem, form)
     if len(names) == 1:
         title = f"dE/d{names[0]}"
         formula, direct = net.backprop_gradient(names[0]), (net.gradient(names[0]) if explicit else None)

@@ -51,6 +51,7 @@ import numpy as np
 import sympy
 
 from hessverify._typing import FloatArray
+from hessverify.budget import estimated_cost  # the cost model lives with the other budgets
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
@@ -207,18 +208,6 @@ def exact_allowed(problem: Problem) -> bool:
             return False
     y, t, e, _, _ = loss_derivatives(problem.loss, problem.architecture.outputs)
     return bool(e.is_polynomial(*y))
-
-
-def estimated_cost(problem: Problem) -> int:
-    """Approximate count of mpmath operations of :func:`hessian_mpmath`: ``N (P + 2 W^2)``.
-
-    ``P`` is estimated without building the program, as ``sum_l u_l^3`` plus
-    the forward pass; the ``2 W^2`` is the two terms of the block formula.
-    """
-    arch = problem.architecture
-    units = [layer.units for layer in arch.layers]
-    program_size = sum(u**3 for u in units) * arch.depth + arch.n_params * 4
-    return problem.n_patterns * (program_size + 2 * arch.n_params**2)
 
 
 def small_enough(problem: Problem) -> bool:

@@ -2,18 +2,34 @@
 
 Run (not part of CI; see docs/trust.md)::
 
-    python -m hessverify.trust.false_alarms --problems 10000 --seed 0
+    python -m hessverify.trust.false_alarms --problems 10000 --seed 0 --special-share 0.5
 
 For each problem it computes every exact method in the registry (and
 ``torch.func.hessian`` of an independent PyTorch implementation, where torch
-is installed) and compares each with ``autograd`` and ``complex_step`` under
-the derived bounds.  It prints the number of failures (the target is 0) and
-the margin: the largest observed error divided by its bound.
+is installed, twice where the network has gelu: with a stable gelu and with
+PyTorch's own ``F.gelu``) and compares each with ``autograd`` and
+``complex_step``, and ``complex_step`` with ``autograd``, each side under its
+own bound (:func:`hessverify.compare.pair_bound`).  A reference that cannot
+serve at a problem (NaN or inf where the network is finite) is counted as
+not applicable there, never as an alarm.  It prints the number of failures
+(the target is 0 for hessverify's own methods and references) and the
+margin: the largest observed error divided by its bound.
 
-The random problems: 1-3 layers of 1-4 units, 1-4 inputs, 1-6 patterns,
-every activation and loss, weights ``10^U(-8, log10 50) * U(-1, 1)``, inputs
-``10^U(-3, 3) * U(-1, 1)``, drawn from ``numpy.random.default_rng(seed)``.
+Two kinds of problem, drawn from ``numpy.random.default_rng(seed)``; every
+architecture has 1-3 layers of 1-4 units, 1-4 inputs, 1-6 patterns, every
+activation and loss:
+
+* log-uniform (:func:`random_problem`): weights ``10^U(-8, log10 50) *
+  U(-1, 1)``, inputs ``10^U(-3, 3) * U(-1, 1)``;
+* special values (:func:`special_problem`, a share ``--special-share`` of
+  the problems): the values a shrinker goes to and a person writes by hand,
+  which the log-uniform draw never produces: exact zeros in weights, biases,
+  inputs and targets, whole zero layers, ``+-1``, halves, small integers,
+  dead relu units and saturated sigmoid/tanh units, repeated patterns, one
+  pattern with the mean.
+
 Points at a relu kink or that overflow are counted apart, never compared.
+``--save DIR`` writes each problem with an alarm as a case file.
 """
 
 from __future__ import annotations
@@ -22,11 +38,12 @@ import argparse
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 from hessverify.bounds import rounding_bound
-from hessverify.compare import compare, compare_entries
+from hessverify.compare import compare, compare_entries, pair_bound
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.losses import LOSSES, valid_targets
@@ -35,8 +52,22 @@ from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references import torch_ref
 from hessverify.registry import METHODS, methods_with_role
+from hessverify.verify import not_applicable_reason
 
-__all__ = ["random_problem", "run"]
+__all__ = ["SPECIAL_VALUES", "random_problem", "run", "special_problem"]
+
+SPECIAL_VALUES = (0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 0.25, 4.0, -4.0)
+"""The values a shrinker produces and people write: zero, units, halves, small integers."""
+
+TORCH = "torch.func.hessian"
+TORCH_BUILTIN_GELU = "torch.func.hessian (F.gelu)"
+
+
+def _architecture(rng: np.random.Generator, no_bias: float) -> Architecture:
+    n_in = int(rng.integers(1, 5))
+    layers = tuple(Layer(int(rng.integers(1, 5)), str(rng.choice(sorted(ACTIVATIONS))), bool(rng.random() > no_bias))
+                   for _ in range(int(rng.integers(1, 4))))
+    return Architecture(n_in, layers)
 
 
 def random_problem(rng: np.random.Generator, index: int) -> Problem:
@@ -52,17 +83,79 @@ def random_problem(rng: np.random.Generator, index: int) -> Problem:
     return Problem(arch, loss, theta, x, t, str(rng.choice(["sum", "mean"])), id=f"random-{index}")
 
 
-def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def _special(rng: np.random.Generator, shape: tuple[int, ...] | int, p: float) -> np.ndarray:
+    """Special values with probability ``p`` each, else a plain draw from U(-2, 2)."""
+    plain = rng.uniform(-2.0, 2.0, shape)
+    special = rng.choice(np.array(SPECIAL_VALUES), shape)
+    return np.where(rng.random(shape) < p, special, plain)
+
+
+def special_problem(rng: np.random.Generator, index: int) -> Problem:
+    """A problem made of special values (module text): the false alarms' own ground."""
+    arch = _architecture(rng, no_bias=0.6)  # no biases more often: what a shrinker leaves
+    loss = str(rng.choice(sorted(LOSSES)))
+    p = float(rng.choice([0.5, 0.8, 1.0]))
+    parts = []
+    for index_l, layer in enumerate(arch.layers, start=1):
+        fan = arch.fan_in(index_l)
+        W = _special(rng, (layer.units, fan), p)
+        b = _special(rng, layer.units, p)
+        r = rng.random()
+        if r < 0.15:  # a whole layer of zeros
+            W[:] = 0.0
+            b[:] = 0.0
+        elif r < 0.25 and layer.activation == "relu":  # dead units: a large negative bias
+            b[:] = -float(rng.choice([10.0, 100.0]))
+            W[:] = float(rng.choice([0.0, 0.5]))
+        elif r < 0.35 and layer.activation in ("sigmoid", "tanh", "softplus", "silu", "gelu"):
+            W *= float(rng.choice([10.0, 30.0]))  # saturated units
+        parts.append(W.reshape(-1))
+        if layer.bias:
+            parts.append(b)
+    theta = np.concatenate(parts)
+    if rng.random() < 0.2:
+        n, reduction = 1, "mean"  # one pattern with the mean
+    else:
+        n, reduction = int(rng.integers(1, 4)), str(rng.choice(["sum", "mean"]))
+    x = _special(rng, (n, arch.inputs), p)
+    if n > 1 and rng.random() < 0.3:
+        x[1:] = x[0]  # repeated patterns
+    k = arch.outputs
+    if loss == "cross_entropy":
+        t = np.zeros((n, k))
+        one_hot = rng.random() < 0.5
+        for row in range(n):
+            if one_hot:
+                t[row, int(rng.integers(k))] = 1.0
+            else:
+                t[row] = 1.0 / k
+    elif loss == "binary_cross_entropy":
+        t = rng.choice(np.array([0.0, 1.0, 0.5]), (n, k))
+    else:
+        t = _special(rng, (n, k), max(p, 0.8))
+    return Problem(arch, loss, theta, x, t, reduction, id=f"special-{index}")
+
+
+def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout,  # type: ignore[no-untyped-def]
+        special_share: float = 0.5, save: Path | None = None) -> dict:  # type: ignore[type-arg]
     rng = np.random.default_rng(seed)
+    # which kind each problem is comes from a stream of its own, so that with no special share the
+    # log-uniform problems are exactly those of earlier runs with the same seed
+    chooser = np.random.default_rng([seed, 1])
     exact = [m.name for m in methods_with_role("method")]
     with_torch = use_torch and torch_ref.available()
-    candidates_names = exact + (["torch.func.hessian"] if with_torch else [])
+    candidates_names = exact + ["complex_step"] + ([TORCH, TORCH_BUILTIN_GELU] if with_torch else [])
     counts: Counter[str] = Counter()
     worst: dict[str, tuple[float, str]] = {}
     failures: Counter[str] = Counter()
+    failed_problems: Counter[str] = Counter()
+    not_applicable: Counter[str] = Counter()
     start = time.perf_counter()
     for i in range(problems):
-        p = random_problem(rng, i)
+        special = bool(chooser.random() < special_share)
+        p = special_problem(rng, i) if special else random_problem(rng, i)
+        draw = "special" if special else "log-uniform"
+        counts[f"drawn {draw}"] += 1
         try:
             ensure_well_posed(p)
         except NotDifferentiableError:
@@ -72,33 +165,65 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout) -> dic
             counts["overflow"] += 1
             continue
         B = rounding_bound(p)
-        refs = {"autograd": METHODS["autograd"].fn(p), "complex_step": METHODS["complex_step"].fn(p)}
-        candidates = {name: (METHODS[name].kind, METHODS[name].fn(p)) for name in exact}
+        refs: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        for ref_name in ("autograd", "complex_step"):
+            m = METHODS[ref_name]
+            value, err = m.with_error(p) if m.with_error is not None else (m.fn(p), None)
+            if not_applicable_reason(p, ref_name, value, err) is not None:
+                not_applicable[ref_name] += 1
+                continue
+            refs[ref_name] = (value, err)
+        candidates = {name: (METHODS[name].kind, METHODS[name].fn(p), None) for name in exact}
+        if "complex_step" in refs:
+            candidates["complex_step"] = ("matrix", *refs["complex_step"])
         if with_torch:
-            candidates["torch.func.hessian"] = ("matrix", torch_ref.hessian(p))
+            candidates[TORCH] = ("matrix", torch_ref.hessian(p), None)
+            if any(layer.activation == "gelu" for layer in p.architecture.layers):
+                candidates[TORCH_BUILTIN_GELU] = ("matrix", torch_ref.hessian(p, builtin_gelu=True), None)
+            else:
+                candidates[TORCH_BUILTIN_GELU] = candidates[TORCH]
         counts["problems"] += 1
-        for name, (kind, A) in candidates.items():
-            for ref_name, R in refs.items():
+        counts[f"compared {draw}"] += 1
+        alarmed = False
+        for name, (kind, A, own) in candidates.items():
+            for ref_name, (R, err) in refs.items():
+                if ref_name == name:
+                    continue
+                bound, bound_kind = pair_bound(p, name, ref_name, method_error=own, reference_error=err, rounding=B)
                 if kind == "matrix":
-                    c = compare(p, name, ref_name, A, R, B, "rounding")
+                    c = compare(p, name, ref_name, A, R, bound, bound_kind)
                 else:
-                    c = compare_entries(p, name, ref_name, kind, A, R, B, "rounding")
+                    c = compare_entries(p, name, ref_name, kind, A, R, bound, bound_kind)
                 counts["comparisons"] += 1
                 if c.margin > worst.get(name, (0.0, ""))[0]:
                     worst[name] = (c.margin, f"{p!r} vs {ref_name} at {c.worst_entry.row} x {c.worst_entry.col}")
                 if not c.passed:
-                    counts["failures"] += 1
                     failures[name] += 1
-                    print(f"FALSE ALARM {p!r}: {name} vs {ref_name}: {c.worst_entry}", file=out)
+                    if name not in (TORCH, TORCH_BUILTIN_GELU):
+                        counts["failures"] += 1
+                    w = c.worst_entry
+                    rel = w.abs_error / abs(w.reference_value) if w.reference_value else float("inf")
+                    print(f"FALSE ALARM {p!r} ({draw}): {name} vs {ref_name} at {w.row} x {w.col}: "
+                          f"{w.value:.17g} vs {w.reference_value:.17g}, |error| {w.abs_error:.3g} "
+                          f"({rel:.3g} relative), bound {w.bound:.3g}", file=out)
+                    alarmed = True
+        if alarmed:
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                (save / f"{p.id}.toml").write_text(p.to_toml(), encoding="utf-8")
+            failed_problems[draw] += 1
     elapsed = time.perf_counter() - start
-    summary = {"problems_drawn": problems, "compared": counts["problems"], "comparisons": counts["comparisons"],
-               "failures": counts["failures"], "not_differentiable": counts["not_differentiable"],
-               "overflow": counts["overflow"], "seconds": round(elapsed, 1),
+    summary = {"problems_drawn": problems, "drawn_special": counts["drawn special"],
+               "drawn_log_uniform": counts["drawn log-uniform"], "compared": counts["problems"],
+               "compared_special": counts["compared special"], "comparisons": counts["comparisons"],
+               "failures": counts["failures"], "problems_with_an_alarm": dict(failed_problems),
+               "not_differentiable": counts["not_differentiable"], "overflow": counts["overflow"],
+               "reference_not_applicable": dict(not_applicable), "seconds": round(elapsed, 1),
                "per_method": {name: {"failures": failures[name], "largest_margin": worst.get(name, (0.0, ""))[0],
                                      "at": worst.get(name, (0.0, ""))[1]} for name in candidates_names}}
     for k, v in summary.items():
         if k != "per_method":
-            print(f"{k:20s} {v}", file=out)
+            print(f"{k:26s} {v}", file=out)
     print("\n| method | false alarms | largest error / bound |", file=out)
     print("| --- | --- | --- |", file=out)
     for name, row in summary["per_method"].items():
@@ -110,9 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--special-share", type=float, default=0.5, metavar="F",
+                    help="share of the problems drawn from special values (default 0.5)")
+    ap.add_argument("--save", type=Path, default=None, metavar="DIR",
+                    help="write every problem with an alarm as a case file into DIR")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
-    summary = run(args.problems, args.seed, not args.no_torch)
+    if not 0.0 <= args.special_share <= 1.0:
+        ap.error(f"--special-share {args.special_share}: must be between 0 and 1")
+    summary = run(args.problems, args.seed, not args.no_torch, special_share=args.special_share, save=args.save)
     return 1 if summary["failures"] else 0
 
 

@@ -35,3 +35,49 @@ def test_agrees_with_numdifftools(case_id: str) -> None:
     # numdifftools' own error estimate is sometimes zero, so hold both to ours plus theirs
     allowed = FD_SAFETY * (est + 0.5 * (theirs.error_estimate + theirs.error_estimate.T)) + 1e-12 * np.abs(ours).max()
     assert np.all(np.abs(ours - J) <= allowed)
+
+
+def test_steps_outside_the_asymptotic_range_are_not_trusted() -> None:
+    """Found by the special-value property: weights of 40 through identity layers into a softmax."""
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.symbolic.reference import hessian as gold
+
+    arch = Architecture(3, (Layer(1, "identity", False), Layer(2, "identity", False), Layer(2, "identity", False)))
+    p = hessverify.Problem(arch, "cross_entropy", np.array([40.0, 0, 0, 0, 40, 0, 0, 0, 0]),
+                           np.array([[2.0, 0, 0]]), np.array([[0.5, 0.5]]), "sum", id="steep-softmax")
+    ours, est = richardson.hessian_with_error(p)
+    wrong = np.abs(ours - gold(p)) > FD_SAFETY * np.where(np.isinf(est), 0.0, est)
+    assert np.any(wrong & np.isinf(est))  # richardson is far off there (16 %) ...
+    assert not np.any(wrong & np.isfinite(est))  # ... and says so: no finite estimate is wrong
+    results = hessverify.verify_problem(p, methods=["backprop"], references=["richardson"])
+    assert results[0].passed and results[0].unchecked_entries > 0 and "not trusted" in results[0].note
+
+
+def test_extrapolation_that_does_not_shrink_the_differences_is_not_trusted() -> None:
+    """Found by the special-value property: a gelu network behind weights of 20 to 60."""
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.symbolic.reference import hessian as gold
+
+    arch = Architecture(3, (Layer(2, "identity", False), Layer(3, "identity", False), Layer(3, "gelu", False)))
+    theta = np.zeros(21)
+    theta[[4, 5, 14, 17]] = [10.0, 20.0, 40.0, 60.0]
+    p = hessverify.Problem(arch, "sse", theta, np.array([[0.0, 1.35232353, 0.2936819]]),
+                           np.array([[-2.0, -0.5, 0.0]]), "sum", id="steep-gelu")
+    ours, est = richardson.hessian_with_error(p)
+    i = p.param_names.index("W2[2,1]")
+    assert abs(ours[i, i] - gold(p)[i, i]) > 1e4 and np.isinf(est[i, i])  # 4.6 % off, and not trusted
+    assert np.all(np.abs(ours - gold(p))[np.isfinite(est)] <= FD_SAFETY * est[np.isfinite(est)])
+
+
+def test_the_estimate_covers_a_steep_network_where_the_h4_term_does_not_rule() -> None:
+    """Found by the special-value property: weights of 60 into softplus and gelu; /15 was 8 times too small."""
+    from pathlib import Path
+
+    from hessverify.symbolic.reference import hessian as gold
+
+    p = hessverify.load_case(Path(__file__).parent / "data" / "steep-softplus-gelu.toml")
+    ours, est = richardson.hessian_with_error(p)
+    checked = np.isfinite(est)
+    assert np.all(np.abs(ours - gold(p))[checked] <= FD_SAFETY * est[checked])
+    results = hessverify.verify_problem(p, methods=["backprop"], references=["richardson"])
+    assert results[0].passed

@@ -24,8 +24,35 @@ def test_saddle_has_both_signs_and_zeros() -> None:
     s = a.spectrum
     assert s is not None
     assert (s.positive, s.negative, s.zero) == (4, 3, 6)
-    assert s.kind == "indefinite (a saddle)"
+    assert s.kind == "indefinite"
     assert s.positive + s.negative + s.zero == p.n_params
+    # a saddle because the gradient vanishes here, by autograd's independent gradient
+    from hessverify.references.autograd_ref import gradient as autograd_gradient
+
+    assert np.linalg.norm(autograd_gradient(p)) < 1e-12
+    assert a.grad_norm is not None and a.grad_norm < 1e-12
+    assert a.point.endswith(": a saddle")
+
+
+def test_indefinite_away_from_a_stationary_point_is_not_called_a_saddle() -> None:
+    from hessverify.references.autograd_ref import gradient as autograd_gradient
+
+    p = _case("xor-2-2-1-sigmoid")
+    a = analyse_case(p, [], None)
+    assert a.spectrum is not None and a.spectrum.negative and a.spectrum.positive
+    assert np.linalg.norm(autograd_gradient(p)) > 1e-3
+    assert "saddle" not in a.point.replace("so not a saddle", "")
+    assert a.point.startswith("indefinite; not a stationary point (|g| = ")
+    assert a.to_dict()["point"] == a.point
+
+
+@pytest.mark.parametrize("diag, grad, words", [
+    ([1.0, 2.0], 0.0, "a minimum"), ([-1.0, -2.0], 0.0, "a maximum"), ([-1.0, 0.0], 0.0, "degenerate"),
+    ([1.0, 2.0], 0.5, "so not a minimum or maximum"), ([-1.0, 2.0], 1e-9, "a saddle")])
+def test_point_words_need_the_gradient(diag: list[float], grad: float, words: str) -> None:
+    from hessverify.reports.analysis import point_words
+
+    assert words in point_words(inertia(np.diag(diag), 1e-12), grad)
 
 
 def test_zero_threshold_covers_rounding_and_solver() -> None:
@@ -115,3 +142,27 @@ def test_approximation_records_stay_out_of_the_verdicts(monkeypatch: pytest.Monk
     assert "| case | backprop |" in md
     assert "| approx | backprop |" not in md
     assert "| approx | matrix | " in md  # it is in the approximations table instead
+
+
+def test_the_rings_use_exactly_the_bound_that_decided() -> None:
+    """The bound kept for a comparison is the one it was decided by: fd's includes its own estimate."""
+    import hessverify
+    from hessverify.compare import BOUND_KEY
+    from hessverify.references.finite_differences import FD_SAFETY
+    from hessverify.reports.analysis import analyse_case
+
+    case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    kept: dict = {}
+    comps = hessverify.verify_problem(case, methods=["backprop", "fd"], references=["autograd", "fd", "symbolic"],
+                                      matrices=kept)
+    a = analyse_case(case, comps, kept)
+    for c in comps:
+        key = (c.method, c.reference)
+        if key in a.bounds:
+            np.testing.assert_array_equal(a.bounds[key], kept[BOUND_KEY.format(method=c.method, reference=c.reference)])
+            # the worst entry's bound in the comparison is the ringed bound at that entry
+            i, j = case.param_names.index(c.worst_entry.row), case.param_names.index(c.worst_entry.col)
+            assert a.bounds[key][i, j] == c.worst_entry.bound
+    fd_bound = a.bounds[("backprop", "fd")]
+    assert np.all(fd_bound >= FD_SAFETY * kept["fd.error"])
+    assert ("fd", "autograd") in a.bounds and np.all(a.bounds[("fd", "autograd")] >= FD_SAFETY * kept["fd.error"])

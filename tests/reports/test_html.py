@@ -42,7 +42,7 @@ def test_same_content_as_markdown(page: str, small_cases) -> None:
     for c in small_cases:
         assert f'<section id="{c.id}">' in page
     assert page.count("<b>one whole block</b>") >= 3  # the planted bug, localised in every case
-    assert "indefinite (a saddle)" in page
+    assert "indefinite at a stationary point (|g| = 2e-15): a saddle" in page
     assert "test-diagonal" in page and "test-blocks" in page
 
 

@@ -51,5 +51,5 @@ def test_one_section_per_case_with_localisation(md: str, small_cases) -> None:
 
 def test_saddle_shows_in_the_inertia(md: str) -> None:
     section = md.split("\n## saddle-2-3-1-tanh-zero\n", 1)[1].split("\n## ", 1)[0]
-    assert "indefinite (a saddle)" in section
+    assert "indefinite at a stationary point (|g| = 2e-15): a saddle" in section
     assert "| test-diagonal | vector |" in section and "| test-blocks | blocks |" in section

@@ -66,3 +66,25 @@ def test_schema_rejects_broken_documents(doc: dict, breakage: str) -> None:
         bad["schema_version"] = "0.0"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, RESULTS_SCHEMA)
+
+
+def test_a_reference_that_cannot_serve_is_a_valid_record(tmp_path: Path) -> None:
+    """complex_step is NaN at net inputs near 700: a not-applicable record, counted apart, schema-valid."""
+    import numpy as np
+
+    import hessverify
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.reports import write_report
+
+    arch = Architecture(1, (Layer(1, "tanh", False), Layer(1, "identity", False)))
+    case = hessverify.Problem(arch, "sse", np.array([1.0, 0.5]), np.array([[700.0]]), np.array([[0.3]]), "sum",
+                              id="tanh-at-700")
+    kept: dict = {}
+    results = hessverify.verify_problem(case, references=["autograd", "complex_step"], matrices=kept)
+    write_report(tmp_path, results, [], [case], matrices={case.id: kept})
+    written = json.loads((tmp_path / "results.json").read_text())
+    jsonschema.validate(written, RESULTS_SCHEMA)
+    assert written["summary"]["not_applicable"] == 1 and written["summary"]["failed"] == 0
+    record = next(r for r in written["results"] if r["bound_kind"] == "not_applicable")
+    assert record["reference"] == "complex_step" and record["worst_entry"]["row"] == "W1[0,0]"
+    assert "complex_step: not applicable" in (tmp_path / "report.md").read_text()

@@ -1,0 +1,306 @@
+"""The memory and time budget: estimated from the case before anything is allocated.
+
+Every command estimates the peak memory its work will need from the case
+(parameters ``W``, patterns ``N``, inputs) and the methods and references
+asked for, and refuses work past the budget with a one-line
+:class:`~hessverify.errors.BudgetError` (exit status 2) that gives the
+figure.  The budget is ``--max-memory``; its default, :func:`default_limit`,
+is a safe share of the machine: a quarter of the physical memory, at most
+half of what is available now, and within any address-space (``ulimit -v``)
+or control-group limit the process runs under.
+
+The per-method figures (:data:`PEAK`) are peak allocations measured with
+``tracemalloc`` on networks of several shapes (``docs/trust.md``,
+"Hardening"), rounded up: ``a * 8 W^2 + b * 8 N W`` bytes.
+
+Examples
+--------
+>>> import hessverify
+>>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+>>> estimate(case, ["backprop"]) < 100 * 2**20  # the 64 MiB of slack, and little more
+True
+>>> parse_size("1.5G")
+1610612736
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hessverify.errors import BudgetError, UsageError
+from hessverify.model.problem import Problem
+
+__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive", "check_memory",
+           "estimated_cost",
+           "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
+           "estimate", "format_size", "limit", "parse_size", "require"]
+
+PEAK: dict[str, tuple[float, float]] = {
+    # name: (a, b) in peak bytes = a * 8 W^2 + b * 8 N W   (tracemalloc peaks, rounded up);
+    # rop also holds a fixed working set of chunks (_ROP_CHUNKS)
+    "backprop": (2.5, 2.5),
+    "rop": (3.0, 8.0),
+    "pairwise": (1.7, 2.8),
+    "diagonal": (0.5, 5.5),
+    "block_diagonal": (1.7, 5.0),
+    "becker_lecun": (0.2, 1.5),
+    "gauss_newton": (2.5, 5.0),
+    "fisher": (1.5, 3.0),
+    "autograd": (2.5, 2.0),
+    "fd": (8.5, 3.5),
+    "complex_step": (2.5, 2.0),  # complex128 (W, W): twice the float64 matrix
+    "richardson": (11.5, 3.5),
+    "symbolic": (80.0, 4.0),  # mpmath numbers as Python objects, ~600 bytes an entry with the program
+}
+"""Peak memory of each method and reference, as ``(a, b)``: ``a * 8 W^2 + b * 8 N W`` bytes."""
+
+_ROP_CHUNKS = 7 * 8 * 2**22  # hessverify.methods.rop: a few (P, N, units) arrays of CHUNK_FLOATS each
+_UNKNOWN = (4.0, 6.0)  # a method registered later (a sweep's function): a generous guess
+_BASE = 64 * 2**20  # interpreter-side slack: comparisons, reports, temporaries
+_SAFETY = 1.25
+
+_limit: int | None = None  # set by the command line's --max-memory (see limit())
+
+
+def format_size(n: float) -> str:
+    """``3.2 GB``-style figure (binary units, as ``--max-memory`` takes them)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def parse_size(text: str) -> int:
+    """``4G``, ``512M``, ``1.5GiB``, ``2000000`` (bytes) -> bytes; a one-line :class:`UsageError` otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text or "")
+    if not m:
+        raise UsageError(f"--max-memory {text!r}: give a size such as 4G, 512M or 1.5GiB")
+    value = float(m.group(1)) * 2 ** (10 * " KMGT".index((m.group(2) or " ").upper()))
+    if value < 2**20:
+        raise UsageError(f"--max-memory {text!r}: at least 1M")
+    return int(value)
+
+
+def _meminfo() -> dict[str, int]:
+    out = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                out[key] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _cgroup_room() -> int | None:
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            raw = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if not raw.isdigit() or int(raw) >= 2**60:
+            return None
+        try:
+            used = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            used = 0
+        return max(int(raw) - used, 0)
+    return None
+
+
+def _address_space_room() -> int | None:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        used = pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        used = 0
+    return max(soft - used, 0)
+
+
+def default_limit() -> int:
+    """A safe share of the machine: see the module text."""
+    info = _meminfo()
+    total = info.get("MemTotal", 8 * 2**30)
+    candidates = [total // 4, info.get("MemAvailable", total) // 2]
+    for room in (_cgroup_room(), _address_space_room()):
+        if room is not None:
+            candidates.append(int(room * 0.8))
+    return max(min(candidates), 2**20)
+
+
+def current_limit() -> int:
+    """The budget in force: ``--max-memory`` if given, else :func:`default_limit`."""
+    return _limit if _limit is not None else default_limit()
+
+
+@contextmanager
+def limit(n_bytes: int | None) -> Iterator[None]:
+    """Run with ``n_bytes`` as the budget (``None``: the default)."""
+    global _limit
+    old, _limit = _limit, n_bytes
+    try:
+        yield
+    finally:
+        _limit = old
+
+
+def _peak(name: str, W: int, N: int) -> float:
+    a, b = PEAK.get(name, _UNKNOWN)
+    return a * 8.0 * W * W + b * 8.0 * N * W + (_ROP_CHUNKS if name == "rop" else 0.0)
+
+
+def estimate(problem: Problem, names: Iterable[str], *, kept: int | None = None) -> int:
+    """Estimated peak bytes of computing ``names`` on ``problem`` and comparing the results.
+
+    The largest single method's peak, plus every full matrix held at once
+    (``kept``, default: one per name, and the bound and error arrays of the
+    comparisons), plus the data, with a safety factor.
+    """
+    names = list(names)
+    W, N = problem.n_params, problem.n_patterns
+    matrix = 8.0 * W * W
+    held = len(names) + 4 if kept is None else kept  # results, and bound, |A - R|, ratio, mask of comparisons
+    data = 8.0 * N * (problem.architecture.inputs + problem.architecture.outputs)
+    peak = max((_peak(n, W, N) for n in names), default=0.0)
+    return int(_SAFETY * (peak + held * matrix + data) + _BASE)
+
+
+def require(needed: float, what: str) -> None:
+    """Raise :class:`BudgetError` if ``needed`` bytes exceed the budget; the message gives both figures."""
+    budget = current_limit()
+    if needed > budget:
+        raise BudgetError(f"{what} would need about {format_size(needed)} of memory, more than the budget of "
+                          f"{format_size(budget)}; use a smaller case, fewer methods, or raise --max-memory")
+
+
+SYMBOLIC_RATE = 1e5
+"""mpmath operations a second the symbolic reference manages at least, building its program included
+(measured: 3e5 to 2e6 a second on small cases, 2e5 on W = 2302)."""
+MAX_SYMBOLIC_SECONDS = 60.0
+"""Longest the symbolic reference may be expected to run when asked for by name."""
+
+
+def estimated_cost(problem: Problem) -> int:
+    """Approximate count of mpmath operations of the symbolic reference (``hessian_mpmath``): ``N (P + 2 W^2)``.
+
+    ``P`` is estimated without building the program, as ``sum_l u_l^3`` plus
+    the forward pass; the ``2 W^2`` is the two terms of the block formula.
+    Here rather than in :mod:`hessverify.symbolic.reference` (which re-exports
+    it), so that the budgets below the symbolic layer can ask it.
+    """
+    arch = problem.architecture
+    units = [layer.units for layer in arch.layers]
+    program_size = sum(u**3 for u in units) * arch.depth + arch.n_params * 4
+    return problem.n_patterns * (program_size + 2 * arch.n_params**2)
+
+
+def check_time(problem: Problem, names: Iterable[str]) -> None:
+    """Refuse the symbolic reference where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    if "symbolic" not in names:
+        return
+    seconds = estimated_cost(problem) / SYMBOLIC_RATE
+    if seconds > MAX_SYMBOLIC_SECONDS:
+        raise BudgetError(f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}): the symbolic reference "
+                          f"would take about {_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget; "
+                          "use autograd, complex_step or richardson on a case this large")
+
+
+DERIVE_SECONDS_AT_2302 = 12.0
+"""``derive`` on a 20-100(tanh)-2(tanh) network (W = 2302), measured: 12 s, 27 s with ``--explicit``;
+the time grows about as W^1.8, and the explicit form's tree with the number of input-to-output paths."""
+MAX_EXPLICIT_PATHS = 200_000
+
+
+def check_derive(problem: Problem, *, explicit: bool) -> None:
+    """Refuse ``derive`` where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    arch = problem.architecture
+    seconds = DERIVE_SECONDS_AT_2302 * (problem.n_params / 2302) ** 1.8 * (2.5 if explicit else 1.0)
+    paths = arch.inputs
+    for layer in arch.layers:
+        paths *= layer.units
+    if seconds > MAX_SYMBOLIC_SECONDS or (explicit and paths > MAX_EXPLICIT_PATHS):
+        what = f"derive{' --explicit' if explicit else ''} on {problem.id} (W = {problem.n_params})"
+        reason = (f"would take about {_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget"
+                  if seconds > MAX_SYMBOLIC_SECONDS else
+                  f"would write out a tree of {paths:.3g} input-to-output paths (at most {MAX_EXPLICIT_PATHS})")
+        raise BudgetError(f"{what} {reason}; derive on a smaller network with the same layers"
+                          + ("" if not explicit else ", or leave out --explicit"))
+
+
+SECONDS: dict[str, tuple[float, float]] = {
+    # name: (alpha, beta) in seconds = alpha * N W^2 + beta * W, measured at W = 963, N = 50 and 400 on
+    # 2 shared cores (load about 6), then tripled: a refusal must not be a false alarm, nor a wait a surprise
+    "backprop": (9e-10, 1e-6), "rop": (7e-9, 1e-6), "pairwise": (1.3e-9, 1e-6), "diagonal": (3e-10, 1e-7),
+    "block_diagonal": (5e-10, 1e-6), "becker_lecun": (1e-10, 1e-7), "gauss_newton": (5e-10, 1e-6),
+    "fisher": (3e-10, 1e-6), "autograd": (3e-9, 6e-3), "fd": (1.3e-8, 1e-4), "complex_step": (3e-8, 2e-3),
+    "richardson": (2.4e-8, 3e-4),
+}
+"""Run time of each method and reference, as ``(alpha, beta)``: ``alpha N W^2 + beta W`` seconds
+(``symbolic``: :func:`check_time`)."""
+DEFAULT_MAX_SECONDS = 600.0
+"""Default of ``--max-time``: estimated work past it is refused before it starts."""
+
+
+def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
+    """Estimated seconds of computing ``names`` on ``problem`` (the symbolic reference by its own cost)."""
+    W, N = problem.n_params, problem.n_patterns
+    total = 0.0
+    for name in names:
+        if name == "symbolic":
+            total += estimated_cost(problem) / SYMBOLIC_RATE
+        else:
+            alpha, beta = SECONDS.get(name, (3e-8, 1e-3))
+            total += alpha * N * W * W + beta * W
+    return total
+
+
+def check_seconds(problems: Iterable[tuple[Problem, list[str]]], max_seconds: float | None) -> float:
+    """Refuse work estimated past ``max_seconds`` (default :data:`DEFAULT_MAX_SECONDS`); return the estimate."""
+    budget = DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds
+    total = 0.0
+    worst: tuple[float, Problem | None] = (0.0, None)
+    for problem, names in problems:
+        seconds = estimate_seconds(problem, names)
+        total += seconds
+        worst = max(worst, (seconds, problem), key=lambda x: x[0])
+    if budget > 0 and total > budget:
+        p = worst[1]
+        where = f"; the largest share is {p.id} (W = {p.n_params}, N = {p.n_patterns})" if p is not None else ""
+        raise BudgetError(f"the work asked for would take about {_duration(total)}, more than the --max-time of "
+                          f"{_duration(budget)}{where}; use fewer methods or patterns, or raise --max-time")
+    return total
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def check_memory(problem: Problem, names: Iterable[str], *, kept: int | None = None) -> None:
+    """:func:`require` the :func:`estimate` of ``names`` on ``problem``, before anything is allocated.
+
+    The symbolic reference is also held to its time budget (:func:`check_time`).
+    """
+    names = list(names)
+    check_time(problem, names)
+    require(estimate(problem, names, kept=kept),
+            f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}) with {', '.join(names)}")

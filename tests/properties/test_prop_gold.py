@@ -1,0 +1,46 @@
+"""Property: no method or reference ever disagrees with the gold reference beyond its bound.
+
+The gold reference is ``symbolic`` (exact rationals where the network allows
+it, else 50-digit mpmath).  The problems are made of special values
+(:func:`hessverify.strategies.special_problems`): exact zeros, whole zero
+layers, +-1, halves, small integers, dead and saturated units, repeated
+patterns, one pattern with the mean.  That is where a bound that forgets an
+error (the complex step's truncation at an exact zero) raises a false alarm.
+
+Every exact method is compared with every reference, and every other
+reference with the gold one, each side under its own bound.  A reference
+that cannot serve at a problem is recorded as not applicable, never as a
+disagreement.  The ``thorough`` profile runs the profile's full count
+(5000); any other profile runs :data:`QUICK_EXAMPLES`, so CI keeps a small,
+fast version of it.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from props_util import assert_property, note_problem, quiet_autograd
+
+from hessverify import Problem, verify_problem
+from hessverify.strategies import special_problems
+
+QUICK_EXAMPLES = 25
+THOROUGH = 5000
+
+REFERENCES = ["symbolic", "autograd", "complex_step", "fd", "richardson"]
+
+
+def _examples() -> int:
+    current = settings.default.max_examples
+    return current if current >= THOROUGH else min(current, QUICK_EXAMPLES)
+
+
+@settings(max_examples=_examples())
+@given(special_problems())
+def test_nothing_disagrees_with_the_gold_reference_on_special_values(problem: Problem) -> None:
+    note_problem(problem)
+    with quiet_autograd():
+        comparisons = verify_problem(problem, references=REFERENCES, approximations=[])
+    gold = [c for c in comparisons if c.reference == "symbolic"]
+    assert gold, "nothing was compared with the gold reference"
+    for c in comparisons:
+        assert_property(f"gold {c.method} vs {c.reference}", problem, c)
