@@ -96,9 +96,7 @@ def test_default_ranges(p: Problem) -> None:
     assert p.params.dtype == np.float64 and p.params.shape == (p.n_params,)
 
 
-# relu-only networks put ~70 % of drawn problems near a kink, which the strategy rejects by design;
-# Hypothesis's filter health check then fails about one run in fifteen (main and this branch alike)
-@settings(suppress_health_check=[HealthCheck.filter_too_much])
+@settings(suppress_health_check=[HealthCheck.filter_too_much])  # relu nets near a kink are rejected by design
 @given(problems(activations=["relu"], min_layers=2))
 def test_relu_net_inputs_stay_away_from_the_kink(p: Problem) -> None:
     ensure_well_posed(p)  # raises NotDifferentiableError at a kink
