@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis.errors import InvalidArgument
 
 from hessverify import Architecture, Layer, Problem
-from hessverify.model.forward import check_point, forward
+from hessverify.model.forward import forward
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.strategies import (
     INPUT_MAGNITUDE,
     KINK_MARGIN,
@@ -98,7 +99,7 @@ def test_default_ranges(p: Problem) -> None:
 @settings(suppress_health_check=[HealthCheck.filter_too_much])  # relu nets near a kink are rejected by design
 @given(problems(activations=["relu"], min_layers=2))
 def test_relu_net_inputs_stay_away_from_the_kink(p: Problem) -> None:
-    check_point(p)  # raises NotDifferentiableError at a kink
+    ensure_well_posed(p)  # raises NotDifferentiableError at a kink
     fp = forward(p, derivatives=False)
     for index, layer in enumerate(p.architecture.layers, start=1):
         if layer.activation == "relu":
