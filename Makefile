@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 report: $(STAMP)
 	$(BIN)/hessverify verify cases --report reports/latest
 
+# lint-imports: the layering contracts of pyproject.toml ([tool.importlinter], docs/architecture.md)
 test: $(STAMP) browser frameworks
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2
 
 # The CPU builds of the optional frameworks, so the adapter and conformance tests (tests/test_torch.py,
@@ -53,6 +55,7 @@ conformance: $(STAMP) frameworks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) reports/latest

@@ -14,9 +14,18 @@ The public API:
   function that itself fails raises :class:`FunctionUnderTestError`;
 * :func:`error` and :func:`gradient` are ``E`` and its gradient at any point;
   :mod:`hessverify.lab` runs optimisers with them and finds stationary points;
-* :mod:`hessverify.torch` and :mod:`hessverify.jax` (extras ``torch`` and
-  ``jax``, loaded on first access) give a problem as PyTorch or JAX objects
-  and check curvature code written in those frameworks.
+* :func:`ensure_well_posed` raises unless the Hessian exists at a problem's point;
+* :class:`Precision` (:data:`FLOAT64`, :data:`FLOAT32`, :data:`FLOAT16`,
+  :data:`BFLOAT16`, :func:`get_precision`) is the format the rounding bounds
+  judge (:func:`hessverify.bounds.rounding_bound`);
+* :class:`FullHessian`, :class:`DiagonalHessian`, :class:`BlockDiagonalHessian`
+  and :class:`HessianVectorProduct` are the forms of a result (:mod:`hessverify.forms`).
+
+``import hessverify`` loads neither SymPy, autograd nor matplotlib: the
+registry imports a method or reference on its first call;
+:mod:`hessverify.torch` and :mod:`hessverify.jax` (extras ``torch`` and
+``jax``, loaded on first access) give a problem as PyTorch or JAX objects
+and check curvature code written in those frameworks.
 """
 
 from __future__ import annotations
@@ -33,32 +42,47 @@ from hessverify.errors import (
     OverflowReport,
     UsageError,
 )
+from hessverify.forms import BlockDiagonalHessian, DiagonalHessian, FullHessian, HessianForm, HessianVectorProduct
 from hessverify.methods.pairwise import hessian_entry
 from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.objective import error, gradient
-from hessverify.problem import Problem
+from hessverify.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, Precision, get_precision
 from hessverify.registry import METHODS, Method
 from hessverify.verify import hessian, verify_problem
 
 __all__ = [
+    "BFLOAT16",
+    "FLOAT16",
+    "FLOAT32",
+    "FLOAT64",
     "METHODS",
     "Architecture",
+    "BlockDiagonalHessian",
     "BudgetError",
     "CaseError",
     "CheckResult",
     "Comparison",
+    "DiagonalHessian",
+    "FullHessian",
     "FunctionUnderTestError",
+    "HessianForm",
+    "HessianVectorProduct",
     "HessverifyError",
     "Layer",
     "Method",
     "NotDifferentiableError",
     "OverflowReport",
+    "Precision",
     "Problem",
     "UsageError",
     "assert_hessian_close",
     "check",
+    "ensure_well_posed",
     "error",
+    "get_precision",
     "gradient",
     "hessian",
     "hessian_entry",

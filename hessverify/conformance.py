@@ -39,7 +39,7 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.errors import FunctionUnderTestError, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["LIBRARIES", "NOT_COVERED", "QUANTITIES", "Quantity", "Row", "rows_markdown", "run"]
 

@@ -67,7 +67,7 @@ except ImportError as exc:  # one line that says what to install
 
 from hessverify.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.errors import FunctionUnderTestError, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.sandbox import DEFAULT_TIMEOUT
 
 __all__ = [

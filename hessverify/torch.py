@@ -59,7 +59,7 @@ except ImportError as exc:  # one line that says what to install
 
 from hessverify.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.errors import FunctionUnderTestError, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references.torch_ref import softplus, stable_gelu
 from hessverify.sandbox import DEFAULT_TIMEOUT
 

@@ -21,8 +21,9 @@ from hessverify.compare import (
     pair_bound,
 )
 from hessverify.errors import OverflowReport, UsageError
-from hessverify.model.forward import check_point, forward
-from hessverify.problem import Problem
+from hessverify.model.forward import forward
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import METHODS, get_method, methods_with_role
 
 __all__ = ["BOUND_KEY", "check_reference", "finite_rounding_bound", "hessian", "not_applicable_reason",
@@ -54,7 +55,7 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[Flo
         raise UsageError(f"hessian(): method must be a name such as 'backprop', got {type(method).__name__}")
     m = get_method(method)
     check_memory(problem, [m.name], kept=1)
-    check_point(problem)
+    ensure_well_posed(problem)
     if m.kind == "blocks":
         return [np.asarray(b, dtype=np.float64) for b in m.fn(problem)]
     return np.asarray(m.fn(problem), dtype=np.float64)
@@ -86,7 +87,7 @@ def not_applicable_reason(problem: Problem, name: str, value: FloatArray, error:
     """Why reference ``name`` cannot serve at this point, or ``None`` when it can.
 
     A reference that returns NaN or inf where the network's own values are
-    finite (:func:`~hessverify.model.forward.check_point` has passed) has
+    finite (:func:`~hessverify.model.well_posed.ensure_well_posed` has passed) has
     broken down in its own arithmetic: the complex step's ``tanh`` and
     ``cosh`` of a complex net input overflow beyond about 355, autograd's
     ``1 / cosh^2`` likewise, a finite-difference step on a target near the
@@ -184,7 +185,7 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
         raise UsageError(f"verify_problem() takes a Problem, got {type(problem).__name__}")
     method_names, ref_names, approx_names = plan(problem, methods, references, approximations)
     check_memory(problem, method_names + ref_names + approx_names)
-    check_point(problem)
+    ensure_well_posed(problem)
     kept: dict[str, FloatArray] = {} if matrices is None else matrices
     rounding = finite_rounding_bound(problem)
     refs: dict[str, tuple[FloatArray, FloatArray | None]] = {}
