@@ -322,6 +322,7 @@ def check_model(
     max_examples: int = 100,
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    precision: Any = None,
 ) -> CheckResult:
     """Hold JAX curvature code to hessverify's references, as ``jax.test_util.check_grads`` is called.
 
@@ -351,5 +352,7 @@ def check_model(
             raise FunctionUnderTestError(f"fn returned a {type(out).__name__}, expected a JAX array", problem=problem)
         return _to_numpy(out)
 
+    if precision is None:  # judged at the format it computes in, however the tensors reach NumPy
+        precision = str(dtype).replace("torch.", "")
     return check(under_test, problems, against=against, returns=returns,  # type: ignore[arg-type]
-                 max_examples=max_examples, seed=seed, timeout=timeout)
+                 max_examples=max_examples, seed=seed, timeout=timeout, precision=precision)

@@ -153,3 +153,21 @@ def test_an_unknown_attribute_of_hessverify_is_still_an_attribute_error() -> Non
     from hessverify.check import RETURNS
 
     assert hvt.RETURNS is RETURNS  # one vocabulary of result forms
+
+
+def test_float32_torch_hessian_passes_and_a_block_off_is_caught() -> None:
+    def hessian(c):
+        return torch.func.hessian(c.loss)(c.params)
+
+    def off(c):
+        H = hessian(c).clone()
+        b = c.problem.architecture.blocks[-1].slice
+        H[b, b] *= 1.001
+        return H
+
+    strategy = problems(max_layers=2, max_units=3)
+    good = hvt.check_model(hessian, strategy, dtype=torch.float32, against=("backprop",), max_examples=15, seed=2)
+    assert good, good.summary()
+    assert not hvt.check_model(off, strategy, dtype=torch.float32, against=("backprop",), max_examples=15, seed=2)
+    result = hvt.check_model(hessian, XOR, dtype=torch.float32, against=("backprop",))
+    assert result and "consistent with float32 rounding" in result.summary()
