@@ -331,8 +331,10 @@ def check_model(
         References (default: backprop, autograd, fd; for ``"ggn"``:
         ``gauss_newton`` and its independent autograd reference).
     dtype:
-        The tensors' dtype.  Results are judged by the float64 rounding
-        bound, so run float64 code for now.
+        The tensors' dtype (float64 by default); the result is judged by
+        that format's rounding (:func:`hessverify.check.check_problem`).
+    precision:
+        Judge at this format instead (``"float32"``, ...; default: ``dtype``'s).
     max_examples, seed, timeout:
         As in :func:`hessverify.check`.
 

@@ -99,3 +99,13 @@ def test_check_model_faults_and_float32_without_x64() -> None:
             hvj.loss(XOR)
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_float32_jax_hessian_is_judged_by_float32_rounding() -> None:
+    def hessian(c):
+        return jax.hessian(c.loss)(c.flat_params)
+
+    result = hvj.check_model(hessian, XOR, dtype=np.float32, against=("backprop",))
+    assert result and "consistent with float32 rounding" in result.summary()
+    off = hvj.check_model(lambda c: hessian(c) * 1.001, XOR, dtype=np.float32, against=("backprop",))
+    assert not off
