@@ -350,8 +350,8 @@ def check_libraries(libraries: list[str], precision: str) -> None:
             extra = {"torch.func": "torch", "jax": "jax"}.get(lib, "conformance")
             raise UsageError(f"--library {lib}: not installed; pip install 'hessverify[{extra}]'")
     if precision != "float64":
-        raise UsageError(f"--precision {precision}: only float64 for now (judging float32 by float32 rounding "
-                         "needs the precision-aware rounding model, not yet merged)")
+        raise UsageError(f"--precision {precision}: only float64 for now (the libraries' routines are built in "
+                         "float64; hessverify.check and check_model judge float32 code already)")
 
 
 def _run_quantity(q: Quantity, examples: int, seed: int | None) -> Row:
