@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint venv clean browser
+.PHONY: report test lint venv clean browser frameworks conformance
 
 venv: $(STAMP)
 
@@ -20,9 +20,21 @@ report: $(STAMP)
 	$(BIN)/hessverify verify cases --report reports/latest
 
 # lint-imports: the layering contracts of pyproject.toml ([tool.importlinter], docs/architecture.md)
-test: $(STAMP) browser
+test: $(STAMP) browser frameworks
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2
+
+# The CPU builds of the optional frameworks, so the adapter and conformance tests (tests/test_torch.py,
+# tests/test_jax.py, tests/test_conformance.py) run in CI; torch pinned exactly in the same command (a bare
+# `torch`, or backpack/curvlinops alone, would fetch gigabytes of CUDA). Without them those tests skip.
+# Extras: hessverify[torch], hessverify[jax], hessverify[conformance].
+FRAMEWORKS := $(VENV)/.frameworks
+frameworks: $(FRAMEWORKS)
+
+$(FRAMEWORKS): $(STAMP)
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch || \
+		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
+	touch $(FRAMEWORKS)
 
 # Headless chromium for the browser test of report.html (tests/reports/test_html.py skips without it).
 # Installs Debian's chromium when missing and we are root; otherwise says how, and the test is skipped.
@@ -34,6 +46,12 @@ browser:
 	else \
 		echo "make browser: chromium is missing (sudo apt-get install chromium); the browser test will be skipped"; \
 	fi
+
+# The full conformance table (docs/conformance.md): the libraries' own second-order code on 100 problems
+# per quantity. Exit 1 (a library disagreed or raised) is a finding, reported in the table, not a failed build.
+conformance: $(STAMP) frameworks
+	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --report reports/conformance; \
+		status=$$?; [ $$status -le 1 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

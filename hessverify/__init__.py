@@ -22,7 +22,10 @@ The public API:
   and :class:`HessianVectorProduct` are the forms of a result (:mod:`hessverify.forms`).
 
 ``import hessverify`` loads neither SymPy, autograd nor matplotlib: the
-registry imports a method or reference on its first call.
+registry imports a method or reference on its first call;
+:mod:`hessverify.torch` and :mod:`hessverify.jax` (extras ``torch`` and
+``jax``, loaded on first access) give a problem as PyTorch or JAX objects
+and check curvature code written in those frameworks.
 """
 
 from __future__ import annotations
@@ -90,3 +93,14 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_ADAPTERS = ("torch", "jax")
+
+
+def __getattr__(name: str) -> object:
+    """``hessverify.torch`` and ``hessverify.jax`` load on first use, so ``import hessverify`` imports neither framework."""
+    if name in _ADAPTERS:
+        import importlib
+
+        return importlib.import_module(f"hessverify.{name}")
+    raise AttributeError(f"module 'hessverify' has no attribute {name!r}")

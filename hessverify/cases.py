@@ -27,8 +27,8 @@ from hessverify.model.losses import LOSSES, REDUCTIONS
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 
-__all__ = ["MAX_NESTING", "MAX_PARAMS", "MAX_PATTERNS", "find_cases", "load_case", "parse_case", "seeded_data",
-           "seeded_params"]
+__all__ = ["MAX_NESTING", "MAX_PARAMS", "MAX_PATTERNS", "SHIPPED_CASES", "find_cases", "load_case", "parse_case",
+           "seeded_data", "seeded_params", "shipped_cases"]
 
 ID_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_PARAMS = 20_000
@@ -389,3 +389,19 @@ def find_cases(paths: list[str] | list[Path]) -> list[Path]:
         else:
             out.append(p)  # load_case says what is wrong with anything that is not a regular file
     return out
+
+
+SHIPPED_CASES = Path(__file__).resolve().parent / "cases_data"
+"""The shipped cases inside the installed package (``hessverify/cases_data``, a link to the
+repository's ``cases/``, copied into the wheel as package data)."""
+
+
+def shipped_cases() -> list[Path]:
+    """The shipped case files (``cases/*.toml``), sorted; they travel with ``pip install hessverify``.
+
+    Examples
+    --------
+    >>> [p.stem for p in shipped_cases()][:2]
+    ['bce-saturated-output-1-1', 'deep-chain-tanh-1-1-1-1-1']
+    """
+    return sorted(SHIPPED_CASES.glob("*.toml"))

@@ -21,6 +21,15 @@ The contracts of the user function (``returns=``):
 ``"diagonal"``
     ``fn(problem) -> array (W,)``: the diagonal of the Hessian, compared with
     the references' diagonals.
+``"blocks"``
+    ``fn(problem) -> [B_1, B_2, ...]``: the per-layer diagonal blocks of the
+    Hessian, ``B_l`` square over layer ``l``'s parameters (``W_l`` then
+    ``b_l``, as in the public order), compared with the references' blocks.
+``"ggn"``
+    ``fn(problem) -> array (W, W)``: the generalised Gauss-Newton matrix
+    ``J^T H_loss J`` (the reduction's ``1/N`` included for ``mean``), held
+    to :data:`GGN_REFERENCES` within the Hessian's rounding bound (whose
+    terms include the GGN's).
 
 The :class:`~hessverify.model.problem.Problem` a function receives carries the flat
 ``params``, the per-layer ``weights`` (``(units, fan_in)``) and ``biases``
@@ -48,21 +57,43 @@ from typing import Any, Literal
 import numpy as np
 
 from hessverify._typing import FloatArray
+from hessverify.bounds import rounding_bound
 from hessverify.budget import check_memory
 from hessverify.compare import TOLERANCES, Comparison, bound_for, compare
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
+from hessverify.precision import FLOAT64, Precision, get_precision
 from hessverify.registry import METHODS
 from hessverify.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
 from hessverify.verify import check_reference, finite_rounding_bound, not_applicable_reason, not_applicable_record
 
-__all__ = ["RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe", "reduce_problem"]
+__all__ = ["GGN_REFERENCES", "RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe",
+           "reduce_problem"]
 
-Returns = Literal["hessian", "hvp", "diagonal"]
-RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal")
+Returns = Literal["hessian", "hvp", "diagonal", "blocks", "ggn"]
+RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal", "blocks", "ggn")
 """What a user function may return (see the module text for each contract)."""
 
 DEFAULT_AGAINST = ("backprop", "autograd", "fd")
+
+
+def _ggn_method(problem: Problem) -> FloatArray:
+    from hessverify.methods.gauss_newton import hessian
+
+    return hessian(problem)
+
+
+def _ggn_autograd(problem: Problem) -> FloatArray:
+    from hessverify.references.curvature_ref import gauss_newton
+
+    return gauss_newton(problem)
+
+
+GGN_REFERENCES: dict[str, Callable[[Problem], FloatArray]] = {
+    "gauss_newton": _ggn_method,  # hessverify's GGN, J^T H_loss J from the backprop quantities
+    "autograd": _ggn_autograd,  # the same from autograd's Jacobian and loss Hessian, written independently
+}
+"""What a ``returns="ggn"`` function is held to (both by default)."""
 
 USER = "user"
 """The method name the user's function is reported under."""
@@ -123,6 +154,9 @@ class CheckResult:
             w = self.worst
             tail = f"; largest margin {w.margin:.2g} ({w.reference}, {w.worst_entry.row} x {w.worst_entry.col})" \
                 if w is not None else ""
+            narrow = _narrow_format(self.comparisons)
+            if narrow and w is not None:
+                tail += f"; consistent with {narrow} rounding (margin {w.margin:.2g})"
             return (f"check passed: {self.returns} on {self.n_problems} problem(s) "
                     f"against {', '.join(self.against)}{tail}")
         lines = [f"check FAILED: the user {self.returns} on {self.problem!r}"]
@@ -146,6 +180,15 @@ class CheckResult:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _narrow_format(comparisons: list[Comparison]) -> str | None:
+    """The narrower format the comparisons were judged in (their bound kind ends ``+float32``), if any."""
+    for c in comparisons:
+        last = c.bound_kind.rsplit("+", 1)[-1]
+        if last in ("float32", "float16", "bfloat16"):
+            return last
+    return None
 
 
 def describe(c: Comparison) -> str:
@@ -181,8 +224,14 @@ def _as_real_array(value: Any, what: str, shape: tuple[int, ...], problem: Probl
     return arr.astype(np.float64)
 
 
+def _precision_of(value: Any) -> Precision:
+    """The format a result was computed in, from its dtype: float32, float16, bfloat16, else float64."""
+    name = getattr(getattr(value, "dtype", None), "name", "float64")
+    return get_precision(name) if name in ("float32", "float16", "bfloat16") else FLOAT64
+
+
 def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
-                 timeout: float | None = DEFAULT_TIMEOUT) -> FloatArray:
+                 timeout: float | None = DEFAULT_TIMEOUT, seen: list[Precision] | None = None) -> FloatArray:
     """What the user function returns, as float64, with its shape checked against the contract.
 
     The function gets its own copy of the problem each call (:func:`~hessverify.sandbox.user_copy`).
@@ -194,20 +243,51 @@ def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
             e = np.zeros(n)
             e[j] = 1.0
             out = call_user(fn, user_copy(problem), e, timeout=timeout, problem=problem)
+            if seen is not None:
+                seen.append(_precision_of(out))
             cols.append(_as_real_array(out, "fn(problem, v)", (n,), problem))
         return np.stack(cols, axis=1)
     out = call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
+    if seen is not None:
+        seen.append(_precision_of(out[0] if returns == "blocks" and isinstance(out, (list, tuple)) and out else out))
+    if returns == "blocks":
+        return _blocks_matrix(out, problem)
     expected = (n,) if returns == "diagonal" else (n, n)
     what = f"fn(problem) ({'the diagonal' if returns == 'diagonal' else 'the Hessian'} of {n} parameters)"
     return _as_real_array(out, what, expected, problem)
 
 
+def _blocks_matrix(value: Any, problem: Problem) -> FloatArray:
+    """The user's per-layer blocks placed on the diagonal of a ``(W, W)`` matrix (zeros elsewhere)."""
+    blocks = problem.architecture.blocks
+    if not isinstance(value, (list, tuple)) or len(value) != len(blocks):
+        raise FunctionUnderTestError(f"fn(problem) returned a {type(value).__name__}, expected a list of "
+                                     f"{len(blocks)} per-layer blocks", problem=problem)
+    out = np.zeros((problem.n_params, problem.n_params))
+    for blk, b in zip(blocks, value):
+        out[blk.slice, blk.slice] = _as_real_array(b, f"block {blk.layer} of fn(problem)", (blk.size, blk.size), problem)
+    return out
+
+
+def _same_layer(problem: Problem) -> np.ndarray:
+    layer = problem.architecture.layer_of_param
+    return layer[:, None] == layer[None, :]
+
+
 def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str] = DEFAULT_AGAINST,
-                  returns: str = "hessian", timeout: float | None = DEFAULT_TIMEOUT) -> list[Comparison]:
+                  returns: str = "hessian", timeout: float | None = DEFAULT_TIMEOUT,
+                  precision: Precision | str | None = None) -> list[Comparison]:
     """Compare ``fn`` on one problem with each reference in ``against``; one :class:`Comparison` each.
 
     The references are computed first, on the problem as given; ``fn`` then
     gets a copy (so writing into its input changes nothing it is held to).
+
+    ``fn`` is judged at ``precision`` (default: the format of the dtype it
+    returns; float64 when that is float64 or not a float): in a narrower
+    format its side of the bound is the rounding model at that unit roundoff,
+    ``2 gamma_k M`` (once for its own arithmetic, once for the rounding of
+    the problem's data into the format, which moves every term by up to
+    ``u``), added to the float64 bound the comparison has anyway.
 
     Raises
     ------
@@ -221,11 +301,13 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
     refs = []
     not_applicable: list[Comparison] = []
     for ref_name in against:
-        ref = METHODS[ref_name]
+        ref = METHODS.get(ref_name)
         with warnings.catch_warnings():
             # autograd warns when E is linear in some parameters (a constant Hessian): harmless here
             warnings.filterwarnings("ignore", "Output seems independent of input")
-            if ref.with_error is not None:
+            if returns == "ggn":
+                R, err = np.asarray(GGN_REFERENCES[ref_name](problem), dtype=np.float64), None
+            elif ref.with_error is not None:
                 R, err = ref.with_error(problem)
             else:
                 R, err = np.asarray(ref.fn(problem), dtype=np.float64), None
@@ -234,12 +316,23 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
             not_applicable.append(not_applicable_record(problem, ref_name, reason, R, err))
             continue
         refs.append((ref_name, R, err))
-    A = _user_matrix(fn, problem, returns, timeout)
+    seen: list[Precision] = []
+    A = _user_matrix(fn, problem, returns, timeout, seen)
+    p = get_precision(precision) if precision is not None else max(seen, key=lambda q: q.unit_roundoff,
+                                                                    default=FLOAT64)
+    narrow = None
+    if p.unit_roundoff > FLOAT64.unit_roundoff:
+        with np.errstate(all="ignore"):
+            narrow = rounding_bound(problem, methods=2, precision=p)
     out = not_applicable
     for ref_name, R, err in refs:
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
+        if narrow is not None:
+            bound, kind = bound + narrow, f"{kind}+{p.name}"
         if returns == "diagonal":
             R, bound = np.diag(R).copy(), np.diag(bound).copy()
+        elif returns == "blocks":  # outside the blocks both sides are 0
+            R = np.where(_same_layer(problem), R, 0.0)
         # NaN or inf where the reference is finite stays a discrepancy; compare's note says so
         out.append(compare(problem, USER, ref_name, A, R, bound, kind))
     return out
@@ -263,6 +356,7 @@ def check(
     max_examples: int = 100,
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    precision: Precision | str | None = None,
 ) -> CheckResult:
     """Hold a user's Hessian (or H v, or diagonal) to hessverify's references.
 
@@ -278,14 +372,19 @@ def check(
         single layer, pattern, input, unit or bias can be removed from it).
     against:
         Registered methods or references to compare with (``hessverify
-        methods`` lists them).  Each comparison uses the bound of
-        :func:`hessverify.compare.bound_for` for that name: the float64
-        rounding bound ``2 gamma_k M`` for exact ones, the
-        finite-difference error estimate for ``fd``.
+        methods`` lists them; default backprop, autograd and fd).  Each
+        comparison uses the bound of :func:`hessverify.compare.bound_for`
+        for that name: the float64 rounding bound ``2 gamma_k M`` for exact
+        ones, the finite-difference error estimate for ``fd``.  For
+        ``returns="ggn"``: names of :data:`GGN_REFERENCES` (default both).
     returns:
-        ``"hessian"``, ``"hvp"`` or ``"diagonal"``.
+        ``"hessian"``, ``"hvp"``, ``"diagonal"``, ``"blocks"`` or ``"ggn"``.
     timeout:
         Seconds one call of ``fn`` may take (``None`` or ``0``: no limit).
+    precision:
+        The format ``fn`` computes in (``"float32"``, a :class:`~hessverify.precision.Precision`),
+        so it is judged by that format's rounding (:func:`check_problem`);
+        default: taken from the dtype ``fn`` returns.
 
     Returns
     -------
@@ -304,6 +403,13 @@ def check(
     """
     if returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
+    if precision is not None:
+        try:
+            precision = get_precision(precision)
+        except ValueError as exc:
+            raise UsageError(f"precision={precision!r}: {exc}") from None
+    if returns == "ggn" and against is DEFAULT_AGAINST:  # the default names Hessian references
+        against = tuple(GGN_REFERENCES)
     if isinstance(against, str):
         against = (against,)
     if against is None or not isinstance(against, Iterable):
@@ -314,16 +420,21 @@ def check(
     for name in against:
         if not isinstance(name, str):
             raise UsageError(f"against: {name!r} is not a method or reference name")
+        if returns == "ggn":
+            if name not in GGN_REFERENCES:
+                raise UsageError(f"against: {name!r} is no Gauss-Newton reference; choose from {', '.join(GGN_REFERENCES)}")
+            continue
         check_reference(name)
         if METHODS[name].kind != "matrix":
             raise UsageError(f"against: {name!r} does not return a full matrix; choose exact methods or references")
-    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES else "exact: rounding bound" for name in against}
+    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES and returns != "ggn" else "exact: rounding bound"
+              for name in against}
     if not callable(fn):
         raise UsageError(f"fn: {type(fn).__name__!r} is not callable; pass the function under test")
     if isinstance(problems, Problem):
         problems = [problems]
     if _is_strategy(problems):
-        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds, timeout)
+        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds, timeout, precision)
     if isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable):
         raise UsageError(f"problems: a Problem, an iterable of them or a strategy, got {type(problems).__name__} "
                          "(hessverify.load_case(path) reads a case file)")
@@ -333,7 +444,7 @@ def check(
         if not isinstance(problem, Problem):
             raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
         n += 1
-        comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout)
+        comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
         if not all(c.passed for c in comps):
             return CheckResult(False, n, returns, against, problem, comps, bounds,
                                next((c.note for c in comps if c.note), None))
@@ -350,7 +461,7 @@ class _FunctionFailed(BaseException):
 
 def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, ...], returns: str,
                     max_examples: int, seed: int | None, bounds: dict[str, str],
-                    timeout: float | None = DEFAULT_TIMEOUT) -> CheckResult:
+                    timeout: float | None = DEFAULT_TIMEOUT, precision: Precision | str | None = None) -> CheckResult:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
@@ -368,7 +479,7 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
     def run(problem: Problem) -> None:
         state["n"] += 1
         try:
-            comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout)
+            comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
         except FunctionUnderTestError as exc:
             raise _FunctionFailed(exc) from None
         if not all(c.passed for c in comps):
@@ -390,7 +501,7 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
         # Hypothesis cannot move a value from one position to another, so it can stop at, say,
         # three inputs of which only the first matters; finish with structural reductions.
         problem, comps, extra = reduce_problem(problem, comps, lambda p: check_problem(
-            fn, p, against=against, returns=returns, timeout=timeout))
+            fn, p, against=against, returns=returns, timeout=timeout, precision=precision))
         state["n"] = calls + extra
         # n_problems: examples tried up to the first failure; the calls made while shrinking are not examples
         return CheckResult(False, state["first"], returns, against, problem, comps, bounds,
@@ -495,7 +606,8 @@ def reduce_problem(problem: Problem, comparisons: list[Comparison],
 def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Problem] | Any, *,
                          against: Sequence[str] = DEFAULT_AGAINST, returns: Returns = "hessian",
                          max_examples: int = 100, seed: int | None = None,
-                         timeout: float | None = DEFAULT_TIMEOUT) -> CheckResult:
+                         timeout: float | None = DEFAULT_TIMEOUT,
+                         precision: Precision | str | None = None) -> CheckResult:
     """:func:`check`, raising an :class:`AssertionError` that names the failure.
 
     The message gives the problem, each failing comparison with its worst
@@ -503,7 +615,7 @@ def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Pr
     minimal problem as a case file to save into ``cases/``.
     """
     result = check(fn, problems, against=against, returns=returns, max_examples=max_examples, seed=seed,
-                   timeout=timeout)
+                   timeout=timeout, precision=precision)
     if not result.passed:
         toml = result.problem.to_toml() if result.problem is not None else ""
         raise AssertionError(result.summary() + "\n\nthe failing problem as a case file:\n\n" + toml)

@@ -166,6 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          f"0: no limit (default {DEFAULT_TIMEOUT:g})")
     sw.set_defaults(func=_cmd_sweep)
     _add_lab_commands(sub)
+    _add_conformance_command(sub)
     return p
 
 
@@ -428,6 +429,59 @@ def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     st.add_argument("--max-iter", type=int, default=200, help="damped Newton iterations allowed (default 200)")
     st.add_argument("--id", default=None, help="the new case's id (default CASE-ID-stationary)")
     st.set_defaults(func=_cmd_stationary)
+
+
+CONFORMANCE_EPILOG = """prints the table (library, version, quantity, precision, problems tried, failures, worst margin)
+and each failure's minimal problem; --report DIR writes DIR/conformance.json, DIR/conformance.md and
+DIR/cases/LIBRARY-N.toml. Conventions and diagnoses: docs/conformance.md.
+exit status: 0 every quantity agreed on every problem, 1 some library disagreed (or raised), 2 invalid usage
+(unknown or not installed library; a precision other than float64).
+"""
+
+
+def _add_conformance_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from hessverify.conformance import LIBRARIES
+
+    c = sub.add_parser("conformance", help="run the libraries' own second-order code on random problems, "
+                                           "held to hessverify", epilog=CONFORMANCE_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--library", nargs="+", required=True, metavar="NAME", help=f"of {', '.join(LIBRARIES)}")
+    c.add_argument("--precision", default="float64", choices=("float64", "float32", "float16", "bfloat16"),
+                   help="precision the libraries compute in (default float64; only float64 for now)")
+    c.add_argument("--examples", type=int, default=100, metavar="N", help="problems per quantity (default 100)")
+    c.add_argument("--seed", type=int, default=0, metavar="S", help="Hypothesis seed (default 0)")
+    c.add_argument("--report", metavar="DIR", help="write conformance.json, conformance.md and the failing cases")
+    c.set_defaults(func=_cmd_conformance)
+
+
+def _cmd_conformance(args: argparse.Namespace) -> int:
+    import json
+
+    from hessverify import conformance
+
+    if args.examples < 1:
+        raise UsageError(f"--examples {args.examples}: give at least 1")
+    conformance.check_libraries(args.library, args.precision)
+    out = Path(args.report) if args.report else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--report {out}: exists and is not a directory")
+    rows = conformance.run(args.library, examples=args.examples, seed=args.seed, precision=args.precision)
+    table = conformance.rows_markdown(rows)
+    print(table, end="")
+    failed = [r for r in rows if r.failures]
+    for r in failed:
+        print(f"\n{r.library} {r.quantity}: {r.failure_summary}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cases").mkdir(exist_ok=True)
+        for i, r in enumerate(failed, start=1):
+            if r.failure is not None:
+                _write_text(out / "cases" / f"{r.library.replace('.', '-')}-{i}.toml", "--report", r.failure.to_toml())
+        _write_text(out / "conformance.md", "--report", table)
+        _write_text(out / "conformance.json", "--report",
+                    json.dumps({"rows": [r.to_dict() for r in rows], "seed": args.seed, "examples": args.examples},
+                               indent=1))
+    return EXIT_DISCREPANCY if failed else EXIT_OK
 
 
 def _writable(path: Path, option: str, suffixes: tuple[str, ...]) -> None:

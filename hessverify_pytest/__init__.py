@@ -20,8 +20,15 @@ What it adds:
   over the ini option; ``--hessverify-profile`` wins over both;
 * fixtures: ``hessverify_case`` (each shipped case in the ini option
   ``hessverify_cases``, default ``cases/``, one test per case, the case id as
-  test id), ``hessverify_cases`` (all of them, a list) and
+  test id; without that option and without a ``cases/`` directory, the cases
+  installed with hessverify), ``hessverify_cases`` (all of them, a list) and
   ``hessverify_assert_close`` (:func:`hessverify.assert_hessian_close`);
+* ``hessverify_torch_case`` and ``hessverify_jax_case``: each case as the
+  framework's objects (:class:`hessverify.torch.TorchCase`: ``module``,
+  ``inputs``, ``targets``, ``loss_fn``, ``loss``, ``params``;
+  :class:`hessverify.jax.JaxCase`: ``apply``, ``params``, ``inputs``, ...),
+  one test per case, skipped when PyTorch or JAX is not installed.  The JAX
+  fixture turns on float64 (``jax_enable_x64``), which hessverify's bounds need;
 * ``--hessverify-timeout SECONDS`` and the ini option ``hessverify_timeout``:
   how long one call of the function under test may take in
   ``hessverify_assert_close`` (default 60; 0: no limit).  A call past it
@@ -125,9 +132,18 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 # -- fixtures for the shipped cases ------------------------------------------------
 
+_CASE_FIXTURES = ("hessverify_case", "hessverify_torch_case", "hessverify_jax_case")
+
+
 def _case_paths(config: pytest.Config) -> list[Path]:
-    root = Path(config.rootpath) / str(config.getini("hessverify_cases"))
+    option = str(config.getini("hessverify_cases"))
+    root = Path(config.rootpath) / option
     paths = sorted(root.glob("*.toml"))
+    if not paths and option == "cases" and not root.exists():
+        # the default, and no cases/ here: the cases installed with hessverify (package data)
+        from hessverify.cases import shipped_cases
+
+        paths = shipped_cases()
     if not paths:
         # an empty parameter set would skip silently: say why instead
         raise pytest.UsageError(
@@ -137,9 +153,10 @@ def _case_paths(config: pytest.Config) -> list[Path]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "hessverify_case" in metafunc.fixturenames:
-        paths = _case_paths(metafunc.config)
-        metafunc.parametrize("hessverify_case", paths, ids=[p.stem for p in paths], indirect=True)
+    for name in _CASE_FIXTURES:
+        if name in metafunc.fixturenames:
+            paths = _case_paths(metafunc.config)
+            metafunc.parametrize(name, paths, ids=[p.stem for p in paths], indirect=True)
 
 
 @pytest.fixture
@@ -148,6 +165,28 @@ def hessverify_case(request: pytest.FixtureRequest) -> Any:
     from hessverify import load_case
 
     return load_case(request.param)
+
+
+@pytest.fixture
+def hessverify_torch_case(request: pytest.FixtureRequest) -> Any:
+    """Each shipped case as a :class:`hessverify.torch.TorchCase` (float64); skipped without PyTorch."""
+    pytest.importorskip("torch", reason="hessverify_torch_case needs PyTorch: pip install 'hessverify[torch]'")
+    from hessverify import load_case
+    from hessverify.torch import to_case
+
+    return to_case(load_case(request.param))
+
+
+@pytest.fixture
+def hessverify_jax_case(request: pytest.FixtureRequest) -> Any:
+    """Each shipped case as a :class:`hessverify.jax.JaxCase` (float64, so it enables ``jax_enable_x64``);
+    skipped without JAX."""
+    jax = pytest.importorskip("jax", reason="hessverify_jax_case needs JAX: pip install 'hessverify[jax]'")
+    jax.config.update("jax_enable_x64", True)
+    from hessverify import load_case
+    from hessverify.jax import to_case
+
+    return to_case(load_case(request.param))
 
 
 @pytest.fixture(scope="session")

@@ -119,3 +119,15 @@ def test_a_case_without_id_takes_its_file_name(tmp_path):
     path.write_text(text)
     assert load_case(path).id == "my-xor-case"
     assert parse_case(text).id == "case"  # no file behind the text
+
+
+def test_the_shipped_cases_are_package_data() -> None:
+    from pathlib import Path
+
+    from hessverify.cases import SHIPPED_CASES, shipped_cases
+
+    root = Path(__file__).resolve().parent.parent
+    assert SHIPPED_CASES.resolve() == (root / "cases").resolve()  # a link in the source tree, a copy in the wheel
+    assert [p.name for p in shipped_cases()] == sorted(p.name for p in (root / "cases").glob("*.toml"))
+    pyproject = (root / "pyproject.toml").read_text()
+    assert '"cases_data/*.toml"' in pyproject

@@ -142,3 +142,59 @@ def test_reduced_problems_carry_no_stale_description() -> None:
 def test_an_approximation_cannot_be_checked_against() -> None:
     with pytest.raises(UsageError, match="gauss_newton cannot be a reference"):
         check(backprop.hessian, CASE, against=("gauss_newton",))
+
+
+def test_blocks_are_compared_on_the_layer_blocks_only() -> None:
+    def blocks(p):
+        H = backprop.hessian(p)
+        return [H[b.slice, b.slice] for b in p.architecture.blocks]
+
+    assert check(blocks, CASE, returns="blocks", against=("autograd",))
+
+    def off(p):
+        out = blocks(p)
+        out[0] = out[0] * 1.001
+        return out
+
+    result = check(off, CASE, returns="blocks", against=("autograd",))
+    assert not result.passed and result.failures[0].worst_entry.row.startswith(("W1", "b1"))
+    with pytest.raises(FunctionUnderTestError, match="per-layer blocks"):
+        check(lambda p: backprop.hessian(p), CASE, returns="blocks", against=("autograd",))
+    with pytest.raises(FunctionUnderTestError, match="block 2"):
+        check(lambda p: blocks(p)[:1] + [np.zeros((1, 1))], CASE, returns="blocks", against=("autograd",))
+
+
+def test_ggn_is_held_to_both_gauss_newton_references() -> None:
+    from hessverify.methods import gauss_newton
+
+    result = check(gauss_newton.hessian, CASE, returns="ggn")
+    assert result and result.against == ("gauss_newton", "autograd")
+    # the Hessian is not the GGN at XOR's point (the f'' terms): caught
+    assert not check(backprop.hessian, CASE, returns="ggn")
+    with pytest.raises(UsageError, match="Gauss-Newton reference"):
+        check(gauss_newton.hessian, CASE, returns="ggn", against=("fd",))
+
+
+def test_a_float32_result_is_judged_by_float32_rounding() -> None:
+    def float32_hessian(p):  # backprop's Hessian rounded to float32: off by float32's rounding only
+        return backprop.hessian(p).astype(np.float32)
+
+    assert not check(lambda p: backprop.hessian(p).astype(np.float64) * (1 + 2.0**-24), CASE, against=("autograd",))
+    result = check(float32_hessian, CASE, against=("autograd",))  # the dtype says float32
+    assert result and "consistent with float32 rounding" in result.summary()
+    assert result.comparisons[0].bound_kind == "rounding+float32"
+    # the same numbers judged at float64 (precision= overrides the dtype) are a discrepancy
+    assert not check(float32_hessian, CASE, against=("autograd",), precision="float64")
+    with pytest.raises(UsageError, match="precision="):
+        check(float32_hessian, CASE, precision="float8")
+
+
+def test_float32_judging_still_catches_a_block_off_by_a_tenth_of_a_percent() -> None:
+    def off(p):
+        H = backprop.hessian(p)
+        b = p.architecture.blocks[0].slice
+        H[b, b] *= 1.001
+        return H.astype(np.float32)
+
+    result = check(off, CASE, against=("autograd",))
+    assert not result and result.failures[0].worst_entry.row.startswith(("W1", "b1"))

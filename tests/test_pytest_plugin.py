@@ -116,3 +116,49 @@ def test_the_timeout_of_the_function_under_test(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     bad = run_pytest(tmp_path / "cases", test, ini="hessverify_timeout = soon\nhessverify_cases = .\n")
     assert bad.returncode != 0 and "hessverify_timeout = 'soon'" in bad.stdout + bad.stderr
+
+
+def test_framework_case_fixtures_and_the_installed_cases(tmp_path: Path) -> None:
+    # no cases/ directory and no ini option: the cases installed with hessverify
+    test = (
+        "import numpy as np\n"
+        "def test_torch(hessverify_torch_case):\n"
+        "    import torch\n"
+        "    H = torch.func.hessian(hessverify_torch_case.loss)(hessverify_torch_case.params)\n"
+        "    assert H.shape == (hessverify_torch_case.problem.n_params,) * 2\n"
+        "def test_jax(hessverify_jax_case):\n"
+        "    assert hessverify_jax_case.flat_params.dtype == np.float64\n"
+    )
+    result = run_pytest(tmp_path, test, "-vv", "-k", "xor-2-2-1-sigmoid or linear")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    for framework in ("torch", "jax"):
+        try:
+            __import__(framework)
+        except ImportError:
+            assert f"test_{framework}[xor-2-2-1-sigmoid] SKIPPED" in out
+        else:
+            assert f"test_{framework}[xor-2-2-1-sigmoid] PASSED" in out
+
+
+def test_framework_fixtures_skip_cleanly_without_the_framework(tmp_path: Path) -> None:
+    # a sitecustomize that hides torch and jax, as on a machine without them
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'jax'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n")
+    test = "def test_torch(hessverify_torch_case):\n    pass\ndef test_jax(hessverify_jax_case):\n    pass\n"
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tmp_path) + (os.pathsep + old if old else "")
+    try:
+        result = run_pytest(tmp_path, test, "-rs", "-k", "linear")
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "2 skipped" in out and "pip install 'hessverify[torch]'" in out, out
