@@ -33,4 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for s, handler in previous.items():
         signal.signal(s, handler)
-    return cli_main(argv if argv is not None else sys.argv[1:])
+    status = cli_main(argv if argv is not None else sys.argv[1:])
+    # The work is done and its status decided: an interrupt now, while the interpreter shuts
+    # down, would only turn that status into a death by signal.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    return status
