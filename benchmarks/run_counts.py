@@ -1,0 +1,62 @@
+"""How often ``hessverify verify CASE --report DIR`` computes the same thing.
+
+Runs the command in this process under :mod:`cProfile` and prints how many
+times each expensive step was called: the rounding bound (a whole
+magnitude-Hessian assembly), the well-posedness check, the forward pass and
+the eigendecomposition.  Counting by profile rather than by patching catches
+every call, including those made through names imported elsewhere
+(``from hessverify.bounds import rounding_bound``).
+
+This counts calls; it times nothing.  Usage::
+
+    python benchmarks/run_counts.py cases/xor-2-2-1-sigmoid.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import pstats
+import tempfile
+
+COUNTED = {
+    "rounding_bound": "hessverify/bounds.py",
+    "magnitude_hessian": "hessverify/bounds.py",
+    "check_point": "hessverify/model/forward.py",
+    "forward": "hessverify/model/forward.py",
+    "eigvalsh": "numpy/linalg/",
+}
+"""Function name -> where it is defined (a path fragment), so a namesake elsewhere is not counted."""
+
+
+def counts(case: str, *, report: bool = True) -> dict[str, int]:
+    """Calls of each :data:`COUNTED` function during one ``hessverify verify`` of ``case``."""
+    from hessverify.cli import main
+
+    profile = cProfile.Profile()
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+        argv = ["verify", case] + (["--report", out] if report else [])
+        profile.enable()
+        main(argv)
+        profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    found = dict.fromkeys(COUNTED, 0)
+    for (path, _line, name), (_cc, ncalls, *_rest) in stats.items():
+        if name in COUNTED and COUNTED[name] in path.replace("\\", "/"):
+            found[name] += ncalls
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("case", nargs="?", default="cases/xor-2-2-1-sigmoid.toml")
+    parser.add_argument("--no-report", action="store_true", help="verify only, no --report")
+    args = parser.parse_args()
+    for name, n in counts(args.case, report=not args.no_report).items():
+        print(f"{name:18s} {n:5d}")
+
+
+if __name__ == "__main__":
+    main()
