@@ -28,7 +28,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from hessverify.model.forward import check_point
 from hessverify.registry import METHODS, get_method
 from hessverify.sandbox import DEFAULT_TIMEOUT
 from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
+
+if TYPE_CHECKING:
+    from hessverify.run import Run
 
 __all__ = ["main"]
 
@@ -347,7 +350,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return _verify_status(results, skipped)
 
 
-def _print_run(run: Any, verbose: bool, approximations: list[str]) -> None:
+def _print_run(run: Run, verbose: bool, approximations: list[str]) -> None:
     """The terminal lines of one case's run: its summary (or every record with ``--verbose``), failures, skips."""
     from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
 

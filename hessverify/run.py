@@ -21,7 +21,7 @@ Examples
 >>> run.skip is None, all(c.passed for c in run.comparisons)
 (True, True)
 >>> sorted(run.bounds)[:2]
-[('backprop', 'autograd'), ('diagonal', 'autograd')]
+[('backprop', 'autograd'), ('block_diagonal', 'autograd')]
 """
 
 from __future__ import annotations
