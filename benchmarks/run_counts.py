@@ -46,6 +46,14 @@ def counts(case: str, *, report: bool = True) -> dict[str, int]:
     for (path, _line, name), (_cc, ncalls, *_rest) in stats.items():
         if name in COUNTED and COUNTED[name] in path.replace("\\", "/"):
             found[name] += ncalls
+    # every approximation's own function: how often each is computed
+    from hessverify.registry import METHODS
+
+    for m in METHODS.values():
+        if m.role == "approximation":
+            code = getattr(m.fn, "__code__", None)
+            key = (code.co_filename, code.co_firstlineno, code.co_name) if code is not None else None
+            found[f"approximation {m.name}"] = stats[key][1] if key in stats else 0
     return found
 
 
@@ -55,7 +63,7 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true", help="verify only, no --report")
     args = parser.parse_args()
     for name, n in counts(args.case, report=not args.no_report).items():
-        print(f"{name:18s} {n:5d}")
+        print(f"{name:28s} {n:5d}")
 
 
 if __name__ == "__main__":
