@@ -1,13 +1,15 @@
 """What a report says about one case, beyond the comparisons: computed once, drawn twice.
 
-:func:`analyse_case` gathers, for one :class:`~hessverify.Problem`,
+:func:`analyse_case` gathers, for one run (:class:`hessverify.run.Run`: a
+problem's matrices, bounds and records, computed once), and keeps on it,
 
 * the localisation (:mod:`hessverify.reports.localise`) of every failing
   comparison, thresholded by the comparison's own entrywise bound;
 * the eigenvalue spectrum of the exact Hessian and its *inertia*: how many
   eigenvalues are positive, negative and zero, so that a saddle point shows;
 * how each registered approximation (registry role ``"approximation"``:
-  Gauss-Newton, Fisher, diagonals, ...) compares with the exact Hessian.
+  Gauss-Newton, Fisher, diagonals, ...) compares with the exact Hessian,
+  from the results the run computed.
 
 The zero threshold
 ------------------
