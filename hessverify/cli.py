@@ -330,6 +330,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"{run.id:34s} {label}: {run.skip.message}")
             continue
         _print_run(run, args.verbose, approximations)
+        if not args.report:
+            run.release()  # only the report draws the matrices: hold one case's at a time
     results, skipped, _ = flatten(runs)
     n_fail = sum(not c.passed for c in results)
     n_approx = sum(c.bound_kind == "approximation" for c in results)

@@ -205,6 +205,16 @@ class Run:
             return None
         return (self.rounding - UNDERFLOW_FLOOR) / 2.0 + UNDERFLOW_FLOOR
 
+    def release(self) -> None:
+        """Let go of the matrices, keeping the plan, the skip reason and the records.
+
+        ``hessverify verify`` without ``--report`` needs only the records once
+        a case is printed, so memory holds one case's matrices at a time, as
+        the budget assumes.
+        """
+        self.forward = self.rounding = None
+        self.values, self.errors, self.bounds, self.drawn = {}, {}, {}, []
+
     def skipped(self) -> list[dict[str, str]]:
         """``results.json``'s ``not_compared`` records of this run (none or one)."""
         return [self.skip.record(self.id)] if self.skip is not None else []

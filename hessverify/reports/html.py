@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 import html
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from hessverify.compare import Comparison, is_not_applicable, margin_text
 from hessverify.problem import Problem
@@ -184,41 +184,53 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+PARALLEL_DRAW_MAX_PARAMS = 1000
+"""Cases up to this many parameters are drawn in parallel: their matrices are a few MB each.  Larger ones
+are drawn one at a time here, so drawing never holds two large cases' pictures at once (the memory budget
+counts one case at a time)."""
+
+
 def draw_all(analyses: Sequence[CaseAnalysis], *, show_progress: bool | None = None,
              workers: int | None = None) -> list[tuple[str | None, str | None]]:
-    """Every case's pictures, drawn in parallel where the platform forks (matplotlib is single-threaded).
+    """Every case's pictures, small cases drawn in parallel where the platform forks (matplotlib is single-threaded).
 
     Drawing is most of a report's time (matplotlib lays out every tick
     label in Python), and the cases are independent, so each core draws
     its share.  Processes are forked, so the analyses reach them without
     being pickled; only the PNG text comes back.  Where ``fork`` is not
-    available, or there is one case or one core, they are drawn here.
+    available, or there is one case or one core, and for cases past
+    :data:`PARALLEL_DRAW_MAX_PARAMS`, they are drawn here.
     """
     import multiprocessing
     import os
 
     global _DRAWING
-    workers = workers if workers is not None else min(len(analyses), os.cpu_count() or 1)
-    labels = [a.problem.id for a in analyses]
+    small = [k for k, a in enumerate(analyses) if a.problem.n_params <= PARALLEL_DRAW_MAX_PARAMS]
+    workers = workers if workers is not None else min(len(small), os.cpu_count() or 1)
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_pictures(a) for a in track(analyses, "drawing", label=lambda a: a.problem.id,
-                                             enabled=show_progress)]
-    from concurrent.futures import ProcessPoolExecutor
+        small = []
+    out: list[tuple[str | None, str | None] | None] = [None] * len(analyses)
+    labels = [a.problem.id for a in analyses]
+    progress = track(labels, "drawing", enabled=show_progress)
+    if small:
+        from concurrent.futures import ProcessPoolExecutor
 
-    _DRAWING = analyses
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_quiet_worker) as pool:
-            return list(track_results(pool.map(_draw, range(len(analyses))), labels, show_progress))
-    finally:
-        _DRAWING = ()
-
-
-def track_results(results: Iterator[tuple[str | None, str | None]], labels: Sequence[str],
-                  show_progress: bool | None) -> Iterator[tuple[str | None, str | None]]:
-    """Results in order, the progress bar moving as each arrives."""
-    for result, _label in zip(results, track(labels, "drawing", enabled=show_progress), strict=True):
-        yield result
+        _DRAWING = analyses
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_quiet_worker) as pool:
+                for k, result in zip(small, pool.map(_draw, small), strict=True):
+                    next(progress, None)
+                    out[k] = result
+        finally:
+            _DRAWING = ()
+    for k, a in enumerate(analyses):
+        if out[k] is None:
+            next(progress, None)
+            out[k] = _pictures(a)
+    for _ in progress:  # finish the bar
+        pass
+    return [o for o in out if o is not None]
 
 
 def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem],
