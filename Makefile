@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 report: $(STAMP)
 	$(BIN)/hessverify verify cases --report reports/latest
 
+# lint-imports: the layering contracts of pyproject.toml ([tool.importlinter], docs/architecture.md)
 test: $(STAMP) browser
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2
 
 # Headless chromium for the browser test of report.html (tests/reports/test_html.py skips without it).
@@ -35,6 +37,7 @@ browser:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) reports/latest

@@ -60,7 +60,7 @@ import hessverify
 from hessverify import lab
 from hessverify.cases import seeded_data, seeded_params
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ["gd", "gd-ls", "momentum", "adam", "newton", "lm", "sfn", "gauss-newton", "cg", "bfgs", "lbfgs-5",

@@ -17,18 +17,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import importlib
 import io
 import pstats
 import tempfile
 
 COUNTED = {
-    "rounding_bound": "hessverify/bounds.py",
-    "magnitude_hessian": "hessverify/bounds.py",
-    "check_point": "hessverify/model/forward.py",
-    "forward": "hessverify/model/forward.py",
-    "eigvalsh": "numpy/linalg/",
+    "rounding_bound": ("rounding_bound", "hessverify/bounds.py"),
+    "magnitude_hessian": ("magnitude_hessian", "hessverify/bounds.py"),
+    # the well-posedness check: check_point before issue 12, ensure_well_posed after
+    "well-posedness check": ("check_point", "hessverify/model/forward.py"),
+    "well-posedness check ": ("ensure_well_posed", "hessverify/model/well_posed.py"),
+    "forward": ("forward", "hessverify/model/forward.py"),
+    "eigvalsh": ("eigvalsh", "numpy/linalg/"),
 }
-"""Function name -> where it is defined (a path fragment), so a namesake elsewhere is not counted."""
+"""What is counted -> (function name, where it is defined: a path fragment, so a namesake elsewhere is not counted)."""
 
 
 def counts(case: str, *, report: bool = True) -> dict[str, int]:
@@ -44,14 +47,19 @@ def counts(case: str, *, report: bool = True) -> dict[str, int]:
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     found = dict.fromkeys(COUNTED, 0)
     for (path, _line, name), (_cc, ncalls, *_rest) in stats.items():
-        if name in COUNTED and COUNTED[name] in path.replace("\\", "/"):
-            found[name] += ncalls
+        for what, (function, where) in COUNTED.items():
+            if name == function and where in path.replace("\\", "/"):
+                found[what] += ncalls
+    found["well-posedness check"] += found.pop("well-posedness check ")
     # every approximation's own function: how often each is computed
     from hessverify.registry import METHODS
 
     for m in METHODS.values():
         if m.role == "approximation":
-            code = getattr(m.fn, "__code__", None)
+            fn = m.fn
+            if hasattr(fn, "module") and hasattr(fn, "attr"):  # the registry's Lazy: named, imported on use
+                fn = getattr(importlib.import_module(fn.module), fn.attr)
+            code = getattr(fn, "__code__", None)
             key = (code.co_filename, code.co_firstlineno, code.co_name) if code is not None else None
             found[f"approximation {m.name}"] = stats[key][1] if key in stats else 0
     return found

@@ -32,9 +32,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hessverify.errors import BudgetError, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive", "check_memory",
+           "estimated_cost",
            "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
            "estimate", "format_size", "limit", "parse_size", "require"]
 
@@ -195,12 +196,24 @@ MAX_SYMBOLIC_SECONDS = 60.0
 """Longest the symbolic reference may be expected to run when asked for by name."""
 
 
+def estimated_cost(problem: Problem) -> int:
+    """Approximate count of mpmath operations of the symbolic reference (``hessian_mpmath``): ``N (P + 2 W^2)``.
+
+    ``P`` is estimated without building the program, as ``sum_l u_l^3`` plus
+    the forward pass; the ``2 W^2`` is the two terms of the block formula.
+    Here rather than in :mod:`hessverify.symbolic.reference` (which re-exports
+    it), so that the budgets below the symbolic layer can ask it.
+    """
+    arch = problem.architecture
+    units = [layer.units for layer in arch.layers]
+    program_size = sum(u**3 for u in units) * arch.depth + arch.n_params * 4
+    return problem.n_patterns * (program_size + 2 * arch.n_params**2)
+
+
 def check_time(problem: Problem, names: Iterable[str]) -> None:
     """Refuse the symbolic reference where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
     if "symbolic" not in names:
         return
-    from hessverify.symbolic.reference import estimated_cost
-
     seconds = estimated_cost(problem) / SYMBOLIC_RATE
     if seconds > MAX_SYMBOLIC_SECONDS:
         raise BudgetError(f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}): the symbolic reference "
@@ -250,8 +263,6 @@ def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
     total = 0.0
     for name in names:
         if name == "symbolic":
-            from hessverify.symbolic.reference import estimated_cost
-
             total += estimated_cost(problem) / SYMBOLIC_RATE
         else:
             alpha, beta = SECONDS.get(name, (3e-8, 1e-3))

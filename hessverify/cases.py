@@ -25,7 +25,7 @@ from hessverify.io import MAX_CASE_BYTES, read_case_text
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.losses import LOSSES, REDUCTIONS
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["MAX_NESTING", "MAX_PARAMS", "MAX_PATTERNS", "find_cases", "load_case", "parse_case", "seeded_data",
            "seeded_params"]
@@ -164,11 +164,12 @@ def seeded_data(arch: Architecture, loss: str, seed: int, patterns: int,
     rng = np.random.default_rng(seed)
     x = input_scale * rng.standard_normal((patterns, arch.inputs))
     k = arch.outputs
-    if loss == "cross_entropy":
+    kind = LOSSES[loss].targets  # what a valid target is: the loss table's column
+    if kind == "distribution":
         t = softmax(rng.standard_normal((patterns, k)), axis=1)
-    elif loss == "binary_cross_entropy":
+    elif kind == "unit":
         t = rng.random((patterns, k))
-    elif loss == "output":
+    elif kind == "ignored":
         t = np.zeros((patterns, k))
     else:
         t = rng.standard_normal((patterns, k))

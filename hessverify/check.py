@@ -22,11 +22,11 @@ The contracts of the user function (``returns=``):
     ``fn(problem) -> array (W,)``: the diagonal of the Hessian, compared with
     the references' diagonals.
 
-The :class:`~hessverify.problem.Problem` a function receives carries the flat
+The :class:`~hessverify.model.problem.Problem` a function receives carries the flat
 ``params``, the per-layer ``weights`` (``(units, fan_in)``) and ``biases``
 (``None`` for a layer without bias), ``inputs`` ``(N, inputs)``, ``targets``
 ``(N, outputs)``, the ``activations`` (one name a layer), ``loss`` and
-``reduction`` (``"sum"`` or ``"mean"``); see :mod:`hessverify.problem`.
+``reduction`` (``"sum"`` or ``"mean"``); see :mod:`hessverify.model.problem`.
 
 Examples
 --------
@@ -51,7 +51,7 @@ from hessverify._typing import FloatArray
 from hessverify.budget import check_memory
 from hessverify.compare import TOLERANCES, Comparison, bound_for, compare
 from hessverify.errors import FunctionUnderTestError, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.registry import METHODS
 from hessverify.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
 from hessverify.verify import check_reference, finite_rounding_bound, not_applicable_reason, not_applicable_record
@@ -271,7 +271,7 @@ def check(
     fn:
         The code under test; its contract depends on ``returns`` (module text).
     problems:
-        One :class:`~hessverify.problem.Problem`, an iterable of them, or a
+        One :class:`~hessverify.model.problem.Problem`, an iterable of them, or a
         Hypothesis strategy of them.  A strategy is run for ``max_examples``
         examples (with ``seed`` if given) and a failure is shrunk to a
         minimal problem: by Hypothesis, then by :func:`reduce_problem` (no
@@ -467,7 +467,7 @@ def reduce_problem(problem: Problem, comparisons: list[Comparison],
     of calls made.
     """
     from hessverify.errors import HessverifyError
-    from hessverify.model.forward import check_point
+    from hessverify.model.well_posed import ensure_well_posed
     from hessverify.strategies import near_kink
 
     calls = 0
@@ -476,7 +476,7 @@ def reduce_problem(problem: Problem, comparisons: list[Comparison],
         improved = False
         for candidate in _smaller(problem):
             try:
-                check_point(candidate)
+                ensure_well_posed(candidate)
             except HessverifyError:
                 continue
             if near_kink(candidate):

@@ -45,7 +45,7 @@ from hessverify.errors import (
     OverflowReport,
     UsageError,
 )
-from hessverify.model.forward import check_point
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import METHODS, get_method
 from hessverify.sandbox import DEFAULT_TIMEOUT
 from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
@@ -182,7 +182,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
 
     check_digits(args.digits)  # before reading the case
     case = load_case(args.case)
-    check_point(case)  # at a relu kink there is no second derivative to derive (exit 3)
+    ensure_well_posed(case)  # at a relu kink there is no second derivative to derive (exit 3)
     print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits, form=args.form))
     return EXIT_OK
 
@@ -477,7 +477,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     if args.plot:
         _writable(Path(args.plot), "--plot", (".png",))
     case = load_case(args.case)
-    check_point(case)
+    ensure_well_posed(case)
     start = case.params.copy()
     if args.perturb:
         d = np.random.default_rng(args.seed).standard_normal(case.n_params)
@@ -535,7 +535,7 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _writable(out, "--out", (".toml",))
     case = load_case(args.case)
-    check_point(case)
+    ensure_well_posed(case)
     s = find_stationary(case, tol=args.tol, max_iter=args.max_iter)
     new_id = args.id or (case.id if case.id.endswith("-stationary") else f"{case.id}-stationary")
     written = replace(s.problem, id=new_id, description=(
@@ -598,6 +598,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_OK
+    except OSError as exc:  # standard output on a full disk (/dev/full), an output file gone bad mid-write
+        _quiet_stdout()
+        where = f" {exc.filename}" if exc.filename else ""
+        _say(f"hessverify: error: cannot write{where}: {exc.strerror or exc}")
+        return EXIT_INVALID
     except SystemExit as exc:  # --help, and argparse's own exits
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_INVALID
     except MemoryError:  # the budget's estimate fell short: still one line, never a traceback

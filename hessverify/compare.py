@@ -18,7 +18,8 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNDERFLOW_FLOOR, rounding_bound
-from hessverify.problem import Problem
+from hessverify.forms import form_named
+from hessverify.model.problem import Problem
 from hessverify.references.finite_differences import FD_SAFETY
 
 __all__ = [
@@ -194,38 +195,11 @@ def compare(problem: Problem, method: str, reference: str, A: FloatArray, R: Flo
 
 def entries_of(problem: Problem, kind: str, value: Any) -> tuple[FloatArray, np.ndarray, np.ndarray]:
     """A method's result as ``(values, rows, cols)``: the entries it computes and where they sit."""
-    W = problem.n_params
-    if kind == "matrix":
-        A = np.asarray(value, dtype=np.float64)
-        rows, cols = np.indices((W, W)).reshape(2, -1)
-        return A.reshape(-1), rows, cols
-    if kind == "vector":
-        idx = np.arange(W)
-        return np.asarray(value, dtype=np.float64).reshape(-1), idx, idx
-    if kind == "blocks":
-        vals, rows, cols = [], [], []
-        for blk, b in zip(problem.architecture.blocks, value, strict=True):
-            idx = np.arange(blk.slice.start, blk.slice.stop)
-            r, c = np.meshgrid(idx, idx, indexing="ij")
-            vals.append(np.asarray(b, dtype=np.float64).reshape(-1))
-            rows.append(r.reshape(-1))
-            cols.append(c.reshape(-1))
-        return np.concatenate(vals), np.concatenate(rows), np.concatenate(cols)
-    raise ValueError(f"unknown result kind {kind!r}")
+    return form_named(kind)(value).entries(problem.architecture)
 
 
 def _symmetry(kind: str, value: Any) -> float:
-    with np.errstate(over="ignore", invalid="ignore"):  # an approximation's inf entries
-        return _symmetry_error(kind, value)
-
-
-def _symmetry_error(kind: str, value: Any) -> float:
-    if kind == "matrix":
-        A = np.asarray(value, dtype=np.float64)
-        return float(np.max(np.abs(A - A.T))) if A.size else 0.0
-    if kind == "blocks":
-        return max((float(np.max(np.abs(b - b.T))) for b in value if np.size(b)), default=0.0)
-    return 0.0  # a diagonal is symmetric by construction
+    return form_named(kind)(value).symmetry_error()
 
 
 def compare_entries(problem: Problem, method: str, reference: str, kind: str, value: Any, R: FloatArray,

@@ -53,8 +53,8 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.errors import HessverifyError, UsageError
+from hessverify.model.problem import Problem
 from hessverify.objective import as_params, error, gradient
-from hessverify.problem import Problem
 from hessverify.reports.analysis import Inertia
 
 __all__ = [

@@ -15,7 +15,7 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
 from hessverify.model import forward as _forward
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["error", "gradient", "as_params"]
 

@@ -11,27 +11,48 @@ line to :data:`METHODS`.
 * ``"approximation"``: a curvature approximation, reported as approximation
   error against the exact Hessian, never as a failure.
 
-``kind`` says what ``fn`` returns: ``"matrix"`` (``(W, W)``), ``"vector"``
-(a diagonal, ``(W,)``) or ``"blocks"`` (a list of per-layer square blocks).
+``form`` says what ``fn`` returns, as a type of :mod:`hessverify.forms`:
+:class:`~hessverify.forms.FullHessian` (``(W, W)``),
+:class:`~hessverify.forms.DiagonalHessian` (``(W,)``) or
+:class:`~hessverify.forms.BlockDiagonalHessian` (a list of per-layer square
+blocks).  ``kind`` is the form's old name (``"matrix"``, ``"vector"``,
+``"blocks"``), kept for the callers that still switch on it; a ``Method``
+may still be built with that string in place of the form.
+
+Loading is lazy: an entry names its function by module and attribute and
+imports it on the first call, so ``import hessverify`` loads neither SymPy
+(the symbolic reference) nor autograd.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
-from hessverify.methods import backprop, becker_lecun, block_diagonal, diagonal, fisher, gauss_newton, pairwise, rop
-from hessverify.problem import Problem
-from hessverify.references import autograd_ref, complex_step, finite_differences, richardson
-from hessverify.symbolic import reference as symbolic_reference
+from hessverify.forms import BlockDiagonalHessian, DiagonalHessian, FullHessian, HessianForm, form_named
+from hessverify.model.problem import Problem
 
-__all__ = ["METHODS", "Method", "get_method", "methods_with_role"]
+__all__ = ["METHODS", "Lazy", "Method", "get_method", "methods_with_role"]
 
 Role = Literal["method", "reference", "approximation"]
-Kind = Literal["matrix", "vector", "blocks"]
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A function named by module and attribute, imported on its first call."""
+
+    module: str
+    attr: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.attr)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self.module}.{self.attr}"
 
 
 @dataclass(frozen=True)
@@ -39,47 +60,63 @@ class Method:
     name: str
     fn: Callable[[Problem], Any]
     role: Role
-    kind: Kind
+    form: type[HessianForm]  # or its old name, "matrix" / "vector" / "blocks"
     summary: str
     # An estimate of the entrywise error, when the method knows its own (fd).
     with_error: Callable[[Problem], tuple[FloatArray, FloatArray]] | None = None
     # Whether verify uses this reference on a problem by default (too costly otherwise).
     applies: Callable[[Problem], bool] | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.form, str):
+            object.__setattr__(self, "form", form_named(self.form))
+
+    @property
+    def kind(self) -> str:
+        """The form's old name: ``"matrix"``, ``"vector"`` or ``"blocks"``."""
+        return self.form.kind
+
+    def result(self, problem: Problem) -> HessianForm:
+        """``fn(problem)`` wrapped in its form."""
+        return self.form(self.fn(problem))
+
+
+_M, _R, _S = "hessverify.methods.", "hessverify.references.", "hessverify.symbolic.reference"
+
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("backprop", backprop.hessian, "method", "matrix",
+        Method("backprop", Lazy(_M + "backprop", "hessian"), "method", FullHessian,
                "exact Hessian by second-order backpropagation (Bishop 1992)"),
-        Method("rop", rop.hessian, "method", "matrix",
+        Method("rop", Lazy(_M + "rop", "hessian"), "method", FullHessian,
                "H e_i for every i by Pearlmutter's R-operator, in chunks of directions (Pearlmutter 1994)"),
-        Method("pairwise", pairwise.hessian, "method", "matrix",
+        Method("pairwise", Lazy(_M + "pairwise", "hessian"), "method", FullHessian,
                "entry by entry, a second-order backward pass per source unit (Rojas 1996, sec. 8.4.3)"),
-        Method("block_diagonal", block_diagonal.blocks, "method", "blocks",
+        Method("block_diagonal", Lazy(_M + "block_diagonal", "blocks"), "method", BlockDiagonalHessian,
                "exact per-layer diagonal blocks, propagated backwards (Dangel et al. 2020, HBP)"),
-        Method("diagonal", diagonal.diagonal, "method", "vector",
+        Method("diagonal", Lazy(_M + "diagonal", "diagonal"), "method", DiagonalHessian,
                "exact Hessian diagonal without the full matrix (Bishop 1992, m = m' terms)"),
-        Method("becker_lecun", becker_lecun.diagonal, "approximation", "vector",
+        Method("becker_lecun", Lazy(_M + "becker_lecun", "diagonal"), "approximation", DiagonalHessian,
                "diagonal approximation with the f'' term (Becker & LeCun 1988)"),
-        Method("gauss_newton", gauss_newton.hessian, "approximation", "matrix",
+        Method("gauss_newton", Lazy(_M + "gauss_newton", "hessian"), "approximation", FullHessian,
                "generalised Gauss-Newton J^T H_loss J (Schraudolph 2002)"),
-        Method("fisher", fisher.hessian, "approximation", "matrix",
+        Method("fisher", Lazy(_M + "fisher", "hessian"), "approximation", FullHessian,
                "empirical Fisher s sum_n grad e_n grad e_n^T, s the reduction's factor (Kunstner et al. 2019)"),
-        Method("autograd", autograd_ref.hessian, "reference", "matrix",
+        Method("autograd", Lazy(_R + "autograd_ref", "hessian"), "reference", FullHessian,
                "autograd.hessian of an independent autograd.numpy implementation"),
-        Method("fd", finite_differences.hessian, "reference", "matrix",
+        Method("fd", Lazy(_R + "finite_differences", "hessian"), "reference", FullHessian,
                "central differences of the gradient, with an error estimate",
-               with_error=finite_differences.hessian_with_error),
-        Method("complex_step", complex_step.hessian, "reference", "matrix",
+               with_error=Lazy(_R + "finite_differences", "hessian_with_error")),
+        Method("complex_step", Lazy(_R + "complex_step", "hessian"), "reference", FullHessian,
                "complex step applied to the gradient: no subtraction; truncation estimated from a second step",
-               with_error=complex_step.hessian_with_error),
-        Method("richardson", richardson.hessian, "reference", "matrix",
+               with_error=Lazy(_R + "complex_step", "hessian_with_error")),
+        Method("richardson", Lazy(_R + "richardson", "hessian"), "reference", FullHessian,
                "Richardson-extrapolated central differences of the gradient, with an error estimate",
-               with_error=richardson.hessian_with_error),
-        Method("symbolic", symbolic_reference.hessian, "reference", "matrix",
+               with_error=Lazy(_R + "richardson", "hessian_with_error")),
+        Method("symbolic", Lazy(_S, "hessian"), "reference", FullHessian,
                "closed form (SymPy) in 50-digit mpmath, or exact rationals; the truth for small cases",
-               with_error=symbolic_reference.hessian_with_error, applies=symbolic_reference.small_enough),
+               with_error=Lazy(_S, "hessian_with_error"), applies=Lazy(_S, "small_enough")),
     )
 }
 """Every method and reference, keyed by name."""

@@ -54,8 +54,9 @@ from hessverify.errors import (
     OverflowReport,
     UsageError,
 )
-from hessverify.model.forward import ForwardPass, check_point, forward
-from hessverify.problem import Problem
+from hessverify.model.forward import ForwardPass, forward
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import METHODS, get_method, methods_with_role
 
 __all__ = ["Plan", "Run", "Skip", "SkipReason", "Source", "check_reference", "finite_rounding_bound",
@@ -251,7 +252,7 @@ class Run:
             return None
         name = "autograd" if "autograd" in METHODS else "backprop"
         if name not in self.values:
-            check_point(self.problem)
+            ensure_well_posed(self.problem)
             self.values[name] = np.asarray(self._fallback(name), dtype=np.float64)
         self.sources.setdefault(name, _source(name))
         self.drawn.append(name)
@@ -340,7 +341,7 @@ def run_problem(problem: Problem, methods: Sequence[str] | str | None = None,
 def _compute_run(run: Run) -> None:
     """Fill ``run``: the one well-posedness check, the one rounding bound, every result, bound and record."""
     problem, planned = run.problem, run.plan
-    run.forward = check_point(problem)
+    run.forward = ensure_well_posed(problem)
     run.rounding = rounding = finite_rounding_bound(problem)
     refs: dict[str, tuple[FloatArray, FloatArray | None]] = {}
     records = run.records
@@ -427,7 +428,7 @@ def not_applicable_reason(problem: Problem, name: str, value: FloatArray, error:
     """Why reference ``name`` cannot serve at this point, or ``None`` when it can.
 
     A reference that returns NaN or inf where the network's own values are
-    finite (:func:`~hessverify.model.forward.check_point` has passed) has
+    finite (:func:`~hessverify.model.well_posed.ensure_well_posed` has passed) has
     broken down in its own arithmetic: the complex step's ``tanh`` and
     ``cosh`` of a complex net input overflow beyond about 355, autograd's
     ``1 / cosh^2`` likewise, a finite-difference step on a target near the
@@ -552,9 +553,9 @@ def plan(problem: Problem, methods: Sequence[str] | str | None = None, reference
         check_reference(name)
         if METHODS[name].kind != "matrix":
             form = "a diagonal" if METHODS[name].kind == "vector" else "diagonal blocks"
+            can_serve = [m.name for m in METHODS.values() if m.kind == "matrix" and m.role != "approximation"]
             raise UsageError(f"--reference {name}: gives {form}, not the full matrix; only full-matrix references "
-                             f"can serve "
-                             f"(choose among {', '.join(m.name for m in METHODS.values() if m.kind == 'matrix')})")
+                             f"can serve (choose among {', '.join(can_serve)})")
     return method_names, ref_names, approx_names
 
 

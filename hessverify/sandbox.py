@@ -32,7 +32,7 @@ from dataclasses import replace
 from typing import Any
 
 from hessverify.errors import FunctionUnderTestError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["DEFAULT_TIMEOUT", "call_user", "user_copy", "user_frames"]
 

@@ -5,7 +5,7 @@ Four public strategies:
 * :func:`architectures` draws an :class:`~hessverify.model.network.Architecture`;
 * :func:`parameters` draws a flat parameter vector for a given architecture;
 * :func:`datasets` draws ``(inputs, targets)`` for a given architecture and loss;
-* :func:`problems` draws a whole :class:`~hessverify.problem.Problem`, with
+* :func:`problems` draws a whole :class:`~hessverify.model.problem.Problem`, with
   the bounds of the other three, in a layout that shrinks well (below).
 
 Every bound is keyword-only and checked when the strategy is *built*, so a
@@ -57,10 +57,11 @@ from hessverify._typing import FloatArray
 from hessverify.cases import MAX_PARAMS
 from hessverify.errors import HessverifyError
 from hessverify.model.activations import ACTIVATIONS
-from hessverify.model.forward import check_point, forward
-from hessverify.model.losses import LOSSES, REDUCTIONS
+from hessverify.model.losses import LOSSES, REDUCTIONS, valid_targets
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
+from hessverify.model.well_posed import near_kink as _near_kink
 
 __all__ = [
     "INPUT_MAGNITUDE",
@@ -253,19 +254,17 @@ def parameters(architecture: Architecture, *, max_magnitude: float = PARAM_MAGNI
 
 
 def _finish_targets(loss: str, row: Sequence[float]) -> list[float]:
-    """Make a drawn row a valid target for ``loss``: cross-entropy rows are normalised to sum 1."""
-    if loss != "cross_entropy":
-        return list(row)
-    s = float(np.sum(row))
+    """Make a drawn row a valid target for ``loss`` (:func:`hessverify.model.losses.valid_targets`)."""
     # all-zero weights (the shrinker's favourite) become the uniform distribution
-    return [1.0 / len(row)] * len(row) if s == 0.0 else [x / s for x in row]
+    return [float(v) for v in valid_targets(loss, np.array([row], dtype=np.float64))[0]]
 
 
 def _targets(loss: str, k: int, max_target: float, *, normalise: bool = True) -> st.SearchStrategy[list[float]]:
-    """One target row for ``loss``, in the loss's natural range."""
-    if loss == "output":
+    """One target row for ``loss``, in the loss's natural range (the ``targets`` column of the loss table)."""
+    kind = LOSSES[loss].targets
+    if kind == "ignored":
         return st.just([0.0] * k)
-    if loss in ("binary_cross_entropy", "cross_entropy"):
+    if kind in ("unit", "distribution"):
         row = st.lists(_floats(1.0, low=0.0), min_size=k, max_size=k)
         return row.map(lambda r: _finish_targets(loss, r)) if normalise else row
     return st.lists(_floats(max_target), min_size=k, max_size=k)
@@ -315,12 +314,7 @@ def datasets(
 
 def near_kink(problem: Problem, margin: float = KINK_MARGIN) -> bool:
     """Whether some relu net input of ``problem`` lies within ``margin`` of its kink."""
-    fp = forward(problem, derivatives=False)
-    for index, layer in enumerate(problem.architecture.layers, start=1):
-        for kink in ACTIVATIONS[layer.activation].kinks:
-            if np.any(np.abs(fp.a[index] - kink) < margin):
-                return True
-    return False
+    return _near_kink(problem, margin)
 
 
 def _case_id(arch: Architecture) -> str:
@@ -421,7 +415,7 @@ def problems(
         # the Hessian must exist and be finite, and fd must not straddle a kink
         assume(not near_kink(problem))
         try:
-            check_point(problem)
+            ensure_well_posed(problem)
         except HessverifyError:
             assume(False)
         return problem
@@ -525,7 +519,7 @@ def special_problems(
         problem = Problem(arch, loss, np.concatenate(parts), x, t, reduction, _case_id(arch),
                           f"drawn by hessverify.strategies.special_problems: {arch.describe()}, {loss}, {reduction}")
         try:
-            check_point(problem)
+            ensure_well_posed(problem)
         except HessverifyError:
             assume(False)
         return problem

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from hessverify.check import CheckResult, check, describe
 from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, FunctionUnderTestError, UsageError
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
 
 REPORT_EXAMPLES = 20

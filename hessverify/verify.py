@@ -14,8 +14,8 @@ from hessverify._typing import FloatArray
 from hessverify.budget import check_memory
 from hessverify.compare import BOUND_KEY, Comparison
 from hessverify.errors import UsageError
-from hessverify.model.forward import check_point
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import get_method
 from hessverify.run import (
     check_reference,
@@ -54,7 +54,7 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[Flo
         raise UsageError(f"hessian(): method must be a name such as 'backprop', got {type(method).__name__}")
     m = get_method(method)
     check_memory(problem, [m.name], kept=1)
-    check_point(problem)
+    ensure_well_posed(problem)
     if m.kind == "blocks":
         return [np.asarray(b, dtype=np.float64) for b in m.fn(problem)]
     return np.asarray(m.fn(problem), dtype=np.float64)

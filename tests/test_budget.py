@@ -10,7 +10,7 @@ from hessverify import BudgetError, UsageError, load_case
 from hessverify.budget import _BASE, check_derive, check_memory, default_limit, estimate, limit, parse_size
 from hessverify.cases import seeded_data, seeded_params
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.registry import METHODS
 
 

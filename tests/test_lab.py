@@ -13,7 +13,7 @@ import pytest
 
 import hessverify
 from hessverify import lab
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references import autograd_ref
 from hessverify.registry import METHODS
 

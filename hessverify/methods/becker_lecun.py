@@ -30,31 +30,29 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.methods._layout import layer_vector, with_ones
-from hessverify.model.forward import check_point
-from hessverify.model.network import layer_input
-from hessverify.problem import Problem
+from hessverify.model.layout import input_with_bias, layer_vector
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["diagonal"]
 
 
 def diagonal(problem: Problem, *, with_f2: bool = True) -> FloatArray:
     """The Becker-LeCun approximate Hessian diagonal, ``(W,)`` in the public order."""
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     arch = problem.architecture
     g = fp.g_y
     qz = np.diagonal(fp.h_y, axis1=1, axis2=2)  # off-diagonal loss curvature dropped
-    parts: list[FloatArray] = []
-    for blk in reversed(arch.blocks):
-        l = blk.layer
+    parts: dict[int, FloatArray] = {}
+    for l in arch.top_down:
         f1 = fp.df[l]
         qa = f1 * f1 * qz
         if with_f2:
             qa = qa + fp.d2f[l] * g
-        x = with_ones(layer_input(fp.z, l), blk.bias)
-        parts.insert(0, layer_vector(blk, qa.T @ (x * x)))
-        if l > 1:
+        x = input_with_bias(arch, fp.z, l)
+        parts[l] = layer_vector(arch.block(l), qa.T @ (x * x))
+        if arch.parent(l):  # not the network input
             w = fp.weights[l]
             qz = qa @ (w * w)  # sum_i W_ik^2 q_i: the cross terms i != i' dropped
             g = (g * f1) @ w
-    return np.concatenate(parts)
+    return np.concatenate([parts[l] for l in arch.bottom_up])

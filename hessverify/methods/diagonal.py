@@ -9,7 +9,7 @@ term of second-order backpropagation (Bishop 1992, eq. 22) contributes:
    \\qquad \\frac{\\partial^2 E}{\\partial b_l[k]^2} = \\sum_n Q_{l,kk},
 
 with ``Q_l = d2E/da_l da_l^T`` from the exact backward recursion
-(:func:`hessverify.methods.backprop.backward_second_order`, Bishop 1992,
+(:func:`hessverify.model.kernel.backward_second_order`, Bishop 1992,
 eq. 16-18) and ``x = z_{l-1}``.  Unlike the Becker-LeCun approximation the
 recursion keeps the off-diagonal entries of every ``Q``; only the last
 contraction is restricted to the diagonal.  Cost: the per-pattern ``Q_l``
@@ -21,24 +21,23 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.methods._layout import layer_vector, with_ones
-from hessverify.methods.backprop import backward_second_order, quantities
-from hessverify.model.forward import check_point
-from hessverify.model.network import layer_input
-from hessverify.problem import Problem
+from hessverify.model.kernel import backward_second_order, quantities
+from hessverify.model.layout import input_with_bias, layer_vector
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["diagonal"]
 
 
 def diagonal(problem: Problem) -> FloatArray:
     """The exact diagonal of the Hessian, ``(W,)`` in the public order."""
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     arch = problem.architecture
     q = quantities(fp)
-    _, curv = backward_second_order(q, arch.depth)
+    _, curv = backward_second_order(arch, q)
     parts = []
     for blk in arch.blocks:
-        x = with_ones(layer_input(q.z, blk.layer), blk.bias)
+        x = input_with_bias(arch, q.z, blk.layer)
         qkk = np.diagonal(curv[blk.layer], axis1=1, axis2=2)  # (N, units)
         parts.append(layer_vector(blk, qkk.T @ (x * x)))
     return np.concatenate(parts)

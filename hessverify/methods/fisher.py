@@ -25,23 +25,23 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.methods._layout import public_positions, with_ones
-from hessverify.model.forward import backward_deltas, check_point
-from hessverify.model.network import layer_input
-from hessverify.problem import Problem
+from hessverify.model.forward import backward_deltas
+from hessverify.model.layout import input_with_bias, public_positions
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["hessian", "per_pattern_gradients"]
 
 
 def per_pattern_gradients(problem: Problem) -> FloatArray:
     """``(N, W)``: row ``n`` is ``s grad e_n``, the pattern's share of the gradient of ``E``."""
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     arch = problem.architecture
-    delta = backward_deltas(fp)  # already carries the factor s through g_y
+    delta = backward_deltas(arch, fp)  # already carries the factor s through g_y
     n = problem.n_patterns
     out = np.empty((n, arch.n_params))
     for blk in arch.blocks:
-        x = with_ones(layer_input(fp.z, blk.layer), blk.bias)
+        x = input_with_bias(arch, fp.z, blk.layer)
         out[:, blk.offset + public_positions(blk)] = (delta[blk.layer][:, :, None] * x[:, None, :]).reshape(n, -1)
     return out
 

@@ -15,7 +15,7 @@ Hessian when the network is linear in ``theta`` or the loss gradient
 in ``y``.
 
 The Jacobian is backpropagated for all ``K`` outputs at once:
-``G_L = diag(f'_L)``, ``G_{l-1} = (G_l W_l) diag(f'_{l-1})`` gives
+``G_L = diag(f'_L)``, ``G_p = (G_l W_l) diag(f'_p)`` (``p`` the layer feeding ``l``) gives
 ``dy/da_l`` per pattern, and ``dy/dW_l[k,j] = G_l[:, k] x_j``.
 """
 
@@ -24,10 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.methods._layout import public_positions, with_ones
-from hessverify.model.forward import ForwardPass, check_point
-from hessverify.model.network import Architecture, layer_input
-from hessverify.problem import Problem
+from hessverify.model.forward import ForwardPass
+from hessverify.model.layout import input_with_bias, public_positions
+from hessverify.model.network import Architecture
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["hessian", "output_jacobian"]
 
@@ -37,19 +38,20 @@ def output_jacobian(arch: Architecture, fp: ForwardPass) -> FloatArray:
     n, K = fp.y.shape
     J = np.empty((n, K, arch.n_params))
     G = np.zeros((n, K, K))
-    G[:, np.arange(K), np.arange(K)] = fp.df[arch.depth]  # dy/da_L
-    for blk in reversed(arch.blocks):
-        l = blk.layer
-        x = with_ones(layer_input(fp.z, l), blk.bias)
+    G[:, np.arange(K), np.arange(K)] = fp.df[arch.output_layer]  # dy/da_L
+    for l in arch.top_down:
+        blk = arch.block(l)
+        x = input_with_bias(arch, fp.z, l)
         J[:, :, blk.offset + public_positions(blk)] = (G[:, :, :, None] * x[:, None, None, :]).reshape(n, K, -1)
-        if l > 1:
-            G = (G @ fp.weights[l]) * fp.df[l - 1][:, None, :]
+        p = arch.parent(l)
+        if p:  # not the network input
+            G = (G @ fp.weights[l]) * fp.df[p][:, None, :]
     return J
 
 
 def hessian(problem: Problem) -> FloatArray:
     """The generalised Gauss-Newton matrix :math:`\\sum_n J_n^T H_{y,n} J_n`, ``(W, W)``."""
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     arch = problem.architecture
     J = output_jacobian(arch, fp)
     HJ = fp.h_y @ J

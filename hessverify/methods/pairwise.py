@@ -18,7 +18,7 @@ input of layer ``l``.  Since ``dE/dw' = sum_n delta_{m',k'} x_{m',j'}``,
 with, for the source unit ``(m, k)``,
 
 * forward: ``r_l = da_l/da_{m,k}``, ``r_m = e_k``,
-  ``c_{l} = dz_{l-1}/da_{m,k} = f'_{l-1} * r_{l-1}``, ``r_l = W_l c_l``;
+  ``c_l = dz_p/da_{m,k} = f'_p * r_p``, ``r_l = W_l c_l`` (``p`` the layer feeding ``l``);
 * backward: ``s_l = d2E/da_{m,k} da_l = d delta_l / d a_{m,k}``, from
   ``s_L = f'_L * (H_y (f'_L * r_L)) + g_L * f''_L * r_L`` and
   ``s_{l} = f'_l * (W_{l+1}^T s_{l+1}) + g_l * f''_l * r_l``
@@ -40,10 +40,11 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
-from hessverify.methods._layout import public_positions, with_ones
-from hessverify.model.forward import ForwardPass, backward_deltas, check_point
-from hessverify.model.network import Architecture, layer_input
-from hessverify.problem import Problem
+from hessverify.model.forward import ForwardPass, backward_deltas
+from hessverify.model.layout import input_with_bias, public_positions
+from hessverify.model.network import Architecture
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["hessian", "hessian_entry", "locate", "unit_passes"]
 
@@ -51,33 +52,37 @@ __all__ = ["hessian", "hessian_entry", "locate", "unit_passes"]
 def locate(arch: Architecture, index: int) -> tuple[int, int, int]:
     """``(layer, unit, column)`` of a flat index; the column of a bias is ``fan_in``."""
     layer = int(arch.layer_of_param[index])
-    blk = arch.blocks[layer - 1]
+    blk = arch.block(layer)
     local = index - blk.offset
     if local < blk.w_size:
         return layer, local // blk.fan_in, local % blk.fan_in
     return layer, local - blk.w_size, blk.fan_in
 
 
-def unit_passes(fp: ForwardPass, m: int, k: int) -> tuple[dict[int, FloatArray], dict[int, FloatArray]]:
-    """``s[l] = d2E/da_{m,k} da_l`` (``l >= m``) and ``c[l] = dz_{l-1}/da_{m,k}`` (``l > m``), per pattern."""
-    depth = len(fp.a) - 1
+def unit_passes(arch: Architecture, fp: ForwardPass, m: int, k: int
+                ) -> tuple[dict[int, FloatArray], dict[int, FloatArray]]:
+    """``s[l] = d2E/da_{m,k} da_l`` (``l = m`` and above) and ``c[l] = dz_p/da_{m,k}`` (``l`` above ``m``,
+    ``p`` the layer feeding it), per pattern."""
     n = fp.z[0].shape[0]
     r = np.zeros((n, fp.df[m].shape[1]))
     r[:, k] = 1.0
     rs = {m: r}
     c: dict[int, FloatArray] = {}
-    for l in range(m + 1, depth + 1):  # forward: how a_{m,k} moves everything above it
-        c[l] = fp.df[l - 1] * rs[l - 1]
+    above = arch.above(m)
+    for l in above:  # forward: how a_{m,k} moves everything above it
+        p = arch.parent(l)
+        c[l] = fp.df[p] * rs[p]
         rs[l] = c[l] @ fp.weights[l].T
     s: dict[int, FloatArray] = {}
-    g = fp.g_y
-    Rg = np.einsum("nij,nj->ni", fp.h_y, fp.df[depth] * rs[depth])  # d g_L / d a_{m,k}
-    for l in range(depth, m - 1, -1):  # backward: differentiate each step of the delta pass
-        s[l] = Rg * fp.df[l] + g * fp.d2f[l] * rs[l]
-        if l > m:
-            w = fp.weights[l]
-            Rg = s[l] @ w
-            g = (g * fp.df[l]) @ w
+    out = arch.output_layer
+    g = {out: fp.g_y}  # dE/dz_l
+    Rg = {out: np.einsum("nij,nj->ni", fp.h_y, fp.df[out] * rs[out])}  # d g_l / d a_{m,k}
+    for l in (x for x in arch.top_down if x == m or x in above):  # backward: differentiate each step of the delta pass
+        s[l] = Rg[l] * fp.df[l] + g[l] * fp.d2f[l] * rs[l]
+        if l != m:
+            p, w = arch.parent(l), fp.weights[l]
+            Rg[p] = s[l] @ w
+            g[p] = (g[l] * fp.df[l]) @ w
     return s, c
 
 
@@ -113,14 +118,14 @@ def hessian_entry(problem: Problem, i: int | str, j: int | str) -> float:
         a, b = arch.param_index(i), arch.param_index(j)
     except (KeyError, IndexError) as exc:
         raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     (m, k, col), (mp, kp, colp) = sorted([locate(arch, a), locate(arch, b)])
-    s, c = unit_passes(fp, m, k)
-    x = with_ones(layer_input(fp.z, m), arch.blocks[m - 1].bias)[:, col]
-    xp = with_ones(layer_input(fp.z, mp), arch.blocks[mp - 1].bias)[:, colp]
+    s, c = unit_passes(arch, fp, m, k)
+    x = input_with_bias(arch, fp.z, m)[:, col]
+    xp = input_with_bias(arch, fp.z, mp)[:, colp]
     inner = xp * s[mp][:, kp]
-    if mp > m and colp < arch.blocks[mp - 1].fan_in:  # a bias input does not move
-        delta = backward_deltas(fp)[mp]
+    if mp in arch.above(m) and colp < arch.block(mp).fan_in:  # a bias input does not move
+        delta = backward_deltas(arch, fp)[mp]
         inner = inner + delta[:, kp] * c[mp][:, colp]
     return float(np.dot(x, inner))
 
@@ -131,27 +136,27 @@ def hessian(problem: Problem) -> FloatArray:
     Rojas (1996), sec. 8.4.3.  Slow by design (a reference-style method):
     ``sum_l units_l`` pairs of forward/backward vector passes.
     """
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     arch = problem.architecture
-    delta = backward_deltas(fp)
-    depth = arch.depth
-    xs = [with_ones(layer_input(fp.z, blk.layer), blk.bias) for blk in arch.blocks]
-    pos = [blk.offset + public_positions(blk).reshape(blk.units, -1) for blk in arch.blocks]
+    delta = backward_deltas(arch, fp)
+    xs = {l: input_with_bias(arch, fp.z, l) for l in arch.bottom_up}
+    pos = {l: arch.block(l).offset + public_positions(arch.block(l)).reshape(arch.block(l).units, -1)
+           for l in arch.bottom_up}
     H = np.empty((arch.n_params, arch.n_params))
-    for m in range(1, depth + 1):
-        x = xs[m - 1]
-        for k in range(arch.blocks[m - 1].units):
-            s, c = unit_passes(fp, m, k)
-            rows = pos[m - 1][k]
-            for mp in range(m, depth + 1):
-                xp = xs[mp - 1]
+    for m in arch.bottom_up:
+        x = xs[m]
+        for k in range(arch.block(m).units):
+            s, c = unit_passes(arch, fp, m, k)
+            rows = pos[m][k]
+            for mp in (m, *arch.above(m)):
+                xp = xs[mp]
                 inner = s[mp][:, :, None] * xp[:, None, :]  # (n, k', j')
-                if mp > m:
-                    fan = arch.blocks[mp - 1].fan_in
+                if mp != m:
+                    fan = arch.block(mp).fan_in
                     inner[:, :, :fan] += delta[mp][:, :, None] * c[mp][:, None, :]
                 vals = np.einsum("nj,nkp->jkp", x, inner).reshape(x.shape[1], -1)
-                cols = pos[mp - 1].reshape(-1)
+                cols = pos[mp].reshape(-1)
                 H[np.ix_(rows, cols)] = vals
-                if mp > m:
+                if mp != m:
                     H[np.ix_(cols, rows)] = vals.T
     return H

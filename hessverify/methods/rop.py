@@ -36,9 +36,10 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.errors import UsageError
-from hessverify.model.forward import ForwardPass, check_point
+from hessverify.model.forward import ForwardPass
 from hessverify.model.network import Architecture, layer_input
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["hessian", "hvp", "hvp_many"]
 
@@ -48,43 +49,42 @@ CHUNK_FLOATS = 2**22
 
 def hvp_many(arch: Architecture, fp: ForwardPass, V: FloatArray) -> FloatArray:
     """``(H V^T)^T``: the product of the Hessian with each row of ``V`` (``(P, W)`` -> ``(P, W)``)."""
-    depth = arch.depth
-    blocks = arch.blocks
     P = V.shape[0]
-    vw = [V[:, blk.w_slice].reshape(P, blk.units, blk.fan_in) for blk in blocks]
-    vb = [V[:, blk.b_slice] if blk.bias else None for blk in blocks]
+    vw = {blk.layer: V[:, blk.w_slice].reshape(P, blk.units, blk.fan_in) for blk in arch.blocks}
+    vb = {blk.layer: V[:, blk.b_slice] if blk.bias else None for blk in arch.blocks}
     # forward R pass: R a_l and R z_l, shape (P, N, units_l)
-    Ra: list[FloatArray] = [np.empty((0,))] * (depth + 1)
-    Rz: list[FloatArray | None] = [None] * (depth + 1)  # R z_0 = 0: the inputs do not move
-    for l in range(1, depth + 1):
-        ra = np.matmul(layer_input(fp.z, l), np.swapaxes(vw[l - 1], 1, 2))  # z_{l-1} V_l^T
-        if vb[l - 1] is not None:
-            ra += vb[l - 1][:, None, :]
-        prev = Rz[l - 1]
+    Ra: dict[int, FloatArray] = {}
+    Rz: dict[int, FloatArray | None] = {0: None}  # R z_0 = 0: the inputs do not move
+    for l in arch.bottom_up:
+        ra = np.matmul(layer_input(fp.z, l, arch), np.swapaxes(vw[l], 1, 2))  # z_p V_l^T
+        if vb[l] is not None:
+            ra += vb[l][:, None, :]
+        prev = Rz[arch.parent(l)]
         if prev is not None:
             ra += prev @ fp.weights[l].T
         Ra[l] = ra
         Rz[l] = fp.df[l] * ra
     # backward R pass
     out = np.empty((P, arch.n_params))
-    g = fp.g_y
-    Rg = np.einsum("nkj,pnj->pnk", fp.h_y, Rz[depth])
-    for l in range(depth, 0, -1):
-        blk = blocks[l - 1]
-        delta = g * fp.df[l]
-        Rdelta = Rg * fp.df[l] + (g * fp.d2f[l]) * Ra[l]
-        z_in = layer_input(fp.z, l)
-        rw = np.swapaxes(Rdelta, 1, 2) @ z_in
-        prev = Rz[l - 1]
+    top = arch.output_layer
+    g = {top: fp.g_y}
+    Rg = {top: np.einsum("nkj,pnj->pnk", fp.h_y, Rz[top])}
+    for l in arch.top_down:
+        blk = arch.block(l)
+        delta = g[l] * fp.df[l]
+        Rdelta = Rg[l] * fp.df[l] + (g[l] * fp.d2f[l]) * Ra[l]
+        rw = np.swapaxes(Rdelta, 1, 2) @ layer_input(fp.z, l, arch)
+        p = arch.parent(l)
+        prev = Rz[p]
         if prev is not None:
-            rw += delta.T @ prev  # the input z_{l-1} itself moves with v
+            rw += delta.T @ prev  # the input z_p itself moves with v
         out[:, blk.w_slice] = rw.reshape(P, -1)
         if blk.bias:
             out[:, blk.b_slice] = Rdelta.sum(axis=1)
-        if l > 1:
+        if p:  # not the network input
             w = fp.weights[l]
-            Rg = Rdelta @ w + delta @ vw[l - 1]
-            g = delta @ w
+            Rg[p] = Rdelta @ w + delta @ vw[l]
+            g[p] = delta @ w
     return out
 
 
@@ -125,7 +125,7 @@ def hvp(problem: Problem, v: FloatArray) -> FloatArray:
     True
     """
     arr = _as_direction(problem, v)
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     return hvp_many(problem.architecture, fp, arr[None, :])[0]
 
 
@@ -142,7 +142,7 @@ def hessian(problem: Problem) -> FloatArray:
     :math:`\\mathcal{R}_{e_i}\\{\\nabla E\\}`; the Hessian is symmetric, so
     rows and columns agree up to rounding.
     """
-    fp = check_point(problem)
+    fp = ensure_well_posed(problem)
     arch = problem.architecture
     W = arch.n_params
     H = np.empty((W, W))

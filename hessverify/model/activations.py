@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sympy
 from scipy.special import ndtr
 
 from hessverify._typing import FloatArray
 from hessverify.model._special import expit, positive, softplus
+
+if TYPE_CHECKING:  # SymPy is imported by the functions of the SymPy column, when called: not on import
+    import sympy
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
 
@@ -192,22 +195,43 @@ def _sym_identity(x: sympy.Symbol) -> sympy.Expr:
 
 
 def _sym_sigmoid(x: sympy.Symbol) -> sympy.Expr:
+    import sympy
+
     return 1 / (1 + sympy.exp(-x))
 
 
 def _sym_softplus(x: sympy.Symbol) -> sympy.Expr:
+    import sympy
+
     return sympy.log(1 + sympy.exp(x))
 
 
 def _sym_gelu(x: sympy.Symbol) -> sympy.Expr:
+    import sympy
+
     return x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2
 
 
 def _sym_silu(x: sympy.Symbol) -> sympy.Expr:
+
     return x * _sym_sigmoid(x)
 
 
+def _sym_tanh(x: sympy.Symbol) -> sympy.Expr:
+    import sympy
+
+    return sympy.tanh(x)
+
+
+def _sym_sin(x: sympy.Symbol) -> sympy.Expr:
+    import sympy
+
+    return sympy.sin(x)
+
+
 def _sym_relu(x: sympy.Symbol) -> sympy.Expr:
+    import sympy
+
     return sympy.Piecewise((x, x > 0), (0, True))
 
 
@@ -270,9 +294,9 @@ ACTIVATIONS: dict[str, Activation] = {
         #  name      f          f'           f''          f'''          SymPy  |terms|  kinks  sup|f^(1..4)|
         _A("identity", _identity, _ones, _zeros, _zeros, _sym_identity, _identity_terms, (), 1.0),
         _A("sigmoid", _sigmoid, _sigmoid_d1, _sigmoid_d2, _sigmoid_d3, _sym_sigmoid, _sigmoid_terms, (), 0.25),
-        _A("tanh", np.tanh, _tanh_d1, _tanh_d2, _tanh_d3, sympy.tanh, _tanh_terms, (), 4.1),
+        _A("tanh", np.tanh, _tanh_d1, _tanh_d2, _tanh_d3, _sym_tanh, _tanh_terms, (), 4.1),
         _A("softplus", _softplus, _sigmoid, _sigmoid_d1, _sigmoid_d2, _sym_softplus, _softplus_terms, (), 1.0),
-        _A("sin", np.sin, np.cos, _neg_sin, _neg_cos, sympy.sin, _sin_terms, (), 1.0),
+        _A("sin", np.sin, np.cos, _neg_sin, _neg_cos, _sym_sin, _sin_terms, (), 1.0),
         _A("gelu", _gelu, _gelu_d1, _gelu_d2, _gelu_d3, _sym_gelu, _gelu_terms, (), 1.6),
         _A("silu", _silu, _silu_d1, _silu_d2, _silu_d3, _sym_silu, _silu_terms, (), 1.1),
         _A("relu", _relu, _relu_d1, _zeros, _zeros, _sym_relu, _relu_terms, (0.0,), 1.0),

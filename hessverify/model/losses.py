@@ -15,15 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sympy
 from scipy.special import logsumexp, softmax
 
 from hessverify._typing import FloatArray
 from hessverify.model._special import expit, softplus
 
-__all__ = ["LOSSES", "REDUCTIONS", "Loss", "get_loss"]
+if TYPE_CHECKING:  # SymPy is imported by the functions of the SymPy column, when called: not on import
+    import sympy
+
+__all__ = ["LOSSES", "REDUCTIONS", "TARGET_KINDS", "Loss", "get_loss", "valid_targets"]
 
 REDUCTIONS = ("sum", "mean")
 
@@ -53,6 +56,12 @@ class Loss:
     convex:
         Whether ``e`` is convex in ``y`` (then the Gauss-Newton matrix is
         positive semi-definite).
+    targets:
+        What a valid target row is (:data:`TARGET_KINDS`): ``"real"``,
+        ``"distribution"`` (non-negative, summing to 1), ``"unit"`` (each in
+        [0, 1]) or ``"ignored"`` (the loss does not read them; zeros).  Every
+        place that draws targets (case files, strategies, the false-alarm
+        measurement) asks this column and :func:`valid_targets`.
     """
 
     name: str
@@ -64,6 +73,7 @@ class Loss:
     hess_mag: Callable[[FloatArray, FloatArray], FloatArray]
     hess_slope: float = 0.0
     convex: bool = True
+    targets: str = "real"
 
 
 def _diag(d: FloatArray) -> FloatArray:
@@ -131,6 +141,8 @@ def _sse_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _sse_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     return sympy.Rational(1, 2) * sum(((yi - ti) ** 2 for yi, ti in zip(y, t)), sympy.S.Zero)
 
 
@@ -155,6 +167,8 @@ def _ce_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _ce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     log_z = sympy.log(sum((sympy.exp(yi) for yi in y), sympy.S.Zero))
     return -sum((ti * (yi - log_z) for yi, ti in zip(y, t)), sympy.S.Zero)
 
@@ -175,6 +189,8 @@ def _bce_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _bce_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     return sum((sympy.log(1 + sympy.exp(yi)) - ti * yi for yi, ti in zip(y, t)), sympy.S.Zero)
 
 
@@ -194,6 +210,8 @@ def _out_hess(y: FloatArray, t: FloatArray) -> FloatArray:
 
 
 def _out_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
     return sum(y, sympy.S.Zero)
 
 
@@ -203,14 +221,43 @@ LOSSES: dict[str, Loss] = {
         #    name, value, gradient, Hessian, SymPy, |gradient terms|, |Hessian terms|
         Loss("sse", _sse_value, _sse_grad, _sse_hess, _sse_expr, _abs_sum, _sse_hess, 0.0),
         # d/dy of p_i (delta_ij - p_j) is at most twice its terms; sigma'' = sigma' (1 - 2 sigma)
-        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hess, _ce_expr, _ce_grad_mag, _ce_hess_mag, 2.0),
+        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hess, _ce_expr, _ce_grad_mag, _ce_hess_mag, 2.0,
+             targets="distribution"),
         Loss("binary_cross_entropy", _bce_value, _bce_grad, _bce_hess, _bce_expr,
-             _bce_grad_mag, _bce_hess_mag, 1.0),
+             _bce_grad_mag, _bce_hess_mag, 1.0, targets="unit"),
         # linear in y: convex, and its Hessian in y is zero
-        Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess, 0.0),
+        Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess, 0.0, targets="ignored"),
     )
 }
 """Every loss a case may name, keyed by that name."""
+
+
+TARGET_KINDS = ("real", "distribution", "unit", "ignored")
+"""What a loss accepts as a target row (the ``targets`` column of :data:`LOSSES`)."""
+
+
+def valid_targets(loss: str, rows: FloatArray) -> FloatArray:
+    """Draws made valid targets for ``loss``, ``(N, K)``: the one place that knows what each kind needs.
+
+    ``"distribution"`` rows (non-negative draws) are divided by their sum, an
+    all-zero row becoming the uniform distribution; ``"ignored"`` targets
+    become zeros; ``"real"`` and ``"unit"`` draws (already in [0, 1]) are kept.
+
+    Examples
+    --------
+    >>> valid_targets("cross_entropy", np.array([[1.0, 3.0], [0.0, 0.0]])).tolist()
+    [[0.25, 0.75], [0.5, 0.5]]
+    >>> valid_targets("output", np.array([[0.3]])).tolist()
+    [[0.0]]
+    """
+    t = np.array(rows, dtype=np.float64)
+    kind = get_loss(loss).targets
+    if kind == "distribution":
+        total = t.sum(axis=-1, keepdims=True)
+        return np.where(total == 0.0, 1.0 / t.shape[-1], t / np.where(total == 0.0, 1.0, total))
+    if kind == "ignored":
+        return np.zeros_like(t)
+    return t
 
 
 def get_loss(name: str) -> Loss:

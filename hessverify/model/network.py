@@ -9,10 +9,17 @@ The layout is a public contract, the same in every output of hessverify:
   unit ``i``; then the bias ``b_l`` (if the layer has one);
 * names are ``W1[0,1]`` and ``b1[0]``.
 
-Skip connections: a layer's input is built by :meth:`Architecture.fan_in`
-and :func:`layer_input` only, so a later ``Layer.sources`` field (concatenate
-the outputs of several earlier layers) changes these two places and nothing
-that consumes the layout.
+Topology.  The network is a chain today: layer ``l`` is fed by layer
+``l - 1`` (layer 0 is the input) and feeds layer ``l + 1``.  That arithmetic
+is written here and nowhere else: every pass of the package asks the
+architecture (:meth:`Architecture.parents`, :meth:`Architecture.children`,
+:meth:`Architecture.parent`, :meth:`Architecture.child`, :attr:`Architecture.bottom_up`,
+:attr:`Architecture.top_down`, :meth:`Architecture.above`) and builds a
+layer's input with :func:`layer_input`.  A feed-forward graph (skip
+connections: a ``Layer.sources`` field) changes these queries and
+:meth:`Architecture.fan_in`; the passes that assume one parent per layer ask
+for it with :meth:`Architecture.parent`, which will then raise for a layer
+with several, pointing at the sums over parents that such a layer needs.
 """
 
 from __future__ import annotations
@@ -99,7 +106,83 @@ class Architecture:
 
     def fan_in(self, layer: int) -> int:
         """Width of the input of ``layer`` (1-based)."""
-        return self.inputs if layer == 1 else self.layers[layer - 2].units
+        return sum(self.inputs if p == 0 else self.layers[p - 1].units for p in self.parents(layer))
+
+    # -- topology: the only place that knows the layers form a chain ----------------
+
+    def layer(self, index: int) -> Layer:
+        """Layer ``index`` (1-based, as in ``W1``)."""
+        if not 1 <= index <= self.depth:
+            raise IndexError(f"no layer {index}: the network has layers 1..{self.depth}")
+        return self.layers[index - 1]
+
+    def block(self, index: int) -> ParamBlock:
+        """Where layer ``index`` (1-based) sits in the flat parameter vector."""
+        self.layer(index)
+        return self.blocks[index - 1]
+
+    @property
+    def output_layer(self) -> int:
+        """The index of the layer whose output is the network's output."""
+        return self.depth
+
+    @property
+    def bottom_up(self) -> tuple[int, ...]:
+        """Layer indices in an order where every layer comes after the layers feeding it."""
+        return tuple(range(1, self.depth + 1))
+
+    @property
+    def top_down(self) -> tuple[int, ...]:
+        """Layer indices in an order where every layer comes after the layers it feeds."""
+        return tuple(reversed(self.bottom_up))
+
+    def parents(self, layer: int) -> tuple[int, ...]:
+        """The layers whose outputs form the input of ``layer``, in that order (0: the network input).
+
+        Examples
+        --------
+        >>> arch = Architecture(3, (Layer(4, "tanh"), Layer(2, "identity")))
+        >>> arch.parents(1), arch.parents(2), arch.children(1), arch.children(2)
+        ((0,), (1,), (2,), ())
+        """
+        self.layer(layer)
+        return (layer - 1,)
+
+    def children(self, layer: int) -> tuple[int, ...]:
+        """The layers that take the output of ``layer`` (0: the network input) as input."""
+        if layer != 0:
+            self.layer(layer)
+        return (layer + 1,) if layer < self.depth else ()
+
+    def parent(self, layer: int) -> int:
+        """The one layer feeding ``layer`` (0: the input), for passes written for a chain.
+
+        Raises ``ValueError`` for a layer with several parents: a pass that
+        calls this must then sum over :meth:`parents`.
+        """
+        (only, *more) = self.parents(layer)
+        if more:
+            raise ValueError(f"layer {layer} has several parents {self.parents(layer)}; sum over parents()")
+        return only
+
+    def child(self, layer: int) -> int:
+        """The one layer that ``layer`` feeds, for passes written for a chain (``ValueError`` for the output layer
+        or a layer with several children)."""
+        kids = self.children(layer)
+        if len(kids) != 1:
+            raise ValueError(f"layer {layer} feeds {len(kids)} layers {kids}; sum over children()")
+        return kids[0]
+
+    def above(self, layer: int) -> tuple[int, ...]:
+        """Every layer that depends on ``layer`` (its children, their children, ...), bottom up."""
+        seen: set[int] = set()
+        frontier = list(self.children(layer))
+        while frontier:
+            child = frontier.pop()
+            if child not in seen:
+                seen.add(child)
+                frontier += self.children(child)
+        return tuple(l for l in self.bottom_up if l in seen)
 
     @cached_property
     def blocks(self) -> tuple[ParamBlock, ...]:
@@ -169,7 +252,7 @@ class Architecture:
         layer, kind, i, j = parse_param_name(name_or_index)
         if not 1 <= layer <= self.depth:
             raise KeyError(f"no parameter {name_or_index!r}: the network has {self.depth} layers")
-        blk = self.blocks[layer - 1]
+        blk = self.block(layer)
         if kind == "W":
             if not (0 <= i < blk.units and j is not None and 0 <= j < blk.fan_in):
                 raise KeyError(
@@ -202,6 +285,9 @@ def parse_param_name(name: str) -> tuple[int, str, int, int | None]:
     return int(m.group(2)), m.group(1), int(m.group(3)), (None if m.group(4) is None else int(m.group(4)))
 
 
-def layer_input(zs: list[FloatArray], layer: int) -> FloatArray:
-    """Input of ``layer`` (1-based) given ``zs = [x, z_1, z_2, ...]``."""
-    return zs[layer - 1]
+def layer_input(zs: list[FloatArray], layer: int, arch: Architecture) -> FloatArray:
+    """Input of ``layer`` (1-based) given ``zs = [x, z_1, z_2, ...]``: the outputs of its parents, side by side."""
+    parents = arch.parents(layer)
+    if len(parents) == 1:
+        return zs[parents[0]]
+    return np.concatenate([zs[p] for p in parents], axis=-1)

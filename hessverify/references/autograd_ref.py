@@ -23,7 +23,7 @@ import numpy as np
 from autograd.scipy.special import erf, logsumexp
 
 from hessverify._typing import FloatArray
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["error_function", "hessian", "gradient"]
 

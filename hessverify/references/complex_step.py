@@ -51,8 +51,9 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNDERFLOW_FLOOR
-from hessverify.model.forward import check_point, gradient
-from hessverify.problem import Problem
+from hessverify.model.forward import gradient
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["STEP", "hessian", "hessian_with_error"]
 
@@ -80,7 +81,7 @@ def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     imaginary parts, ``UNDERFLOW_FLOOR / h``; rounding is not in it (the
     rounding model covers that).
     """
-    check_point(problem)
+    ensure_well_posed(problem)
     theta = np.asarray(problem.params, dtype=np.float64)
     D1 = _columns(problem, theta, STEP)
     D2 = _columns(problem, theta, 2.0 * STEP)
@@ -91,7 +92,7 @@ def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
 
 def hessian(problem: Problem) -> FloatArray:
     """The Hessian column by column from ``Im g(theta + i h e_j) / h``, symmetrised."""
-    check_point(problem)
+    ensure_well_posed(problem)
     D = _columns(problem, np.asarray(problem.params, dtype=np.float64), STEP)
     with np.errstate(over="ignore", invalid="ignore"):
         return 0.5 * (D + D.T)

@@ -29,7 +29,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references.autograd_ref import _ACT, _loss
 
 __all__ = ["becker_lecun", "fisher", "gauss_newton", "output_function"]

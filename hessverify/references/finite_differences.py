@@ -38,6 +38,11 @@ its kink, the difference quotient mixes two smooth pieces and its error is
 not ``O(h^2)``: column and row ``j`` are then not trusted, and their error
 estimate is ``inf`` (a comparison counts them as unchecked, never as agreeing
 or disagreeing).
+
+The pieces :mod:`hessverify.references.richardson` shares are here, once:
+exactly representable steps (:func:`exact_steps`), the central differences
+of the gradient at several multiples of the step (:func:`central_differences`)
+and the assembly of an entrywise estimate (:func:`error_estimate`).
 """
 
 from __future__ import annotations
@@ -46,45 +51,64 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
-from hessverify.model.activations import get_activation
-from hessverify.model.forward import check_point, forward, gradient
-from hessverify.problem import Problem
+from hessverify.model.forward import forward, gradient
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed, kinked_net_inputs
 
-__all__ = ["FD_SAFETY", "hessian", "hessian_with_error", "steps"]
+__all__ = [
+    "FD_SAFETY", "central_differences", "error_estimate", "exact_steps", "hessian", "hessian_with_error",
+    "kink_columns", "steps",
+]
 
 FD_SAFETY = 4.0
 """Factor between the estimated error and the bound: the Richardson estimate
 is itself only accurate to leading order, and can vanish by accident."""
 
 
-def steps(theta: FloatArray) -> FloatArray:
-    """Per-parameter steps ``u^(1/3) max(|theta|, 1)``, exactly representable."""
-    h = np.cbrt(UNIT_ROUNDOFF) * np.maximum(np.abs(theta), 1.0)
+def exact_steps(theta: FloatArray, base: float) -> FloatArray:
+    """Per-parameter steps ``base max(|theta|, 1)``, rounded so that ``theta +- h`` (and ``2h``, ``4h``) are exact."""
+    h = base * np.maximum(np.abs(theta), 1.0)
     return (theta + h) - theta
 
 
-def _central(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArray:
+def steps(theta: FloatArray) -> FloatArray:
+    """Per-parameter steps ``u^(1/3) max(|theta|, 1)``, exactly representable."""
+    return exact_steps(theta, np.cbrt(UNIT_ROUNDOFF))
+
+
+def central_differences(problem: Problem, theta: FloatArray, h: FloatArray,
+                        scales: tuple[float, ...] = (1.0,)) -> list[FloatArray]:
+    """``D(s h)`` for each ``s`` in ``scales``: column ``j`` is ``(g(theta + s h_j e_j) - g(theta - s h_j e_j)) / (2 s h_j)``."""
     n = theta.size
-    D = np.empty((n, n))
+    out = [np.empty((n, n)) for _ in scales]
     for j in range(n):
-        e = np.zeros(n)
-        e[j] = h[j]
-        D[:, j] = (gradient(problem, theta + e) - gradient(problem, theta - e)) / (2.0 * h[j])
-    return D
+        for D, s in zip(out, scales):
+            e = np.zeros(n)
+            e[j] = s * h[j]
+            D[:, j] = (gradient(problem, theta + e) - gradient(problem, theta - e)) / (2.0 * s * h[j])
+    return out
+
+
+def error_estimate(value: FloatArray, truncation: FloatArray, rounding: FloatArray, crossed: FloatArray
+                   ) -> FloatArray:
+    """Truncation plus rounding, made symmetric, plus the asymmetry ``|V - V^T| / 2``; ``inf`` where a step crosses a kink."""
+    est = truncation + rounding
+    est = np.maximum(est, est.T) + np.abs(value - value.T) / 2.0
+    est[crossed, :] = np.inf
+    est[:, crossed] = np.inf
+    return est
 
 
 def kink_columns(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArray:
-    """Boolean mask of the parameters whose steps cross a kink of some unit."""
-    kinked = [i for i, layer in enumerate(problem.architecture.layers, start=1)
-              if get_activation(layer.activation).kinks]
+    """Boolean mask of the parameters whose steps (``+-2 h``) cross a kink of some unit."""
+    arch = problem.architecture
     crossed = np.zeros(theta.size, dtype=bool)
-    if not kinked:
+    if not any(True for _ in kinked_net_inputs(arch, [None] * (arch.depth + 1))):
         return crossed
 
     def sides(t: FloatArray) -> list[FloatArray]:
         fp = forward(problem, t, derivatives=False)
-        return [np.sign(fp.a[i] - k) for i in kinked
-                for k in get_activation(problem.architecture.layers[i - 1].activation).kinks]
+        return [np.sign(a - kink) for _, kink, a in kinked_net_inputs(arch, fp.a)]
 
     base = sides(theta)
     for j in range(theta.size):
@@ -99,7 +123,7 @@ def kink_columns(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArr
 
 def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     """The symmetrised central-difference Hessian and its entrywise error estimate."""
-    check_point(problem)
+    ensure_well_posed(problem)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step: reported as not applicable
         return _with_error(problem)
 
@@ -107,16 +131,11 @@ def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
 def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
-    D1 = _central(problem, theta, h)
-    D2 = _central(problem, theta, 2.0 * h)
+    D1, D2 = central_differences(problem, theta, h, (1.0, 2.0))
     truncation = np.abs(D1 - D2) / 3.0
     g_mag = magnitude_gradient(problem)
     rounding = gamma(chain_length(problem)) * (g_mag[:, None] / h[None, :] + magnitude_hessian(problem))
-    est = truncation + rounding
-    est = np.maximum(est, est.T) + np.abs(D1 - D1.T) / 2.0
-    crossed = kink_columns(problem, theta, h)
-    est[crossed, :] = np.inf
-    est[:, crossed] = np.inf
+    est = error_estimate(D1, truncation, rounding, kink_columns(problem, theta, h))
     return (D1 + D1.T) / 2.0, est
 
 

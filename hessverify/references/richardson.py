@@ -49,9 +49,9 @@ import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
-from hessverify.model.forward import check_point, gradient
-from hessverify.problem import Problem
-from hessverify.references.finite_differences import kink_columns
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
+from hessverify.references.finite_differences import central_differences, error_estimate, exact_steps, kink_columns
 
 __all__ = ["ASYMPTOTIC_RATIO", "EXTRAPOLATION_GAIN", "hessian", "hessian_with_error", "steps"]
 
@@ -66,24 +66,12 @@ these steps; near 1 the extrapolation has not helped and the steps are too wide 
 
 def steps(theta: FloatArray) -> FloatArray:
     """``u^(1/5) max(|theta|, 1)``, exactly representable (and so are 2h and 4h, powers of two apart)."""
-    h = UNIT_ROUNDOFF**0.2 * np.maximum(np.abs(theta), 1.0)
-    return (theta + h) - theta
-
-
-def _differences(problem: Problem, theta: FloatArray, h: FloatArray, scales: tuple[float, ...]) -> list[FloatArray]:
-    n = theta.size
-    out = [np.empty((n, n)) for _ in scales]
-    for j in range(n):
-        for k, s in enumerate(scales):
-            e = np.zeros(n)
-            e[j] = s * h[j]
-            out[k][:, j] = (gradient(problem, theta + e) - gradient(problem, theta - e)) / (2.0 * s * h[j])
-    return out
+    return exact_steps(theta, UNIT_ROUNDOFF**0.2)
 
 
 def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     """The symmetrised extrapolated Hessian and its entrywise error estimate."""
-    check_point(problem)
+    ensure_well_posed(problem)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step: reported as not applicable
         return _with_error(problem)
 
@@ -91,14 +79,14 @@ def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
 def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
-    D1, D2, D4 = _differences(problem, theta, h, (1.0, 2.0, 4.0))
+    D1, D2, D4 = central_differences(problem, theta, h, (1.0, 2.0, 4.0))
     R1 = (4.0 * D1 - D2) / 3.0
     R2 = (4.0 * D2 - D4) / 3.0
     truncation = np.abs(R1 - R2)  # not / 15: the h^4 term need not rule (module text)
     rounding = gamma(chain_length(problem)) * (1.5 * magnitude_gradient(problem)[:, None] / h[None, :]
                                                + 2.0 * magnitude_hessian(problem))
-    est = truncation + rounding
-    est = np.maximum(est, est.T) + np.abs(R1 - R1.T) / 2.0
+    # the widest step, 4h, is what may reach a kink
+    est = error_estimate(R1, truncation, rounding, kink_columns(problem, theta, 2.0 * h))
     # Outside the asymptotic range the estimate means nothing: there D(2h) - D(4h) is not 4 to 16
     # times D(h) - D(2h) (c2 h^2 + c4 h^4 terms), though both stand well above rounding noise
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -108,10 +96,6 @@ def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     # and extrapolating must shrink the differences: R(h) - R(2h) ~ 20 (c4 / c2) h^2 (D(h) - D(2h))
     off |= signal & (np.abs(R1 - R2) > EXTRAPOLATION_GAIN * np.abs(D1 - D2))
     est[off | off.T] = np.inf
-    # the widest step, 4h, is what may reach a kink
-    crossed = kink_columns(problem, theta, 2.0 * h)
-    est[crossed, :] = np.inf
-    est[:, crossed] = np.inf
     return (R1 + R1.T) / 2.0, est
 
 

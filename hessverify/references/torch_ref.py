@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["available", "hessian", "softplus", "stable_gelu"]
 

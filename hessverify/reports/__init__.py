@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from hessverify.compare import Comparison, is_not_applicable, margin_text
 from hessverify.errors import UsageError
 from hessverify.io import check_output_path, report_set, write_output
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
 from hessverify.reports.schema import SCHEMA_VERSION

@@ -41,7 +41,8 @@ from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
 from hessverify.compare import Comparison
 from hessverify.errors import HessverifyError
-from hessverify.problem import Problem
+from hessverify.forms import form_named
+from hessverify.model.problem import Problem
 from hessverify.reports.localise import Localisation, localise
 
 if TYPE_CHECKING:
@@ -142,28 +143,7 @@ def as_matrix(problem: Problem, kind: str, value: Any) -> FloatArray:
     matrix and ``"blocks"`` (one square block per layer, in layer order) a
     block-diagonal one (registry ``kind``, :mod:`hessverify.registry`).
     """
-    W = problem.n_params
-    if kind == "vector":
-        v = np.asarray(value, dtype=np.float64).reshape(-1)
-        if v.shape != (W,):
-            raise ValueError(f"a diagonal needs {W} entries, got {v.shape}")
-        return np.diag(v)
-    if kind == "blocks":
-        out = np.zeros((W, W))
-        blocks = list(value)
-        layer_blocks = problem.architecture.blocks
-        if len(blocks) != len(layer_blocks):
-            raise ValueError(f"expected {len(layer_blocks)} layer blocks, got {len(blocks)}")
-        for blk, B in zip(layer_blocks, blocks, strict=True):
-            B = np.asarray(B, dtype=np.float64)
-            if B.shape != (blk.size, blk.size):
-                raise ValueError(f"layer {blk.layer} block should be ({blk.size}, {blk.size}), got {B.shape}")
-            out[blk.slice, blk.slice] = B
-        return out
-    M = np.asarray(value, dtype=np.float64)
-    if M.shape != (W, W):
-        raise ValueError(f"expected a ({W}, {W}) matrix, got {M.shape}")
-    return M
+    return form_named(kind)(value).dense(problem.architecture)
 
 
 def is_approximation(c: Comparison) -> bool:
@@ -179,12 +159,7 @@ def exact_dense(problem: Problem, kind: str, value: Any) -> FloatArray:
     the other entries, so they are NaN (left out of localisation, grey in
     the pictures) rather than zero.
     """
-    if kind == "matrix":
-        return as_matrix(problem, kind, value)
-    dense = as_matrix(problem, kind, value)
-    known = as_matrix(problem, kind, np.ones(problem.n_params) if kind == "vector"
-                      else [np.ones((b.size, b.size)) for b in problem.architecture.blocks]) != 0
-    return np.where(known, dense, np.nan)
+    return form_named(kind)(value).dense(problem.architecture, fill=np.nan)
 
 
 @dataclass(frozen=True)

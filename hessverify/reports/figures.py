@@ -26,7 +26,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: 
 
 from hessverify._typing import FloatArray  # noqa: E402
 from hessverify.compare import Comparison  # noqa: E402
-from hessverify.problem import Problem  # noqa: E402
+from hessverify.model.problem import Problem  # noqa: E402
 from hessverify.reports.analysis import CaseAnalysis, is_approximation  # noqa: E402
 
 __all__ = ["MAX_NAMED_TICKS", "drawn_comparisons", "heatmaps_png", "spectrum_png"]

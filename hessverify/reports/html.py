@@ -13,7 +13,7 @@ import html
 from collections.abc import Sequence
 
 from hessverify.compare import Comparison, is_not_applicable, margin_text
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, is_approximation
 from hessverify.reports.localise import SHAPE_PHRASES
 from hessverify.reports.progress import track

@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 
 from hessverify._typing import FloatArray
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["ASYMMETRY_SHARE", "BLOCK_FILL", "SHAPES", "SHAPE_PHRASES", "BlockShare", "Localisation", "TopEntry",
            "localise"]

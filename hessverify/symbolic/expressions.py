@@ -143,7 +143,7 @@ class NetworkSymbols:
 
     @property
     def y(self) -> list[sympy.Symbol]:
-        return self.z[-1]
+        return self.z[self.arch.output_layer]
 
     def param(self, name: str) -> sympy.Symbol:
         """The symbol of a parameter given by its public name."""
@@ -180,13 +180,13 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     direct differentiation of :func:`explicit_error`.
     """
     arch = s.arch
-    depth = arch.depth
+    out = arch.output_layer
     defs: dict[sympy.Symbol, sympy.Expr] = {}
     # forward: a = W z + b, z = f(a), and f', f'' at a (from the SymPy column)
     for l, layer in enumerate(arch.layers, start=1):
         f, d1, d2 = activation_derivatives(layer.activation)
         for i in range(layer.units):
-            defs[s.a[l][i]] = sympy.Add(*[w * zj for w, zj in zip(s.W[l][i], s.z[l - 1], strict=True)], s.b[l][i])
+            defs[s.a[l][i]] = sympy.Add(*[w * zj for w, zj in zip(s.W[l][i], s.z[arch.parent(l)], strict=True)], s.b[l][i])
         for i in range(layer.units):
             defs[s.z[l][i]] = _apply(f, s.a[l][i])
             defs[s.fp[l][i]] = _apply(d1, s.a[l][i])
@@ -202,54 +202,59 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     for k in range(K):
         for kp in range(K):
             defs[h[k][kp]] = hess[k][kp].xreplace(at_output)
-    # backward, first order: delta_L = g * f'_L;  delta_l = f'_l * (W_{l+1}^T delta_{l+1})
+    # backward, first order: delta_L = g * f'_L;  delta_l = f'_l * (W_c^T delta_c), c the layer l feeds
+    hidden = [l for l in arch.top_down if l != out]
     for k in range(K):
-        defs[s.delta[depth][k]] = g[k] * s.fp[depth][k]
-    for l in range(depth - 1, 0, -1):
-        for i in range(arch.layers[l - 1].units):
-            back = sympy.Add(*[s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(arch.layers[l].units)])
+        defs[s.delta[out][k]] = g[k] * s.fp[out][k]
+    for l in hidden:
+        c = arch.child(l)
+        for i in range(arch.layer(l).units):
+            back = sympy.Add(*[s.W[c][k][i] * s.delta[c][k] for k in range(arch.layer(c).units)])
             defs[s.delta[l][i]] = s.fp[l][i] * back
     # backward, second order: Q_L = diag(f') h diag(f') + diag(g f'');
-    # Q_l = diag(f'_l) W^T Q_{l+1} W diag(f'_l) + diag(f''_l (W^T delta_{l+1})), through R = W^T Q_{l+1}
-    Q: dict[int, list[list[sympy.Symbol]]] = {depth: s.matrix(f"Q{depth}", K, K)}
+    # Q_l = diag(f'_l) W^T Q_c W diag(f'_l) + diag(f''_l (W^T delta_c)), through R = W^T Q_c
+    Q: dict[int, list[list[sympy.Symbol]]] = {out: s.matrix(f"Q{out}", K, K)}
     for k in range(K):
         for kp in range(K):
-            term = s.fp[depth][k] * h[k][kp] * s.fp[depth][kp]
-            defs[Q[depth][k][kp]] = term + (g[k] * s.fpp[depth][k] if k == kp else 0)
-    for l in range(depth - 1, 0, -1):
-        u, up = arch.layers[l - 1].units, arch.layers[l].units
+            term = s.fp[out][k] * h[k][kp] * s.fp[out][kp]
+            defs[Q[out][k][kp]] = term + (g[k] * s.fpp[out][k] if k == kp else 0)
+    for l in hidden:
+        c = arch.child(l)
+        u, up = arch.layer(l).units, arch.layer(c).units
         R = s.matrix(f"R{l}", u, up)
         for i in range(u):
             for k in range(up):
-                defs[R[i][k]] = sympy.Add(*[s.W[l + 1][j][i] * Q[l + 1][j][k] for j in range(up)])
+                defs[R[i][k]] = sympy.Add(*[s.W[c][j][i] * Q[c][j][k] for j in range(up)])
         Q[l] = s.matrix(f"Q{l}", u, u)
         for i in range(u):
             for ip in range(u):
-                inner = sympy.Add(*[R[i][k] * s.W[l + 1][k][ip] for k in range(up)])
+                inner = sympy.Add(*[R[i][k] * s.W[c][k][ip] for k in range(up)])
                 term = s.fp[l][i] * inner * s.fp[l][ip]
                 if i == ip:
-                    back = sympy.Add(*[s.W[l + 1][k][i] * s.delta[l + 1][k] for k in range(up)])
+                    back = sympy.Add(*[s.W[c][k][i] * s.delta[c][k] for k in range(up)])
                     term = term + s.fpp[l][i] * back
                 defs[Q[l][i][ip]] = term
-    # forward Jacobians B_{l,m} = da_l/da_m = W_l diag(f'_{l-1}) B_{l-1,m}, B_{m,m} = I
-    for m in range(1, depth + 1):
-        prev: list[list[sympy.Expr]] | None = None  # None stands for the identity B_{m,m}
-        for l in range(m + 1, depth + 1):
-            u, um = arch.layers[l - 1].units, arch.layers[m - 1].units
+    # forward Jacobians B_{l,m} = da_l/da_m = W_l diag(f'_p) B_{p,m}, p the layer feeding l, B_{m,m} = I
+    for m in arch.bottom_up:
+        B: dict[int, list[list[sympy.Symbol]] | None] = {m: None}  # None stands for the identity B_{m,m}
+        for l in arch.above(m):
+            p = arch.parent(l)
+            prev = B[p]
+            u, um = arch.layer(l).units, arch.layer(m).units
             Bl = s.matrix(f"B{l},{m}", u, um)
             fan = arch.fan_in(l)
             for i in range(u):
                 for k in range(um):
                     if prev is None:
-                        value = s.W[l][i][k] * s.fp[l - 1][k]
+                        value = s.W[l][i][k] * s.fp[p][k]
                     else:
-                        value = sympy.Add(*[s.W[l][i][j] * s.fp[l - 1][j] * prev[j][k] for j in range(fan)])
+                        value = sympy.Add(*[s.W[l][i][j] * s.fp[p][j] * prev[j][k] for j in range(fan)])
                     defs[Bl[i][k]] = value
-            prev = Bl
+            B[l] = Bl
     # main term of each block: K_{m,m'} = B_{m',m}^T Q_{m'} (K_{m,m} = Q_m)
-    for m in range(1, depth + 1):
-        for mp in range(m + 1, depth + 1):
-            um, ump = arch.layers[m - 1].units, arch.layers[mp - 1].units
+    for m in arch.bottom_up:
+        for mp in arch.above(m):
+            um, ump = arch.layer(m).units, arch.layer(mp).units
             Bs = s.matrix(f"B{mp},{m}", ump, um)
             Km = s.matrix(f"K{m},{mp}", um, ump)
             for k in range(um):

@@ -78,7 +78,7 @@ def kind(arch: Architecture, p: str, q: str) -> str:
     ('layers', 'output+bias', 'hidden+bias')
     """
     (m, _, j), (mp, _, jp) = _split(arch, p), _split(arch, q)
-    base = "layers" if m != mp else ("output" if m == arch.depth else "hidden")
+    base = "layers" if m != mp else ("output" if m == arch.output_layer else "hidden")
     return base + ("+bias" if j is None or jp is None else "")
 
 
@@ -165,24 +165,26 @@ def entry(s: NetworkSymbols, p: str, q: str) -> sympy.Expr:
     (m, k, j), (mp, kp, jp) = _split(arch, p), _split(arch, q)
     if (m, k) > (mp, kp):
         (m, k, j), (mp, kp, jp) = (mp, kp, jp), (m, k, j)
-    zin = sympy.S.One if j is None else s.z[m - 1][j]
-    zin_p = sympy.S.One if jp is None else s.z[mp - 1][jp]
+    zin = sympy.S.One if j is None else s.z[arch.parent(m)][j]
+    zin_p = sympy.S.One if jp is None else s.z[arch.parent(mp)][jp]
+    um, ump = arch.layer(m).units, arch.layer(mp).units
     if m == mp:
-        return zin * zin_p * s.matrix(f"Q{m}", arch.layers[m - 1].units, arch.layers[m - 1].units)[k][kp]
-    main = zin * zin_p * s.matrix(f"K{m},{mp}", arch.layers[m - 1].units, arch.layers[mp - 1].units)[k][kp]
+        return zin * zin_p * s.matrix(f"Q{m}", um, um)[k][kp]
+    main = zin * zin_p * s.matrix(f"K{m},{mp}", um, ump)[k][kp]
     if jp is None:  # the bias's input is constant: no bilinear term
         return main
-    if mp - 1 == m:
+    p = arch.parent(mp)  # W_m' multiplies z_p, which depends on W_m through B_{p,m}
+    if p == m:
         b = sympy.S.One if jp == k else sympy.S.Zero
     else:
-        b = s.matrix(f"B{mp - 1},{m}", arch.layers[mp - 2].units, arch.layers[m - 1].units)[jp][k]
-    return main + s.delta[mp][kp] * s.fp[mp - 1][jp] * b * zin
+        b = s.matrix(f"B{p},{m}", arch.layer(p).units, um)[jp][k]
+    return main + s.delta[mp][kp] * s.fp[p][jp] * b * zin
 
 
 def gradient_entry(s: NetworkSymbols, p: str) -> sympy.Expr:
     """:math:`\\partial e/\\partial p = \\delta^{(m)}_k z^{(m-1)}_j` (the input is 1 for a bias)."""
     m, k, j = _split(s.arch, p)
-    return s.delta[m][k] * (sympy.S.One if j is None else s.z[m - 1][j])
+    return s.delta[m][k] * (sympy.S.One if j is None else s.z[s.arch.parent(m)][j])
 
 
 def named_atoms(s: NetworkSymbols) -> set[sympy.Symbol]:

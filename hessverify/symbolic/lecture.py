@@ -56,7 +56,7 @@ import mpmath
 import sympy
 
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.symbolic import formulas
 from hessverify.symbolic.expressions import (
     Expression,

@@ -51,10 +51,11 @@ import numpy as np
 import sympy
 
 from hessverify._typing import FloatArray
+from hessverify.budget import estimated_cost  # the cost model lives with the other budgets
 from hessverify.errors import NotDifferentiableError, OverflowReport
-from hessverify.model.activations import get_activation
 from hessverify.model.network import Architecture
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import kinked_net_inputs
 from hessverify.symbolic.expressions import (
     NetworkSymbols,
     activation_derivatives,
@@ -133,21 +134,21 @@ def program(arch: Architecture, loss: str) -> Program:
     """Build and compile the closed form for ``arch`` and ``loss`` (cached)."""
     s = NetworkSymbols(arch)
     defs = definitions(s, loss)
-    depth = arch.depth
     wanted: list[tuple[tuple[Any, ...], tuple[int, ...], list[sympy.Symbol]]] = []
-    for l in range(1, depth + 1):
-        wanted.append((("a", l), (arch.layers[l - 1].units,), s.a[l]))
-        wanted.append((("z", l), (arch.layers[l - 1].units,), s.z[l]))
-        wanted.append((("fp", l), (arch.layers[l - 1].units,), s.fp[l]))
-        wanted.append((("delta", l), (arch.layers[l - 1].units,), s.delta[l]))
-    for m in range(1, depth + 1):
-        for mp in range(m, depth + 1):
-            um, ump = arch.layers[m - 1].units, arch.layers[mp - 1].units
+    for l in arch.bottom_up:
+        units = (arch.layer(l).units,)
+        wanted.append((("a", l), units, s.a[l]))
+        wanted.append((("z", l), units, s.z[l]))
+        wanted.append((("fp", l), units, s.fp[l]))
+        wanted.append((("delta", l), units, s.delta[l]))
+    for m in arch.bottom_up:
+        for mp in (m, *arch.above(m)):
+            um, ump = arch.layer(m).units, arch.layer(mp).units
             name = f"Q{m}" if m == mp else f"K{m},{mp}"
             flat = [sym for row in s.matrix(name, um, ump) for sym in row]
             wanted.append((("K", m, mp), (um, ump), flat))
-        for l in range(m + 1, depth + 1):
-            ul, um = arch.layers[l - 1].units, arch.layers[m - 1].units
+        for l in arch.above(m):
+            ul, um = arch.layer(l).units, arch.layer(m).units
             flat = [sym for row in s.matrix(f"B{l},{m}", ul, um) for sym in row]
             wanted.append((("B", l, m), (ul, um), flat))
     args = list(s.params) + list(s.x) + list(s.t)
@@ -209,18 +210,6 @@ def exact_allowed(problem: Problem) -> bool:
     return bool(e.is_polynomial(*y))
 
 
-def estimated_cost(problem: Problem) -> int:
-    """Approximate count of mpmath operations of :func:`hessian_mpmath`: ``N (P + 2 W^2)``.
-
-    ``P`` is estimated without building the program, as ``sum_l u_l^3`` plus
-    the forward pass; the ``2 W^2`` is the two terms of the block formula.
-    """
-    arch = problem.architecture
-    units = [layer.units for layer in arch.layers]
-    program_size = sum(u**3 for u in units) * arch.depth + arch.n_params * 4
-    return problem.n_patterns * (program_size + 2 * arch.n_params**2)
-
-
 def small_enough(problem: Problem) -> bool:
     """Whether ``verify`` uses ``symbolic`` on this case by default (:data:`MAX_COST`)."""
     return estimated_cost(problem) <= MAX_COST
@@ -270,16 +259,15 @@ def _unpack(prog: Program, values: list[np.ndarray]) -> dict[tuple[Any, ...], np
 
 def _check_values(problem: Problem, q: dict[tuple[Any, ...], np.ndarray]) -> None:
     """A net input exactly at a kink (relu at 0), judged on the reference's own values."""
-    for l, layer in enumerate(problem.architecture.layers, start=1):
-        act = get_activation(layer.activation)
-        a = q[("a", l)]
-        for kink in act.kinks:
-            hits = np.argwhere(a == kink)
-            if hits.size:
-                n, unit = hits[0]
-                raise NotDifferentiableError(
-                    f"not twice differentiable at this point: {layer.activation} unit {unit} of layer {l} "
-                    f"has net input exactly {kink:g} for pattern {n}")
+    arch = problem.architecture
+    net_inputs = {l: q[("a", l)] for l in arch.bottom_up}
+    for l, kink, a in kinked_net_inputs(arch, net_inputs):
+        hits = np.argwhere(a == kink)
+        if hits.size:
+            n, unit = hits[0]
+            raise NotDifferentiableError(
+                f"not twice differentiable at this point: {arch.layer(l).activation} unit {unit} of layer {l} "
+                f"has net input exactly {kink:g} for pattern {n}")
 
 
 def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any],
@@ -292,18 +280,17 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
     the result is at scale ``2^(4S)``.
     """
     arch = problem.architecture
-    depth = arch.depth
     n = problem.n_patterns
-    dtype = q[("z", 1)].dtype
+    dtype = q[("z", arch.output_layer)].dtype
     one, zero = convert(1.0), convert(0.0)
     H = np.empty((arch.n_params, arch.n_params), dtype=dtype)
-    zs = [np.vectorize(convert, otypes=[dtype])(np.asarray(problem.inputs, dtype=np.float64))]
-    zs += [q[("z", l)] for l in range(1, depth + 1)]
+    zs = {0: np.vectorize(convert, otypes=[dtype])(np.asarray(problem.inputs, dtype=np.float64))}
+    zs.update({l: q[("z", l)] for l in arch.bottom_up})
 
     def layer_input(m: int) -> np.ndarray:
-        """z_{m-1} with a column of ones for the bias (the bias's 'input')."""
-        z = zs[m - 1]
-        if not arch.layers[m - 1].bias:
+        """z_p (p the layer feeding m) with a column of ones for the bias (the bias's 'input')."""
+        z = zs[arch.parent(m)]
+        if not arch.layer(m).bias:
             return z
         ones = np.empty((n, 1), dtype=dtype)
         ones[:] = one
@@ -312,8 +299,8 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
     def indices(m: int) -> np.ndarray:
         """Public flat index of each (unit k, input j) of layer m; the bias is input j = fan_in."""
         fan = arch.fan_in(m)
-        units = arch.layers[m - 1].units
-        cols = fan + (1 if arch.layers[m - 1].bias else 0)
+        units = arch.layer(m).units
+        cols = fan + (1 if arch.layer(m).bias else 0)
         idx = np.empty((units, cols), dtype=np.int64)
         for k in range(units):
             for j in range(fan):
@@ -322,29 +309,30 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
                 idx[k, fan] = arch.param_index(f"b{m}[{k}]")
         return idx
 
-    for m in range(1, depth + 1):
+    for m in arch.bottom_up:
         zm = layer_input(m)
-        um, dm = arch.layers[m - 1].units, zm.shape[1]
-        for mp in range(m, depth + 1):
+        um, dm = arch.layer(m).units, zm.shape[1]
+        for mp in (m, *arch.above(m)):
             zmp = layer_input(mp)
-            ump, dmp = arch.layers[mp - 1].units, zmp.shape[1]
+            ump, dmp = arch.layer(mp).units, zmp.shape[1]
             # sum_n K[n,k,k'] z[n,j] z'[n,j']: one contraction over patterns
             K = q[("K", m, mp)].reshape(n, um * ump)
             zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
             block = (K.T @ zz).reshape(um, ump, dm, dmp).transpose(0, 2, 1, 3)
             if scaled:  # fixed point: bring the three-factor main term to the scale of the four-factor one
                 block = block * one
-            if mp > m:
-                # sum_n delta'[n,k'] f'_{m'-1}[n,j'] B_{m'-1,m}[n,j',k] z[n,j]; zero for the bias input j'
+            if mp != m:
+                # sum_n delta'[n,k'] f'_p[n,j'] B_{p,m}[n,j',k] z[n,j], p the layer feeding m'; zero for the bias input j'
                 fan = arch.fan_in(mp)
-                if mp - 1 == m:  # B_{m,m} = I
+                p = arch.parent(mp)
+                if p == m:  # B_{m,m} = I
                     B = np.empty((n, um, um), dtype=dtype)
                     B[:] = zero
                     B[:, np.arange(um), np.arange(um)] = one
                 else:
-                    B = q[("B", mp - 1, m)]
+                    B = q[("B", p, m)]
                 left = (q[("delta", mp)][:, :, None] * zm[:, None, :]).reshape(n, ump * dm)
-                right = (q[("fp", mp - 1)][:, :, None] * B).reshape(n, fan * um)
+                right = (q[("fp", p)][:, :, None] * B).reshape(n, fan * um)
                 bil = (left.T @ right).reshape(ump, dm, fan, um).transpose(3, 1, 0, 2)
                 block = np.array(block)
                 block[:, :, :, :fan] = block[:, :, :, :fan] + bil

@@ -46,10 +46,10 @@ from hessverify.bounds import rounding_bound
 from hessverify.compare import compare, compare_entries, pair_bound
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import ACTIVATIONS
-from hessverify.model.forward import check_point
-from hessverify.model.losses import LOSSES
+from hessverify.model.losses import LOSSES, valid_targets
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references import torch_ref
 from hessverify.registry import METHODS, methods_with_role
 from hessverify.verify import not_applicable_reason
@@ -79,9 +79,7 @@ def random_problem(rng: np.random.Generator, index: int) -> Problem:
     theta = 10.0 ** rng.uniform(-8, np.log10(50)) * rng.uniform(-1, 1, arch.n_params)
     n = int(rng.integers(1, 7))
     x = 10.0 ** rng.uniform(-3, 3) * rng.uniform(-1, 1, (n, n_in))
-    t = rng.random((n, arch.outputs))
-    if loss == "cross_entropy":
-        t /= t.sum(axis=1, keepdims=True)
+    t = valid_targets(loss, rng.random((n, arch.outputs)))
     return Problem(arch, loss, theta, x, t, str(rng.choice(["sum", "mean"])), id=f"random-{index}")
 
 
@@ -159,7 +157,7 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout,  # typ
         draw = "special" if special else "log-uniform"
         counts[f"drawn {draw}"] += 1
         try:
-            check_point(p)
+            ensure_well_posed(p)
         except NotDifferentiableError:
             counts["not_differentiable"] += 1
             continue

@@ -23,7 +23,7 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.forward import forward
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 __all__ = ["MUTANTS", "Mutant", "hessian"]
 

@@ -16,7 +16,7 @@ import pytest
 import hessverify
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian, rounding_bound
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = {p.stem: p for p in sorted((ROOT / "cases").glob("*.toml"))}

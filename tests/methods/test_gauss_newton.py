@@ -12,7 +12,7 @@ from hessverify.methods import backprop, gauss_newton
 from hessverify.model.forward import forward
 from hessverify.model.losses import get_loss
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 from hessverify.references import curvature_ref
 
 from .conftest import assert_within, exact_bound, load, psd_floor

@@ -13,7 +13,7 @@ from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.forward import forward
 from hessverify.model.losses import LOSSES
 from hessverify.model.network import Architecture, Layer
-from hessverify.problem import Problem
+from hessverify.model.problem import Problem
 
 from .conftest import assert_within, exact_bound, matvec_bound, psd_floor
 

@@ -9,7 +9,8 @@ import pytest
 
 import hessverify
 from hessverify.errors import NotDifferentiableError, OverflowReport
-from hessverify.model.forward import check_point, error, gradient
+from hessverify.model.forward import error, gradient
+from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references import autograd_ref
 
 
@@ -44,16 +45,16 @@ def test_relu_at_its_kink_is_not_differentiable() -> None:
     x[0] = 0.0
     at_kink = replace(case, params=theta, inputs=x)
     with pytest.raises(NotDifferentiableError, match="relu unit 2 of layer 1.*pattern 0"):
-        check_point(at_kink)
+        ensure_well_posed(at_kink)
 
 
 def test_overflow_is_reported_not_returned() -> None:
     case = hessverify.load_case("cases/single-neuron-tanh.toml")
     with pytest.raises(OverflowReport, match="NaN or inf"):
-        check_point(case.with_params(np.array([np.nan, 0.0])))
+        ensure_well_posed(case.with_params(np.array([np.nan, 0.0])))
     huge = replace(case, params=np.array([1e300, 0.0]), inputs=case.inputs * 1e10)
     with pytest.raises(OverflowReport, match="layer 1"):
-        check_point(huge)
+        ensure_well_posed(huge)
 
 
 def test_relu_within_rounding_of_its_kink_is_not_differentiable() -> None:
@@ -65,6 +66,6 @@ def test_relu_within_rounding_of_its_kink_is_not_differentiable() -> None:
     arch = Architecture(1, (Layer(1, "silu", bias=False), Layer(1, "relu", bias=False)))
     case = hessverify.Problem(arch, "output", np.array([1.0, 0.1]), np.array([[-49.7]]), np.array([[0.0]]))
     with pytest.raises(NotDifferentiableError, match="within its rounding error"):
-        check_point(case)
+        ensure_well_posed(case)
     safe = case.with_params(np.array([0.01, 0.1]))  # net input -0.05 * sigma(-0.497): far from 0
-    check_point(safe)
+    ensure_well_posed(safe)

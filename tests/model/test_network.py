@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hessverify.model.network import Architecture, Layer, parse_param_name
+from hessverify.model.network import Architecture, Layer, layer_input, parse_param_name
 
 
 def _arch() -> Architecture:
@@ -63,3 +63,69 @@ def test_invalid_architectures_are_refused() -> None:
         Layer(2, "tahn")
     with pytest.raises(ValueError, match="at least one layer"):
         Architecture(2, ())
+
+
+# -- topology: asked of the architecture, never computed as l +- 1 elsewhere -------------------
+
+
+def test_parents_and_children_of_a_chain() -> None:
+    arch = _arch()
+    assert [arch.parents(l) for l in (1, 2, 3)] == [(0,), (1,), (2,)]
+    assert [arch.children(l) for l in (0, 1, 2, 3)] == [(1,), (2,), (3,), ()]
+    assert [arch.parent(l) for l in (1, 2, 3)] == [0, 1, 2]
+    assert arch.output_layer == 3
+    assert arch.bottom_up == (1, 2, 3) and arch.top_down == (3, 2, 1)
+    assert arch.above(1) == (2, 3) and arch.above(3) == () and arch.above(0) == (1, 2, 3)
+
+
+def test_every_child_lists_its_parent_and_the_orders_respect_the_edges() -> None:
+    arch = _arch()
+    for l in arch.bottom_up:
+        assert all(l in arch.children(p) for p in arch.parents(l))
+        assert all(arch.bottom_up.index(p) < arch.bottom_up.index(l) for p in arch.parents(l) if p)
+        assert all(arch.top_down.index(c) < arch.top_down.index(l) for c in arch.children(l))
+
+
+def test_fan_in_is_the_width_of_the_parents() -> None:
+    arch = _arch()
+    assert [arch.fan_in(l) for l in arch.bottom_up] == [2, 3, 1]
+    zs = [np.zeros((4, 2)), np.zeros((4, 3)), np.zeros((4, 1)), np.zeros((4, 2))]
+    assert [layer_input(zs, l, arch).shape for l in arch.bottom_up] == [(4, 2), (4, 3), (4, 1)]
+
+
+def test_layer_and_block_are_one_based_and_name_the_range() -> None:
+    arch = _arch()
+    assert arch.layer(2) == Layer(1, "identity", bias=False) and arch.block(3).layer == 3
+    with pytest.raises(IndexError, match="layers 1..3"):
+        arch.layer(4)
+    with pytest.raises(IndexError, match="layers 1..3"):
+        arch.parents(0)
+
+
+def test_no_layer_arithmetic_outside_the_network_module() -> None:
+    """The passes ask the architecture: no ``l - 1`` / ``l + 1`` / ``reversed(blocks)`` in the code that runs them.
+
+    Docstrings, comments and string literals (the lecture's notation, ``W(m+1)``) may say it; code may not.
+    The independent references (autograd, curvature, torch) write the network again from the case schema
+    on purpose, sharing nothing with the model, so they are not held to this.
+    """
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "hessverify"
+    arithmetic = re.compile(r"\b(l|m|mp|index|layer)\s*[-+]\s*[12]\b|reversed\(\w*\.?blocks\)|range\(depth|\b(zs?|layers|blocks)\[-1\]")
+    strings = re.compile(r"\"[^\"]*\"|'[^']*'")
+    paths = [p for part in ("methods", "references", "model", "symbolic") for p in sorted((root / part).glob("*.py"))]
+    offenders = []
+    for path in paths + [root / "bounds.py"]:
+        if path.name in ("network.py", "autograd_ref.py", "curvature_ref.py", "torch_ref.py"):
+            continue
+        in_doc = False
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.count('"""') % 2:
+                in_doc = not in_doc
+                continue
+            code = strings.sub('""', line.split("#")[0])
+            if not in_doc and arithmetic.search(code):
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

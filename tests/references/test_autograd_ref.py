@@ -17,6 +17,9 @@ def test_reference_imports_nothing_from_the_model_code() -> None:
     tree = ast.parse(Path(autograd_ref.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    # the problem is the data both read (it moved into hessverify.model with the rest of the model);
+    # nothing that computes anything from it may be imported
+    imported.discard("hessverify.model.problem")
     assert not any(m and m.startswith(("hessverify.model", "hessverify.methods")) for m in imported), imported
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify._typing import FloatArray, IntArray
-from hessverify.model.network import ParamBlock
+from hessverify.model.network import Architecture, ParamBlock, layer_input
 
-__all__ = ["public_positions", "layer_vector", "with_ones"]
+__all__ = ["input_with_bias", "layer_vector", "public_positions", "with_ones"]
 
 
 def with_ones(z: FloatArray, bias: bool) -> FloatArray:
@@ -22,6 +22,11 @@ def with_ones(z: FloatArray, bias: bool) -> FloatArray:
     if not bias:
         return z
     return np.concatenate([z, np.ones((z.shape[0], 1), dtype=z.dtype)], axis=1)
+
+
+def input_with_bias(arch: Architecture, zs: list[FloatArray], layer: int) -> FloatArray:
+    """``x = (z_in, 1)``: the input of ``layer`` with the bias column when it has a bias, ``(N, fan_in [+1])``."""
+    return with_ones(layer_input(zs, layer, arch), arch.block(layer).bias)
 
 
 def public_positions(blk: ParamBlock) -> IntArray:

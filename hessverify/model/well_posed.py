@@ -1,0 +1,125 @@
+"""Whether the Hessian exists at a problem's point: the one well-posedness check.
+
+Every method, reference and command asks :func:`ensure_well_posed` before it
+computes anything.  It raises
+
+* :class:`~hessverify.errors.OverflowReport` when the parameters, a layer's
+  values or the loss derivatives are not finite;
+* :class:`~hessverify.errors.NotDifferentiableError` when a unit sits at a
+  kink of its activation (relu at 0), or so close to it that float64 cannot
+  say which side it is on (within the rounding error of its net input,
+  :func:`hessverify.model.rounding.net_input_errors`): ``E`` is not twice
+  differentiable there, so there is nothing to compare.
+
+The kinks themselves are listed in one place, the activation table's
+``kinks`` column, and read here by :func:`kinked_net_inputs`, which every
+other kink test (finite-difference steps that cross one, strategies that keep
+clear of them, the symbolic reference's own values) goes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hessverify._typing import FloatArray
+from hessverify.errors import NotDifferentiableError, OverflowReport
+from hessverify.model.activations import get_activation
+from hessverify.model.forward import ForwardPass, forward
+from hessverify.model.network import Architecture
+from hessverify.model.problem import Problem
+from hessverify.model.rounding import chain_length, net_input_errors
+from hessverify.precision import FLOAT64
+
+__all__ = ["check_point", "ensure_well_posed", "kinked_net_inputs", "near_kink"]
+
+
+def kinked_net_inputs(arch: Architecture, net_inputs: Sequence[Any] | Mapping[int, Any]
+                      ) -> Iterator[tuple[int, float, FloatArray]]:
+    """``(layer, kink, a_l)`` for every kink of every layer whose activation has kinks.
+
+    ``net_inputs[l]`` is layer ``l``'s ``(N, units)`` net input (index 0 unused).
+
+    Examples
+    --------
+    >>> from hessverify.model.network import Layer
+    >>> arch = Architecture(1, (Layer(2, "relu"), Layer(1, "tanh")))
+    >>> [(l, k) for l, k, _ in kinked_net_inputs(arch, [None, np.zeros((1, 2)), np.zeros((1, 1))])]
+    [(1, 0.0)]
+    """
+    for l in arch.bottom_up:
+        for kink in get_activation(arch.layer(l).activation).kinks:
+            yield l, kink, net_inputs[l]
+
+
+def near_kink(problem: Problem, margin: float, fp: ForwardPass | None = None) -> bool:
+    """Whether some net input of ``problem`` lies within ``margin`` of a kink (strictly: ``|a - kink| < margin``)."""
+    fp = forward(problem, derivatives=False) if fp is None else fp
+    return any(np.any(np.abs(a - kink) < margin) for _, kink, a in kinked_net_inputs(problem.architecture, fp.a))
+
+
+def ensure_well_posed(problem: Problem, fp: ForwardPass | None = None) -> ForwardPass:
+    """Raise unless the Hessian exists at the problem's point and every value is finite; return the forward pass.
+
+    A relu unit whose net input is exactly at the kink makes ``E`` not twice
+    differentiable (not even once); that is reported, never compared.
+
+    Raises
+    ------
+    OverflowReport
+        The parameters, some layer's net inputs or outputs, or the loss
+        derivatives are not finite.
+    NotDifferentiableError
+        Some net input is at a kink, or within its float64 rounding error of one.
+
+    Examples
+    --------
+    >>> import hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> ensure_well_posed(case).y.shape
+    (4, 1)
+    """
+    if not np.all(np.isfinite(problem.params)):
+        raise OverflowReport("the parameters contain NaN or inf")
+    fp = forward(problem) if fp is None else fp
+    arch = problem.architecture
+    for l in arch.bottom_up:
+        a_l = fp.a[l]
+        if not np.all(np.isfinite(a_l)) or not np.all(np.isfinite(fp.z[l])):
+            raise OverflowReport(
+                f"overflow in layer {l}: net inputs or outputs are not finite "
+                f"(largest |a| = {np.nanmax(np.abs(a_l)):.3g})"
+            )
+    # How far each net input may be from its computed value (hessverify.model.rounding):
+    # within that of a kink, float64 cannot say which side the point is on.
+    errors = None
+    for l, kink, a_l in kinked_net_inputs(arch, fp.a):
+        name = arch.layer(l).activation
+        exact = np.argwhere(a_l == kink)
+        if exact.size:
+            n, unit = exact[0]
+            raise NotDifferentiableError(
+                f"not twice differentiable at this point: {name} unit {unit} of layer "
+                f"{l} has net input exactly {kink:g} for pattern {n} "
+                f"({len(exact)} such unit-pattern pair(s))"
+            )
+        errors = net_input_errors(problem, fp) if errors is None else errors
+        tol = FLOAT64.gamma(chain_length(problem)) * errors[l]
+        near = np.argwhere(np.abs(a_l - kink) <= tol)
+        if near.size:
+            n, unit = near[0]
+            raise NotDifferentiableError(
+                f"not twice differentiable at this point, as far as float64 can tell: {name} "
+                f"unit {unit} of layer {l} has net input {a_l[n, unit]:.3g} for pattern {n}, "
+                f"within its rounding error ({tol[n, unit]:.2g}) of the kink at {kink:g}"
+            )
+    for what, arr in (("loss gradient", fp.g_y), ("loss Hessian", fp.h_y)):
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise OverflowReport(f"overflow at the output: the {what} is not finite")
+    return fp
+
+
+check_point = ensure_well_posed
+"""The former name of :func:`ensure_well_posed`, kept for code written against it."""
