@@ -28,7 +28,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,7 +42,6 @@ from hessverify.errors import (
     EXIT_OVERFLOW,
     EXIT_TERMINATED,
     HessverifyError,
-    NotDifferentiableError,
     OverflowReport,
     UsageError,
 )
@@ -50,6 +49,9 @@ from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import METHODS, get_method
 from hessverify.sandbox import DEFAULT_TIMEOUT
 from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
+
+if TYPE_CHECKING:
+    from hessverify.run import Run
 
 __all__ = ["main"]
 
@@ -284,10 +286,10 @@ def _case_line(case_id: str, comps: list[Any]) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from hessverify.budget import check_memory, check_seconds
-    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
-    from hessverify.reports import check_directory, check_json_path, write_json, write_report
+    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable
+    from hessverify.reports import check_directory, check_json_path, flatten, write_json, write_report
     from hessverify.reports.progress import track
-    from hessverify.verify import check_reference, plan, reference_skips, verify_problem
+    from hessverify.run import SkipReason, check_reference, plan, run_cases
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
@@ -308,9 +310,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for case, names in planned:  # the memory and time each case will need, before any is computed
         check_memory(case, names)
     _announce(check_seconds(planned, args.max_time))
-    results = []
-    skipped: list[dict[str, str]] = []
-    kept: dict[str, dict[str, np.ndarray]] = {}  # the matrices the report draws (only with --report)
     print(MARGIN_HEADER)
     if args.verbose:
         header = (f"{'case':34s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} "
@@ -320,39 +319,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     approximations: list[str] = []
-    for case in track(cases, "verifying", label=lambda case: case.id):
-        try:
-            comps = verify_problem(case, args.methods, args.references,
-                                   matrices=kept.setdefault(case.id, {}) if args.report else None)
-        except NotDifferentiableError as exc:
-            print(f"{case.id:34s} NOT DIFFERENTIABLE: {exc}")
-            skipped.append({"case": case.id, "reason": "not_differentiable", "message": str(exc)})
+    runs = []
+    # each case is run once; the lines below, the JSON and the report all read from its run
+    for run in run_cases(track(cases, "verifying", label=lambda case: case.id), args.methods, args.references,
+                         budget=False):  # every case's budget was checked above, before any work
+        runs.append(run)
+        if run.skip is not None:
+            if run.skip.reason is SkipReason.FUNCTION_FAILED:
+                raise run.skip.error
+            label = "NOT DIFFERENTIABLE" if run.skip.reason is SkipReason.NOT_DIFFERENTIABLE else "OVERFLOW"
+            print(f"{run.id:34s} {label}: {run.skip.message}")
             continue
-        except OverflowReport as exc:
-            print(f"{case.id:34s} OVERFLOW: {exc}")
-            skipped.append({"case": case.id, "reason": "overflow", "message": str(exc)})
-            continue
-        if not args.verbose:
-            print(_case_line(case.id, comps))
-        for c in comps:
-            if c.bound_kind == "approximation":
-                approximations.append(c.method)
-            if is_not_applicable(c):
-                print(f"    {c.reference}: {c.note}")
-                continue
-            if args.verbose:
-                mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
-                w = c.worst_entry
-                print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
-                      f"{c.max_rel_error:9.1e} {margin_text(c):>9s}  {mark} {w.row} x {w.col}")
-                note = c.note.replace(APPROXIMATION_NOTE, "").strip("; ")
-                if note:
-                    print(f"    note: {note}")
-            if not c.passed:
-                print(_failure_line(c))
-        for line in reference_skips(case, args.references):
-            print(f"    {line}")
-        results.extend(comps)
+        _print_run(run, args.verbose, approximations)
+        if not args.report:
+            run.release()  # only the report draws the matrices: hold one case's at a time
+    results, skipped, _ = flatten(runs)
     n_fail = sum(not c.passed for c in results)
     n_approx = sum(c.bound_kind == "approximation" for c in results)
     n_na = sum(is_not_applicable(c) for c in results)
@@ -367,9 +348,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), results, skipped)
     if args.report:
-        written = write_report(Path(args.report), results, skipped, cases, matrices=kept)
+        written = write_report(Path(args.report), runs)
         print(f"report written to {', '.join(str(p) for p in written)}")
     return _verify_status(results, skipped)
+
+
+def _print_run(run: Run, verbose: bool, approximations: list[str]) -> None:
+    """The terminal lines of one case's run: its summary (or every record with ``--verbose``), failures, skips."""
+    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
+
+    if not verbose:
+        print(_case_line(run.id, run.records))
+    for c in run.records:
+        if c.bound_kind == "approximation":
+            approximations.append(c.method)
+        if is_not_applicable(c):
+            print(f"    {c.reference}: {c.note}")
+            continue
+        if verbose:
+            mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
+            w = c.worst_entry
+            print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
+                  f"{c.max_rel_error:9.1e} {margin_text(c):>9s}  {mark} {w.row} x {w.col}")
+            note = c.note.replace(APPROXIMATION_NOTE, "").strip("; ")
+            if note:
+                print(f"    note: {note}")
+        if not c.passed:
+            print(_failure_line(c))
+    for line in run.plan.left_out:
+        print(f"    {line}")
 
 
 def _verify_status(results: list, skipped: list[dict[str, str]]) -> int:  # type: ignore[type-arg]

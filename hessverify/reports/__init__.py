@@ -1,8 +1,12 @@
 """Verification reports: ``results.json`` for machines, ``report.md`` and ``report.html`` for people.
 
-:func:`write_report` writes all three into a directory; :func:`report_problems`
-verifies a list of problems (a sweep's examples, say) and writes the same
-report, leading with the minimal failing problems.
+:func:`write_report` writes all three into a directory from the runs
+(:class:`hessverify.run.Run`, one per problem) that ``hessverify verify``
+computed; :func:`report_problems` runs a list of problems (a sweep's
+examples, say) and writes the same report, leading with the minimal failing
+problems.  A report reads everything from the runs: it computes no Hessian
+and no bound again, and imports neither :mod:`hessverify.verify` nor the
+registry.
 
 The three files are written into a fresh directory and moved into place
 together (:func:`hessverify.io.report_set`), so an interrupted run never
@@ -19,20 +23,22 @@ import math
 import os
 import platform
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hessverify._typing import FloatArray
 from hessverify.compare import Comparison, is_not_applicable, margin_text
-from hessverify.errors import FunctionUnderTestError, NotDifferentiableError, OverflowReport, UsageError
+from hessverify.errors import UsageError
 from hessverify.io import check_output_path, report_set, write_output
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
 from hessverify.reports.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from hessverify.run import Run
 
 __all__ = [
     "analyse",
@@ -46,10 +52,6 @@ __all__ = [
     "write_markdown",
     "write_report",
 ]
-
-Matrices = Mapping[str, Mapping[str, FloatArray]]
-"""Per case id, the matrices :func:`hessverify.verify_problem` kept (``matrices=``)."""
-
 
 def environment() -> dict[str, Any]:
     """Package versions, float type and platform, for the record."""
@@ -91,15 +93,15 @@ def _ordered(cases: Sequence[Problem], leading: Sequence[str]) -> list[Problem]:
     return first + [c for c in cases if c.id not in set(leading)]
 
 
-def analyse(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem],
-            matrices: Matrices | None = None, *, show_progress: bool | None = None) -> list[CaseAnalysis]:
-    """:func:`~hessverify.reports.analysis.analyse_case` for every case, in the order given."""
-    out = []
-    for case in track(cases, "analysing", label=lambda c: c.id, enabled=show_progress):
-        skip = next((s for s in skipped if s["case"] == case.id), None)
-        comps = [c for c in results if c.case == case.id]
-        out.append(analyse_case(case, comps, (matrices or {}).get(case.id), skip))
-    return out
+def analyse(runs: Sequence[Run], *, show_progress: bool | None = None) -> list[CaseAnalysis]:
+    """:func:`~hessverify.reports.analysis.analyse_case` for every run, in the order given (once per run)."""
+    return [analyse_case(r) for r in track(runs, "analysing", label=lambda r: r.id, enabled=show_progress)]
+
+
+def flatten(runs: Sequence[Run]) -> tuple[list[Comparison], list[dict[str, str]], list[Problem]]:
+    """The runs' records, their ``not_compared`` records and their problems, in the runs' order."""
+    return ([c for r in runs for c in r.records], [s for r in runs for s in r.skipped()],
+            [r.problem for r in runs])
 
 
 # -- results.json ------------------------------------------------------------------------
@@ -358,20 +360,16 @@ def check_directory(directory: Path) -> None:
                          f"{exc.strerror or exc}; choose a writable directory") from None
 
 
-def write_report(directory: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
-                 cases: Sequence[Problem], *, matrices: Matrices | None = None, leading: Sequence[str] = (),
-                 html: bool = True, show_progress: bool | None = None) -> list[Path]:
+def write_report(directory: Path, runs: Sequence[Run], *, leading: Sequence[str] = (), html: bool = True,
+                 show_progress: bool | None = None) -> list[Path]:
     """Write ``results.json``, ``report.md`` and ``report.html`` into ``directory``.
 
     Parameters
     ----------
-    results, skipped, cases:
-        The comparisons, the cases not compared (``{"case", "reason",
-        "message"}``) and every case, as ``hessverify verify`` collects them.
-    matrices:
-        Per case id, the matrices kept by ``verify_problem(..., matrices=)``;
-        without them the report has the spectrum but no error pictures and
-        no localisation.
+    runs:
+        One :class:`hessverify.run.Run` per case, as ``hessverify verify``
+        computed them (:func:`hessverify.run.run_cases`); the report reads
+        its matrices, bounds, records and skip reasons from them.
     leading:
         Case ids to put first, as minimal failing problems (a sweep's
         shrunk counterexamples).
@@ -381,10 +379,12 @@ def write_report(directory: Path, results: Sequence[Comparison], skipped: Sequen
         Draw a progress bar; default: when standard output is a terminal.
     """
     check_directory(directory)
+    results, skipped, cases = flatten(runs)
     unknown = [x for x in leading if x not in {c.id for c in cases}]
     if unknown:
         raise UsageError(f"leading case(s) {', '.join(unknown)} are not among the cases reported")
-    analyses = analyse(results, skipped, _ordered(cases, leading), matrices, show_progress=show_progress)
+    by_id = {r.id: r for r in runs}
+    analyses = analyse([by_id[c.id] for c in _ordered(cases, leading)], show_progress=show_progress)
     # written into a fresh directory and moved in together: the three files always come from one run
     with report_set(directory) as staging:
         try:
@@ -430,21 +430,12 @@ def report_problems(directory: Path, problems: Sequence[Problem], *, leading: Se
     ...     [p.name for p in report_problems(Path(out), [case], html=False)]
     ['results.json', 'report.md']
     """
-    from hessverify.verify import verify_problem
+    from hessverify.run import run_cases
 
     everything = _unique_ids(list(leading) + [p for p in problems if not any(p is q for q in leading)])
     check_directory(directory)
-    results: list[Comparison] = []
-    skipped: list[dict[str, str]] = []
-    kept: dict[str, dict[str, FloatArray]] = {}
-    for p in track(everything, "verifying", label=lambda q: q.id, enabled=show_progress):
-        try:
-            results += verify_problem(p, methods, references, matrices=kept.setdefault(p.id, {}))
-        except NotDifferentiableError as exc:
-            skipped.append({"case": p.id, "reason": "not_differentiable", "message": str(exc)})
-        except OverflowReport as exc:
-            skipped.append({"case": p.id, "reason": "overflow", "message": str(exc)})
-        except FunctionUnderTestError as exc:  # a sweep's function that failed on this problem
-            skipped.append({"case": p.id, "reason": "function_failed", "message": str(exc)})
-    return write_report(directory, results, skipped, everything, matrices=kept,
-                        leading=[p.id for p in everything[: len(leading)]], html=html, show_progress=show_progress)
+    # run_cases draws each problem from the progress bar as it starts it
+    runs = list(run_cases(track(everything, "verifying", label=lambda q: q.id, enabled=show_progress),
+                          methods, references))
+    return write_report(directory, runs, leading=[p.id for p in everything[: len(leading)]], html=html,
+                        show_progress=show_progress)

@@ -1,13 +1,15 @@
 """What a report says about one case, beyond the comparisons: computed once, drawn twice.
 
-:func:`analyse_case` gathers, for one :class:`~hessverify.Problem`,
+:func:`analyse_case` gathers, for one run (:class:`hessverify.run.Run`: a
+problem's matrices, bounds and records, computed once), and keeps on it,
 
 * the localisation (:mod:`hessverify.reports.localise`) of every failing
   comparison, thresholded by the comparison's own entrywise bound;
 * the eigenvalue spectrum of the exact Hessian and its *inertia*: how many
   eigenvalues are positive, negative and zero, so that a saddle point shows;
 * how each registered approximation (registry role ``"approximation"``:
-  Gauss-Newton, Fisher, diagonals, ...) compares with the exact Hessian.
+  Gauss-Newton, Fisher, diagonals, ...) compares with the exact Hessian,
+  from the results the run computed.
 
 The zero threshold
 ------------------
@@ -31,21 +33,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hessverify._typing import FloatArray
 from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
-from hessverify.compare import BOUND_KEY, TOLERANCES, Comparison, pair_bound
+from hessverify.compare import Comparison
 from hessverify.errors import HessverifyError
 from hessverify.forms import form_named
 from hessverify.model.problem import Problem
-from hessverify.registry import METHODS, methods_with_role
 from hessverify.reports.localise import Localisation, localise
 
-__all__ = ["MAX_SPECTRUM_PARAMS", "STATIONARY_TOL", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case", "as_matrix",
-           "exact_dense", "inertia", "is_approximation", "point_words", "zero_threshold"]
+if TYPE_CHECKING:
+    from hessverify.run import Run, Source
+
+__all__ = ["MAX_SPECTRUM_PARAMS", "STATIONARY_TOL", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case",
+           "as_matrix", "exact_dense", "inertia", "is_approximation", "point_words", "zero_threshold"]
 
 MAX_SPECTRUM_PARAMS = 3000
 """Above this many parameters the report skips eigenvalues and approximations.
@@ -110,16 +114,24 @@ def point_words(s: Inertia, grad_norm: float | None) -> str:
     return f"{s.kind} at a stationary point ({g}): a {'maximum' if s.negative else 'minimum'}"
 
 
-def zero_threshold(problem: Problem, eigenvalues: FloatArray) -> float:
-    """``tau``: below it the sign of an eigenvalue is not determined (module text)."""
-    rounding = float(np.linalg.norm(rounding_bound(problem, methods=1), 2))
+def zero_threshold(problem: Problem, eigenvalues: FloatArray, rounding_one: FloatArray | None = None) -> float:
+    """``tau``: below it the sign of an eigenvalue is not determined (module text).
+
+    ``rounding_one`` is ``rounding_bound(problem, methods=1)``, when the run has it already.
+    """
+    if rounding_one is None:
+        rounding_one = rounding_bound(problem, methods=1)
+    rounding = float(np.linalg.norm(rounding_one, 2))
     solver = problem.n_params * UNIT_ROUNDOFF * float(np.max(np.abs(eigenvalues), initial=0.0))
     return max(rounding, solver)
 
 
-def inertia(H: FloatArray, threshold: float) -> Inertia:
-    """Eigenvalues of ``(H + H^T) / 2`` and the counts either side of ``+-threshold``."""
-    ev = np.linalg.eigvalsh((H + H.T) / 2.0)
+def inertia(H: FloatArray, threshold: float, eigenvalues: FloatArray | None = None) -> Inertia:
+    """Eigenvalues of ``(H + H^T) / 2`` and the counts either side of ``+-threshold``.
+
+    ``eigenvalues``: those of ``(H + H^T) / 2`` (ascending), when already computed.
+    """
+    ev = np.linalg.eigvalsh((H + H.T) / 2.0) if eigenvalues is None else eigenvalues
     return Inertia(ev, threshold, int(np.sum(ev > threshold)), int(np.sum(ev < -threshold)),
                    int(np.sum(np.abs(ev) <= threshold)))
 
@@ -135,9 +147,8 @@ def as_matrix(problem: Problem, kind: str, value: Any) -> FloatArray:
 
 
 def is_approximation(c: Comparison) -> bool:
-    """An approximation's error record, not a verdict on an exact method (registry role ``"approximation"``)."""
-    m = METHODS.get(c.method)
-    return c.bound_kind == "approximation" or (m is not None and m.role == "approximation")
+    """An approximation's error record, not a verdict on an exact method (:func:`~hessverify.compare.approximation_error`)."""
+    return c.bound_kind == "approximation" or bool(c.extra.get("approximation"))
 
 
 def exact_dense(problem: Problem, kind: str, value: Any) -> FloatArray:
@@ -178,10 +189,10 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
 
 
-def summarise_approximation(problem: Problem, name: str, value: Any, H: FloatArray,
+def summarise_approximation(problem: Problem, m: Source, value: Any, H: FloatArray,
                             threshold: float) -> ApproximationSummary:
     """Compare one approximation's result with the exact Hessian ``H`` (a wrong shape is recorded, not raised)."""
-    m = METHODS[name]
+    name = m.name
     try:
         A = as_matrix(problem, m.kind, value)
     except ValueError as exc:
@@ -235,74 +246,62 @@ class CaseAnalysis:
         }
 
 
-def _exact_name(comparisons: Sequence[Comparison], matrices: Mapping[str, FloatArray]) -> str | None:
+def _exact_name(run: Run, drawn: Mapping[str, FloatArray]) -> str | None:
     """The matrix to take as the exact Hessian: an exact reference first, else a method that passed."""
-    for name in matrices:
-        m = METHODS.get(name)
-        if m is not None and m.role == "reference" and TOLERANCES.get(name) is not None \
-                and TOLERANCES[name].kind == "rounding":
+    sources = run.sources
+    for name in drawn:
+        if sources[name].role == "reference" and sources[name].tolerance == "rounding":
             return name
-    full = [n for n in matrices if METHODS.get(n) is not None and METHODS[n].kind == "matrix"
-            and METHODS[n].role != "approximation"]
+    full = [n for n in drawn if sources[n].kind == "matrix" and sources[n].role != "approximation"]
     for name in full:
-        mine = [c for c in comparisons if c.method == name]
+        mine = [c for c in run.records if c.method == name]
         if mine and all(c.passed for c in mine):
             return name
     return full[0] if full else None
 
 
-def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: Mapping[str, FloatArray] | None,
-                 skipped: dict[str, str] | None = None) -> CaseAnalysis:
-    """Localise the failures, take the spectrum, compare the approximations (module text).
+def analyse_case(run: Run) -> CaseAnalysis:
+    """Localise the failures, take the spectrum, compare the approximations (module text), once per run.
 
-    ``matrices`` are those :func:`hessverify.verify_problem` kept (its
-    ``matrices=`` argument).  Without them the exact Hessian is computed here
-    (cheap) but there are no error pictures and no localisation.
+    Everything is read from the run (:class:`hessverify.run.Run`): the
+    matrices, the bound that decided each comparison, the rounding bound,
+    the approximations' results.  The analysis is kept on the run
+    (``run.analysis``), so a second report of the same run computes nothing.
     """
-    out = CaseAnalysis(problem, list(comparisons), skipped)
-    if skipped is not None:
+    if run.analysis is not None:
+        return run.analysis
+    problem = run.problem
+    out = CaseAnalysis(problem, list(run.records), run.skip.record(problem.id) if run.skip is not None else None)
+    run.analysis = out
+    if run.skip is not None:
         return out  # no Hessian exists at this point, or the network overflows
     mats = out.matrices
-    raw_approximations: dict[str, Any] = {}
-    for name, value in (matrices or {}).items():
-        m = METHODS.get(name)
-        if m is None:
-            mats[name] = np.asarray(value, dtype=np.float64)  # an error estimate, "<reference>.error"
-        elif m.role == "approximation":
-            raw_approximations[name] = value
-        else:
-            try:
-                mats[name] = exact_dense(problem, m.kind, value)
-            except ValueError:
-                continue  # a result of the wrong shape: its comparison says so; nothing to draw
-    if not any(METHODS.get(n) is not None and METHODS[n].role != "approximation" for n in mats):
+    for name in run.drawn:
         try:
-            from hessverify.verify import hessian
-
-            name = "autograd" if "autograd" in METHODS else "backprop"
-            mats[name] = hessian(problem, name)
+            mats[name] = exact_dense(problem, run.sources[name].kind, run.values[name])
+        except ValueError:
+            continue  # a result of the wrong shape: its comparison says so; nothing to draw
+    if not mats:
+        try:
+            fallback = run.fallback_exact()
         except HessverifyError:
             return out
-    rounding = rounding_bound(problem, methods=2)
-    for c in comparisons:
+        if fallback is None:
+            return out
+        mats[fallback[0]] = fallback[1]
+    for name, err in run.errors.items():
+        mats[f"{name}.error"] = err
+    for c in run.records:
         A, R = mats.get(c.method), mats.get(c.reference)
-        if A is None or R is None or is_approximation(c):
+        bound = run.bounds.get((c.method, c.reference))
+        if A is None or R is None or is_approximation(c) or bound is None:
             continue
-        # the bound that decided the comparison, as verify_problem kept it; else the same derivation again
-        bound = mats.get(BOUND_KEY.format(method=c.method, reference=c.reference))
-        if bound is None:
-            try:
-                bound, _ = pair_bound(problem, c.method, c.reference, rounding=rounding,
-                                      method_error=mats.get(f"{c.method}.error"),
-                                      reference_error=mats.get(f"{c.reference}.error"))
-            except ValueError:  # an fd bound without fd's error estimate: draw, but do not threshold
-                continue
-        out.bounds[(c.method, c.reference)] = bound
+        out.bounds[(c.method, c.reference)] = bound  # the bound that decided the comparison
         if not c.passed:
             # entries a diagonal or block method does not compute are not its errors
-            filled = np.where(np.isnan(A), R, A) if METHODS[c.method].kind != "matrix" else A
+            filled = np.where(np.isnan(A), R, A) if run.sources[c.method].kind != "matrix" else A
             out.localisations[(c.method, c.reference)] = localise(problem, filled, R, bound)
-    out.exact_name = _exact_name(comparisons, mats)
+    out.exact_name = _exact_name(run, {n: m for n, m in mats.items() if n in run.sources})
     H = out.exact
     if H is None:
         return out
@@ -316,23 +315,23 @@ def analyse_case(problem: Problem, comparisons: Sequence[Comparison], matrices: 
     except np.linalg.LinAlgError:  # entries near the float64 limit (a target of 1e308): no spectrum to draw
         out.spectrum_note = "no spectrum: the eigenvalues of this Hessian do not converge in float64"
         return out
-    tau = zero_threshold(problem, ev)
+    tau = zero_threshold(problem, ev, run.rounding_one)
     if not np.isfinite(tau):  # the rounding bound overflows: no sign of an eigenvalue can be vouched for
         out.spectrum_note = "no spectrum: the rounding bound of this Hessian overflows float64"
         return out
-    out.spectrum = inertia(H, tau)
+    out.spectrum = inertia(H, tau, ev)
     from hessverify.model.forward import gradient
 
     with np.errstate(all="ignore"):
         out.grad_norm = float(np.linalg.norm(gradient(problem)))
-    for m in methods_with_role("approximation"):
+    for m in run.report_approximations():
         try:
-            value = raw_approximations[m.name] if m.name in raw_approximations else m.fn(problem)
+            value = run.approximation(m.name)
         except HessverifyError as exc:
             out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary, error=str(exc)))
             continue
         try:
-            out.approximations.append(summarise_approximation(problem, m.name, value, H, tau))
+            out.approximations.append(summarise_approximation(problem, m, value, H, tau))
         except np.linalg.LinAlgError:
             out.approximations.append(ApproximationSummary(m.name, m.kind, m.summary,
                                                            error="its eigenvalues do not converge in float64"))

@@ -68,8 +68,13 @@ def _colorbar(fig: Any, im: Any, ax: Any, ticks: list[float] | None = None) -> N
     cb.ax.tick_params(labelsize=7)
 
 
-def _axes_layout(ax: Any, problem: Problem, *, ylabels: bool = True) -> None:
-    """Parameter names (or tensor names) on both axes, lines at the block boundaries."""
+def _axes_layout(ax: Any, problem: Problem, *, ylabels: bool = True, xlabels: bool = True) -> None:
+    """Parameter names (or tensor names) on the outer axes, lines at the block boundaries.
+
+    Every panel has the same axes, so, as matplotlib's ``label_outer`` does,
+    names go only on the left column and the bottom panel of each column:
+    each tick label is laid out in Python, and labels are most of the drawing time.
+    """
     W = problem.n_params
     names = problem.param_names
     groups: list[tuple[str, int, int]] = []
@@ -87,16 +92,20 @@ def _axes_layout(ax: Any, problem: Problem, *, ylabels: bool = True) -> None:
     if W <= MAX_NAMED_TICKS:
         size = 7 if W <= 20 else 5.5
         ticks, labels = list(range(W)), list(names)
-        ax.set_xticks(ticks, labels, rotation=90, fontsize=size)
+        rotation = 90
     else:
         size = 8
         ticks = [(a + b - 1) / 2 for _, a, b in groups]
         labels = [g for g, _, _ in groups]
-        ax.set_xticks(ticks, labels, fontsize=size)
+        rotation = 0
+    if xlabels:
+        ax.set_xticks(ticks, labels, rotation=rotation, fontsize=size)
+    else:
+        ax.set_xticks([])
     if ylabels:
         ax.set_yticks(ticks, labels, fontsize=size)
     else:
-        ax.set_yticks(ticks, [""] * len(ticks))
+        ax.set_yticks([])
     ax.tick_params(length=0)
 
 
@@ -175,7 +184,8 @@ def heatmaps_png(analysis: CaseAnalysis) -> str | None:
                 ax.scatter(jj, ii, s=14, facecolors="none", edgecolors="red", linewidths=0.6)
         ax.set_facecolor("#e8e8e8")  # exact zeros of |A - R| (masked) show grey
         ax.set_title(title, fontsize=9, color="#b00020" if "FAIL" in title else "black")
-        _axes_layout(ax, p, ylabels=k % cols == 0)
+        # the bottom panel of its column: nothing is drawn below it
+        _axes_layout(ax, p, ylabels=k % cols == 0, xlabels=k + cols >= len(panels))
         _colorbar(fig, im, ax, ticks)
     return _png(fig)
 

@@ -18,7 +18,7 @@ from hessverify.reports.analysis import CaseAnalysis, is_approximation
 from hessverify.reports.localise import SHAPE_PHRASES
 from hessverify.reports.progress import track
 
-__all__ = ["html_document"]
+__all__ = ["draw_all", "html_document"]
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
@@ -111,9 +111,8 @@ def _approximation_table(a: CaseAnalysis) -> str:
 
 def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Comparison],
                   skipped: Sequence[dict[str, str]], leading: Sequence[str],
-                  unusable: Sequence[Comparison] = ()) -> str:
+                  unusable: Sequence[Comparison] = (), pictures: tuple[str | None, str | None] | None = None) -> str:
     from hessverify.reports import spectrum_sentence
-    from hessverify.reports.figures import heatmaps_png, spectrum_png
 
     out = [f'<section id="{_e(case.id)}"><h2>{_e(case.id)}</h2>']
     if case.id in leading:
@@ -143,8 +142,7 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
                    + ("; reference is exactly 0" if w.reference_value == 0.0 else "") + f").<br>Where: {words}</div>")
     if a is not None:
         out.append("<h3>Hessian and errors</h3>")
-        with np.errstate(over="ignore", invalid="ignore"):  # matplotlib's symlog ticks overflow harmlessly
-            heat = heatmaps_png(a)
+        heat, spectrum = pictures if pictures is not None else _pictures(a)
         out.append(_img(heat, f"heatmaps for {case.id}",
                         "First: the exact Hessian (symmetric log colour scale). Then |method − reference| on a log "
                         "scale for every failing comparison, and for each method that passes its comparison with "
@@ -154,14 +152,85 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
         out.append("<h3>Spectrum and approximations</h3>")
         if spectrum_sentence(a):
             out.append(f"<p>{_e(spectrum_sentence(a))}</p>")
-        with np.errstate(over="ignore", invalid="ignore"):
-            spectrum = spectrum_png(a)
         out.append(_img(spectrum, f"eigenvalue spectrum for {case.id}",
                         "Eigenvalues in ascending order; blue positive, red negative, grey within the zero "
                         "threshold (shaded band). Approximations' eigenvalues are overlaid."))
         out.append(_approximation_table(a))
     out.append("</section>")
     return "\n".join(out)
+
+
+def _pictures(a: CaseAnalysis) -> tuple[str | None, str | None]:
+    """The heatmaps and the spectrum of one case, as base64 PNG."""
+    from hessverify.reports.figures import heatmaps_png, spectrum_png
+
+    with np.errstate(over="ignore", invalid="ignore"):  # matplotlib's symlog ticks overflow harmlessly
+        return heatmaps_png(a), spectrum_png(a)
+
+
+_DRAWING: Sequence[CaseAnalysis] = ()
+"""The analyses being drawn, for the drawing processes: forked, they read them without a copy through a pipe."""
+
+
+def _draw(k: int) -> tuple[str | None, str | None]:
+    return _pictures(_DRAWING[k])
+
+
+def _quiet_worker() -> None:
+    """A drawing process leaves Ctrl-C and termination to the command that started it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+PARALLEL_DRAW_MAX_PARAMS = 1000
+"""Cases up to this many parameters are drawn in parallel: their matrices are a few MB each.  Larger ones
+are drawn one at a time here, so drawing never holds two large cases' pictures at once (the memory budget
+counts one case at a time)."""
+
+
+def draw_all(analyses: Sequence[CaseAnalysis], *, show_progress: bool | None = None,
+             workers: int | None = None) -> list[tuple[str | None, str | None]]:
+    """Every case's pictures, small cases drawn in parallel where the platform forks (matplotlib is single-threaded).
+
+    Drawing is most of a report's time (matplotlib lays out every tick
+    label in Python), and the cases are independent, so each core draws
+    its share.  Processes are forked, so the analyses reach them without
+    being pickled; only the PNG text comes back.  Where ``fork`` is not
+    available, or there is one case or one core, and for cases past
+    :data:`PARALLEL_DRAW_MAX_PARAMS`, they are drawn here.
+    """
+    import multiprocessing
+    import os
+
+    global _DRAWING
+    small = [k for k, a in enumerate(analyses) if a.problem.n_params <= PARALLEL_DRAW_MAX_PARAMS]
+    workers = workers if workers is not None else min(len(small), os.cpu_count() or 1)
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        small = []
+    out: list[tuple[str | None, str | None] | None] = [None] * len(analyses)
+    labels = [a.problem.id for a in analyses]
+    progress = track(labels, "drawing", enabled=show_progress)
+    if small:
+        from concurrent.futures import ProcessPoolExecutor
+
+        _DRAWING = analyses
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_quiet_worker) as pool:
+                for k, result in zip(small, pool.map(_draw, small), strict=True):
+                    next(progress, None)
+                    out[k] = result
+        finally:
+            _DRAWING = ()
+    for k, a in enumerate(analyses):
+        if out[k] is None:
+            next(progress, None)
+            out[k] = _pictures(a)
+    for _ in progress:  # finish the bar
+        pass
+    return [o for o in out if o is not None]
 
 
 def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem],
@@ -190,9 +259,12 @@ def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str
               "<p class='note'>Each cell: pass or FAIL, then the worst margin (largest |error| / bound over every "
               "entry and every reference; a comparison passes when it is at most 1).</p>",
               _summary_table(cases, results, skipped, leading)]
-    for case in track(cases, "drawing", label=lambda c: c.id, enabled=show_progress):
+    drawn = [by_id[c.id] for c in cases if c.id in by_id and by_id[c.id].skipped is None]
+    pictures = dict(zip((a.problem.id for a in drawn), draw_all(drawn, show_progress=show_progress), strict=True))
+    for case in cases:
         parts.append(_case_section(case, by_id.get(case.id), [c for c in results if c.case == case.id],
-                                   skipped, leading, [c for c in unusable if c.case == case.id]))
+                                   skipped, leading, [c for c in unusable if c.case == case.id],
+                                   pictures.get(case.id)))
     env_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in env.items())
     parts += ["<h2>Environment</h2>", f"<table>{env_rows}</table>", "</body></html>"]
     return "\n".join(parts) + "\n"

@@ -18,7 +18,7 @@ import hessverify
 from hessverify.methods import backprop
 from hessverify.registry import METHODS, Method
 from hessverify.reports import write_report
-from hessverify.verify import verify_problem
+from hessverify.run import run_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["xor-2-2-1-sigmoid", "saddle-2-3-1-tanh-zero", "gelu-silu-3-4-3-2-bce"]
@@ -64,11 +64,9 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory, small_cases: list[hessv
     test sees them.
     """
     out = tmp_path_factory.mktemp("report")
-    results, kept = [], {}
     with pytest.MonkeyPatch.context() as mp:
         for name, m in EXTRA.items():
             mp.setitem(METHODS, name, m)
-        for case in small_cases:
-            results += verify_problem(case, ["backprop", BUG], REFERENCES, matrices=kept.setdefault(case.id, {}))
-        write_report(out, results, [], small_cases, matrices=kept, show_progress=False)
+        runs = list(run_cases(small_cases, ["backprop", BUG], REFERENCES))
+        write_report(out, runs, show_progress=False)
     return out

@@ -10,6 +10,7 @@ import pytest
 import hessverify
 from hessverify.registry import METHODS, Method
 from hessverify.reports.analysis import analyse_case, as_matrix, inertia, zero_threshold
+from hessverify.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ def _case(name: str) -> hessverify.Problem:
 
 def test_saddle_has_both_signs_and_zeros() -> None:
     p = _case("saddle-2-3-1-tanh-zero")
-    a = analyse_case(p, [], None)
+    a = analyse_case(Run.from_matrices(p, [], None))
     s = a.spectrum
     assert s is not None
     assert (s.positive, s.negative, s.zero) == (4, 3, 6)
@@ -38,7 +39,7 @@ def test_indefinite_away_from_a_stationary_point_is_not_called_a_saddle() -> Non
     from hessverify.references.autograd_ref import gradient as autograd_gradient
 
     p = _case("xor-2-2-1-sigmoid")
-    a = analyse_case(p, [], None)
+    a = analyse_case(Run.from_matrices(p, [], None))
     assert a.spectrum is not None and a.spectrum.negative and a.spectrum.positive
     assert np.linalg.norm(autograd_gradient(p)) > 1e-3
     assert "saddle" not in a.point.replace("so not a saddle", "")
@@ -92,7 +93,7 @@ def test_approximations_are_found_in_the_registry(monkeypatch: pytest.MonkeyPatc
                                                  "matrix", "twice the Hessian (test)"))
     monkeypatch.setitem(METHODS, "short", Method("short", lambda q: np.ones(3), "approximation", "vector",
                                                  "a diagonal of the wrong length (test)"))
-    a = analyse_case(p, [], {"autograd": H})
+    a = analyse_case(Run.from_matrices(p, [], {"autograd": H}))
     by_name = {x.name: x for x in a.approximations}
     assert by_name["twice"].rel_frobenius_error == pytest.approx(1.0)
     assert by_name["twice"].cosine == pytest.approx(1.0)
@@ -101,7 +102,7 @@ def test_approximations_are_found_in_the_registry(monkeypatch: pytest.MonkeyPatc
 
 def test_no_approximations_registered_means_none_reported() -> None:
     assert not [m for m in METHODS.values() if m.role == "approximation" and m.name in {"twice", "short"}]
-    a = analyse_case(_case("xor-2-2-1-sigmoid"), [], None)
+    a = analyse_case(Run.from_matrices(_case("xor-2-2-1-sigmoid"), [], None))
     assert len(a.approximations) == len([m for m in METHODS.values() if m.role == "approximation"])
 
 
@@ -123,7 +124,7 @@ def test_a_diagonal_method_is_judged_on_its_diagonal_only(monkeypatch: pytest.Mo
     k = p.architecture.param_index("W1[1,1]")
     d[k] *= 2.0
     monkeypatch.setitem(METHODS, "diag-exact", Method("diag-exact", lambda q: d, "method", "vector", "test"))
-    a = analyse_case(p, [_record(p, "diag-exact", "autograd", passed=False)], {"diag-exact": d, "autograd": H})
+    a = analyse_case(Run.from_matrices(p, [_record(p, "diag-exact", "autograd", passed=False)], {"diag-exact": d, "autograd": H}))
     assert np.isnan(a.matrices["diag-exact"][0, 1]) and a.matrices["diag-exact"][k, k] == d[k]
     loc = a.localisations[("diag-exact", "autograd")]
     assert loc.shape == "diagonal" and loc.top[0].row == "W1[1,1]"
@@ -138,7 +139,7 @@ def test_approximation_records_stay_out_of_the_verdicts(monkeypatch: pytest.Monk
     monkeypatch.setitem(METHODS, "approx", Method("approx", lambda q: hessverify.hessian(q), "approximation",
                                                   "matrix", "test"))
     results = [_record(p, "backprop", "autograd", True), _record(p, "approx", "backprop", True, "approximation")]
-    md = markdown(results, [], [p], [analyse_case(p, results, None)])
+    md = markdown(results, [], [p], [analyse_case(Run.from_matrices(p, results, None))])
     assert "| case | backprop |" in md
     assert "| approx | backprop |" not in md
     assert "| approx | matrix | " in md  # it is in the approximations table instead
@@ -155,7 +156,7 @@ def test_the_rings_use_exactly_the_bound_that_decided() -> None:
     kept: dict = {}
     comps = hessverify.verify_problem(case, methods=["backprop", "fd"], references=["autograd", "fd", "symbolic"],
                                       matrices=kept)
-    a = analyse_case(case, comps, kept)
+    a = analyse_case(Run.from_matrices(case, comps, kept))
     for c in comps:
         key = (c.method, c.reference)
         if key in a.bounds:

@@ -86,3 +86,17 @@ def test_browser_sees_the_summary_table(browser: tuple[Path, str, str], small_ca
         assert f'href="#{c.id}"' in table
     assert table.count('class="fail"') == len(small_cases)
     assert dom.count("<img") == 2 * len(small_cases)
+
+
+def test_pictures_drawn_in_parallel_are_those_drawn_here(small_cases, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forked drawing processes return exactly the PNGs drawn in this process; large cases stay here."""
+    from hessverify.reports import html
+    from hessverify.reports.analysis import analyse_case
+    from hessverify.run import run_problem
+
+    analyses = [analyse_case(run_problem(c, ["backprop"], ["autograd"])) for c in small_cases[:3]]
+    here = html.draw_all(analyses, show_progress=False, workers=1)
+    assert all(heat and spectrum for heat, spectrum in here)
+    assert html.draw_all(analyses, show_progress=False, workers=2) == here
+    monkeypatch.setattr(html, "PARALLEL_DRAW_MAX_PARAMS", 0)  # every case "large": all drawn here, in order
+    assert html.draw_all(analyses, show_progress=False, workers=2) == here

@@ -11,6 +11,7 @@ import pytest
 import hessverify
 from hessverify.errors import UsageError
 from hessverify.reports import report_problems, write_report
+from hessverify.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +34,7 @@ def test_leading_problems_come_first_and_ids_stay_unique(tmp_path: Path) -> None
 def test_unknown_leading_id_is_a_usage_error(tmp_path: Path) -> None:
     xor = hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml")
     with pytest.raises(UsageError, match="leading case.*nowhere"):
-        write_report(tmp_path, [], [], [xor], leading=["nowhere"], html=False)
+        write_report(tmp_path, [Run.from_matrices(xor)], leading=["nowhere"], html=False)
 
 
 def test_cases_not_compared_are_listed_not_drawn(tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_cases_not_compared_are_listed_not_drawn(tmp_path: Path) -> None:
 
     relu = hessverify.load_case(ROOT / "cases" / "relu-3-5-2.toml")
     skipped = [{"case": relu.id, "reason": "not_differentiable", "message": "a relu net input is exactly 0"}]
-    write_report(tmp_path, [], skipped, [relu], show_progress=False)
+    write_report(tmp_path, [Run.from_matrices(relu, skipped=skipped[0])], show_progress=False)
     md = (tmp_path / "report.md").read_text()
     assert f"| {relu.id} | not differentiable |" in md
     assert "Not compared: a relu net input is exactly 0" in md
@@ -57,6 +58,6 @@ def test_spectrum_is_skipped_for_very_large_problems(monkeypatch: pytest.MonkeyP
     from hessverify.reports import analysis, spectrum_sentence
 
     monkeypatch.setattr(analysis, "MAX_SPECTRUM_PARAMS", 5)
-    a = analysis.analyse_case(hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml"), [], None)
+    a = analysis.analyse_case(Run.from_matrices(hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml")))
     assert a.spectrum is None
     assert spectrum_sentence(a).startswith("No spectrum: 9 parameters is more than the 5")
