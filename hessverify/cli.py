@@ -462,9 +462,8 @@ def _add_conformance_command(sub: argparse._SubParsersAction) -> None:  # type: 
 
 
 def _cmd_conformance(args: argparse.Namespace) -> int:
-    import json
-
     from hessverify import conformance
+    from hessverify.io import strict_json
 
     if args.examples < 1:
         raise UsageError(f"--examples {args.examples}: give at least 1")
@@ -486,8 +485,8 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
                 _write_text(out / "cases" / f"{r.library.replace('.', '-')}-{i}.toml", "--report", r.failure.to_toml())
         _write_text(out / "conformance.md", "--report", table)
         _write_text(out / "conformance.json", "--report",
-                    json.dumps({"rows": [r.to_dict() for r in rows], "seed": args.seed, "examples": args.examples},
-                               indent=1))
+                    strict_json({"rows": [r.to_dict() for r in rows], "seed": args.seed, "examples": args.examples},
+                                indent=1))
     return EXIT_DISCREPANCY if failed else EXIT_OK
 
 
@@ -508,8 +507,7 @@ def _write_text(path: Path, option: str, text: str) -> None:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
-    import json
-
+    from hessverify.io import strict_json
     from hessverify.lab import LabResult, get_optimizer, run
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
@@ -555,23 +553,13 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     if args.json:
         doc = {"case": case.id, "n_params": case.n_params, "tol": args.tol, "max_iter": args.max_iter,
                "param_names": list(case.param_names), "peak_memory_unit": "bytes", "runs": [r.to_dict() for r in runs]}
-        _write_text(Path(args.json), "--json", json.dumps(_json_safe(doc), indent=1) + "\n")
+        _write_text(Path(args.json), "--json", strict_json(doc, indent=1))
         print(f"runs written to {args.json}")
     if args.plot:
         result.plot(args.plot)
         print(f"plot written to {args.plot}")
     return EXIT_OK
 
-
-def _json_safe(v: object) -> object:
-    """Strict JSON: a diverged run's NaN or inf becomes null."""
-    if isinstance(v, float):
-        return v if np.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    return v
 
 
 def _cmd_stationary(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
+import math
 import os
 import shutil
 import signal
@@ -31,10 +33,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hessverify.errors import CaseError, UsageError
 
-__all__ = ["MAX_CASE_BYTES", "check_output_path", "read_case_text", "report_set", "write_output"]
+__all__ = ["MAX_CASE_BYTES", "check_output_path", "read_case_text", "report_set", "strict_json", "write_output"]
 
 MAX_CASE_BYTES = 64 * 2**20
 """Largest case file read (64 MiB): far above any case within the parameter and pattern caps in text
@@ -42,6 +45,30 @@ that parses within the memory budget."""
 
 _KIND = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def _finite_or_null(obj: Any) -> Any:
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # NumPy arrays and scalars
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON text ending in a newline: NaN and infinity become ``null``.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which no strict reader
+    accepts; every JSON file hessverify writes goes through here.
+
+    >>> strict_json({"bound": float("inf"), "errors": [1.5, float("nan")]}, indent=None)
+    '{"bound": null, "errors": [1.5, null]}\\n'
+    """
+    return json.dumps(_finite_or_null(obj), indent=indent, allow_nan=False) + "\n"
 
 
 def _kind(mode: int) -> str:

@@ -322,6 +322,15 @@ def _case_id(arch: Architecture) -> str:
     return "generated-" + "-".join(map(str, sizes))
 
 
+def _well_posed(problem: Problem) -> Problem:
+    """``problem``, or Hypothesis rejects the draw where its Hessian does not exist or is not finite."""
+    try:
+        ensure_well_posed(problem)
+    except HessverifyError:
+        assume(False)
+    return problem
+
+
 def problems(
     *,
     min_layers: int = 1,
@@ -412,13 +421,9 @@ def problems(
         t = np.array([_finish_targets(loss, tr[max_units - k:]) for _, tr in rows], dtype=np.float64)
         problem = Problem(arch, loss, params, x, t, reduction, _case_id(arch),
                           f"drawn by hessverify.strategies: {arch.describe()}, {loss}, {reduction}")
-        # the Hessian must exist and be finite, and fd must not straddle a kink
+        # fd must not straddle a kink, and the Hessian must exist and be finite
         assume(not near_kink(problem))
-        try:
-            ensure_well_posed(problem)
-        except HessverifyError:
-            assume(False)
-        return problem
+        return _well_posed(problem)
 
     return draw_problem()
 
@@ -518,10 +523,6 @@ def special_problems(
                                        min_size=n, max_size=n)), dtype=np.float64)
         problem = Problem(arch, loss, np.concatenate(parts), x, t, reduction, _case_id(arch),
                           f"drawn by hessverify.strategies.special_problems: {arch.describe()}, {loss}, {reduction}")
-        try:
-            ensure_well_posed(problem)
-        except HessverifyError:
-            assume(False)
-        return problem
+        return _well_posed(problem)
 
     return draw_problem()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import json
 import os
 import random
 import re
@@ -210,9 +209,9 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
 
 
 def _write_json(json_path: str, report: dict[str, Any]) -> None:
-    from hessverify.io import write_output
+    from hessverify.io import strict_json, write_output
 
-    write_output(Path(json_path), json.dumps(report, indent=2, default=float) + "\n", option="--json")
+    write_output(Path(json_path), strict_json(report), option="--json")
 
 
 def _function_failed(exc: FunctionUnderTestError, spec: str, seed: int, returns: str, json_path: str | None,

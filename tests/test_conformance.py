@@ -10,6 +10,7 @@ import pytest
 
 import hessverify
 from hessverify import conformance
+from hessverify.bounds import rounding_bound
 from hessverify.cli import main
 from hessverify.errors import UsageError
 
@@ -66,12 +67,18 @@ def test_backpack_and_curvlinops_conventions_on_a_shipped_case() -> None:
                                atol=1e-14)
 
 
+
+def _within_rounding(problem: hessverify.Problem, H: np.ndarray) -> None:
+    """Equal to backprop within the float64 rounding bound (not bit for bit: another order of sums)."""
+    assert np.all(np.abs(H - hessverify.hessian(problem, "backprop")) <= rounding_bound(problem, methods=2))
+
+
 def test_the_silu_fault_of_curvlinops_hessian_reproduces() -> None:
     pytest.importorskip("curvlinops")
     problem = hessverify.load_case(SILU)
     with pytest.raises(NotImplementedError, match="silu_backward"):
         conformance._curvlinops_hessian(problem)
-    np.testing.assert_array_equal(conformance._torch_hvp(problem), hessverify.hessian(problem, "backprop"))
+    _within_rounding(problem, conformance._torch_hvp(problem))  # the same routine works on the rest
 
 
 def test_the_jvp_of_grad_fault_of_mse_mean_reproduces() -> None:
@@ -79,7 +86,7 @@ def test_the_jvp_of_grad_fault_of_mse_mean_reproduces() -> None:
     problem = hessverify.load_case(FOUND)
     with pytest.raises(RuntimeError, match="ZeroTensors are immutable"):
         conformance._torch_hvp(problem)
-    np.testing.assert_array_equal(conformance._torch_hessian(problem), hessverify.hessian(problem, "backprop"))
+    _within_rounding(problem, conformance._torch_hessian(problem))  # the same routine works on the rest
 
 
 def test_a_wrong_convention_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:

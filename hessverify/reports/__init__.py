@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from hessverify.compare import Comparison, is_not_applicable, margin_text
 from hessverify.errors import UsageError
-from hessverify.io import check_output_path, report_set, write_output
+from hessverify.io import check_output_path, report_set, strict_json, write_output
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
@@ -142,15 +142,6 @@ def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, 
     return doc
 
 
-def _finite_or_null(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    return obj
-
 
 def _atomic_write(path: Path, data: str | bytes, option: str = "--report") -> None:
     """Write through :func:`hessverify.io.write_output`: readers see the old file or the new one."""
@@ -167,9 +158,7 @@ def write_json(path: Path, results: Sequence[Comparison], skipped: Sequence[dict
                option: str = "--json") -> Path:
     """Write ``results.json`` (:func:`results_document`) atomically; NaN and inf are written as such."""
     # strict JSON: NaN and infinity (an approximation's bound, a broken method's error) become null
-    text = json.dumps(_finite_or_null(results_document(results, skipped, analyses, leading)), indent=2,
-                      allow_nan=False)
-    _atomic_write(path, text + "\n", option)
+    _atomic_write(path, strict_json(results_document(results, skipped, analyses, leading)), option)
     return path
 
 
