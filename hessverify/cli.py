@@ -44,6 +44,7 @@ from hessverify.errors import (
     HessverifyError,
     OverflowReport,
     UsageError,
+    signal_behind,
 )
 from hessverify.model.well_posed import ensure_well_posed
 from hessverify.registry import METHODS, get_method
@@ -653,6 +654,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:
         _say("hessverify: error: the input is nested or chained too deeply to process")
         return EXIT_INVALID
+    except Exception as exc:
+        # A signal that lands while an extension module initialises (SciPy's, loaded lazily by a
+        # reference) comes out as that import's failure, with the interrupt as its cause.
+        signalled = signal_behind(exc)
+        if isinstance(signalled, KeyboardInterrupt):
+            _say("hessverify: interrupted")
+            return EXIT_INTERRUPTED
+        if isinstance(signalled, _Terminated):
+            _say("hessverify: terminated")
+            return EXIT_TERMINATED
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -30,6 +30,7 @@ __all__ = [
     "NotDifferentiableError",
     "OverflowReport",
     "UsageError",
+    "signal_behind",
 ]
 
 EXIT_OK = 0
@@ -93,3 +94,23 @@ class FunctionUnderTestError(HessverifyError, RuntimeError):
                  cause: BaseException | None = None) -> None:
         self.message, self.problem, self.where, self.cause = message, problem, where, cause
         super().__init__(f"the function under test failed: {message}" + (f" ({where})" if where else ""))
+
+
+def signal_behind(exc: BaseException) -> BaseException | None:
+    """The interrupt behind ``exc``, if it is an ordinary error caused by one, else None.
+
+    A signal that lands while an extension module initialises (a SciPy module that a reference
+    loads lazily, pybind11's in particular) comes out as that import's ``ImportError``, with the
+    ``KeyboardInterrupt`` as its cause: it is still the person's interrupt, not a failure.
+    Returns the first exception in the chain of causes and contexts that is a ``BaseException``
+    but not an ``Exception`` (KeyboardInterrupt, a termination signal raised as one), other than
+    ``SystemExit`` and ``GeneratorExit``.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if not isinstance(link, (Exception, SystemExit, GeneratorExit)):
+            return link
+        link = link.__cause__ or link.__context__
+    return None

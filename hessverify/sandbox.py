@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from hessverify.errors import FunctionUnderTestError
+from hessverify.errors import FunctionUnderTestError, signal_behind
 from hessverify.model.problem import Problem
 
 __all__ = ["DEFAULT_TIMEOUT", "call_user", "user_copy", "user_frames"]
@@ -136,6 +136,9 @@ def call_user(fn: Callable[..., Any], *args: Any, timeout: float | None = DEFAUL
         raise FunctionUnderTestError(f"it called sys.exit({exc.code!r}); a function under test must return "
                                      "its result", problem=problem, where=user_frames(exc, fn), cause=exc) from None
     except Exception as exc:
+        signalled = signal_behind(exc)
+        if signalled is not None:  # an interrupt that landed in an import inside the function
+            raise signalled from None
         text = str(exc).splitlines()[0] if str(exc) else ""
         raise FunctionUnderTestError(f"{type(exc).__name__}: {text}".rstrip(": "), problem=problem,
                                      where=user_frames(exc, fn), cause=exc) from None

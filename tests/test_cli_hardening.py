@@ -421,6 +421,43 @@ def test_sigint_at_any_moment_is_one_line_and_130(delay: float) -> None:
     assert p.returncode != 130 or err.strip() == "hessverify: interrupted"
 
 
+def _import_interrupted(*args: object, **kwargs: object) -> None:
+    """What a SIGINT inside a pybind11 module's initialisation looks like (SciPy's HiGHS, seen in CI)."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        raise ImportError("initialization failed") from exc
+
+
+def test_an_interrupt_inside_a_lazy_import_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from hessverify.registry import METHODS
+
+    monkeypatch.setitem(METHODS, "autograd", replace(METHODS["autograd"], fn=_import_interrupted))
+    assert main(["verify", XOR, "--method", "backprop", "--reference", "autograd"]) == 130
+    assert capsys.readouterr().err.strip() == "hessverify: interrupted"
+
+
+def test_an_ordinary_import_error_still_surfaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hessverify.registry import METHODS
+
+    def broken(*args: object) -> None:
+        raise ImportError("a real fault")
+
+    monkeypatch.setitem(METHODS, "autograd", replace(METHODS["autograd"], fn=broken))
+    with pytest.raises(ImportError, match="a real fault"):
+        main(["verify", XOR, "--method", "backprop", "--reference", "autograd"])
+
+
+def test_an_interrupt_inside_the_function_under_tests_import_is_not_its_fault() -> None:
+    from hessverify.sandbox import call_user
+
+    with pytest.raises(KeyboardInterrupt):
+        call_user(_import_interrupted, None, timeout=None)
+    with pytest.raises(FunctionUnderTestError):
+        call_user(lambda p: 1 / 0, None, timeout=None)
+
+
 def test_a_closed_stdout_is_no_traceback() -> None:
     result = subprocess.run(f"'{HESSVERIFY}' verify '{XOR}' --method backprop --reference autograd >&-",
                             shell=True, capture_output=True, text=True, timeout=300)
