@@ -43,6 +43,7 @@ from hessverify.errors import (
     EXIT_TERMINATED,
     HessverifyError,
     OverflowReport,
+    Terminated,
     UsageError,
     signal_behind,
 )
@@ -592,12 +593,8 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised where the program is, so that partial output is cleaned up on the way out."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
+    raise Terminated
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -635,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("hessverify: interrupted")
         return EXIT_INTERRUPTED
-    except _Terminated:
+    except Terminated:
         _say("hessverify: terminated")
         return EXIT_TERMINATED
     except BrokenPipeError:
@@ -661,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(signalled, KeyboardInterrupt):
             _say("hessverify: interrupted")
             return EXIT_INTERRUPTED
-        if isinstance(signalled, _Terminated):
+        if isinstance(signalled, Terminated):
             _say("hessverify: terminated")
             return EXIT_TERMINATED
         raise

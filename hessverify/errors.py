@@ -29,6 +29,7 @@ __all__ = [
     "HessverifyError",
     "NotDifferentiableError",
     "OverflowReport",
+    "Terminated",
     "UsageError",
     "signal_behind",
 ]
@@ -96,21 +97,25 @@ class FunctionUnderTestError(HessverifyError, RuntimeError):
         super().__init__(f"the function under test failed: {message}" + (f" ({where})" if where else ""))
 
 
-def signal_behind(exc: BaseException) -> BaseException | None:
-    """The interrupt behind ``exc``, if it is an ordinary error caused by one, else None.
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is by the command line's handler, so that partial output is
+    cleaned up on the way out; a BaseException so that ``except Exception`` cannot eat it."""
+
+
+def signal_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
+    """The signal behind ``exc``, if it is an ordinary error caused by one, else None.
 
     A signal that lands while an extension module initialises (a SciPy module that a reference
     loads lazily, pybind11's in particular) comes out as that import's ``ImportError``, with the
-    ``KeyboardInterrupt`` as its cause: it is still the person's interrupt, not a failure.
-    Returns the first exception in the chain of causes and contexts that is a ``BaseException``
-    but not an ``Exception`` (KeyboardInterrupt, a termination signal raised as one), other than
-    ``SystemExit`` and ``GeneratorExit``.
+    ``KeyboardInterrupt`` (or :class:`Terminated`) as its cause: it is still the person's
+    interrupt, not a failure.  Only these two count; the library's own control-flow exceptions
+    (a timeout alarm, a function-failed marker) are not signals.
     """
     seen: set[int] = set()
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:
         seen.add(id(link))
-        if not isinstance(link, (Exception, SystemExit, GeneratorExit)):
+        if isinstance(link, (KeyboardInterrupt, Terminated)):
             return link
         link = link.__cause__ or link.__context__
     return None
