@@ -49,12 +49,23 @@ MISSING = "#e8e8e8"
 
 
 def _png(fig: Any) -> str:
+    """The figure at :data:`DPI` as base64 PNG: RGB (the figure is opaque), zlib at its fastest level.
+
+    As ``savefig`` draws it, without the alpha channel: a quarter fewer bytes
+    to compress, and at level 1 about the size of ``savefig``'s RGBA at level 6
+    in a third of the time.
+    """
+    from PIL import Image
+
     buf = io.BytesIO()
+    fig.set_dpi(DPI)
     # a symlog axis whose range reaches far below its linear threshold overflows inside
     # matplotlib's inverse transform while laying out ticks: harmless, and not the user's news
     with np.errstate(over="ignore", invalid="ignore"):
-        fig.savefig(buf, format="png", dpi=DPI)
+        fig.canvas.draw()
+    rgb = np.ascontiguousarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
     plt.close(fig)
+    Image.fromarray(rgb).save(buf, format="png", compress_level=1)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
