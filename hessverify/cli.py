@@ -53,6 +53,8 @@ from hessverify.sandbox import DEFAULT_TIMEOUT
 from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
 
 if TYPE_CHECKING:
+    from hessverify.model.problem import Problem
+    from hessverify.reports.html import Drawing
     from hessverify.run import Run
 
 __all__ = ["main"]
@@ -288,8 +290,9 @@ def _case_line(case_id: str, comps: list[Any]) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from hessverify.budget import check_memory, check_seconds
-    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable
-    from hessverify.reports import check_directory, check_json_path, flatten, write_json, write_report
+    from hessverify.reports import check_directory, check_json_path
+    from hessverify.reports.analysis import analyse_case
+    from hessverify.reports.html import Drawing
     from hessverify.reports.progress import track
     from hessverify.run import SkipReason, check_reference, plan, run_cases
 
@@ -322,19 +325,32 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print("-" * len(header))
     approximations: list[str] = []
     runs = []
-    # each case is run once; the lines below, the JSON and the report all read from its run
-    for run in run_cases(track(cases, "verifying", label=lambda case: case.id), args.methods, args.references,
-                         budget=False):  # every case's budget was checked above, before any work
-        runs.append(run)
-        if run.skip is not None:
-            if run.skip.reason is SkipReason.FUNCTION_FAILED:
-                raise run.skip.error
-            label = "NOT DIFFERENTIABLE" if run.skip.reason is SkipReason.NOT_DIFFERENTIABLE else "OVERFLOW"
-            print(f"{run.id:34s} {label}: {run.skip.message}")
-            continue
-        _print_run(run, args.verbose, approximations)
-        if not args.report:
-            run.release()  # only the report draws the matrices: hold one case's at a time
+    # with --report, each case's pictures are drawn in the background while the next cases are verified
+    with Drawing(cases=len(cases) if args.report else 0) as drawing:
+        # each case is run once; the lines below, the JSON and the report all read from its run
+        for run in run_cases(track(cases, "verifying", label=lambda case: case.id), args.methods, args.references,
+                             budget=False):  # every case's budget was checked above, before any work
+            runs.append(run)
+            if run.skip is not None:
+                if run.skip.reason is SkipReason.FUNCTION_FAILED:
+                    raise run.skip.error
+                label = "NOT DIFFERENTIABLE" if run.skip.reason is SkipReason.NOT_DIFFERENTIABLE else "OVERFLOW"
+                print(f"{run.id:34s} {label}: {run.skip.message}")
+                continue
+            _print_run(run, args.verbose, approximations)
+            if args.report:
+                drawing.start(analyse_case(run))
+            else:
+                run.release()  # only the report draws the matrices: hold one case's at a time
+        return _verify_summary(args, cases, runs, approximations, drawing)
+
+
+def _verify_summary(args: argparse.Namespace, cases: list[Problem], runs: list[Run], approximations: list[str],
+                    drawing: Drawing) -> int:
+    """The totals line, the JSON and the report of ``hessverify verify``, from the runs; the exit status."""
+    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable
+    from hessverify.reports import flatten, write_json, write_report
+
     results, skipped, _ = flatten(runs)
     n_fail = sum(not c.passed for c in results)
     n_approx = sum(c.bound_kind == "approximation" for c in results)
@@ -350,7 +366,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), results, skipped)
     if args.report:
-        written = write_report(Path(args.report), runs)
+        written = write_report(Path(args.report), runs, drawing=drawing)
         print(f"report written to {', '.join(str(p) for p in written)}")
     return _verify_status(results, skipped)
 

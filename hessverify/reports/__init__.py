@@ -38,6 +38,7 @@ from hessverify.reports.progress import track
 from hessverify.reports.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
+    from hessverify.reports.html import Drawing
     from hessverify.run import Run
 
 __all__ = [
@@ -321,12 +322,15 @@ def write_markdown(path: Path, results: Sequence[Comparison], skipped: Sequence[
 
 def write_html(path: Path, results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
                cases: Sequence[Problem], analyses: Sequence[CaseAnalysis], leading: Sequence[str] = (), *,
-               show_progress: bool | None = None) -> Path:
-    """``report.html``: one self-contained file (:mod:`hessverify.reports.html`)."""
+               show_progress: bool | None = None, drawing: Drawing | None = None) -> Path:
+    """``report.html``: one self-contained file (:mod:`hessverify.reports.html`).
+
+    ``drawing``: pictures already being drawn (:class:`hessverify.reports.html.Drawing`).
+    """
     from hessverify.reports.html import html_document
 
     text = html_document(results, skipped, _ordered(cases, leading), analyses, leading,
-                         show_progress=show_progress)
+                         show_progress=show_progress, drawing=drawing)
     _atomic_write(path, text)
     return path
 
@@ -350,7 +354,7 @@ def check_directory(directory: Path) -> None:
 
 
 def write_report(directory: Path, runs: Sequence[Run], *, leading: Sequence[str] = (), html: bool = True,
-                 show_progress: bool | None = None) -> list[Path]:
+                 show_progress: bool | None = None, drawing: Drawing | None = None) -> list[Path]:
     """Write ``results.json``, ``report.md`` and ``report.html`` into ``directory``.
 
     Parameters
@@ -366,6 +370,10 @@ def write_report(directory: Path, runs: Sequence[Run], *, leading: Sequence[str]
         Also write ``report.html`` (the slow part: the pictures).
     show_progress:
         Draw a progress bar; default: when standard output is a terminal.
+    drawing:
+        The pictures of the runs, started while they were verified
+        (:class:`hessverify.reports.html.Drawing`); without it they
+        are all drawn now.
     """
     check_directory(directory)
     results, skipped, cases = flatten(runs)
@@ -381,7 +389,7 @@ def write_report(directory: Path, runs: Sequence[Run], *, leading: Sequence[str]
             write_markdown(staging / "report.md", results, skipped, cases, analyses, leading)
             if html:
                 write_html(staging / "report.html", results, skipped, cases, analyses, leading,
-                           show_progress=show_progress)
+                           show_progress=show_progress, drawing=drawing)
         except OSError as exc:
             raise UsageError(f"--report {directory}: cannot write the report: {exc.strerror or exc}") from None
     names = ["results.json", "report.md"] + (["report.html"] if html else [])
@@ -423,8 +431,16 @@ def report_problems(directory: Path, problems: Sequence[Problem], *, leading: Se
 
     everything = _unique_ids(list(leading) + [p for p in problems if not any(p is q for q in leading)])
     check_directory(directory)
-    # run_cases draws each problem from the progress bar as it starts it
-    runs = list(run_cases(track(everything, "verifying", label=lambda q: q.id, enabled=show_progress),
-                          methods, references))
-    return write_report(directory, runs, leading=[p.id for p in everything[: len(leading)]], html=html,
-                        show_progress=show_progress)
+    from hessverify.reports.html import Drawing
+
+    # each case's pictures are drawn in the background while the next cases are verified
+    with Drawing(cases=len(everything) if html else 0) as drawing:
+        runs = []
+        # run_cases draws each problem from the progress bar as it starts it
+        for run in run_cases(track(everything, "verifying", label=lambda q: q.id, enabled=show_progress),
+                             methods, references):
+            runs.append(run)
+            drawing.start(analyse_case(run))
+        return write_report(directory, runs, leading=[p.id for p in everything[: len(leading)]], html=html,
+                            show_progress=show_progress, drawing=drawing)
+

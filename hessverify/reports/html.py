@@ -11,6 +11,7 @@ import numpy as np
 
 import html
 from collections.abc import Sequence
+from typing import Any
 
 from hessverify.compare import Comparison, is_not_applicable, margin_text
 from hessverify.model.problem import Problem
@@ -18,7 +19,10 @@ from hessverify.reports.analysis import CaseAnalysis, is_approximation
 from hessverify.reports.localise import SHAPE_PHRASES
 from hessverify.reports.progress import track
 
-__all__ = ["draw_all", "html_document"]
+__all__ = ["PARALLEL_DRAW_MAX_PARAMS", "Drawing", "Pictures", "draw_all", "html_document"]
+
+Pictures = tuple[str | None, str | None]
+"""One case's heatmaps and spectrum, as base64 PNG (``None``: nothing to draw)."""
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
@@ -111,7 +115,7 @@ def _approximation_table(a: CaseAnalysis) -> str:
 
 def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Comparison],
                   skipped: Sequence[dict[str, str]], leading: Sequence[str],
-                  unusable: Sequence[Comparison] = (), pictures: tuple[str | None, str | None] | None = None) -> str:
+                  unusable: Sequence[Comparison] = (), pictures: Pictures | None = None) -> str:
     from hessverify.reports import spectrum_sentence
 
     out = [f'<section id="{_e(case.id)}"><h2>{_e(case.id)}</h2>']
@@ -160,20 +164,12 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
     return "\n".join(out)
 
 
-def _pictures(a: CaseAnalysis) -> tuple[str | None, str | None]:
+def _pictures(a: CaseAnalysis) -> Pictures:
     """The heatmaps and the spectrum of one case, as base64 PNG."""
     from hessverify.reports.figures import heatmaps_png, spectrum_png
 
     with np.errstate(over="ignore", invalid="ignore"):  # matplotlib's symlog ticks overflow harmlessly
         return heatmaps_png(a), spectrum_png(a)
-
-
-_DRAWING: Sequence[CaseAnalysis] = ()
-"""The analyses being drawn, for the drawing processes: forked, they read them without a copy through a pipe."""
-
-
-def _draw(k: int) -> tuple[str | None, str | None]:
-    return _pictures(_DRAWING[k])
 
 
 def _quiet_worker() -> None:
@@ -189,54 +185,105 @@ PARALLEL_DRAW_MAX_PARAMS = 1000
 are drawn one at a time here, so drawing never holds two large cases' pictures at once (the memory budget
 counts one case at a time)."""
 
+class Drawing:
+    """Cases' pictures drawn in background processes while the caller goes on (with the next case's verification).
+
+    Drawing is most of a report's time (matplotlib lays out every label in
+    Python), and the cases are independent: :meth:`start` hands a case's
+    analysis to a pool of forked processes as soon as its run is done, so
+    pictures are drawn while the next cases are verified, and :meth:`pictures`
+    collects them in the report's order, drawing here whatever was not
+    started.  A case past :data:`PARALLEL_DRAW_MAX_PARAMS` is always drawn
+    here, at collection, one at a time; so is every case where ``fork`` is not
+    available or there is one worker.  The pool is started by the first
+    :meth:`start` (each analysis reaches it pickled, the PNG text comes back)
+    and shut down by :meth:`close` or the ``with`` block.
+
+    Examples
+    --------
+    >>> import hessverify
+    >>> from hessverify.reports.analysis import analyse_case
+    >>> from hessverify.run import run_problem
+    >>> a = analyse_case(run_problem(hessverify.load_case("cases/xor-2-2-1-sigmoid.toml"), references=["autograd"]))
+    >>> with Drawing(workers=1) as drawing:
+    ...     drawing.start(a)
+    ...     [heat[:4] for heat, spectrum in drawing.pictures([a], show_progress=False)]
+    ['iVBO']
+    """
+
+    def __init__(self, *, workers: int | None = None, cases: int | None = None) -> None:
+        import multiprocessing
+        import os
+
+        # one process per core (default), and no more than there are cases to draw
+        self.workers = workers if workers is not None else os.cpu_count() or 1
+        if cases is not None:
+            self.workers = min(self.workers, cases)
+        if "fork" not in multiprocessing.get_all_start_methods():
+            self.workers = 1
+        self._pool: Any = None
+        self._started: dict[int, Any] = {}  # id(analysis) -> future of its pictures
+
+    def start(self, analysis: CaseAnalysis) -> None:
+        """Start drawing one case (a run that was not skipped) in the background, if it is small enough."""
+        if self.workers <= 1 or analysis.problem.n_params > PARALLEL_DRAW_MAX_PARAMS or analysis.skipped:
+            return
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # imported once here rather than once in every forked process
+            import hessverify.reports.figures  # noqa: F401
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=_quiet_worker)
+        self._started[id(analysis)] = self._pool.submit(_pictures, analysis)
+
+    def pictures(self, analyses: Sequence[CaseAnalysis], *, show_progress: bool | None = None) -> list[Pictures]:
+        """Every case's pictures in the order given: those started collected, small ones not yet started started
+        now, the rest drawn here."""
+        for a in analyses:
+            if id(a) not in self._started:
+                self.start(a)
+        progress = track([a.problem.id for a in analyses], "drawing", enabled=show_progress)
+        out = []
+        for a in analyses:
+            future = self._started.pop(id(a), None)
+            out.append(future.result() if future is not None else _pictures(a))
+            next(progress, None)
+        for _ in progress:  # finish the bar
+            pass
+        return out
+
+    def close(self) -> None:
+        """Stop the drawing processes (pictures not collected are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._started.clear()
+
+    def __enter__(self) -> Drawing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def draw_all(analyses: Sequence[CaseAnalysis], *, show_progress: bool | None = None,
-             workers: int | None = None) -> list[tuple[str | None, str | None]]:
-    """Every case's pictures, small cases drawn in parallel where the platform forks (matplotlib is single-threaded).
-
-    Drawing is most of a report's time (matplotlib lays out every tick
-    label in Python), and the cases are independent, so each core draws
-    its share.  Processes are forked, so the analyses reach them without
-    being pickled; only the PNG text comes back.  Where ``fork`` is not
-    available, or there is one case or one core, and for cases past
-    :data:`PARALLEL_DRAW_MAX_PARAMS`, they are drawn here.
-    """
-    import multiprocessing
-    import os
-
-    global _DRAWING
-    small = [k for k, a in enumerate(analyses) if a.problem.n_params <= PARALLEL_DRAW_MAX_PARAMS]
-    workers = workers if workers is not None else min(len(small), os.cpu_count() or 1)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        small = []
-    out: list[tuple[str | None, str | None] | None] = [None] * len(analyses)
-    labels = [a.problem.id for a in analyses]
-    progress = track(labels, "drawing", enabled=show_progress)
-    if small:
-        from concurrent.futures import ProcessPoolExecutor
-
-        _DRAWING = analyses
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                     initializer=_quiet_worker) as pool:
-                for k, result in zip(small, pool.map(_draw, small), strict=True):
-                    next(progress, None)
-                    out[k] = result
-        finally:
-            _DRAWING = ()
-    for k, a in enumerate(analyses):
-        if out[k] is None:
-            next(progress, None)
-            out[k] = _pictures(a)
-    for _ in progress:  # finish the bar
-        pass
-    return [o for o in out if o is not None]
+             workers: int | None = None) -> list[Pictures]:
+    """Every case's pictures, small cases drawn in parallel where the platform forks (:class:`Drawing`)."""
+    small = sum(a.problem.n_params <= PARALLEL_DRAW_MAX_PARAMS for a in analyses)
+    with Drawing(workers=workers, cases=small) as drawing:
+        return drawing.pictures(analyses, show_progress=show_progress)
 
 
 def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str]], cases: Sequence[Problem],
                   analyses: Sequence[CaseAnalysis], leading: Sequence[str] = (), *,
-                  show_progress: bool | None = None) -> str:
-    """The whole page as a string (``cases`` already in report order)."""
+                  show_progress: bool | None = None, drawing: Drawing | None = None) -> str:
+    """The whole page as a string (``cases`` already in report order).
+
+    With ``drawing``, the pictures it has started are collected from it (:class:`Drawing`).
+    """
     from hessverify.reports import environment
 
     unusable = [c for c in results if is_not_applicable(c)]
@@ -260,7 +307,9 @@ def html_document(results: Sequence[Comparison], skipped: Sequence[dict[str, str
               "entry and every reference; a comparison passes when it is at most 1).</p>",
               _summary_table(cases, results, skipped, leading)]
     drawn = [by_id[c.id] for c in cases if c.id in by_id and by_id[c.id].skipped is None]
-    pictures = dict(zip((a.problem.id for a in drawn), draw_all(drawn, show_progress=show_progress), strict=True))
+    drawn_pictures = (drawing.pictures(drawn, show_progress=show_progress) if drawing is not None
+                      else draw_all(drawn, show_progress=show_progress))
+    pictures = dict(zip((a.problem.id for a in drawn), drawn_pictures, strict=True))
     for case in cases:
         parts.append(_case_section(case, by_id.get(case.id), [c for c in results if c.case == case.id],
                                    skipped, leading, [c for c in unusable if c.case == case.id],

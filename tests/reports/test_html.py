@@ -100,3 +100,20 @@ def test_pictures_drawn_in_parallel_are_those_drawn_here(small_cases, monkeypatc
     assert html.draw_all(analyses, show_progress=False, workers=2) == here
     monkeypatch.setattr(html, "PARALLEL_DRAW_MAX_PARAMS", 0)  # every case "large": all drawn here, in order
     assert html.draw_all(analyses, show_progress=False, workers=2) == here
+
+
+def test_pictures_started_while_verifying_are_those_drawn_here(small_cases) -> None:
+    """A Drawing fed case by case (as `verify --report` does while it verifies the next case) returns, in the
+    report's order, exactly the PNGs drawn in this process, including a case never started."""
+    from hessverify.reports import html
+    from hessverify.reports.analysis import analyse_case
+    from hessverify.run import run_problem
+
+    analyses = [analyse_case(run_problem(c, ["backprop"], ["autograd"])) for c in small_cases[:3]]
+    here = html.draw_all(analyses, show_progress=False, workers=1)
+    with html.Drawing(workers=2) as drawing:
+        for a in analyses[1:]:
+            drawing.start(a)
+        assert drawing.pictures(analyses, show_progress=False) == here
+    with html.Drawing(workers=2, cases=1) as one:
+        assert one.workers == 1  # never more processes than cases
