@@ -93,7 +93,7 @@ def test_a_wrong_convention_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch
     pytest.importorskip("torch")
     q = conformance.QUANTITIES["torch.func"][0]
     forgot_half = conformance.Quantity(q.library, q.name, q.equals, "MSELoss without the 1/2 undone",
-                                       lambda p: 2 * q.fn(p) if p.loss == "sse" else q.fn(p))
+                                       lambda p, prec: 2 * q.fn(p, prec) if p.loss == "sse" else q.fn(p, prec))
     row = conformance._run_quantity(forgot_half, 20, 0)
     assert row.failures == 1 and row.failure.loss == "sse" and row.failure.n_params <= 2
     assert "FAIL" in row.failure_summary and row.failure.to_toml()
