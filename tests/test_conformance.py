@@ -41,6 +41,7 @@ KNOWN = {  # the faults diagnosed in docs/conformance.md, by the message each ra
     "aten::silu_backward": lambda p: "silu" in p.activations,
     "in _sum_hessian": lambda p: p.loss == "binary_cross_entropy",  # BackPACK: no summed BCE loss Hessian
     "expected scalar type Double but found Float": lambda p: p.loss == "sse",  # BackPACK: MSELoss eye in float32
+    "loss Hessian sum, batch average), N = 1 vs": lambda p: p.loss == "sse",  # the same, 2/K rounded to float32
 }
 MODULES = {"torch.func": "torch", "jax": "jax", "backpack": "backpack", "curvlinops": "curvlinops"}
 
@@ -92,6 +93,27 @@ def test_the_jvp_of_grad_fault_of_mse_mean_reproduces() -> None:
     with pytest.raises(RuntimeError, match="ZeroTensors are immutable"):
         conformance._torch_hvp(problem)
     _within_rounding(problem, conformance._torch_hessian(problem))  # the same routine works on the rest
+
+
+def test_the_zero_tensor_fault_is_the_targets_missing_tangent() -> None:
+    """The diagnosis: with no tangent, the target's tangent is an efficient ZeroTensor; mse_loss_backward's
+    forward-AD formula passes ``target_t * grad_output_p`` (still a ZeroTensor) to mse_loss_double_backward,
+    whose mean branch divides ``2 * grad`` in place.  Give the target a materialised zero tangent and the
+    same jvp of grad runs and equals the explicit mean."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from torch.func import grad, jvp
+
+    g = torch.Generator().manual_seed(0)
+    X, t = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    w, v = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="ZeroTensors are immutable"):
+        jvp(grad(lambda p: F.mse_loss(X @ p, t)), (w,), (v,))
+    with_tangent = jvp(lambda p, tt: grad(lambda q: F.mse_loss(X @ q, tt))(p), (w, t), (v, torch.zeros_like(t)))[1]
+    explicit = jvp(grad(lambda p: ((X @ p - t) ** 2).mean()), (w,), (v,))[1]
+    torch.testing.assert_close(with_tangent, explicit, rtol=1e-12, atol=1e-14)
+    with pytest.raises(RuntimeError, match="ZeroTensors are immutable"):  # the operation that fails
+        (2 * torch._efficientzerotensor((5, 3), dtype=torch.float64)).div_(15)
 
 
 def test_a_wrong_convention_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,10 +228,16 @@ def test_the_backpack_faults_reproduce() -> None:
     mse = hessverify.load_case(ROOT / "cases" / "conformance" / "backpack-kfra-mse-float64.toml")
     with pytest.raises(RuntimeError, match="expected scalar type Double but found Float"):
         conformance._backpack_kfra(mse)
+    from hessverify.methods import gauss_newton
+
     G = conformance._backpack_kfra(mse, "float32")  # in float32, the default dtype, it agrees
     mask = conformance._mask(mse, "ggn_blocks")
-    from hessverify.methods import gauss_newton
     np.testing.assert_allclose(G[mask], gauss_newton.hessian(mse)[mask], rtol=1e-5, atol=1e-6)
+    # one layer: no mixed types meet, but 2/K (K = 3) is rounded to float32 in a float64 result
+    three = hessverify.load_case(ROOT / "cases" / "conformance" / "backpack-kfra-mse-mean-3.toml")
+    q = next(q for q in conformance.QUANTITIES["backpack"] if q.name.startswith("backpack KFRA (HBP"))
+    (c, _) = conformance.check_quantity(q, three)
+    assert not c.passed and c.margin > 1e5 and c.worst_entry.value == pytest.approx(1 + 2.0**-25, rel=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["sse", "cross_entropy", "binary_cross_entropy"])
