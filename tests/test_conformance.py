@@ -41,7 +41,7 @@ KNOWN = {  # the faults diagnosed in docs/conformance.md, by the message each ra
     "aten::silu_backward": lambda p: "silu" in p.activations,
     "in _sum_hessian": lambda p: p.loss == "binary_cross_entropy",  # BackPACK: no summed BCE loss Hessian
     "expected scalar type Double but found Float": lambda p: p.loss == "sse",  # BackPACK: MSELoss eye in float32
-    "loss Hessian sum, batch average), N = 1 vs": lambda p: p.loss == "sse",  # the same, 2/K rounded to float32
+    "batch average), N = 1, losses but BCEWithLogitsLoss vs": lambda p: p.loss == "sse",  # the same: 2/K in float32
 }
 MODULES = {"torch.func": "torch", "jax": "jax", "backpack": "backpack", "curvlinops": "curvlinops"}
 
