@@ -56,7 +56,7 @@ from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
 __all__ = ["LIBRARIES", "NOT_COVERED", "PRECISION_NAMES", "QUANTITIES", "Quantity", "Row", "check_quantity",
-           "ef_scale", "rows_markdown", "run"]
+           "ef_scale", "report_records", "rows_markdown", "run", "write_report"]
 
 LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
 """Libraries ``hessverify conformance --library`` knows."""
