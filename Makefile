@@ -52,6 +52,8 @@ browser:
 conformance: $(STAMP) frameworks
 	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --report reports/conformance; \
 		status=$$?; [ $$status -le 1 ]
+	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --precision float32 \
+		--report reports/conformance-float32; status=$$?; [ $$status -le 1 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -53,6 +53,7 @@ This module imports :mod:`hessverify.model` and nothing above it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -65,7 +66,7 @@ from hessverify.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, PRECISIONS
 
 __all__ = [
     "ACTIVATION_ULPS", "BFLOAT16", "FLOAT16", "FLOAT32", "FLOAT64", "LOSS_ULPS", "PRECISIONS", "UNDERFLOW_FLOOR",
-    "UNIT_ROUNDOFF", "Precision", "chain_length", "gamma", "get_precision", "magnitude_gradient",
+    "UNIT_ROUNDOFF", "Precision", "chain_length", "fisher_rounding_bound", "gamma", "get_precision", "magnitude_gradient",
     "magnitude_hessian", "net_input_errors", "rounding_bound",
 ]
 
@@ -151,3 +152,36 @@ def rounding_bound(problem: Problem, methods: int = 2, precision: Precision | st
     precision = get_precision(precision)
     M = magnitude_hessian(problem, precision)
     return methods * precision.gamma(chain_length(problem)) * M + precision.underflow_floor
+
+
+def fisher_rounding_bound(problem: Problem, methods: int = 2, precision: Precision | str = FLOAT64) -> FloatArray:
+    """Entrywise bound on the difference of ``methods`` empirical Fishers computed in ``precision``.
+
+    The empirical Fisher is ``F = s sum_n g_n g_n^T`` with ``g_n`` the
+    gradient of pattern ``n``'s error (``hessverify.methods.fisher``).  Its
+    terms are not among the Hessian's, so :func:`rounding_bound` does not
+    cover it.  Each computed ``g_n`` is within ``gamma_k M_n`` of the truth,
+    ``M_n`` the gradient magnitude of pattern ``n`` alone
+    (:func:`magnitude_gradient`, which also bounds ``|g_n|``), so one outer
+    product is off by at most ``(2 gamma_k + gamma_k^2) M_n M_n^T``; forming
+    it, summing ``N`` of them and scaling by ``s`` adds at most
+    ``gamma_{N+2}`` of the terms' magnitudes (Higham 2002, eq. 3.5), each at
+    most ``(1 + gamma_k)^2 M_n M_n^T``.
+
+    Examples
+    --------
+    >>> import hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> F = fisher_rounding_bound(case)
+    >>> F.shape == (case.n_params, case.n_params) and bool((F > 0).all())
+    True
+    """
+    precision = get_precision(precision)
+    g = precision.gamma(chain_length(problem))
+    outer = np.zeros((problem.n_params, problem.n_params))
+    for n in range(problem.n_patterns):
+        one = replace(problem.subset(slice(n, n + 1)), reduction="sum")  # e_n itself
+        M = magnitude_gradient(one, precision)
+        outer += np.outer(M, M)
+    per_method = problem.scale * ((2 * g + g * g) + precision.gamma(problem.n_patterns + 2) * (1 + g) ** 2) * outer
+    return methods * per_method + precision.underflow_floor

@@ -456,11 +456,13 @@ def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     st.set_defaults(func=_cmd_stationary)
 
 
-CONFORMANCE_EPILOG = """prints the table (library, version, quantity, precision, problems tried, failures, worst margin)
-and each failure's minimal problem; --report DIR writes DIR/conformance.json, DIR/conformance.md and
-DIR/cases/LIBRARY-N.toml. Conventions and diagnoses: docs/conformance.md.
+CONFORMANCE_EPILOG = """prints the table (library, version, quantity, precision, problems tried, failures, worst margin;
+approximations with their distance to the exact GGN) and each failure's minimal problem; --report DIR writes
+DIR/results.json, DIR/report.md and DIR/report.html (as verify --report does, led by the table) and
+DIR/cases/LIBRARY-N.toml. --precision float32 runs the libraries in float32 and judges them at float32's
+rounding. Conventions and diagnoses: docs/conformance.md.
 exit status: 0 every quantity agreed on every problem, 1 some library disagreed (or raised), 2 invalid usage
-(unknown or not installed library; a precision other than float64).
+(unknown or not installed library; a precision not measured yet).
 """
 
 
@@ -472,39 +474,41 @@ def _add_conformance_command(sub: argparse._SubParsersAction) -> None:  # type: 
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--library", nargs="+", required=True, metavar="NAME", help=f"of {', '.join(LIBRARIES)}")
     c.add_argument("--precision", default="float64", choices=("float64", "float32", "float16", "bfloat16"),
-                   help="precision the libraries compute in (default float64; only float64 for now)")
+                   help="format the libraries compute in and are judged at (default float64; float32 too; "
+                        "float16 and bfloat16 are refused for now)")
     c.add_argument("--examples", type=int, default=100, metavar="N", help="problems per quantity (default 100)")
     c.add_argument("--seed", type=int, default=0, metavar="S", help="Hypothesis seed (default 0)")
-    c.add_argument("--report", metavar="DIR", help="write conformance.json, conformance.md and the failing cases")
+    c.add_argument("--report", metavar="DIR", help="write results.json, report.md, report.html and the failing cases")
     c.set_defaults(func=_cmd_conformance)
 
 
 def _cmd_conformance(args: argparse.Namespace) -> int:
     from hessverify import conformance
-    from hessverify.io import strict_json
+    from hessverify.reports import check_directory
 
     if args.examples < 1:
         raise UsageError(f"--examples {args.examples}: give at least 1")
     conformance.check_libraries(args.library, args.precision)
     out = Path(args.report) if args.report else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--report {out}: exists and is not a directory")
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--report {out}: exists and is not a directory")
+        check_directory(out)
     rows = conformance.run(args.library, examples=args.examples, seed=args.seed, precision=args.precision)
-    table = conformance.rows_markdown(rows)
-    print(table, end="")
+    print(conformance.rows_markdown(rows), end="")
     failed = [r for r in rows if r.failures]
     for r in failed:
-        print(f"\n{r.library} {r.quantity}: {r.failure_summary}")
+        print(f"\n{r.library}: {r.failure_summary}")
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        command = (f"hessverify conformance --library {' '.join(args.library)} --precision {args.precision} "
+                   f"--examples {args.examples} --seed {args.seed} --report {out}")
+        written = conformance.write_report(out, rows, command=command, seed=args.seed, examples=args.examples,
+                                           precision=args.precision)
         (out / "cases").mkdir(exist_ok=True)
         for i, r in enumerate(failed, start=1):
             if r.failure is not None:
                 _write_text(out / "cases" / f"{r.library.replace('.', '-')}-{i}.toml", "--report", r.failure.to_toml())
-        _write_text(out / "conformance.md", "--report", table)
-        _write_text(out / "conformance.json", "--report",
-                    strict_json({"rows": [r.to_dict() for r in rows], "seed": args.seed, "examples": args.examples},
-                                indent=1))
+        print(f"report written to {', '.join(str(p) for p in written)}")
     return EXIT_DISCREPANCY if failed else EXIT_OK
 
 

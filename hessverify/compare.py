@@ -24,7 +24,7 @@ from hessverify.references.finite_differences import FD_SAFETY
 
 __all__ = [
     "BOUND_KEY", "COMPLEX_STEP_SAFETY", "EXACT", "TOLERANCES", "Comparison", "Tolerance", "WorstEntry", "approximation_error",
-    "bound_for", "compare", "compare_entries", "entries_of", "is_not_applicable", "margin_text",
+    "bound_for", "compare", "compare_at", "compare_entries", "entries_of", "is_not_applicable", "margin_text",
     "pair_bound",
 ]
 
@@ -217,6 +217,26 @@ def compare_entries(problem: Problem, method: str, reference: str, kind: str, va
     c.symmetry_error = _symmetry(kind, value)
     if kind != "matrix":
         c.extra["compared_entries"] = "diagonal" if kind == "vector" else "diagonal blocks"
+    return c
+
+
+def compare_at(problem: Problem, method: str, reference: str, A: FloatArray, R: FloatArray, bound: FloatArray,
+               bound_kind: str, mask: np.ndarray) -> Comparison:
+    """:func:`compare` on the entries where ``mask`` is true: a result that computes only some of them.
+
+    For a library routine that returns, say, one block per parameter tensor
+    (BackPACK's Kronecker factors) or a diagonal: ``A``, ``R``, ``bound`` and
+    ``mask`` are ``(W, W)``; entries outside the mask take no part.
+    """
+    rows, cols = np.nonzero(mask)
+    A, R = np.asarray(A, dtype=np.float64), np.asarray(R, dtype=np.float64)
+    b = np.broadcast_to(np.asarray(bound, dtype=np.float64), A.shape)
+    c = _flat_comparison(problem, method, reference, A[rows, cols], R[rows, cols], b[rows, cols], rows, cols,
+                         bound_kind)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sym = np.where(mask & mask.T, np.abs(A - A.T), 0.0)
+    c.symmetry_error = float(np.nanmax(sym)) if sym.size else 0.0
+    c.extra["compared_entries"] = int(rows.size)
     return c
 
 

@@ -130,3 +130,19 @@ def test_margin_text_says_when_the_reference_is_exactly_zero() -> None:
     assert not c.passed and margin_text(c) == "reference is exactly 0"
     ok = compare(case, "m", "r", H, H, np.full_like(H, 1.0), "rounding")
     assert margin_text(ok) == f"{ok.margin:.1e}"
+
+
+def test_compare_at_judges_only_the_entries_in_the_mask() -> None:
+    from hessverify.compare import compare_at
+
+    case = _case()
+    R = autograd_ref.hessian(case)
+    A = np.full_like(R, np.nan)  # a routine that computes only the diagonal
+    np.fill_diagonal(A, np.diag(R))
+    mask = np.eye(case.n_params, dtype=bool)
+    c = compare_at(case, "diag", "autograd", A, R, rounding_bound(case), "rounding", mask)
+    assert c.passed and c.extra["compared_entries"] == case.n_params
+    k = case.architecture.param_index("b2[0]")
+    A[k, k] *= 1 + 1e-6
+    c = compare_at(case, "diag", "autograd", A, R, rounding_bound(case), "rounding", mask)
+    assert not c.passed and c.failing_entries == 1 and c.worst_entry.row == c.worst_entry.col == "b2[0]"
