@@ -132,12 +132,15 @@ def _torch_objective(problem: Problem) -> tuple[Callable[[Any], Any], float, Any
     t = torch.tensor(problem.targets, dtype=torch.float64)
     crit, c = _torch_criterion(problem)
 
+    arch = problem.architecture
+
     def L(theta: Any) -> Any:
-        h = x
-        for blk, layer in zip(problem.architecture.blocks, problem.architecture.layers):
+        outs = [x]
+        for blk, layer in zip(arch.blocks, arch.layers):
+            h = torch.cat([outs[j] for j in arch.parents(blk.layer)], dim=-1)  # skip connections: sources side by side
             w = theta[blk.w_slice].reshape(blk.units, blk.fan_in)
-            h = acts[layer.activation](F.linear(h, w, theta[blk.b_slice] if blk.bias else None))
-        return crit(h, t)
+            outs.append(acts[layer.activation](F.linear(h, w, theta[blk.b_slice] if blk.bias else None)))
+        return crit(outs[-1], t)
 
     return L, c, torch.tensor(problem.params, dtype=torch.float64)
 
@@ -186,6 +189,8 @@ def _sequential(problem: Problem) -> tuple[Any, Any, Any]:
 
     modules = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus,
                "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "relu": torch.nn.ReLU}
+    if not problem.architecture.is_chain:
+        raise ValueError(f"{problem.architecture.describe()}: an nn.Sequential holds chains only")
     net = to_module(problem)
     parts: list[Any] = []
     for linear, act in zip(net.layers, net.activations):
@@ -252,14 +257,17 @@ def _jax_objective(problem: Problem) -> tuple[Callable[[Any], Any], float, Any]:
     }[problem.loss]
     reduce = jnp.mean if problem.reduction == "mean" else jnp.sum
 
+    arch = problem.architecture
+
     def L(theta: Any) -> Any:
-        h = x
-        for blk, layer in zip(problem.architecture.blocks, problem.architecture.layers):
+        outs = [x]
+        for blk, layer in zip(arch.blocks, arch.layers):
+            h = jnp.concatenate([outs[j] for j in arch.parents(blk.layer)], axis=-1)  # the sources side by side
             a = h @ theta[blk.w_slice].reshape(blk.units, blk.fan_in).T
             if blk.bias:
                 a = a + theta[blk.b_slice]
-            h = acts[layer.activation](a)
-        return reduce(per(h))
+            outs.append(acts[layer.activation](a))
+        return reduce(per(outs[-1]))
 
     return L, 1.0, jnp.asarray(problem.params)
 
@@ -292,11 +300,15 @@ _SSE = "MSELoss: E = L/2 (sum), E = K L/2 (mean over N K)"
 _TORCH = f"{_SSE}; CrossEntropyLoss: E = L; BCEWithLogitsLoss: E = L (sum), E = K L (mean over N K)"
 _JAX = "losses written from jax.nn: E = L; float64 by jax_enable_x64"
 _LOSS_CLASSES = ("sse", "cross_entropy", "binary_cross_entropy")  # the output loss has no nn class
-_BACKPACK = {"activations": _BACKPACK_ACTIVATIONS, "output_activations": _BACKPACK_ACTIVATIONS, "losses": ("sse",)}
-_CURVLINOPS = {"activations": _MODULE_ACTIVATIONS, "output_activations": _MODULE_ACTIVATIONS, "losses": _LOSS_CLASSES}
+# BackPACK and curvlinops take an nn.Sequential: chains only (graphs=False)
+_BACKPACK = {"activations": _BACKPACK_ACTIVATIONS, "output_activations": _BACKPACK_ACTIVATIONS, "losses": ("sse",),
+             "graphs": False}
+_CURVLINOPS = {"activations": _MODULE_ACTIVATIONS, "output_activations": _MODULE_ACTIVATIONS, "losses": _LOSS_CLASSES,
+               "graphs": False}
 # after a diagnosed failure, the same routine on the rest, so the table says how it does there
 _NO_SILU = tuple(a for a in _MODULE_ACTIVATIONS if a != "silu")
-_CURVLINOPS_NO_SILU = {"activations": _NO_SILU, "output_activations": _NO_SILU, "losses": _LOSS_CLASSES}
+_CURVLINOPS_NO_SILU = {"activations": _NO_SILU, "output_activations": _NO_SILU, "losses": _LOSS_CLASSES,
+                       "graphs": False}
 _NO_MSE = {"losses": ("cross_entropy", "binary_cross_entropy", "output")}
 
 QUANTITIES: dict[str, tuple[Quantity, ...]] = {
