@@ -67,7 +67,7 @@ def _hessian(problem: Problem, *, drop_f2: bool) -> np.ndarray:
         # backward, second order: M[i, j] = d2E/da_i da_j^T for layers i <= j (Bishop 1992, any feed-forward graph)
         M: dict[tuple[int, int], np.ndarray] = {}
 
-        def M_(i: int, j: int) -> np.ndarray:
+        def M_(i: int, j: int, M: dict[tuple[int, int], np.ndarray] = M) -> np.ndarray:
             return M[i, j] if i <= j else M[j, i].T
 
         for i in range(L, 0, -1):
