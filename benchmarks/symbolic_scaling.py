@@ -157,7 +157,7 @@ def main() -> None:
     for n in names:
         done = [h for h, r in results[n].items() if r is not None]
         best = max(done, default=None)
-        W = "none" if best is None else str(best * best + 7 * best + 1)
+        W = "none" if best is None else str(make_problem(best, 1).n_params)
         worst_rel = max((r[1] for r in results[n].values() if r is not None), default=float("nan"))
         reached_end = n in alive
         print(f"  {n:16s} W = {W}{' (the largest tried)' if reached_end else ''}; "
