@@ -96,22 +96,23 @@ def _hessian(problem: Problem, *, wrong_index: bool) -> np.ndarray:
         zin = [np.ones(0)] + [np.append(xin[l], 1.0) if arch.layers[l - 1].bias else xin[l] for l in range(1, L + 1)]
         for m in range(1, L + 1):
             for mp in range(m, L + 1):
-                K = M[m, mp]
-                for k, j, kp, jp in np.ndindex(K.shape[0], len(zin[m]), K.shape[1], len(zin[mp])):
-                    value = K[k, kp] * zin[m][j] * zin[mp][jp]
-                    if mp > m and jp < len(xin[mp]):
-                        # W_m' multiplies z_s (its input jp is unit i of source s), which itself depends on W_m
-                        # when s is m or above it (Bishop 1992, eq. 22)
-                        s = next(p for p in arch.parents(mp) if jp in range(len(xin[mp]))[arch.source_slice(mp, p)])
-                        i = jp - arch.source_slice(mp, s).start
+                # block[k, j, k', j'] = d2e / dW_m[k, j] dW_m'[k', j'] (j = fan-in: the bias)
+                block = np.einsum("ac,j,p->ajcp", M[m, mp], zin[m], zin[mp])
+                if mp > m:
+                    for s in arch.parents(mp):
                         if (s, m) in B:
+                            # W_m' multiplies z_s (its inputs cols), which itself depends on W_m when s is m or
+                            # above it (Bishop 1992, eq. 22): + delta_m'[k'] f'_s[i] B[s, m][i, k] zin_m[j]
                             # the bug reads the slope of unit k' of layer m' instead of unit i of its source s
-                            slope = f1[mp][kp] if wrong_index else f1[s][i]
-                            value += delta[mp][kp] * slope * B[s, m][i, k] * zin[m][j]
-                    r, c = _flat_index(problem, m, k, j), _flat_index(problem, mp, kp, jp)
-                    H[r, c] += value
-                    if mp > m:
-                        H[c, r] += value
+                            slopes = "c,c,ik,j->kjci" if wrong_index else "c,i,ik,j->kjci"
+                            cross = np.einsum(slopes, delta[mp], f1[mp] if wrong_index else f1[s], B[s, m], zin[m])
+                            block[:, :, :, arch.source_slice(mp, s)] += cross
+                rows = [_flat_index(problem, m, k, j) for k, j in np.ndindex(block.shape[:2])]
+                cols = [_flat_index(problem, mp, kp, jp) for kp, jp in np.ndindex(block.shape[2:])]
+                flat = block.reshape(len(rows), len(cols))
+                H[np.ix_(rows, cols)] += flat
+                if mp > m:
+                    H[np.ix_(cols, rows)] += flat.T
     return H
 
 
