@@ -18,9 +18,14 @@ attempt that does not finish.  The table gives each time and, per row, the
 ratio to ``structured-f64`` measured in the same run.  Timings depend on the
 machine and its load: this prints, it never gates anything.
 
+``--graph`` runs the same family with skip connections (layer 2 also reads
+the inputs, the output also reads layer 1), so the two tables show whether
+the derivation scales on graphs as it does on chains.
+
 Usage::
 
     python benchmarks/symbolic_scaling.py --budget 60 --patterns 32
+    python benchmarks/symbolic_scaling.py --budget 60 --patterns 32 --graph
 """
 
 from __future__ import annotations
@@ -40,9 +45,17 @@ def make_problem(h: int, patterns: int) -> Any:
     from hessverify.model.network import Architecture, Layer
     from hessverify.model.problem import Problem
 
-    arch = Architecture(4, (Layer(h, "tanh"), Layer(h, "tanh"), Layer(1, "identity")))
+    if GRAPH:  # skip connections: layer 2 also reads the inputs, the output also reads layer 1
+        arch = Architecture(4, (Layer(h, "tanh"), Layer(h, "tanh", sources=(1, 0)),
+                                Layer(1, "identity", sources=(2, 1))))
+    else:
+        arch = Architecture(4, (Layer(h, "tanh"), Layer(h, "tanh"), Layer(1, "identity")))
     x, t = seeded_data(arch, "sse", seed=1, patterns=patterns)
     return Problem(arch, "sse", seeded_params(arch, seed=1, scale=0.5), x, t, id=f"4-{h}-{h}-1")
+
+
+GRAPH = False
+"""``--graph``: the same family with skip connections (set before the children are forked)."""
 
 
 def naive(problem: Any) -> np.ndarray:
@@ -109,14 +122,19 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=60.0, help="seconds per attempt (default 60)")
     p.add_argument("--patterns", type=int, default=32, help="patterns N (default 32)")
     p.add_argument("--approach", action="append", choices=list(APPROACHES), help="default: all")
+    p.add_argument("--graph", action="store_true",
+                   help="skip connections: 4-h-h(from 1, 0)-1(from 2, 1), W = h^2 + 12h + 1")
     args = p.parse_args()
+    global GRAPH
+    GRAPH = args.graph
     names = args.approach or list(APPROACHES)
     results: dict[str, dict[int, tuple[float, float] | None]] = {n: {} for n in names}
-    print(f"4-h-h-1 tanh, sse, N = {args.patterns}, budget {args.budget:g} s per attempt")
+    family = "4-h-h(from=1+0)-1(from=2+1)" if GRAPH else "4-h-h-1"
+    print(f"{family} tanh, sse, N = {args.patterns}, budget {args.budget:g} s per attempt")
     print(f"{'h':>3s} {'W':>5s}  " + "  ".join(f"{n:>22s}" for n in names))
     alive = set(names)
     for h in WIDTHS:
-        W = h * h + 7 * h + 1
+        W = make_problem(h, 1).n_params
         for n in names:
             if n in alive:
                 results[n][h] = attempt(n, h, args.patterns, args.budget)
@@ -139,7 +157,7 @@ def main() -> None:
     for n in names:
         done = [h for h, r in results[n].items() if r is not None]
         best = max(done, default=None)
-        W = "none" if best is None else str(best * best + 7 * best + 1)
+        W = "none" if best is None else str(make_problem(best, 1).n_params)
         worst_rel = max((r[1] for r in results[n].values() if r is not None), default=float("nan"))
         reached_end = n in alive
         print(f"  {n:16s} W = {W}{' (the largest tried)' if reached_end else ''}; "

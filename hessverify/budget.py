@@ -206,7 +206,9 @@ def estimated_cost(problem: Problem) -> int:
     """
     arch = problem.architecture
     units = [layer.units for layer in arch.layers]
-    program_size = sum(u**3 for u in units) * arch.depth + arch.n_params * 4
+    # in a graph every layer pair has a K and each sums over the readers of its lower layer
+    readers = max([1] + [len(arch.children(l)) for l in arch.bottom_up])
+    program_size = sum(u**3 for u in units) * arch.depth * readers + arch.n_params * 4
     return problem.n_patterns * (program_size + 2 * arch.n_params**2)
 
 
@@ -231,9 +233,11 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
     """Refuse ``derive`` where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
     arch = problem.architecture
     seconds = DERIVE_SECONDS_AT_2302 * (problem.n_params / 2302) ** 1.8 * (2.5 if explicit else 1.0)
-    paths = arch.inputs
-    for layer in arch.layers:
-        paths *= layer.units
+    # input-to-output paths through the units: a layer's units times the paths into its sources
+    into = {0: arch.inputs}
+    for l in arch.bottom_up:
+        into[l] = arch.layer(l).units * sum(into[p] for p in arch.parents(l))
+    paths = into[arch.output_layer]
     if seconds > MAX_SYMBOLIC_SECONDS or (explicit and paths > MAX_EXPLICIT_PATHS):
         what = f"derive{' --explicit' if explicit else ''} on {problem.id} (W = {problem.n_params})"
         reason = (f"would take about {_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget"

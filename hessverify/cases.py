@@ -24,7 +24,7 @@ from hessverify.errors import BudgetError, CaseError
 from hessverify.io import MAX_CASE_BYTES, read_case_text
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.losses import LOSSES, REDUCTIONS
-from hessverify.model.network import Architecture, Layer
+from hessverify.model.network import Architecture, Layer, check_sources
 from hessverify.model.problem import Problem
 
 __all__ = ["MAX_NESTING", "MAX_PARAMS", "MAX_PATTERNS", "SHIPPED_CASES", "find_cases", "load_case", "parse_case",
@@ -41,7 +41,7 @@ _FLOAT_MAX = 1.7976931348623157e308
 
 _TOP = {"id", "description", "network", "data", "params"}
 _NETWORK = {"inputs", "layers", "loss", "reduction"}
-_LAYER = {"units", "activation", "bias"}
+_LAYER = {"units", "activation", "bias", "from"}
 _DATA_EXPLICIT = {"inputs", "targets"}
 _DATA_SEEDED = {"seed", "patterns", "input_scale"}
 _PARAMS_EXPLICIT = {"values"}
@@ -138,7 +138,18 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
         bias = raw.get("bias", True)
         if not isinstance(bias, bool):
             raise CaseError(v.source, f"{where}.bias", f"must be true or false, got {bias!r}")
-        layers.append(Layer(units, act, bias))
+        sources = None
+        if "from" in raw:
+            sources = raw["from"]
+            if not isinstance(sources, list) or any(isinstance(j, bool) or not isinstance(j, int) for j in sources):
+                raise CaseError(v.source, f"{where}.from",
+                                f"must be a list of earlier layers like [0, 2] (0 = the inputs), got {sources!r}")
+            try:
+                check_sources(i + 1, sources)
+            except ValueError as exc:
+                raise CaseError(v.source, f"{where}.from", str(exc)) from None
+            sources = tuple(sources)
+        layers.append(Layer(units, act, bias, sources))
     loss = v.string(net, "loss", "network")
     if loss not in LOSSES:
         raise CaseError(v.source, "network.loss", f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")

@@ -510,7 +510,13 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
 
 
 def _smaller(problem: Problem) -> Iterator[Problem]:
-    """Every problem one step smaller: a layer, a pattern, an input, a unit, a layer's bias or an output fewer."""
+    """Every problem one step smaller: an edge, a layer, a pattern, an input, a unit, a layer's bias or an output fewer.
+
+    An edge is one source of a layer that reads several (its columns of ``W``
+    go); a layer is read as the identity and composed into every layer that
+    reads it, which then reads the layer's own sources instead (exact for an
+    identity layer, a dead one included, and shape-correct for any).
+    """
     from hessverify.model.network import Architecture, Layer
     from hessverify.strategies import _case_id
 
@@ -518,33 +524,47 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
     Ws = [w.copy() for w in problem.weights]
     bs = [b.copy() if b is not None else np.zeros(w.shape[0]) for b, w in zip(problem.biases, Ws, strict=True)]
     layers = list(arch.layers)
+    # sources[i]: what layer i + 1 reads (0-based layer list, 1-based sources as in the schema)
+    srcs = [list(arch.parents(i)) for i in range(1, arch.depth + 1)]
 
     def build(n_in: int, lay: list[Layer], W: list[FloatArray], b: list[FloatArray], x: FloatArray,
-              t: FloatArray) -> Problem:
-        new = Architecture(n_in, tuple(lay))
+              t: FloatArray, sources: list[list[int]] | None = None) -> Problem:
+        sources = srcs if sources is None else sources
+        new = Architecture(n_in, tuple(replace(layer, sources=tuple(src)) for layer, src in zip(lay, sources,
+                                                                                                  strict=True)))
         # a fresh description: the one drawn with the problem names an architecture it no longer has
         return replace(problem, architecture=new, params=new.pack(list(zip(W, b, strict=True))),
                        inputs=x, targets=t, id=_case_id(new),
                        description=f"reduced by hessverify.check: {new.describe()}, {problem.loss}, "
                                    f"{problem.reduction}")
 
+    def size(p: int, n_in: int = arch.inputs) -> int:
+        return n_in if p == 0 else layers[p - 1].units
+
+    def columns(i: int, p: int) -> slice:
+        """The columns of W of layer i + 1 that read source p (for the current srcs)."""
+        start = sum(size(q) for q in srcs[i][:srcs[i].index(p)])
+        return slice(start, start + size(p))
+
     x, t = problem.inputs, problem.targets
+    for i in range(len(layers)):  # an edge: a source of a layer that reads several
+        for p in srcs[i] if len(srcs[i]) > 1 else ():
+            W = list(Ws)
+            W[i] = np.delete(Ws[i], np.arange(columns(i, p).start, columns(i, p).stop), axis=1)
+            sources = [list(src) for src in srcs]
+            sources[i].remove(p)
+            yield build(arch.inputs, layers, W, bs, x, t, sources)
     for l in range(len(layers) if len(layers) > 1 else 0):  # a whole layer, 0-based
         if l < len(layers) - 1:
-            # read the layer as the identity and compose it into the next one: exact for an identity
-            # layer (a dead one included), and shape-correct for any
-            W, b = list(Ws), list(bs)
-            W[l + 1], b[l + 1] = Ws[l + 1] @ Ws[l], bs[l + 1] + Ws[l + 1] @ bs[l]
-            lay = list(layers)
-            lay[l + 1] = replace(layers[l + 1], bias=layers[l + 1].bias or layers[l].bias)
-            del W[l], b[l], lay[l]
-            yield build(arch.inputs, lay, W, b, x, t)
+            yield _without_layer(l, layers, srcs, Ws, bs, size, columns, lambda lay, W, b, sources: build(
+                arch.inputs, lay, W, b, x, t, sources))
         elif layers[l - 1].units == layers[l].units:  # the output layer, where the targets still fit
-            yield build(arch.inputs, layers[:-1], Ws[:-1], bs[:-1], x, t)
+            yield build(arch.inputs, layers[:-1], Ws[:-1], bs[:-1], x, t, srcs[:-1])
     for n in range(problem.n_patterns if problem.n_patterns > 1 else 0):
         yield build(arch.inputs, layers, Ws, bs, np.delete(x, n, axis=0), np.delete(t, n, axis=0))
-    for j in range(arch.inputs if arch.inputs > 1 else 0):
-        yield build(arch.inputs - 1, layers, [np.delete(Ws[0], j, axis=1)] + Ws[1:], bs, np.delete(x, j, axis=1), t)
+    for j in range(arch.inputs if arch.inputs > 1 else 0):  # an input: its column in every layer that reads x
+        W = [np.delete(w, columns(i, 0).start + j, axis=1) if 0 in srcs[i] else w for i, w in enumerate(Ws)]
+        yield build(arch.inputs - 1, layers, W, bs, np.delete(x, j, axis=1), t)
     for l, layer in enumerate(layers):  # 0-based here
         last = l == len(layers) - 1
         for k in range(layer.units if layer.units > 1 else 0):
@@ -552,8 +572,9 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
             W[l] = np.delete(W[l], k, axis=0)
             b = list(bs)
             b[l] = np.delete(b[l], k)
-            if not last:
-                W[l + 1] = np.delete(W[l + 1], k, axis=1)
+            for i in range(l + 1, len(layers)):  # every layer that reads this one loses the unit's column
+                if l + 1 in srcs[i]:
+                    W[i] = np.delete(W[i], columns(i, l + 1).start + k, axis=1)
             tk = np.delete(t, k, axis=1) if last else t
             if last and problem.loss == "cross_entropy":
                 continue  # dropping a class would change what the other targets mean
@@ -566,6 +587,41 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
             b = list(bs)
             b[l] = np.zeros_like(b[l])
             yield build(arch.inputs, lay, Ws, b, x, t)
+
+
+def _without_layer(l: int, layers: list[Any], srcs: list[list[int]], Ws: list[FloatArray], bs: list[FloatArray],
+                   size: Callable[[int], int], columns: Callable[[int, int], slice],
+                   build: Callable[..., Problem]) -> Problem:
+    """The problem with hidden layer ``l`` (0-based) read as the identity and composed into its readers.
+
+    A reader ``c`` had ``W_{c,l} z_l``; with ``z_l = W_l x_l + b_l`` that is
+    ``W_{c,l} W_l x_l + W_{c,l} b_l``: ``c`` reads ``l``'s sources instead
+    (added to its own columns where it already reads one) and its bias takes
+    ``W_{c,l} b_l``.  Later layers are renumbered.
+    """
+    L = l + 1
+    W, b, lay, sources = list(Ws), list(bs), list(layers), [list(src) for src in srcs]
+    for i in range(l + 1, len(layers)):
+        if L not in srcs[i]:
+            continue
+        through = Ws[i][:, columns(i, L)]  # W_{c,l}
+        keep = [q for q in srcs[i] if q != L]
+        blocks = {q: Ws[i][:, columns(i, q)] for q in keep}
+        for p in srcs[l]:
+            start = sum(size(q) for q in srcs[l][:srcs[l].index(p)])
+            part = through @ Ws[l][:, start:start + size(p)]
+            if p in blocks:
+                blocks[p] = blocks[p] + part
+            else:
+                blocks[p] = part
+                keep.append(p)
+        W[i] = np.concatenate([blocks[q] for q in keep], axis=1)
+        b[i] = bs[i] + through @ bs[l]
+        lay[i] = replace(layers[i], bias=layers[i].bias or layers[l].bias)
+        sources[i] = keep
+    del W[l], b[l], lay[l], sources[l]
+    sources = [[q - 1 if q > L else q for q in src] for src in sources]
+    return build(lay, W, b, sources)
 
 
 def reduce_problem(problem: Problem, comparisons: list[Comparison],

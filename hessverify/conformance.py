@@ -170,12 +170,15 @@ def _torch_objective(problem: Problem, precision: str = "float64") -> tuple[Call
     t = torch.tensor(problem.targets, dtype=dtype)
     crit, c = _torch_criterion(problem)
 
+    arch = problem.architecture
+
     def L(theta: Any) -> Any:
-        h = x
-        for blk, layer in zip(problem.architecture.blocks, problem.architecture.layers):
+        outs = [x]
+        for blk, layer in zip(arch.blocks, arch.layers):
+            h = torch.cat([outs[j] for j in arch.parents(blk.layer)], dim=-1)  # skip connections: sources side by side
             w = theta[blk.w_slice].reshape(blk.units, blk.fan_in)
-            h = acts[layer.activation](F.linear(h, w, theta[blk.b_slice] if blk.bias else None))
-        return crit(h, t)
+            outs.append(acts[layer.activation](F.linear(h, w, theta[blk.b_slice] if blk.bias else None)))
+        return crit(outs[-1], t)
 
     return L, c, torch.tensor(problem.params, dtype=dtype)
 
@@ -224,6 +227,8 @@ def _sequential(problem: Problem, precision: str = "float64") -> tuple[Any, Any,
 
     modules = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus,
                "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "relu": torch.nn.ReLU}
+    if not problem.architecture.is_chain:
+        raise ValueError(f"{problem.architecture.describe()}: an nn.Sequential holds chains only")
     dtype = _torch_dtype(precision)
     net = to_module(problem, dtype=dtype)
     parts: list[Any] = []
@@ -429,14 +434,17 @@ def _jax_objective(problem: Problem, precision: str = "float64") -> tuple[Callab
     }[problem.loss]
     reduce = jnp.mean if problem.reduction == "mean" else jnp.sum
 
+    arch = problem.architecture
+
     def L(theta: Any) -> Any:
-        h = x
-        for blk, layer in zip(problem.architecture.blocks, problem.architecture.layers):
+        outs = [x]
+        for blk, layer in zip(arch.blocks, arch.layers):
+            h = jnp.concatenate([outs[j] for j in arch.parents(blk.layer)], axis=-1)  # the sources side by side
             a = h @ theta[blk.w_slice].reshape(blk.units, blk.fan_in).T
             if blk.bias:
                 a = a + theta[blk.b_slice]
-            h = acts[layer.activation](a)
-        return reduce(per(h))
+            outs.append(acts[layer.activation](a))
+        return reduce(per(outs[-1]))
 
     return L, 1.0, jnp.asarray(problem.params, dtype=dtype)
 
@@ -480,8 +488,9 @@ _EF = ("curvlinops EF = (1/r) sum_n grad l_n grad l_n^T, r = 1 (sum), N (CrossEn
        "mean); hessverify F = s sum_n grad e_n grad e_n^T; F = c^2/(r s) EF with E = c L; CrossEntropyLoss with "
        "one-hot targets given as class indices")
 _LOSS_CLASSES = ("sse", "cross_entropy", "binary_cross_entropy")  # the output loss has no nn class
+# BackPACK and curvlinops take an nn.Sequential: chains only (graphs=False)
 _BACKPACK = {"activations": _BACKPACK_ACTIVATIONS, "output_activations": _BACKPACK_ACTIVATIONS,
-             "losses": _LOSS_CLASSES}
+             "losses": _LOSS_CLASSES, "graphs": False}
 _ONE_PATTERN = {**_BACKPACK, "max_patterns": 1}
 _PATTERNS = {**_BACKPACK, "min_patterns": 2}  # an approximation of the GGN blocks only where it can differ
 # BackPACK's summed loss Hessian (the strategy of KFRA and HBP's batch average) is missing for
@@ -490,10 +499,12 @@ _CE = ("cross_entropy",)
 _ONE_PATTERN_NO_BCE = {**_ONE_PATTERN, "losses": ("sse", "cross_entropy")}
 _ONE_PATTERN_CE = {**_ONE_PATTERN, "losses": _CE}
 _PATTERNS_CE = {**_PATTERNS, "losses": _CE}
-_CURVLINOPS = {"activations": _MODULE_ACTIVATIONS, "output_activations": _MODULE_ACTIVATIONS, "losses": _LOSS_CLASSES}
+_CURVLINOPS = {"activations": _MODULE_ACTIVATIONS, "output_activations": _MODULE_ACTIVATIONS, "losses": _LOSS_CLASSES,
+               "graphs": False}
 # after a diagnosed failure, the same routine on the rest, so the table says how it does there
 _NO_SILU = tuple(a for a in _MODULE_ACTIVATIONS if a != "silu")
-_CURVLINOPS_NO_SILU = {"activations": _NO_SILU, "output_activations": _NO_SILU, "losses": _LOSS_CLASSES}
+_CURVLINOPS_NO_SILU = {"activations": _NO_SILU, "output_activations": _NO_SILU, "losses": _LOSS_CLASSES,
+                       "graphs": False}
 _NO_MSE = {"losses": ("cross_entropy", "binary_cross_entropy", "output")}
 
 QUANTITIES: dict[str, tuple[Quantity, ...]] = {

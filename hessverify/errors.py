@@ -117,5 +117,8 @@ def signal_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
         seen.add(id(link))
         if isinstance(link, (KeyboardInterrupt, Terminated)):
             return link
-        link = link.__cause__ or link.__context__
+        # as Python's own traceback does: "raise ... from None" hides the context (check.py re-raises
+        # the user's error from None out of its BaseException wrapper, which is no interrupt)
+        link = link.__cause__ if link.__cause__ is not None else (
+            None if link.__suppress_context__ else link.__context__)
     return None

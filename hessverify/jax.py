@@ -172,16 +172,19 @@ def loss_fn(problem: Problem) -> Callable[[Array, Array], Array]:
 
 
 def _apply(problem: Problem) -> Callable[[Params, Array], Array]:
-    acts = [ACTIVATIONS[layer.activation] for layer in problem.architecture.layers]
+    arch = problem.architecture
+    acts = [ACTIVATIONS[layer.activation] for layer in arch.layers]
+    sources = [arch.parents(l) for l in arch.bottom_up]  # a layer reads its sources side by side (0: inputs)
 
     def apply(params: Params, inputs: Array) -> Array:
-        h = inputs
-        for layer, f in zip(params, acts):
+        outs = [inputs]
+        for layer, f, src in zip(params, acts, sources):
+            h = outs[src[0]] if len(src) == 1 else _jnp.concatenate([outs[j] for j in src], axis=-1)
             a = h @ layer["W"].T
             if "b" in layer:
                 a = a + layer["b"]
-            h = f(a)
-        return h
+            outs.append(f(a))
+        return outs[-1]
 
     return apply
 

@@ -13,6 +13,14 @@ bad bound raises :class:`hypothesis.errors.InvalidArgument` (a
 error naming the argument) at the call, not deep inside
 a test run.
 
+Graphs.  By default every layer may read, besides the previous layer, any
+earlier layer or the inputs (skip connections, the case schema's ``from``),
+in any order; ``graphs=False`` draws chains only.  Each possible skip edge is
+a boolean that shrinks to "absent", the previous layer's edge one that
+shrinks to "present", and the order of the sources a list of sort keys that
+shrinks to "ascending", so a failure that needs a skip connection shrinks to
+the fewest edges and layers that still show it.
+
 Shrinking.  Hypothesis shrinks integers towards their lower bound, choices
 towards the first one listed and floats towards ``0.0`` and simple
 numbers, so a failure shrinks towards one layer, one unit, one input, one
@@ -170,8 +178,9 @@ def architectures(
     activations: Sequence[str] | None = None,
     output_activations: Sequence[str] | None = None,
     bias: bool | None = None,
+    graphs: bool = True,
 ) -> st.SearchStrategy[Architecture]:
-    """Fully connected architectures.
+    """Fully connected architectures: feed-forward graphs (skip connections), or chains with ``graphs=False``.
 
     Parameters
     ----------
@@ -190,6 +199,10 @@ def architectures(
     bias:
         ``True`` or ``False`` for every layer, or ``None`` to draw it per
         layer (shrinking towards no bias).
+    graphs:
+        ``True`` (default): a layer may also read any earlier layer or the
+        inputs, in any order (shrinking towards the chain);
+        ``False``: every layer reads the previous one only.
 
     Raises
     ------
@@ -212,7 +225,11 @@ def architectures(
         "output_activations", output_activations, tuple(ACTIVATIONS))
     if bias is not None and not isinstance(bias, bool):
         raise InvalidArgument(f"bias must be True, False or None (draw it), got {bias!r}")
+    if not isinstance(graphs, bool):
+        raise InvalidArgument(f"graphs must be True (draw feed-forward graphs) or False (chains), got {graphs!r}")
     largest = max_inputs * max_units + max_units + (max_layers - 1) * (max_units * max_units + max_units)
+    if graphs:  # layer l may read the inputs and every layer before it
+        largest = sum(max_units * (max_inputs + (l - 1) * max_units) + max_units for l in range(1, max_layers + 1))
     if largest > MAX_PARAMS:
         raise InvalidArgument(f"the largest network allowed has {largest} parameters, more than the "
                               f"{MAX_PARAMS} a case may have; lower max_units or max_layers")
@@ -227,10 +244,32 @@ def architectures(
             act = draw(st.sampled_from(output if index == depth - 1 else hidden))
             # booleans() shrinks to False: a layer without bias has fewer parameters
             has_bias = draw(st.booleans()) if bias is None else bias
-            layers.append(Layer(units, act, has_bias))
+            sources = draw(_sources(index + 1, max_layers)) if graphs else None
+            layers.append(Layer(units, act, has_bias, sources))
         return Architecture(n_in, tuple(layers))
 
     return draw_architecture()
+
+
+def _edges(max_layers: int) -> st.SearchStrategy[tuple[bool, list[bool], list[int]]]:
+    """A layer's edges as drawn, before its index is known: drop the previous layer's edge (shrinks to
+    False: keep it), an edge from each earlier place (shrinks to False: no skip), and sort keys of
+    the sources (shrink to 0: ascending order)."""
+    return st.tuples(st.booleans(), st.lists(st.booleans(), min_size=max_layers, max_size=max_layers),
+                     st.lists(st.integers(0, max_layers), min_size=max_layers, max_size=max_layers))
+
+
+def _layer_sources(layer: int, edges: tuple[bool, list[bool], list[int]]) -> tuple[int, ...]:
+    """The ``from`` list of ``layer`` (1-based) from its drawn edges; at least one source."""
+    drop_previous, skips, keys = edges
+    sources = [j for j in range(layer - 1) if skips[j]]
+    if not drop_previous or not sources:
+        sources.append(layer - 1)
+    return tuple(sorted(sources, key=lambda j: (keys[j], j)))
+
+
+def _sources(layer: int, max_layers: int) -> st.SearchStrategy[tuple[int, ...]]:
+    return _edges(max_layers).map(lambda edges: _layer_sources(layer, edges))
 
 
 # -- parameters and data ---------------------------------------------------------
@@ -348,13 +387,16 @@ def problems(
     reductions: Sequence[str] | None = None,
     max_magnitude: float = PARAM_MAGNITUDE,
     max_input: float = INPUT_MAGNITUDE,
+    graphs: bool = True,
 ) -> st.SearchStrategy[Problem]:
     """Whole problems: an architecture, a loss, parameters and data.
 
     The keyword arguments are those of :func:`architectures`,
     :func:`parameters` and :func:`datasets`, plus the choices of ``losses``
     (default: every loss, ``sse`` first) and ``reductions`` (default
-    ``("sum", "mean")``).  Problems with a relu net input within
+    ``("sum", "mean")``).  Feed-forward graphs are drawn unless
+    ``graphs=False``; each layer's skip edges are drawn beside its weights,
+    so dropping a layer while shrinking keeps the others' edges.  Problems with a relu net input within
     :data:`KINK_MARGIN` of the kink, or whose values overflow, are rejected.
     Each problem's id is ``generated-<inputs>-<units>-...`` and its
     description names the architecture, so ``problem.to_toml()`` is a
@@ -372,7 +414,7 @@ def problems(
     architectures(
         min_layers=min_layers, max_layers=max_layers, min_units=min_units, max_units=max_units,
         min_inputs=min_inputs, max_inputs=max_inputs, activations=activations,
-        output_activations=output_activations, bias=bias,
+        output_activations=output_activations, bias=bias, graphs=graphs,
     )
     hidden = tuple(ACTIVATIONS) if activations is None else tuple(activations)
     output = hidden if output_activations is None else tuple(output_activations)
@@ -382,6 +424,8 @@ def problems(
     magnitude = _check_magnitude("max_magnitude", max_magnitude)
     input_magnitude = _check_magnitude("max_input", max_input)
     max_fan = max(max_inputs, max_units)
+    if graphs:  # the widest input: the inputs and every layer but the last side by side
+        max_fan = max_inputs + (max_layers - 1) * max_units
 
     # Shrink-friendly layout: every layer's weights are drawn as a max_units x max_fan block
     # and every pattern as max_inputs inputs and max_units targets, and the network uses the
@@ -394,6 +438,7 @@ def problems(
         st.booleans() if bias is None else st.just(bias),  # False first: fewer parameters
         st.lists(_floats(magnitude), min_size=max_units * max_fan, max_size=max_units * max_fan),
         st.lists(_floats(magnitude), min_size=max_units, max_size=max_units),
+        _edges(max_layers) if graphs else st.just(None),
     )
 
     @st.composite
@@ -406,11 +451,12 @@ def problems(
         rows = draw(st.lists(st.tuples(st.lists(_floats(input_magnitude), min_size=max_inputs, max_size=max_inputs),
                                        _targets(loss, max_units, input_magnitude, normalise=False)),
                              min_size=min_patterns, max_size=max_patterns))
-        layers = [Layer(units, out_act if index == len(blocks) - 1 else act, has_bias)
-                  for index, (units, act, has_bias, _, _) in enumerate(blocks)]
+        layers = [Layer(units, out_act if index == len(blocks) - 1 else act, has_bias,
+                        None if edges is None else _layer_sources(index + 1, edges))
+                  for index, (units, act, has_bias, _, _, edges) in enumerate(blocks)]
         arch = Architecture(n_in, tuple(layers))
         parts = []
-        for index, (units, _, has_bias, w, b) in enumerate(blocks, start=1):
+        for index, (units, _, has_bias, w, b, _) in enumerate(blocks, start=1):
             fan = arch.fan_in(index)
             parts.append(np.array(w).reshape(max_units, max_fan)[max_units - units:, max_fan - fan:].reshape(-1))
             if has_bias:
@@ -458,6 +504,7 @@ def special_problems(
     max_patterns: int = 3,
     activations: Sequence[str] | None = None,
     losses: Sequence[str] | None = None,
+    graphs: bool = True,
 ) -> st.SearchStrategy[Problem]:
     """Whole problems made of special values (:data:`SPECIAL_VALUES`), where false alarms live.
 
@@ -480,12 +527,16 @@ def special_problems(
     ([0.0], [[0.0]])
     """
     arch_strategy = architectures(max_layers=max_layers, max_units=max_units, max_inputs=max_inputs,
-                                  activations=activations)
+                                  activations=activations, graphs=graphs)
     loss_names = _check_choices("losses", losses, tuple(LOSSES))
     _, max_patterns = _check_range("patterns", 1, max_patterns, 1)
 
     @st.composite
     def draw_problem(draw: st.DrawFn) -> Problem:
+        # the pattern count and reduction first, so that how much the architecture draws
+        # (a graph's edges) does not change how often one pattern with the mean comes up
+        n = draw(st.integers(1, max_patterns))
+        reduction = draw(st.sampled_from(REDUCTIONS))
         arch = draw(arch_strategy)
         loss = draw(st.sampled_from(loss_names))
         parts = []
@@ -505,8 +556,6 @@ def special_problems(
             parts.append(W)
             if layer.bias:
                 parts.append(b)
-        n = draw(st.integers(1, max_patterns))
-        reduction = draw(st.sampled_from(REDUCTIONS))
         row = st.lists(_special_floats(INPUT_MAGNITUDE), min_size=arch.inputs, max_size=arch.inputs)
         x = np.array([draw(row)] * n if draw(st.booleans()) else [draw(row) for _ in range(n)], dtype=np.float64)
         k = arch.outputs

@@ -146,14 +146,16 @@ def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
 
 def _forward(problem: Problem, theta: Tensor, x: Tensor) -> Tensor:
     """The network's outputs with its parameters read from the flat vector in the public order."""
-    h = x
-    for blk, layer in zip(problem.architecture.blocks, problem.architecture.layers):
+    arch = problem.architecture
+    outs = [x]
+    for blk, layer in zip(arch.blocks, arch.layers):
+        h = _torch.cat([outs[j] for j in arch.parents(blk.layer)], dim=-1)  # the sources side by side
         w = theta[blk.w_slice].reshape(blk.units, blk.fan_in)
         a = h @ w.T
         if blk.bias:
             a = a + theta[blk.b_slice]
-        h = ACTIVATIONS[layer.activation](a)
-    return h
+        outs.append(ACTIVATIONS[layer.activation](a))
+    return outs[-1]
 
 
 def loss(problem: Problem, *, dtype: Any = _torch.float64) -> Callable[[Tensor], Tensor]:
@@ -192,6 +194,7 @@ class _Network(_torch.nn.Module):
         super().__init__()
         arch = problem.architecture
         self.activations = [layer.activation for layer in arch.layers]
+        self.sources = [arch.parents(l) for l in arch.bottom_up]  # what each layer reads (0: the inputs)
         self.layers = _torch.nn.ModuleList(
             _torch.nn.Linear(blk.fan_in, blk.units, bias=blk.bias, dtype=dtype) for blk in arch.blocks)
         self.param_map: dict[str, str] = {}
@@ -204,10 +207,11 @@ class _Network(_torch.nn.Module):
                     self.param_map[f"b{blk.layer}"] = f"layers.{i}.bias"
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x
-        for linear, act in zip(self.layers, self.activations):
-            h = ACTIVATIONS[act](linear(h))
-        return h
+        outs = [x]
+        for linear, act, src in zip(self.layers, self.activations, self.sources):
+            h = _torch.cat([outs[j] for j in src], dim=-1)  # skip connections: the sources side by side
+            outs.append(ACTIVATIONS[act](linear(h)))
+        return outs[-1]
 
 
 def to_module(problem: Problem, *, dtype: Any = _torch.float64) -> _torch.nn.Module:

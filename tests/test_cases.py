@@ -75,6 +75,16 @@ BAD = [
     ("seeded params missing scale", _sub(GOOD[GOOD.index("[params]"):], "[params]\nseed = 3\n"), r"\[params.scale\] missing"),
     ("seeded data missing patterns", _sub(GOOD[GOOD.index("[data]"):GOOD.index("[params]")], "[data]\nseed = 1\n\n"), r"\[data.patterns\] missing"),
     ("network not a table", _sub("[network]\n", "network = 3\n[nothing]\n"), r"\[nothing\] unknown key"),
+    ("from not earlier", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", from = [2] }'),
+     r"\[network.layers\[1\].from\] layer 2 reads from 2, which is not an earlier layer"),
+    ("from empty", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", from = [] }'),
+     r"\[network.layers\[1\].from\] layer 2 reads from an empty list"),
+    ("from repeated", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", from = [1, 0, 1] }'),
+     r"\[network.layers\[1\].from\] layer 2 reads from 1 more than once"),
+    ("from not a list", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", from = 1 }'),
+     r"\[network.layers\[1\].from\] must be a list of earlier layers"),
+    ("from of floats", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", from = [1.0] }'),
+     r"\[network.layers\[1\].from\] must be a list of earlier layers"),
     ("too many patterns", _sub(GOOD[GOOD.index("[data]"):GOOD.index("[params]")], "[data]\nseed = 1\npatterns = 1000000\n\n"),
      r"\[data.patterns\] must be at most 100000"),
 ]
@@ -131,3 +141,36 @@ def test_the_shipped_cases_are_package_data() -> None:
     assert [p.name for p in shipped_cases()] == sorted(p.name for p in (root / "cases").glob("*.toml"))
     pyproject = (root / "pyproject.toml").read_text()
     assert '"cases_data/*.toml"' in pyproject
+
+
+GRAPH = """
+[network]
+inputs = 2
+layers = [{ units = 3, activation = "tanh" }, { units = 2, activation = "tanh" },
+          { units = 1, activation = "identity", from = [2, 0, 1] }]
+loss = "sse"
+[data]
+seed = 1
+patterns = 3
+[params]
+seed = 1
+scale = 0.5
+"""
+
+
+def test_from_reads_the_sources_in_the_listed_order_and_round_trips_through_to_toml() -> None:
+    case = parse_case(GRAPH)
+    arch = case.architecture
+    assert arch.parents(3) == (2, 0, 1) and arch.parents(2) == (1,)
+    assert arch.block(3).fan_in == 7 and case.n_params == 9 + 8 + 8
+    text = case.to_toml()
+    assert "from = [2, 0, 1]" in text and text.count("from") == 1  # the default is not written out
+    again = parse_case(text)
+    assert again.architecture == arch
+    np.testing.assert_array_equal(again.params, case.params)
+
+
+def test_every_curated_graph_case_has_skip_connections() -> None:
+    graphs = [load_case(p) for p in CASE_PATHS if p.stem.startswith("graph-")]
+    assert len(graphs) >= 4
+    assert all(not g.architecture.is_chain for g in graphs)

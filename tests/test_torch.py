@@ -171,3 +171,14 @@ def test_float32_torch_hessian_passes_and_a_block_off_is_caught() -> None:
     assert not hvt.check_model(off, strategy, dtype=torch.float32, against=("backprop",), max_examples=15, seed=2)
     result = hvt.check_model(hessian, XOR, dtype=torch.float32, against=("backprop",))
     assert result and "consistent with float32 rounding" in result.summary()
+
+
+def test_a_graph_case_as_a_module_and_under_check_model() -> None:
+    """Skip connections: the module reads each layer's sources in the listed order; its Hessian is backprop's."""
+    case = hessverify.load_case(CASE_PATHS[[p.stem for p in CASE_PATHS].index("graph-out-of-order-2-3-2-2-bce")])
+    module = hvt.to_module(case)
+    assert module.param_map["W3"] == "layers.2.weight" and module.layers[2].weight.shape == (2, 2 + 2 + 3)
+    y = module(torch.tensor(case.inputs)).detach().numpy()
+    from hessverify.model.forward import forward
+    assert np.array_equal(y, forward(case).y)  # the same products in the same order
+    assert hvt.check_model(lambda c: torch.func.hessian(c.loss)(c.params), case)

@@ -11,12 +11,15 @@ a layer's outputs were diagonal:
 .. math::
 
    \\tilde q_{L,k} = f'_{L,k}{}^2\\, (H_y)_{kk} + f''_{L,k}\\, g_{L,k}, \\qquad
-   \\tilde q_{l,k} = f'_{l,k}{}^2 \\sum_i W_{l+1,ik}^2\\, \\tilde q_{l+1,i} + f''_{l,k}\\, g_{l,k},
+   \\tilde q_{l,k} = f'_{l,k}{}^2 \\sum_{c, i} W_{c,ik}^2\\, \\tilde q_{c,i} + f''_{l,k}\\, g_{l,k},
 
-   \\widetilde{\\partial^2 E / \\partial W_l[k,j]^2} = \\sum_n \\tilde q_{l,k}\\, z_{l-1,j}^2,
+   \\widetilde{\\partial^2 E / \\partial W_l[k,j]^2} = \\sum_n \\tilde q_{l,k}\\, x_{l,j}^2,
    \\qquad \\widetilde{\\partial^2 E / \\partial b_l[k]^2} = \\sum_n \\tilde q_{l,k},
 
-with ``g_l = dE/dz_l`` the exact first-order backward quantity.
+with ``g_l = dE/dz_l`` the exact first-order backward quantity, the sum over
+every unit ``i`` of every layer ``c`` that reads ``z_l`` (``W_{c,ik}`` the weight
+from unit ``k`` of ``l``; in a chain ``c`` is the next layer: LeCun et al. 1990
+state it for any feed-forward graph of units).
 
 Variant: the registry entry keeps the ``f'' g`` term (``with_f2=True``), as
 in Becker & LeCun (1988) and Optimal Brain Damage eq. 7.  Dropping it
@@ -41,18 +44,24 @@ def diagonal(problem: Problem, *, with_f2: bool = True) -> FloatArray:
     """The Becker-LeCun approximate Hessian diagonal, ``(W,)`` in the public order."""
     fp = ensure_well_posed(problem)
     arch = problem.architecture
-    g = fp.g_y
-    qz = np.diagonal(fp.h_y, axis1=1, axis2=2)  # off-diagonal loss curvature dropped
+    n = problem.n_patterns
+    g = {arch.output_layer: fp.g_y}  # dE/dz_l, exact
+    qz = {arch.output_layer: np.diagonal(fp.h_y, axis1=1, axis2=2)}  # off-diagonal loss curvature dropped
     parts: dict[int, FloatArray] = {}
     for l in arch.top_down:
         f1 = fp.df[l]
-        qa = f1 * f1 * qz
+        if l not in g:  # a layer that feeds nothing: E does not depend on it
+            g[l] = qz[l] = np.zeros((n, arch.layer(l).units))
+        qa = f1 * f1 * qz[l]
         if with_f2:
-            qa = qa + fp.d2f[l] * g
+            qa = qa + fp.d2f[l] * g[l]
         x = input_with_bias(arch, fp.z, l)
         parts[l] = layer_vector(arch.block(l), qa.T @ (x * x))
-        if arch.parent(l):  # not the network input
-            w = fp.weights[l]
-            qz = qa @ (w * w)  # sum_i W_ik^2 q_i: the cross terms i != i' dropped
-            g = (g * f1) @ w
+        for p in arch.parents(l):  # every layer l reads: the sums run over all units a unit feeds
+            if p:  # not the network input
+                w = fp.weights[l][:, arch.source_slice(l, p)]
+                dq = qa @ (w * w)  # sum_i W_ik^2 q_i: the cross terms i != i' dropped
+                dg = (g[l] * f1) @ w
+                qz[p] = qz[p] + dq if p in qz else dq
+                g[p] = g[p] + dg if p in g else dg
     return np.concatenate([parts[l] for l in arch.bottom_up])

@@ -15,7 +15,8 @@ Hessian when the network is linear in ``theta`` or the loss gradient
 in ``y``.
 
 The Jacobian is backpropagated for all ``K`` outputs at once:
-``G_L = diag(f'_L)``, ``G_p = (G_l W_l) diag(f'_p)`` (``p`` the layer feeding ``l``) gives
+``G_L = diag(f'_L)``, ``G_p = sum_l (G_l W_{l,p}) diag(f'_p)`` (over the layers ``l`` that
+read ``z_p``, ``W_{l,p}`` the columns of ``W_l`` that do) gives
 ``dy/da_l`` per pattern, and ``dy/dW_l[k,j] = G_l[:, k] x_j``.
 """
 
@@ -37,15 +38,19 @@ def output_jacobian(arch: Architecture, fp: ForwardPass) -> FloatArray:
     """``J[n, k, :] = dy_{n,k} / d theta``, ``(N, K, W)`` in the public order."""
     n, K = fp.y.shape
     J = np.empty((n, K, arch.n_params))
-    G = np.zeros((n, K, K))
-    G[:, np.arange(K), np.arange(K)] = fp.df[arch.output_layer]  # dy/da_L
+    top = np.zeros((n, K, K))
+    top[:, np.arange(K), np.arange(K)] = fp.df[arch.output_layer]  # dy/da_L
+    G = {arch.output_layer: top}  # dy/dz_p W ... : dy/da_l, collected from every layer that reads z_l
     for l in arch.top_down:
         blk = arch.block(l)
+        if l not in G:  # a layer that feeds nothing: y does not depend on it
+            G[l] = np.zeros((n, K, blk.units))
         x = input_with_bias(arch, fp.z, l)
-        J[:, :, blk.offset + public_positions(blk)] = (G[:, :, :, None] * x[:, None, None, :]).reshape(n, K, -1)
-        p = arch.parent(l)
-        if p:  # not the network input
-            G = (G @ fp.weights[l]) * fp.df[p][:, None, :]
+        J[:, :, blk.offset + public_positions(blk)] = (G[l][:, :, :, None] * x[:, None, None, :]).reshape(n, K, -1)
+        for p in arch.parents(l):
+            if p:  # not the network input
+                part = (G[l] @ fp.weights[l][:, arch.source_slice(l, p)]) * fp.df[p][:, None, :]
+                G[p] = G[p] + part if p in G else part
     return J
 
 

@@ -18,16 +18,20 @@ input of layer ``l``.  Since ``dE/dw' = sum_n delta_{m',k'} x_{m',j'}``,
 with, for the source unit ``(m, k)``,
 
 * forward: ``r_l = da_l/da_{m,k}``, ``r_m = e_k``,
-  ``c_l = dz_p/da_{m,k} = f'_p * r_p``, ``r_l = W_l c_l`` (``p`` the layer feeding ``l``);
+  ``c_l = dx_l/da_{m,k}``, the sources' ``f'_p * r_p`` side by side (0 for a
+  source that does not depend on ``a_m``), ``r_l = W_l c_l``;
 * backward: ``s_l = d2E/da_{m,k} da_l = d delta_l / d a_{m,k}``, from
   ``s_L = f'_L * (H_y (f'_L * r_L)) + g_L * f''_L * r_L`` and
-  ``s_{l} = f'_l * (W_{l+1}^T s_{l+1}) + g_l * f''_l * r_l``
-  (``g_l = dE/dz_l``): the chain rule of the first-order backward pass,
-  differentiated once more along ``r``.
+  ``s_{l} = f'_l * (sum_c W_{c,l}^T s_c) + g_l * f''_l * r_l``
+  (``g_l = dE/dz_l``, the sum over the layers ``c`` that read ``z_l``,
+  ``W_{c,l}`` their columns that do): the chain rule of the first-order
+  backward pass, differentiated once more along ``r``.
 
-The first term is the chain through the net input ``a_{m',k'}``; the
-second exists only when ``w'`` lies above ``w``, because then the input
-``x_{m',j'}`` that ``w'`` multiplies depends on ``w`` too.
+The first term is the chain through the net input ``a_{m',k'}``, and exists
+for every ``m' >= m`` (in a graph two layers that do not depend on each
+other meet where a later layer reads both); the second exists only when
+``w'`` lies above ``w``, because then the input ``x_{m',j'}`` that ``w'``
+multiplies depends on ``w`` too.
 
 :func:`hessian_entry` runs these passes for one pair; :func:`hessian`
 runs them once per source unit and reads off every entry whose first
@@ -61,8 +65,8 @@ def locate(arch: Architecture, index: int) -> tuple[int, int, int]:
 
 def unit_passes(arch: Architecture, fp: ForwardPass, m: int, k: int
                 ) -> tuple[dict[int, FloatArray], dict[int, FloatArray]]:
-    """``s[l] = d2E/da_{m,k} da_l`` (``l = m`` and above) and ``c[l] = dz_p/da_{m,k}`` (``l`` above ``m``,
-    ``p`` the layer feeding it), per pattern."""
+    """``s[l] = d2E/da_{m,k} da_l`` (``l = m`` and every later layer) and ``c[l] = dx_l/da_{m,k}`` (``l`` above
+    ``m``: its input, the sources side by side), per pattern."""
     n = fp.z[0].shape[0]
     r = np.zeros((n, fp.df[m].shape[1]))
     r[:, k] = 1.0
@@ -70,19 +74,25 @@ def unit_passes(arch: Architecture, fp: ForwardPass, m: int, k: int
     c: dict[int, FloatArray] = {}
     above = arch.above(m)
     for l in above:  # forward: how a_{m,k} moves everything above it
-        p = arch.parent(l)
-        c[l] = fp.df[p] * rs[p]
+        c[l] = np.concatenate([fp.df[p] * rs[p] if p in rs else np.zeros_like(fp.z[p])
+                               for p in arch.parents(l)], axis=1)
         rs[l] = c[l] @ fp.weights[l].T
     s: dict[int, FloatArray] = {}
     out = arch.output_layer
     g = {out: fp.g_y}  # dE/dz_l
-    Rg = {out: np.einsum("nij,nj->ni", fp.h_y, fp.df[out] * rs[out])}  # d g_l / d a_{m,k}
-    for l in (x for x in arch.top_down if x == m or x in above):  # backward: differentiate each step of the delta pass
-        s[l] = Rg[l] * fp.df[l] + g[l] * fp.d2f[l] * rs[l]
+    Rg = {out: np.einsum("nij,nj->ni", fp.h_y, fp.df[out] * rs[out]) if out in rs else np.zeros_like(fp.g_y)}
+    later = [x for x in arch.top_down if x >= m]
+    for l in later:  # backward: differentiate each step of the delta pass
+        if l not in g:  # a layer that feeds nothing: E does not depend on it
+            g[l] = Rg[l] = np.zeros_like(fp.z[l])
+        s[l] = Rg[l] * fp.df[l] + (g[l] * fp.d2f[l] * rs[l] if l in rs else 0.0)
         if l != m:
-            p, w = arch.parent(l), fp.weights[l]
-            Rg[p] = s[l] @ w
-            g[p] = (g[l] * fp.df[l]) @ w
+            for p in arch.parents(l):
+                if p >= m:
+                    w = fp.weights[l][:, arch.source_slice(l, p)]
+                    rg, gp = s[l] @ w, (g[l] * fp.df[l]) @ w
+                    Rg[p] = Rg[p] + rg if p in Rg else rg
+                    g[p] = g[p] + gp if p in g else gp
     return s, c
 
 
@@ -148,10 +158,10 @@ def hessian(problem: Problem) -> FloatArray:
         for k in range(arch.block(m).units):
             s, c = unit_passes(arch, fp, m, k)
             rows = pos[m][k]
-            for mp in (m, *arch.above(m)):
+            for mp in (l for l in arch.bottom_up if l >= m):
                 xp = xs[mp]
                 inner = s[mp][:, :, None] * xp[:, None, :]  # (n, k', j')
-                if mp != m:
+                if mp in c:  # x_{m'} moves with a_{m,k}
                     fan = arch.block(mp).fan_in
                     inner[:, :, :fan] += delta[mp][:, :, None] * c[mp][:, None, :]
                 vals = np.einsum("nj,nkp->jkp", x, inner).reshape(x.shape[1], -1)

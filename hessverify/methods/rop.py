@@ -48,43 +48,61 @@ CHUNK_FLOATS = 2**22
 
 
 def hvp_many(arch: Architecture, fp: ForwardPass, V: FloatArray) -> FloatArray:
-    """``(H V^T)^T``: the product of the Hessian with each row of ``V`` (``(P, W)`` -> ``(P, W)``)."""
+    """``(H V^T)^T``: the product of the Hessian with each row of ``V`` (``(P, W)`` -> ``(P, W)``).
+
+    In a graph every ``R`` quantity of a layer's input is its sources' side by
+    side, and ``R g_p`` sums over the layers that read ``z_p``.
+    """
     P = V.shape[0]
+    n = fp.z[0].shape[0]
     vw = {blk.layer: V[:, blk.w_slice].reshape(P, blk.units, blk.fan_in) for blk in arch.blocks}
     vb = {blk.layer: V[:, blk.b_slice] if blk.bias else None for blk in arch.blocks}
-    # forward R pass: R a_l and R z_l, shape (P, N, units_l)
+    # forward R pass: R a_l and R z_l, shape (P, N, units_l); R z_0 = 0: the inputs do not move
     Ra: dict[int, FloatArray] = {}
-    Rz: dict[int, FloatArray | None] = {0: None}  # R z_0 = 0: the inputs do not move
+    Rz: dict[int, FloatArray] = {}
+
+    def R_input(l: int) -> FloatArray | None:
+        """``R x_l``: the sources' ``R z`` side by side (zeros for the inputs), or None if nothing moves."""
+        parts = [np.zeros((P, n, arch.inputs)) if p == 0 else Rz[p] for p in arch.parents(l)]
+        if all(p == 0 for p in arch.parents(l)):
+            return None
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+
     for l in arch.bottom_up:
-        ra = np.matmul(layer_input(fp.z, l, arch), np.swapaxes(vw[l], 1, 2))  # z_p V_l^T
+        ra = np.matmul(layer_input(fp.z, l, arch), np.swapaxes(vw[l], 1, 2))  # x_l V_l^T
         if vb[l] is not None:
             ra += vb[l][:, None, :]
-        prev = Rz[arch.parent(l)]
-        if prev is not None:
-            ra += prev @ fp.weights[l].T
+        for p in arch.parents(l):
+            if p:
+                ra += Rz[p] @ fp.weights[l][:, arch.source_slice(l, p)].T
         Ra[l] = ra
         Rz[l] = fp.df[l] * ra
-    # backward R pass
+    # backward R pass: g_l = dE/dz_l and R g_l collect from every layer that reads z_l
     out = np.empty((P, arch.n_params))
     top = arch.output_layer
     g = {top: fp.g_y}
     Rg = {top: np.einsum("nkj,pnj->pnk", fp.h_y, Rz[top])}
     for l in arch.top_down:
         blk = arch.block(l)
+        if l not in g:  # a layer that feeds nothing: E does not depend on it
+            g[l] = np.zeros((n, blk.units))
+            Rg[l] = np.zeros((P, n, blk.units))
         delta = g[l] * fp.df[l]
         Rdelta = Rg[l] * fp.df[l] + (g[l] * fp.d2f[l]) * Ra[l]
         rw = np.swapaxes(Rdelta, 1, 2) @ layer_input(fp.z, l, arch)
-        p = arch.parent(l)
-        prev = Rz[p]
+        prev = R_input(l)
         if prev is not None:
-            rw += delta.T @ prev  # the input z_p itself moves with v
+            rw += delta.T @ prev  # the input x_l itself moves with v
         out[:, blk.w_slice] = rw.reshape(P, -1)
         if blk.bias:
             out[:, blk.b_slice] = Rdelta.sum(axis=1)
-        if p:  # not the network input
-            w = fp.weights[l]
-            Rg[p] = Rdelta @ w + delta @ vw[l]
-            g[p] = delta @ w
+        for p in arch.parents(l):
+            if p:  # not the network input
+                cols = arch.source_slice(l, p)
+                rg = Rdelta @ fp.weights[l][:, cols] + delta @ vw[l][:, :, cols]
+                gp = delta @ fp.weights[l][:, cols]
+                Rg[p] = Rg[p] + rg if p in Rg else rg
+                g[p] = g[p] + gp if p in g else gp
     return out
 
 

@@ -1,8 +1,8 @@
 """Forward pass and first-order backpropagation, vectorised over patterns.
 
 Notation of the lecture: for layer ``l`` the net input is
-``a_l = z_p W_l^T + b_l`` and the output is ``z_l = f_l(a_l)``, with ``p``
-the layer feeding ``l`` and ``z_0 = x``.  Patterns are rows, so ``a_l`` has
+``a_l = x_l W_l^T + b_l`` and the output is ``z_l = f_l(a_l)``, with ``x_l``
+the outputs of the layers feeding ``l`` side by side and ``z_0 = x``.  Patterns are rows, so ``a_l`` has
 shape ``(N, units_l)``.  The backward pass carries ``delta_l = dE/da_l``.
 """
 
@@ -18,7 +18,7 @@ from hessverify.model.losses import get_loss
 from hessverify.model.network import Architecture, layer_input
 from hessverify.model.problem import Problem
 
-__all__ = ["ForwardPass", "backward_deltas", "error", "forward", "gradient", "gradient_from"]
+__all__ = ["ForwardPass", "backward_deltas", "dE_dz", "deltas_from", "error", "forward", "gradient", "gradient_from"]
 
 
 @dataclass
@@ -80,34 +80,54 @@ def error(problem: Problem, params: FloatArray | None = None) -> float:
 
 def backward_deltas(arch: Architecture, fp: ForwardPass) -> list[FloatArray]:
     """``delta[l] = dE/da_l`` for every layer, by the first-order backward pass (entry 0 unused)."""
+    return deltas_from(arch, fp.df, fp.weights, fp.g_y)
+
+
+def deltas_from(arch: Architecture, df: list[FloatArray], weights: list[FloatArray], g_y: FloatArray
+                ) -> list[FloatArray]:
+    """The first-order backward pass on plain arrays: ``delta_l = f'_l * sum_c W_{c,l}^T delta_c``.
+
+    ``W_{c,l}`` are the columns of ``W_c`` that read ``z_l``, and the sum runs over
+    the layers ``c`` that ``l`` feeds (Bishop 1992, sec. 2: in a general
+    feed-forward graph a unit's ``delta`` collects from every unit it feeds);
+    the output layer starts from ``dE/dy``.  A layer that feeds nothing and is
+    not the output has ``delta = 0``.
+    """
     delta: list[FloatArray] = [np.empty((0,))] * (arch.depth + 1)
-    g_z = {arch.output_layer: fp.g_y}  # dE/dz_l
     for l in arch.top_down:
-        delta[l] = g_z[l] * fp.df[l]
-        p = arch.parent(l)
-        if p:
-            g_z[p] = delta[l] @ fp.weights[l]
+        delta[l] = dE_dz(arch, l, delta, weights, g_y) * df[l]
     return delta
+
+
+def dE_dz(arch: Architecture, l: int, delta: list[FloatArray], weights: list[FloatArray],
+          g_y: FloatArray) -> FloatArray:
+    """``dE/dz_l``: ``g_y`` at the output, else ``sum_c delta_c W_{c,l}`` over the layers ``c`` that read ``z_l``."""
+    if l == arch.output_layer:
+        return g_y
+    total = None
+    for c in arch.children(l):
+        part = delta[c] @ weights[c][:, arch.source_slice(c, l)]
+        total = part if total is None else total + part
+    if total is None:  # a layer that feeds nothing: E does not depend on it
+        return np.zeros((g_y.shape[0], arch.layer(l).units), dtype=g_y.dtype)
+    return total
 
 
 def gradient_from(arch: Architecture, z: list[FloatArray], df: list[FloatArray], weights: list[FloatArray],
                   g_y: FloatArray) -> FloatArray:
-    """The gradient in the public order from per-layer arrays: ``dE/dW_l = delta_l^T z_p``, ``dE/db_l = sum_n delta_l``.
+    """The gradient in the public order from per-layer arrays: ``dE/dW_l = delta_l^T x_l``, ``dE/db_l = sum_n delta_l``.
 
-    Written on plain arrays so that the rounding model (:mod:`hessverify.bounds`)
-    runs the same pass on the magnitudes of the same quantities.
+    ``x_l`` is the layer's input (its sources side by side).  Written on plain
+    arrays so that the rounding model (:mod:`hessverify.bounds`) runs the same
+    pass on the magnitudes of the same quantities.
     """
-    g_z = {arch.output_layer: g_y}
-    parts: dict[int, list[FloatArray]] = {}
-    for l in arch.top_down:
-        d = g_z[l] * df[l]
-        parts[l] = [(d.T @ layer_input(z, l, arch)).reshape(-1)]
+    delta = deltas_from(arch, df, weights, g_y)
+    parts: list[FloatArray] = []
+    for l in arch.bottom_up:
+        parts.append((delta[l].T @ layer_input(z, l, arch)).reshape(-1))
         if arch.block(l).bias:
-            parts[l].append(d.sum(axis=0))
-        p = arch.parent(l)
-        if p:
-            g_z[p] = d @ weights[l]
-    return np.concatenate([piece for l in arch.bottom_up for piece in parts[l]])
+            parts.append(delta[l].sum(axis=0))
+    return np.concatenate(parts)
 
 
 def gradient(problem: Problem, params: FloatArray | None = None) -> FloatArray:

@@ -29,12 +29,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hessverify._typing import FloatArray, IntArray
-from hessverify.model.forward import ForwardPass
+from hessverify.model.forward import ForwardPass, dE_dz, deltas_from
 from hessverify.model.layout import input_with_bias
 from hessverify.model.network import Architecture, ParamBlock
 
 __all__ = [
-    "Quantities", "backward_second_order", "diagonal_block", "forward_jacobians", "symmetric_sums",
+    "Curvatures", "Quantities", "backward_second_order", "second_order", "diagonal_block", "forward_jacobians", "symmetric_sums",
     "hessian_from_quantities", "pattern_chunks", "quantities",
 ]
 
@@ -55,41 +55,97 @@ def quantities(fp: ForwardPass) -> Quantities:
     return Quantities(fp.z, fp.df, fp.d2f, fp.weights, fp.g_y, fp.h_y)
 
 
-def backward_second_order(arch: Architecture, q: Quantities) -> tuple[list[FloatArray], list[FloatArray]]:
-    """``delta_l`` and ``Q_l`` for every layer (lists indexed by layer, entry 0 unused).
+class Curvatures:
+    r"""``M[(i, j)] = d2E/da_i da_j^T`` per pattern, ``(N, units_i, units_j)``, for any two layers, on demand.
+
+    ``a_i`` here is perturbed additively after it is computed, everything it
+    feeds following, so ``M`` is the second derivative of ``E`` with respect
+    to all the net inputs taken as independent variables (Bishop 1992, sec. 3,
+    the ``b`` quantities of a general feed-forward topology).  With ``g_i = dE/dz_i``
+    and ``W_{c,i}`` the columns of ``W_c`` that read ``z_i``:
 
     .. math::
 
-       Q_L = \\mathrm{diag}(f'_L)\\, H_y\\, \\mathrm{diag}(f'_L) + \\mathrm{diag}(g_y \\odot f''_L),\\qquad
-       Q_l = \\mathrm{diag}(f'_l)\\, W_c^T Q_c W_c\\, \\mathrm{diag}(f'_l)
-             + \\mathrm{diag}\\big((W_c^T \\delta_c) \\odot f''_l\\big)
+       M_{ij} = \mathrm{diag}(f'_i) \sum_{c \ni i} W_{c,i}^T M_{cj} \quad (i < j),\qquad
+       M_{ii} = \sum_{c \ni i} M_{ic} W_{c,i}\, \mathrm{diag}(f'_i) + \mathrm{diag}(g_i \odot f''_i)
+                + [i = L]\, \mathrm{diag}(f'_L)\, H_y\, \mathrm{diag}(f'_L)
 
-    with ``c`` the layer that ``l`` feeds (Bishop 1992, eq. 16-18).
+    the sums over the layers ``c`` that read ``z_i`` (every path from ``i``
+    to the output).  For a chain ``M_{ii}`` is the familiar
+    ``diag(f') W^T Q_{i+1} W diag(f') + diag(g f'')`` and only the diagonal
+    ones are computed when only they are asked for (:func:`backward_second_order`).
+    ``M_{ji}`` is the transpose of ``M_{ij}``; only ``i <= j`` are kept.
     """
+
+    def __init__(self, arch: Architecture, q: Quantities, delta: list[FloatArray]) -> None:
+        self.arch, self.q, self.delta = arch, q, delta
+        self._m: dict[tuple[int, int], FloatArray] = {}
+
+    def _w(self, c: int, i: int) -> FloatArray:
+        return self.q.weights[c][:, self.arch.source_slice(c, i)]
+
+    def __getitem__(self, pair: tuple[int, int]) -> FloatArray:
+        i, j = pair
+        if i > j:
+            return np.swapaxes(self[(j, i)], 1, 2)
+        if pair not in self._m:
+            self._m[pair] = self._compute(i, j)
+        return self._m[pair]
+
+    def _compute(self, i: int, j: int) -> FloatArray:
+        arch, q = self.arch, self.q
+        f1 = q.df[i]
+        n, u = f1.shape
+        if i < j:
+            total = None
+            for c in arch.children(i):
+                part = np.swapaxes(self._w(c, i), 0, 1) @ self[(c, j)]
+                total = part if total is None else total + part
+            if total is None:  # i feeds nothing: E does not depend on a_i
+                return np.zeros((n, u, q.df[j].shape[1]), dtype=np.result_type(f1, q.g_y))
+            return f1[:, :, None] * total
+        if i == arch.output_layer:
+            Q = f1[:, :, None] * q.h_y * f1[:, None, :]
+        else:
+            Q = np.zeros((n, u, u), dtype=np.result_type(f1, q.g_y))
+            for c in arch.children(i):
+                Q += (self[(i, c)] @ self._w(c, i)) * f1[:, None, :]
+        g_z = dE_dz(arch, i, self.delta, q.weights, q.g_y)
+        Q[:, np.arange(u), np.arange(u)] += g_z * q.d2f[i]
+        return Q
+
+
+def backward_second_order(arch: Architecture, q: Quantities) -> tuple[list[FloatArray], list[FloatArray]]:
+    r"""``delta_l`` and ``Q_l = M_{ll}`` for every layer (lists indexed by layer, entry 0 unused).
+
+    .. math::
+
+       Q_L = \mathrm{diag}(f'_L)\, H_y\, \mathrm{diag}(f'_L) + \mathrm{diag}(g_y \odot f''_L),\qquad
+       Q_l = \mathrm{diag}(f'_l)\, W_c^T Q_c W_c\, \mathrm{diag}(f'_l)
+             + \mathrm{diag}\big((W_c^T \delta_c) \odot f''_l\big)
+
+    with ``c`` the layer that ``l`` feeds, in a chain (Bishop 1992, eq. 16-18);
+    in a graph ``Q_l`` sums over every pair of layers that read ``z_l``
+    (:class:`Curvatures`).
+    """
+    delta, curv = second_order(arch, q)
     empty = np.empty((0,))
-    delta: list[FloatArray] = [empty] * (arch.depth + 1)
-    curv: list[FloatArray] = [empty] * (arch.depth + 1)
-    g_z = {arch.output_layer: q.g_y}  # dE/dz_l
-    h_z = {arch.output_layer: q.h_y}  # d2E/dz_l dz_l^T through the layers above (the loss, at the top)
-    for l in arch.top_down:
-        f1, f2 = q.df[l], q.d2f[l]
-        delta[l] = g_z[l] * f1
-        Q = f1[:, :, None] * h_z[l] * f1[:, None, :]
-        Q[:, np.arange(f1.shape[1]), np.arange(f1.shape[1])] += g_z[l] * f2
-        curv[l] = Q
-        p = arch.parent(l)
-        if p:  # not the network input
-            w = q.weights[l]
-            g_z[p] = delta[l] @ w
-            h_z[p] = w.T @ Q @ w
-    return delta, curv
+    return delta, [empty] + [curv[(l, l)] for l in range(1, arch.depth + 1)]
+
+
+def second_order(arch: Architecture, q: Quantities) -> tuple[list[FloatArray], Curvatures]:
+    """``delta_l`` for every layer and the :class:`Curvatures` ``M`` (computed as they are asked for)."""
+    delta = deltas_from(arch, q.df, q.weights, q.g_y)
+    return delta, Curvatures(arch, q, delta)
 
 
 def forward_jacobians(arch: Architecture, q: Quantities) -> dict[tuple[int, int], FloatArray]:
     """``B[(l, m)] = da_l/da_m`` per pattern, ``(N, units_l, units_m)``, for ``l = m`` and every ``l`` above ``m``.
 
-    ``B_{m,m} = I`` and ``B_{l,m} = W_l diag(f'_p) B_{p,m}`` with ``p`` the
-    layer feeding ``l`` (Bishop 1992, eq. 13).
+    ``B_{m,m} = I`` and ``B_{l,m} = sum_p W_{l,p} diag(f'_p) B_{p,m}`` over the
+    layers ``p`` feeding ``l`` that are ``m`` or depend on it, ``W_{l,p}`` the
+    columns of ``W_l`` that read ``z_p`` (Bishop 1992, eq. 13, summed over
+    paths as in a general topology).
     """
     n = q.z[0].shape[0]
     jac: dict[tuple[int, int], FloatArray] = {}
@@ -97,11 +153,17 @@ def forward_jacobians(arch: Architecture, q: Quantities) -> dict[tuple[int, int]
         units = q.df[m].shape[1]
         jac[(m, m)] = np.broadcast_to(np.eye(units), (n, units, units))
         for l in arch.above(m):
-            p = arch.parent(l)
-            if p == m:  # W_l diag(f'_m) I: a scaling of the columns, not a product
-                jac[(l, m)] = q.weights[l][None, :, :] * q.df[m][:, None, :]
-            else:
-                jac[(l, m)] = q.weights[l] @ (q.df[p][:, :, None] * jac[(p, m)])
+            total = None
+            for p in arch.parents(l):
+                if (p, m) not in jac:  # p is neither m nor above it
+                    continue
+                w = q.weights[l][:, arch.source_slice(l, p)]
+                if p == m:  # W_{l,m} diag(f'_m) I: a scaling of the columns, not a product
+                    part = w[None, :, :] * q.df[m][:, None, :]
+                else:
+                    part = w @ (q.df[p][:, :, None] * jac[(p, m)])
+                total = part if total is None else total + part
+            jac[(l, m)] = total
     return jac
 
 
@@ -309,53 +371,73 @@ def _put_pair(H: FloatArray, bm: ParamBlock, bmp: ParamBlock, G: FloatArray, fir
 def _accumulate(H: FloatArray, arch: Architecture, q: Quantities, first: bool, run: _Runner) -> None:
     """Write (``first``) or add the upper layer-pair blocks of ``H`` for the patterns in ``q``.
 
-    Each block is one task; the tasks write disjoint parts of ``H``.
+    Each block is one task; the tasks write disjoint parts of ``H``.  Every
+    pair of layers ``m <= m'`` has a block: in a graph two layers that do not
+    depend on each other still meet where a later layer reads both.
     """
-    delta, curv = backward_second_order(arch, q)
+    delta, curv = second_order(arch, q)
+    for m in arch.bottom_up:  # every M_{m m'} now, in this thread: the tasks only read them
+        for mp in arch.bottom_up[arch.bottom_up.index(m):]:
+            curv[(m, mp)]
     jac = forward_jacobians(arch, q)
     inputs = {l: input_with_bias(arch, q.z, l) for l in arch.bottom_up}
 
     def diagonal(m: int) -> None:
         # the diagonal block: main term only, from its symmetric factors (a quarter of the products)
-        _put_pair(H, arch.block(m), arch.block(m), symmetric_sums(curv[m], inputs[m]), first)
+        _put_pair(H, arch.block(m), arch.block(m), symmetric_sums(curv[(m, m)], inputs[m]), first)
 
     def pair(m: int, mp: int) -> None:
         _pair_block(H, arch, q, m, mp, delta, curv, jac, inputs, first)
 
+    order = arch.bottom_up
     tasks = [(arch.block(m).size * arch.block(mp).size * (1 if m == mp else 4),
               (lambda m=m: diagonal(m)) if m == mp else (lambda m=m, mp=mp: pair(m, mp)))
-             for m in arch.bottom_up for mp in (m, *arch.above(m))]
+             for i, m in enumerate(order) for mp in order[i:]]
     run([task for _, task in sorted(tasks, key=lambda t: -t[0])])  # the largest first, to balance the workers
 
 
 def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, m: int, mp: int, delta: list[FloatArray],
-                curv: list[FloatArray], jac: dict[tuple[int, int], FloatArray], inputs: dict[int, FloatArray],
+                curv: Curvatures, jac: dict[tuple[int, int], FloatArray], inputs: dict[int, FloatArray],
                 first: bool) -> None:
-    """The block of layers ``m`` below ``m'``: main term and bilinear term."""
+    r"""The block of layers ``m`` below ``m'``: main term and bilinear term.
+
+    For weights ``W_m[k, j]`` (input ``x_m[j]``) and ``W_m'[k', j']``:
+
+    .. math::
+
+       H = \sum_n M_{m m', k k'}\, x_{m,j}\, x_{m',j'}
+           + \sum_n \delta_{m',k'}\, f'_{s,i}\, (B_{s,m})_{i k}\, x_{m,j}
+
+    the second term for every source ``s`` of ``m'`` that is ``m`` or depends
+    on it, ``x_{m',j'} = z_{s,i}`` (``W_m'`` multiplies ``z_s``, which itself
+    depends on ``W_m``; Bishop 1992, eq. 22, summed over the sources).
+    """
     n = q.z[0].shape[0]
     bm, zm, bmp, zmp = arch.block(m), inputs[m], arch.block(mp), inputs[mp]
     u, f, dm = bm.units, bm.fan_in, zm.shape[1]
-    up, fp_, dmp = bmp.units, bmp.fan_in, zmp.shape[1]
-    # main term: sum_n K[n,k,k'] z[n,j] z'[n,j'], K = B_{m',m}^T Q_{m'}; G[k, k', j, j'], one product
+    up, dmp = bmp.units, zmp.shape[1]
+    # main term: sum_n M[n,k,k'] z[n,j] z'[n,j'], G[k, k', j, j'], one product
     # whose result is moved into H in one strided copy (cheaper than writing column strips of H)
-    K = np.swapaxes(jac[(mp, m)], 1, 2) @ curv[mp]
     zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
-    G = (K.reshape(n, u * up).T @ zz).reshape(u, up, dm, dmp)
+    G = (curv[(m, mp)].reshape(n, u * up).T @ zz).reshape(u, up, dm, dmp)
     ww, bw = _put_pair(H, bm, bmp, G, first)
-    # bilinear term: sum_n delta'[n,k'] z[n,j] f'_p[n,j'] B_{p,m}[n,j',k], p the layer feeding m'
-    # (W_m' multiplies z_p, which itself depends on W_m)
-    p = arch.parent(mp)
+    sources = [s for s in arch.parents(mp) if (s, m) in jac]
+    if not sources:  # m' does not depend on W_m: no bilinear term
+        return
     x = (delta[mp][:, :, None] * zm[:, None, :]).reshape(n, up * dm)
-    if p == m:
-        # B_{m,m} = I: only j' = k is left, r[k', j, k] = sum_n delta'[n,k'] z[n,j] f'_m[n,k]
-        r = (x.T @ q.df[m]).reshape(up, dm, u)
-        diag = np.arange(u)
-        ww[diag, :, :, diag] += r[:, :f].transpose(2, 1, 0)
-        if bw is not None:
-            bw[diag, :, diag] += r[:, f].T
-    else:
-        y = (q.df[p][:, :, None] * jac[(p, m)]).reshape(n, fp_ * u)
-        r = (x.T @ y).reshape(up, dm, fp_, u)
-        ww += r[:, :f].transpose(3, 1, 0, 2)
-        if bw is not None:
-            bw += r[:, f].transpose(2, 0, 1)
+    for s in sources:
+        cols = arch.source_slice(mp, s)
+        if s == m:
+            # B_{m,m} = I: only i = k is left, r[k', j, k] = sum_n delta'[n,k'] z[n,j] f'_m[n,k]
+            r = (x.T @ q.df[m]).reshape(up, dm, u)
+            diag = np.arange(u)
+            ww[diag, :, :, cols.start + diag] += r[:, :f].transpose(2, 1, 0)
+            if bw is not None:
+                bw[diag, :, cols.start + diag] += r[:, f].T
+        else:
+            us = cols.stop - cols.start
+            y = (q.df[s][:, :, None] * jac[(s, m)]).reshape(n, us * u)
+            r = (x.T @ y).reshape(up, dm, us, u)
+            ww[:, :, :, cols] += r[:, :f].transpose(3, 1, 0, 2)
+            if bw is not None:
+                bw[:, :, cols] += r[:, f].transpose(2, 0, 1)

@@ -9,23 +9,25 @@ The layout is a public contract, the same in every output of hessverify:
   unit ``i``; then the bias ``b_l`` (if the layer has one);
 * names are ``W1[0,1]`` and ``b1[0]``.
 
-Topology.  The network is a chain today: layer ``l`` is fed by layer
-``l - 1`` (layer 0 is the input) and feeds layer ``l + 1``.  That arithmetic
-is written here and nowhere else: every pass of the package asks the
-architecture (:meth:`Architecture.parents`, :meth:`Architecture.children`,
-:meth:`Architecture.parent`, :meth:`Architecture.child`, :attr:`Architecture.bottom_up`,
+Topology.  The network is any feed-forward graph (Bishop 1992's general
+topology): layer ``l`` reads the outputs of the layers ``Layer.sources``
+(``0`` is the network input, ``j >= 1`` the output ``z_j`` of layer ``j``,
+every ``j < l``; default ``(l - 1,)``, a chain), side by side in the listed
+order, so ``W_l`` has ``fan_in = sum of the sources' sizes`` columns and the
+columns of source ``j`` are :meth:`Architecture.source_slice`.  The network's
+output is the last layer's.  That is written here and nowhere else: every pass
+of the package asks the architecture (:meth:`Architecture.parents`,
+:meth:`Architecture.children`, :attr:`Architecture.bottom_up`,
 :attr:`Architecture.top_down`, :meth:`Architecture.above`) and builds a
-layer's input with :func:`layer_input`.  A feed-forward graph (skip
-connections: a ``Layer.sources`` field) changes these queries and
-:meth:`Architecture.fan_in`; the passes that assume one parent per layer ask
-for it with :meth:`Architecture.parent`, which will then raise for a layer
-with several, pointing at the sums over parents that such a layer needs.
+layer's input with :func:`layer_input`.  :meth:`Architecture.parent` and
+:meth:`Architecture.child` remain for code that only handles chains: they
+raise for a layer with several.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -33,21 +35,57 @@ import numpy as np
 from hessverify._typing import FloatArray
 from hessverify.model.activations import get_activation
 
-__all__ = ["Architecture", "Layer", "ParamBlock", "layer_input", "parse_param_name"]
+__all__ = ["Architecture", "Layer", "ParamBlock", "check_sources", "layer_input", "parse_param_name"]
+
+
+def check_sources(layer: int, sources: object) -> None:
+    """Raise ``ValueError`` (one line, naming the fault) unless ``sources`` is a valid ``from`` list of ``layer``.
+
+    Valid: a non-empty list of distinct whole numbers, each earlier than the
+    layer (``0``, the input, up to ``layer - 1``).
+
+    Examples
+    --------
+    >>> check_sources(3, (1, 2))
+    >>> check_sources(2, (2,))
+    Traceback (most recent call last):
+    ...
+    ValueError: layer 2 reads from 2, which is not an earlier layer; a layer reads from 0 (the inputs) .. 1
+    """
+    if not isinstance(sources, (tuple, list)):
+        raise ValueError(f"layer {layer}: from must be a list of earlier layers, got {sources!r}")
+    if not sources:
+        raise ValueError(f"layer {layer} reads from an empty list; give at least one source (0 = the inputs)")
+    for j in sources:
+        if isinstance(j, bool) or not isinstance(j, (int, np.integer)):
+            raise ValueError(f"layer {layer}: from lists {j!r}, not a layer number")
+        if not 0 <= j < layer:
+            raise ValueError(f"layer {layer} reads from {j}, which is not an earlier layer; "
+                             f"a layer reads from 0 (the inputs) .. {layer - 1}")
+    repeated = sorted({int(j) for j in sources if list(sources).count(j) > 1})
+    if repeated:
+        raise ValueError(f"layer {layer} reads from {repeated[0]} more than once; list each source once")
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One fully connected layer: ``a = W z_prev + b``, ``z = f(a)``."""
+    """One fully connected layer: ``a = W x + b``, ``z = f(a)``.
+
+    ``x`` is the concatenation of the outputs of ``sources`` in that order
+    (``0``: the network input; ``None``, the default: the previous layer).
+    """
 
     units: int
     activation: str
     bias: bool = True
+    sources: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.units < 1:
             raise ValueError(f"a layer needs at least one unit, got units = {self.units}")
         get_activation(self.activation)  # raises KeyError naming the choices
+        if self.sources is not None:
+            object.__setattr__(self, "sources", tuple(self.sources))
 
 
 @dataclass(frozen=True)
@@ -94,7 +132,15 @@ class Architecture:
             raise ValueError(f"a network needs at least one input, got inputs = {self.inputs}")
         if not self.layers:
             raise ValueError("a network needs at least one layer")
-        object.__setattr__(self, "layers", tuple(self.layers))
+        layers = []
+        for index, layer in enumerate(self.layers, start=1):
+            sources = layer.sources
+            if sources is not None:
+                check_sources(index, sources)
+                if sources == (index - 1,):  # the default, written out: one spelling per graph
+                    layer = replace(layer, sources=None)
+            layers.append(layer)
+        object.__setattr__(self, "layers", tuple(layers))
 
     @property
     def depth(self) -> int:
@@ -108,7 +154,7 @@ class Architecture:
         """Width of the input of ``layer`` (1-based)."""
         return sum(self.inputs if p == 0 else self.layers[p - 1].units for p in self.parents(layer))
 
-    # -- topology: the only place that knows the layers form a chain ----------------
+    # -- topology: the only place that knows how the layers are connected ------------
 
     def layer(self, index: int) -> Layer:
         """Layer ``index`` (1-based, as in ``W1``)."""
@@ -145,14 +191,44 @@ class Architecture:
         >>> arch.parents(1), arch.parents(2), arch.children(1), arch.children(2)
         ((0,), (1,), (2,), ())
         """
-        self.layer(layer)
-        return (layer - 1,)
+        sources = self.layer(layer).sources
+        return (layer - 1,) if sources is None else sources
 
     def children(self, layer: int) -> tuple[int, ...]:
-        """The layers that take the output of ``layer`` (0: the network input) as input."""
+        """The layers that take the output of ``layer`` (0: the network input) as input, bottom up.
+
+        Examples
+        --------
+        >>> arch = Architecture(2, (Layer(3, "tanh"), Layer(3, "tanh"), Layer(1, "identity", sources=(2, 1))))
+        >>> arch.children(0), arch.children(1), arch.children(2), arch.parents(3)
+        ((1,), (2, 3), (3,), (2, 1))
+        """
         if layer != 0:
             self.layer(layer)
-        return (layer + 1,) if layer < self.depth else ()
+        return self._children[layer]
+
+    @cached_property
+    def _children(self) -> tuple[tuple[int, ...], ...]:
+        kids: list[list[int]] = [[] for _ in range(self.depth + 1)]
+        for l in self.bottom_up:
+            for p in self.parents(l):
+                kids[p].append(l)
+        return tuple(tuple(k) for k in kids)
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether every layer reads the previous one only (no skip connections)."""
+        return all(layer.sources is None for layer in self.layers)
+
+    def source_slice(self, layer: int, source: int) -> slice:
+        """The columns of ``W_layer`` (and of its input) that read the output of ``source``."""
+        start = 0
+        for p in self.parents(layer):
+            size = self.inputs if p == 0 else self.layers[p - 1].units
+            if p == source:
+                return slice(start, start + size)
+            start += size
+        raise ValueError(f"layer {layer} does not read from {source}; it reads from {self.parents(layer)}")
 
     def parent(self, layer: int) -> int:
         """The one layer feeding ``layer`` (0: the input), for passes written for a chain.
@@ -269,7 +345,8 @@ class Architecture:
         """Short text such as ``2-2(sigmoid)-1(sigmoid)``."""
         parts = [str(self.inputs)]
         for layer in self.layers:
-            parts.append(f"{layer.units}({layer.activation}{'' if layer.bias else ',nobias'})")
+            sources = "" if layer.sources is None else ",from=" + "+".join(map(str, layer.sources))
+            parts.append(f"{layer.units}({layer.activation}{'' if layer.bias else ',nobias'}{sources})")
         return "-".join(parts)
 
 

@@ -113,7 +113,8 @@ class Problem:
         lines += ["", "[network]", f"inputs = {arch.inputs}", "layers = ["]
         for layer in arch.layers:
             bias = "" if layer.bias else ", bias = false"
-            lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias} }},')
+            sources = "" if layer.sources is None else f", from = [{', '.join(map(str, layer.sources))}]"
+            lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{sources} }},')
         lines += ["]", f'loss = "{self.loss}"', f'reduction = "{self.reduction}"', "", "[data]"]
         lines.append("inputs = " + _toml_matrix(self.inputs))
         lines.append("targets = " + _toml_matrix(self.targets))

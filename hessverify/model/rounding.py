@@ -43,6 +43,8 @@ def chain_length(problem: Problem) -> int:
         k += arch.fan_in(l) + 1  # forward dot product and bias
         k += arch.layer(l).units + 2  # backward dot products (delta and Q)
         k += ACTIVATION_ULPS
+        if not arch.is_chain:  # dE/dz_l and M sum over every layer that reads z_l: longer sums
+            k += sum(arch.layer(c).units + 1 for c in arch.children(l))
     return k
 
 

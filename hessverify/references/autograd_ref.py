@@ -61,27 +61,38 @@ def _loss(name: str, y: Any, t: FloatArray) -> Any:
     raise KeyError(f"autograd reference has no loss {name!r}")
 
 
+def _graph(problem: Problem) -> list[tuple[int, str, bool, tuple[int, ...]]]:
+    """``(units, activation, bias, sources)`` per layer, read from the case's layers (``from``; default: the previous)."""
+    return [(layer.units, layer.activation, layer.bias, (i,) if layer.sources is None else tuple(layer.sources))
+            for i, layer in enumerate(problem.architecture.layers)]
+
+
 def error_function(problem: Problem) -> Callable[[Any], Any]:
-    """``E(theta)`` for this problem's network, data and loss, in autograd.numpy."""
-    sizes = [problem.architecture.inputs] + [layer.units for layer in problem.architecture.layers]
-    spec = [(layer.units, layer.activation, layer.bias) for layer in problem.architecture.layers]
+    """``E(theta)`` for this problem's network, data and loss, in autograd.numpy.
+
+    A layer's input is the outputs of its sources (``outs[0]`` the inputs)
+    side by side, in the listed order; ``W`` row-major, then ``b``.
+    """
+    graph = _graph(problem)
     x = np.array(problem.inputs, dtype=np.float64)
     t = np.array(problem.targets, dtype=np.float64)
     scale = 1.0 / x.shape[0] if problem.reduction == "mean" else 1.0
     loss = problem.loss
 
     def E(theta: Any) -> Any:
-        h = x
+        outs = [x]
         pos = 0
-        for (units, act, bias), fan_in in zip(spec, sizes[:-1]):
+        for units, act, bias, sources in graph:
+            h = outs[sources[0]] if len(sources) == 1 else anp.concatenate([outs[j] for j in sources], axis=1)
+            fan_in = sum(outs[j].shape[1] for j in sources)
             w = anp.reshape(theta[pos:pos + units * fan_in], (units, fan_in))
             pos += units * fan_in
             a = anp.dot(h, w.T)
             if bias:
                 a = a + theta[pos:pos + units]
                 pos += units
-            h = _ACT[act](a)
-        return scale * _loss(loss, h, t)
+            outs.append(_ACT[act](a))
+        return scale * _loss(loss, outs[-1], t)
 
     return E
 

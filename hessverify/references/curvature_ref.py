@@ -35,18 +35,22 @@ from hessverify.references.autograd_ref import _ACT, _loss
 __all__ = ["becker_lecun", "fisher", "gauss_newton", "output_function"]
 
 
-def _layers(problem: Problem) -> list[tuple[int, int, str, bool]]:
+def _layers(problem: Problem) -> list[tuple[int, int, str, bool, tuple[int, ...]]]:
+    """``(units, fan_in, activation, bias, sources)`` per layer; a layer reads its sources side by side (0: x)."""
     arch = problem.architecture
     sizes = [arch.inputs] + [layer.units for layer in arch.layers]
-    return [(layer.units, fan_in, layer.activation, layer.bias) for layer, fan_in in zip(arch.layers, sizes[:-1],
-                                                                                          strict=True)]
+    out = []
+    for i, layer in enumerate(arch.layers):
+        sources = (i,) if layer.sources is None else tuple(layer.sources)
+        out.append((layer.units, sum(sizes[j] for j in sources), layer.activation, layer.bias, sources))
+    return out
 
 
 def _unpack(problem: Problem, theta: Any) -> list[tuple[Any, Any]]:
     """``[(W_l, b_l or None)]`` from the flat vector, by the documented layout: W row-major, then b."""
     out = []
     pos = 0
-    for units, fan_in, _, bias in _layers(problem):
+    for units, fan_in, _, bias, _ in _layers(problem):
         w = anp.reshape(theta[pos:pos + units * fan_in], (units, fan_in))
         pos += units * fan_in
         b = None
@@ -60,16 +64,16 @@ def _unpack(problem: Problem, theta: Any) -> list[tuple[Any, Any]]:
 def output_function(problem: Problem) -> Callable[[Any], Any]:
     """``theta -> y``, the ``(N, K)`` network outputs, in autograd.numpy."""
     x = np.array(problem.inputs, dtype=np.float64)
-    acts = [act for _, _, act, _ in _layers(problem)]
+    layers = _layers(problem)
 
     def Y(theta: Any) -> Any:
-        h = x
-        for (w, b), act in zip(_unpack(problem, theta), acts, strict=True):
-            a = anp.dot(h, w.T)
+        outs = [x]
+        for (w, b), (_, _, act, _, sources) in zip(_unpack(problem, theta), layers, strict=True):
+            a = anp.dot(anp.concatenate([outs[j] for j in sources], axis=1), w.T)
             if b is not None:
                 a = a + b
-            h = _ACT[act](a)
-        return h
+            outs.append(_ACT[act](a))
+        return outs[-1]
 
     return Y
 
@@ -108,21 +112,28 @@ def fisher(problem: Problem) -> FloatArray:
 
 
 def becker_lecun(problem: Problem, *, with_f2: bool = True) -> FloatArray:
-    """The Becker-LeCun diagonal, evaluated literally pattern by pattern and unit by unit."""
+    """The Becker-LeCun diagonal, evaluated literally pattern by pattern and unit by unit.
+
+    Every unit is a node of the graph: its ``g`` and its diagonal ``q`` collect,
+    one weight at a time, from every unit it feeds (LeCun, Denker, Solla 1990, eq. 7-8).
+    """
     theta = np.array(problem.params, dtype=np.float64)
     x = np.array(problem.inputs, dtype=np.float64)
     t = np.array(problem.targets, dtype=np.float64)
     layers = _layers(problem)
     params = [(np.asarray(w), None if b is None else np.asarray(b)) for w, b in _unpack(problem, theta)]
     s = _scale(problem)
-    d1 = {act: autograd.elementwise_grad(_ACT[act]) for _, _, act, _ in layers}
-    d2 = {act: autograd.elementwise_grad(autograd.elementwise_grad(_ACT[act])) for _, _, act, _ in layers}
+    d1 = {act: autograd.elementwise_grad(_ACT[act]) for _, _, act, _, _ in layers}
+    d2 = {act: autograd.elementwise_grad(autograd.elementwise_grad(_ACT[act])) for _, _, act, _, _ in layers}
+    # the units a layer reads, in its input order: (source layer, unit) per column (0: the inputs)
+    columns = [[(j, i) for j in sources for i in range(x.shape[1] if j == 0 else layers[j - 1][0])]
+               for _, _, _, _, sources in layers]
     # a diagonal entry per parameter, as {(layer, unit, input or None for the bias): value}
     acc: dict[tuple[int, int, int | None], float] = {}
     for p in range(x.shape[0]):
         zs, as_ = [x[p]], []
-        for (w, b), (_, _, act, _) in zip(params, layers, strict=True):
-            a = w @ zs[-1] + (b if b is not None else 0.0)
+        for (w, b), (_, _, act, _, sources) in zip(params, layers, strict=True):
+            a = w @ np.concatenate([zs[j] for j in sources]) + (b if b is not None else 0.0)
             as_.append(a)
             zs.append(np.asarray(_ACT[act](a), dtype=np.float64))
         y = zs[-1]
@@ -134,29 +145,31 @@ def becker_lecun(problem: Problem, *, with_f2: bool = True) -> FloatArray:
         with warnings.catch_warnings():  # the "output" loss is linear in y: autograd warns, rightly returns 0
             warnings.filterwarnings("ignore", "Output seems independent of input")
             g_out, h_out = autograd.grad(e)(y), autograd.hessian(e)(y)
-        g = [float(v) for v in g_out]  # dE/dz_l, exact
-        qz = [float(h_out[i, i]) for i in range(len(y))]  # d2E/dz_l^2, diagonal approximation
+        # dE/dz and the diagonal d2E/dz^2 of every unit, collected from the units it feeds
+        g = {(len(layers), i): float(v) for i, v in enumerate(g_out)}
+        qz = {(len(layers), i): float(h_out[i, i]) for i in range(len(y))}
         for l in range(len(layers) - 1, -1, -1):
-            units, fan_in, act, _ = layers[l]
+            units, fan_in, act, _, _ = layers[l]
             w, b = params[l]
             a = as_[l]
             with warnings.catch_warnings():  # f'' of identity and relu is constant: autograd warns, returns 0
                 warnings.filterwarnings("ignore", "Output seems independent of input")
                 f1 = np.asarray(d1[act](a), dtype=np.float64)
                 f2 = np.asarray(d2[act](a), dtype=np.float64)
-            qa = []
+            xin = np.concatenate([zs[j] for j in layers[l][4]])
             for k in range(units):
-                q = f1[k] ** 2 * qz[k] + (f2[k] * g[k] if with_f2 else 0.0)
-                qa.append(q)
+                gk, qzk = g.get((l + 1, k), 0.0), qz.get((l + 1, k), 0.0)  # 0: a unit that feeds nothing
+                q = f1[k] ** 2 * qzk + (f2[k] * gk if with_f2 else 0.0)
                 for j in range(fan_in):
                     key = (l, k, j)
-                    acc[key] = acc.get(key, 0.0) + q * zs[l][j] ** 2
+                    acc[key] = acc.get(key, 0.0) + q * xin[j] ** 2
+                    src = columns[l][j]
+                    g[src] = g.get(src, 0.0) + gk * f1[k] * w[k, j]
+                    qz[src] = qz.get(src, 0.0) + w[k, j] ** 2 * q
                 if b is not None:
                     acc[(l, k, None)] = acc.get((l, k, None), 0.0) + q
-            g = [sum(g[k] * f1[k] * w[k, j] for k in range(units)) for j in range(fan_in)]
-            qz = [sum(w[k, j] ** 2 * qa[k] for k in range(units)) for j in range(fan_in)]
     out = []
-    for l, (units, fan_in, _, bias) in enumerate(layers):
+    for l, (units, fan_in, _, bias, _) in enumerate(layers):
         out += [acc[(l, k, j)] for k in range(units) for j in range(fan_in)]
         if bias:
             out += [acc[(l, k, None)] for k in range(units)]

@@ -74,20 +74,23 @@ def hessian(problem: Problem, *, builtin_gelu: bool = False) -> FloatArray:
     }
     x = torch.tensor(problem.inputs, dtype=torch.float64)
     t = torch.tensor(problem.targets, dtype=torch.float64)
-    spec = [(layer.units, layer.activation, layer.bias) for layer in problem.architecture.layers]
-    sizes = [problem.architecture.inputs] + [u for u, _, _ in spec]
+    # (units, activation, bias, sources): a layer reads its sources' outputs side by side (0: the inputs)
+    spec = [(layer.units, layer.activation, layer.bias, (i,) if layer.sources is None else tuple(layer.sources))
+            for i, layer in enumerate(problem.architecture.layers)]
     scale = 1.0 / x.shape[0] if problem.reduction == "mean" else 1.0
 
     def E(theta: Any) -> Any:
-        h, pos = x, 0
-        for (units, act, bias), fan_in in zip(spec, sizes[:-1]):
-            w = theta[pos:pos + units * fan_in].reshape(units, fan_in)
-            pos += units * fan_in
-            a = h @ w.T
+        outs, pos = [x], 0
+        for units, act, bias, sources in spec:
+            inp = torch.cat([outs[j] for j in sources], dim=1)
+            w = theta[pos:pos + units * inp.shape[1]].reshape(units, inp.shape[1])
+            pos += units * inp.shape[1]
+            a = inp @ w.T
             if bias:
                 a = a + theta[pos:pos + units]
                 pos += units
-            h = acts[act](a)
+            outs.append(acts[act](a))
+        h = outs[-1]
         if problem.loss == "sse":
             e = 0.5 * ((h - t) ** 2).sum()
         elif problem.loss == "cross_entropy":

@@ -145,6 +145,18 @@ class NetworkSymbols:
     def y(self) -> list[sympy.Symbol]:
         return self.z[self.arch.output_layer]
 
+    def inputs(self, l: int) -> list[sympy.Symbol]:
+        """The input of layer ``l``: the outputs of its sources side by side (``x`` for source 0)."""
+        return [zj for p in self.arch.parents(l) for zj in self.z[p]]
+
+    def input_source(self, l: int, j: int) -> tuple[int, int]:
+        """``(source layer, unit)`` that column ``j`` of ``W_l`` reads."""
+        for p in self.arch.parents(l):
+            cols = self.arch.source_slice(l, p)
+            if cols.start <= j < cols.stop:
+                return p, j - cols.start
+        raise IndexError(f"W{l} has {self.arch.fan_in(l)} columns, not {j + 1}")
+
     def param(self, name: str) -> sympy.Symbol:
         """The symbol of a parameter given by its public name."""
         return self.params[self.arch.param_index(name)]
@@ -156,12 +168,13 @@ class NetworkSymbols:
 
 def explicit_output(s: NetworkSymbols) -> list[sympy.Expr]:
     """The network function ``y(w, x)`` written out in full (no intermediate names)."""
-    z: list[sympy.Expr] = list(s.x)
+    zs: list[list[sympy.Expr]] = [list(s.x)]
     for l, layer in enumerate(s.arch.layers, start=1):
         f = activation_derivatives(layer.activation)[0]
+        z = [zj for p in s.arch.parents(l) for zj in zs[p]]  # the sources side by side
         a = [sum((wij * zj for wij, zj in zip(s.W[l][i], z, strict=True)), s.b[l][i]) for i in range(layer.units)]
-        z = [_apply(f, ai) for ai in a]
-    return z
+        zs.append([_apply(f, ai) for ai in a])
+    return zs[s.arch.output_layer]
 
 
 def explicit_error(s: NetworkSymbols, loss: str) -> sympy.Expr:
@@ -186,7 +199,7 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     for l, layer in enumerate(arch.layers, start=1):
         f, d1, d2 = activation_derivatives(layer.activation)
         for i in range(layer.units):
-            defs[s.a[l][i]] = sympy.Add(*[w * zj for w, zj in zip(s.W[l][i], s.z[arch.parent(l)], strict=True)], s.b[l][i])
+            defs[s.a[l][i]] = sympy.Add(*[w * zj for w, zj in zip(s.W[l][i], s.inputs(l), strict=True)], s.b[l][i])
         for i in range(layer.units):
             defs[s.z[l][i]] = _apply(f, s.a[l][i])
             defs[s.fp[l][i]] = _apply(d1, s.a[l][i])
@@ -202,6 +215,9 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     for k in range(K):
         for kp in range(K):
             defs[h[k][kp]] = hess[k][kp].xreplace(at_output)
+    if not arch.is_chain:
+        _graph_backward(s, defs, g, h)
+        return defs
     # backward, first order: delta_L = g * f'_L;  delta_l = f'_l * (W_c^T delta_c), c the layer l feeds
     hidden = [l for l in arch.top_down if l != out]
     for k in range(K):
@@ -261,6 +277,84 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
                 for kp in range(ump):
                     defs[Km[k][kp]] = sympy.Add(*[Bs[i][k] * Q[mp][i][kp] for i in range(ump)])
     return defs
+
+
+def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: list[sympy.Symbol],
+                    h: list[list[sympy.Symbol]]) -> None:
+    """The backward half of :func:`definitions` for a feed-forward graph (skip connections).
+
+    Every sum over "the layer ``l`` feeds" becomes a sum over the layers ``c``
+    that read ``z_l``, through the columns ``W_{c,l}`` of ``W_c`` that do
+    (Bishop 1992, sec. 3, general topology):
+
+    * ``delta_l = f'_l * sum_c W_{c,l}^T delta_c``;
+    * ``K_{m,m'} = d2e/da_m da_m'^T`` for every ``m < m'`` (not only ``m'``
+      above ``m``: two layers meet where a later one reads both),
+      ``K_{m,m'} = diag(f'_m) sum_c W_{c,m}^T K_{c,m'}`` with ``K_{m',m'} = Q_{m'}``
+      and ``K_{c,m'} = K_{m',c}^T`` for ``c`` above ``m'``;
+    * ``Q_m = sum_c K_{m,c} W_{c,m} diag(f'_m) + diag(f''_m (sum_c W_{c,m}^T delta_c))``,
+      plus ``diag(f'_L) h diag(f'_L)`` at the output;
+    * ``B_{l,m} = sum_p W_{l,p} diag(f'_p) B_{p,m}`` over the sources ``p`` of
+      ``l`` that are ``m`` or depend on it.
+    """
+    arch = s.arch
+    out = arch.output_layer
+    units = {l: arch.layer(l).units for l in arch.bottom_up}
+
+    def w_col(c: int, l: int, r: int, i: int) -> sympy.Symbol:
+        """``W_c[r, column of z_l[i]]``."""
+        return s.W[c][r][arch.source_slice(c, l).start + i]
+
+    back: dict[int, list[sympy.Expr]] = {}
+    for l in arch.top_down:
+        if l == out:
+            back[l] = list(g)
+        else:  # dE/dz_l: 0 for a layer that feeds nothing
+            back[l] = [sympy.Add(*[w_col(c, l, r, i) * s.delta[c][r] for c in arch.children(l) for r in range(units[c])])
+                       for i in range(units[l])]
+        for i in range(units[l]):
+            defs[s.delta[l][i]] = s.fp[l][i] * back[l][i]
+
+    def M(i: int, j: int) -> list[list[sympy.Symbol]]:
+        """The matrix of names ``d2e/da_i da_j^T`` (``Q_i``, ``K_{i,j}`` or the transpose of ``K_{j,i}``)."""
+        if i == j:
+            return s.matrix(f"Q{i}", units[i], units[i])
+        if i < j:
+            return s.matrix(f"K{i},{j}", units[i], units[j])
+        return [list(row) for row in zip(*s.matrix(f"K{j},{i}", units[j], units[i]), strict=True)]
+
+    for m in arch.top_down:
+        later = [mp for mp in arch.top_down if mp > m]
+        for mp in later:
+            K = M(m, mp)
+            for k in range(units[m]):
+                for kp in range(units[mp]):
+                    defs[K[k][kp]] = s.fp[m][k] * sympy.Add(
+                        *[w_col(c, m, r, k) * M(c, mp)[r][kp] for c in arch.children(m) for r in range(units[c])])
+        Q = M(m, m)
+        for k in range(units[m]):
+            for kp in range(units[m]):
+                if m == out:
+                    term = s.fp[m][k] * h[k][kp] * s.fp[m][kp]
+                else:
+                    term = sympy.Add(*[M(m, c)[k][r] * w_col(c, m, r, kp) for c in arch.children(m)
+                                       for r in range(units[c])]) * s.fp[m][kp]
+                if k == kp:
+                    term = term + s.fpp[m][k] * back[m][k]
+                defs[Q[k][kp]] = term
+    for m in arch.bottom_up:
+        for l in arch.above(m):
+            Bl = s.matrix(f"B{l},{m}", units[l], units[m])
+            for i in range(units[l]):
+                for k in range(units[m]):
+                    terms = []
+                    for p in arch.parents(l):
+                        if p == m:
+                            terms.append(w_col(l, p, i, k) * s.fp[p][k])
+                        elif p in arch.above(m):
+                            Bp = s.matrix(f"B{p},{m}", units[p], units[m])
+                            terms += [w_col(l, p, i, j) * s.fp[p][j] * Bp[j][k] for j in range(units[p])]
+                    defs[Bl[i][k]] = sympy.Add(*terms)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ Learning*, sec. 5.4.5):
 
 with :math:`B^{(l,m)} = \partial a^{(l)}/\partial a^{(m)}` (identity for
 :math:`l = m`, and :math:`W^{(l)} \mathrm{diag}(f'_{l-1}) B^{(l-1,m)}` above),
+in a chain.  In a feed-forward graph (skip connections, ``from``) the input of a layer
+is its sources' outputs side by side, :math:`K^{(m,m')} = \partial^2 e/\partial a^{(m)}
+\partial a^{(m')T}` exists for every :math:`m < m'`, and the bilinear term is there
+when the input :math:`j'` of :math:`W^{(m')}` is a unit of :math:`m` or of a layer
+above it (:func:`hessverify.symbolic.expressions.definitions`).
 :math:`\delta^{(l)} = \partial e/\partial a^{(l)}` and
 :math:`Q^{(l)} = \partial^2 e/\partial a^{(l)} \partial a^{(l)T}`
 (the recursions in :func:`hessverify.symbolic.expressions.definitions`).
@@ -165,26 +170,28 @@ def entry(s: NetworkSymbols, p: str, q: str) -> sympy.Expr:
     (m, k, j), (mp, kp, jp) = _split(arch, p), _split(arch, q)
     if (m, k) > (mp, kp):
         (m, k, j), (mp, kp, jp) = (mp, kp, jp), (m, k, j)
-    zin = sympy.S.One if j is None else s.z[arch.parent(m)][j]
-    zin_p = sympy.S.One if jp is None else s.z[arch.parent(mp)][jp]
+    zin = sympy.S.One if j is None else s.inputs(m)[j]
+    zin_p = sympy.S.One if jp is None else s.inputs(mp)[jp]
     um, ump = arch.layer(m).units, arch.layer(mp).units
     if m == mp:
         return zin * zin_p * s.matrix(f"Q{m}", um, um)[k][kp]
     main = zin * zin_p * s.matrix(f"K{m},{mp}", um, ump)[k][kp]
     if jp is None:  # the bias's input is constant: no bilinear term
         return main
-    p = arch.parent(mp)  # W_m' multiplies z_p, which depends on W_m through B_{p,m}
+    p, i = s.input_source(mp, jp)  # W_m' multiplies z_p[i], which depends on W_m through B_{p,m}
     if p == m:
-        b = sympy.S.One if jp == k else sympy.S.Zero
-    else:
-        b = s.matrix(f"B{p},{m}", arch.layer(p).units, um)[jp][k]
-    return main + s.delta[mp][kp] * s.fp[p][jp] * b * zin
+        b = sympy.S.One if i == k else sympy.S.Zero
+    elif p in arch.above(m):
+        b = s.matrix(f"B{p},{m}", arch.layer(p).units, um)[i][k]
+    else:  # z_p does not depend on W_m (an earlier layer, or a branch beside m)
+        return main
+    return main + s.delta[mp][kp] * s.fp[p][i] * b * zin
 
 
 def gradient_entry(s: NetworkSymbols, p: str) -> sympy.Expr:
     """:math:`\\partial e/\\partial p = \\delta^{(m)}_k z^{(m-1)}_j` (the input is 1 for a bias)."""
     m, k, j = _split(s.arch, p)
-    return s.delta[m][k] * (sympy.S.One if j is None else s.z[s.arch.parent(m)][j])
+    return s.delta[m][k] * (sympy.S.One if j is None else s.inputs(m)[j])
 
 
 def named_atoms(s: NetworkSymbols) -> set[sympy.Symbol]:

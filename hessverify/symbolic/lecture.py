@@ -48,7 +48,7 @@ Its value at a case: the per-pattern closed form summed over the patterns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -131,12 +131,25 @@ class LectureNetwork:
 
     @classmethod
     def from_sizes(cls, sizes: Sequence[int], activation: str = "sigmoid", output_activation: str | None = None,
-                   loss: str = "sse", bias: bool = True, form: str = "a") -> LectureNetwork:
-        """``from_sizes([2, 2, 1], "sigmoid")``: the XOR network; ``output_activation`` defaults to ``activation``."""
+                   loss: str = "sse", bias: bool = True, form: str = "a",
+                   sources: Mapping[int, Sequence[int]] | None = None) -> LectureNetwork:
+        """``from_sizes([2, 2, 1], "sigmoid")``: the XOR network; ``output_activation`` defaults to ``activation``.
+
+        ``sources`` gives layers that read other places than the previous layer
+        (``{2: [1, 0]}``: layer 2 reads ``z1`` and the inputs ``x``, as ``from`` in a case),
+        and the skip terms appear in the closed forms:
+
+        >>> net = LectureNetwork.from_sizes([1, 1, 1], "tanh", "identity", sources={2: [1, 0]})
+        >>> net.backprop_hessian("W1[0,0]", "W2[0,1]")
+        d2e/dW1[0,0]dW2[0,1] = W2[0,0]*fp1[0]*x[0]**2*(fp2[0]**2 + fpp2[0]*(-t[0] + z2[0]))
+        """
         if len(sizes) < 2:
             raise ValueError(f"sizes {list(sizes)}: give the input size and at least one layer")
         acts = [activation] * (len(sizes) - 2) + [output_activation or activation]
-        return cls(Architecture(sizes[0], tuple(Layer(u, a, bias) for u, a in zip(sizes[1:], acts, strict=True))),
+        reads = dict(sources or {})
+        return cls(Architecture(sizes[0], tuple(Layer(u, a, bias, None if l not in reads else tuple(reads[l]))
+                                                for l, (u, a) in enumerate(zip(sizes[1:], acts, strict=True),
+                                                                             start=1))),
                    loss, form)
 
     @classmethod

@@ -129,6 +129,12 @@ class Program:
         return self._compiled[backend]
 
 
+def _partners(arch: Architecture, m: int) -> tuple[int, ...]:
+    """The layers ``m' >= m`` whose block with ``m`` is not zero a priori: in a chain those above ``m``,
+    in a graph every later layer (two layers meet where a later one reads both)."""
+    return (m, *arch.above(m)) if arch.is_chain else tuple(l for l in arch.bottom_up if l >= m)
+
+
 @cache
 def program(arch: Architecture, loss: str) -> Program:
     """Build and compile the closed form for ``arch`` and ``loss`` (cached)."""
@@ -142,7 +148,7 @@ def program(arch: Architecture, loss: str) -> Program:
         wanted.append((("fp", l), units, s.fp[l]))
         wanted.append((("delta", l), units, s.delta[l]))
     for m in arch.bottom_up:
-        for mp in (m, *arch.above(m)):
+        for mp in _partners(arch, m):
             um, ump = arch.layer(m).units, arch.layer(mp).units
             name = f"Q{m}" if m == mp else f"K{m},{mp}"
             flat = [sym for row in s.matrix(name, um, ump) for sym in row]
@@ -288,8 +294,8 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
     zs.update({l: q[("z", l)] for l in arch.bottom_up})
 
     def layer_input(m: int) -> np.ndarray:
-        """z_p (p the layer feeding m) with a column of ones for the bias (the bias's 'input')."""
-        z = zs[arch.parent(m)]
+        """The sources' z side by side with a column of ones for the bias (the bias's 'input')."""
+        z = np.concatenate([zs[p] for p in arch.parents(m)], axis=1)
         if not arch.layer(m).bias:
             return z
         ones = np.empty((n, 1), dtype=dtype)
@@ -312,7 +318,7 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
     for m in arch.bottom_up:
         zm = layer_input(m)
         um, dm = arch.layer(m).units, zm.shape[1]
-        for mp in (m, *arch.above(m)):
+        for mp in _partners(arch, m):
             zmp = layer_input(mp)
             ump, dmp = arch.layer(mp).units, zmp.shape[1]
             # sum_n K[n,k,k'] z[n,j] z'[n,j']: one contraction over patterns
@@ -321,10 +327,13 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
             block = (K.T @ zz).reshape(um, ump, dm, dmp).transpose(0, 2, 1, 3)
             if scaled:  # fixed point: bring the three-factor main term to the scale of the four-factor one
                 block = block * one
-            if mp != m:
-                # sum_n delta'[n,k'] f'_p[n,j'] B_{p,m}[n,j',k] z[n,j], p the layer feeding m'; zero for the bias input j'
-                fan = arch.fan_in(mp)
-                p = arch.parent(mp)
+            # sum_n delta'[n,k'] f'_p[n,i] B_{p,m}[n,i,k] z[n,j] for every source p of m' that is m or
+            # depends on it, i the unit of p in the input column j'; zero for the bias input j'
+            for p in arch.parents(mp) if mp != m else ():
+                if p != m and p not in arch.above(m):
+                    continue
+                cols = arch.source_slice(mp, p)
+                up = cols.stop - cols.start
                 if p == m:  # B_{m,m} = I
                     B = np.empty((n, um, um), dtype=dtype)
                     B[:] = zero
@@ -332,10 +341,10 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
                 else:
                     B = q[("B", p, m)]
                 left = (q[("delta", mp)][:, :, None] * zm[:, None, :]).reshape(n, ump * dm)
-                right = (q[("fp", p)][:, :, None] * B).reshape(n, fan * um)
-                bil = (left.T @ right).reshape(ump, dm, fan, um).transpose(3, 1, 0, 2)
+                right = (q[("fp", p)][:, :, None] * B).reshape(n, up * um)
+                bil = (left.T @ right).reshape(ump, dm, up, um).transpose(3, 1, 0, 2)
                 block = np.array(block)
-                block[:, :, :, :fan] = block[:, :, :, :fan] + bil
+                block[:, :, :, cols] = block[:, :, :, cols] + bil
             rows, cols = indices(m).reshape(-1), indices(mp).reshape(-1)
             flat = block.reshape(um * dm, ump * dmp)
             H[np.ix_(rows, cols)] = flat

@@ -28,6 +28,10 @@ activation and loss:
   dead relu units and saturated sigmoid/tanh units, repeated patterns, one
   pattern with the mean.
 
+Half the problems (``--graph-share``) are feed-forward graphs: each layer
+reads a random set of earlier layers and the inputs, in a random order
+(:func:`rewire`), drawn from a stream of its own.
+
 Points at a relu kink or that overflow are counted apart, never compared.
 ``--save DIR`` writes each problem with an alarm as a case file.
 """
@@ -38,6 +42,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +59,7 @@ from hessverify.references import torch_ref
 from hessverify.registry import METHODS, methods_with_role
 from hessverify.verify import not_applicable_reason
 
-__all__ = ["SPECIAL_VALUES", "random_problem", "run", "special_problem"]
+__all__ = ["SPECIAL_VALUES", "random_problem", "rewire", "run", "special_problem"]
 
 SPECIAL_VALUES = (0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 0.25, 4.0, -4.0)
 """The values a shrinker produces and people write: zero, units, halves, small integers."""
@@ -70,11 +75,25 @@ def _architecture(rng: np.random.Generator, no_bias: float) -> Architecture:
     return Architecture(n_in, layers)
 
 
-def random_problem(rng: np.random.Generator, index: int) -> Problem:
+def rewire(arch: Architecture, topology: np.random.Generator) -> Architecture:
+    """``arch`` as a feed-forward graph: each layer reads, besides or instead of the previous one, a random
+    set of earlier layers and the inputs, in a random order (skip connections, the case schema's ``from``)."""
+    layers = []
+    for index, layer in enumerate(arch.layers, start=1):
+        earlier = [j for j in range(index) if topology.random() < 0.5]
+        sources = earlier if earlier else [index - 1]
+        layers.append(replace(layer, sources=tuple(int(j) for j in topology.permutation(sources))))
+    return Architecture(arch.inputs, tuple(layers))
+
+
+def random_problem(rng: np.random.Generator, index: int, topology: np.random.Generator | None = None) -> Problem:
+    """A log-uniform problem (module text); a feed-forward graph when ``topology`` is given (:func:`rewire`)."""
     n_in = int(rng.integers(1, 5))
     layers = tuple(Layer(int(rng.integers(1, 5)), str(rng.choice(sorted(ACTIVATIONS))), bool(rng.integers(0, 2)))
                    for _ in range(int(rng.integers(1, 4))))
     arch = Architecture(n_in, layers)
+    if topology is not None:
+        arch = rewire(arch, topology)
     loss = str(rng.choice(sorted(LOSSES)))
     theta = 10.0 ** rng.uniform(-8, np.log10(50)) * rng.uniform(-1, 1, arch.n_params)
     n = int(rng.integers(1, 7))
@@ -90,9 +109,11 @@ def _special(rng: np.random.Generator, shape: tuple[int, ...] | int, p: float) -
     return np.where(rng.random(shape) < p, special, plain)
 
 
-def special_problem(rng: np.random.Generator, index: int) -> Problem:
-    """A problem made of special values (module text): the false alarms' own ground."""
+def special_problem(rng: np.random.Generator, index: int, topology: np.random.Generator | None = None) -> Problem:
+    """A problem made of special values (module text): the false alarms' own ground; a graph with ``topology``."""
     arch = _architecture(rng, no_bias=0.6)  # no biases more often: what a shrinker leaves
+    if topology is not None:
+        arch = rewire(arch, topology)
     loss = str(rng.choice(sorted(LOSSES)))
     p = float(rng.choice([0.5, 0.8, 1.0]))
     parts = []
@@ -137,11 +158,13 @@ def special_problem(rng: np.random.Generator, index: int) -> Problem:
 
 
 def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout,  # type: ignore[no-untyped-def]
-        special_share: float = 0.5, save: Path | None = None) -> dict:  # type: ignore[type-arg]
+        special_share: float = 0.5, save: Path | None = None, graph_share: float = 0.5) -> dict:  # type: ignore[type-arg]
     rng = np.random.default_rng(seed)
     # which kind each problem is comes from a stream of its own, so that with no special share the
-    # log-uniform problems are exactly those of earlier runs with the same seed
+    # log-uniform problems are exactly those of earlier runs with the same seed; so does the topology
+    # (graph_share of the problems are feed-forward graphs), so graph_share = 0 gives those chains again
     chooser = np.random.default_rng([seed, 1])
+    topology = np.random.default_rng([seed, 2])
     exact = [m.name for m in methods_with_role("method")]
     with_torch = use_torch and torch_ref.available()
     candidates_names = exact + ["complex_step"] + ([TORCH, TORCH_BUILTIN_GELU] if with_torch else [])
@@ -153,9 +176,12 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout,  # typ
     start = time.perf_counter()
     for i in range(problems):
         special = bool(chooser.random() < special_share)
-        p = special_problem(rng, i) if special else random_problem(rng, i)
+        graph = topology if topology.random() < graph_share else None
+        p = special_problem(rng, i, graph) if special else random_problem(rng, i, graph)
         draw = "special" if special else "log-uniform"
         counts[f"drawn {draw}"] += 1
+        if not p.architecture.is_chain:
+            counts["drawn graphs"] += 1
         try:
             ensure_well_posed(p)
         except NotDifferentiableError:
@@ -214,6 +240,7 @@ def run(problems: int, seed: int, use_torch: bool = True, out=sys.stdout,  # typ
             failed_problems[draw] += 1
     elapsed = time.perf_counter() - start
     summary = {"problems_drawn": problems, "drawn_special": counts["drawn special"],
+               "drawn_graphs": counts["drawn graphs"],
                "drawn_log_uniform": counts["drawn log-uniform"], "compared": counts["problems"],
                "compared_special": counts["compared special"], "comparisons": counts["comparisons"],
                "failures": counts["failures"], "problems_with_an_alarm": dict(failed_problems),
@@ -237,13 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--special-share", type=float, default=0.5, metavar="F",
                     help="share of the problems drawn from special values (default 0.5)")
+    ap.add_argument("--graph-share", type=float, default=0.5, metavar="F",
+                    help="share of the problems drawn as feed-forward graphs with skip connections (default 0.5)")
     ap.add_argument("--save", type=Path, default=None, metavar="DIR",
                     help="write every problem with an alarm as a case file into DIR")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
     if not 0.0 <= args.special_share <= 1.0:
         ap.error(f"--special-share {args.special_share}: must be between 0 and 1")
-    summary = run(args.problems, args.seed, not args.no_torch, special_share=args.special_share, save=args.save)
+    if not 0.0 <= args.graph_share <= 1.0:
+        ap.error(f"--graph-share {args.graph_share}: must be between 0 and 1")
+    summary = run(args.problems, args.seed, not args.no_torch, special_share=args.special_share, save=args.save,
+                  graph_share=args.graph_share)
     return 1 if summary["failures"] else 0
 
 

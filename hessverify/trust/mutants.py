@@ -1,7 +1,7 @@
 """A catalogue of realistic bugs in second-order backpropagation.
 
 :func:`hessian` is a second, deliberately plain implementation of the exact
-Hessian (Bishop 1992; the same decomposition as
+Hessian of any feed-forward graph (Bishop 1992; the same decomposition as
 :mod:`hessverify.methods.backprop`, written with ``einsum`` over patterns):
 a Gauss-Newton part through the loss Hessian, a curvature part through each
 activation's ``f''``, and the bilinear part where a later weight multiplies
@@ -64,36 +64,85 @@ def hessian(problem: Problem, bug: str | None = None) -> FloatArray:  # noqa: C9
     if bug == "last_pattern_skipped":
         weight[-1] = 0.0
 
-    # backward: dE/dz_l, delta_l = dE/da_l, and Q_l = d2E/da_l da_l^T
+    # which columns of W_c read z_p: in the listed order, or (bug) in ascending order of the sources
+    def sources(c: int) -> list[int]:
+        listed = list(arch.parents(c))
+        return sorted(listed) if bug == "concatenation_order_wrong" else listed
+
+    def cols(c: int, p: int) -> slice:
+        start = sum(arch.inputs if q == 0 else arch.layer(q).units for q in sources(c)[:sources(c).index(p)])
+        return slice(start, start + (arch.inputs if p == 0 else arch.layer(p).units))
+
+    def readers(l: int, second_order: bool = False) -> list[int]:
+        """The layers that read z_l; (bug) the second-order sums forget the skip connections."""
+        kids = list(arch.children(l))
+        if second_order and bug == "skip_second_order_dropped":
+            kids = [c for c in kids if max(arch.parents(c)) == l]  # only the edge from the nearest source
+        return kids
+
+    # backward, first order: dE/dz_l summed over the layers that read z_l, delta_l = dE/da_l
     gz = [np.empty(0)] * (L + 1)
     delta = [np.empty(0)] * (L + 1)
-    Q = [np.empty(0)] * (L + 1)
-    gz[L] = fp.g_y
-    Hz = h_y
     for l in range(L, 0, -1):
-        delta[l] = gz[l] * F1[l]
-        if bug == "q_without_f1_sandwich":
-            Q[l] = Hz.copy()
+        if l == L:
+            gz[l] = fp.g_y
         else:
-            Q[l] = np.einsum("ni,nij,nj->nij", F1[l], Hz, F1[l])
-        skip_curvature = (bug == "dropped_f2_term" or bug == "gauss_newton_only"
-                          or (bug == "curvature_loop_off_by_one" and l == 1))
-        if not skip_curvature:
-            Q[l] += np.einsum("ni,ij->nij", gz[l] * F2[l], np.eye(F1[l].shape[1]))
-        if l > 1:
-            gz[l - 1] = delta[l] @ W[l]
-            Hz = np.einsum("ki,nkl,lj->nij", W[l], Q[l], W[l])
+            gz[l] = np.zeros((n, arch.layer(l).units))
+            for c in readers(l):
+                if bug == "skip_delta_not_accumulated":
+                    gz[l] = delta[c] @ W[c][:, cols(c, l)]  # overwritten by each reader, not added
+                else:
+                    gz[l] = gz[l] + delta[c] @ W[c][:, cols(c, l)]
+        delta[l] = gz[l] * F1[l]
 
-    # forward: J[l][m] = da_l/da_m
+    # backward, second order (Bishop 1992, general topology): M[(i, j)] = d2E/da_i da_j for i <= j,
+    # M_ij = f'_i sum_c W_ci^T M_cj (i < j); M_ii = f'_i Z_ii f'_i + diag(g_i f''_i) with
+    # Z_ii = d2E/dz_i dz_i = sum_{c, c'} W_ci^T M_cc' W_c'i (the loss Hessian at the output)
+    M: dict[tuple[int, int], FloatArray] = {}
+
+    def m_(i: int, j: int) -> FloatArray:
+        if i > j:
+            return np.swapaxes(m_(j, i), 1, 2)
+        if (i, j) in M:
+            return M[(i, j)]
+        ui, uj = arch.layer(i).units, arch.layer(j).units
+        if i < j:
+            out = np.zeros((n, ui, uj))
+            for c in readers(i, second_order=True):
+                out += np.einsum("ki,nkj->nij", W[c][:, cols(c, i)], m_(c, j))
+            out = F1[i][:, :, None] * out
+        else:
+            if i == L:
+                Z = h_y
+            else:
+                Z = np.zeros((n, ui, ui))
+                for c in readers(i, second_order=True):
+                    for cp in readers(i, second_order=True):
+                        Z = Z + np.einsum("ki,nkl,lj->nij", W[c][:, cols(c, i)], m_(c, cp), W[cp][:, cols(cp, i)])
+            if bug == "q_without_f1_sandwich":
+                out = Z.copy()
+            else:
+                out = np.einsum("ni,nij,nj->nij", F1[i], Z, F1[i])
+            skip_curvature = (bug == "dropped_f2_term" or bug == "gauss_newton_only"
+                              or (bug == "curvature_loop_off_by_one" and i == 1))
+            if not skip_curvature:
+                out += np.einsum("ni,ij->nij", gz[i] * F2[i], np.eye(ui))
+        M[(i, j)] = out
+        return out
+
+    # forward: J[(l, m)] = da_l/da_m, summed over the sources of l that depend on a_m
     J: dict[tuple[int, int], FloatArray] = {}
     for m in range(1, L + 1):
         J[(m, m)] = np.broadcast_to(np.eye(F1[m].shape[1]), (n, F1[m].shape[1], F1[m].shape[1]))
         for l in range(m + 1, L + 1):
-            J[(l, m)] = np.einsum("ij,nj,njk->nik", W[l], F1[l - 1], J[(l - 1, m)])
+            parts = [np.einsum("ij,nj,njk->nik", W[l][:, cols(l, p)], F1[p], J[(p, m)])
+                     for p in arch.parents(l) if (p, m) in J]
+            if parts:
+                J[(l, m)] = sum(parts[1:], parts[0])
 
     # inputs of each layer, with a 1 appended for the bias
     def inputs(l: int) -> FloatArray:
-        z = fp.z[l - 1]
+        z = np.concatenate([fp.z[p] for p in sources(l)], axis=1)
         if not arch.layers[l - 1].bias:
             return z
         one = np.ones((n, 1))
@@ -105,14 +154,14 @@ def hessian(problem: Problem, bug: str | None = None) -> FloatArray:  # noqa: C9
     for m in range(1, L + 1):
         for mp in range(m, L + 1):
             zm, zmp = inputs(m), inputs(mp)
-            K = np.einsum("nij,nik->njk", J[(mp, m)], Q[mp])  # (n, units_m, units_mp)
-            block = np.einsum("n,nkq,nj,np->kjqp", weight, K, zm, zmp)
+            block = np.einsum("n,nkq,nj,np->kjqp", weight, m_(m, mp), zm, zmp)
             if mp > m and bug not in ("dropped_cross_layer_term", "gauss_newton_only"):
-                fan = arch.fan_in(mp)
                 d = delta[mp] if bug != "delta_without_f1" else gz[mp]
-                cross = np.einsum("n,nq,nj,np,npk->kjqp", weight, d, zm, F1[mp - 1], J[(mp - 1, m)])
                 sign = -1.0 if bug == "wrong_sign_cross_term" else 1.0
-                block[:, :, :, :fan] += sign * cross
+                for p in arch.parents(mp):  # W_m' multiplies z_p, which depends on W_m if p is m or above it
+                    if (p, m) in J:
+                        cross = np.einsum("n,nq,nj,np,npk->kjqp", weight, d, zm, F1[p], J[(p, m)])
+                        block[:, :, :, cols(mp, p)] += sign * cross
             if bug == "tiny_error_in_one_block" and (m, mp) == (1, min(2, L)):
                 block = block * (1.0 + 1e-7)
             if bug == "bias_weight_cross_dropped" and mp > m:
@@ -173,6 +222,12 @@ _DESCRIPTIONS = {
     "bias_weight_cross_dropped": "the cross-layer entries between a bias and later weights are left at zero",
     "mean_forgotten_in_loss_hessian": "the mean reduction's 1/N is forgotten in the loss Hessian",
     "bce_hessian_sigma_only": "the binary cross-entropy Hessian is sigma(y) instead of sigma(y) (1 - sigma(y))",
+    "skip_second_order_dropped": "the second-order backward pass follows only the edge from the previous layer: "
+                                 "a skip connection's second-order terms are dropped (its delta is kept)",
+    "concatenation_order_wrong": "a layer's input is assembled in ascending order of its sources, not in the "
+                                 "listed order (from = [2, 0, 1] read as [0, 1, 2])",
+    "skip_delta_not_accumulated": "dE/dz of a layer read by several later ones is overwritten by each reader "
+                                  "instead of summed: a skip source's delta is not accumulated",
 }
 
 MUTANTS: dict[str, Mutant] = {

@@ -129,3 +129,44 @@ def test_no_layer_arithmetic_outside_the_network_module() -> None:
             if not in_doc and arithmetic.search(code):
                 offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+# -- feed-forward graphs (from = [...]) ---------------------------------------------------------
+
+
+def _graph() -> Architecture:
+    return Architecture(2, (Layer(3, "tanh"), Layer(2, "tanh"), Layer(1, "identity", sources=(2, 0, 1))))
+
+
+def test_a_graph_layer_reads_its_sources_side_by_side_in_the_listed_order() -> None:
+    arch = _graph()
+    assert arch.parents(3) == (2, 0, 1) and arch.children(0) == (1, 3) and arch.children(1) == (2, 3)
+    assert arch.fan_in(3) == 2 + 2 + 3 and not arch.is_chain
+    assert arch.source_slice(3, 2) == slice(0, 2) and arch.source_slice(3, 0) == slice(2, 4)
+    assert arch.source_slice(3, 1) == slice(4, 7)
+    assert arch.param_names[-8:] == ("W3[0,0]", "W3[0,1]", "W3[0,2]", "W3[0,3]", "W3[0,4]", "W3[0,5]", "W3[0,6]",
+                                     "b3[0]")
+    zs = [np.array([[1.0, 2.0]]), np.array([[3.0, 4.0, 5.0]]), np.array([[6.0, 7.0]])]
+    assert layer_input(zs, 3, arch).tolist() == [[6.0, 7.0, 1.0, 2.0, 3.0, 4.0, 5.0]]
+    with pytest.raises(ValueError, match="several parents"):
+        arch.parent(3)
+
+
+def test_the_default_source_written_out_is_the_same_network() -> None:
+    chain = Architecture(2, (Layer(3, "tanh"), Layer(1, "identity")))
+    assert Architecture(2, (Layer(3, "tanh", sources=(0,)), Layer(1, "identity", sources=[1]))) == chain
+    assert chain.is_chain and "from" not in chain.describe()
+    assert _graph().describe() == "2-3(tanh)-2(tanh)-1(identity,from=2+0+1)"
+
+
+@pytest.mark.parametrize("sources, message", [
+    ((3,), "reads from 3, which is not an earlier layer"),
+    ((1, 2), "reads from 2, which is not an earlier layer"),
+    ((), "empty list"),
+    ((0, 1, 0), "reads from 0 more than once"),
+    ((-1,), "not an earlier layer"),
+])
+def test_invalid_graphs_are_refused_in_one_line(sources: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        Architecture(2, (Layer(3, "tanh"), Layer(1, "identity", sources=sources)))
+    assert "\n" not in str(info.value)

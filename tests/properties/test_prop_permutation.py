@@ -1,7 +1,8 @@
 """Property: permuting the hidden units of a layer permutes the Hessian's rows and columns.
 
 Reordering the units of hidden layer ``l`` (the rows of ``W_l`` and ``b_l``
-and the columns of ``W_{l+1}``) leaves the network function unchanged, so the
+and the columns of every layer that reads ``z_l``, the next one and any skip
+connection) leaves the network function unchanged, so the
 Hessian at the permuted point is ``P H P^T`` with ``P`` the induced
 permutation of parameters.  The permuted network sums the same terms in
 another order, so the two differ by rounding only: the two-method bound
@@ -28,13 +29,17 @@ def permute_hidden_units(problem: Problem, layer: int, perm: list[int]) -> tuple
     """
     arch = problem.architecture
     index = np.arange(problem.n_params)
-    blk, nxt = arch.blocks[layer - 1], arch.blocks[layer]
+    blk = arch.block(layer)
     w = index[blk.w_slice].reshape(blk.units, blk.fan_in)
     index[blk.w_slice] = w[perm].reshape(-1)  # unit i of the new layer is unit perm[i] of the old
     if blk.bias:
         index[blk.b_slice] = index[blk.b_slice][perm]
-    w2 = index[nxt.w_slice].reshape(nxt.units, nxt.fan_in)
-    index[nxt.w_slice] = w2[:, perm].reshape(-1)  # the next layer reads its inputs in the new order
+    for reader in arch.children(layer):  # every layer that reads z_l (skip connections too) reads it reordered
+        nxt = arch.block(reader)
+        cols = np.arange(nxt.fan_in)
+        cols[arch.source_slice(reader, layer)] = cols[arch.source_slice(reader, layer)][perm]
+        w2 = index[nxt.w_slice].reshape(nxt.units, nxt.fan_in)
+        index[nxt.w_slice] = w2[:, cols].reshape(-1)
     return problem.with_params(problem.params[index]), index
 
 

@@ -72,3 +72,10 @@ def test_hessverify_passes_on_every_outside_case() -> None:
     for path in sorted(OUTSIDE.glob("*.toml")):
         results = hessverify.verify_problem(hessverify.load_case(path), references=["autograd", "complex_step"])
         assert results and all(c.passed for c in results), path.name
+
+
+def test_the_torch_reference_builds_graphs_itself() -> None:
+    for path in sorted((Path(__file__).resolve().parents[2] / "cases").glob("graph-*.toml")):
+        case = hessverify.load_case(path)
+        H = torch_ref.hessian(case)
+        assert np.all(np.abs(H - hessverify.hessian(case)) <= rounding_bound(case)), case.id

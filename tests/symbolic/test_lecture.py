@@ -140,3 +140,22 @@ def test_value_is_high_precision(xor) -> None:  # type: ignore[no-untyped-def]
     v = net.value(net.backprop_hessian("W1[0,1]", "W2[0,0]"), case, digits=40)
     with mpmath.workdps(40):
         assert re.fullmatch(r"-?0\.\d{35,}", mpmath.nstr(v, 40))
+
+
+def test_derive_on_a_graph_case_writes_the_skip_terms_and_matches_backprop() -> None:
+    """An entry between the first layer and a weight on the skip link: the value derive prints is backprop's."""
+    import numpy as np
+
+    import hessverify
+    from hessverify.symbolic.lecture import derive
+
+    case = hessverify.load_case("cases/graph-input-to-output-3-4-2-sigmoid-ce.toml")
+    text = derive(case, ["W1[0,0]", "W2[0,1]"], digits=30)
+    assert "W2[0,4]*x[0]" in text  # the input-to-output link in a2's definition
+    value = float(text.splitlines()[-1])
+    H = hessverify.hessian(case)
+    i, j = case.architecture.param_index("W1[0,0]"), case.architecture.param_index("W2[0,1]")
+    from hessverify.bounds import rounding_bound
+
+    assert abs(value - H[i, j]) <= rounding_bound(case, methods=1)[i, j]  # derive prints 30 correct digits
+    assert not np.isclose(value, 0.0)

@@ -36,3 +36,23 @@ def test_every_mutant_is_caught_by_some_shipped_case(name: str, references) -> N
     killers = [case.id for case, R, B in references
                if not compare(case, name, "autograd", MUTANTS[name].fn(case), R, B, "rounding").passed]
     assert killers, f"{name} ({MUTANTS[name].description}) survives every shipped case"
+
+
+@pytest.mark.parametrize("name", ["skip_second_order_dropped", "skip_delta_not_accumulated"])
+def test_a_bug_only_a_skip_from_a_hidden_layer_shows_is_found_and_shrunk_to_a_small_graph(name: str) -> None:
+    """The sweep's strategy draws graphs by default: the bug is found, and shrinking leaves the skip connection
+    from a hidden layer (without it the bug vanishes) and little else.  (``hessverify sweep`` with its defaults
+    finds it too, at seed 0 in 8 examples; here the strategy is narrowed to keep the shrinking short and the
+    finding independent of the seed.)"""
+    from hessverify.check import check
+    from hessverify.strategies import problems
+
+    # three layers, so that about one draw in four has a hidden layer read twice: found whatever the seed
+    # (the ci profile derandomizes, and then the seed is not used)
+    strategy = problems(min_layers=3, max_layers=3, max_units=2, max_inputs=2, max_patterns=2)
+    result = check(MUTANTS[name].fn, strategy, against=("autograd",), max_examples=100, seed=0, timeout=None)
+    assert not result.passed and result.problem is not None
+    arch = result.problem.architecture
+    hidden_skips = [(j, l) for l in arch.bottom_up for j in arch.parents(l) if j >= 1 and len(arch.children(j)) > 1]
+    assert hidden_skips, arch.describe()  # a hidden layer read by several later ones
+    assert arch.depth <= 3 and result.problem.n_params <= 8, arch.describe()
