@@ -465,7 +465,6 @@ def _add_conformance_command(sub: argparse._SubParsersAction) -> None:  # type: 
 
 def _cmd_conformance(args: argparse.Namespace) -> int:
     from hessverify import conformance
-    from hessverify.io import strict_json
 
     if args.examples < 1:
         raise UsageError(f"--examples {args.examples}: give at least 1")
@@ -480,15 +479,7 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"\n{r.library} {r.quantity}: {r.failure_summary}")
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "cases").mkdir(exist_ok=True)
-        for i, r in enumerate(failed, start=1):
-            if r.failure is not None:
-                _write_text(out / "cases" / f"{r.library.replace('.', '-')}-{i}.toml", "--report", r.failure.to_toml())
-        _write_text(out / "conformance.md", "--report", table)
-        _write_text(out / "conformance.json", "--report",
-                    strict_json({"rows": [r.to_dict() for r in rows], "seed": args.seed, "examples": args.examples},
-                                indent=1))
+        conformance.write_report(out, rows, seed=args.seed, examples=args.examples)
     return EXIT_DISCREPANCY if failed else EXIT_OK
 
 

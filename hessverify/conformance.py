@@ -33,6 +33,7 @@ import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,8 @@ from hessverify._typing import FloatArray
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["LIBRARIES", "NOT_COVERED", "QUANTITIES", "Quantity", "Row", "rows_markdown", "run"]
+__all__ = ["LIBRARIES", "NOT_COVERED", "QUANTITIES", "Quantity", "Row", "merge", "rows_markdown", "run", "run_one",
+           "write_report"]
 
 LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
 """Libraries ``hessverify conformance --library`` knows."""
@@ -422,6 +424,43 @@ def run(libraries: list[str], *, examples: int = 100, seed: int | None = 0,
     """
     check_libraries(libraries, precision)
     return [_run_quantity(q, examples, seed) for lib in libraries for q in QUANTITIES[lib]]
+
+
+def run_one(library: str, number: int, *, examples: int = 100, seed: int | None = 0) -> Row:
+    """Quantity ``number`` of ``library`` (``QUANTITIES[library][number]``) on ``examples`` problems: one :class:`Row`.
+
+    One unit of ``hessverify campaign conformance``; :func:`run` is this over every quantity.
+    """
+    return _run_quantity(QUANTITIES[library][number], examples, seed)
+
+
+def merge(rows: list[Row]) -> Row:
+    """The rows of one quantity on several seeds as one: problems and failures added, the worst margin, and
+    the smallest failing problem (fewest parameters, then patterns) with its summary."""
+    first = rows[0]
+    failing = [r for r in rows if r.failure is not None]
+    smallest = min(failing, key=lambda r: (r.failure.n_params, r.failure.n_patterns), default=None)  # type: ignore[union-attr]
+    return Row(first.library, first.version, first.quantity, first.equals, first.precision,
+               sum(r.tried for r in rows), sum(r.failures for r in rows), max(r.worst_margin for r in rows),
+               first.convention, smallest.failure if smallest else None, smallest.failure_summary if smallest else "")
+
+
+def write_report(directory: Path, rows: list[Row], *, seed: int | None, examples: int,
+                 extra: dict[str, Any] | None = None) -> list[Path]:
+    """``conformance.json``, ``conformance.md`` and ``cases/LIBRARY-N.toml`` (each failure's minimal problem)."""
+    from hessverify.io import strict_json, write_output
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cases").mkdir(exist_ok=True)
+    written = []
+    for i, r in enumerate([r for r in rows if r.failures], start=1):
+        if r.failure is not None:
+            case = directory / "cases" / f"{r.library.replace('.', '-')}-{i}.toml"
+            written.append(write_output(case, r.failure.to_toml(), option="--report"))
+    written.append(write_output(directory / "conformance.md", rows_markdown(rows), option="--report"))
+    doc = {"rows": [r.to_dict() for r in rows], "seed": seed, "examples": examples, **(extra or {})}
+    written.append(write_output(directory / "conformance.json", strict_json(doc, indent=1), option="--report"))
+    return written
 
 
 def rows_markdown(rows: list[Row]) -> str:

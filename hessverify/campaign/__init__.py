@@ -52,6 +52,7 @@ __all__ = [
     "load_resume",
     "need_dask",
     "run_campaign",
+    "seed_alone_decides",
     "work_batch",
 ]
 
@@ -129,9 +130,50 @@ def work_batch(work: Callable[[dict[str, Any], list[int]], list[Outcome]], optio
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1), np.errstate(all="ignore"), warnings.catch_warnings():
+    with threadpool_limits(limits=1), np.errstate(all="ignore"), warnings.catch_warnings(), \
+            seed_alone_decides():
         warnings.simplefilter("ignore", RuntimeWarning)
+        # a Dask worker's own threads use the random module (heartbeat jitter) while Hypothesis draws; Hypothesis
+        # takes that for a strategy using it. Its draws come from its own generator, seeded per run: no effect.
+        warnings.filterwarnings("ignore", "Do not use the `random` module inside strategies")
         return work(options, indices)
+
+
+@contextmanager
+def seed_alone_decides() -> Iterator[None]:
+    """Hypothesis's draws decided by the seed alone while a unit runs.
+
+    Hypothesis (6.13x on) mixes literals of the *local* modules loaded in the
+    process (an editable hessverify's, the user's) into what it draws, so a
+    seed draws other problems once another module is loaded: a worker that
+    ran one unit would draw differently for the next.  Here that pool is
+    empty, so unit ``i`` draws the same in any worker, after any other unit,
+    and in :meth:`Plan.run_here`.  (Without the private hook, a newer
+    Hypothesis, this changes nothing.)
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - Hypothesis is a core dependency
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    if original is None or not hasattr(providers, "Constants"):
+        yield
+        return
+    empty = providers.Constants()
+
+    def forget() -> None:  # values filtered from an earlier pool are cached: not from this one
+        cache = getattr(providers, "CONSTANTS_CACHE", None)
+        if cache is not None and hasattr(cache, "cache"):
+            cache.cache.clear()
+
+    providers._get_local_constants = lambda: empty
+    forget()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        forget()
 
 
 # -- Dask ---------------------------------------------------------------------------------------------------
@@ -200,7 +242,7 @@ def _client(workers: int | None, scheduler: str | None, err: TextIO) -> Iterator
     # processes, not threads: the work is NumPy and Python under the GIL; one thread each, and BLAS pinned
     # to one thread before the worker imports NumPy (Dask's own pre-spawn environment does the same)
     with _sigint_ignored():
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                            silence_logs=logging.CRITICAL,
                                            env={v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                                  "MKL_NUM_THREADS")})
