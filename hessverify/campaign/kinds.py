@@ -23,6 +23,7 @@ one-process command with ``--seed S``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,14 +106,14 @@ def _false_alarms_plan(args: argparse.Namespace) -> Plan:
     from hessverify.budget import estimate, estimate_seconds
     from hessverify.model.network import Architecture, Layer
     from hessverify.model.problem import Problem
-    from hessverify.references import torch_ref
     from hessverify.trust.false_alarms import candidate_names
 
     _nonnegative(args.problems, "--problems")
     _nonnegative(args.seed, "--seed")
     if not 0.0 <= args.special_share <= 1.0:
         raise UsageError(f"--special-share {args.special_share}: must be between 0 and 1")
-    use_torch = not args.no_torch and torch_ref.available()
+    # asked of the installation, not imported: torch takes seconds to load and only the workers compute with it
+    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     # the largest problem the study draws: 4 inputs, three layers of 4 units, 6 patterns
     arch = Architecture(4, tuple(Layer(4, "tanh", True) for _ in range(3)))
     largest = Problem(arch, "sse", np.zeros(arch.n_params), np.zeros((6, 4)), np.zeros((6, 4)), "sum", id="largest")
