@@ -40,11 +40,13 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from hessverify.budget import format_duration
 from hessverify.compare import Comparison
-from hessverify.errors import UsageError
+from hessverify.errors import HessverifyError, UsageError
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "ClusterError",
     "Outcome",
     "Plan",
     "check_scheduler_address",
@@ -412,21 +414,37 @@ def _batches(todo: list[int], size: int) -> list[list[int]]:
     return [todo[k:k + size] for k in range(0, len(todo), size)]
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+class ClusterError(HessverifyError):
+    """The cluster failed under the campaign: its scheduler went away, or a batch killed worker after worker."""
+
+
+def _next_batch(finished: Any, json_path: Path | None) -> list[Any]:
+    """The batches finished since the last look; a failure of the cluster as one line, not a traceback.
+
+    A batch that raised one of hessverify's errors (a worker without torch when
+    torch was asked for) is that error; anything else the cluster raises
+    (``KilledWorker`` after a batch killed ``allowed-failures`` workers, a lost
+    scheduler cancelling every task) is a :class:`ClusterError`.
+    """
+    import asyncio
+
+    try:
+        return list(finished.next_batch(block=False))
+    except HessverifyError:
+        raise
+    except (Exception, asyncio.CancelledError) as exc:
+        said = str(exc).splitlines()[0] if str(exc) else ""
+        keep = f"; the units done are in {json_path}, go on with --resume {json_path}" if json_path else ""
+        raise ClusterError(f"the Dask cluster failed: {type(exc).__name__}{': ' + said if said else ''}{keep}") from None
 
 
 def _check_time(plan: Plan, units: int, n_workers: int, max_time: float | None) -> float:
     """The estimated seconds of ``units`` on ``n_workers``; past ``max_time`` (if > 0), a one-line error."""
     estimate = plan.unit_seconds * units / max(n_workers, 1)
     if max_time is not None and max_time > 0 and estimate > max_time:
-        raise UsageError(f"the campaign would take about {_duration(estimate)} (at most {plan.unit_seconds:.2g} s for "
+        raise UsageError(f"the campaign would take about {format_duration(estimate)} (at most {plan.unit_seconds:.2g} s for "
                          f"each of {units} {plan.noun} on {max(n_workers, 1)} worker(s)), more than the --max-time "
-                         f"of {_duration(max_time)}; raise --max-time or give more workers")
+                         f"of {format_duration(max_time)}; raise --max-time or give more workers")
     return estimate
 
 
@@ -495,7 +513,7 @@ def run_campaign(plan: Plan, *, workers: int | None = None, scheduler: str | Non
         where = f"{n_workers} local worker(s)" if scheduler is None else f"{scheduler} ({n_workers} worker(s) now)"
         print(f"hessverify campaign {plan.kind}: {len(todo)} of {plan.size} {plan.noun} to run"
               + (f" ({len(done)} already in {resume})" if done else "")
-              + f" on {where}; estimated at most {_duration(estimate)}", file=err)
+              + f" on {where}; estimated at most {format_duration(estimate)}", file=err)
         # small enough that the last batches end together (no worker idles long at the end), large enough that
         # Dask's few milliseconds a task do not count
         size = batch or plan.batch or max(1, min(25, math.ceil(len(todo) / (16 * max(n_workers, 1)))))
@@ -508,7 +526,7 @@ def run_campaign(plan: Plan, *, workers: int | None = None, scheduler: str | Non
                 finished = distributed.as_completed(futures, loop=client.loop, with_results=True)
                 while not finished.is_empty():
                     caught.check()
-                    ready = finished.next_batch(block=False)
+                    ready = _next_batch(finished, json_path)
                     if not ready:
                         time.sleep(POLL)
                         continue

@@ -87,6 +87,26 @@ def test_scheduler_addresses() -> None:
             check_scheduler_address(bad)
 
 
+def test_a_failing_cluster_is_one_line_naming_the_file_to_resume_from(tmp_path: Path) -> None:
+    from hessverify.campaign import ClusterError, _next_batch
+
+    class Lost:
+        def next_batch(self, block: bool) -> list[Any]:
+            raise RuntimeError("scheduler connection lost\nsecond line")
+
+    with pytest.raises(ClusterError) as e:
+        _next_batch(Lost(), tmp_path / "c.json")
+    assert str(e.value) == (f"the Dask cluster failed: RuntimeError: scheduler connection lost; the units done are in "
+                            f"{tmp_path / 'c.json'}, go on with --resume {tmp_path / 'c.json'}")
+
+    class Refused:
+        def next_batch(self, block: bool) -> list[Any]:
+            raise UsageError("torch is not installed here")
+
+    with pytest.raises(UsageError, match="torch is not installed here"):  # hessverify's own errors pass as they are
+        _next_batch(Refused(), None)
+
+
 def test_a_resume_file_must_be_this_campaigns(tmp_path: Path) -> None:
     plan = false_alarms(4)
     with pytest.raises(UsageError, match="cannot be read"):
