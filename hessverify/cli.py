@@ -170,7 +170,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_cmd_sweep)
     _add_lab_commands(sub)
     _add_conformance_command(sub)
-    _add_campaign_command(sub, budget)
+    _add_campaign_command(sub)
     return p
 
 
@@ -492,7 +492,7 @@ file), 5 the function under test failed (sweep), 130 interrupted, 143 terminated
 """
 
 
-def _add_campaign_command(sub: argparse._SubParsersAction, budget: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def _add_campaign_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from hessverify.campaign.kinds import KINDS, add_options
 
     common = argparse.ArgumentParser(add_help=False)
@@ -509,13 +509,19 @@ def _add_campaign_command(sub: argparse._SubParsersAction, budget: argparse.Argu
                         help="write --json at least this often while the campaign runs (default 10)")
     common.add_argument("--batch", type=int, default=None, metavar="N",
                         help="units per task sent to a worker (default: a few tasks per worker)")
+    common.add_argument("--max-memory", metavar="SIZE", default=None,
+                        help="refuse a campaign whose largest unit is estimated to need more memory than SIZE "
+                             "(default: a safe share of this machine)")
+    common.add_argument("--max-time", metavar="SECONDS", type=float, default=None,
+                        help="refuse a campaign estimated to take longer (default: no limit, a campaign is long by "
+                             "intent; the estimate is printed before work)")
     c = sub.add_parser("campaign", help="run a measurement (false alarms, detection, conformance, sweep) on a "
                                         "Dask cluster", epilog=CAMPAIGN_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = c.add_subparsers(dest="kind", metavar="KIND", parser_class=_Parser)
     kinds.required = True
     for kind, (summary, _, _) in KINDS.items():
-        k = kinds.add_parser(kind, help=summary, description=summary, parents=[common, budget], epilog=CAMPAIGN_EPILOG,
+        k = kinds.add_parser(kind, help=summary, description=summary, parents=[common], epilog=CAMPAIGN_EPILOG,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         add_options(kind, k)
         k.set_defaults(func=_cmd_campaign)
