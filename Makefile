@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint venv clean browser frameworks conformance
+.PHONY: report test lint venv clean browser frameworks distributed conformance
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ report: $(STAMP)
 	$(BIN)/hessverify verify cases --report reports/latest
 
 # lint-imports: the layering contracts of pyproject.toml ([tool.importlinter], docs/architecture.md)
-test: $(STAMP) browser frameworks
+test: $(STAMP) browser frameworks distributed
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2
 
@@ -35,6 +35,16 @@ $(FRAMEWORKS): $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch || \
 		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
 	touch $(FRAMEWORKS)
+
+# Dask, for `hessverify campaign` and its tests (tests/campaign/, which skip without it): the extra
+# hessverify[distributed]. Optional like the frameworks: a failed install is said, not fatal.
+DISTRIBUTED := $(VENV)/.distributed
+distributed: $(DISTRIBUTED)
+
+$(DISTRIBUTED): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[distributed]' || \
+		echo "make distributed: could not install Dask; the campaign tests will be skipped"
+	touch $(DISTRIBUTED)
 
 # Headless chromium for the browser test of report.html (tests/reports/test_html.py skips without it).
 # Installs Debian's chromium when missing and we are root; otherwise says how, and the test is skipped.

@@ -37,7 +37,7 @@ from hessverify.model.problem import Problem
 __all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive", "check_memory",
            "estimated_cost",
            "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
-           "estimate", "format_size", "limit", "parse_size", "require"]
+           "estimate", "format_duration", "format_size", "limit", "parse_size", "require"]
 
 PEAK: dict[str, tuple[float, float]] = {
     # name: (a, b) in peak bytes = a * 8 W^2 + b * 8 N W   (tracemalloc peaks, rounded up);
@@ -219,7 +219,7 @@ def check_time(problem: Problem, names: Iterable[str]) -> None:
     seconds = estimated_cost(problem) / SYMBOLIC_RATE
     if seconds > MAX_SYMBOLIC_SECONDS:
         raise BudgetError(f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}): the symbolic reference "
-                          f"would take about {_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget; "
+                          f"would take about {format_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget; "
                           "use autograd, complex_step or richardson on a case this large")
 
 
@@ -240,7 +240,7 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
     paths = into[arch.output_layer]
     if seconds > MAX_SYMBOLIC_SECONDS or (explicit and paths > MAX_EXPLICIT_PATHS):
         what = f"derive{' --explicit' if explicit else ''} on {problem.id} (W = {problem.n_params})"
-        reason = (f"would take about {_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget"
+        reason = (f"would take about {format_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget"
                   if seconds > MAX_SYMBOLIC_SECONDS else
                   f"would write out a tree of {paths:.3g} input-to-output paths (at most {MAX_EXPLICIT_PATHS})")
         raise BudgetError(f"{what} {reason}; derive on a smaller network with the same layers"
@@ -286,12 +286,13 @@ def check_seconds(problems: Iterable[tuple[Problem, list[str]]], max_seconds: fl
     if budget > 0 and total > budget:
         p = worst[1]
         where = f"; the largest share is {p.id} (W = {p.n_params}, N = {p.n_patterns})" if p is not None else ""
-        raise BudgetError(f"the work asked for would take about {_duration(total)}, more than the --max-time of "
-                          f"{_duration(budget)}{where}; use fewer methods or patterns, or raise --max-time")
+        raise BudgetError(f"the work asked for would take about {format_duration(total)}, more than the --max-time of "
+                          f"{format_duration(budget)}{where}; use fewer methods or patterns, or raise --max-time")
     return total
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """Seconds for people: ``42 s``, ``17 min``, ``3 h``."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

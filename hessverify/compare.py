@@ -166,6 +166,17 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Comparison:
+        """The comparison a ``results.json`` record was written from (:meth:`to_dict`, inverted).
+
+        Numbers that were not finite come back as ``None``: strict JSON wrote them as ``null``.
+        """
+        fields = dict(record)
+        fields.pop("localisation", None)  # a report's analysis, not part of the comparison
+        fields["worst_entry"] = WorstEntry(**fields["worst_entry"])
+        return cls(**fields)
+
 
 def bound_for(problem: Problem, reference: str, *, reference_error: FloatArray | None = None,
               rounding: FloatArray | None = None) -> tuple[FloatArray, str]:

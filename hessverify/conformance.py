@@ -44,7 +44,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
 __all__ = ["LIBRARIES", "NOT_COVERED", "PRECISION_NAMES", "QUANTITIES", "Quantity", "Row", "check_quantity",
-           "ef_scale", "report_records", "rows_markdown", "run", "write_report"]
+           "ef_scale", "merge", "report_records", "rows_markdown", "run", "run_one", "write_report"]
 
 LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
 """Libraries ``hessverify conformance --library`` knows."""
@@ -115,6 +115,7 @@ class Row:
     approximation: bool = False
     case: Problem | None = None  # the problem the comparisons below are from: the failing one, else the worst
     comparisons: list[Comparison] = field(default_factory=list)
+    distances: list[float] = field(default_factory=list)  # an approximation's, one per problem tried
 
     def to_dict(self) -> dict[str, Any]:
         return {"library": self.library, "version": self.version, "quantity": self.quantity, "equals": self.equals,
@@ -123,6 +124,28 @@ class Row:
                 "approximation": self.approximation, **self.extra,
                 "failure_summary": self.failure_summary,
                 "failure_case": self.failure.to_toml() if self.failure is not None else None}
+
+    def to_record(self) -> dict[str, Any]:
+        """All of the row as JSON: what a campaign's unit carries from its worker to the merge and to ``--resume``."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)
+                   if f.name not in ("failure", "case", "comparisons", "extra", "distances")},
+                "extra": dict(self.extra), "distances": list(self.distances),
+                "failure": self.failure.to_toml() if self.failure is not None else None,
+                "case": self.case.to_toml() if self.case is not None else None,
+                "comparisons": [c.to_dict() for c in self.comparisons]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Row:
+        """The row :meth:`to_record` wrote."""
+        from hessverify.cases import parse_case
+
+        def case(text: str | None) -> Problem | None:
+            return None if text is None else parse_case(text)
+
+        plain = {k: v for k, v in record.items() if k not in ("failure", "case", "comparisons", "extra", "distances")}
+        return cls(**plain, extra=dict(record["extra"]), distances=list(record["distances"]),
+                   failure=case(record["failure"]), case=case(record["case"]),
+                   comparisons=[Comparison.from_dict(c) for c in record["comparisons"]])
 
 
 # -- PyTorch, from its own parts ---------------------------------------------------
@@ -782,10 +805,15 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
         row.case, row.comparisons = state["case"] or (None, [])
     row.tried = state["n"]
     row.worst_margin = state["worst"]
-    if q.approximation and state["distances"]:
-        d = np.asarray(state["distances"])
-        row.extra.update(distance_median=float(np.median(d)), distance_max=float(np.max(d)))
+    row.distances = [float(d) for d in state["distances"]]
+    _summarise_distances(row)
     return row
+
+
+def _summarise_distances(row: Row) -> None:
+    if row.approximation and row.distances:
+        d = np.asarray(row.distances)
+        row.extra.update(distance_median=float(np.median(d)), distance_max=float(np.max(d)))
 
 
 def run(libraries: list[str], *, examples: int = 100, seed: int | None = 0,
@@ -799,6 +827,38 @@ def run(libraries: list[str], *, examples: int = 100, seed: int | None = 0,
     """
     check_libraries(libraries, precision)
     return [_run_quantity(q, examples, seed, precision) for lib in libraries for q in QUANTITIES[lib]]
+
+
+def run_one(library: str, number: int, *, examples: int = 100, seed: int | None = 0,
+            precision: str = "float64") -> Row:
+    """Quantity ``number`` of ``library`` (``QUANTITIES[library][number]``) on ``examples`` problems: one :class:`Row`.
+
+    One unit of ``hessverify campaign conformance``; :func:`run` is this over every quantity.
+    """
+    return _run_quantity(QUANTITIES[library][number], examples, seed, precision)
+
+
+def merge(rows: list[Row]) -> Row:
+    """The rows of one quantity on several seeds as one.
+
+    Problems and failures are added, the worst margin is the largest, an
+    approximation's distances are pooled; the case shown is the smallest
+    failing problem (fewest parameters, then patterns) with its summary and
+    comparisons, else the one closest to failing.
+    """
+    first = rows[0]
+    failing = [r for r in rows if r.failure is not None]
+    smallest = min(failing, key=lambda r: (r.failure.n_params, r.failure.n_patterns),  # type: ignore[union-attr]
+                   default=None)
+    shown = smallest or max(rows, key=lambda r: max(r.distances, default=0.0) if r.approximation else r.worst_margin)
+    merged = Row(first.library, first.version, first.quantity, first.equals, first.precision,
+                 sum(r.tried for r in rows), sum(r.failures for r in rows), max(r.worst_margin for r in rows),
+                 first.convention, smallest.failure if smallest else None,
+                 smallest.failure_summary if smallest else "", approximation=first.approximation,
+                 case=shown.case, comparisons=list(shown.comparisons),
+                 distances=[d for r in rows for d in r.distances])
+    _summarise_distances(merged)
+    return merged
 
 
 def rows_markdown(rows: list[Row]) -> str:
@@ -882,14 +942,15 @@ def _html_table(markdown_table: str) -> str:
 
 def write_report(directory: Path, rows: list[Row], *, command: str, seed: int | None, examples: int,
                  precision: str) -> list[Path]:
-    """``results.json``, ``report.md`` and ``report.html`` of a conformance run, as ``verify --report`` writes them.
+    """``results.json``, ``report.md`` and ``report.html`` of a conformance run, as ``verify --report`` writes them,
+    and ``cases/LIBRARY-N.toml``, each failure's minimal problem.
 
     The per-case part is :mod:`hessverify.reports`' (:func:`report_records`
     gives its cases); ``results.json`` adds a ``conformance`` object (the
     table's rows, seed, examples, precision, what is not covered), and both
     pages open with the conformance table.
     """
-    from hessverify.io import report_set, strict_json
+    from hessverify.io import report_set, strict_json, write_output
     from hessverify.reports import check_directory, markdown, results_document
     from hessverify.reports.html import html_document
 
@@ -916,7 +977,14 @@ def write_report(directory: Path, rows: list[Row], *, command: str, seed: int | 
         (staging / "results.json").write_text(strict_json(doc, indent=1))
         (staging / "report.md").write_text(md)
         (staging / "report.html").write_text(page)
-    return [directory / n for n in ("results.json", "report.md", "report.html")]
+    written = [directory / n for n in ("results.json", "report.md", "report.html")]
+    # each failure's minimal problem as a case file beside the report (cases/LIBRARY-N.toml)
+    for i, r in enumerate([r for r in rows if r.failures], start=1):
+        if r.failure is not None:
+            (directory / "cases").mkdir(exist_ok=True)
+            case = directory / "cases" / f"{r.library.replace('.', '-')}-{i}.toml"
+            written.append(write_output(case, r.failure.to_toml(), option="--report"))
+    return written
 
 
 def _escape(text: str) -> str:

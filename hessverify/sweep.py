@@ -30,7 +30,7 @@ from hessverify.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
 REPORT_EXAMPLES = 20
 """How many of the examples tried a sweep's report covers, besides the minimal failing problem."""
 
-__all__ = ["load_function", "run_sweep"]
+__all__ = ["load_function", "run_sweep", "write_report"]
 
 _HINT = "write MODULE:FUNCTION, e.g. mypackage.hessians:hessian or path/to/file.py:hessian"
 
@@ -201,7 +201,7 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
         out.write(case.to_toml())
         status = EXIT_DISCREPANCY
     if report_dir is not None:
-        _write_report(Path(report_dir), spec, user_fn, returns, against, tried,
+        write_report(Path(report_dir), spec, user_fn, returns, against, tried,
                       [] if result.passed else [case], err, timeout)
     if json_path:
         _write_json(json_path, report)
@@ -234,10 +234,10 @@ def _function_failed(exc: FunctionUnderTestError, spec: str, seed: int, returns:
                                 "function_failed": str(exc),
                                 "problem_toml": case.to_toml() if case is not None else None})
     if report_dir is not None:
-        _write_report(Path(report_dir), spec, user_fn, returns, against, tried, [case] if case else [], err, timeout)
+        write_report(Path(report_dir), spec, user_fn, returns, against, tried, [case] if case else [], err, timeout)
 
 
-def _write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: str, against: Sequence[str] | None,
+def write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: str, against: Sequence[str] | None,
                   tried: list[Problem], leading: list[Problem], err: TextIO,
                   timeout: float | None = DEFAULT_TIMEOUT) -> None:
     """The report over the sweep, with the function under test registered for the duration."""

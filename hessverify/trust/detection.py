@@ -4,6 +4,7 @@ Run (see docs/trust.md)::
 
     python -m hessverify.trust.detection            # the shipped cases
     python -m hessverify.trust.detection --sweep    # and a sweep per bug, ci profile size
+    hessverify campaign detection --sweep           # the same, on a Dask cluster (docs/campaigns.md)
 
 For every mutant in :data:`hessverify.trust.mutants.MUTANTS` it compares the
 mutant's Hessian with ``autograd`` on every shipped case, under the same
@@ -19,38 +20,85 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from hessverify.bounds import rounding_bound
 from hessverify.cases import find_cases, load_case
-from hessverify.compare import compare
+from hessverify.compare import Comparison, compare
 from hessverify.references import autograd_ref
 from hessverify.trust.mutants import MUTANTS
 
-__all__ = ["kill_table"]
+if TYPE_CHECKING:
+    from hessverify.check import CheckResult
+    from hessverify.model.problem import Problem
+
+__all__ = ["case_kills", "kill_table", "sweep_bug", "sweep_table"]
+
+
+def case_kills(case: Problem) -> list[Comparison]:
+    """Every planted bug's Hessian on ``case`` against ``autograd``, under ``verify``'s rounding bound.
+
+    A comparison that fails is a bug caught (``comparison.method`` names it).
+    """
+    R, B = autograd_ref.hessian(case), rounding_bound(case)
+    return [compare(case, name, "autograd", m.fn(case), R, B, "rounding") for name, m in MUTANTS.items()]
 
 
 def kill_table(case_dir: str | Path = "cases") -> dict[str, list[str]]:
     """For each mutant, the ids of the shipped cases that catch it."""
-    cases = [load_case(p) for p in find_cases([case_dir])]
-    refs = [(c, autograd_ref.hessian(c), rounding_bound(c)) for c in cases]
-    return {
-        name: [c.id for c, R, B in refs if not compare(c, name, "autograd", m.fn(c), R, B, "rounding").passed]
-        for name, m in MUTANTS.items()
-    }
+    killed: dict[str, list[str]] = {name: [] for name in MUTANTS}
+    for path in find_cases([case_dir]):
+        for c in case_kills(load_case(path)):
+            if not c.passed:
+                killed[c.method].append(c.case)
+    return killed
+
+
+def sweep_bug(name: str, examples: int = 200, seed: int = 0) -> tuple[CheckResult, str]:
+    """:func:`hessverify.check` of bug ``name`` over :func:`hessverify.strategies.problems`, and the shrunk
+    problem in words (``""`` when it was not caught)."""
+    from hessverify.check import check
+    from hessverify.strategies import problems
+
+    r = check(MUTANTS[name].fn, problems(), against=("autograd",), max_examples=examples, seed=seed)
+    shrunk = "" if r.passed or r.problem is None else (
+        f"{r.problem.architecture.describe()} {r.problem.loss} N={r.problem.n_patterns} W={r.problem.n_params}")
+    return r, shrunk
 
 
 def sweep_table(examples: int = 200, seed: int = 0) -> dict[str, tuple[bool, int, str]]:
     """For each mutant: caught?, examples until the first failure, the shrunk problem."""
-    from hessverify.check import check
-    from hessverify.strategies import problems
-
     out = {}
-    for name, m in MUTANTS.items():
-        r = check(m.fn, problems(), against=("autograd",), max_examples=examples, seed=seed)
-        shrunk = "" if r.passed or r.problem is None else (
-            f"{r.problem.architecture.describe()} {r.problem.loss} N={r.problem.n_patterns} W={r.problem.n_params}")
+    for name in MUTANTS:
+        r, shrunk = sweep_bug(name, examples, seed)
         out[name] = (not r.passed, r.n_problems, shrunk)
     return out
+
+
+def print_table(table: dict[str, list[str]], sweeps: dict[str, tuple[bool, int, str]], n_cases: int,
+                examples: int, seed: int, out: TextIO = sys.stdout) -> int:
+    """The kill table of docs/trust.md; returns 0 when every bug is caught, else 1."""
+    head = f"| bug | caught by (of {n_cases} cases) | first case that catches it |"
+    rule = "| --- | --- | --- |"
+    if sweeps:
+        head += " sweep: examples to find | sweep: shrunk to |"
+        rule += " --- | --- |"
+    print(head, file=out)
+    print(rule, file=out)
+    for name, killers in table.items():
+        row = f"| `{name}` | {len(killers)} | {killers[0] if killers else '**survives**'} |"
+        if sweeps:
+            caught, n, shrunk = sweeps[name]
+            row += f" {n if caught else f'**not found in {n}**'} | {shrunk} |"
+        print(row, file=out)
+    killed = sum(bool(k) for k in table.values())
+    print(f"\nkill rate on the shipped cases: {killed}/{len(table)}", file=out)
+    if sweeps:
+        found = sum(c for c, _, _ in sweeps.values())
+        print(f"kill rate of the sweep alone ({examples} examples, seed {seed}): {found}/{len(sweeps)}", file=out)
+        killed = sum(bool(table[n]) or sweeps[n][0] for n in table)
+        print(f"kill rate, cases and sweep together: {killed}/{len(table)}", file=out)
+    return 0 if killed == len(table) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,28 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     table = kill_table(args.cases)
     sweeps = sweep_table(args.examples, args.seed) if args.sweep else {}
-    n_cases = len(find_cases([args.cases]))
-    head = f"| bug | caught by (of {n_cases} cases) | first case that catches it |"
-    rule = "| --- | --- | --- |"
-    if sweeps:
-        head += " sweep: examples to find | sweep: shrunk to |"
-        rule += " --- | --- |"
-    print(head)
-    print(rule)
-    for name, killers in table.items():
-        row = f"| `{name}` | {len(killers)} | {killers[0] if killers else '**survives**'} |"
-        if sweeps:
-            caught, n, shrunk = sweeps[name]
-            row += f" {n if caught else f'**not found in {n}**'} | {shrunk} |"
-        print(row)
-    killed = sum(bool(k) for k in table.values())
-    print(f"\nkill rate on the shipped cases: {killed}/{len(table)}")
-    if sweeps:
-        found = sum(c for c, _, _ in sweeps.values())
-        print(f"kill rate of the sweep alone ({args.examples} examples, seed {args.seed}): {found}/{len(sweeps)}")
-        killed = sum(bool(table[n]) or sweeps[n][0] for n in table)
-        print(f"kill rate, cases and sweep together: {killed}/{len(table)}")
-    return 0 if killed == len(table) else 1
+    return print_table(table, sweeps, len(find_cases([args.cases])), args.examples, args.seed)
 
 
 if __name__ == "__main__":
