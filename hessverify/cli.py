@@ -167,6 +167,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--report", metavar="DIR",
                     help="write results.json, report.md and report.html over the minimal failing problem and "
                          "the first 20 examples tried (--returns hessian or diagonal)")
+    sw.add_argument("--chains-only", action="store_true",
+                    help="draw chains only (each layer reads the previous one), for a function that does not "
+                         "handle skip connections; default: graphs and chains")
     sw.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
                          f"0: no limit (default {DEFAULT_TIMEOUT:g})")
@@ -258,7 +261,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from hessverify.sweep import run_sweep
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
-                     returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout)
+                     returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout,
+                     chains_only=args.chains_only)
 
 
 MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "

@@ -125,3 +125,25 @@ def test_the_same_seed_gives_the_same_minimal_problem_with_or_without_a_report(
         out = capsys.readouterr().out
         found.append("\n".join(x for x in out.splitlines() if not x.startswith("#")))
     assert found[0] == found[1] and parse_case(found[0]).n_params > 1
+
+
+CHAIN_ONLY = """
+from hessverify.methods.backprop import hessian
+
+def chains(problem):
+    if not problem.architecture.is_chain:
+        raise NotImplementedError("this code knows no skip connections")
+    return hessian(problem)
+"""
+
+
+def test_chains_only_draws_no_graph_and_graphs_are_drawn_by_default(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "chain_code.py"
+    path.write_text(CHAIN_ONLY)
+    args = ["sweep", "--method-under-test", f"{path}:chains", "--examples", "40", "--seed", "2",
+            "--against", "autograd"]
+    assert main([*args, "--chains-only"]) == 0
+    assert "agrees with autograd on 40 random problem(s)" in capsys.readouterr().out
+    assert main(args) == 5  # by default the sweep reaches a graph, which this function refuses
+    assert "this code knows no skip connections" in capsys.readouterr().err
