@@ -472,15 +472,12 @@ exit status: 0 every quantity agreed on every problem, 1 some library disagreed 
 
 
 def _add_conformance_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from hessverify.conformance import LIBRARIES
+    from hessverify.conformance import add_library_options
 
     c = sub.add_parser("conformance", help="run the libraries' own second-order code on random problems, "
                                            "held to hessverify", epilog=CONFORMANCE_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--library", nargs="+", required=True, metavar="NAME", help=f"of {', '.join(LIBRARIES)}")
-    c.add_argument("--precision", default="float64", choices=("float64", "float32", "float16", "bfloat16"),
-                   help="format the libraries compute in and are judged at (default float64; float32 too; "
-                        "float16 and bfloat16 are refused for now)")
+    add_library_options(c)
     c.add_argument("--examples", type=int, default=100, metavar="N", help="problems per quantity (default 100)")
     c.add_argument("--seed", type=int, default=0, metavar="S", help="Hypothesis seed (default 0)")
     c.add_argument("--report", metavar="DIR", help="write results.json, report.md, report.html and the failing cases")

@@ -56,7 +56,7 @@ from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
 __all__ = ["LIBRARIES", "NOT_COVERED", "PRECISION_NAMES", "QUANTITIES", "Quantity", "Row", "check_quantity",
-           "ef_scale", "merge", "report_records", "rows_markdown", "run", "run_one", "write_report"]
+           "add_library_options", "ef_scale", "merge", "report_records", "rows_markdown", "run", "run_one", "write_report"]
 
 LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
 """Libraries ``hessverify conformance --library`` knows."""
@@ -589,6 +589,15 @@ QUANTITIES: dict[str, tuple[Quantity, ...]] = {
 
 PRECISION_NAMES: tuple[str, ...] = ("float64", "float32")
 """The formats ``--precision`` runs the libraries in (float16 and bfloat16: not measured yet, refused)."""
+
+
+def add_library_options(parser: Any) -> None:
+    """``--library`` and ``--precision``, as ``hessverify conformance`` and ``hessverify campaign conformance``
+    take them (an :class:`argparse.ArgumentParser`)."""
+    parser.add_argument("--library", nargs="+", required=True, metavar="NAME", help=f"of {', '.join(LIBRARIES)}")
+    parser.add_argument("--precision", default="float64", choices=("float64", "float32", "float16", "bfloat16"),
+                        help="format the libraries compute in and are judged at (default float64; float32 too; "
+                             "float16 and bfloat16 are refused for now)")
 
 
 def _version(library: str) -> str:

@@ -266,12 +266,9 @@ def _conformance_report(plan: Plan, outcomes: list[Outcome], directory: Path, er
 
 
 def _conformance_options(p: argparse.ArgumentParser) -> None:
-    from hessverify.conformance import LIBRARIES
+    from hessverify.conformance import add_library_options
 
-    p.add_argument("--library", nargs="+", required=True, metavar="NAME", help=f"of {', '.join(LIBRARIES)}")
-    p.add_argument("--precision", default="float64", choices=("float64", "float32", "float16", "bfloat16"),
-                   help="precision the libraries compute in, judged at its rounding (default float64; float64 and "
-                        "float32 for now)")
+    add_library_options(p)
     p.add_argument("--examples", type=int, default=100, metavar="N", help="problems per quantity and seed (default 100)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="Hypothesis seed of the first run (default 0)")
     p.add_argument("--seeds", type=int, default=1, metavar="K",
