@@ -458,6 +458,18 @@ def _wolfe(obj: _Objective, theta: FloatArray, E0: float, g: FloatArray, p: Floa
     return _armijo(obj, theta, E0, g, p, 1.0)
 
 
+def _wolfe_step(obj: _Objective, theta: FloatArray, E: float, g: FloatArray, p: FloatArray, E_prev: float | None,
+                c2: float) -> tuple[FloatArray, float, float, None]:
+    """One step along ``p`` by :func:`_wolfe`, as an optimiser returns it: (new point, its E, step, no inertia).
+
+    No acceptable step is a stall (:class:`_Stalled`, raised where the optimisers catch it).
+    """
+    found = _wolfe(obj, theta, E, g, p, E_prev, c2)
+    if found is None:
+        raise _Stalled
+    return theta + found[0] * p, found[1], found[0], None
+
+
 def _lambda_max(problem: Problem, theta: FloatArray, iters: int = 30) -> float:
     """The largest |eigenvalue| of H at theta by power iteration on exact Hessian-vector products."""
     from hessverify.methods.rop import hvp
@@ -609,11 +621,9 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
                 p = -g + beta * state["p"]
                 if not float(g @ p) < 0:
                     p = -g
-            found = _wolfe(obj, theta, E, g, p, state["E_prev"], c2=0.1)
-            if found is None:
-                raise _Stalled
+            step = _wolfe_step(obj, theta, E, g, p, state["E_prev"], c2=0.1)
             state.update(p=p, g=g, E_prev=E)
-            return theta + found[0] * p, found[1], found[0], None
+            return step
         return cg
 
     if name == "bfgs":
@@ -635,11 +645,9 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
             p = -g if Hinv[0] is None else -(Hinv[0] @ g)
             if not float(g @ p) < 0:
                 Hinv[0], p = None, -g
-            found = _wolfe(obj, theta, E, g, p, prev["E"], c2=0.9)
-            if found is None:
-                raise _Stalled
+            step = _wolfe_step(obj, theta, E, g, p, prev["E"], c2=0.9)
             prev.update(theta=theta, g=g, E=E)
-            return theta + found[0] * p, found[1], found[0], None
+            return step
         return bfgs
 
     # lbfgs-M: N&W alg. 7.4 (two-loop recursion) with the scaling of eq. 7.20
@@ -670,11 +678,9 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
         if not float(g @ p) < 0:
             pairs.clear()
             p = -g
-        found = _wolfe(obj, theta, E, g, p, last["E"], c2=0.9)
-        if found is None:
-            raise _Stalled
+        step = _wolfe_step(obj, theta, E, g, p, last["E"], c2=0.9)
         last.update(theta=theta, g=g, E=E)
-        return theta + found[0] * p, found[1], found[0], None
+        return step
     return lbfgs
 
 
