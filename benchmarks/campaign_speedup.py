@@ -9,7 +9,7 @@ other: ``hessverify campaign false-alarms`` with ``--workers 1``, with
 ``--workers 2``, and with ``--scheduler`` on a ``dask scheduler`` with two
 ``dask worker`` processes started by hand (their start-up not counted, as on
 a cluster that is already there); and the one-process run
-(:meth:`hessverify.campaign.Plan.run_here` in a fresh interpreter).  It
+(:meth:`hessverify.apps.campaign.Plan.run_here` in a fresh interpreter).  It
 checks that all four give the same records for every problem, bit for bit,
 and prints the speed-up of two local workers over one, with the load
 average before and after (the machine may be shared: say it with the figures).
@@ -34,9 +34,9 @@ from tests.campaign.cluster import hand_started  # noqa: E402 - the repository's
 
 ONE_PROCESS = """
 import sys
-from hessverify.campaign.kinds import plan_for
+from hessverify.apps.campaign.kinds import plan_for
 from hessverify.cli import _build_parser
-from hessverify.io import strict_json
+from hessverify.io.files import strict_json
 
 args = _build_parser().parse_args(["campaign", *sys.argv[1:]])
 units = plan_for(args.kind, args).run_here()

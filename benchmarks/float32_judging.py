@@ -4,7 +4,7 @@ The figures of docs/trust.md ("float32, judged by float32's rounding")::
 
     .venv/bin/python benchmarks/float32_judging.py
 
-Every problem is drawn by ``hessverify.strategies.problems()`` (seed 0) and
+Every problem is drawn by ``hessverify.checking.strategies.problems()`` (seed 0) and
 held to backprop; the torch and jax runs are timed in separate blocks.
 """
 
@@ -16,9 +16,9 @@ import jax
 import numpy as np
 import torch
 
-import hessverify.jax as hvj
-import hessverify.torch as hvt
-from hessverify.strategies import problems
+import hessverify.adapters.jax as hvj
+import hessverify.adapters.torch as hvt
+from hessverify.checking.strategies import problems
 
 EXAMPLES = 200  # the ci profile's count
 BLOCK_EXAMPLES = 50

@@ -43,7 +43,7 @@ if args.threads:
 
 import numpy as np
 
-from hessverify.cases import seeded_data, seeded_params
+from hessverify.io.cases import seeded_data, seeded_params
 from hessverify.methods.backprop import hessian
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem

@@ -16,10 +16,10 @@ methods without that noise.
 
 Each network is ``inputs-hidden-...-outputs`` with tanh hidden layers and an
 identity output layer, the ``sse`` loss with the ``mean`` reduction, seeded
-data (``hessverify.cases.seeded_data``, seed 0) and parameters
+data (``hessverify.io.cases.seeded_data``, seed 0) and parameters
 (``seeded_params``, seed 0, scale 0.5).  Every peer computes the same
 ``(W, W)`` matrix, checked entrywise against ``backprop`` within the derived
-float64 rounding bound (``hessverify.bounds.rounding_bound``), then timed:
+float64 rounding bound (``hessverify.engine.bounds.rounding_bound``), then timed:
 medians of repeated calls, steady state.  ``jax.jit(jax.hessian)`` is
 compiled by a first call whose time is reported apart.  Peers that are not
 installed are skipped (``torch`` is meant to be ``torch==2.13.0``, CPU).
@@ -83,8 +83,8 @@ from typing import Any
 
 import numpy as np
 
-from hessverify.bounds import rounding_bound
-from hessverify.cases import seeded_data, seeded_params
+from hessverify.engine.bounds import rounding_bound
+from hessverify.io.cases import seeded_data, seeded_params
 from hessverify.methods import backprop, block_diagonal, diagonal, rop
 from hessverify.model.forward import gradient
 from hessverify.model.network import Architecture, Layer

@@ -11,7 +11,7 @@ limits OpenBLAS/OpenMP before NumPy is imported, so that on a shared machine
 no optimiser waits for a second BLAS thread; the load average is printed
 with the tables (seconds on a loaded machine are noisy; iterations are not).
 
-Claims and what is measured (``hessverify.lab``):
+Claims and what is measured (``hessverify.apps.lab``):
 
 1. iterations and seconds to ``|g| < 1e-8`` for every optimiser, on cases
    from 2 to 2128 weights (``--max-iter`` and ``--time-limit`` per run; a run
@@ -58,7 +58,7 @@ import numpy as np
 
 import hessverify
 from hessverify import lab
-from hessverify.cases import seeded_data, seeded_params
+from hessverify.io.cases import seeded_data, seeded_params
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 

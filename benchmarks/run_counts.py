@@ -5,7 +5,7 @@ times each expensive step was called: the rounding bound (a whole
 magnitude-Hessian assembly), the well-posedness check, the forward pass and
 the eigendecomposition.  Counting by profile rather than by patching catches
 every call, including those made through names imported elsewhere
-(``from hessverify.bounds import rounding_bound``).
+(``from hessverify.engine.bounds import rounding_bound``).
 
 This counts calls; it times nothing.  Usage::
 
@@ -23,8 +23,8 @@ import pstats
 import tempfile
 
 COUNTED = {
-    "rounding_bound": ("rounding_bound", "hessverify/bounds.py"),
-    "magnitude_hessian": ("magnitude_hessian", "hessverify/bounds.py"),
+    "rounding_bound": ("rounding_bound", "hessverify/engine/bounds.py"),
+    "magnitude_hessian": ("magnitude_hessian", "hessverify/engine/bounds.py"),
     # the well-posedness check: check_point before issue 12, ensure_well_posed after
     "well-posedness check": ("check_point", "hessverify/model/forward.py"),
     "well-posedness check ": ("ensure_well_posed", "hessverify/model/well_posed.py"),
@@ -52,7 +52,7 @@ def counts(case: str, *, report: bool = True) -> dict[str, int]:
                 found[what] += ncalls
     found["well-posedness check"] += found.pop("well-posedness check ")
     # every approximation's own function: how often each is computed
-    from hessverify.registry import METHODS
+    from hessverify.engine.registry import METHODS
 
     for m in METHODS.values():
         if m.role == "approximation":

@@ -41,7 +41,7 @@ WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 56, 64)
 
 
 def make_problem(h: int, patterns: int) -> Any:
-    from hessverify.cases import seeded_data, seeded_params
+    from hessverify.io.cases import seeded_data, seeded_params
     from hessverify.model.network import Architecture, Layer
     from hessverify.model.problem import Problem
 

@@ -13,7 +13,7 @@ Exit statuses (also in ``hessverify --help`` and the README):
 
 Memory is estimated from the case before anything is allocated, and work past
 ``--max-memory`` is refused with status 2 and the estimated figure
-(:mod:`hessverify.budget`).
+(:mod:`hessverify.engine.budget`).
 
 Errors meant for people are printed as one line, ``hessverify: error: ...``,
 never as a traceback.
@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hessverify.cases import find_cases, load_case
+from hessverify.checking.sandbox import DEFAULT_TIMEOUT
+from hessverify.engine.registry import METHODS, get_method
 from hessverify.errors import (
     EXIT_DISCREPANCY,
     EXIT_INTERRUPTED,
@@ -47,15 +48,14 @@ from hessverify.errors import (
     UsageError,
     signal_behind,
 )
+from hessverify.io.cases import find_cases, load_case
 from hessverify.model.well_posed import ensure_well_posed
-from hessverify.registry import METHODS, get_method
-from hessverify.sandbox import DEFAULT_TIMEOUT
 from hessverify.symbolic.lecture import MAX_DIGITS, check_digits
 
 if TYPE_CHECKING:
+    from hessverify.engine.run import Run
     from hessverify.model.problem import Problem
     from hessverify.reports.html import Drawing
-    from hessverify.run import Run
 
 __all__ = ["main"]
 
@@ -205,7 +205,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def _cmd_hessian(args: argparse.Namespace) -> int:
     import io
 
-    from hessverify.io import check_output_path, write_output
+    from hessverify.io.files import check_output_path, write_output
 
     method = get_method(args.method)
     out = Path(args.out)
@@ -215,10 +215,10 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
                          + " or ".join(allowed))
     check_output_path(out, "--out")  # before any work
     case = load_case(args.case)
-    from hessverify.budget import check_seconds
+    from hessverify.engine.budget import check_seconds
 
     _announce(check_seconds([(case, [method.name])], args.max_time))
-    from hessverify.verify import hessian
+    from hessverify.engine.verify import hessian
 
     result = hessian(case, method.name)
     values = result if method.kind != "blocks" else result
@@ -258,7 +258,7 @@ def _special_file(path: Path) -> bool:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from hessverify.sweep import run_sweep
+    from hessverify.checking.sweep import run_sweep
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
                      returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout,
@@ -266,7 +266,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "
-                 "hessverify.compare.TOLERANCES); a comparison passes when margin <= 1")
+                 "hessverify.engine.compare.TOLERANCES); a comparison passes when margin <= 1")
 
 
 def _failure_line(c: Any) -> str:
@@ -281,7 +281,7 @@ def _failure_line(c: Any) -> str:
 
 def _case_line(case_id: str, comps: list[Any]) -> str:
     """One line for a case: comparisons passed and failed, the worst margin and where."""
-    from hessverify.compare import is_not_applicable, margin_text
+    from hessverify.engine.compare import is_not_applicable, margin_text
 
     judged = [c for c in comps if c.bound_kind != "approximation" and not is_not_applicable(c)]
     n_fail = sum(not c.passed for c in judged)
@@ -294,12 +294,12 @@ def _case_line(case_id: str, comps: list[Any]) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from hessverify.budget import check_memory, check_seconds
+    from hessverify.engine.budget import check_memory, check_seconds
+    from hessverify.engine.run import SkipReason, check_reference, plan, run_cases
     from hessverify.reports import check_directory, check_json_path
     from hessverify.reports.analysis import analyse_case
     from hessverify.reports.html import Drawing
     from hessverify.reports.progress import track
-    from hessverify.run import SkipReason, check_reference, plan, run_cases
 
     for name in (args.methods or []) + (args.references or []):
         get_method(name)
@@ -353,7 +353,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _verify_summary(args: argparse.Namespace, cases: list[Problem], runs: list[Run], approximations: list[str],
                     drawing: Drawing) -> int:
     """The totals line, the JSON and the report of ``hessverify verify``, from the runs; the exit status."""
-    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable
+    from hessverify.engine.compare import APPROXIMATION_NOTE, is_not_applicable
     from hessverify.reports import flatten, write_json, write_report
 
     results, skipped, _ = flatten(runs)
@@ -378,7 +378,7 @@ def _verify_summary(args: argparse.Namespace, cases: list[Problem], runs: list[R
 
 def _print_run(run: Run, verbose: bool, approximations: list[str]) -> None:
     """The terminal lines of one case's run: its summary (or every record with ``--verbose``), failures, skips."""
-    from hessverify.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
+    from hessverify.engine.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
 
     if not verbose:
         print(_case_line(run.id, run.records))
@@ -427,7 +427,7 @@ exit status: 0 found and written, 2 invalid input or usage, 3 not differentiable
 
 
 def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from hessverify.lab import ALIASES, DEFAULT_OPTIMIZERS, DEFAULT_TOL, OPTIMIZERS
+    from hessverify.apps.lab import ALIASES, DEFAULT_OPTIMIZERS, DEFAULT_TOL, OPTIMIZERS
 
     listing = ("optimizers:\n" + "\n".join(f"  {o.name:14s} {o.summary}" for o in OPTIMIZERS.values())
                + "\nalso accepted: " + ", ".join(f"{a} ({n})" for a, n in ALIASES.items()))
@@ -472,7 +472,7 @@ exit status: 0 every quantity agreed on every problem, 1 some library disagreed 
 
 
 def _add_conformance_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from hessverify.conformance import add_library_options
+    from hessverify.adapters.conformance import add_library_options
 
     c = sub.add_parser("conformance", help="run the libraries' own second-order code on random problems, "
                                            "held to hessverify", epilog=CONFORMANCE_EPILOG,
@@ -520,7 +520,7 @@ file), 5 the function under test failed (sweep), 130 interrupted, 143 terminated
 
 
 def _add_campaign_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from hessverify.campaign.kinds import KINDS, add_options
+    from hessverify.apps.campaign.kinds import KINDS, add_options
 
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_mutually_exclusive_group()
@@ -555,8 +555,8 @@ def _add_campaign_command(sub: argparse._SubParsersAction) -> None:  # type: ign
 
 
 def _cmd_campaign(args: argparse.Namespace) -> int:
-    from hessverify.campaign import need_dask, run_campaign
-    from hessverify.campaign.kinds import plan_for
+    from hessverify.apps.campaign import need_dask, run_campaign
+    from hessverify.apps.campaign.kinds import plan_for
 
     need_dask()  # before anything else: without Dask nothing below can run
     plan = plan_for(args.kind, args)
@@ -569,7 +569,7 @@ def _cmd_campaign(args: argparse.Namespace) -> int:
 
 def _writable(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
     """A one-line UsageError now, rather than a lost run later, if ``path`` cannot be written."""
-    from hessverify.io import check_output_path
+    from hessverify.io.files import check_output_path
 
     if path.suffix.lower() not in suffixes and not _special_file(path):
         raise UsageError(f"{option} {path}: the file must end in {' or '.join(suffixes)}")
@@ -577,15 +577,15 @@ def _writable(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
 
 
 def _write_text(path: Path, option: str, text: str) -> None:
-    """Through a symlink to its target, into a device or FIFO, else atomically (:mod:`hessverify.io`)."""
-    from hessverify.io import write_output
+    """Through a symlink to its target, into a device or FIFO, else atomically (:mod:`hessverify.io.files`)."""
+    from hessverify.io.files import write_output
 
     write_output(path, text, option=option)
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
-    from hessverify.io import strict_json
-    from hessverify.lab import LabResult, get_optimizer, run
+    from hessverify.apps.lab import LabResult, get_optimizer, run
+    from hessverify.io.files import strict_json
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     if not names:
@@ -611,7 +611,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     if args.perturb:
         d = np.random.default_rng(args.seed).standard_normal(case.n_params)
         start = start + args.perturb * d / np.linalg.norm(d)
-    from hessverify.lab import check_budget
+    from hessverify.apps.lab import check_budget
 
     for name in names:
         check_budget(name, case.n_params)
@@ -642,8 +642,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 def _cmd_stationary(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from hessverify.cases import ID_PATTERN
-    from hessverify.lab import find_stationary
+    from hessverify.apps.lab import find_stationary
+    from hessverify.io.cases import ID_PATTERN
 
     if not (np.isfinite(args.tol) and args.tol > 0):
         raise UsageError(f"--tol must be a number > 0, got {args.tol}")
@@ -673,7 +673,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hessverify.budget import limit, parse_size
+    from hessverify.engine.budget import limit, parse_size
 
     for option in ("report", "json", "out"):  # an empty path would silently write nothing
         value = getattr(args, option, None)

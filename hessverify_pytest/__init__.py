@@ -24,9 +24,9 @@ What it adds:
   installed with hessverify), ``hessverify_cases`` (all of them, a list) and
   ``hessverify_assert_close`` (:func:`hessverify.assert_hessian_close`);
 * ``hessverify_torch_case`` and ``hessverify_jax_case``: each case as the
-  framework's objects (:class:`hessverify.torch.TorchCase`: ``module``,
+  framework's objects (:class:`hessverify.adapters.torch.TorchCase`: ``module``,
   ``inputs``, ``targets``, ``loss_fn``, ``loss``, ``params``;
-  :class:`hessverify.jax.JaxCase`: ``apply``, ``params``, ``inputs``, ...),
+  :class:`hessverify.adapters.jax.JaxCase`: ``apply``, ``params``, ``inputs``, ...),
   one test per case, skipped when PyTorch or JAX is not installed.  The JAX
   fixture turns on float64 (``jax_enable_x64``), which hessverify's bounds need;
 * ``--hessverify-timeout SECONDS`` and the ini option ``hessverify_timeout``:
@@ -141,7 +141,7 @@ def _case_paths(config: pytest.Config) -> list[Path]:
     paths = sorted(root.glob("*.toml"))
     if not paths and option == "cases" and not root.exists():
         # the default, and no cases/ here: the cases installed with hessverify (package data)
-        from hessverify.cases import shipped_cases
+        from hessverify.io.cases import shipped_cases
 
         paths = shipped_cases()
     if not paths:
@@ -169,22 +169,22 @@ def hessverify_case(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def hessverify_torch_case(request: pytest.FixtureRequest) -> Any:
-    """Each shipped case as a :class:`hessverify.torch.TorchCase` (float64); skipped without PyTorch."""
+    """Each shipped case as a :class:`hessverify.adapters.torch.TorchCase` (float64); skipped without PyTorch."""
     pytest.importorskip("torch", reason="hessverify_torch_case needs PyTorch: pip install 'hessverify[torch]'")
     from hessverify import load_case
-    from hessverify.torch import to_case
+    from hessverify.adapters.torch import to_case
 
     return to_case(load_case(request.param))
 
 
 @pytest.fixture
 def hessverify_jax_case(request: pytest.FixtureRequest) -> Any:
-    """Each shipped case as a :class:`hessverify.jax.JaxCase` (float64, so it enables ``jax_enable_x64``);
+    """Each shipped case as a :class:`hessverify.adapters.jax.JaxCase` (float64, so it enables ``jax_enable_x64``);
     skipped without JAX."""
     jax = pytest.importorskip("jax", reason="hessverify_jax_case needs JAX: pip install 'hessverify[jax]'")
     jax.config.update("jax_enable_x64", True)
     from hessverify import load_case
-    from hessverify.jax import to_case
+    from hessverify.adapters.jax import to_case
 
     return to_case(load_case(request.param))
 

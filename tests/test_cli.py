@@ -13,7 +13,7 @@ import pytest
 import hessverify
 from hessverify import registry
 from hessverify.cli import main
-from hessverify.registry import Method
+from hessverify.engine.registry import Method
 
 from .conftest import CASES_DIR
 

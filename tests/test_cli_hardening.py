@@ -139,7 +139,7 @@ def test_check_raises_the_typed_error_and_refuses_nothing_to_check() -> None:
 
 
 def test_check_on_a_strategy_does_not_shrink_a_fault() -> None:
-    from hessverify.strategies import problems
+    from hessverify.checking.strategies import problems
 
     calls = []
 
@@ -431,7 +431,7 @@ def _import_interrupted(*args: object, **kwargs: object) -> None:
 
 def test_an_interrupt_inside_a_lazy_import_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from hessverify.registry import METHODS
+    from hessverify.engine.registry import METHODS
 
     monkeypatch.setitem(METHODS, "autograd", replace(METHODS["autograd"], fn=_import_interrupted))
     assert main(["verify", XOR, "--method", "backprop", "--reference", "autograd"]) == 130
@@ -439,7 +439,7 @@ def test_an_interrupt_inside_a_lazy_import_is_one_line_and_130(monkeypatch: pyte
 
 
 def test_an_ordinary_import_error_still_surfaces(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hessverify.registry import METHODS
+    from hessverify.engine.registry import METHODS
 
     def broken(*args: object) -> None:
         raise ImportError("a real fault")
@@ -450,7 +450,7 @@ def test_an_ordinary_import_error_still_surfaces(monkeypatch: pytest.MonkeyPatch
 
 
 def test_an_interrupt_inside_the_function_under_tests_import_is_not_its_fault() -> None:
-    from hessverify.sandbox import call_user
+    from hessverify.checking.sandbox import call_user
 
     with pytest.raises(KeyboardInterrupt):
         call_user(_import_interrupted, None, timeout=None)

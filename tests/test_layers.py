@@ -39,9 +39,9 @@ def test_the_contracts_hold() -> None:
 @needs_lint_imports
 @pytest.mark.parametrize(("module", "planted", "broken"), [
     # the rounding model borrowing a method under test (the cycle this layering removed)
-    ("bounds.py", "    from hessverify.methods.backprop import hessian  # noqa\n", "hessverify.bounds -> hessverify.methods"),
+    ("engine/bounds.py", "    from hessverify.methods.backprop import hessian  # noqa\n", "hessverify.engine.bounds -> hessverify.methods"),
     # the model asking the rounding model above it
-    ("model/forward.py", "    from hessverify.bounds import gamma  # noqa\n", "hessverify.model.forward -> hessverify.bounds"),
+    ("model/forward.py", "    from hessverify.engine.bounds import gamma  # noqa\n", "hessverify.model.forward -> hessverify.engine.bounds"),
     # an independent reference calling the model's forward pass
     ("references/autograd_ref.py", "    from hessverify.model.forward import forward  # noqa\n",
      "hessverify.references.autograd_ref -> hessverify.model.forward"),

@@ -34,14 +34,14 @@ the whole Hessian costs about ``2 N W^2`` flops in a few large ``matmul`` s,
 with no Python loop over patterns or weights.
 
 The assembly is the model's kernel, :func:`hessverify.model.kernel.hessian_from_quantities`,
-written against plain arrays so that the rounding model (:mod:`hessverify.bounds`)
+written against plain arrays so that the rounding model (:mod:`hessverify.engine.bounds`)
 runs the same assembly on the magnitudes of the same quantities without
 borrowing from a method under test.
 """
 
 from __future__ import annotations
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.kernel import Quantities, backward_second_order, hessian_from_quantities, quantities
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.layout import input_with_bias, layer_vector
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed

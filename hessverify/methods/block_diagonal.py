@@ -32,8 +32,8 @@ by gathers (:func:`hessverify.model.kernel.symmetric_sums`, which
 
 from __future__ import annotations
 
-from hessverify._typing import FloatArray
-from hessverify.forms import BlockDiagonalHessian
+from hessverify.base.typing import FloatArray
+from hessverify.engine.forms import BlockDiagonalHessian
 from hessverify.model.kernel import backward_second_order, diagonal_block, quantities
 from hessverify.model.layout import input_with_bias
 from hessverify.model.problem import Problem

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.kernel import backward_second_order, quantities
 from hessverify.model.layout import input_with_bias, layer_vector
 from hessverify.model.problem import Problem

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.forward import ForwardPass
 from hessverify.model.layout import input_with_bias, public_positions
 from hessverify.model.network import Architecture

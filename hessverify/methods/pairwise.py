@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.errors import UsageError
 from hessverify.model.forward import ForwardPass, backward_deltas
 from hessverify.model.layout import input_with_bias, public_positions

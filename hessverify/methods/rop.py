@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.errors import UsageError
 from hessverify.model.forward import ForwardPass
 from hessverify.model.network import Architecture, layer_input

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit as _expit_real
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 
 __all__ = ["expit", "softplus", "positive"]
 

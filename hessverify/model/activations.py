@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import ndtr
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model._special import expit, positive, softplus
 
 if TYPE_CHECKING:  # SymPy is imported by the functions of the SymPy column, when called: not on import
@@ -49,7 +49,7 @@ class Activation:
         pre-activation exactly at a kink makes the Hessian undefined.
     d3f:
         :math:`f'''(a)`, used only by the rounding model of
-        :mod:`hessverify.bounds` to carry an error in the net input ``a``
+        :mod:`hessverify.engine.bounds` to carry an error in the net input ``a``
         through to ``f''(a)``.
     terms:
         ``terms(a)`` gives the magnitudes of the terms that textbook formulas

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.activations import get_activation
 from hessverify.model.losses import get_loss
 from hessverify.model.network import Architecture, layer_input
@@ -118,7 +118,7 @@ def gradient_from(arch: Architecture, z: list[FloatArray], df: list[FloatArray],
     """The gradient in the public order from per-layer arrays: ``dE/dW_l = delta_l^T x_l``, ``dE/db_l = sum_n delta_l``.
 
     ``x_l`` is the layer's input (its sources side by side).  Written on plain
-    arrays so that the rounding model (:mod:`hessverify.bounds`) runs the same
+    arrays so that the rounding model (:mod:`hessverify.engine.bounds`) runs the same
     pass on the magnitudes of the same quantities.
     """
     delta = deltas_from(arch, df, weights, g_y)

@@ -3,7 +3,7 @@
 Everything here works on plain per-layer arrays (:class:`Quantities`), so the
 same code assembles the Hessian from the values of a forward pass
 (:mod:`hessverify.methods.backprop`) and a bound from their magnitudes
-(:mod:`hessverify.bounds`): the rounding model sits below the methods it
+(:mod:`hessverify.engine.bounds`): the rounding model sits below the methods it
 judges and borrows nothing from them.
 
 * :func:`backward_second_order`: ``delta_l = dE/da_l`` and ``Q_l = d2E/da_l da_l^T``
@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hessverify._typing import FloatArray, IntArray
+from hessverify.base.typing import FloatArray, IntArray
 from hessverify.model.forward import ForwardPass, dE_dz, deltas_from
 from hessverify.model.layout import input_with_bias
 from hessverify.model.network import Architecture, ParamBlock

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray, IntArray
+from hessverify.base.typing import FloatArray, IntArray
 from hessverify.model.network import Architecture, ParamBlock, layer_input
 
 __all__ = ["input_with_bias", "layer_vector", "public_positions", "with_ones"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model._special import expit, softplus
 
 if TYPE_CHECKING:  # SymPy is imported by the functions of the SymPy column, when called: not on import
@@ -48,7 +48,7 @@ class Loss:
     grad_mag, hess_mag:
         The magnitudes of the terms summed in ``grad`` and ``hess`` (each
         term replaced by its absolute value), for the rounding model of
-        :mod:`hessverify.bounds`.
+        :mod:`hessverify.engine.bounds`.
     hess_slope:
         A bound on ``|d hess / dy|`` as a multiple of ``hess_mag`` (0 where
         the Hessian does not depend on ``y``): it carries the forward error of

@@ -32,7 +32,7 @@ from functools import cached_property
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.activations import get_activation
 
 __all__ = ["Architecture", "Layer", "ParamBlock", "check_sources", "layer_input", "parse_param_name"]

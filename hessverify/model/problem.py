@@ -1,7 +1,7 @@
 """The problem object: a network, its parameters and its data.
 
 Every method and every reference takes a :class:`Problem` and nothing else,
-so user code under test (``hessverify.check``) sees the same object the
+so user code under test (``hessverify.checking.check``) sees the same object the
 built-in methods see.  A case file loads into a ``Problem``
 (:func:`hessverify.load_case`) and a ``Problem`` writes back to a complete
 case file (:meth:`Problem.to_toml`).
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.network import Architecture
 
 __all__ = ["Problem"]

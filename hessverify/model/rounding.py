@@ -7,24 +7,24 @@ gives its magnitude and a bound on its inherited error in units of
 sec. 3.1): the rounding of the dot products that made it, the magnitudes of
 the terms that textbook formulas for ``f``, ``f'``, ``f''`` and the loss
 derivatives add (the ``terms``, ``grad_mag`` and ``hess_mag`` columns of the
-tables), and a Taylor remainder.  :mod:`hessverify.bounds` runs the assembly
+tables), and a Taylor remainder.  :mod:`hessverify.engine.bounds` runs the assembly
 kernel on these to bound a whole Hessian; :func:`hessverify.model.well_posed.ensure_well_posed`
 uses the net inputs' errors to tell a relu unit that float64 cannot place on
-one side of its kink.  The text of :mod:`hessverify.bounds` derives each term.
+one side of its kink.  The text of :mod:`hessverify.engine.bounds` derives each term.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.precision import FLOAT64, Precision
+from hessverify.base.typing import FloatArray
 from hessverify.model.activations import get_activation
 from hessverify.model.forward import ForwardPass, forward
 from hessverify.model.kernel import Quantities
 from hessverify.model.losses import get_loss
 from hessverify.model.network import layer_input
 from hessverify.model.problem import Problem
-from hessverify.precision import FLOAT64, Precision
 
 __all__ = ["ACTIVATION_ULPS", "LOSS_ULPS", "chain_length", "net_input_errors", "values_and_errors"]
 

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.precision import FLOAT64
+from hessverify.base.typing import FloatArray
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.activations import get_activation
 from hessverify.model.forward import ForwardPass, forward
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 from hessverify.model.rounding import chain_length, net_input_errors
-from hessverify.precision import FLOAT64
 
 __all__ = ["check_point", "ensure_well_posed", "kinked_net_inputs", "near_kink"]
 

@@ -22,7 +22,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.scipy.special import erf, logsumexp
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
 
 __all__ = ["error_function", "hessian", "gradient"]

@@ -30,7 +30,7 @@ Underflow: the imaginary parts are the real quantities scaled by ``h``, so
 they leave the normal range 1e30 times sooner: a Hessian entry of 2e-289
 has imaginary parts near 2e-319, subnormal, and loses relative accuracy
 (0.13 % on a softplus network of the special-value run).  The rounding model
-allows :data:`hessverify.bounds.UNDERFLOW_FLOOR` for underflow of real
+allows :data:`hessverify.engine.bounds.UNDERFLOW_FLOOR` for underflow of real
 values; the same allowance in the scaled arithmetic is
 ``UNDERFLOW_FLOOR / h`` (about 2.4e-266), added to the estimate.
 
@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
-from hessverify.bounds import UNDERFLOW_FLOOR
+from hessverify.base.typing import FloatArray
+from hessverify.engine.bounds import UNDERFLOW_FLOOR
 from hessverify.model.forward import gradient
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed

@@ -28,7 +28,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
 from hessverify.references.autograd_ref import _ACT, _loss
 

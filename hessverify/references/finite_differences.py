@@ -21,10 +21,10 @@ Error estimate, per entry, the sum of
 * truncation, by comparing with the step ``2h``: ``D(2h) - D(h) ~ 3 c h^2``,
   so ``|D(h) - D(2h)| / 3`` estimates the ``h^2`` term (Richardson);
 * rounding: each gradient entry carries at most ``gamma_k G`` of rounding
-  error (:func:`hessverify.bounds.magnitude_gradient`), divided by ``h_j``,
+  error (:func:`hessverify.engine.bounds.magnitude_gradient`), divided by ``h_j``,
   where ``G`` is taken at ``theta``; at ``theta +- h_j e_j`` the terms have
   grown by up to ``h_j M`` (``M`` the magnitude Hessian,
-  :func:`hessverify.bounds.magnitude_hessian`), so ``gamma_k (G / h_j + M)``.
+  :func:`hessverify.engine.bounds.magnitude_hessian`), so ``gamma_k (G / h_j + M)``.
   The ``M`` part matters where ``G`` is 0 at ``theta`` (zero weights, which
   the special-value property test draws): there ``G / h`` alone claimed an
   fd entry of 0.1 exact to 5e-18, below its own last rounding;
@@ -49,8 +49,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
-from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
+from hessverify.base.typing import FloatArray
+from hessverify.engine.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
+from hessverify.engine.compare import FD_SAFETY  # the bound's factor on this estimate
 from hessverify.model.forward import forward, gradient
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed, kinked_net_inputs
@@ -60,9 +61,6 @@ __all__ = [
     "kink_columns", "steps",
 ]
 
-FD_SAFETY = 4.0
-"""Factor between the estimated error and the bound: the Richardson estimate
-is itself only accurate to leading order, and can vanish by accident."""
 
 
 def exact_steps(theta: FloatArray, base: float) -> FloatArray:

@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hessverify._typing import FloatArray
-from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
+from hessverify.base.typing import FloatArray
+from hessverify.engine.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references.finite_differences import central_differences, error_estimate, exact_steps, kink_columns

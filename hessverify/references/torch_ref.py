@@ -1,7 +1,7 @@
 """``torch.func.hessian`` of an independent PyTorch implementation of E (optional).
 
 PyTorch is not a dependency of hessverify: this module is imported only by
-the false-alarm measurement (:mod:`hessverify.trust.false_alarms`) and the
+the false-alarm measurement (:mod:`hessverify.apps.trust.false_alarms`) and the
 benchmarks, where it is an implementation from outside the package.  Like
 the autograd reference it reads only names and sizes from the problem and
 builds the network from PyTorch's own functions, in float64.
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
 
 __all__ = ["available", "hessian", "softplus", "stable_gelu"]

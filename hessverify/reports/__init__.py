@@ -1,15 +1,15 @@
 """Verification reports: ``results.json`` for machines, ``report.md`` and ``report.html`` for people.
 
 :func:`write_report` writes all three into a directory from the runs
-(:class:`hessverify.run.Run`, one per problem) that ``hessverify verify``
+(:class:`hessverify.engine.run.Run`, one per problem) that ``hessverify verify``
 computed; :func:`report_problems` runs a list of problems (a sweep's
 examples, say) and writes the same report, leading with the minimal failing
 problems.  A report reads everything from the runs: it computes no Hessian
-and no bound again, and imports neither :mod:`hessverify.verify` nor the
+and no bound again, and imports neither :mod:`hessverify.engine.verify` nor the
 registry.
 
 The three files are written into a fresh directory and moved into place
-together (:func:`hessverify.io.report_set`), so an interrupted run never
+together (:func:`hessverify.io.files.report_set`), so an interrupted run never
 leaves a half-written report or a mix of two runs; a second run writing into
 the same directory at the same time is refused.
 The JSON schema is in :data:`hessverify.reports.schema.RESULTS_SCHEMA` and
@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hessverify.compare import Comparison, is_not_applicable, margin_text
+from hessverify.engine.compare import Comparison, is_not_applicable, margin_text
 from hessverify.errors import UsageError
-from hessverify.io import check_output_path, report_set, strict_json, write_output
+from hessverify.io.files import check_output_path, report_set, strict_json, write_output
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
@@ -39,7 +39,7 @@ from hessverify.reports.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from hessverify.reports.html import Drawing
-    from hessverify.run import Run
+    from hessverify.engine.run import Run
 
 __all__ = [
     "analyse",
@@ -61,7 +61,7 @@ def environment() -> dict[str, Any]:
     import scipy
     import sympy
 
-    import hessverify
+    from hessverify.base.version import VERSION
 
     def version(mod: Any) -> str:
         return str(getattr(mod, "__version__", "unknown"))
@@ -73,7 +73,7 @@ def environment() -> dict[str, Any]:
     except Exception:  # pragma: no cover - metadata missing in odd installs
         autograd_version = version(autograd)
     return {
-        "hessverify": hessverify.__version__,
+        "hessverify": VERSION,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
@@ -145,7 +145,7 @@ def results_document(results: Sequence[Comparison], skipped: Sequence[dict[str, 
 
 
 def _atomic_write(path: Path, data: str | bytes, option: str = "--report") -> None:
-    """Write through :func:`hessverify.io.write_output`: readers see the old file or the new one."""
+    """Write through :func:`hessverify.io.files.write_output`: readers see the old file or the new one."""
     write_output(path, data, option=option)
 
 
@@ -360,8 +360,8 @@ def write_report(directory: Path, runs: Sequence[Run], *, leading: Sequence[str]
     Parameters
     ----------
     runs:
-        One :class:`hessverify.run.Run` per case, as ``hessverify verify``
-        computed them (:func:`hessverify.run.run_cases`); the report reads
+        One :class:`hessverify.engine.run.Run` per case, as ``hessverify verify``
+        computed them (:func:`hessverify.engine.run.run_cases`); the report reads
         its matrices, bounds, records and skip reasons from them.
     leading:
         Case ids to put first, as minimal failing problems (a sweep's
@@ -427,7 +427,7 @@ def report_problems(directory: Path, problems: Sequence[Problem], *, leading: Se
     ...     [p.name for p in report_problems(Path(out), [case], html=False)]
     ['results.json', 'report.md']
     """
-    from hessverify.run import run_cases
+    from hessverify.engine.run import run_cases
 
     everything = _unique_ids(list(leading) + [p for p in problems if not any(p is q for q in leading)])
     check_directory(directory)

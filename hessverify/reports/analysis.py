@@ -1,6 +1,6 @@
 """What a report says about one case, beyond the comparisons: computed once, drawn twice.
 
-:func:`analyse_case` gathers, for one run (:class:`hessverify.run.Run`: a
+:func:`analyse_case` gathers, for one run (:class:`hessverify.engine.run.Run`: a
 problem's matrices, bounds and records, computed once), and keeps on it,
 
 * the localisation (:mod:`hessverify.reports.localise`) of every failing
@@ -20,7 +20,7 @@ An eigenvalue counts as zero when ``|lambda| <= tau`` with
    \\tau = \\max\\bigl(\\lVert \\gamma_k M \\rVert_2,\\; W\\,u\\,\\max_i |\\lambda_i|\\bigr).
 
 The first term is the rounding error of the computed Hessian
-(:func:`hessverify.bounds.rounding_bound` for one method: each entry is
+(:func:`hessverify.engine.bounds.rounding_bound` for one method: each entry is
 within ``gamma_k M_ij`` of the truth).  By Weyl's inequality a symmetric
 perturbation ``E`` moves every eigenvalue by at most ``||E||_2``, and
 ``||E||_2 <= || |E| ||_2 <= ||gamma_k M||_2``, so the sign of an eigenvalue
@@ -37,16 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hessverify._typing import FloatArray
-from hessverify.bounds import UNIT_ROUNDOFF, rounding_bound
-from hessverify.compare import Comparison
+from hessverify.base.typing import FloatArray
+from hessverify.engine.bounds import UNIT_ROUNDOFF, rounding_bound
+from hessverify.engine.compare import Comparison
 from hessverify.errors import HessverifyError
-from hessverify.forms import form_named
+from hessverify.engine.forms import form_named
 from hessverify.model.problem import Problem
 from hessverify.reports.localise import Localisation, localise
 
 if TYPE_CHECKING:
-    from hessverify.run import Run, Source
+    from hessverify.engine.run import Run, Source
 
 __all__ = ["MAX_SPECTRUM_PARAMS", "STATIONARY_TOL", "ApproximationSummary", "CaseAnalysis", "Inertia", "analyse_case",
            "as_matrix", "exact_dense", "inertia", "is_approximation", "point_words", "zero_threshold"]
@@ -141,7 +141,7 @@ def as_matrix(problem: Problem, kind: str, value: Any) -> FloatArray:
 
     ``"matrix"`` is taken as is, ``"vector"`` (a diagonal) becomes a diagonal
     matrix and ``"blocks"`` (one square block per layer, in layer order) a
-    block-diagonal one (registry ``kind``, :mod:`hessverify.registry`).
+    block-diagonal one (registry ``kind``, :mod:`hessverify.engine.registry`).
     """
     return form_named(kind)(value).dense(problem.architecture)
 
@@ -263,7 +263,7 @@ def _exact_name(run: Run, drawn: Mapping[str, FloatArray]) -> str | None:
 def analyse_case(run: Run) -> CaseAnalysis:
     """Localise the failures, take the spectrum, compare the approximations (module text), once per run.
 
-    Everything is read from the run (:class:`hessverify.run.Run`): the
+    Everything is read from the run (:class:`hessverify.engine.run.Run`): the
     matrices, the bound that decided each comparison, the rounding bound,
     the approximations' results.  The analysis is kept on the run
     (``run.analysis``), so a second report of the same run computes nothing.

@@ -29,8 +29,8 @@ from matplotlib.colors import LogNorm, SymLogNorm  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
-from hessverify._typing import FloatArray  # noqa: E402
-from hessverify.compare import Comparison  # noqa: E402
+from hessverify.base.typing import FloatArray  # noqa: E402
+from hessverify.engine.compare import Comparison  # noqa: E402
 from hessverify.model.problem import Problem  # noqa: E402
 from hessverify.reports.analysis import CaseAnalysis, is_approximation  # noqa: E402
 

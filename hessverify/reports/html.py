@@ -13,7 +13,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from hessverify.compare import Comparison, is_not_applicable, margin_text
+from hessverify.engine.compare import Comparison, is_not_applicable, margin_text
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, is_approximation
 from hessverify.reports.localise import SHAPE_PHRASES
@@ -203,7 +203,7 @@ class Drawing:
     --------
     >>> import hessverify
     >>> from hessverify.reports.analysis import analyse_case
-    >>> from hessverify.run import run_problem
+    >>> from hessverify.engine.run import run_problem
     >>> a = analyse_case(run_problem(hessverify.load_case("cases/xor-2-2-1-sigmoid.toml"), references=["autograd"]))
     >>> with Drawing(workers=1) as drawing:
     ...     drawing.start(a)

@@ -45,10 +45,10 @@ that names their rows, and says
       error and those that agree.
 
 An entry is *over the threshold* when ``|A_ij - R_ij| > bound_ij``; pass the
-comparison's entrywise bound (:func:`hessverify.compare.bound_for`), or let
+comparison's entrywise bound (:func:`hessverify.engine.compare.bound_for`), or let
 the threshold default to ``rtol * max|R|``.  Entries the reference cannot
 vouch for (``R`` not finite, or an infinite bound) are left out, as
-:func:`hessverify.compare.compare` leaves them unchecked.
+:func:`hessverify.engine.compare.compare` leaves them unchecked.
 
 Examples
 --------
@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from hessverify._typing import FloatArray
+from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
 
 __all__ = ["ASYMMETRY_SHARE", "BLOCK_FILL", "SHAPES", "SHAPE_PHRASES", "BlockShare", "Localisation", "TopEntry",

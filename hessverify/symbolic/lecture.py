@@ -365,7 +365,7 @@ def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, expli
         raise UsageError(f"--entry takes one parameter name (a gradient entry) or two (a Hessian entry), "
                          f"got {len(names)}")
     check_digits(digits)
-    from hessverify.budget import check_derive
+    from hessverify.engine.budget import check_derive
 
     check_derive(problem, explicit=explicit)
     arch = problem.architecture

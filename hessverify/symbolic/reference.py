@@ -50,8 +50,8 @@ import mpmath
 import numpy as np
 import sympy
 
-from hessverify._typing import FloatArray
-from hessverify.budget import estimated_cost  # the cost model lives with the other budgets
+from hessverify.base.typing import FloatArray
+from hessverify.engine.budget import estimated_cost  # the cost model lives with the other budgets
 from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
@@ -75,6 +75,7 @@ __all__ = [
     "hessian_float64",
     "hessian_mpmath",
     "hessian_with_error",
+    "left_out",
     "program",
     "small_enough",
 ]
@@ -222,6 +223,12 @@ def small_enough(problem: Problem) -> bool:
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
+
+
+def left_out(problem: Problem) -> str:
+    """Why ``verify`` leaves the symbolic reference out of ``problem`` by default (one line)."""
+    return (f"symbolic: skipped, estimated cost {estimated_cost(problem):.3g} above the limit {MAX_COST:.3g}; "
+            "name it to force it (--reference symbolic)")
 
 
 def _per_pattern_float64(prog: Program, problem: Problem) -> list[np.ndarray]:
@@ -465,7 +472,7 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[
     The bound is the rounding to float64, measured exactly in high precision,
     plus, for the mpmath value, its own rounding: a chain of ``k`` roundings
     at ``10^(1-digits)`` each on terms of magnitude ``M``
-    (:func:`hessverify.bounds.magnitude_hessian`): some 35 orders of
+    (:func:`hessverify.engine.bounds.magnitude_hessian`): some 35 orders of
     magnitude below the float64 errors it is used to measure.
     """
     if exact_allowed(problem):
@@ -473,7 +480,7 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[
         value = _to_float64(exact)
         err = np.vectorize(lambda e, v: float(abs(e - Fraction(v))), otypes=[np.float64])(exact, value)
         return value, err
-    from hessverify.bounds import chain_length, magnitude_hessian
+    from hessverify.engine.bounds import chain_length, magnitude_hessian
 
     H = hessian_mpmath(problem, digits)
     value, err = _rounded_to_float64(H, digits)

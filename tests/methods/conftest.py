@@ -1,7 +1,7 @@
 """Bounds for the method tests, derived from the float64 rounding model.
 
 Every tolerance used in ``tests/methods`` comes from this table; each row
-says why the bound covers the comparison (see :mod:`hessverify.bounds` for
+says why the bound covers the comparison (see :mod:`hessverify.engine.bounds` for
 ``M``, the magnitudes of the terms of every Hessian entry, and ``gamma_k``).
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import hessverify
-from hessverify._typing import FloatArray
-from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian, rounding_bound
+from hessverify.base.typing import FloatArray
+from hessverify.engine.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian, rounding_bound
 from hessverify.model.problem import Problem
 
 ROOT = Path(__file__).resolve().parents[2]

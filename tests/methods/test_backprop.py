@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hessverify
-from hessverify.bounds import rounding_bound
+from hessverify.engine.bounds import rounding_bound
 from hessverify.methods import backprop
 from hessverify.model.network import Architecture, Layer
 from hessverify.references import autograd_ref

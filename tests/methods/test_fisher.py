@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 import hessverify
-from hessverify.bounds import gamma
+from hessverify.engine.bounds import gamma
 from hessverify.methods import fisher
 from hessverify.references import curvature_ref
 

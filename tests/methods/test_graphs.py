@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hessverify.cases import seeded_data
+from hessverify.engine.registry import METHODS
+from hessverify.io.cases import seeded_data
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 from hessverify.references import autograd_ref, curvature_ref
-from hessverify.registry import METHODS
 from hessverify.symbolic.reference import hessian_mpmath
 from tests.methods.conftest import assert_within, exact_bound
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hessverify
-from hessverify.cases import seeded_data, seeded_params
+from hessverify.io.cases import seeded_data, seeded_params
 from hessverify.methods import backprop, block_diagonal, diagonal, gauss_newton, pairwise, rop
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.forward import forward

@@ -7,8 +7,8 @@ import pytest
 
 import hessverify
 from hessverify.cli import main
-from hessverify.compare import APPROXIMATION_NOTE
-from hessverify.registry import METHODS
+from hessverify.engine.compare import APPROXIMATION_NOTE
+from hessverify.engine.registry import METHODS
 
 from .conftest import CASES, load
 

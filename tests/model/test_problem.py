@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import hessverify
-from hessverify.cases import parse_case
+from hessverify.io.cases import parse_case
 
 
 def test_to_toml_round_trips_bit_for_bit(shipped_case: hessverify.Problem) -> None:

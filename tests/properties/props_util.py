@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from hypothesis import note
 
 from hessverify import METHODS, Comparison, Problem
-from hessverify.check import describe
+from hessverify.checking.check import describe
 
 
 def note_problem(problem: Problem) -> None:

@@ -6,7 +6,7 @@ from hypothesis import given
 from props_util import assert_property, note_problem, quiet_autograd
 
 from hessverify import Problem, verify_problem
-from hessverify.strategies import problems
+from hessverify.checking.strategies import problems
 
 
 @given(problems())

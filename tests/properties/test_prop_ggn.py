@@ -18,9 +18,9 @@ from hypothesis import assume, given
 from props_util import note_problem
 
 from hessverify import METHODS, Problem
-from hessverify.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_hessian
+from hessverify.checking.strategies import problems
+from hessverify.engine.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_hessian
 from hessverify.model.losses import LOSSES
-from hessverify.strategies import problems
 
 GGN = "gauss_newton"
 

@@ -2,7 +2,7 @@
 
 The gold reference is ``symbolic`` (exact rationals where the network allows
 it, else 50-digit mpmath).  The problems are made of special values
-(:func:`hessverify.strategies.special_problems`): exact zeros, whole zero
+(:func:`hessverify.checking.strategies.special_problems`): exact zeros, whole zero
 layers, +-1, halves, small integers, dead and saturated units, repeated
 patterns, one pattern with the mean.  That is where a bound that forgets an
 error (the complex step's truncation at an exact zero) raises a false alarm.
@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from props_util import assert_property, note_problem, quiet_autograd
 
 from hessverify import Problem, verify_problem
-from hessverify.strategies import special_problems
+from hessverify.checking.strategies import special_problems
 
 QUICK_EXAMPLES = 25
 THOROUGH = 5000

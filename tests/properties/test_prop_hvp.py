@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from props_util import assert_property, note_problem
 
 from hessverify import METHODS, Problem
-from hessverify.bounds import chain_length, gamma, magnitude_hessian
-from hessverify.compare import compare
+from hessverify.checking.strategies import problems
+from hessverify.engine.bounds import chain_length, gamma, magnitude_hessian
+from hessverify.engine.compare import compare
 from hessverify.methods import backprop
-from hessverify.strategies import problems
 
 HVP_NAMES = ("rop", "hvp")
 

@@ -17,9 +17,9 @@ from hypothesis import given
 from props_util import assert_property, exact_matrix_methods, note_problem
 
 from hessverify import METHODS, Problem
-from hessverify.bounds import gamma, rounding_bound
-from hessverify.compare import compare
-from hessverify.strategies import problems
+from hessverify.checking.strategies import problems
+from hessverify.engine.bounds import gamma, rounding_bound
+from hessverify.engine.compare import compare
 
 
 @given(problems(min_patterns=2))

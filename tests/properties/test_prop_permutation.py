@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from props_util import assert_property, exact_matrix_methods, note_problem
 
 from hessverify import METHODS, Problem
-from hessverify.bounds import rounding_bound
-from hessverify.compare import compare
-from hessverify.strategies import problems
+from hessverify.checking.strategies import problems
+from hessverify.engine.bounds import rounding_bound
+from hessverify.engine.compare import compare
 
 
 def permute_hidden_units(problem: Problem, layer: int, perm: list[int]) -> tuple[Problem, np.ndarray]:

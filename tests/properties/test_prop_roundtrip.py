@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given
 
 from hessverify import Problem, parse_case
-from hessverify.strategies import problems
+from hessverify.checking.strategies import problems
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

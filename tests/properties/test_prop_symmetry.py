@@ -3,7 +3,7 @@
 Mixed partials commute (Schwarz), so ``H - H^T`` is rounding only: both
 ``H_ij`` and ``H_ji`` are within ``gamma_k M_ij`` of the same true value
 (``M`` is symmetric), so they differ by at most the two-method rounding
-bound :func:`hessverify.bounds.rounding_bound`.
+bound :func:`hessverify.engine.bounds.rounding_bound`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from hypothesis import given
 from props_util import assert_property, matrix_methods, note_problem, quiet_autograd
 
 from hessverify import METHODS, Problem
-from hessverify.bounds import rounding_bound
-from hessverify.compare import compare
-from hessverify.strategies import problems
+from hessverify.checking.strategies import problems
+from hessverify.engine.bounds import rounding_bound
+from hessverify.engine.compare import compare
 
 
 @given(problems())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import hessverify
-from hessverify.bounds import chain_length, gamma, magnitude_gradient, rounding_bound
+from hessverify.engine.bounds import chain_length, gamma, magnitude_gradient, rounding_bound
 from hessverify.model.forward import gradient
 from hessverify.references import autograd_ref, complex_step
 
@@ -44,7 +44,7 @@ def _three_params(act: str) -> hessverify.Problem:
 
 
 def test_truncation_estimate_covers_the_error_at_exact_zeros() -> None:
-    from hessverify.compare import COMPLEX_STEP_SAFETY
+    from hessverify.engine.compare import COMPLEX_STEP_SAFETY
     from hessverify.symbolic.reference import hessian as gold
 
     for act in ("gelu", "silu", "tanh", "sigmoid"):
@@ -66,8 +66,8 @@ def test_the_estimate_is_the_truncation_and_not_more() -> None:
 
 
 def test_complex_overflow_is_nan_and_verify_calls_it_not_applicable() -> None:
+    from hessverify.engine.verify import not_applicable_reason
     from hessverify.model.network import Architecture, Layer
-    from hessverify.verify import not_applicable_reason
 
     arch = Architecture(1, (Layer(1, "tanh", False), Layer(1, "identity", False)))
     big = hessverify.Problem(arch, "sse", np.array([1.0, 0.5]), np.array([[700.0]]), np.array([[0.3]]), "sum",

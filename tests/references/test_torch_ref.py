@@ -9,7 +9,7 @@ import pytest
 from scipy.special import ndtr
 
 import hessverify
-from hessverify.bounds import rounding_bound
+from hessverify.engine.bounds import rounding_bound
 from hessverify.symbolic.reference import hessian_with_error
 
 torch = pytest.importorskip("torch")

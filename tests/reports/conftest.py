@@ -16,9 +16,9 @@ import pytest
 
 import hessverify
 from hessverify.methods import backprop
-from hessverify.registry import METHODS, Method
+from hessverify.engine.registry import METHODS, Method
 from hessverify.reports import write_report
-from hessverify.run import run_cases
+from hessverify.engine.run import run_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["xor-2-2-1-sigmoid", "saddle-2-3-1-tanh-zero", "gelu-silu-3-4-3-2-bce"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import hessverify
-from hessverify.registry import METHODS, Method
+from hessverify.engine.registry import METHODS, Method
 from hessverify.reports.analysis import analyse_case, as_matrix, inertia, zero_threshold
-from hessverify.run import Run
+from hessverify.engine.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_no_approximations_registered_means_none_reported() -> None:
 
 
 def _record(p: hessverify.Problem, method: str, reference: str, passed: bool, bound_kind: str = "rounding"):
-    from hessverify.compare import Comparison, WorstEntry
+    from hessverify.engine.compare import Comparison, WorstEntry
 
     worst = WorstEntry(p.param_names[0], p.param_names[0], 1.0, 1.0, 0.0, 1.0)
     return Comparison(p.id, method, reference, passed, 0.0, 0.0, 0.0, 1.0, bound_kind, 0.0 if passed else 2.0, 0.0,
@@ -148,7 +148,7 @@ def test_approximation_records_stay_out_of_the_verdicts(monkeypatch: pytest.Monk
 def test_the_rings_use_exactly_the_bound_that_decided() -> None:
     """The bound kept for a comparison is the one it was decided by: fd's includes its own estimate."""
     import hessverify
-    from hessverify.compare import BOUND_KEY
+    from hessverify.engine.compare import BOUND_KEY
     from hessverify.references.finite_differences import FD_SAFETY
     from hessverify.reports.analysis import analyse_case
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hessverify.cli import main
-from hessverify.registry import methods_with_role
+from hessverify.engine.registry import methods_with_role
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = str(ROOT / "cases" / "xor-2-2-1-sigmoid.toml")

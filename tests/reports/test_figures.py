@@ -11,10 +11,10 @@ import pytest
 from matplotlib.image import imread
 
 import hessverify
-from hessverify.registry import METHODS
+from hessverify.engine.registry import METHODS
 from hessverify.reports.analysis import analyse_case
 from hessverify.reports.figures import drawn_comparisons, heatmaps_png, spectrum_png
-from hessverify.run import Run, run_problem
+from hessverify.engine.run import Run, run_problem
 from tests.reports.conftest import BUG, EXTRA
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -92,7 +92,7 @@ def test_pictures_drawn_in_parallel_are_those_drawn_here(small_cases, monkeypatc
     """Forked drawing processes return exactly the PNGs drawn in this process; large cases stay here."""
     from hessverify.reports import html
     from hessverify.reports.analysis import analyse_case
-    from hessverify.run import run_problem
+    from hessverify.engine.run import run_problem
 
     analyses = [analyse_case(run_problem(c, ["backprop"], ["autograd"])) for c in small_cases[:3]]
     here = html.draw_all(analyses, show_progress=False, workers=1)
@@ -107,7 +107,7 @@ def test_pictures_started_while_verifying_are_those_drawn_here(small_cases) -> N
     report's order, exactly the PNGs drawn in this process, including a case never started."""
     from hessverify.reports import html
     from hessverify.reports.analysis import analyse_case
-    from hessverify.run import run_problem
+    from hessverify.engine.run import run_problem
 
     analyses = [analyse_case(run_problem(c, ["backprop"], ["autograd"])) for c in small_cases[:3]]
     here = html.draw_all(analyses, show_progress=False, workers=1)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import hessverify
-from hessverify.bounds import rounding_bound
-from hessverify.compare import bound_for
+from hessverify.engine.bounds import rounding_bound
+from hessverify.engine.compare import bound_for
 from hessverify.references import finite_differences
 from hessverify.reports.localise import SHAPE_PHRASES, localise
 
@@ -222,7 +222,7 @@ def test_within_layer_blocks_only(setting) -> None:
 ])
 def test_bugs_from_the_catalogue_are_named(bug: str, shape: str, words: str) -> None:
     """Realistic bugs (hessverify.trust.mutants), not only planted patterns."""
-    from hessverify.trust.mutants import MUTANTS
+    from hessverify.apps.trust.mutants import MUTANTS
 
     p = hessverify.load_case(ROOT / "cases" / "gelu-silu-3-4-3-2-bce.toml")
     loc = localise(p, MUTANTS[bug].fn(p), hessverify.hessian(p, "autograd"), rounding_bound(p))

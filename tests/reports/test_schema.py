@@ -79,7 +79,7 @@ def test_a_reference_that_cannot_serve_is_a_valid_record(tmp_path: Path) -> None
     arch = Architecture(1, (Layer(1, "tanh", False), Layer(1, "identity", False)))
     case = hessverify.Problem(arch, "sse", np.array([1.0, 0.5]), np.array([[700.0]]), np.array([[0.3]]), "sum",
                               id="tanh-at-700")
-    from hessverify.run import run_problem
+    from hessverify.engine.run import run_problem
 
     write_report(tmp_path, [run_problem(case, references=["autograd", "complex_step"])])
     written = json.loads((tmp_path / "results.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 import hessverify
 from hessverify.errors import UsageError
 from hessverify.reports import report_problems, write_report
-from hessverify.run import Run
+from hessverify.engine.run import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 

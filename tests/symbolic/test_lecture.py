@@ -155,7 +155,7 @@ def test_derive_on_a_graph_case_writes_the_skip_terms_and_matches_backprop() -> 
     value = float(text.splitlines()[-1])
     H = hessverify.hessian(case)
     i, j = case.architecture.param_index("W1[0,0]"), case.architecture.param_index("W2[0,1]")
-    from hessverify.bounds import rounding_bound
+    from hessverify.engine.bounds import rounding_bound
 
     assert abs(value - H[i, j]) <= rounding_bound(case, methods=1)[i, j]  # derive prints 30 correct digits
     assert not np.isclose(value, 0.0)

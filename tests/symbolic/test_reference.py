@@ -12,14 +12,14 @@ import pytest
 import sympy
 
 import hessverify
-from hessverify.bounds import chain_length, magnitude_hessian
-from hessverify.compare import bound_for
+from hessverify.engine.bounds import chain_length, magnitude_hessian
+from hessverify.engine.compare import bound_for
+from hessverify.engine.verify import verify_problem
 from hessverify.errors import NotDifferentiableError
 from hessverify.model.network import Architecture, Layer
 from hessverify.references import autograd_ref
 from hessverify.symbolic import reference
 from hessverify.symbolic.expressions import NetworkSymbols, explicit_error
-from hessverify.verify import verify_problem
 
 CASE_PATHS = sorted((Path(__file__).resolve().parents[2] / "cases").glob("*.toml"))
 

@@ -1,0 +1,418 @@
+"""Case files: the declarative, validated description of a problem.
+
+The schema is documented in ``docs/cases.md``.  Every fault is reported as a
+:class:`~hessverify.errors.CaseError` naming the file, the key and what is
+wrong; unknown keys are rejected so that a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import re
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import softmax
+
+from hessverify.engine.budget import require
+from hessverify.errors import BudgetError, CaseError
+from hessverify.io.files import MAX_CASE_BYTES, read_case_text
+from hessverify.model.activations import ACTIVATIONS
+from hessverify.model.losses import LOSSES, REDUCTIONS
+from hessverify.model.network import Architecture, Layer, check_sources
+from hessverify.model.problem import Problem
+
+__all__ = ["MAX_NESTING", "MAX_PARAMS", "MAX_PATTERNS", "SHIPPED_CASES", "find_cases", "load_case", "parse_case",
+           "seeded_data", "seeded_params", "shipped_cases"]
+
+ID_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+MAX_PARAMS = 20_000
+"""Largest parameter count a case may have (a dense Hessian of 3.2 GB)."""
+MAX_PATTERNS = 100_000
+"""Largest number of patterns a case may have."""
+MAX_NESTING = 32
+"""Deepest nesting of arrays and inline tables a case file may use (a case needs 3)."""
+_FLOAT_MAX = 1.7976931348623157e308
+
+_TOP = {"id", "description", "network", "data", "params"}
+_NETWORK = {"inputs", "layers", "loss", "reduction"}
+_LAYER = {"units", "activation", "bias", "from"}
+_DATA_EXPLICIT = {"inputs", "targets"}
+_DATA_SEEDED = {"seed", "patterns", "input_scale"}
+_PARAMS_EXPLICIT = {"values"}
+_PARAMS_SEEDED = {"seed", "scale"}
+
+
+def load_case(path: str | Path) -> Problem:
+    """Read and validate a case file.
+
+    Raises
+    ------
+    CaseError
+        One line naming the file, the key and the fault.
+
+    Examples
+    --------
+    >>> case = load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> case.id, case.n_params, case.n_patterns
+    ('xor-2-2-1-sigmoid', 9, 4)
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CaseError("", "", f"load_case takes the path of a case file (str or Path), got {type(path).__name__}")
+    src = os.fspath(path)
+    if not isinstance(src, str) or not src:
+        raise CaseError("", "", f"load_case takes the path of a case file, got {path!r}")
+    text = read_case_text(src)  # a regular file or -, size-limited before reading
+    return parse_case(text, source="<stdin>" if src == "-" else src)
+
+
+def parse_case(text: str, source: str = "<string>") -> Problem:
+    """Validate the text of a case file and build its :class:`Problem`.
+
+    Arrays and inline tables nested deeper than :data:`MAX_NESTING` are
+    refused before parsing; every number must be within float64's range.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        raise CaseError(source, "", "parse_case takes the text of a case file (str), got bytes; decode it with "
+                                    ".decode('utf-8') first, or give the path to load_case")
+    if not isinstance(text, str):
+        raise CaseError(source, "", f"parse_case takes the text of a case file (str), got {type(text).__name__}")
+    if text.startswith("\ufeff"):
+        raise CaseError(source, "", "starts with a byte-order mark (BOM), which TOML does not allow; "
+                                    "save the file as UTF-8 without BOM")
+    if len(text) > MAX_CASE_BYTES:
+        raise CaseError(source, "", f"is longer than {MAX_CASE_BYTES // 2**20} MiB, more than a case file may be")
+    _check_nesting(text, source)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CaseError(source, "", f"invalid TOML: {exc}") from None
+    except RecursionError:  # defence in depth: _check_nesting should have caught it
+        raise CaseError(source, "", f"nested too deeply (at most {MAX_NESTING} levels)") from None
+    v = _Validator(source)
+    v.keys(doc, "", _TOP, required={"network", "data", "params"})
+    case_id = v.string(doc, "id") if "id" in doc else _id_from_source(source)
+    if not ID_PATTERN.match(case_id):
+        raise CaseError(source, "id",
+                        f"{case_id!r} is not a valid id: use lowercase letters, digits and single hyphens")
+    description = v.string(doc, "description") if "description" in doc else ""
+    arch, loss, reduction = _network(v, v.table(doc, "network"))
+    inputs, targets = _data(v, v.table(doc, "data"), arch, loss)
+    params = _params(v, v.table(doc, "params"), arch)
+    return Problem(arch, loss, params, inputs, targets, reduction, case_id, description, source)
+
+
+def _id_from_source(source: str) -> str:
+    """The id of a case file that gives none: its file name without ``.toml``, made a valid id.
+
+    ``cases/My_Case.toml`` becomes ``my-case``; text with no file behind it is ``case``.
+    """
+    stem = Path(source).stem if source and not source.startswith("<") else ""
+    words = re.findall(r"[a-z0-9]+", stem.lower())
+    return "-".join(words) or "case"
+
+
+def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str]:
+    v.keys(net, "network", _NETWORK, required={"inputs", "layers", "loss"})
+    n_in = v.integer(net, "inputs", "network", minimum=1)
+    layers_raw = net["layers"]
+    if not isinstance(layers_raw, list) or not layers_raw:
+        raise CaseError(v.source, "network.layers",
+                        'must be a non-empty array of tables like { units = 2, activation = "tanh" }')
+    layers = []
+    for i, raw in enumerate(layers_raw):
+        where = f"network.layers[{i}]"
+        if not isinstance(raw, dict):
+            raise CaseError(v.source, where, "must be a table like { units = 2, activation = \"tanh\" }")
+        v.keys(raw, where, _LAYER, required={"units", "activation"})
+        units = v.integer(raw, "units", where, minimum=1)
+        act = v.string(raw, "activation", where)
+        if act not in ACTIVATIONS:
+            raise CaseError(v.source, f"{where}.activation",
+                            f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
+        bias = raw.get("bias", True)
+        if not isinstance(bias, bool):
+            raise CaseError(v.source, f"{where}.bias", f"must be true or false, got {bias!r}")
+        sources = None
+        if "from" in raw:
+            sources = raw["from"]
+            if not isinstance(sources, list) or any(isinstance(j, bool) or not isinstance(j, int) for j in sources):
+                raise CaseError(v.source, f"{where}.from",
+                                f"must be a list of earlier layers like [0, 2] (0 = the inputs), got {sources!r}")
+            try:
+                check_sources(i + 1, sources)
+            except ValueError as exc:
+                raise CaseError(v.source, f"{where}.from", str(exc)) from None
+            sources = tuple(sources)
+        layers.append(Layer(units, act, bias, sources))
+    loss = v.string(net, "loss", "network")
+    if loss not in LOSSES:
+        raise CaseError(v.source, "network.loss", f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    reduction = v.string(net, "reduction", "network") if "reduction" in net else "sum"
+    if reduction not in REDUCTIONS:
+        raise CaseError(v.source, "network.reduction", f"unknown reduction {reduction!r}; choose sum or mean")
+    arch = Architecture(n_in, tuple(layers))
+    if arch.n_params > MAX_PARAMS:
+        raise CaseError(v.source, "network", f"{arch.n_params} parameters is more than the {MAX_PARAMS} a case may have")
+    return arch, loss, reduction
+
+
+def seeded_data(arch: Architecture, loss: str, seed: int, patterns: int,
+                input_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The documented seeded draw of a data set (``docs/cases.md``).
+
+    ``rng = numpy.random.default_rng(seed)``; inputs are
+    ``input_scale * rng.standard_normal((patterns, inputs))``; then targets,
+    from the same generator, by loss: ``sse`` standard normal;
+    ``cross_entropy`` the softmax of standard normals (probabilities);
+    ``binary_cross_entropy`` uniform on [0, 1); ``output`` zeros.
+    """
+    rng = np.random.default_rng(seed)
+    x = input_scale * rng.standard_normal((patterns, arch.inputs))
+    k = arch.outputs
+    kind = LOSSES[loss].targets  # what a valid target is: the loss table's column
+    if kind == "distribution":
+        t = softmax(rng.standard_normal((patterns, k)), axis=1)
+    elif kind == "unit":
+        t = rng.random((patterns, k))
+    elif kind == "ignored":
+        t = np.zeros((patterns, k))
+    else:
+        t = rng.standard_normal((patterns, k))
+    return x, t
+
+
+def seeded_params(arch: Architecture, seed: int, scale: float) -> np.ndarray:
+    """The documented seeded draw of parameters: ``scale * default_rng(seed).standard_normal(W)``."""
+    return scale * np.random.default_rng(seed).standard_normal(arch.n_params)
+
+
+def _data(v: _Validator, data: dict[str, Any], arch: Architecture, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    if "seed" in data or "patterns" in data:
+        v.keys(data, "data", _DATA_SEEDED, required={"seed", "patterns"})
+        seed = v.integer(data, "seed", "data", minimum=0)
+        patterns = v.integer(data, "patterns", "data", minimum=1, maximum=MAX_PATTERNS)
+        scale = v.number(data, "input_scale", "data") if "input_scale" in data else 1.0
+        need = 8.0 * patterns * (arch.inputs + arch.outputs) * 2  # inputs and targets, and the draw's temporary
+        try:
+            require(need, f"the seeded data ({patterns} patterns x {arch.inputs} inputs)")
+        except BudgetError as exc:
+            raise CaseError(v.source, "data.patterns", str(exc)) from None
+        return seeded_data(arch, loss, seed, patterns, scale)
+    v.keys(data, "data", _DATA_EXPLICIT, required=_DATA_EXPLICIT,
+           hint="give inputs and targets, or seed and patterns")
+    x = v.matrix(data, "inputs", "data", cols=arch.inputs, what="network.inputs")
+    t = v.matrix(data, "targets", "data", cols=arch.outputs, what="the last layer's units")
+    if x.shape[0] != t.shape[0]:
+        raise CaseError(v.source, "data.targets",
+                        f"has {t.shape[0]} rows but data.inputs has {x.shape[0]}: one target row per pattern")
+    if x.shape[0] > MAX_PATTERNS:
+        raise CaseError(v.source, "data.inputs", f"{x.shape[0]} patterns is more than the {MAX_PATTERNS} a case may have")
+    return x, t
+
+
+def _params(v: _Validator, params: dict[str, Any], arch: Architecture) -> np.ndarray:
+    if "values" in params:
+        v.keys(params, "params", _PARAMS_EXPLICIT, required=_PARAMS_EXPLICIT,
+               hint="give values, or seed and scale")
+        values = v.vector(params, "values", "params")
+        if values.size != arch.n_params:
+            raise CaseError(v.source, "params.values",
+                            f"has {values.size} numbers but the network has {arch.n_params} parameters "
+                            f"(run 'hessverify params' on the case to list them)")
+        return values
+    v.keys(params, "params", _PARAMS_SEEDED, required=_PARAMS_SEEDED, hint="give values, or seed and scale")
+    seed = v.integer(params, "seed", "params", minimum=0)
+    scale = v.number(params, "scale", "params")
+    return seeded_params(arch, seed, scale)
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse arrays and inline tables nested past :data:`MAX_NESTING`, without parsing (tomllib recurses)."""
+    depth = 0
+    i, n = 0, len(text)
+    line_start = True
+    while i < n:
+        ch = text[i]
+        if ch in "\"'":
+            triple = text.startswith(ch * 3, i)
+            quote = ch * 3 if triple else ch
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                if ch == '"' and text[i] == "\\":
+                    i += 1
+                elif not triple and text[i] == "\n":
+                    break  # an unterminated string: tomllib says so
+                i += 1
+            i += len(quote)
+            line_start = False
+            continue
+        if ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if ch == "\n":
+            line_start = True
+        elif ch in "[{":
+            if not (line_start and ch == "[" and depth == 0):  # [table] and [[array of tables]] headers
+                depth += 1
+                if depth > MAX_NESTING:
+                    line = text.count("\n", 0, i) + 1
+                    raise CaseError(source, "", f"arrays or inline tables nested more than {MAX_NESTING} deep "
+                                                f"(line {line}); a case needs at most 3")
+            else:
+                # skip the header: [name] or [[name]]
+                j = text.find("\n", i)
+                i = n if j < 0 else j
+                continue
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        elif not ch.isspace():
+            line_start = False
+        i += 1
+
+
+class _Validator:
+    """Small typed accessors that raise :class:`CaseError` with the key's path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def keys(self, table: dict[str, Any], where: str, allowed: set[str], *, required: set[str], hint: str = "") -> None:
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            key = f"{where}.{unknown[0]}" if where else unknown[0]
+            extra = f"; {hint}" if hint else ""
+            raise CaseError(self.source, key, f"unknown key; allowed here: {', '.join(sorted(allowed))}{extra}")
+        missing = sorted(required - set(table))
+        if missing:
+            key = f"{where}.{missing[0]}" if where else missing[0]
+            extra = f" ({hint})" if hint else ""
+            raise CaseError(self.source, key, f"missing{extra}")
+
+    def _path(self, where: str, key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
+        value = doc[key]
+        if not isinstance(value, dict):
+            raise CaseError(self.source, key, f"must be a table ([{key}]), got {type(value).__name__}")
+        return value
+
+    def string(self, table: dict[str, Any], key: str, where: str = "") -> str:
+        value = table[key]
+        if not isinstance(value, str):
+            raise CaseError(self.source, self._path(where, key), f"must be a string, got {value!r}")
+        return value
+
+    def integer(self, table: dict[str, Any], key: str, where: str, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CaseError(self.source, self._path(where, key), f"must be a whole number, got {_short(value)}")
+        if minimum is not None and value < minimum:
+            raise CaseError(self.source, self._path(where, key), f"must be at least {minimum}, got {_short(value)}")
+        if maximum is not None and value > maximum:
+            raise CaseError(self.source, self._path(where, key), f"must be at most {maximum}, got {_short(value)}")
+        if abs(value) > 2**63 - 1:
+            raise CaseError(self.source, self._path(where, key), f"{_short(value)} is too large a whole number")
+        return value
+
+    def number(self, table: dict[str, Any], key: str, where: str) -> float:
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CaseError(self.source, self._path(where, key), f"must be a number, got {_short(value)}")
+        if isinstance(value, int) and abs(value) > _FLOAT_MAX:
+            raise CaseError(self.source, self._path(where, key), f"{_short(value)} is outside the range of float64")
+        if not math.isfinite(value):
+            raise CaseError(self.source, self._path(where, key), f"must be finite, got {value}")
+        return float(value)
+
+    def _check_numbers(self, flat: list[Any], path: str) -> np.ndarray:
+        for i, x in enumerate(flat):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise CaseError(self.source, path, f"entry {i} must be a number, got {_short(x)}")
+            if isinstance(x, int) and abs(x) > _FLOAT_MAX:
+                raise CaseError(self.source, path, f"entry {i} ({_short(x)}) is outside the range of float64")
+            if not math.isfinite(x):
+                raise CaseError(self.source, path, f"entry {i} is {x}: every number must be finite")
+        return np.array(flat, dtype=np.float64)
+
+    def vector(self, table: dict[str, Any], key: str, where: str) -> np.ndarray:
+        value = table[key]
+        path = self._path(where, key)
+        if not isinstance(value, list):
+            raise CaseError(self.source, path, f"must be an array of numbers, got {type(value).__name__}")
+        if len(value) > MAX_PARAMS:
+            raise CaseError(self.source, path, f"has {len(value)} entries, more than the {MAX_PARAMS} allowed")
+        return self._check_numbers(value, path)
+
+    def matrix(self, table: dict[str, Any], key: str, where: str, *, cols: int, what: str) -> np.ndarray:
+        value = table[key]
+        path = self._path(where, key)
+        if not isinstance(value, list) or not value:
+            raise CaseError(self.source, path,
+                            "must be a non-empty array of rows, one row a pattern, e.g. [[0, 1], [1, 0]]")
+        if len(value) > MAX_PATTERNS:
+            raise CaseError(self.source, path, f"has {len(value)} rows, more than the {MAX_PATTERNS} allowed")
+        flat: list[Any] = []
+        for r, row in enumerate(value):
+            if not isinstance(row, list):
+                raise CaseError(self.source, path, f"row {r} must be an array of numbers, got {row!r}")
+            if len(row) != cols:
+                raise CaseError(self.source, path, f"row {r} has {len(row)} entries but {what} is {cols}")
+            flat.extend(row)
+        return self._check_numbers(flat, path).reshape(len(value), cols)
+
+
+def _short(value: object, width: int = 40) -> str:
+    """``repr`` cut to ``width`` characters: a 400-digit number or a long string stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width - 13]}... ({len(text)} chars)"
+
+
+def find_cases(paths: list[str] | list[Path]) -> list[Path]:
+    """Expand files and directories (``*.toml`` inside, sorted) into case paths; ``-`` is standard input."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if str(p) == "-":
+            out.append(p)
+            continue
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            reason = ("a loop of symbolic links" if exc.errno == errno.ELOOP
+                      else "no such file or directory" if exc.errno == errno.ENOENT else exc.strerror or str(exc))
+            raise CaseError(str(p), "", reason) from None
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                found = sorted(q for q in p.glob("*.toml"))
+            except OSError as exc:
+                raise CaseError(str(p), "", f"cannot be listed: {exc.strerror or exc}") from None
+            if not found:
+                raise CaseError(str(p), "", "directory holds no *.toml case files")
+            out += found
+        else:
+            out.append(p)  # load_case says what is wrong with anything that is not a regular file
+    return out
+
+
+SHIPPED_CASES = Path(__file__).resolve().parent.parent / "cases_data"
+"""The shipped cases inside the installed package (``hessverify/cases_data``, a link to the
+repository's ``cases/``, copied into the wheel as package data)."""
+
+
+def shipped_cases() -> list[Path]:
+    """The shipped case files (``cases/*.toml``), sorted; they travel with ``pip install hessverify``.
+
+    Examples
+    --------
+    >>> [p.stem for p in shipped_cases()][:2]
+    ['bce-saturated-output-1-1', 'deep-chain-tanh-1-1-1-1-1']
+    """
+    return sorted(SHIPPED_CASES.glob("*.toml"))

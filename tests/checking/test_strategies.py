@@ -1,0 +1,145 @@
+"""Tests of hessverify.strategies: bounds checked at build time, shrinking, ranges, kinks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis.errors import InvalidArgument
+
+from hessverify import Architecture, Layer, Problem
+from hessverify.checking.strategies import (
+    INPUT_MAGNITUDE,
+    KINK_MARGIN,
+    MIN_MAGNITUDE,
+    PARAM_MAGNITUDE,
+    architectures,
+    datasets,
+    parameters,
+    problems,
+)
+from hessverify.model.forward import forward
+from hessverify.model.well_posed import ensure_well_posed
+
+ARCH = Architecture(2, (Layer(3, "tanh"), Layer(2, "identity")))
+# find() without the explain phase, which re-runs variations of the minimal example last
+SHRINK = settings(phases=[Phase.generate, Phase.shrink], database=None, max_examples=500)
+
+
+@pytest.mark.parametrize(("build", "kwargs", "message"), [
+    (architectures, {"min_layers": 0}, "min_layers must be at least 1"),
+    (architectures, {"min_units": 3, "max_units": 2}, "min_units = 3 is greater than max_units = 2"),
+    (architectures, {"max_inputs": 2.5}, "max_inputs must be a whole number"),
+    (architectures, {"max_layers": True}, "max_layers must be a whole number"),
+    (architectures, {"activations": ["tanh", "swish"]}, "unknown name 'swish'"),
+    (architectures, {"activations": "tanh"}, "not the string 'tanh'"),
+    (architectures, {"activations": []}, "at least one"),
+    (architectures, {"bias": "yes"}, "bias must be True, False or None"),
+    (architectures, {"max_units": 200, "max_layers": 3}, "more than the 20000"),
+    (problems, {"losses": ["mse"]}, "unknown name 'mse'"),
+    (problems, {"reductions": ["max"]}, "unknown name 'max'"),
+    (problems, {"min_patterns": 5, "max_patterns": 4}, "min_patterns = 5 is greater"),
+    (problems, {"max_magnitude": 1e6}, "max_magnitude must be in (0, 10]"),
+    (problems, {"max_input": float("nan")}, "max_input must be a finite number"),
+])
+def test_bad_bounds_raise_when_the_strategy_is_built(build: Any, kwargs: dict[str, Any], message: str) -> None:
+    # no .example() or draw: the error comes from the call itself
+    with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build(**kwargs)
+
+
+def test_parameters_and_datasets_check_their_arguments() -> None:
+    with pytest.raises(InvalidArgument, match="must be an Architecture"):
+        parameters("2-3-1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="loss: unknown name 'hinge'"):
+        datasets(ARCH, loss="hinge")
+    with pytest.raises(InvalidArgument, match="max_magnitude"):
+        parameters(ARCH, max_magnitude=0.0)
+
+
+def test_problems_shrink_to_the_smallest_network() -> None:
+    p = find(problems(), lambda p: True, settings=SHRINK)
+    assert p.architecture == Architecture(1, (Layer(1, "identity", bias=False),))
+    assert (p.loss, p.reduction, p.n_patterns) == ("sse", "sum", 1)
+    assert p.params.tolist() == [0.0]
+
+
+def test_a_failure_shrinks_to_a_tiny_network() -> None:
+    # a condition that needs curvature from an activation: shrinks to one layer, one unit
+    def curved(p: Problem) -> bool:
+        return any(layer.activation not in ("identity", "relu") for layer in p.architecture.layers)
+
+    p = find(problems(), curved, settings=SHRINK)
+    assert p.architecture.depth == 1 and p.architecture.layers[0].units == 1 and p.n_patterns == 1
+    assert p.architecture.inputs == 1
+
+
+@given(problems(max_magnitude=1.5, max_input=0.5))
+def test_values_stay_in_the_documented_ranges(p: Problem) -> None:
+    assert np.all(np.abs(p.params) <= 1.5) and np.all(np.abs(p.inputs) <= 0.5)
+    if p.loss == "cross_entropy":
+        assert np.allclose(p.targets.sum(axis=1), 1.0) and np.all(p.targets >= 0)
+    elif p.loss == "binary_cross_entropy":
+        assert np.all((p.targets >= 0) & (p.targets <= 1))
+    elif p.loss == "output":
+        assert np.all(p.targets == 0)
+    else:
+        assert np.all(np.abs(p.targets) <= 0.5)
+
+
+@given(problems())
+def test_default_ranges(p: Problem) -> None:
+    assert np.all(np.abs(p.params) <= PARAM_MAGNITUDE) and np.all(np.abs(p.inputs) <= INPUT_MAGNITUDE)
+    assert 1 <= p.architecture.depth <= 3 and 1 <= p.n_patterns <= 4
+    assert p.params.dtype == np.float64 and p.params.shape == (p.n_params,)
+
+
+@settings(suppress_health_check=[HealthCheck.filter_too_much])  # relu nets near a kink are rejected by design
+@given(problems(activations=["relu"], min_layers=2))
+def test_relu_net_inputs_stay_away_from_the_kink(p: Problem) -> None:
+    ensure_well_posed(p)  # raises NotDifferentiableError at a kink
+    fp = forward(p, derivatives=False)
+    for index, layer in enumerate(p.architecture.layers, start=1):
+        if layer.activation == "relu":
+            assert np.all(np.abs(fp.a[index]) >= KINK_MARGIN)
+
+
+@given(architectures(min_layers=2, max_layers=2, min_units=3, max_units=3, activations=["sin"],
+                     output_activations=["identity"], bias=True))
+def test_architecture_choices_are_respected(a: Architecture) -> None:
+    assert a.depth == 2 and [layer.units for layer in a.layers] == [3, 3]
+    assert [layer.activation for layer in a.layers] == ["sin", "identity"]
+    assert all(layer.bias for layer in a.layers)
+
+
+@given(problems())
+def test_no_value_is_tiny_enough_to_underflow(p: Problem) -> None:
+    # cross-entropy rows are normalised by their sum, at most max_units = 4
+    floor = {"params": MIN_MAGNITUDE, "inputs": MIN_MAGNITUDE,
+             "targets": MIN_MAGNITUDE / 4 if p.loss == "cross_entropy" else MIN_MAGNITUDE}
+    for name, least in floor.items():
+        values = getattr(p, name)
+        assert np.all(np.abs(values[values != 0]) >= least), name
+
+
+def test_special_problems_favour_special_values() -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from hessverify.checking.strategies import SPECIAL_VALUES, special_problems
+
+    seen: list = []
+
+    @settings(max_examples=60, database=None, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(special_problems())
+    def collect(problem) -> None:  # type: ignore[no-untyped-def]
+        seen.append(problem)
+
+    collect()
+    params = np.concatenate([p.params for p in seen])
+    assert np.mean(np.isin(params, SPECIAL_VALUES)) > 0.5 and np.any(params == 0.0)
+    assert any(p.n_patterns == 1 and p.reduction == "mean" for p in seen)
+    assert any(np.all(w == 0) for p in seen for w in p.weights)
+    assert all(p.description.endswith(f"{p.loss}, {p.reduction}") for p in seen)

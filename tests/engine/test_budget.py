@@ -1,0 +1,80 @@
+"""Tests of hessverify.budget: estimates that cover what is measured, refusals that give the figure."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+from hessverify import BudgetError, UsageError, load_case
+from hessverify.engine.budget import _BASE, check_derive, check_memory, default_limit, estimate, limit, parse_size
+from hessverify.engine.registry import METHODS
+from hessverify.io.cases import seeded_data, seeded_params
+from hessverify.model.network import Architecture, Layer
+from hessverify.model.problem import Problem
+
+
+def _problem(n_in: int, hidden: int, out: int, n: int) -> Problem:
+    arch = Architecture(n_in, (Layer(hidden, "tanh"), Layer(out, "sigmoid")))
+    x, t = seeded_data(arch, "sse", 0, n)
+    return Problem(arch, "sse", seeded_params(arch, 1, 0.5), x, t, id="budget-test")
+
+
+@pytest.mark.parametrize("size,expected", [("4G", 4 * 2**30), ("512M", 512 * 2**20), ("1.5GiB", int(1.5 * 2**30)),
+                                           ("2000000", 2_000_000)])
+def test_sizes_parse(size: str, expected: int) -> None:
+    assert parse_size(size) == expected
+
+
+@pytest.mark.parametrize("size", ["", "lots", "-1G", "10"])
+def test_bad_sizes_are_usage_errors(size: str) -> None:
+    with pytest.raises(UsageError):
+        parse_size(size)
+
+
+def test_the_default_is_a_share_of_the_machine() -> None:
+    total = int(open("/proc/meminfo").read().split()[1]) * 1024
+    assert 2**20 <= default_limit() <= total // 4 + 1
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"symbolic"}))
+def test_the_estimate_covers_the_measured_peak(name: str) -> None:
+    # a shape not among those the figures were fitted on (W = 603, N = 300)
+    problem = _problem(20, 25, 3, 300)
+    tracemalloc.start()
+    try:
+        METHODS[name].fn(problem)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= estimate(problem, [name], kept=1) - _BASE  # without the fixed slack: the model itself
+
+
+def test_past_the_budget_is_refused_with_the_figure() -> None:
+    problem = _problem(40, 50, 2, 10)
+    with limit(2**20), pytest.raises(BudgetError, match=r"would need about .* MiB of memory, more than the budget "
+                                                         r"of 1.0 MiB"):
+        check_memory(problem, ["backprop"])
+    with limit(2**34):
+        check_memory(problem, ["backprop"])
+
+
+def test_the_symbolic_reference_and_derive_are_held_to_the_time_budget() -> None:
+    big = _problem(20, 100, 2, 2)  # W = 2302: minutes of mpmath
+    with pytest.raises(BudgetError, match="symbolic reference would take about"):
+        check_memory(big, ["symbolic"])
+    with pytest.raises(BudgetError, match="derive --explicit"):
+        check_derive(_problem(60, 200, 2, 1), explicit=True)
+    check_derive(load_case("cases/xor-2-2-1-sigmoid.toml"), explicit=True)
+
+
+def test_time_past_max_time_is_refused_with_the_figure() -> None:
+    from hessverify.engine.budget import check_seconds, estimate_seconds
+
+    slow = _problem(40, 20, 2, 5000)  # W = 862, N = 5000: minutes of fd, complex step, Richardson
+    names = ["backprop", "fd", "complex_step", "richardson"]
+    assert estimate_seconds(slow, names) > 60 > estimate_seconds(load_case("cases/xor-2-2-1-sigmoid.toml"), names)
+    with pytest.raises(BudgetError, match=r"would take about .*, more than the --max-time of 60 s; the largest "
+                                          r"share is budget-test \(W = 862, N = 5000\)"):
+        check_seconds([(slow, names)], 60)
+    check_seconds([(slow, names)], 0)  # 0: no limit
