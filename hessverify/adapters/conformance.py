@@ -745,6 +745,7 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
 
     from hessverify.checking.check import describe, reduce_problem
     from hessverify.checking.strategies import problems
+    from hessverify.reports.progress import progress
 
     state: dict[str, Any] = {"n": 0, "worst": 0.0, "last": None, "first": None, "fault": "", "distances": [],
                              "case": None, "score": 0.0}
@@ -767,6 +768,8 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
         if state["first"] is None:
             state["n"] += 1
             state["first"], state["fault"] = state["n"], fault
+            bar.describe(f"{q.library} {q.name}: problem {state['n']} failed; shrinking it")
+            bar.restart(None)
         raise _Fail
 
     @settings(max_examples=examples, deadline=None, database=None, report_multiple_bugs=False,
@@ -779,6 +782,7 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
         except FunctionUnderTestError as exc:  # the library raised: a failure too, kept with its message
             failed(problem, None, str(exc.message))
             return
+        bar()
         if not all(c.passed for c in comps):
             failed(problem, comps, "disagrees")
             return
@@ -798,7 +802,8 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
     row = Row(q.library, _version(q.library), q.name, q.equals, precision, 0, 0, 0.0, q.convention,
               approximation=q.approximation)
     try:
-        one()
+        with progress(examples, f"{q.library} {q.name}: problems") as bar:
+            one()
     except _Fail:
         problem, comps, raised = state["last"]
         if comps is not None:  # a discrepancy: finish shrinking structurally, as hessverify.check does
@@ -834,8 +839,12 @@ def run(libraries: list[str], *, examples: int = 100, seed: int | None = 0,
     problem, ``worst_margin`` the largest error/bound seen before it.  The
     libraries compute in ``precision`` and are judged at its rounding.
     """
+    from hessverify.reports.progress import track
+
     check_libraries(libraries, precision)
-    return [_run_quantity(q, examples, seed, precision) for lib in libraries for q in QUANTITIES[lib]]
+    quantities = [q for lib in libraries for q in QUANTITIES[lib]]
+    return [_run_quantity(q, examples, seed, precision)
+            for q in track(quantities, "conformance", label=lambda q: f"{q.library} {q.name}")]
 
 
 def run_one(library: str, number: int, *, examples: int = 100, seed: int | None = 0,

@@ -750,6 +750,12 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
     rows = min(max_iter, _LOG_ROWS) + 1
     buf = np.full((rows, 8), np.nan)  # error, |g|, step size, step norm, seconds, negative, zero, positive
     extra: list[np.ndarray] = []  # rows beyond the preallocated ones (counted in peak_memory)
+    from contextlib import ExitStack
+
+    from hessverify.reports.progress import progress
+
+    shown = ExitStack()  # a bar over the iterations, on a terminal (hessverify.reports.progress)
+    bar = shown.enter_context(progress(max_iter, f"{optimizer} on {problem.id}"))
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
@@ -798,6 +804,7 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
             g = obj.g(theta) if math.isfinite(E) else np.full(n, np.nan)
             gn = float(np.linalg.norm(g))
             record(k, E, gn, size, step_norm, inert)
+            bar(f"|g| {gn:.1e}")
             if escape_radius is not None and left_at is None and np.linalg.norm(theta - theta0) > escape_radius:
                 left_at = k
                 if stop_on_escape:
@@ -806,6 +813,7 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
         seconds = time.perf_counter() - start
         peak = max(0, tracemalloc.get_traced_memory()[1] - base)
     finally:
+        shown.close()
         if not tracing:
             tracemalloc.stop()
     table = np.vstack([buf[:min(k + 1, rows)]] + extra) if extra else buf[:k + 1]
@@ -823,7 +831,10 @@ def run_all(problem: Problem, optimizers: Sequence[str] | None = None, **options
     for name in names:  # every name checked, every budget too, before any work
         get_optimizer(name)
         check_budget(name, problem.n_params)
-    return LabResult(problem.id, problem.n_params, [run(problem, name, **options) for name in names])
+    from hessverify.reports.progress import track
+
+    return LabResult(problem.id, problem.n_params,
+                     [run(problem, name, **options) for name in track(names, "optimisers")])
 
 
 # -- stationary points ------------------------------------------------------------------------------

@@ -132,8 +132,11 @@ def work_batch(work: Callable[[dict[str, Any], list[int]], list[Outcome]], optio
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from hessverify.reports.progress import quiet
+
+    # no bars from a worker: a local cluster's workers share the terminal with the campaign's own bar
     with threadpool_limits(limits=1), np.errstate(all="ignore"), warnings.catch_warnings(), \
-            seed_alone_decides():
+            seed_alone_decides(), quiet():
         warnings.simplefilter("ignore", RuntimeWarning)
         # a Dask worker's own threads use the random module (heartbeat jitter) while Hypothesis draws; Hypothesis
         # takes that for a strategy using it. Its draws come from its own generator, seeded per run: no effect.
