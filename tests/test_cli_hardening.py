@@ -160,7 +160,9 @@ def test_the_sweep_report_is_written_after_the_function_raised(user_file: Path, 
     status = main(["sweep", "--method-under-test", f"{user_file}:raises", "--examples", "2", "--seed", "1",
                    "--report", str(report), "--json", str(tmp_path / "sweep.json")])
     one_line(capsys.readouterr().err)
-    assert status == 5 and sorted(p.name for p in report.iterdir()) == ["report.html", "report.md", "results.json"]
+    assert status == 5 and sorted(p.name for p in report.iterdir()) == ["cases", "report.html", "report.md",
+                                                                         "results.json"]
+    assert [p.name for p in (report / "cases").iterdir()] == ["sweep-raises-failed.toml"]  # the problem it failed on
     doc = json.loads((report / "results.json").read_text())
     assert {s["reason"] for s in doc["not_compared"]} == {"function_failed"}
     assert "RuntimeError: boom" in json.loads((tmp_path / "sweep.json").read_text())["function_failed"]

@@ -52,7 +52,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -66,6 +67,9 @@ from hessverify.engine.registry import METHODS
 from hessverify.engine.verify import check_reference, finite_rounding_bound, not_applicable_reason, not_applicable_record
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
+
+if TYPE_CHECKING:
+    from hessverify.reports.localise import Localisation
 
 __all__ = ["GGN_REFERENCES", "RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe",
            "reduce_problem"]
@@ -115,8 +119,8 @@ class CheckResult:
         or ``None`` when everything passed.
     comparisons:
         The comparisons of ``problem`` when one failed, else those of every
-        problem checked from a list (for a strategy: none are kept on
-        success, there may be thousands).
+        problem checked from a list (for a strategy that passed: the worst
+        comparison against each reference, of all the examples).
     bounds:
         For each reference, how its bound is derived
         (:data:`hessverify.engine.compare.TOLERANCES`).
@@ -124,6 +128,17 @@ class CheckResult:
         The exception the user function raised, if that is how it failed.
     shrink_calls:
         For a strategy that failed: further calls made while shrinking.
+    precision:
+        The format the function was judged in (``"float64"``, or the
+        narrower format it returned or was given: its rounding is added to
+        every bound).
+    localisations:
+        For each failing comparison, by reference: where its error lives
+        (:class:`hessverify.reports.localise.Localisation`: the blocks, the
+        shape of the error, the largest entries).
+    shrunk_from:
+        For a strategy that failed: the first failing example, before any
+        shrinking (:attr:`shrinking` says what was dropped from it).
     """
 
     passed: bool
@@ -135,6 +150,9 @@ class CheckResult:
     bounds: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     shrink_calls: int = 0
+    precision: str = "float64"
+    localisations: dict[str, Localisation] = field(default_factory=dict)
+    shrunk_from: Problem | None = None
 
     def __bool__(self) -> bool:
         return self.passed
@@ -146,40 +164,107 @@ class CheckResult:
     @property
     def worst(self) -> Comparison | None:
         """The comparison closest to failing, or failing worst (largest margin)."""
-        return max(self.comparisons, key=lambda c: c.margin, default=None)
+        judged = [c for c in self.comparisons if c.bound_kind != "none"]
+        return max(judged, key=lambda c: c.margin, default=None)
 
-    def summary(self) -> str:
-        """A few lines for people: what failed, where, by how much, against which bound."""
+    @property
+    def case_toml(self) -> str | None:
+        """The failing (for a strategy: shrunk, minimal) problem as a case file to save into ``cases/``."""
+        return self.problem.to_toml() if self.problem is not None else None
+
+    @property
+    def shrinking(self) -> str:
+        """What the shrinker dropped from the first failing example (``""``: nothing, or no strategy)."""
+        if self.shrunk_from is None or self.problem is None:
+            return ""
+        return _dropped(self.shrunk_from, self.problem)
+
+    @property
+    def where(self) -> str:
+        """Where the worst failing comparison's error lives: its blocks and the shape of the error, in words
+        (``""`` when nothing failed or the error could not be localised)."""
+        worst = max(self.failures, key=lambda c: c.margin, default=None)
+        loc = self.localisations.get(worst.reference) if worst is not None else None
+        if worst is None or loc is None:
+            return ""
+        blocks = f"by block {loc.by_block()}; " if loc.blocks else ""
+        return f"(against {worst.reference}): {blocks}{loc.head}"
+
+    def summary(self, *, case_file: str | None = None) -> str:
+        """A few lines for people.
+
+        Passed: on how many problems, against what, the largest margin
+        (``|error| / bound``; at most 1 passes) and where, and the precision
+        judged.  Failed: the problem (and what shrinking dropped from the
+        first failure), the blocks where the error lives and its shape, the
+        worst entry with both values and the bound, each failing
+        comparison, and how to get the problem as a case file (``case_file``:
+        where it was written).
+        """
+        judged = f"judged in {self.precision}" + ("" if self.precision == "float64" else
+                                                  " (its rounding added to every bound)")
         if self.passed:
             w = self.worst
-            tail = f"; largest margin {w.margin:.2g} ({w.reference}, {w.worst_entry.row} x {w.worst_entry.col})" \
-                if w is not None else ""
-            narrow = _narrow_format(self.comparisons)
-            if narrow and w is not None:
-                tail += f"; consistent with {narrow} rounding (margin {w.margin:.2g})"
-            return (f"check passed: {self.returns} on {self.n_problems} problem(s) "
-                    f"against {', '.join(self.against)}{tail}")
-        lines = [f"check FAILED: the user {self.returns} on {self.problem!r}"]
-        if self.problem is not None:
-            lines.append(f"  architecture {self.problem.architecture.describe()}, loss {self.problem.loss}, "
-                         f"reduction {self.problem.reduction}, {self.problem.n_patterns} pattern(s)")
+            where = "" if w is None else (f"; largest margin {w.margin:.2g} (|error| / bound, at most 1 passes), "
+                                          f"against {w.reference} at {w.worst_entry.row} x {w.worst_entry.col}"
+                                          + (f" on {w.case}" if self.n_problems > 1 else ""))
+            return (f"check passed: {self.returns} on {self.n_problems} problem(s) against "
+                    f"{', '.join(self.against)}, {judged}{where}")
+        p = self.problem
+        lines = [f"check FAILED: the user's {self.returns} on {p.id if p is not None else 'a problem'}"
+                 + (f" (example {self.n_problems}, shrunk in {self.shrink_calls} more call(s))"
+                    if self.shrunk_from is not None else
+                    f" (problem {self.n_problems} of those given)" if self.n_problems > 1 else "")]
+        if p is not None:
+            lines.append(f"  problem: {p.architecture.describe()}, loss {p.loss}, reduction {p.reduction}, "
+                         f"{p.n_patterns} pattern(s), W = {p.n_params}; {judged}")
+        if self.shrinking:
+            lines.append(f"  shrinking: {self.shrinking}")
         if self.error:
-            lines.append(f"  the function could not be compared: {self.error}")
-        else:
-            lines += ["  " + describe(c) for c in self.failures]
+            lines.append(f"  note: {self.error}")
+        if self.where:
+            lines.append(f"  where {self.where}")
+        lines += ["  " + describe(c) for c in self.failures]
+        if case_file is not None:
+            lines.append(f"  the problem as a case file: {case_file} (hessverify.load_case reads it back bit for bit)")
+        elif p is not None:
+            lines.append("  the problem as a case file: result.case_toml (save it as cases/NAME.toml; "
+                         "hessverify.load_case reads it back bit for bit)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed, "n_problems": self.n_problems, "returns": self.returns,
             "against": list(self.against), "bounds": self.bounds, "error": self.error,
-            "shrink_calls": self.shrink_calls,
-            "problem_toml": self.problem.to_toml() if self.problem is not None else None,
+            "shrink_calls": self.shrink_calls, "precision": self.precision, "shrinking": self.shrinking,
+            "problem_toml": self.case_toml,
             "comparisons": [c.to_dict() for c in self.comparisons],
+            "localisations": {ref: loc.to_dict() for ref, loc in self.localisations.items()},
         }
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _dropped(first: Problem, final: Problem) -> str:
+    """What shrinking took away between the first failing example and the minimal one, in words."""
+    a, b = first.architecture, final.architecture
+    counts = [
+        (a.depth - b.depth, "layer"),
+        (sum(layer.bias for layer in a.layers) - sum(layer.bias for layer in b.layers), "bias vector"),
+        (sum(layer.units for layer in a.layers) - sum(layer.units for layer in b.layers), "unit"),
+        (a.inputs - b.inputs, "input"),
+        (first.n_patterns - final.n_patterns, "pattern"),
+        (sum(len(a.parents(i)) for i in range(1, a.depth + 1)) - sum(len(b.parents(i)) for i in range(1, b.depth + 1))
+         - (a.depth - b.depth), "skip connection"),
+    ]
+    parts = [f"{n} {what}{'s' if n > 1 else ''}" for n, what in counts if n > 0]
+    if not parts:
+        return ""
+    none_left = " (none is left: the minimal problem has no bias)" if not any(layer.bias for layer in b.layers) \
+        and any(layer.bias for layer in a.layers) else ""
+    return (f"dropped {', '.join(parts)}{none_left} from the first failing example, {a.describe()} with "
+            f"{first.n_patterns} pattern(s); it still fails")
 
 
 def _narrow_format(comparisons: list[Comparison]) -> str | None:
@@ -196,7 +281,8 @@ def describe(c: Comparison) -> str:
     w = c.worst_entry
     if c.bound_kind == "none":
         return f"{c.method} vs {c.reference}: not compared: {c.note}"
-    state = "ok" if c.passed else f"FAIL ({c.failing_entries} entries over the bound)"
+    state = "ok" if c.passed else \
+        f"FAIL ({c.failing_entries} {'entry' if c.failing_entries == 1 else 'entries'} over the bound)"
     note = f" [{c.note}]" if c.note else ""
     return (f"{c.method} vs {c.reference}: {state}; worst {w.row} x {w.col}: {c.method} {w.value:.17g}, "
             f"{c.reference} {w.reference_value:.17g}, |error| {w.abs_error:.3g} vs bound {w.bound:.3g} "
@@ -295,6 +381,23 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
         ``fn`` raised, exited, hung past ``timeout`` seconds, or returned
         no real array of the contract's shape: nothing could be compared.
     """
+    return _judge(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)[0]
+
+
+@dataclass
+class _Evidence:
+    """What a comparison saw on one problem, kept so that a failure can be localised afterwards."""
+
+    problem: Problem
+    returns: str
+    precision: Precision
+    user: FloatArray
+    references: dict[str, tuple[FloatArray, FloatArray]]  # reference name -> (its result, the bound)
+
+
+def _judge(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str], returns: str,
+           timeout: float | None, precision: Precision | str | None) -> tuple[list[Comparison], _Evidence]:
+    """:func:`check_problem`, with what it compared (:class:`_Evidence`)."""
     check_memory(problem, [*against, USER], kept=len(against) * 2 + 1)
 
     rounding = finite_rounding_bound(problem)
@@ -325,6 +428,7 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
         with np.errstate(all="ignore"):
             narrow = rounding_bound(problem, methods=2, precision=p)
     out = not_applicable
+    evidence = _Evidence(problem, returns, p, A, {})
     for ref_name, R, err in refs:
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)
         if narrow is not None:
@@ -335,6 +439,26 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
             R = np.where(_same_layer(problem), R, 0.0)
         # NaN or inf where the reference is finite stays a discrepancy; compare's note says so
         out.append(compare(problem, USER, ref_name, A, R, bound, kind))
+        evidence.references[ref_name] = (R, bound)
+    return out, evidence
+
+
+def _localise(evidence: _Evidence, comparisons: Sequence[Comparison]) -> dict[str, Localisation]:
+    """Where each failing comparison's error lives (:func:`hessverify.reports.localise.localise`), by reference."""
+    from hessverify.reports.localise import localise
+
+    out = {}
+    for c in comparisons:
+        if c.passed or c.reference not in evidence.references:
+            continue
+        R, bound = evidence.references[c.reference]
+        A = evidence.user
+        if evidence.returns == "diagonal":  # the diagonals on the diagonal: every other entry agrees (0 = 0)
+            A, R, bound = np.diag(A), np.diag(R), np.diag(bound)
+        try:
+            out[c.reference] = localise(evidence.problem, A, R, bound)
+        except ValueError:  # a shape localise cannot read: the comparison's own words stand
+            continue
     return out
 
 
@@ -357,6 +481,7 @@ def check(
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     precision: Precision | str | None = None,
+    show_progress: bool | None = None,
 ) -> CheckResult:
     """Hold a user's Hessian (or H v, or diagonal) to hessverify's references.
 
@@ -385,6 +510,10 @@ def check(
         The format ``fn`` computes in (``"float32"``, a :class:`~hessverify.precision.Precision`),
         so it is judged by that format's rounding (:func:`check_problem`);
         default: taken from the dtype ``fn`` returns.
+    show_progress:
+        Draw a progress bar on standard error (examples, then shrinking);
+        default: when standard error is a terminal, and not under pytest
+        (:mod:`hessverify.reports.progress`).
 
     Returns
     -------
@@ -434,24 +563,46 @@ def check(
     if isinstance(problems, Problem):
         problems = [problems]
     if _is_strategy(problems):
-        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds, timeout, precision)
+        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds, timeout, precision,
+                               show_progress)
     if isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable):
         raise UsageError(f"problems: a Problem, an iterable of them or a strategy, got {type(problems).__name__} "
                          "(hessverify.load_case(path) reads a case file)")
+    from hessverify.reports.progress import progress
+
     comparisons: list[Comparison] = []
+    judged: list[str] = []
     n = 0
-    for problem in problems:
-        if not isinstance(problem, Problem):
-            raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
-        n += 1
-        comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
-        if not all(c.passed for c in comps):
-            return CheckResult(False, n, returns, against, problem, comps, bounds,
-                               next((c.note for c in comps if c.note), None))
-        comparisons += comps
+    total = len(problems) if isinstance(problems, Sequence) else None
+    with progress(total, f"checking {returns}", enabled=show_progress) as bar:
+        for problem in problems:
+            if not isinstance(problem, Problem):
+                raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
+            n += 1
+            comps, evidence = _judge(fn, problem, against=against, returns=returns, timeout=timeout,
+                                     precision=precision)
+            judged.append(evidence.precision.name)
+            if not all(c.passed for c in comps):
+                return CheckResult(False, n, returns, against, problem, comps, bounds,
+                                   next((c.note for c in comps if c.note), None), precision=evidence.precision.name,
+                                   localisations=_localise(evidence, comps))
+            comparisons += comps
+            bar(problem.id)
     if n == 0:  # passing with nothing checked would be a check that cannot fail
         raise UsageError("problems: none given; pass at least one Problem (or a strategy of them)")
-    return CheckResult(True, n, returns, against, None, comparisons, bounds)
+    return CheckResult(True, n, returns, against, None, comparisons, bounds, precision=_narrowest(judged))
+
+
+def _narrowest(names: Sequence[str]) -> str:
+    """The narrowest of the formats judged (the largest unit roundoff); float64 when none."""
+    return max(names, key=lambda name: get_precision(name).unit_roundoff, default=FLOAT64.name)
+
+
+def _keep_worst(kept: dict[str, Comparison], comps: Sequence[Comparison]) -> None:
+    """Keep, per reference, the comparison with the largest margin seen so far."""
+    for c in comps:
+        if c.bound_kind != "none" and (c.reference not in kept or c.margin > kept[c.reference].margin):
+            kept[c.reference] = c
 
 
 class _FunctionFailed(BaseException):
@@ -461,14 +612,22 @@ class _FunctionFailed(BaseException):
 
 def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, ...], returns: str,
                     max_examples: int, seed: int | None, bounds: dict[str, str],
-                    timeout: float | None = DEFAULT_TIMEOUT, precision: Precision | str | None = None) -> CheckResult:
+                    timeout: float | None = DEFAULT_TIMEOUT, precision: Precision | str | None = None,
+                    show_progress: bool | None = None) -> CheckResult:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
-    state: dict[str, Any] = {"n": 0, "last": None, "first": None}
+    from hessverify.reports.progress import progress
+
+    state: dict[str, Any] = {"n": 0, "last": None, "first": None, "first_problem": None}
+    worst: dict[str, Comparison] = {}
+    judged: list[str] = []
 
     class _Discrepancy(AssertionError):
         pass
+
+    def judge(problem: Problem) -> tuple[list[Comparison], _Evidence]:
+        return _judge(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
 
     # No explain phase: it re-runs variations of the minimal failure after shrinking, and the
     # last failing call must be the shrunk example itself.
@@ -479,34 +638,54 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
     def run(problem: Problem) -> None:
         state["n"] += 1
         try:
-            comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
+            comps, evidence = judge(problem)
         except FunctionUnderTestError as exc:
             raise _FunctionFailed(exc) from None
         if not all(c.passed for c in comps):
             # Hypothesis replays the shrunk example last, so this ends as the minimal failure
-            state["last"] = (problem, comps)
+            state["last"] = (problem, comps, evidence)
             if state["first"] is None:
-                state["first"] = state["n"]
+                state["first"], state["first_problem"] = state["n"], problem
+                bar.describe(f"example {state['n']} failed; shrinking it")
+                bar.restart(None)
+            bar(f"(now W = {problem.n_params})")
             raise _Discrepancy(problem.id)
+        if state["first"] is None:
+            _keep_worst(worst, comps)
+            judged.append(evidence.precision.name)
+        bar("" if state["first"] is None else f"(now W = {state['last'][0].n_params})")
 
     if seed is not None:
         run = with_seed(seed)(run)
-    try:
-        run()
-    except _FunctionFailed as wrapped:
-        raise wrapped.args[0] from None
-    except _Discrepancy:
-        problem, comps = state["last"]
-        calls = state["n"]
-        # Hypothesis cannot move a value from one position to another, so it can stop at, say,
-        # three inputs of which only the first matters; finish with structural reductions.
-        problem, comps, extra = reduce_problem(problem, comps, lambda p: check_problem(
-            fn, p, against=against, returns=returns, timeout=timeout, precision=precision))
-        state["n"] = calls + extra
-        # n_problems: examples tried up to the first failure; the calls made while shrinking are not examples
-        return CheckResult(False, state["first"], returns, against, problem, comps, bounds,
-                           next((c.note for c in comps if c.note), None), shrink_calls=state["n"] - state["first"])
-    return CheckResult(True, state["n"], returns, against, None, [], bounds)
+    with progress(max_examples, f"checking {returns} on random problems", enabled=show_progress) as bar:
+        try:
+            run()
+        except _FunctionFailed as wrapped:
+            raise wrapped.args[0] from None
+        except _Discrepancy:
+            problem, comps, evidence = state["last"]
+            calls = state["n"]
+
+            def compare_fn(candidate: Problem) -> list[Comparison]:
+                out, seen = judge(candidate)
+                if not all(c.passed for c in out):
+                    state["last"] = (candidate, out, seen)
+                bar(f"(now W = {state['last'][0].n_params})")
+                return out
+
+            # Hypothesis cannot move a value from one position to another, so it can stop at, say,
+            # three inputs of which only the first matters; finish with structural reductions.
+            problem, comps, extra = reduce_problem(problem, comps, compare_fn)
+            if state["last"][0] is problem:
+                evidence = state["last"][2]
+            state["n"] = calls + extra
+            # n_problems: examples tried up to the first failure; the calls made while shrinking are not examples
+            return CheckResult(False, state["first"], returns, against, problem, comps, bounds,
+                               next((c.note for c in comps if c.note), None), shrink_calls=state["n"] - state["first"],
+                               precision=evidence.precision.name, localisations=_localise(evidence, comps),
+                               shrunk_from=state["first_problem"])
+    return CheckResult(True, state["n"], returns, against, None, list(worst.values()), bounds,
+                       precision=_narrowest(judged))
 
 
 def _smaller(problem: Problem) -> Iterator[Problem]:
@@ -663,16 +842,43 @@ def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Pr
                          against: Sequence[str] = DEFAULT_AGAINST, returns: Returns = "hessian",
                          max_examples: int = 100, seed: int | None = None,
                          timeout: float | None = DEFAULT_TIMEOUT,
-                         precision: Precision | str | None = None) -> CheckResult:
+                         precision: Precision | str | None = None,
+                         case_dir: str | Path | None = None) -> CheckResult:
     """:func:`check`, raising an :class:`AssertionError` that names the failure.
 
-    The message gives the problem, each failing comparison with its worst
-    entry by parameter names, both values, the error and the bound, and the
-    minimal problem as a case file to save into ``cases/``.
+    The message is :meth:`CheckResult.summary`: the problem, where the error
+    lives, each failing comparison with its worst entry by parameter names,
+    both values, the error and the bound.  The minimal problem is written as
+    a case file into ``case_dir`` (default: ``hessverify-cases`` in the
+    temporary directory), named in the message rather than printed in it;
+    the error's ``result`` attribute is the :class:`CheckResult`
+    (``result.case_toml``).
     """
     result = check(fn, problems, against=against, returns=returns, max_examples=max_examples, seed=seed,
                    timeout=timeout, precision=precision)
     if not result.passed:
-        toml = result.problem.to_toml() if result.problem is not None else ""
-        raise AssertionError(result.summary() + "\n\nthe failing problem as a case file:\n\n" + toml)
+        written = _save_case(result, case_dir)
+        error = AssertionError(result.summary(case_file=written))
+        error.result = result  # type: ignore[attr-defined]
+        raise error
     return result
+
+
+def _save_case(result: CheckResult, case_dir: str | Path | None) -> str | None:
+    """Write the failing problem as ``ID-HASH.toml`` into ``case_dir``; the path, or ``None`` if it cannot be written."""
+    import hashlib
+    import tempfile
+
+    from hessverify.io.files import write_output
+
+    text = result.case_toml
+    if text is None or result.problem is None:
+        return None
+    folder = Path(case_dir) if case_dir is not None else Path(tempfile.gettempdir()) / "hessverify-cases"
+    path = folder / f"{result.problem.id}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.toml"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_output(path, text, option="case_dir")
+    except (OSError, UsageError):  # the message then points at result.case_toml instead
+        return None
+    return str(path)

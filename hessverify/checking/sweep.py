@@ -194,10 +194,13 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
               f"shrunk in {result.shrink_calls} more call(s); "
               f"minimal problem {case.architecture.describe()}, {case.loss}, {case.reduction}, "
               f"{case.n_patterns} pattern(s), {case.n_params} parameter(s):", file=err)
-        lines = [describe(c) for c in result.failures]
+        lines = ([f"where {result.where}"] if result.where else []) + [describe(c) for c in result.failures]
+        if result.shrinking:
+            lines.insert(0, f"shrinking: {result.shrinking}")
         for line in lines:
             print("  " + line, file=err)
-        print(f"the case file follows on standard output; save it with > cases/{case.id}.toml", file=err)
+        saved = f"; --report writes it to {Path(report_dir) / 'cases' / (case.id + '.toml')}" if report_dir else ""
+        print(f"the case file follows on standard output; save it with > cases/{case.id}.toml{saved}", file=err)
         print("# found by hessverify sweep --method-under-test " + spec + f" --seed {seed}", file=out)
         for line in lines:
             print("# " + line, file=out)
@@ -255,8 +258,22 @@ def write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: st
 
     METHODS[name] = Method(name, sandboxed, "method", kind, f"the function under test, {spec}")
     try:
-        refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "method"]
+        # every name the sweep compared with, exact methods such as backprop included: the report's table has a
+        # row for each comparison its header cites
+        refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "approximation"]
         written = report_problems(directory, tried, leading=leading, methods=[name], references=refs or ["autograd"])
     finally:
         del METHODS[name]
+    written += _write_cases(directory, leading)
     print(f"report written to {', '.join(str(p) for p in written)}", file=err)
+
+
+def _write_cases(directory: Path, cases: list[Problem]) -> list[Path]:
+    """Each minimal problem as a case file beside the report, ``DIR/cases/ID.toml`` (``hessverify verify`` reads it)."""
+    from hessverify.io.files import write_output
+
+    out = []
+    for case in cases:
+        (directory / "cases").mkdir(exist_ok=True)
+        out.append(write_output(directory / "cases" / f"{case.id}.toml", case.to_toml(), option="--report"))
+    return out

@@ -149,6 +149,11 @@ class Localisation:
     top: tuple[TopEntry, ...] = ()
     factor: float | None = None  # for "scaled" (and a block scaled by a constant)
     params: tuple[str, ...] = field(default=())  # for "row_column": whose rows and columns
+    head: str = ""  # the shape and what it says, without the counts, blocks and entries that follow in words
+
+    def by_block(self, limit: int = 4) -> str:
+        """The tensor blocks that hold the error with their shares, largest first: ``"W2 x b1 (100%)"``."""
+        return _describe_blocks(list(self.blocks), limit)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -285,8 +290,8 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
         idx = np.argwhere(bad)
         where = ", ".join(f"{names[i]} x {names[j]}" for i, j in idx[:top])
         more = f" and {len(idx) - top} more" if len(idx) > top else ""
-        return Localisation("nonfinite", f"{SHAPE_PHRASES['nonfinite']}: {len(idx)} entries are NaN or inf "
-                            f"({where}{more}).", int(len(idx)))
+        words = f"{SHAPE_PHRASES['nonfinite']}: {len(idx)} entries are NaN or inf ({where}{more})"
+        return Localisation("nonfinite", words + ".", int(len(idx)), head=words)
 
     # Entries the reference cannot vouch for (NaN or inf there, or an infinite bound: an fd step across a
     # kink) are not checked by hessverify.compare, so they carry no error here either.
@@ -306,8 +311,8 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
     over = absE > thr
     n_over = int(over.sum())
     if n_over == 0:
-        return Localisation("none", f"{SHAPE_PHRASES['none']}: the largest |error| is "
-                            f"{float(absE.max(initial=0.0)):.2e}.", 0)
+        words = f"{SHAPE_PHRASES['none']}: the largest |error| is {float(absE.max(initial=0.0)):.2e}"
+        return Localisation("none", words + ".", 0, head=words)
 
     E2 = E * E
     tshares = _shares(E2, over, tensors)
@@ -321,7 +326,7 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
 
     def result(shape: str, head: str, **kw: Any) -> Localisation:
         return Localisation(shape, f"{SHAPE_PHRASES[shape]}: {head}." + tail, n_over, tuple(tshares),
-                            tuple(lshares), top_entries, **kw)
+                            tuple(lshares), top_entries, head=f"{SHAPE_PHRASES[shape]}: {head}", **kw)
 
     # scaled: A = c R everywhere R is not negligible (the whole matrix, not one part)
     rr = float(np.sum(R * R))

@@ -71,10 +71,51 @@ def test_a_strategy_shrinks_to_a_minimal_problem() -> None:
     assert hessverify.parse_case(result.problem.to_toml()).n_params == result.problem.n_params
 
 
-def test_assert_hessian_close_raises_a_readable_error() -> None:
+def test_assert_hessian_close_raises_a_readable_error(tmp_path) -> None:
+    """The message names the entry, the bound and where the case file is; it does not carry the case file."""
     assert_hessian_close(backprop.hessian, CASE, against=("autograd",))
-    with pytest.raises(AssertionError, match=r"(?s)W2\[0,1\].*bound.*\[params\]"):
-        assert_hessian_close(perturbed, CASE, against=("autograd",))
+    with pytest.raises(AssertionError, match=r"(?s)W2\[0,1\].*bound") as raised:
+        assert_hessian_close(perturbed, CASE, against=("autograd",), case_dir=tmp_path)
+    message = str(raised.value)
+    assert "[params]" not in message and "values = [" not in message and len(message.splitlines()) < 10
+    (written,) = tmp_path.iterdir()
+    assert str(written) in message
+    assert np.array_equal(hessverify.load_case(written).params, CASE.params)
+    assert raised.value.result.case_toml == written.read_text()  # type: ignore[attr-defined]
+
+
+def test_a_failure_says_which_blocks_hold_the_error() -> None:
+    """perturbed() changes one W2 x W1 entry and its mirror: all of the error is in that block pair."""
+    result = check(perturbed, CASE, against=("autograd",))
+    assert "by block W2 x W1 (100%)" in result.where
+    assert "by block W2 x W1 (100%)" in result.summary()
+    assert result.localisations["autograd"].top[0].abs_error == pytest.approx(1e-9, rel=1e-3)
+    assert result.case_toml is not None and hessverify.parse_case(result.case_toml).n_params == CASE.n_params
+
+
+def test_a_strategy_that_passes_gives_its_largest_margin_and_precision() -> None:
+    result = check(lambda p: hessverify.hessian(p, "autograd"), problems(max_layers=2), against=("backprop", "fd"),
+                   max_examples=5, seed=0)
+    assert result.passed and result.n_problems == 5
+    # the worst comparison against each reference, over every example: a margin to show
+    assert sorted(c.reference for c in result.comparisons) == ["backprop", "fd"]
+    worst = max(c.margin for c in result.comparisons)
+    assert 0 <= worst <= 1
+    summary = result.summary()
+    assert "judged in float64" in summary and f"largest margin {worst:.2g}" in summary
+
+
+def test_the_summary_says_what_shrinking_dropped() -> None:
+    """From 6-12-8-2 (three layers with biases, 32 patterns) to 2-3(nobias)-2 (5 patterns), counted by hand."""
+    big = hessverify.load_case("cases/tanh-6-12-8-2.toml")
+    small = hessverify.load_case("cases/nobias-2-3-2-tanh-sigmoid.toml")
+    result = hessverify.CheckResult(False, 3, "hessian", ("autograd",), small, shrunk_from=big)
+    assert result.shrinking.startswith("dropped 1 layer, 2 bias vectors, 17 units, 4 inputs, 27 patterns from")
+    residual = hessverify.load_case("cases/graph-residual-mlp-2-4-4-4-1-tanh.toml")
+    result = hessverify.CheckResult(False, 3, "hessian", ("autograd",), CASE, shrunk_from=residual)
+    assert result.shrinking.startswith("dropped 2 layers, 2 bias vectors, 10 units, 2 patterns, 2 skip connections")
+    assert "shrinking: dropped 2 layers" in result.summary()
+    assert hessverify.CheckResult(False, 1, "hessian", ("autograd",), CASE).shrinking == ""
 
 
 def test_the_fixture_is_the_same_function_with_the_plugins_timeout(hessverify_assert_close: object) -> None:
@@ -181,7 +222,7 @@ def test_a_float32_result_is_judged_by_float32_rounding() -> None:
 
     assert not check(lambda p: backprop.hessian(p).astype(np.float64) * (1 + 2.0**-24), CASE, against=("autograd",))
     result = check(float32_hessian, CASE, against=("autograd",))  # the dtype says float32
-    assert result and "consistent with float32 rounding" in result.summary()
+    assert result and "judged in float32 (its rounding added to every bound)" in result.summary()
     assert result.comparisons[0].bound_kind == "rounding+float32"
     # the same numbers judged at float64 (precision= overrides the dtype) are a discrepancy
     assert not check(float32_hessian, CASE, against=("autograd",), precision="float64")
@@ -198,3 +239,22 @@ def test_float32_judging_still_catches_a_block_off_by_a_tenth_of_a_percent() -> 
 
     result = check(off, CASE, against=("autograd",))
     assert not result and result.failures[0].worst_entry.row.startswith(("W1", "b1"))
+
+
+def test_a_check_over_a_strategy_draws_its_progress_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal a long check shows its examples, then its shrinking, on standard error (off under pytest
+    unless asked: HESSVERIFY_PROGRESS=1)."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stderr = Terminal()
+    monkeypatch.setattr("sys.stderr", stderr)
+    monkeypatch.setenv("HESSVERIFY_PROGRESS", "1")
+    result = check(lambda p: backprop.hessian(p) + 1.0, problems(max_layers=1), against=("backprop",),
+                   max_examples=5, seed=0)
+    assert not result.passed
+    drawn = stderr.getvalue()
+    assert "checking hessian on random problems" in drawn and "shrinking it" in drawn

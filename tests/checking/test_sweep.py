@@ -97,6 +97,24 @@ def test_report_leads_with_the_minimal_failing_problem(user_module: Path, tmp_pa
     assert "off_by_a_little" not in METHODS  # registered only while the report is written
 
 
+def test_report_has_a_row_for_every_name_compared_and_the_case_file(user_module: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The header cites "against backprop": backprop, an exact method, is a row of the table too; the minimal
+    problem is written as a case file beside the report."""
+    out = tmp_path / "rep"
+    code = main(["sweep", "--method-under-test", f"{user_module}:off_by_a_little", "--examples", "20", "--seed", "0",
+                 "--report", str(out), "--against", "backprop", "--against", "autograd"])
+    assert code == 1
+    err = capsys.readouterr().err
+    md = (out / "report.md").read_text()
+    section = md.split("(minimal failing)", 2)[-1]
+    assert "| off_by_a_little | backprop | **FAIL**" in section and "| off_by_a_little | autograd | **FAIL**" in section
+    (case,) = (out / "cases").iterdir()
+    assert case.name.startswith("sweep-off-by-a-little") and str(case) in err
+    assert parse_case(case.read_text()).id == case.stem
+    assert "where (against backprop): by block" in err
+
+
 def test_report_needs_matrices_or_diagonals(user_module: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["sweep", "--method-under-test", f"{user_module}:off_by_a_little", "--returns", "hvp",
