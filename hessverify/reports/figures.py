@@ -1,7 +1,11 @@
-"""Pictures for ``report.html``: heatmaps and spectra as base64 PNG, drawn with matplotlib's Agg backend.
+"""Pictures for ``report.html``: heatmaps as inline SVG over one-pixel-per-entry PNGs, spectra as PNG.
 
-PNG rather than SVG: a ``(W, W)`` heatmap is a raster anyway, and a PNG data
-URI keeps the single HTML file small and identical in every browser.
+A heatmap's matrix is a raster, one pixel per entry in a palette PNG of
+:data:`LEVELS` colours, scaled up by the browser without smoothing; its lines,
+rings, names and colour scale are SVG.  Exact, sharp at any zoom, and a few
+kilobytes where a drawn picture of the same panel took hundreds.  The
+spectrum, a scatter plot, is drawn with matplotlib's Agg backend and stored
+as a palette PNG.
 
 Every heatmap has the same axes: parameters in the public order, solid lines
 at layer boundaries, dotted lines between a layer's ``W`` and ``b``; tick
@@ -23,10 +27,7 @@ matplotlib.use("Agg")  # no display, no GUI toolkit: the report is written on se
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
-from matplotlib.artist import Artist  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.colors import LogNorm, SymLogNorm  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
 
 from hessverify.base.typing import FloatArray  # noqa: E402
@@ -34,12 +35,15 @@ from hessverify.engine.compare import Comparison  # noqa: E402
 from hessverify.model.problem import Problem  # noqa: E402
 from hessverify.reports.analysis import CaseAnalysis, is_approximation  # noqa: E402
 
-__all__ = ["MAX_NAMED_TICKS", "drawn_comparisons", "heatmaps_png", "spectrum_png"]
+__all__ = ["LEVELS", "MAX_NAMED_TICKS", "drawn_comparisons", "heatmaps_svg", "spectrum_png"]
 
 MAX_NAMED_TICKS = 40
 """Up to this many parameters every tick is labelled with its name."""
 
 DPI = 90
+
+PNG_COLOURS = 64
+"""Colours of a plot's palette PNG (the spectrum: a few marker colours, grey, text): a quarter of the bytes of RGB."""
 
 PANELS_PER_ROW = 3
 """Heatmaps side by side; more wrap onto another row, so each stays readable at page width."""
@@ -49,11 +53,11 @@ MISSING = "#e8e8e8"
 
 
 def _png(fig: Any) -> str:
-    """The figure at :data:`DPI` as base64 PNG: RGB (the figure is opaque), zlib at its fastest level.
+    """The figure at :data:`DPI` as base64 PNG: a palette of :data:`PNG_COLOURS` colours (the figure is opaque).
 
-    As ``savefig`` draws it, without the alpha channel: a quarter fewer bytes
-    to compress, and at level 1 about the size of ``savefig``'s RGBA at level 6
-    in a third of the time.
+    As ``savefig`` draws it, without the alpha channel, quantised to the
+    picture's own colours: a fraction of the bytes of RGB, the same picture
+    to the eye.
     """
     from PIL import Image
 
@@ -65,7 +69,9 @@ def _png(fig: Any) -> str:
         fig.canvas.draw()
     rgb = np.ascontiguousarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
     plt.close(fig)
-    Image.fromarray(rgb).save(buf, format="png", compress_level=1)
+    # a palette of the picture's own colours: a plot's few colours and the anti-aliasing between them
+    image = Image.fromarray(rgb).quantize(PNG_COLOURS, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    image.save(buf, format="png", optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -80,27 +86,45 @@ def _sci(value: float, _pos: int | None = None) -> str:
 
 @dataclass(frozen=True)
 class _Panel:
-    """One heatmap: its title, the RGBA pixels (one per entry), its colour scale, and the entries to ring."""
+    """One heatmap: its title, one colour index per entry, its colour scale, and the entries to ring."""
 
     title: str
-    rgba: npt.NDArray[np.uint8]
-    scale: Any  # the colormap's 256 colours, bottom to top
+    index: npt.NDArray[np.uint8]  # (W, W) indices into palette; LEVELS is the "missing" grey
+    palette: npt.NDArray[np.uint8]  # (LEVELS + 1, 3): the colour scale bottom to top, then the grey
     ticks: list[tuple[float, str]]  # (height on the colour scale in [0, 1], label)
     over: npt.NDArray[np.bool_] | None = None  # entries over the bound, ringed in red
     note: str = ""  # written across the panel ("identical")
     failed: bool = False
 
 
+LEVELS = 64
+"""Colours of a heatmap's scale: the entries are quantised to this many levels (and a grey for no colour);
+the eye tells apart far fewer, and a small palette keeps each matrix a few kilobytes."""
+
+
+def _palette(cmap: Any) -> npt.NDArray[np.uint8]:
+    colours = np.asarray(cmap(np.linspace(0.0, 1.0, LEVELS), bytes=True), dtype=np.uint8)[:, :3]
+    grey = np.asarray(matplotlib.colors.to_rgb(MISSING)) * 255
+    return np.vstack([colours, np.round(grey).astype(np.uint8)])
+
+
+def _levels(scaled: Any) -> npt.NDArray[np.uint8]:
+    """Values of a norm in [0, 1] (masked: no colour) as palette indices 0 .. LEVELS - 1, masked as LEVELS."""
+    values = np.ma.filled(np.ma.masked_invalid(np.ma.asarray(scaled, dtype=np.float64)), np.nan)
+    index = np.clip(np.floor(np.nan_to_num(values, nan=0.0) * LEVELS), 0, LEVELS - 1).astype(np.uint8)
+    index[np.isnan(values)] = LEVELS
+    return index
+
+
 def _hessian_panel(title: str, H: FloatArray) -> _Panel:
     """Symmetric log colours: Hessian entries span decades and change sign."""
-    vmax = float(np.max(np.abs(H), initial=0.0)) or 1.0
+    vmax = float(np.max(np.abs(np.nan_to_num(H, nan=0.0, posinf=0.0, neginf=0.0)), initial=0.0)) or 1.0
     lin = vmax * 1e-3
     norm = SymLogNorm(linthresh=lin, vmin=-vmax, vmax=vmax, base=10)
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad=MISSING)
-    with np.errstate(invalid="ignore"):
-        rgba = cmap(norm(np.ma.masked_invalid(H)), bytes=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        index = _levels(norm(np.ma.masked_invalid(H)))
     ticks = [-vmax, -lin, 0.0, lin, vmax]
-    return _Panel(title, rgba, cmap(np.linspace(0, 1, 256)), [(float(norm(t)), _sci(t)) for t in ticks])
+    return _Panel(title, index, _palette(matplotlib.colormaps["RdBu_r"]), [(float(norm(t)), _sci(t)) for t in ticks])
 
 
 def _error_panel(title: str, E: FloatArray, over: npt.NDArray[np.bool_] | None, failed: bool) -> _Panel:
@@ -108,20 +132,19 @@ def _error_panel(title: str, E: FloatArray, over: npt.NDArray[np.bool_] | None, 
     positive = E[(E > 0) & np.isfinite(E)]
     if not positive.size:
         grey = matplotlib.colormaps["Greys"]
-        rgba = np.broadcast_to(np.array(grey(0.0, bytes=True), dtype=np.uint8), (*E.shape, 4))
-        return _Panel(title, rgba, grey(np.linspace(0, 1, 256)),
+        return _Panel(title, np.zeros(E.shape, dtype=np.uint8), _palette(grey),
                       [(t, _sci(t)) for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)], over, "identical", failed)
     lo, hi = float(positive.min()), float(positive.max())
     lo = max(lo, hi * 1e-12)  # a floor so one tiny entry does not wash out the scale
     norm = LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 10)
-    cmap = matplotlib.colormaps["magma"].with_extremes(bad=MISSING)
     shown = np.ma.masked_where(~(E > 0) | ~np.isfinite(E), E)
-    rgba = cmap(norm(np.ma.maximum(shown, lo)), bytes=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        index = _levels(norm(np.ma.maximum(shown, lo)))
     decades = np.arange(np.ceil(np.log10(norm.vmin)), np.floor(np.log10(norm.vmax)) + 1)
     step = max(1, int(np.ceil(len(decades) / 5)))
     ticks = [float(10.0**d) for d in decades[::-1][::step]]
-    return _Panel(title, rgba, cmap(np.linspace(0, 1, 256)), [(float(norm(t)), _sci(t)) for t in ticks], over,
-                  failed=failed)
+    return _Panel(title, index, _palette(matplotlib.colormaps["magma"]), [(float(norm(t)), _sci(t)) for t in ticks],
+                  over, failed=failed)
 
 
 def _tick_labels(problem: Problem) -> tuple[list[float], list[str], float, bool]:
@@ -132,13 +155,13 @@ def _tick_labels(problem: Problem) -> tuple[list[float], list[str], float, bool]
     """
     W = problem.n_params
     if W <= MAX_NAMED_TICKS:
-        return [i + 0.5 for i in range(W)], list(problem.param_names), (7 if W <= 20 else 5.5), True
+        return [i + 0.5 for i in range(W)], list(problem.param_names), (9 if W <= 20 else 7), True
     groups: list[tuple[str, int, int]] = []
     for blk in problem.architecture.blocks:
         groups.append((f"W{blk.layer}", blk.w_slice.start, blk.w_slice.stop))
         if blk.bias:
             groups.append((f"b{blk.layer}", blk.b_slice.start, blk.b_slice.stop))
-    return [(a + b) / 2 for _, a, b in groups], [g for g, _, _ in groups], 8, False
+    return [(a + b) / 2 for _, a, b in groups], [g for g, _, _ in groups], 10, False
 
 
 def drawn_comparisons(analysis: CaseAnalysis) -> list[Comparison]:
@@ -162,40 +185,37 @@ def drawn_comparisons(analysis: CaseAnalysis) -> list[Comparison]:
     return out
 
 
-class _Labels(Artist):
-    """Many labels of one style, drawn by one :class:`~matplotlib.text.Text` moved from place to place.
+def _png_data(index: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8]) -> str:
+    """A palette PNG, one pixel per entry, as a ``data:`` URI: exact colours, a few kilobytes."""
+    from PIL import Image
 
-    Creating a ``Text`` per tick name is a third of a heatmap's drawing time;
-    drawn this way each name costs only its glyphs, and the pixels are those
-    of ``ax.text`` with the same style.
-    """
-
-    def __init__(self, ax: Any, **style: Any) -> None:
-        super().__init__()
-        self._stamp = Text(**style)
-        self._stamp.set_figure(ax.figure)
-        self._stamp.set_transform(ax.transData)
-        self.items: list[tuple[float, float, str]] = []
-        self.set_zorder(3)
-
-    def add(self, x: float, y: float, text: str) -> None:
-        self.items.append((x, y, text))
-
-    def draw(self, renderer: Any) -> None:
-        for x, y, text in self.items:
-            self._stamp.set_position((x, y))
-            self._stamp.set_text(text)
-            self._stamp.draw(renderer)
+    image = Image.fromarray(np.ascontiguousarray(index), mode="P")
+    image.putpalette(palette.reshape(-1).tolist())
+    buf = io.BytesIO()
+    image.save(buf, format="png", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def heatmaps_png(analysis: CaseAnalysis) -> str | None:
-    """The exact Hessian, then ``|method - reference|`` (log scale) for :func:`drawn_comparisons`.
+def _x(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
 
-    Entries over the comparison's bound are ringed in red (up to 400 per panel).
 
-    Every panel, its colour scale and its labels are drawn on one full-figure
-    canvas, in inches, rather than as matplotlib Axes and colorbars with their
-    tick machinery: the picture says the same and costs a fraction of the time.
+def _esc(text: str) -> str:
+    from html import escape
+
+    return escape(text, quote=True)
+
+
+def heatmaps_svg(analysis: CaseAnalysis) -> str | None:
+    """The exact Hessian, then ``|method - reference|`` (log scale) for :func:`drawn_comparisons`, as inline SVG.
+
+    Each matrix is a palette PNG with one pixel per entry, scaled up without
+    smoothing (``image-rendering: pixelated``): every entry is a sharp square
+    whatever the zoom, and a (206, 206) matrix costs tens of kilobytes, not
+    hundreds.  Lines, rings, names and colour scales are SVG drawn by the
+    browser.  Entries over the comparison's bound are ringed in red (up to
+    400 per panel); solid lines mark layer boundaries, dotted lines the
+    boundary between a layer's ``W`` and ``b``.
     """
     p = analysis.problem
     H = analysis.exact
@@ -211,66 +231,73 @@ def heatmaps_png(analysis: CaseAnalysis) -> str | None:
         panels.append(_error_panel(f"|{c.method} - {c.reference}|{'' if c.passed else '  FAIL'}", E, over,
                                    not c.passed))
     W = p.n_params
-    side = 2.9 if W <= 20 else 3.6  # the matrix, in inches
+    side = 220.0 if W <= 20 else 280.0  # the matrix, in px
     at, names, size, per_parameter = _tick_labels(p)
     cols = min(len(panels), PANELS_PER_ROW)
     rows = -(-len(panels) // cols)
-    left, bottom, top = 0.9, 0.7, 0.35  # room for the row names, the column names, the first titles
-    cell_w, cell_h = side + 1.3, side + 0.75  # a panel, its colour scale and its labels; the gap below it
-    width, height = left + cols * cell_w, top + rows * cell_h - 0.45 + bottom
-    fig = plt.figure(figsize=(width, height))
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_axis_off()
-    step = side / W  # inches per entry
-    scale_labels = _Labels(ax, ha="left", va="center", fontsize=7)
-    row_names = _Labels(ax, ha="right", va="center", fontsize=size)
-    column_names = _Labels(ax, ha="center", va="top", fontsize=size, rotation=90 if per_parameter else 0)
-    solid: list[list[tuple[float, float]]] = []
-    dotted: list[list[tuple[float, float]]] = []
-    frames: list[list[tuple[float, float]]] = []
+    left, bottom, top = 70.0, 55.0 if per_parameter else 20.0, 24.0  # row names, column names, the first titles
+    cell_w, cell_h = side + 100.0, side + 40.0  # a panel, its colour scale and its labels; the gap below it
+    width, height = left + cols * cell_w, top + rows * cell_h - 40.0 + bottom
+    step = side / W
+    out = [f'<svg class="heat" viewBox="0 0 {_x(width)} {_x(height)}" width="{_x(width)}" height="{_x(height)}" '
+           f'role="img" font-family="sans-serif"><title>heatmaps of {_esc(p.id)}</title>']
+    cuts = [b.offset for b in p.architecture.blocks[1:]]
+    biases = [b.b_slice.start for b in p.architecture.blocks if b.bias]
     for k, panel in enumerate(panels):
         x0 = left + (k % cols) * cell_w
-        y1 = height - top - (k // cols) * cell_h  # the matrix's top edge; rows go down from it
-        y0 = y1 - side
-        ax.imshow(panel.rgba, extent=(x0, x0 + side, y0, y1), interpolation="nearest", aspect="auto")
-        frames.append([(x0, y0), (x0 + side, y0), (x0 + side, y1), (x0, y1), (x0, y0)])
-        # solid lines at layer boundaries, dotted between a layer's W and b
-        for cuts, lines in (([b.offset for b in p.architecture.blocks[1:]], solid),
-                            ([b.b_slice.start for b in p.architecture.blocks if b.bias], dotted)):
-            for cut in cuts:
-                lines += [[(x0 + cut * step, y0), (x0 + cut * step, y1)], [(x0, y1 - cut * step), (x0 + side, y1 - cut * step)]]
+        y0 = top + (k // cols) * cell_h  # the matrix's top edge
+        colour = "#b00020" if panel.failed else "#000"
+        out.append(f'<text x="{_x(x0 + side / 2)}" y="{_x(y0 - 6)}" text-anchor="middle" font-size="12" '
+                   f'fill="{colour}">{_esc(panel.title)}</text>')
+        out.append(f'<image x="{_x(x0)}" y="{_x(y0)}" width="{_x(side)}" height="{_x(side)}" preserveAspectRatio="none" '
+                   f'style="image-rendering:pixelated" href="{_png_data(panel.index, panel.palette)}"/>')
+        lines = "".join(f"M{_x(x0 + c * step)} {_x(y0)}V{_x(y0 + side)}M{_x(x0)} {_x(y0 + c * step)}H{_x(x0 + side)}"
+                        for c in cuts)
+        dots = "".join(f"M{_x(x0 + c * step)} {_x(y0)}V{_x(y0 + side)}M{_x(x0)} {_x(y0 + c * step)}H{_x(x0 + side)}"
+                       for c in biases)
+        if lines:
+            out.append(f'<path d="{lines}" stroke="#000" stroke-width="1" fill="none"/>')
+        if dots:
+            out.append(f'<path d="{dots}" stroke="#000" stroke-width="0.6" stroke-dasharray="2 2" fill="none"/>')
+        out.append(f'<rect x="{_x(x0)}" y="{_x(y0)}" width="{_x(side)}" height="{_x(side)}" fill="none" '
+                   'stroke="#000" stroke-width="0.8"/>')
         if panel.note:
-            ax.text(x0 + side / 2, y0 + side / 2, panel.note, ha="center", va="center", fontsize=10)
+            out.append(f'<text x="{_x(x0 + side / 2)}" y="{_x(y0 + side / 2)}" text-anchor="middle" '
+                       f'dominant-baseline="middle" font-size="13">{_esc(panel.note)}</text>')
         if panel.over is not None and panel.over.any() and panel.over.sum() <= 400:
-            ii, jj = np.nonzero(panel.over)
-            ax.scatter(x0 + (jj + 0.5) * step, y1 - (ii + 0.5) * step, s=14, facecolors="none",
-                       edgecolors="red", linewidths=0.6, zorder=4)
-        ax.text(x0 + side / 2, y1 + 0.08, panel.title, ha="center", va="bottom", fontsize=9,
-                color="#b00020" if panel.failed else "black")
-        # the colour scale: a strip of the colormap, its ticks and their values
-        cx = x0 + side + 0.12
-        ax.imshow(panel.scale[::-1, None], extent=(cx, cx + 0.14, y0, y1), interpolation="nearest", aspect="auto")
-        frames.append([(cx, y0), (cx + 0.14, y0), (cx + 0.14, y1), (cx, y1), (cx, y0)])
+            r = max(2.0, min(5.0, 0.45 * step))
+            rings = "".join(f'<circle cx="{_x(x0 + (j + 0.5) * step)}" cy="{_x(y0 + (i + 0.5) * step)}" r="{_x(r)}"/>'
+                            for i, j in zip(*np.nonzero(panel.over), strict=True))
+            out.append(f'<g class="over" fill="none" stroke="#e00000" stroke-width="1">{rings}</g>')
+        # the colour scale: a strip of the palette, bottom to top, its ticks and their values
+        cx = x0 + side + 10
+        scale = _png_data(np.arange(LEVELS, dtype=np.uint8)[::-1].reshape(-1, 1), panel.palette)
+        out.append(f'<image x="{_x(cx)}" y="{_x(y0)}" width="12" height="{_x(side)}" preserveAspectRatio="none" '
+                   f'style="image-rendering:pixelated" href="{scale}"/>')
+        out.append(f'<rect x="{_x(cx)}" y="{_x(y0)}" width="12" height="{_x(side)}" fill="none" stroke="#000" '
+                   'stroke-width="0.6"/>')
         for where, label in panel.ticks:
             if -1e-9 <= where <= 1 + 1e-9:
-                y = y0 + where * side
-                frames.append([(cx + 0.14, y), (cx + 0.19, y)])
-                scale_labels.add(cx + 0.22, y, label)
-        # names on the outer panels only, as matplotlib's label_outer does: every panel has the same axes
+                y = y0 + (1 - where) * side
+                out.append(f'<path d="M{_x(cx + 12)} {_x(y)}h4" stroke="#000" stroke-width="0.6"/>'
+                           f'<text x="{_x(cx + 19)}" y="{_x(y)}" dominant-baseline="middle" font-size="9">'
+                           f"{_esc(label)}</text>")
+        # names on the outer panels only: every panel has the same axes
         if k % cols == 0:
-            for a, name in zip(at, names, strict=True):
-                row_names.add(x0 - 0.06, y1 - a * step, name)
+            out.append(f'<g font-size="{_x(size)}" text-anchor="end" dominant-baseline="middle">'
+                       + "".join(f'<text x="{_x(x0 - 4)}" y="{_x(y0 + a * step)}">{_esc(n)}</text>'
+                                 for a, n in zip(at, names, strict=True)) + "</g>")
         if k + cols >= len(panels):  # the bottom panel of its column: nothing is drawn below it
-            for a, name in zip(at, names, strict=True):
-                column_names.add(x0 + a * step, y0 - 0.06, name)
-    for labels in (scale_labels, row_names, column_names):
-        ax.add_artist(labels)
-    ax.add_collection(LineCollection(solid, colors="black", linewidths=1.0, zorder=3))
-    ax.add_collection(LineCollection(dotted, colors="black", linewidths=0.5, linestyles=":", zorder=3))
-    ax.add_collection(LineCollection(frames, colors="black", linewidths=0.8, zorder=3))
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
-    return _png(fig)
+            if per_parameter:
+                out.append(f'<g font-size="{_x(size)}" text-anchor="end" dominant-baseline="middle">'
+                           + "".join(f'<text transform="translate({_x(x0 + a * step)} {_x(y0 + side + 4)}) rotate(-90)">'
+                                     f"{_esc(n)}</text>" for a, n in zip(at, names, strict=True)) + "</g>")
+            else:
+                out.append(f'<g font-size="{_x(size)}" text-anchor="middle">'
+                           + "".join(f'<text x="{_x(x0 + a * step)}" y="{_x(y0 + side + 14)}">{_esc(n)}</text>'
+                                     for a, n in zip(at, names, strict=True)) + "</g>")
+    out.append("</svg>")
+    return "".join(out)
 
 
 def spectrum_png(analysis: CaseAnalysis) -> str | None:

@@ -1,8 +1,17 @@
 """``report.html``: the Markdown report's content plus pictures, in one self-contained file.
 
-Self-contained means: CSS inline, pictures as ``data:image/png;base64`` URIs,
-no script, no font, no link to anything outside the file, so it opens
-offline and can be mailed or attached to an issue as it is.
+Self-contained means: CSS inline, heatmaps as inline SVG over ``data:`` PNGs,
+the spectrum as a ``data:image/png;base64`` URI, no script, no font, no link
+to anything outside the file, so it opens offline and can be mailed or
+attached to an issue as it is.
+
+The page opens with what fits one screen: the totals and the summary table
+(one row per case, one cell per method: pass or FAIL and the worst margin).
+Each case's section then says in one line how it went, shows where each
+failing comparison's error lives, and folds the rest (``<details>``): the
+table of comparisons, the heatmaps (open when something failed), the
+spectrum and the approximations.  A summary cell links into its case's
+table, which the browser unfolds on the way.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from hessverify.reports.progress import track
 __all__ = ["PARALLEL_DRAW_MAX_PARAMS", "Drawing", "Pictures", "draw_all", "html_document"]
 
 Pictures = tuple[str | None, str | None]
-"""One case's heatmaps and spectrum, as base64 PNG (``None``: nothing to draw)."""
+"""One case's heatmaps, as inline SVG, and spectrum, as base64 PNG (``None``: nothing to draw)."""
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b;
@@ -46,6 +55,17 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; back
 figure { margin: 10px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 12px; }
 nav a { margin-right: 8px; }
+.wide { overflow-x: auto; }
+#summary { font-size: 12px; }
+#summary td, #summary th { padding: 3px 6px; }
+#summary td, td.num { white-space: nowrap; }
+#summary td a { color: inherit; text-decoration: none; }
+#summary td:first-child a { color: #0645ad; }
+p.status { margin: 6px 0; }
+details { margin: 6px 0; }
+details > summary { cursor: pointer; font-weight: 600; padding: 3px 0; }
+details[open] > summary { margin-bottom: 4px; }
+svg.heat { max-width: 100%; height: auto; display: block; }
 """
 
 
@@ -60,21 +80,37 @@ def _img(b64: str | None, alt: str, caption: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
+def _svg(svg: str | None, caption: str) -> str:
+    """An inline SVG picture (:func:`hessverify.reports.figures.heatmaps_svg`) with its caption."""
+    if not svg:
+        return ""
+    return f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _fold(anchor: str, title: str, body: str, *, open_: bool = False) -> str:
+    """``body`` folded under ``title`` (``<details>``); ``anchor`` is the id of the body, which a link unfolds
+    (a browser opens a closed ``<details>`` to show the element a link points to inside it)."""
+    return (f'<details{" open" if open_ else ""}><summary>{_e(title)}</summary>'
+            f'<div id="{_e(anchor)}">{body}</div></details>')
+
+
 def _summary_table(cases: Sequence[Problem], results: Sequence[Comparison], skipped: Sequence[dict[str, str]],
                    leading: Sequence[str]) -> str:
     from hessverify.reports import summary_cells
 
     methods = sorted({c.method for c in results}) or ["result"]  # a column even when nothing was compared
-    rows = ['<table id="summary"><thead><tr><th>case</th>' + "".join(f"<th>{_e(m)}</th>" for m in methods)
-            + "</tr></thead><tbody>"]
+    rows = ['<div class="wide"><table id="summary"><thead><tr><th>case</th>'
+            + "".join(f"<th>{_e(m).replace('_', '_<wbr>')}</th>" for m in methods) + "</tr></thead><tbody>"]
     for case in cases:
         cells = summary_cells(case, [c for c in results if c.case == case.id], skipped, methods)
-        tds = "".join(f'<td class="{"skip" if ok is None else ("pass" if ok else "fail")}">{_e(t)}</td>'
+        # a cell opens its case's table of comparisons: the browser unfolds the <details> it links to
+        tds = "".join(f'<td class="{"skip" if ok is None else ("pass" if ok else "fail")}">'
+                      + (f'<a href="#{_e(case.id)}-comparisons">{_e(t)}</a>' if ok is not None else _e(t)) + "</td>"
                       for t, ok in cells)
         lead = ' class="lead"' if case.id in leading else ""
         mark = " <small>(minimal failing)</small>" if case.id in leading else ""
         rows.append(f'<tr{lead}><td><a href="#{_e(case.id)}">{_e(case.id)}</a>{mark}</td>{tds}</tr>')
-    rows.append("</tbody></table>")
+    rows.append("</tbody></table></div>")
     return "\n".join(rows)
 
 
@@ -92,7 +128,20 @@ def _comparison_table(comps: Sequence[Comparison]) -> str:
             f"<td class='num'>{c.max_rel_error:.2e}</td><td class='num'>{c.bound:.2e} ({_e(c.bound_kind)})</td>"
             f"<td class='num'>{_e(margin_text(c))}</td><td><code>{_e(w.row)}</code> x <code>{_e(w.col)}</code></td>"
             f"<td class='num'>{w.value:.17g}</td><td class='num'>{w.reference_value:.17g}</td></tr>")
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class='wide'><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+
+
+def _status(comps: Sequence[Comparison]) -> str:
+    """One line for a case: comparisons passed and failed, the worst margin and where it is."""
+    if not comps:
+        return "No comparison."
+    n_fail = sum(not c.passed for c in comps)
+    worst = max(comps, key=lambda c: c.margin)
+    w = worst.worst_entry
+    head = (f"<span class='fail'>{n_fail} of {len(comps)} comparisons failed</span>" if n_fail
+            else f"<span class='pass'>all {len(comps)} comparisons passed</span>")
+    return (f"{head}; worst margin {_e(margin_text(worst))}: {_e(worst.method)} vs {_e(worst.reference)} at "
+            f"<code>{_e(w.row)}</code> x <code>{_e(w.col)}</code>.")
 
 
 def _approximation_table(a: CaseAnalysis) -> str:
@@ -129,8 +178,7 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
     if skip is not None:
         out.append(f"<p class='skip'>Not compared: {_e(skip['message'])}</p></section>")
         return "\n".join(out)
-    out.append(_comparison_table(comps))
-    out += [f"<p class='note'>{_e(c.reference)}: {_e(c.note)}</p>" for c in unusable]
+    out.append(f"<p class='status'>{_status(comps)}</p>")
     for c in comps:
         if c.passed:
             continue
@@ -144,32 +192,35 @@ def _case_section(case: Problem, a: CaseAnalysis | None, comps: Sequence[Compari
                    f"over the bound; worst <code>{_e(w.row)}</code> x <code>{_e(w.col)}</code> "
                    f"(|error| {w.abs_error:.3g}, bound {w.bound:.3g}"
                    + ("; reference is exactly 0" if w.reference_value == 0.0 else "") + f").<br>Where: {words}</div>")
+    notes = "".join(f"<p class='note'>{_e(c.reference)}: {_e(c.note)}</p>" for c in unusable)
+    out.append(_fold(f"{case.id}-comparisons", f"Comparisons ({len(comps)})", _comparison_table(comps) + notes))
     if a is not None:
-        out.append("<h3>Hessian and errors</h3>")
         heat, spectrum = pictures if pictures is not None else _pictures(a)
-        out.append(_img(heat, f"heatmaps for {case.id}",
-                        "First: the exact Hessian (symmetric log colour scale). Then |method − reference| on a log "
-                        "scale for every failing comparison, and for each method that passes its comparison with "
-                        "the exact reference (grey: exactly equal, or not computed by a diagonal or block method; "
-                        "red rings: entries over the bound). Solid lines: layer boundaries; dotted: between a "
-                        "layer's W and b."))
-        out.append("<h3>Spectrum and approximations</h3>")
-        if spectrum_sentence(a):
-            out.append(f"<p>{_e(spectrum_sentence(a))}</p>")
-        out.append(_img(spectrum, f"eigenvalue spectrum for {case.id}",
-                        "Eigenvalues in ascending order; blue positive, red negative, grey within the zero "
-                        "threshold (shaded band). Approximations' eigenvalues are overlaid."))
-        out.append(_approximation_table(a))
+        figure = _svg(heat, "First: the exact Hessian (symmetric log colour scale). Then |method − reference| on a "
+                      "log scale for every failing comparison, and for each method that passes its comparison with "
+                      "the exact reference (grey: exactly equal, or not computed by a diagonal or block method; "
+                      "red rings: entries over the bound). Solid lines: layer boundaries; dotted: between a "
+                      "layer's W and b.")
+        if figure:
+            out.append(_fold(f"{case.id}-heatmaps", "Hessian and errors (heatmaps)", figure,
+                             open_=any(not c.passed for c in comps)))
+        sentence = spectrum_sentence(a)
+        body = (f"<p>{_e(sentence)}</p>" if sentence else "") + _img(
+            spectrum, f"eigenvalue spectrum for {case.id}", "Eigenvalues in ascending order; blue positive, red "
+            "negative, grey within the zero threshold (shaded band). Approximations' eigenvalues are overlaid.") \
+            + _approximation_table(a)
+        title = "Spectrum and approximations" + (f": {a.point}" if a.point else "")
+        out.append(_fold(f"{case.id}-spectrum", title, body))
     out.append("</section>")
     return "\n".join(out)
 
 
 def _pictures(a: CaseAnalysis) -> Pictures:
-    """The heatmaps and the spectrum of one case, as base64 PNG."""
-    from hessverify.reports.figures import heatmaps_png, spectrum_png
+    """The heatmaps (inline SVG) and the spectrum (base64 PNG) of one case."""
+    from hessverify.reports.figures import heatmaps_svg, spectrum_png
 
     with np.errstate(over="ignore", invalid="ignore"):  # matplotlib's symlog ticks overflow harmlessly
-        return heatmaps_png(a), spectrum_png(a)
+        return heatmaps_svg(a), spectrum_png(a)
 
 
 def _quiet_worker() -> None:
@@ -207,8 +258,8 @@ class Drawing:
     >>> a = analyse_case(run_problem(hessverify.load_case("cases/xor-2-2-1-sigmoid.toml"), references=["autograd"]))
     >>> with Drawing(workers=1) as drawing:
     ...     drawing.start(a)
-    ...     [heat[:4] for heat, spectrum in drawing.pictures([a], show_progress=False)]
-    ['iVBO']
+    ...     [(heat[:4], spectrum[:4]) for heat, spectrum in drawing.pictures([a], show_progress=False)]
+    [('<svg', 'iVBO')]
     """
 
     def __init__(self, *, workers: int | None = None, cases: int | None = None) -> None:

@@ -116,7 +116,7 @@ def _record(p: hessverify.Problem, method: str, reference: str, passed: bool, bo
 
 def test_a_diagonal_method_is_judged_on_its_diagonal_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """A "vector" exact method computes the diagonal; the rest of the matrix is not its error."""
-    from hessverify.reports.figures import heatmaps_png
+    from hessverify.reports.figures import heatmaps_svg
 
     p = _case("xor-2-2-1-sigmoid")
     H = hessverify.hessian(p)
@@ -129,7 +129,7 @@ def test_a_diagonal_method_is_judged_on_its_diagonal_only(monkeypatch: pytest.Mo
     loc = a.localisations[("diag-exact", "autograd")]
     assert loc.shape == "diagonal" and loc.top[0].row == "W1[1,1]"
     assert a.exact_name == "autograd"
-    assert heatmaps_png(a)  # NaN entries are drawn grey, not refused
+    assert heatmaps_svg(a)  # NaN entries are drawn grey, not refused
 
 
 def test_approximation_records_stay_out_of_the_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,33 +1,40 @@
-"""The report's pictures: what each heatmap shows, read back from the PNG's pixels."""
+"""The report's pictures: what each heatmap shows, read back from its SVG and the pixels of its matrices."""
 
 from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
+from PIL import Image
 
 import hessverify
 from hessverify.engine.registry import METHODS
-from hessverify.reports.analysis import analyse_case
-from hessverify.reports.figures import drawn_comparisons, heatmaps_png, spectrum_png
 from hessverify.engine.run import Run, run_problem
+from hessverify.reports.analysis import analyse_case
+from hessverify.reports.figures import LEVELS, drawn_comparisons, heatmaps_svg, spectrum_png
 from tests.reports.conftest import BUG, EXTRA
 
 ROOT = Path(__file__).resolve().parents[2]
+_IMAGE = re.compile(r'<image x="[^"]+" y="[^"]+" width="([^"]+)" height="([^"]+)"[^>]*href="data:image/png;base64,'
+                    r'([A-Za-z0-9+/=]+)"')
 
 
-def _pixels(b64: str | None) -> np.ndarray:
-    assert b64 is not None
-    return imread(io.BytesIO(base64.b64decode(b64)), format="png")[..., :3]
+def _matrices(svg: str | None) -> list[np.ndarray]:
+    """Each panel's matrix as RGB pixels (the colour scales, 12 wide, left out)."""
+    assert svg is not None and svg.startswith("<svg") and svg.endswith("</svg>")
+    out = []
+    for width, height, b64 in _IMAGE.findall(svg):
+        if width == height:
+            out.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")))
+    return out
 
 
-def _ring_pixels(img: np.ndarray) -> int:
-    """Pixels of the rings' red: no colour map of the heatmaps (RdBu_r, magma, Greys) is this red."""
-    return int(np.sum((img[..., 0] > 0.85) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)))
+def _rings(svg: str) -> int:
+    return sum(group.count("<circle") for group in re.findall(r'<g class="over"[^>]*>(.*?)</g>', svg))
 
 
 def test_entries_over_the_bound_are_ringed_in_red(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,25 +43,41 @@ def test_entries_over_the_bound_are_ringed_in_red(monkeypatch: pytest.MonkeyPatc
     failing = analyse_case(run_problem(case, ["backprop", BUG], ["autograd"]))
     passing = analyse_case(run_problem(case, ["backprop"], ["autograd"]))
     assert [c.passed for c in drawn_comparisons(failing)] == [True, False]
-    assert _ring_pixels(_pixels(heatmaps_png(failing))) > 100
-    assert _ring_pixels(_pixels(heatmaps_png(passing))) == 0
+    # the planted bug scales the layer 2 x layer 1 block and its mirror: 2 x (3 x 6) entries over the bound
+    assert _rings(heatmaps_svg(failing)) == 2 * 3 * 6
+    assert _rings(heatmaps_svg(passing)) == 0
 
 
-def test_one_panel_per_drawn_comparison_and_the_hessian() -> None:
-    """A figure with more panels is taller (three to a row): the exact Hessian and every drawn comparison."""
+def test_one_panel_per_drawn_comparison_and_the_hessian_one_pixel_per_entry() -> None:
     case = hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml")
-    H = hessverify.hessian(case)
-    one = analyse_case(Run.from_matrices(case, [], {"backprop": H}))
+    H = hessverify.hessian(case, "autograd")
+    one = analyse_case(Run.from_matrices(case, [], {"autograd": H}))
     many = analyse_case(run_problem(case, ["backprop", "rop", "pairwise"], ["autograd"]))
     assert len(drawn_comparisons(many)) == 3
-    h1, hm = _pixels(heatmaps_png(one)), _pixels(heatmaps_png(many))
-    assert hm.shape[0] > 1.8 * h1.shape[0] and hm.shape[1] > 2.5 * h1.shape[1]
+    assert len(_matrices(heatmaps_svg(one))) == 1
+    panels = _matrices(heatmaps_svg(many))
+    assert len(panels) == 4 and all(p.shape == (case.n_params, case.n_params, 3) for p in panels)
+
+
+def test_the_hessian_panel_shows_the_signs_of_the_entries() -> None:
+    """RdBu_r: positive entries red, negative ones blue (held to autograd's Hessian, not to the drawing code)."""
+    case = hessverify.load_case(ROOT / "cases" / "xor-2-2-1-sigmoid.toml")
+    H = hessverify.hessian(case, "autograd")
+    pixels = _matrices(heatmaps_svg(analyse_case(Run.from_matrices(case, [], {"autograd": H}))))[0].astype(int)
+    clear = np.abs(H) > 1e-2 * np.abs(H).max()
+    redder = pixels[..., 0] > pixels[..., 2]
+    assert clear.sum() > 10
+    assert np.array_equal(redder[clear], H[clear] > 0)
+    assert len({tuple(p) for p in pixels.reshape(-1, 3)}) <= LEVELS + 1
 
 
 def test_a_large_case_is_labelled_by_tensor_and_drawn() -> None:
     """Past MAX_NAMED_TICKS parameters the axes name tensors; the picture and the spectrum are still drawn."""
     case = hessverify.load_case(ROOT / "cases" / "tanh-6-12-8-2.toml")
     a = analyse_case(Run.from_matrices(case, [], {"backprop": hessverify.hessian(case)}))
-    img = _pixels(heatmaps_png(a))
-    assert img.shape[0] > 300 and _ring_pixels(img) == 0
+    svg = heatmaps_svg(a)
+    assert svg is not None
+    (matrix,) = _matrices(svg)
+    assert matrix.shape[:2] == (case.n_params, case.n_params) and _rings(svg) == 0
+    assert ">W1<" in svg and ">b3<" in svg and "W1[0,0]" not in svg
     assert spectrum_png(a)
