@@ -104,6 +104,12 @@ def _build_parser() -> argparse.ArgumentParser:
     budget = _budget_options()
     p = _Parser(prog="hessverify", description="Verify second-order backpropagation.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from hessverify.base.version import VERSION
+
+    p.add_argument("--version", action="version", version=f"hessverify {VERSION}",
+                   help="print the installed version and exit")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (they are drawn on standard "
+                   "error, only when it is a terminal)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -135,7 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("derive", help="closed form of a gradient or Hessian entry, and its value at the case's point",
                        parents=[budget])
-    d.add_argument("case", metavar="CASE")
+    d.add_argument("case", metavar="CASE", nargs="?", help="the case file (before or after --entry)")
     d.add_argument("--entry", nargs="+", required=True, metavar="PARAM",
                    help="one name (a gradient entry) or two (a Hessian entry), e.g. --entry 'W1[0,1]' 'b2[0]'")
     d.add_argument("--latex", action="store_true", help="print LaTeX instead of plain text")
@@ -177,7 +183,18 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_lab_commands(sub)
     _add_conformance_command(sub)
     _add_campaign_command(sub)
+    _add_quiet(sub)
     return p
+
+
+def _add_quiet(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``--quiet`` after any command too (``hessverify verify --quiet``), without overriding one given before it."""
+    for command in dict.fromkeys(sub.choices.values()):
+        command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars")
+        for action in command._subparsers._group_actions if command._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                _add_quiet(action)
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
@@ -189,11 +206,29 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from hessverify.symbolic.lecture import derive
 
+    _entry_and_case(args)
     check_digits(args.digits)  # before reading the case
     case = load_case(args.case)
     ensure_well_posed(case)  # at a relu kink there is no second derivative to derive (exit 3)
     print(derive(case, args.entry, latex=args.latex, explicit=args.explicit, digits=args.digits, form=args.form))
     return EXIT_OK
+
+
+def _entry_and_case(args: argparse.Namespace) -> None:
+    """``derive --entry A B CASE``: ``--entry`` takes every word up to the next option, the case file included;
+    a last word that is no parameter name is the case."""
+    from hessverify.model.network import parse_param_name
+
+    if args.case is None and len(args.entry) > 1:
+        try:
+            parse_param_name(args.entry[-1])
+        except KeyError:
+            args.case = args.entry.pop()
+    if args.case is None:
+        raise UsageError("the following arguments are required: CASE (see 'hessverify derive --help')")
+    if len(args.entry) > 2:
+        raise UsageError(f"--entry: give one parameter name (a gradient entry) or two (a Hessian entry), "
+                         f"got {len(args.entry)}: {' '.join(args.entry)}")
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -279,13 +314,13 @@ def _failure_line(c: Any) -> str:
             f"{c.method} {w.value:.17g}, {c.reference} {w.reference_value:.17g}; {against}")
 
 
-def _case_line(case_id: str, comps: list[Any]) -> str:
-    """One line for a case: comparisons passed and failed, the worst margin and where."""
+def _case_line(case_id: str, comps: list[Any], width: int = 34) -> str:
+    """One line for a case: comparisons passed and failed, the worst margin and where (ids padded to ``width``)."""
     from hessverify.engine.compare import is_not_applicable, margin_text
 
     judged = [c for c in comps if c.bound_kind != "approximation" and not is_not_applicable(c)]
     n_fail = sum(not c.passed for c in judged)
-    line = f"{case_id:34s} {len(judged) - n_fail:3d} passed {n_fail:3d} failed"
+    line = f"{case_id:{width}s} {len(judged) - n_fail:3d} passed {n_fail:3d} failed"
     worst = max(judged, key=lambda c: c.margin, default=None)
     if worst is not None:
         w = worst.worst_entry
@@ -321,11 +356,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         check_memory(case, names)
     _announce(check_seconds(planned, args.max_time))
     print(MARGIN_HEADER)
+    width = max([34, *(len(case.id) for case in cases)])  # the longest id keeps the columns in line
     if args.verbose:
-        header = (f"{'case':34s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} "
+        header = (f"{'case':{width}s} {'method':14s} {'reference':12s} {'max abs err':>11s} {'rel err':>9s} "
                   f"{'margin':>9s}  worst entry")
     else:
-        header = f"{'case':34s} comparisons        worst margin and where"
+        header = f"{'case':{width}s} comparisons        worst margin and where"
     print(header)
     print("-" * len(header))
     approximations: list[str] = []
@@ -340,9 +376,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 if run.skip.reason is SkipReason.FUNCTION_FAILED:
                     raise run.skip.error
                 label = "NOT DIFFERENTIABLE" if run.skip.reason is SkipReason.NOT_DIFFERENTIABLE else "OVERFLOW"
-                print(f"{run.id:34s} {label}: {run.skip.message}")
+                print(f"{run.id:{width}s} {label}: {run.skip.message}")
                 continue
-            _print_run(run, args.verbose, approximations)
+            _print_run(run, args.verbose, approximations, width)
             if args.report:
                 drawing.start(analyse_case(run))
             else:
@@ -376,12 +412,12 @@ def _verify_summary(args: argparse.Namespace, cases: list[Problem], runs: list[R
     return _verify_status(results, skipped)
 
 
-def _print_run(run: Run, verbose: bool, approximations: list[str]) -> None:
+def _print_run(run: Run, verbose: bool, approximations: list[str], width: int = 34) -> None:
     """The terminal lines of one case's run: its summary (or every record with ``--verbose``), failures, skips."""
     from hessverify.engine.compare import APPROXIMATION_NOTE, is_not_applicable, margin_text
 
     if not verbose:
-        print(_case_line(run.id, run.records))
+        print(_case_line(run.id, run.records, width))
     for c in run.records:
         if c.bound_kind == "approximation":
             approximations.append(c.method)
@@ -391,7 +427,7 @@ def _print_run(run: Run, verbose: bool, approximations: list[str]) -> None:
         if verbose:
             mark = ("approx" if c.bound_kind == "approximation" else "ok ") if c.passed else "FAIL"
             w = c.worst_entry
-            print(f"{c.case:34s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
+            print(f"{c.case:{width}s} {c.method:14s} {c.reference:12s} {c.max_abs_error:11.2e} "
                   f"{c.max_rel_error:9.1e} {margin_text(c):>9s}  {mark} {w.row} x {w.col}")
             note = c.note.replace(APPROXIMATION_NOTE, "").strip("; ")
             if note:
@@ -615,12 +651,15 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
     for name in names:
         check_budget(name, case.n_params)
+    from hessverify.reports.progress import track
+
     runs = []
-    for name in names:
+    for name in track(names, "optimisers"):
         r = run(case, name, tol=args.tol, max_iter=args.max_iter, lr=args.lr, params=start, time_limit=args.time_limit)
         if args.log:
             for x in r.log:
-                inert = "" if x.inertia is None else f"  inertia -{x.inertia[0]} 0x{x.inertia[1]} +{x.inertia[2]}"
+                inert = "" if x.inertia is None else \
+                    f"  inertia {x.inertia[0]} negative, {x.inertia[1]} zero, {x.inertia[2]} positive"
                 size = "" if x.step_size is None else f"  step {x.step_size:.3g}"
                 print(f"{name:14s} {x.iteration:6d}  E {x.error:.6e}  |g| {x.grad_norm:.3e}{size}  "
                       f"{x.seconds:.4f} s{inert}")
@@ -683,8 +722,10 @@ def _run(args: argparse.Namespace) -> int:
     max_time = getattr(args, "max_time", None)
     if max_time is not None and not max_time >= 0:
         raise UsageError(f"--max-time {max_time}: give seconds, at least 0 (0: no limit)")
+    from hessverify.reports.progress import quiet
+
     # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
-    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings():
+    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings(), quiet(getattr(args, "quiet", False)):
         warnings.simplefilter("ignore", RuntimeWarning)
         return int(args.func(args))
 

@@ -213,3 +213,29 @@ def test_a_failure_at_an_exact_zero_says_so(monkeypatch: pytest.MonkeyPatch,
     assert main(["verify", linear, "--method", "planted", "--reference", "autograd"]) == 1
     out = capsys.readouterr().out
     assert "reference is exactly 0" in out and "e+2" not in out
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"hessverify {version('hessverify')}"
+    assert hessverify.__version__ == version("hessverify")
+
+
+@pytest.mark.parametrize("argv", [["-q", "params", XOR], ["params", XOR, "--quiet"], ["--quiet", "params", XOR, "-q"]])
+def test_quiet_is_accepted_before_or_after_the_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 0 and capsys.readouterr().out.startswith("W1[0,0]")
+
+
+def test_a_long_case_id_keeps_the_table_in_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every case line puts its counts in the same column, however long the ids (here 48 characters)."""
+    long_id = "a-case-whose-identifier-is-longer-than-the-column"
+    text = (CASES_DIR / "linear-3-2-2.toml").read_text()
+    (tmp_path / "long.toml").write_text(text.replace('id = "linear-3-2-2"', f'id = "{long_id}"'))
+    assert main(["verify", XOR, str(tmp_path / "long.toml"), "--method", "backprop", "--reference", "autograd"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(x for x in lines if x.startswith("case "))
+    rows = [x for x in lines if x.startswith(("xor-2-2-1-sigmoid ", long_id + " "))]
+    assert len(rows) == 2
+    assert {x.index(" passed") for x in rows} == {len(header.split("comparisons")[0]) + 3}

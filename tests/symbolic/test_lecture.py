@@ -113,6 +113,15 @@ def test_derive_prints_the_closed_form_and_its_value(capsys: pytest.CaptureFixtu
                                   rel=1e-14, abs=1e-16)
 
 
+@pytest.mark.parametrize("argv", [["--entry", "W1[0,1]", "b2[0]", XOR], ["--entry", "W1[0,1]", XOR]])
+def test_derive_takes_the_case_after_the_entry(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--entry A B CASE`` reads as ``CASE --entry A B``: the last word is the case, not a third name."""
+    assert main(["derive", XOR, *argv[:-1]]) == 0
+    expected = capsys.readouterr().out
+    assert main(["derive", *argv]) == 0
+    assert capsys.readouterr().out == expected
+
+
 def test_derive_latex(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["derive", XOR, "--entry", "W2[0,1]", "--latex"]) == 0
     lines = capsys.readouterr().out.splitlines()
