@@ -15,8 +15,8 @@ A bar started while another is drawn becomes a second line of the same
 display (rich allows one live display at a time), so ``check`` inside a
 ``conformance`` run shows both.  While a bar is drawn, ``print`` and warnings
 still appear above it, and standard output stays standard output: it is
-routed around the bar only when it is the terminal too.  The bar is removed
-when the work is done.
+routed around the bar only when it is the terminal too, line by line as
+written.  The bar is removed when the work is done.
 
 Examples
 --------
@@ -29,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -139,11 +140,16 @@ def progress(total: int | None, description: str, *, enabled: bool | None = None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(file=sys.stderr, stderr=True)
-    # standard output goes around the bar only when it is the same terminal; a file or pipe gets it untouched
     display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=console, transient=True, redirect_stdout=_is_terminal(sys.stdout),
-                       redirect_stderr=True)
+                       console=console, transient=True, redirect_stdout=False, redirect_stderr=False)
+    streams = (sys.stdout, sys.stderr)
     with display:
+        # what is printed while the bar is drawn goes above it, as written: standard error always (the bar's
+        # own terminal), standard output only when it is that terminal too (a file or pipe gets it untouched)
+        above = _Above(console, sys.stderr)
+        if _is_terminal(sys.stdout):
+            sys.stdout = _Above(console, sys.stdout)  # type: ignore[assignment]
+        sys.stderr = above  # type: ignore[assignment]
         with _lock:
             _live["progress"] = display
         try:
@@ -151,6 +157,41 @@ def progress(total: int | None, description: str, *, enabled: bool | None = None
         finally:
             with _lock:
                 _live["progress"] = None
+            for stream in (sys.stdout, sys.stderr):
+                if isinstance(stream, _Above):
+                    stream.flush()
+            sys.stdout, sys.stderr = streams
+
+
+class _Above(io.TextIOBase):
+    """A stream that prints whole lines above the bar, exactly as written (no wrapping, markup or colour)."""
+
+    def __init__(self, console: Any, stream: Any) -> None:
+        self._console = console
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._console.print(line, soft_wrap=True, markup=False, highlight=False, emoji=False)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._console.print(self._pending, soft_wrap=True, markup=False, highlight=False, emoji=False, end="")
+            self._pending = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self._stream, "encoding", "utf-8"))
 
 
 def track(items: Sequence[T], description: str, *, label: Callable[[T], str] = str,

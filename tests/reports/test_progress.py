@@ -87,3 +87,19 @@ def test_a_bar_inside_a_bar_is_a_second_line_of_the_same_display(monkeypatch: py
         outer()
     assert bars._live["progress"] is None
     assert "outer work" in terminal_stderr.getvalue()
+
+
+def test_on_one_terminal_printed_lines_go_above_the_bar_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stdout and stderr the same terminal: a long line printed while the bar runs is written whole, not wrapped,
+    not coloured, and standard output is itself again afterwards."""
+    terminal = _terminal_stderr(monkeypatch)
+    monkeypatch.setattr("sys.stdout", terminal)
+    line = "case-" + "x" * 200 + " [not markup] 1.5e-03"
+    with progress(1, "work") as bar:
+        print(line)
+        print("no newline yet", end="")
+        bar()
+    import sys
+
+    assert sys.stdout is terminal
+    assert line + "\n" in terminal.getvalue() and "no newline yet" in terminal.getvalue()
