@@ -1,19 +1,21 @@
 # Two commands do all set-up on a fresh machine:
 #   make report   verify every case in cases/ and write reports/latest/
-#   make test     run the test suite
+#   make test     run the test suite (make test-fast: without the slow tests, while developing)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint venv clean browser frameworks distributed conformance
+.PHONY: report test test-fast lint venv clean browser frameworks distributed conformance
 
 venv: $(STAMP)
 
+# pip prints a line per package (and a bar on a terminal): the install takes minutes and should say so
 $(STAMP): pyproject.toml
+	@echo "make: creating $(VENV) and installing hessverify with its dev dependencies (a few minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -24,6 +26,11 @@ test: $(STAMP) browser frameworks distributed
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2
 
+# While developing: the suite without the tests marked slow and without the notebooks (a few minutes less);
+# CI runs `make test`, everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests hessverify
+
 # The CPU builds of the optional frameworks, so the adapter and conformance tests (tests/test_torch.py,
 # tests/test_jax.py, tests/test_conformance.py) run in CI; torch pinned exactly in the same command (a bare
 # `torch`, or backpack/curvlinops alone, would fetch gigabytes of CUDA). Without them those tests skip.
@@ -32,7 +39,8 @@ FRAMEWORKS := $(VENV)/.frameworks
 frameworks: $(FRAMEWORKS)
 
 $(FRAMEWORKS): $(STAMP)
-	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch || \
+	@echo "make: installing the CPU builds of torch and jax, backpack and curvlinops (a few minutes)"
+	$(BIN)/python -m pip install 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch || \
 		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
 	touch $(FRAMEWORKS)
 
@@ -42,13 +50,16 @@ DISTRIBUTED := $(VENV)/.distributed
 distributed: $(DISTRIBUTED)
 
 $(DISTRIBUTED): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[distributed]' || \
+	@echo "make: installing Dask (hessverify[distributed])"
+	$(BIN)/python -m pip install -e '.[distributed]' || \
 		echo "make distributed: could not install Dask; the campaign tests will be skipped"
 	touch $(DISTRIBUTED)
 
 # Headless chromium for the browser test of report.html (tests/reports/test_html.py skips without it).
 # Installs Debian's chromium when missing and we are root; otherwise says how, and the test is skipped.
 browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		echo "make: installing chromium for the browser test of report.html"
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		(apt-get update -q && apt-get install -y -q chromium) >/dev/null || \

@@ -142,7 +142,7 @@ def test_cases_strategy_yields_torch_cases() -> None:
     @given(hvt.cases(max_layers=2, max_units=2))
     def run(case):
         assert isinstance(case, hvt.TorchCase) and case.params.dtype == torch.float64
-        assert float(case.E()) == pytest.approx(hessverify.error(case.problem), rel=1e-10, abs=1e-12)
+        assert float(case.E().detach()) == pytest.approx(hessverify.error(case.problem), rel=1e-10, abs=1e-12)
 
     run()
 
