@@ -267,15 +267,6 @@ def _dropped(first: Problem, final: Problem) -> str:
             f"{first.n_patterns} pattern(s); it still fails")
 
 
-def _narrow_format(comparisons: list[Comparison]) -> str | None:
-    """The narrower format the comparisons were judged in (their bound kind ends ``+float32``), if any."""
-    for c in comparisons:
-        last = c.bound_kind.rsplit("+", 1)[-1]
-        if last in ("float32", "float16", "bfloat16"):
-            return last
-    return None
-
-
 def describe(c: Comparison) -> str:
     """One line for one comparison: which, where (parameter names), both values, error and bound."""
     w = c.worst_entry
