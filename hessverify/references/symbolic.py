@@ -32,12 +32,12 @@ def hessian(problem: Problem | Point) -> FloatArray:
     return hessian_with_error(problem)[0]
 
 
-def _small_enough(point: Point) -> bool:
-    return bool(Lazy(_REFERENCE, "small_enough")(point.problem))
+def _small_enough(problem: Problem | Point) -> bool:
+    return bool(Lazy(_REFERENCE, "small_enough")(as_point(problem).problem))
 
 
-def _left_out(point: Point) -> str:
-    return str(Lazy(_REFERENCE, "left_out")(point.problem))
+def _left_out(problem: Problem | Point) -> str:
+    return str(Lazy(_REFERENCE, "left_out")(as_point(problem).problem))
 
 
 COMPONENT = Component(
