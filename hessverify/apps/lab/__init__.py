@@ -27,9 +27,24 @@ name                      what it does
 ``sfn``                   saddle-free Newton (Dauphin et al. 2014): ``-|H|^-1 g`` with a line search
 ``gauss-newton``          generalised Gauss-Newton ``G = J^T H_loss J`` (Schraudolph 2002), line search
 ``cg``                    nonlinear conjugate gradient, Polak-Ribiere+ (Nocedal & Wright, alg. 5.4)
+``cgfr``                  conjugate gradient, Fletcher-Reeves (1964), strong-Wolfe line search
 ``bfgs``                  BFGS with a Wolfe line search (Nocedal & Wright, alg. 6.1)
 ``lbfgs-M``               L-BFGS with ``M`` stored pairs (Nocedal & Wright, alg. 7.4), e.g. ``lbfgs-5``
+``bp-ag``, ``cgfr-ag``,   ``gd``, ``cgfr``, ``bfgs`` with adaptive gain: one gain per logistic unit, learned
+``bfgs-ag``               with the weights (Nawi et al.; :mod:`hessverify.apps.lab.objectives`)
+``tfp-bfgs``,             TensorFlow Probability's ``bfgs_minimize`` / ``lbfgs_minimize``
+``tfp-lbfgs``             (:mod:`hessverify.apps.lab.library`)
+``psgd``                  psgd-torch's Newton-type preconditioned SGD (Li 2018)
 ========================  =========================================================================
+
+Every optimiser minimises an :class:`~hessverify.apps.lab.objectives.Objective`
+(the case's own error, or with gains over ``(w, b, c)``), whose evaluations
+are counted.  A run computes with one BLAS thread, is warmed up once per
+process before its clock starts, goes on past a saddle (``|g| < tol`` where
+the Hessian has a negative eigenvalue), and ends with the inertia of the
+Hessian where it stopped; :class:`LabResult` flags every run that stopped away
+from a minimum.  :mod:`hessverify.apps.lab.claims` is the claims study
+(``hessverify lab claims``).
 
 ``peak_memory`` is in bytes: the peak of what Python and NumPy allocate during
 the run above what was allocated when it started (:mod:`tracemalloc`; NumPy

@@ -256,10 +256,10 @@ def units(options: dict[str, Any]) -> list[Unit]:
     """Every unit the options decide, in a fixed order (unit ``i`` is the same wherever it runs)."""
     out = [Unit("speed", d, o, s) for d in options["datasets"] for o in options["speed"]
            for s in range(options["starts"])]
-    out += [Unit("saddle", d, o, s) for d in options["saddle_datasets"] if d in options["datasets"]
-            for o in options["saddle"] for s in range(options["starts"])]
     memory_set = "breast-cancer" if "breast-cancer" in options["datasets"] else options["datasets"][-1]
     out += [Unit("memory", memory_set, o, 0, h) for h in options["memory_hidden"] for o in options["memory"]]
+    out += [Unit("saddle", d, o, s) for d in options["saddle_datasets"] if d in options["datasets"]
+            for o in options["saddle"] for s in range(options["starts"])]
     return out
 
 
@@ -512,7 +512,7 @@ def _memory_verdict(recs: list[dict[str, Any]]) -> dict[str, Any]:
                    if o in r["peak"])
     growth = [r["lbfgs_growth"] / r["lbfgs_growth_predicted"] for r in rows if "lbfgs_growth" in r]
     pairs_ok = bool(growth) and 0.5 <= growth[-1] <= 2.0
-    verdict = "supported" if dense_ok and pairs_ok else "mixed"
+    verdict = "not measured" if not rows else "supported" if dense_ok and pairs_ok else "mixed"
     return {"claim": "L-BFGS needs memory 2mn against n^2 for a method that stores the Hessian",
             "criterion": "the dense methods' peak is at least 8 n^2 bytes; L-BFGS's peak grows from m = 5 to "
                          "m = 20 by 8 (2 x 15 n) bytes within a factor 2 at the largest n",
