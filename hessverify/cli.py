@@ -673,7 +673,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hessverify.engine.budget import limit, parse_size
+    from hessverify.engine.budget import limit, parse_size, time_limit
 
     for option in ("report", "json", "out"):  # an empty path would silently write nothing
         value = getattr(args, option, None)
@@ -684,7 +684,7 @@ def _run(args: argparse.Namespace) -> int:
     if max_time is not None and not max_time >= 0:
         raise UsageError(f"--max-time {max_time}: give seconds, at least 0 (0: no limit)")
     # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
-    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings():
+    with limit(budget), time_limit(max_time), np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return int(args.func(args))
 

@@ -34,10 +34,10 @@ from pathlib import Path
 from hessverify.errors import BudgetError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive", "check_memory",
-           "estimated_cost",
-           "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
-           "estimate", "format_duration", "format_size", "limit", "parse_size", "require"]
+__all__ = ["DEFAULT_MAX_SECONDS", "PEAK", "SECONDS", "SYMBOLIC_SECONDS", "check_derive", "check_memory",
+           "estimated_cost", "check_seconds", "check_time", "estimate_seconds", "current_limit",
+           "current_time_limit", "default_limit", "estimate", "format_duration", "format_size", "limit", "parse_size",
+           "require", "time_limit"]
 
 PEAK: dict[str, tuple[float, float]] = {
     # name: (a, b) in peak bytes = a * 8 W^2 + b * 8 N W   (tracemalloc peaks, rounded up);
@@ -64,6 +64,7 @@ _BASE = 64 * 2**20  # interpreter-side slack: comparisons, reports, temporaries
 _SAFETY = 1.25
 
 _limit: int | None = None  # set by the command line's --max-memory (see limit())
+_max_seconds: float | None = None  # set by the command line's --max-time (see time_limit())
 
 
 def format_size(n: float) -> str:
@@ -160,6 +161,22 @@ def limit(n_bytes: int | None) -> Iterator[None]:
         _limit = old
 
 
+def current_time_limit() -> float:
+    """The time budget in force, in seconds: ``--max-time`` if given, else :data:`DEFAULT_MAX_SECONDS`; 0 is none."""
+    return DEFAULT_MAX_SECONDS if _max_seconds is None else _max_seconds
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Run with ``seconds`` as the time budget of the checks below the command line (``None``: the default)."""
+    global _max_seconds
+    old, _max_seconds = _max_seconds, seconds
+    try:
+        yield
+    finally:
+        _max_seconds = old
+
+
 def _peak(name: str, W: int, N: int) -> float:
     a, b = PEAK.get(name, _UNKNOWN)
     return a * 8.0 * W * W + b * 8.0 * N * W + (_ROP_CHUNKS if name == "rop" else 0.0)
@@ -189,38 +206,46 @@ def require(needed: float, what: str) -> None:
                           f"{format_size(budget)}; use a smaller case, fewer methods, or raise --max-memory")
 
 
-SYMBOLIC_RATE = 1e5
-"""mpmath operations a second the symbolic reference manages at least, building its program included
-(measured: 3e5 to 2e6 a second on small cases, 2e5 on W = 2302)."""
-MAX_SYMBOLIC_SECONDS = 60.0
-"""Longest the symbolic reference may be expected to run when asked for by name."""
+SYMBOLIC_SECONDS = (2e-5, 1.5e-6, 2e-11, 2e-6, 0.5)
+"""The symbolic reference's time model ``(build, evaluate, sum, entry, fixed)``: see :func:`estimated_cost`."""
 
 
-def estimated_cost(problem: Problem) -> int:
-    """Approximate count of mpmath operations of the symbolic reference (``hessian_mpmath``): ``N (P + 2 W^2)``.
-
-    ``P`` is estimated without building the program, as ``sum_l u_l^3`` plus
-    the forward pass; the ``2 W^2`` is the two terms of the block formula.
-    Here rather than in :mod:`hessverify.symbolic.reference` (which re-exports
-    it), so that the budgets below the symbolic layer can ask it.
-    """
+def _program_size(problem: Problem) -> int:
+    """The closed form's products per pattern, about: ``depth * sum_l u_l^3`` (Q, R, B, K) and the forward pass."""
     arch = problem.architecture
     units = [layer.units for layer in arch.layers]
     # in a graph every layer pair has a K and each sums over the readers of its lower layer
     readers = max([1] + [len(arch.children(l)) for l in arch.bottom_up])
-    program_size = sum(u**3 for u in units) * arch.depth * readers + arch.n_params * 4
-    return problem.n_patterns * (program_size + 2 * arch.n_params**2)
+    return sum(u**3 for u in units) * arch.depth * readers + arch.n_params * 4
+
+
+def estimated_cost(problem: Problem) -> float:
+    """Estimated seconds of the symbolic reference (``hessian_with_error`` at 50 digits).
+
+    ``build P + evaluate N P + sum N W^2 + entry W^2 + fixed``
+    (:data:`SYMBOLIC_SECONDS`): ``P`` the products of the closed form per
+    pattern (:func:`_program_size`), built once in SymPy and evaluated per
+    pattern in :mod:`decimal`; the ``N W^2`` exact sums over patterns on
+    float64 BLAS; the ``W^2`` per-entry work around them (the magnitude
+    Hessian of the bound, the double-double arithmetic, the scatter).  Here
+    rather than in :mod:`hessverify.symbolic.reference` (which re-exports it),
+    so that the budgets below the symbolic layer can ask it.
+    """
+    build, evaluate, total, entry, fixed = SYMBOLIC_SECONDS
+    P, W, N = _program_size(problem), problem.n_params, problem.n_patterns
+    return build * P + evaluate * N * P + total * N * W * W + entry * W * W + fixed
 
 
 def check_time(problem: Problem, names: Iterable[str]) -> None:
-    """Refuse the symbolic reference where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    """Refuse the symbolic reference where its estimated run time is past the time budget (``--max-time``)."""
     if "symbolic" not in names:
         return
-    seconds = estimated_cost(problem) / SYMBOLIC_RATE
-    if seconds > MAX_SYMBOLIC_SECONDS:
+    budget = current_time_limit()
+    seconds = estimated_cost(problem)
+    if budget > 0 and seconds > budget:
         raise BudgetError(f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}): the symbolic reference "
-                          f"would take about {format_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget; "
-                          "use autograd, complex_step or richardson on a case this large")
+                          f"would take about {format_duration(seconds)}, more than the --max-time of "
+                          f"{format_duration(budget)}; raise --max-time, or use autograd, complex_step or richardson")
 
 
 DERIVE_SECONDS_AT_2302 = 12.0
@@ -230,7 +255,7 @@ MAX_EXPLICIT_PATHS = 200_000
 
 
 def check_derive(problem: Problem, *, explicit: bool) -> None:
-    """Refuse ``derive`` where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    """Refuse ``derive`` where its estimated run time is past the time budget (:func:`current_time_limit`)."""
     arch = problem.architecture
     seconds = DERIVE_SECONDS_AT_2302 * (problem.n_params / 2302) ** 1.8 * (2.5 if explicit else 1.0)
     # input-to-output paths through the units: a layer's units times the paths into its sources
@@ -238,10 +263,12 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
     for l in arch.bottom_up:
         into[l] = arch.layer(l).units * sum(into[p] for p in arch.parents(l))
     paths = into[arch.output_layer]
-    if seconds > MAX_SYMBOLIC_SECONDS or (explicit and paths > MAX_EXPLICIT_PATHS):
+    budget = current_time_limit()
+    too_slow = 0 < budget < seconds
+    if too_slow or (explicit and paths > MAX_EXPLICIT_PATHS):
         what = f"derive{' --explicit' if explicit else ''} on {problem.id} (W = {problem.n_params})"
-        reason = (f"would take about {format_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget"
-                  if seconds > MAX_SYMBOLIC_SECONDS else
+        reason = (f"would take about {format_duration(seconds)}, more than the --max-time of {format_duration(budget)}"
+                  if too_slow else
                   f"would write out a tree of {paths:.3g} input-to-output paths (at most {MAX_EXPLICIT_PATHS})")
         raise BudgetError(f"{what} {reason}; derive on a smaller network with the same layers"
                           + ("" if not explicit else ", or leave out --explicit"))
@@ -267,7 +294,7 @@ def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
     total = 0.0
     for name in names:
         if name == "symbolic":
-            total += estimated_cost(problem) / SYMBOLIC_RATE
+            total += estimated_cost(problem)
         else:
             alpha, beta = SECONDS.get(name, (3e-8, 1e-3))
             total += alpha * N * W * W + beta * W
