@@ -85,9 +85,15 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
     "symbolic": Tolerance(
         "high_precision",
-        "the closed form in 50-digit mpmath (or exact rationals) is the truth to ~1e-48 M, so an exact float64 "
-        "method is within gamma_k M of it (rounding_bound(methods=1)), plus the reference's own rounding to "
-        "float64 (measured exactly) and its 50-digit evaluation error (k 10^-49 M)",
+        "the closed form at 50 digits (or exact rationals) is the truth to ~1e-30 of its entries, so an exact "
+        "float64 method is within gamma_k M of it (rounding_bound(methods=1)), plus the reference's own rounding to "
+        "float64 and its error: the sums' (per entry) and the 50-digit evaluation's (k 10^-49 M)",
+        rounding_sides=0,
+    ),
+    "certified": Tolerance(
+        "certified",
+        "every exact entry lies in its ball (python-flint arb, hessverify.references.certified): the radius plus "
+        "the midpoint's rounding to float64, plus the other side's rounding (gamma_k M for an exact float64 method)",
         rounding_sides=0,
     ),
 }

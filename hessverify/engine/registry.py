@@ -68,6 +68,8 @@ class Method:
     applies: Callable[[Problem], bool] | None = None
     # Why it is left out where ``applies`` says no (one line), if it says more than the default.
     left_out: Callable[[Problem], str] | None = None
+    # Whether verify uses this reference without being named (False: only when asked for, and never said skipped).
+    default: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.form, str):
@@ -120,6 +122,9 @@ METHODS: dict[str, Method] = {
                "closed form (SymPy) in 50-digit mpmath, or exact rationals; the truth for small cases",
                with_error=Lazy(_S, "hessian_with_error"), applies=Lazy(_S, "small_enough"),
                left_out=Lazy(_S, "left_out")),
+        Method("certified", Lazy(_R + "certified", "hessian"), "reference", FullHessian,
+               "closed form in ball arithmetic (python-flint's arb): every entry enclosed, its radius proven; "
+               "when named", with_error=Lazy(_R + "certified", "hessian_with_error"), default=False),
     )
 }
 """Every method and reference, keyed by name."""

@@ -412,7 +412,7 @@ def reference_skips(problem: Problem, references: Sequence[str] | None = None) -
         return []
     out = []
     for m in methods_with_role("reference"):
-        if m.applies is not None and not m.applies(problem):
+        if m.default and m.applies is not None and not m.applies(problem):
             out.append(m.left_out(problem) if m.left_out is not None else
                        f"{m.name}: skipped by default on this problem; name it to force it")
     return out
@@ -543,7 +543,7 @@ def plan(problem: Problem, methods: Sequence[str] | str | None = None, reference
     elif methods is None:
         approx_names = [m.name for m in methods_with_role("approximation")]
     ref_names = list(references) if references is not None else [
-        m.name for m in methods_with_role("reference") if m.applies is None or m.applies(problem)]
+        m.name for m in methods_with_role("reference") if m.default and (m.applies is None or m.applies(problem))]
     for name in ref_names:
         check_reference(name)
         if METHODS[name].kind != "matrix":

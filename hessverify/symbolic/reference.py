@@ -100,6 +100,8 @@ __all__ = [
     "hessian_mpmath",
     "hessian_with_error",
     "left_out",
+    "block_formula",
+    "per_pattern",
     "program",
     "small_enough",
 ]
@@ -283,23 +285,23 @@ def _per_pattern_float64(prog: Program, problem: Problem) -> list[np.ndarray]:
     return [np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for v in values]
 
 
-def _per_pattern_objects(prog: Program, problem: Problem, convert: Callable[[float], Any],
-                         fn: Callable[..., Any], back: Callable[[Any], Any]) -> list[np.ndarray]:
+def per_pattern(problem: Problem, backend: Backend, convert: Callable[[float], Any]) -> dict[tuple[Any, ...], np.ndarray]:
+    """The program in ``backend``, one pattern at a time: each named quantity as an ``(N, ...)`` object array.
+
+    ``convert`` turns the float64 weights and data into the backend's
+    numbers, exactly (``Decimal``, ``Fraction``, ``arb``); the keys are
+    those of :attr:`Program.outputs`.  The precision is the backend's own,
+    in force around the call (a :mod:`decimal` context, ``flint.ctx.prec``).
+    """
+    prog = program(problem.architecture, problem.loss)
+    fn = prog.function(backend)
     weights = [convert(w) for w in problem.params]
-    rows = []
-    for x, t in zip(problem.inputs, problem.targets, strict=True):
-        rows.append([back(v) for v in fn(*weights, *[convert(v) for v in x], *[convert(v) for v in t])])
+    rows = [fn(*weights, *[convert(v) for v in x], *[convert(v) for v in t])
+            for x, t in zip(problem.inputs, problem.targets, strict=True)]
     cols = np.empty((len(rows[0]), len(rows)), dtype=object)
     for n, row in enumerate(rows):
         cols[:, n] = row
-    return list(cols)
-
-
-def _to_fraction(v: Any) -> Fraction:
-    v = sympy.sympify(v)
-    if not v.is_Rational:
-        raise ValueError(f"exact evaluation produced a non-rational value {v}")
-    return Fraction(int(v.p), int(v.q))
+    return _unpack(prog, list(cols))
 
 
 def _unpack(prog: Program, values: list[np.ndarray]) -> dict[tuple[Any, ...], np.ndarray]:
@@ -341,8 +343,7 @@ def _indices(arch: Architecture, m: int) -> np.ndarray:
     return idx
 
 
-def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any],
-              scaled: bool = False) -> np.ndarray:
+def block_formula(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any]) -> np.ndarray:
     """The block formula summed over patterns, scattered into the public order.
 
     ``convert`` turns a float64 into the number type of ``q`` (``float``,
@@ -377,8 +378,6 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
             K = q[("K", m, mp)].reshape(n, um * ump)
             zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
             block = (K.T @ zz).reshape(um, ump, dm, dmp).transpose(0, 2, 1, 3)
-            if scaled:  # fixed point: bring the three-factor main term to the scale of the four-factor one
-                block = block * one
             # sum_n delta'[n,k'] f'_p[n,i] B_{p,m}[n,i,k] z[n,j] for every source p of m' that is m or
             # depends on it, i the unit of p in the input column j'; zero for the bias input j'
             for p in arch.parents(mp) if mp != m else ():
@@ -413,7 +412,7 @@ def hessian_float64(problem: Problem) -> FloatArray:
     prog = program(problem.architecture, problem.loss)
     q = _unpack(prog, _per_pattern_float64(prog, problem))
     _check_values(problem, q)
-    H = _assemble(problem, q, float) * _scale(problem, 1.0)
+    H = block_formula(problem, q, float) * _scale(problem, 1.0)
     if not np.all(np.isfinite(H)):
         raise OverflowReport("the float64 evaluation of the closed form overflowed; use hessian_mpmath")
     return H
@@ -477,7 +476,7 @@ def _assemble_sums(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], bits:
 
     ``bits`` is the precision kept of each per-pattern column (``None``:
     every bit of dyadic values, an exact result); ``keep`` also gives the
-    sums themselves as Fractions.  The same blocks as :func:`_assemble`.
+    sums themselves as Fractions.  The same blocks as :func:`block_formula`.
     """
     arch = problem.architecture
     n, W = problem.n_patterns, arch.n_params
@@ -515,10 +514,9 @@ def _assemble_sums(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], bits:
 
 def _evaluate(problem: Problem, digits: int) -> dict[tuple[Any, ...], np.ndarray]:
     """The per-pattern program in :mod:`decimal` at ``digits`` digits, the reduction's ``1/N`` applied to K and delta."""
-    prog = program(problem.architecture, problem.loss)
     with decimal.localcontext(decimal_context(digits)):
         try:
-            q = _unpack(prog, _per_pattern_objects(prog, problem, Decimal, prog.function("decimal"), _identity))
+            q = per_pattern(problem, "decimal", Decimal)
             _check_values(problem, q)
             if problem.reduction == "mean":  # K and delta carry every term once: the scale applied there
                 scale = Decimal(1) / problem.n_patterns
@@ -528,10 +526,6 @@ def _evaluate(problem: Problem, digits: int) -> dict[tuple[Any, ...], np.ndarray
         except (decimal.Overflow, decimal.InvalidOperation, decimal.DivisionByZero) as exc:
             raise OverflowReport(f"the high-precision evaluation of the closed form failed: {exc!r}") from None
     return q
-
-
-def _identity(v: Any) -> Any:
-    return v
 
 
 def _bits(digits: int) -> int:
@@ -572,8 +566,7 @@ def hessian_exact(problem: Problem) -> np.ndarray:
     """
     if not exact_allowed(problem):
         raise ValueError(f"{problem.id}: exact rationals need polynomial activations and loss")
-    prog = program(problem.architecture, problem.loss)
-    q = _unpack(prog, _per_pattern_objects(prog, problem, Fraction, prog.function("exact"), _identity))
+    q = per_pattern(problem, "exact", Fraction)
     _check_values(problem, q)
     H = _assemble_sums(problem, q, None, keep=True).exact
     assert H is not None
