@@ -47,17 +47,20 @@ every (dyadic) value is kept, every level is summed, and
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hessverify.base.typing import FloatArray
 
 __all__ = ["Columns", "Sum", "add", "columns", "outer", "product", "times"]
 
 _EXACT_BITS = 53  # float64's significand: every partial sum of limb products stays below 2^53
+_THREADED_WORK = 2**27  # multiply-adds of one product past which BLAS may use every core
 _UP = 1.0 + 2.0**-40  # a bound computed in float64 is itself rounded: widened by far more than that
 
 
@@ -277,19 +280,22 @@ def product(a: Columns, b: Columns, bits: int | None, *, keep: bool = False) -> 
     last = 2 * nl - 2 if exact else nl - 1
     levels = []
     hi = lo = np.zeros((R, C))
-    for level in range(last, -1, -1):  # least significant first: the tail is summed before the head meets it
-        ss = range(max(0, level - nl + 1), min(level, nl - 1) + 1)
-        left = np.concatenate([A[s] for s in ss], axis=0)
-        right = np.concatenate([B[level - s] for s in ss], axis=0)
-        C_l = left.T @ right  # exact: integers below 2^53
-        if keep:
-            levels.insert(0, C_l)
-        t = C_l * 2.0 ** (-level * L)  # exact: a power of two, far from the underflow
-        if level > 2:  # far below the head: rounding each sum here costs 2^-53 of 2^(-3L) of the result
-            lo = lo + t
-        else:
-            hi, e = _two_sum(hi, t)
-            lo = lo + e
+    # BLAS threads only pay on large products: on small ones, and on a busy machine, they wait on each other
+    threads = threadpool_limits(1) if R * C * n * nl < _THREADED_WORK else contextlib.nullcontext()
+    with threads:
+        for level in range(last, -1, -1):  # least significant first: the tail is summed before the head meets it
+            ss = range(max(0, level - nl + 1), min(level, nl - 1) + 1)
+            left = np.concatenate([A[s] for s in ss], axis=0)
+            right = np.concatenate([B[level - s] for s in ss], axis=0)
+            C_l = left.T @ right  # exact: integers below 2^53
+            if keep:
+                levels.insert(0, C_l)
+            t = C_l * 2.0 ** (-level * L)  # exact: a power of two, far from the underflow
+            if level > 2:  # far below the head: rounding each sum here costs 2^-53 of 2^(-3L) of the result
+                lo = lo + t
+            else:
+                hi, e = _two_sum(hi, t)
+                lo = lo + e
     hi, lo = _two_sum(hi, lo)
     # Per unit of N amax bmax: the double-double sum of the levels (Ogita, Rump and Oishi 2005, Prop. 4.5:
     # gamma_{n}^2 sum_l |t_l|, and sum_l |t_l| <= sum_l (l + 1) 2^(-l L) N amax bmax <= 4 N amax bmax), the tail

@@ -341,6 +341,7 @@ def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: 
         for i in range(units[l]):
             defs[s.delta[l][i]] = Mul(s.fp[l][i], back[l][i])
 
+    @cache
     def M(i: int, j: int) -> list[list[sympy.Symbol]]:
         """The matrix of names ``d2e/da_i da_j^T`` (``Q_i``, ``K_{i,j}`` or the transpose of ``K_{j,i}``)."""
         if i == j:
@@ -348,6 +349,11 @@ def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: 
         if i < j:
             return s.matrix(f"K{i},{j}", units[i], units[j])
         return [list(row) for row in zip(*s.matrix(f"K{j},{i}", units[j], units[i]), strict=True)]
+
+    @cache
+    def B(l: int, m: int) -> list[list[sympy.Symbol]]:
+        """The matrix of names ``B_{l,m}``, built once (a graph reads it inside every entry's sum)."""
+        return s.matrix(f"B{l},{m}", units[l], units[m])
 
     for m in arch.top_down:
         later = [mp for mp in arch.top_down if mp > m]
@@ -370,7 +376,7 @@ def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: 
                 defs[Q[k][kp]] = term
     for m in arch.bottom_up:
         for l in arch.above(m):
-            Bl = s.matrix(f"B{l},{m}", units[l], units[m])
+            Bl = B(l, m)
             for i in range(units[l]):
                 for k in range(units[m]):
                     terms = []
@@ -378,7 +384,7 @@ def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: 
                         if p == m:
                             terms.append(Mul(w_col(l, p, i, k), s.fp[p][k]))
                         elif p in arch.above(m):
-                            Bp = s.matrix(f"B{p},{m}", units[p], units[m])
+                            Bp = B(p, m)
                             terms += [Mul(w_col(l, p, i, j), s.fp[p][j], Bp[j][k]) for j in range(units[p])]
                     defs[Bl[i][k]] = Add(*terms)
 

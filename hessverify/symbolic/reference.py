@@ -573,6 +573,12 @@ def hessian_exact(problem: Problem) -> np.ndarray:
     return H * _scale(problem, Fraction(1))
 
 
+def _up(x: Fraction) -> float:
+    """The float64 nearest ``x`` or, where that is below it, the next one up: a bound, not an estimate."""
+    f = float(x)
+    return f if Fraction(f) >= x else float(np.nextafter(f, np.inf))
+
+
 def _to_float64(H: np.ndarray) -> FloatArray:
     return np.vectorize(float, otypes=[np.float64])(H)
 
@@ -596,7 +602,7 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[
     if exact_allowed(problem):
         exact = hessian_exact(problem)
         value = _to_float64(exact)
-        err = np.vectorize(lambda e, v: float(abs(e - Fraction(v))), otypes=[np.float64])(exact, value)
+        err = np.vectorize(lambda e, v: _up(abs(e - Fraction(v))), otypes=[np.float64])(exact, value)
         return value, err
     from hessverify.engine.bounds import chain_length, magnitude_hessian
 
