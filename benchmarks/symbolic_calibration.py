@@ -4,15 +4,15 @@ Each shape runs ``hessian_with_error`` (the 50-digit reference, as ``verify``
 and ``hessverify hessian --method symbolic`` run it) in a fresh child
 process, from building the closed form to the float64 value and its bound,
 and prints the seconds measured beside :func:`hessverify.engine.budget.estimated_cost`.
-``--fit`` also fits the five coefficients of the model
+``--fit`` also fits the four coefficients of the model
 (:data:`hessverify.engine.budget.SYMBOLIC_SECONDS`: build, evaluate, sum,
-entry, fixed) to the measurements, by non-negative least squares on the
+fixed) to the measurements, by non-negative least squares on the
 relative error, and prints them with each shape's ratio under the fit.
 
 The shapes are chains and graphs of several depths and widths, two loss
 kinds and N from 8 to 128 (W from about 100 to 2600).  Timings depend on the
 machine and its load (printed first): this prints, it never gates anything;
-the recorded table in ``budget.SYMBOLIC_MEASURED`` is one such run.
+the table recorded in ``tests/engine/test_budget.py`` is two such runs.
 
 Usage::
 
@@ -81,7 +81,7 @@ def _features(problem: Any) -> np.ndarray:
     from hessverify.engine.budget import _program_size
 
     P, W, N = _program_size(problem), problem.n_params, problem.n_patterns
-    return np.array([P, N * P, N * W * W, W * W, 1.0])
+    return np.array([P, N * P, N * W * W, 1.0])
 
 
 def main() -> None:
@@ -105,7 +105,7 @@ def main() -> None:
 
         X = np.array([_features(pr) / s for _, pr, s in rows])  # relative error: each row divided by its time
         coef, _ = nnls(X, np.ones(len(rows)))
-        print("fit (build, evaluate, sum, entry, fixed):", ", ".join(f"{c:.3g}" for c in coef))
+        print("fit (build, evaluate, sum, fixed):", ", ".join(f"{c:.3g}" for c in coef))
         for shape, pr, s in rows:
             print(f"  {shape[0]:32s} ratio under the fit {float(_features(pr) @ coef) / s:.2f}")
 

@@ -36,23 +36,37 @@ def decimal_context(digits: int) -> decimal.Context:
                            traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
 
 
-def _via_mpmath(name: str) -> Callable[[Any], decimal.Decimal]:
-    """``name`` of mpmath applied to a ``Decimal`` at the context's precision plus 10 digits, then rounded."""
-    fn = getattr(mpmath, name)
-
-    @lru_cache(maxsize=4096)  # the program applies f, f' and f'' to one net input: tanh(a) three times
-    def at(x: decimal.Decimal, digits: int) -> decimal.Decimal:
-        with mpmath.workdps(digits + 10):
-            v = fn(mpmath.mpf(str(x)))
-            text = mpmath.libmp.to_str(v._mpf_, digits + 5)
-        return decimal.Decimal(text)
+def _cached(compute: Callable[[decimal.Decimal, int], decimal.Decimal]) -> Callable[[Any], decimal.Decimal]:
+    """``compute(x, digits)`` at the context's precision, remembered: the program applies one function to one
+    value many times (``tanh(a)`` in ``f``, ``f'`` and ``f''``; ``exp(y_k)`` in every entry of a softmax's Hessian)."""
+    at = lru_cache(maxsize=8192)(compute)
 
     def f(x: Any) -> decimal.Decimal:
         ctx = decimal.getcontext()
         return ctx.plus(at(decimal.Decimal(x), ctx.prec))
 
-    f.__name__ = name
     return f
+
+
+def _via_mpmath(name: str) -> Callable[[Any], decimal.Decimal]:
+    """``name`` of mpmath applied to a ``Decimal`` at the context's precision plus 10 digits, then rounded."""
+    fn = getattr(mpmath, name)
+
+    def compute(x: decimal.Decimal, digits: int) -> decimal.Decimal:
+        with mpmath.workdps(digits + 10):
+            v = fn(mpmath.mpf(str(x)))
+            text = mpmath.libmp.to_str(v._mpf_, digits + 5)
+        return decimal.Decimal(text)
+
+    return _cached(compute)
+
+
+def _native(name: str) -> Callable[[Any], decimal.Decimal]:
+    """A method of ``Decimal`` (correctly rounded) at the context's precision."""
+    def compute(x: decimal.Decimal, digits: int) -> decimal.Decimal:
+        return getattr(x, name)(decimal_context(digits))
+
+    return _cached(compute)
 
 
 def _pi() -> decimal.Decimal:
@@ -71,9 +85,9 @@ def decimal_namespace() -> dict[str, Any]:
     D = decimal.Decimal
     return {
         "mpf": D,
-        "exp": lambda x: D(x).exp(),
-        "log": lambda x: D(x).ln(),
-        "sqrt": lambda x: D(x).sqrt(),
+        "exp": _native("exp"),
+        "log": _native("ln"),
+        "sqrt": _native("sqrt"),
         "tanh": _via_mpmath("tanh"),
         "erf": _via_mpmath("erf"),
         "sin": _via_mpmath("sin"),
