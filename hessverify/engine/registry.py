@@ -11,6 +11,9 @@ line to :data:`METHODS`.
 * ``"approximation"``: a curvature approximation, reported as approximation
   error against the exact Hessian, never as a failure.
 
+A reference with ``default=False`` (``certified``, which needs an optional
+extra) runs only when named, and is never listed as skipped.
+
 ``form`` says what ``fn`` returns, as a type of :mod:`hessverify.engine.forms`:
 :class:`~hessverify.forms.FullHessian` (``(W, W)``),
 :class:`~hessverify.forms.DiagonalHessian` (``(W,)``) or
@@ -119,7 +122,7 @@ METHODS: dict[str, Method] = {
                "Richardson-extrapolated central differences of the gradient, with an error estimate",
                with_error=Lazy(_R + "richardson", "hessian_with_error")),
         Method("symbolic", Lazy(_S, "hessian"), "reference", FullHessian,
-               "closed form (SymPy) in 50-digit mpmath, or exact rationals; the truth for small cases",
+               "closed form (SymPy) at 50 digits, its sums exact, or exact rationals; the truth for small cases",
                with_error=Lazy(_S, "hessian_with_error"), applies=Lazy(_S, "small_enough"),
                left_out=Lazy(_S, "left_out")),
         Method("certified", Lazy(_R + "certified", "hessian"), "reference", FullHessian,

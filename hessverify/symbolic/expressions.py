@@ -292,15 +292,18 @@ def definitions(s: NetworkSymbols, loss: str, *, fast: bool = False) -> dict[sym
                         value = Add(*[Mul(s.W[l][i][j], s.fp[p][j], prev[j][k]) for j in range(fan)])
                     defs[Bl[i][k]] = value
             B[l] = Bl
-    # main term of each block: K_{m,m'} = B_{m',m}^T Q_{m'} (K_{m,m} = Q_m)
+    # main term of each block: K_{m,m'} = B_{m',m}^T Q_{m'} (K_{m,m} = Q_m); for the layer m feeds,
+    # B_{m',m} = W_{m'} diag(f'_m), so K_{m,m'} = diag(f'_m) W_{m'}^T Q_{m'} = diag(f'_m) R_m, already summed
     for m in arch.bottom_up:
         for mp in arch.above(m):
             um, ump = arch.layer(m).units, arch.layer(mp).units
             Bs = s.matrix(f"B{mp},{m}", ump, um)
             Km = s.matrix(f"K{m},{mp}", um, ump)
+            Rm = s.matrix(f"R{m}", um, ump) if mp == arch.child(m) else None
             for k in range(um):
                 for kp in range(ump):
-                    defs[Km[k][kp]] = Add(*[Mul(Bs[i][k], Q[mp][i][kp]) for i in range(ump)])
+                    defs[Km[k][kp]] = (Mul(s.fp[m][k], Rm[k][kp]) if Rm is not None else
+                                       Add(*[Mul(Bs[i][k], Q[mp][i][kp]) for i in range(ump)]))
     return defs
 
 
