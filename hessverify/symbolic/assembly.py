@@ -30,18 +30,20 @@ of matrix multiplication and its applications", Numer. Algorithms 59, 2012):
    double-double arithmetic (Ogita, Rump and Oishi, "Accurate sum and dot
    product", SIAM J. Sci. Comput. 26, 2005, Algorithm 4.4, *Sum2*).
 
-Levels past ``nl - 1`` are left out, as are the bits cut in step 1; both
-are bounded explicitly (:attr:`Sum.error`):
+Levels past ``nl - 1`` are left out, as are the bits cut in step 1; with
+``a_r = 2^{nl L - k_r}`` (at least the column's largest value), ``e_r``
+the column's error from the cut, and ``b_c``, ``e_c`` the same for ``B``,
+:attr:`Sum.error` bounds ``|C_{rc} - (hi + lo)|`` by
 
-.. math::
+``N ((eps a_r + e_r) b_c + (a_r + e_r) e_c)`` with
+``eps = 2 nl 2^(-nl L) + 4.04 (T+2)^2 2^-106 + 4.04 (T+2) 2^(-53-3L)``:
 
-   |C_{rc} - \\tilde C_{rc}| \\le N (2 nl + 3)\\, 2^{nl L - k_r - k_c}
-                              + 4 (T+2)^2 2^{-106} \\sum_l |t_l|,
-
-the first term the cut bits and the levels left out (``2^{nl L - k}`` is
-at least the column's largest value), the second the double-double sum of
-the ``T + 1`` levels ``t_l``.  With ``exact`` nothing is cut: every bit of
-every (dyadic) value is kept, every level is summed, and
+the terms of ``eps`` the levels left out, the double-double sum of the
+``T + 1`` levels (Sum2's ``gamma^2`` with the levels' sum at most
+``4 N a_r b_c``) and the least significant levels, summed in plain float64
+before the head meets them.  With ``exact`` nothing is cut: every bit of
+every (dyadic) value is kept, every level is summed, ``eps`` keeps only
+its double-double terms, and
 :meth:`Sum.exact` gives the sum as Python integers.
 """
 
@@ -62,7 +64,6 @@ __all__ = ["Columns", "Sum", "add", "columns", "outer", "product", "times"]
 _EXACT_BITS = 53  # float64's significand: every partial sum of limb products stays below 2^53
 _THREADED_WORK = 2**27  # multiply-adds of one product past which BLAS may use every core
 _UP = 1.0 + 2.0**-40  # a bound computed in float64 is itself rounded: widened by far more than that
-
 
 
 def _top_bits(ints: np.ndarray) -> np.ndarray:

@@ -106,8 +106,9 @@ def test_a_w_530_symbolic_hessian_is_not_refused_and_max_time_lifts_any_refusal(
 
 # Seconds of hessian_with_error (the 50-digit symbolic reference), each in a fresh process, measured twice by
 # `python benchmarks/symbolic_calibration.py --fit` on this project's 2-core machine while other jobs kept its load
-# average at 15 to 19: (units, activation, loss, N, graph, (first run, second run)).  The estimate must stay within
-# 3x of each: a refusal must not be a false alarm, nor a wait a surprise.
+# average at 15 to 19: (units, activation, loss, N, graph, (first run, second run)), before K of adjacent layers
+# became diag(f') R (a third less program for a chain: the estimate errs high since).  The estimate must stay
+# within 3x of each: a refusal must not be a false alarm, nor a wait a surprise.
 SYMBOLIC_MEASURED: list[tuple[tuple[int, ...], str, str, int, bool, tuple[float, float]]] = [
     ((4, 8, 8, 1), "tanh", "sse", 32, False, (1.30, 1.04)),                    # W = 121
     ((4, 16, 16, 1), "tanh", "sse", 32, False, (2.77, 3.27)),                  # W = 369
