@@ -583,7 +583,8 @@ def _to_float64(H: np.ndarray) -> FloatArray:
     return np.vectorize(float, otypes=[np.float64])(H)
 
 
-def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[FloatArray, FloatArray]:
+def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS, *,
+                       magnitude: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
     """The gold value rounded to float64, and a bound on its distance from the true Hessian.
 
     Exact rationals where :func:`exact_allowed`: the bound is the rounding to
@@ -595,9 +596,9 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[
       (:class:`~hessverify.symbolic.assembly.Sum`), computed per entry,
     * the evaluation's own error, a chain of ``k + 2`` roundings at
       ``10^(1-digits)`` on terms of magnitude ``M``
-      (:func:`hessverify.engine.bounds.magnitude_hessian`; the ``+ 2`` for
-      the reduction's ``1/N``): some 35 orders of magnitude below the
-      float64 errors it is used to measure.
+      (:func:`hessverify.engine.bounds.magnitude_hessian`, or ``magnitude``
+      when the caller has it; the ``+ 2`` for the reduction's ``1/N``): some
+      35 orders of magnitude below the float64 errors it is used to measure.
     """
     if exact_allowed(problem):
         exact = hessian_exact(problem)
@@ -607,7 +608,8 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[
     from hessverify.engine.bounds import chain_length, magnitude_hessian
 
     H = _assemble_sums(problem, _evaluate(problem, digits), _bits(digits))
-    own = (chain_length(problem) + 2) * 10.0 ** (1 - digits) * magnitude_hessian(problem)
+    M = magnitude_hessian(problem) if magnitude is None else magnitude
+    own = (chain_length(problem) + 2) * 10.0 ** (1 - digits) * M
     if not (np.all(np.isfinite(H.hi)) and np.all(np.isfinite(H.err))):
         raise OverflowReport("the high-precision Hessian does not fit in float64")
     return H.hi, np.abs(H.lo) + H.err + own
