@@ -49,7 +49,7 @@ def test_the_default_is_a_share_of_the_machine() -> None:
     assert 2**20 <= default_limit() <= total // 4 + 1
 
 
-@pytest.mark.parametrize("name", sorted(set(METHODS) - {"symbolic"}))
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"symbolic", "certified"}))  # those two: minutes at this size
 def test_the_estimate_covers_the_measured_peak(name: str) -> None:
     # a shape not among those the figures were fitted on (W = 603, N = 300)
     problem = _problem(20, 25, 3, 300)
