@@ -35,7 +35,8 @@ test-fast: $(STAMP)
 # The CPU builds of the optional frameworks, so the adapter and conformance tests (tests/test_torch.py,
 # tests/test_jax.py, tests/test_conformance.py) run in CI; torch pinned exactly in the same command (a bare
 # `torch`, or backpack/curvlinops alone, would fetch gigabytes of CUDA). Without them those tests skip.
-# Extras: hessverify[torch], hessverify[jax], hessverify[conformance].
+# Extras: hessverify[torch], hessverify[jax], hessverify[conformance]; python-flint (hessverify[certified]) for the
+# certified reference, whose tests (tests/references/test_certified.py) skip without it.
 FRAMEWORKS := $(VENV)/.frameworks
 frameworks: $(FRAMEWORKS)
 
@@ -44,6 +45,8 @@ $(FRAMEWORKS): $(STAMP)
 	$(BIN)/python -m pip install 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch \
 		'psgd-torch==0.6.1' || \
 		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
+	$(BIN)/python -m pip install --quiet 'python-flint>=0.6' || \
+		echo "make frameworks: could not install python-flint; the certified reference's tests will be skipped"
 	$(MAKE) --no-print-directory tensorflow
 	touch $(FRAMEWORKS)
 

@@ -8,8 +8,11 @@ evaluated ``(W, W)`` Hessian at the network's point:
 * ``structured-f64``: :mod:`hessverify.symbolic` -- the straight-line program
   of named per-layer quantities and the block formula per pair of layers,
   evaluated in float64 (``lambdify`` with ``cse``), all patterns at once;
-* ``structured-mp``: the same closed form evaluated with mpmath at 50 digits,
-  pattern by pattern (what ``verify`` uses as its reference).
+* ``structured-mp``: the 50-digit reference as ``verify`` runs it
+  (``hessian_with_error``): the same closed form evaluated in :mod:`decimal`
+  at 50 digits, pattern by pattern, the sums over patterns exact on float64
+  BLAS (:mod:`hessverify.symbolic.assembly`), the float64 value and its
+  error bound (the magnitude Hessian included).
 
 The networks are one family, ``4-h-h-1`` tanh with sse over ``N`` seeded
 patterns (W = h^2 + 7h + 1), for growing ``h``.  Each attempt runs in a child
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 56, 64)
+WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16, 20, 24, 32, 40, 44, 48, 56, 64)
 
 
 def make_problem(h: int, patterns: int) -> Any:
@@ -80,10 +83,9 @@ def structured_f64(problem: Any) -> np.ndarray:
 
 
 def structured_mp(problem: Any) -> np.ndarray:
-    from hessverify.symbolic.reference import hessian_mpmath
+    from hessverify.symbolic.reference import hessian_with_error
 
-    H = hessian_mpmath(problem, digits=50)
-    return np.vectorize(float, otypes=[np.float64])(H)
+    return hessian_with_error(problem, digits=50)[0]
 
 
 APPROACHES = {"naive": naive, "structured-f64": structured_f64, "structured-mp": structured_mp}
@@ -130,7 +132,10 @@ def main() -> None:
     names = args.approach or list(APPROACHES)
     results: dict[str, dict[int, tuple[float, float] | None]] = {n: {} for n in names}
     family = "4-h-h(from=1+0)-1(from=2+1)" if GRAPH else "4-h-h-1"
-    print(f"{family} tanh, sse, N = {args.patterns}, budget {args.budget:g} s per attempt")
+    import os
+
+    print(f"{family} tanh, sse, N = {args.patterns}, budget {args.budget:g} s per attempt; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'h':>3s} {'W':>5s}  " + "  ".join(f"{n:>22s}" for n in names))
     alive = set(names)
     for h in WIDTHS:
@@ -162,6 +167,7 @@ def main() -> None:
         reached_end = n in alive
         print(f"  {n:16s} W = {W}{' (the largest tried)' if reached_end else ''}; "
               f"largest relative difference from backprop {worst_rel:.1e}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -723,7 +723,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hessverify.engine.budget import limit, parse_size
+    from hessverify.engine.budget import limit, parse_size, time_limit
 
     for option in ("report", "json", "out"):  # an empty path would silently write nothing
         value = getattr(args, option, None)
@@ -736,7 +736,8 @@ def _run(args: argparse.Namespace) -> int:
     from hessverify.reports.progress import quiet
 
     # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
-    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings(), quiet(getattr(args, "quiet", False)):
+    with limit(budget), time_limit(max_time), np.errstate(all="ignore"), warnings.catch_warnings(), \
+            quiet(getattr(args, "quiet", False)):
         warnings.simplefilter("ignore", RuntimeWarning)
         return int(args.func(args))
 

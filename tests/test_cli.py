@@ -188,11 +188,11 @@ def test_verify_says_when_it_leaves_symbolic_out(monkeypatch: pytest.MonkeyPatch
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from hessverify.symbolic import reference
 
-    monkeypatch.setattr(reference, "MAX_COST", 10)  # every case is then too costly
+    monkeypatch.setattr(reference, "MAX_COST", 0.01)  # seconds: every case is then too costly
     assert main(["verify", XOR]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "symbolic: skipped" in x)
     cost = reference.estimated_cost(hessverify.load_case(XOR))
-    assert f"estimated cost {cost:.3g} above the limit 10" in line and "name it to force it" in line
+    assert f"estimated cost {cost:.3g} above the limit 0.01" in line and "name it to force it" in line
 
 
 def test_a_failure_at_an_exact_zero_says_so(monkeypatch: pytest.MonkeyPatch,

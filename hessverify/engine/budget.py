@@ -38,15 +38,16 @@ from hessverify.engine.registry import METHODS
 from hessverify.errors import BudgetError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "SYMBOLIC_RATE", "check_derive", "check_memory",
-           "estimated_cost",
-           "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
-           "estimate", "format_duration", "format_size", "limit", "parse_size", "require"]
+__all__ = ["DEFAULT_MAX_SECONDS", "SYMBOLIC_SECONDS", "check_derive", "check_memory",
+           "estimated_cost", "check_seconds", "check_time", "estimate_seconds", "current_limit",
+           "current_time_limit", "default_limit", "estimate", "format_duration", "format_size", "limit", "parse_size",
+           "require", "time_limit"]
 
 _BASE = 64 * 2**20  # interpreter-side slack: comparisons, reports, temporaries
 _SAFETY = 1.25
 
 _limit: int | None = None  # set by the command line's --max-memory (see limit())
+_max_seconds: float | None = None  # set by the command line's --max-time (see time_limit())
 
 
 def format_size(n: float) -> str:
@@ -143,6 +144,22 @@ def limit(n_bytes: int | None) -> Iterator[None]:
         _limit = old
 
 
+def current_time_limit() -> float:
+    """The time budget in force, in seconds: ``--max-time`` if given, else :data:`DEFAULT_MAX_SECONDS`; 0 is none."""
+    return DEFAULT_MAX_SECONDS if _max_seconds is None else _max_seconds
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Run with ``seconds`` as the time budget of the checks below the command line (``None``: the default)."""
+    global _max_seconds
+    old, _max_seconds = _max_seconds, seconds
+    try:
+        yield
+    finally:
+        _max_seconds = old
+
+
 def _cost(name: str) -> Cost:
     """The cost a component declares (:class:`~hessverify.engine.components.Cost`); a generous guess for a name
     the registry does not know (a function under test)."""
@@ -178,38 +195,64 @@ def require(needed: float, what: str) -> None:
                           f"{format_size(budget)}; use a smaller case, fewer methods, or raise --max-memory")
 
 
-SYMBOLIC_RATE = 1e5
-"""mpmath operations a second the symbolic reference manages at least, building its program included
-(measured: 3e5 to 2e6 a second on small cases, 2e5 on W = 2302)."""
-MAX_SYMBOLIC_SECONDS = 60.0
-"""Longest the symbolic reference may be expected to run when asked for by name."""
+SYMBOLIC_SECONDS = (4e-5, 2e-6, 2e-7, 1.0)
+"""The symbolic reference's time model ``(build, evaluate, sum, fixed)`` in seconds: see :func:`estimated_cost`.
+
+Fitted (non-negative least squares on the relative error) to ten shapes of
+network, W = 121 to 2641, N = 8 to 128, chains, a graph, softmax and
+sigmoid/gelu/tanh, measured twice by ``python benchmarks/symbolic_calibration.py
+--fit`` on this project's 2-core machine at a load average of 15 to 19
+(other jobs): within 0.4x to 2.2x of every measurement
+(``tests/engine/test_budget.py`` holds it within 3x of the recorded ones)."""
 
 
-def estimated_cost(problem: Problem) -> int:
-    """Approximate count of mpmath operations of the symbolic reference (``hessian_mpmath``): ``N (P + 2 W^2)``.
+def _program_size(problem: Problem) -> int:
+    """The closed form's products per pattern, counted from the recursions of ``symbolic.expressions.definitions``.
 
-    ``P`` is estimated without building the program, as ``sum_l u_l^3`` plus
-    the forward pass; the ``2 W^2`` is the two terms of the block formula.
-    Here rather than in :mod:`hessverify.symbolic.reference` (which re-exports
-    it), so that the budgets below the symbolic layer can ask it.
+    Per layer ``l`` and each layer ``c`` that reads it: delta, ``R = W^T Q``
+    and ``Q`` (``u_l u_c (1 + u_c + u_l)``); per pair ``l < m'``: ``K``
+    (``u_l u_m'^2``); per pair ``l`` above ``m``: ``B_{l,m}`` (``u_l u_m``
+    times the units of the sources it sums over); and the forward pass, ``W``.
     """
     arch = problem.architecture
-    units = [layer.units for layer in arch.layers]
-    # in a graph every layer pair has a K and each sums over the readers of its lower layer
-    readers = max([1] + [len(arch.children(l)) for l in arch.bottom_up])
-    program_size = sum(u**3 for u in units) * arch.depth * readers + arch.n_params * 4
-    return problem.n_patterns * (program_size + 2 * arch.n_params**2)
+    u = {l: arch.layer(l).units for l in arch.bottom_up}
+    size = arch.n_params
+    for m in arch.bottom_up:
+        size += sum(u[m] * u[c] * (1 + u[c] + u[m]) for c in arch.children(m))
+        later = arch.above(m) if arch.is_chain else [l for l in arch.bottom_up if l > m]
+        size += sum(u[m] * u[l] * u[l] for l in later)
+        for l in arch.above(m):
+            size += u[l] * u[m] * sum(1 if p == m else u[p] for p in arch.parents(l) if p == m or p in arch.above(m))
+    return size
+
+
+def estimated_cost(problem: Problem) -> float:
+    """Estimated seconds of the symbolic reference (``hessian_with_error`` at 50 digits).
+
+    ``build P + evaluate N P + sum N W^2 + fixed`` (:data:`SYMBOLIC_SECONDS`):
+    ``P`` the products of the closed form per pattern
+    (:func:`_program_size`), built once in SymPy and evaluated per pattern in
+    :mod:`decimal`; the ``N W^2`` exact sums over patterns on float64 BLAS
+    with the per-entry work around them; a fixed start (SymPy's derivatives
+    of the activations and the loss).  Here rather than in
+    :mod:`hessverify.symbolic.reference` (which re-exports it), so that the
+    budgets below the symbolic layer can ask it.
+    """
+    build, evaluate, total, fixed = SYMBOLIC_SECONDS
+    P, W, N = _program_size(problem), problem.n_params, problem.n_patterns
+    return build * P + evaluate * N * P + total * N * W * W + fixed
 
 
 def check_time(problem: Problem, names: Iterable[str]) -> None:
-    """Refuse the symbolic reference where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    """Refuse the symbolic reference where its estimated run time is past the time budget (``--max-time``)."""
     if "symbolic" not in names:
         return
+    budget = current_time_limit()
     seconds = _cost("symbolic").seconds_for(problem)
-    if seconds > MAX_SYMBOLIC_SECONDS:
+    if budget > 0 and seconds > budget:
         raise BudgetError(f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}): the symbolic reference "
-                          f"would take about {format_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget; "
-                          "use autograd, complex_step or richardson on a case this large")
+                          f"would take about {format_duration(seconds)}, more than the --max-time of "
+                          f"{format_duration(budget)}; raise --max-time, or use autograd, complex_step or richardson")
 
 
 DERIVE_SECONDS_AT_2302 = 12.0
@@ -219,7 +262,7 @@ MAX_EXPLICIT_PATHS = 200_000
 
 
 def check_derive(problem: Problem, *, explicit: bool) -> None:
-    """Refuse ``derive`` where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    """Refuse ``derive`` where its estimated run time is past the time budget (:func:`current_time_limit`)."""
     arch = problem.architecture
     seconds = DERIVE_SECONDS_AT_2302 * (problem.n_params / 2302) ** 1.8 * (2.5 if explicit else 1.0)
     # input-to-output paths through the units: a layer's units times the paths into its sources
@@ -227,10 +270,12 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
     for l in arch.bottom_up:
         into[l] = arch.layer(l).units * sum(into[p] for p in arch.parents(l))
     paths = into[arch.output_layer]
-    if seconds > MAX_SYMBOLIC_SECONDS or (explicit and paths > MAX_EXPLICIT_PATHS):
+    budget = current_time_limit()
+    too_slow = 0 < budget < seconds
+    if too_slow or (explicit and paths > MAX_EXPLICIT_PATHS):
         what = f"derive{' --explicit' if explicit else ''} on {problem.id} (W = {problem.n_params})"
-        reason = (f"would take about {format_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget"
-                  if seconds > MAX_SYMBOLIC_SECONDS else
+        reason = (f"would take about {format_duration(seconds)}, more than the --max-time of {format_duration(budget)}"
+                  if too_slow else
                   f"would write out a tree of {paths:.3g} input-to-output paths (at most {MAX_EXPLICIT_PATHS})")
         raise BudgetError(f"{what} {reason}; derive on a smaller network with the same layers"
                           + ("" if not explicit else ", or leave out --explicit"))

@@ -152,6 +152,8 @@ class Component:
     # whether verify uses it by default on a point (too costly otherwise), and why not, in one line
     applies: Callable[..., bool] | None = None
     left_out: Callable[..., str] | None = None
+    # False: verify runs it only when named, and never lists it as skipped (certified, an optional extra)
+    by_default: bool = True
     tolerance: Tolerance = EXACT
     cost: Cost = UNKNOWN_COST
     rank: int = 1000  # the order in listings: methods, then approximations, then references
@@ -187,7 +189,7 @@ class Component:
 
     def serves_by_default(self, at: Point | Problem) -> bool:
         """Whether ``verify`` uses this component on a point unless told otherwise."""
-        return self.applies is None or bool(self.applies(self._arg(at)))
+        return self.by_default and (self.applies is None or bool(self.applies(self._arg(at))))
 
     def why_left_out(self, at: Point | Problem) -> str:
         """One line: why ``verify`` leaves it out by default here."""

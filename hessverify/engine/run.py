@@ -411,7 +411,7 @@ def reference_skips(problem: Problem, references: Sequence[str] | None = None) -
         return []
     out = []
     for m in methods_with_role("reference"):
-        if not m.serves_by_default(problem):
+        if m.by_default and not m.serves_by_default(problem):
             out.append(m.why_left_out(problem))
     return out
 

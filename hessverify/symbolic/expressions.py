@@ -182,7 +182,25 @@ def explicit_error(s: NetworkSymbols, loss: str) -> sympy.Expr:
     return get_loss(loss).expr(explicit_output(s), list(s.t))
 
 
-def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
+def _Add(*terms: sympy.Expr) -> sympy.Expr:
+    """``t1 + t2 + ...`` as it stands: no flattening, no canonical order, zeros dropped (``definitions(fast=True)``).
+
+    ``Add._from_args`` builds the node without SymPy's evaluation, which
+    sorts and collects terms: that is most of the cost of building a large
+    program, and a sum of distinct products of names has nothing to collect.
+    """
+    kept = tuple(t for t in terms if t is not sympy.S.Zero)
+    if not kept:
+        return sympy.S.Zero
+    return kept[0] if len(kept) == 1 else sympy.Add._from_args(kept, True)  # names of reals commute
+
+
+def _Mul(*factors: sympy.Expr) -> sympy.Expr:
+    """``f1 * f2 * ...`` as it stands (:func:`_Add`); the factors here are names or unevaluated sums."""
+    return factors[0] if len(factors) == 1 else sympy.Mul._from_args(factors, True)
+
+
+def definitions(s: NetworkSymbols, loss: str, *, fast: bool = False) -> dict[sympy.Symbol, sympy.Expr]:
     """The straight-line program of one pattern: named quantities in evaluation order.
 
     Returns an insertion-ordered mapping ``symbol -> definition`` in which
@@ -191,7 +209,14 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     are those of second-order backpropagation (Bishop 1992, eq. 13 and
     16-18); :mod:`hessverify.symbolic.formulas` checks what they give against
     direct differentiation of :func:`explicit_error`.
+
+    With ``fast`` the sums of products (net inputs, delta, Q, R, B, K: all
+    but the function values) are built as they stand, without SymPy's
+    canonical ordering and flattening (:func:`_sum`): the same function, for
+    the evaluated reference, built some thirty times faster.  Without it they
+    read as SymPy prints them, for a lecture.
     """
+    Add, Mul = (_Add, _Mul) if fast else (sympy.Add, sympy.Mul)
     arch = s.arch
     out = arch.output_layer
     defs: dict[sympy.Symbol, sympy.Expr] = {}
@@ -199,7 +224,7 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
     for l, layer in enumerate(arch.layers, start=1):
         f, d1, d2 = activation_derivatives(layer.activation)
         for i in range(layer.units):
-            defs[s.a[l][i]] = sympy.Add(*[w * zj for w, zj in zip(s.W[l][i], s.inputs(l), strict=True)], s.b[l][i])
+            defs[s.a[l][i]] = Add(*[Mul(w, zj) for w, zj in zip(s.W[l][i], s.inputs(l), strict=True)], s.b[l][i])
         for i in range(layer.units):
             defs[s.z[l][i]] = _apply(f, s.a[l][i])
             defs[s.fp[l][i]] = _apply(d1, s.a[l][i])
@@ -216,39 +241,39 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
         for kp in range(K):
             defs[h[k][kp]] = hess[k][kp].xreplace(at_output)
     if not arch.is_chain:
-        _graph_backward(s, defs, g, h)
+        _graph_backward(s, defs, g, h, Add, Mul)
         return defs
     # backward, first order: delta_L = g * f'_L;  delta_l = f'_l * (W_c^T delta_c), c the layer l feeds
     hidden = [l for l in arch.top_down if l != out]
     for k in range(K):
-        defs[s.delta[out][k]] = g[k] * s.fp[out][k]
+        defs[s.delta[out][k]] = Mul(g[k], s.fp[out][k])
     for l in hidden:
         c = arch.child(l)
         for i in range(arch.layer(l).units):
-            back = sympy.Add(*[s.W[c][k][i] * s.delta[c][k] for k in range(arch.layer(c).units)])
-            defs[s.delta[l][i]] = s.fp[l][i] * back
+            back = Add(*[Mul(s.W[c][k][i], s.delta[c][k]) for k in range(arch.layer(c).units)])
+            defs[s.delta[l][i]] = Mul(s.fp[l][i], back)
     # backward, second order: Q_L = diag(f') h diag(f') + diag(g f'');
     # Q_l = diag(f'_l) W^T Q_c W diag(f'_l) + diag(f''_l (W^T delta_c)), through R = W^T Q_c
     Q: dict[int, list[list[sympy.Symbol]]] = {out: s.matrix(f"Q{out}", K, K)}
     for k in range(K):
         for kp in range(K):
-            term = s.fp[out][k] * h[k][kp] * s.fp[out][kp]
-            defs[Q[out][k][kp]] = term + (g[k] * s.fpp[out][k] if k == kp else 0)
+            term = Mul(s.fp[out][k], h[k][kp], s.fp[out][kp])
+            defs[Q[out][k][kp]] = Add(term, Mul(g[k], s.fpp[out][k])) if k == kp else term
     for l in hidden:
         c = arch.child(l)
         u, up = arch.layer(l).units, arch.layer(c).units
         R = s.matrix(f"R{l}", u, up)
         for i in range(u):
             for k in range(up):
-                defs[R[i][k]] = sympy.Add(*[s.W[c][j][i] * Q[c][j][k] for j in range(up)])
+                defs[R[i][k]] = Add(*[Mul(s.W[c][j][i], Q[c][j][k]) for j in range(up)])
         Q[l] = s.matrix(f"Q{l}", u, u)
         for i in range(u):
             for ip in range(u):
-                inner = sympy.Add(*[R[i][k] * s.W[c][k][ip] for k in range(up)])
-                term = s.fp[l][i] * inner * s.fp[l][ip]
+                inner = Add(*[Mul(R[i][k], s.W[c][k][ip]) for k in range(up)])
+                term = Mul(s.fp[l][i], inner, s.fp[l][ip])
                 if i == ip:
-                    back = sympy.Add(*[s.W[c][k][i] * s.delta[c][k] for k in range(up)])
-                    term = term + s.fpp[l][i] * back
+                    back = Add(*[Mul(s.W[c][k][i], s.delta[c][k]) for k in range(up)])
+                    term = Add(term, Mul(s.fpp[l][i], back))
                 defs[Q[l][i][ip]] = term
     # forward Jacobians B_{l,m} = da_l/da_m = W_l diag(f'_p) B_{p,m}, p the layer feeding l, B_{m,m} = I
     for m in arch.bottom_up:
@@ -262,25 +287,29 @@ def definitions(s: NetworkSymbols, loss: str) -> dict[sympy.Symbol, sympy.Expr]:
             for i in range(u):
                 for k in range(um):
                     if prev is None:
-                        value = s.W[l][i][k] * s.fp[p][k]
+                        value = Mul(s.W[l][i][k], s.fp[p][k])
                     else:
-                        value = sympy.Add(*[s.W[l][i][j] * s.fp[p][j] * prev[j][k] for j in range(fan)])
+                        value = Add(*[Mul(s.W[l][i][j], s.fp[p][j], prev[j][k]) for j in range(fan)])
                     defs[Bl[i][k]] = value
             B[l] = Bl
-    # main term of each block: K_{m,m'} = B_{m',m}^T Q_{m'} (K_{m,m} = Q_m)
+    # main term of each block: K_{m,m'} = B_{m',m}^T Q_{m'} (K_{m,m} = Q_m); for the layer m feeds,
+    # B_{m',m} = W_{m'} diag(f'_m), so K_{m,m'} = diag(f'_m) W_{m'}^T Q_{m'} = diag(f'_m) R_m, already summed
     for m in arch.bottom_up:
         for mp in arch.above(m):
             um, ump = arch.layer(m).units, arch.layer(mp).units
             Bs = s.matrix(f"B{mp},{m}", ump, um)
             Km = s.matrix(f"K{m},{mp}", um, ump)
+            Rm = s.matrix(f"R{m}", um, ump) if mp == arch.child(m) else None
             for k in range(um):
                 for kp in range(ump):
-                    defs[Km[k][kp]] = sympy.Add(*[Bs[i][k] * Q[mp][i][kp] for i in range(ump)])
+                    defs[Km[k][kp]] = (Mul(s.fp[m][k], Rm[k][kp]) if Rm is not None else
+                                       Add(*[Mul(Bs[i][k], Q[mp][i][kp]) for i in range(ump)]))
     return defs
 
 
 def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: list[sympy.Symbol],
-                    h: list[list[sympy.Symbol]]) -> None:
+                    h: list[list[sympy.Symbol]], Add: Callable[..., sympy.Expr] = sympy.Add,
+                    Mul: Callable[..., sympy.Expr] = sympy.Mul) -> None:
     """The backward half of :func:`definitions` for a feed-forward graph (skip connections).
 
     Every sum over "the layer ``l`` feeds" becomes a sum over the layers ``c``
@@ -310,11 +339,12 @@ def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: 
         if l == out:
             back[l] = list(g)
         else:  # dE/dz_l: 0 for a layer that feeds nothing
-            back[l] = [sympy.Add(*[w_col(c, l, r, i) * s.delta[c][r] for c in arch.children(l) for r in range(units[c])])
+            back[l] = [Add(*[Mul(w_col(c, l, r, i), s.delta[c][r]) for c in arch.children(l) for r in range(units[c])])
                        for i in range(units[l])]
         for i in range(units[l]):
-            defs[s.delta[l][i]] = s.fp[l][i] * back[l][i]
+            defs[s.delta[l][i]] = Mul(s.fp[l][i], back[l][i])
 
+    @cache
     def M(i: int, j: int) -> list[list[sympy.Symbol]]:
         """The matrix of names ``d2e/da_i da_j^T`` (``Q_i``, ``K_{i,j}`` or the transpose of ``K_{j,i}``)."""
         if i == j:
@@ -323,38 +353,43 @@ def _graph_backward(s: NetworkSymbols, defs: dict[sympy.Symbol, sympy.Expr], g: 
             return s.matrix(f"K{i},{j}", units[i], units[j])
         return [list(row) for row in zip(*s.matrix(f"K{j},{i}", units[j], units[i]), strict=True)]
 
+    @cache
+    def B(l: int, m: int) -> list[list[sympy.Symbol]]:
+        """The matrix of names ``B_{l,m}``, built once (a graph reads it inside every entry's sum)."""
+        return s.matrix(f"B{l},{m}", units[l], units[m])
+
     for m in arch.top_down:
         later = [mp for mp in arch.top_down if mp > m]
         for mp in later:
             K = M(m, mp)
             for k in range(units[m]):
                 for kp in range(units[mp]):
-                    defs[K[k][kp]] = s.fp[m][k] * sympy.Add(
-                        *[w_col(c, m, r, k) * M(c, mp)[r][kp] for c in arch.children(m) for r in range(units[c])])
+                    defs[K[k][kp]] = Mul(s.fp[m][k], Add(
+                        *[Mul(w_col(c, m, r, k), M(c, mp)[r][kp]) for c in arch.children(m) for r in range(units[c])]))
         Q = M(m, m)
         for k in range(units[m]):
             for kp in range(units[m]):
                 if m == out:
-                    term = s.fp[m][k] * h[k][kp] * s.fp[m][kp]
+                    term = Mul(s.fp[m][k], h[k][kp], s.fp[m][kp])
                 else:
-                    term = sympy.Add(*[M(m, c)[k][r] * w_col(c, m, r, kp) for c in arch.children(m)
-                                       for r in range(units[c])]) * s.fp[m][kp]
+                    term = Mul(Add(*[Mul(M(m, c)[k][r], w_col(c, m, r, kp)) for c in arch.children(m)
+                                     for r in range(units[c])]), s.fp[m][kp])
                 if k == kp:
-                    term = term + s.fpp[m][k] * back[m][k]
+                    term = Add(term, Mul(s.fpp[m][k], back[m][k]))
                 defs[Q[k][kp]] = term
     for m in arch.bottom_up:
         for l in arch.above(m):
-            Bl = s.matrix(f"B{l},{m}", units[l], units[m])
+            Bl = B(l, m)
             for i in range(units[l]):
                 for k in range(units[m]):
                     terms = []
                     for p in arch.parents(l):
                         if p == m:
-                            terms.append(w_col(l, p, i, k) * s.fp[p][k])
+                            terms.append(Mul(w_col(l, p, i, k), s.fp[p][k]))
                         elif p in arch.above(m):
-                            Bp = s.matrix(f"B{p},{m}", units[p], units[m])
-                            terms += [w_col(l, p, i, j) * s.fp[p][j] * Bp[j][k] for j in range(units[p])]
-                    defs[Bl[i][k]] = sympy.Add(*terms)
+                            Bp = B(p, m)
+                            terms += [Mul(w_col(l, p, i, j), s.fp[p][j], Bp[j][k]) for j in range(units[p])]
+                    defs[Bl[i][k]] = Add(*terms)
 
 
 @dataclass(frozen=True)
@@ -398,9 +433,9 @@ class Expression:
 
 
 def lambdify_program(args: Sequence[sympy.Symbol], defs: Mapping[sympy.Symbol, sympy.Expr],
-                     outputs: Sequence[sympy.Symbol], modules: str | list[str],
+                     outputs: Sequence[sympy.Symbol], modules: str | list[Any],
                      cse: Callable[[list[tuple[sympy.Symbol, sympy.Expr]]], list[tuple[sympy.Symbol, sympy.Expr]]]
-                     | None = None) -> Callable[..., list[Any]]:
+                     | None = None, dialect: str | None = None) -> Callable[..., list[Any]]:
     """Compile a straight-line program into one function ``f(*args) -> [value of each output]``.
 
     The named definitions become the assignments of the generated code
@@ -408,6 +443,13 @@ def lambdify_program(args: Sequence[sympy.Symbol], defs: Mapping[sympy.Symbol, s
     list first (common-subexpression elimination).  The names are not Python
     identifiers (``W1[0,1]``): the printer gives the generated code safe
     ones, so the (large) program is never rewritten symbol by symbol.
+
+    ``dialect`` names the printer when ``modules`` is a namespace rather than
+    a module name: ``"numbers"`` prints for any number type whose namespace
+    gives ``mpf`` (its constructor), ``exp``, ``log``, ``sqrt``, ``tanh``,
+    ``erf``, ``sin``, ``cos`` and ``pi()`` (Python's ``decimal``,
+    python-flint's ``arb``); ``"fractions"`` prints rationals as
+    ``Rational(p, q)`` for exact arithmetic.
     """
     safe_args = [sympy.Symbol(f"_arg{n}") for n in range(len(args))]
     pairs = list(zip(args, safe_args, strict=True)) + list(defs.items())
@@ -417,23 +459,27 @@ def lambdify_program(args: Sequence[sympy.Symbol], defs: Mapping[sympy.Symbol, s
     def hook(exprs: list[sympy.Expr]) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
         return pairs, exprs
 
-    return sympy.lambdify(safe_args, list(outputs), modules=modules, cse=hook, printer=_printer(modules))
+    if dialect is None:
+        dialect = modules if isinstance(modules, str) else modules[0]
+    return sympy.lambdify(safe_args, list(outputs), modules=modules, cse=hook, printer=_printer(str(dialect)))
 
 
-def _printer(modules: str | list[str]) -> Any:
-    """lambdify's own printer for ``modules``, with safe names and sums printed in stored order.
+def _printer(dialect: str) -> Any:
+    """lambdify's own printer for ``dialect``, with safe names and sums printed in stored order.
 
     Sorting the terms of every sum into canonical order is most of the cost of
     printing a large program, and the order does not matter to the value
-    beyond rounding, which the float64 bounds already allow for.
+    beyond rounding, which the float64 bounds already allow for.  Sums of
+    products of names, nearly all of a large program, are printed directly
+    (:meth:`SafeNames._names`), without the printer's dispatch per node.
     """
     import keyword
 
     from sympy.printing.numpy import SciPyPrinter
     from sympy.printing.pycode import MpmathPrinter, SymPyPrinter
 
-    first = modules if isinstance(modules, str) else modules[0]
-    base = {"scipy": SciPyPrinter, "numpy": SciPyPrinter, "mpmath": MpmathPrinter, "sympy": SymPyPrinter}[first]
+    base = {"scipy": SciPyPrinter, "numpy": SciPyPrinter, "mpmath": MpmathPrinter, "numbers": MpmathPrinter,
+            "sympy": SymPyPrinter, "fractions": SymPyPrinter}[dialect]
 
     class SafeNames(base):  # type: ignore[valid-type, misc]
         def __init__(self, settings: dict[str, Any]) -> None:
@@ -446,10 +492,39 @@ def _printer(modules: str | list[str]) -> Any:
                 return name
             return self._safe.setdefault(name, f"_s{len(self._safe)}")
 
+        def _names(self, expr: sympy.Expr, inner: bool) -> str | None:
+            """A sum of products of names (or of such sums) as text, or ``None`` for anything else."""
+            if isinstance(expr, sympy.Symbol):
+                return self._print_Symbol(expr)
+            if not isinstance(expr, sympy.Add | sympy.Mul):
+                return None
+            parts = [self._names(a, isinstance(expr, sympy.Mul)) for a in expr.args]
+            if None in parts:
+                return None
+            if isinstance(expr, sympy.Mul):
+                return "*".join(parts)  # type: ignore[arg-type]
+            text = " + ".join(parts)  # type: ignore[arg-type]
+            return f"({text})" if inner else text
+
+        def doprint(self, expr: Any, assign_to: Any = None) -> Any:
+            # a sum of products of names needs none of the code printer's preparation (sympify, a walk for
+            # UnevaluatedExpr), which costs more than the printing itself
+            text = self._names(expr, False) if assign_to is None and isinstance(expr, sympy.Basic) else None
+            return text if text is not None else super().doprint(expr, assign_to)
+
+        def _print_Add(self, expr: sympy.Add, order: str | None = None) -> str:
+            return self._names(expr, False) or str(super()._print_Add(expr, order))
+
+        def _print_Mul(self, expr: sympy.Mul) -> str:
+            return self._names(expr, False) or str(super()._print_Mul(expr))
+
         def _print_Rational(self, expr: sympy.Rational) -> str:
-            if first == "sympy":  # exact arithmetic: 1/2 in Python would be a float
+            if dialect in ("sympy", "fractions"):  # exact arithmetic: 1/2 in Python would be a float
                 return f"Rational({expr.p}, {expr.q})"
             return str(super()._print_Rational(expr))
+
+        def _print_Pi(self, expr: sympy.Expr) -> str:
+            return "pi()" if dialect == "numbers" else str(super()._print_Pi(expr))
 
     return SafeNames({"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": True,
                       "user_functions": {}, "order": "none"})

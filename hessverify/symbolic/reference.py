@@ -27,21 +27,43 @@ number systems:
   ``output``); the float64 data are dyadic rationals, so the result is the
   exact Hessian of the case.
 
-The registered method (:func:`hessian`) returns the exact value where the
-network allows it and the mpmath value otherwise, rounded to float64;
-:func:`hessian_with_error` also returns a bound on that rounding.
+* ``"decimal"``: Python's :mod:`decimal` at ``digits`` significant digits
+  (50 by default), one pattern at a time: the high-precision evaluation of
+  the reference (:mod:`hessverify.symbolic.numbers`); the float64 data and
+  weights convert to it exactly;
+* ``"mpmath"``: the same in mpmath (what :mod:`~hessverify.symbolic.formulas`
+  checks the recursions with);
+* ``"exact"``: rational arithmetic (:class:`fractions.Fraction`), where the
+  network allows it: every activation a polynomial (``identity``) and the
+  loss a polynomial (``sse``, ``output``); the float64 data are dyadic
+  rationals, so the result is the exact Hessian of the case;
+* ``"arb"``: python-flint's ball arithmetic, for the ``certified`` reference
+  (:mod:`hessverify.references.certified`).
 
-Small enough.  The high-precision evaluation costs about
-:math:`N (P + 2 W^2)` mpmath operations (``P``: the size of the program;
-:func:`estimated_cost`); ``hessverify verify`` uses ``symbolic`` as a
-reference when that is at most :data:`MAX_COST` (a few seconds here), or
-when asked for by name.  Every shipped case is small enough.
+The block formula's sums over patterns, ``2 N W^2`` products and most of
+the work, run as exact integer arithmetic on float64 BLAS
+(:mod:`hessverify.symbolic.assembly`): every per-pattern value is cut to
+``digits`` digits and 64 guard bits per column, the sums are exact, and the
+result is a double-double with an explicit bound.
+
+The registered method (:func:`hessian`) returns the exact value where the
+network allows it and the high-precision value otherwise, rounded to
+float64; :func:`hessian_with_error` also returns a bound on its distance
+from the true Hessian.
+
+Small enough.  ``hessverify verify`` uses ``symbolic`` as a reference by
+default where its estimated run time (:func:`estimated_cost`, seconds,
+calibrated in :mod:`hessverify.engine.budget`) is at most
+:data:`MAX_COST`, and whenever it is asked for by name within
+``--max-time``.  Every shipped case is small enough.
 """
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from functools import cache
 from typing import Any, Literal
@@ -56,6 +78,7 @@ from hessverify.errors import NotDifferentiableError, OverflowReport
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import kinked_net_inputs
+from hessverify.symbolic import assembly
 from hessverify.symbolic.expressions import (
     NetworkSymbols,
     activation_derivatives,
@@ -63,6 +86,7 @@ from hessverify.symbolic.expressions import (
     lambdify_program,
     loss_derivatives,
 )
+from hessverify.symbolic.numbers import arb_namespace, decimal_context, decimal_namespace
 
 __all__ = [
     "DEFAULT_DIGITS",
@@ -76,6 +100,8 @@ __all__ = [
     "hessian_mpmath",
     "hessian_with_error",
     "left_out",
+    "block_formula",
+    "per_pattern",
     "program",
     "small_enough",
 ]
@@ -83,14 +109,18 @@ __all__ = [
 DEFAULT_DIGITS = 50
 """Significant decimal digits of the high-precision evaluation."""
 
-MAX_COST = 5_000_000
-"""Largest :func:`estimated_cost` for which ``verify`` runs ``symbolic`` by default.
+MAX_COST = 5.0
+"""Largest :func:`estimated_cost` (seconds) for which ``verify`` runs ``symbolic`` by default.
 
-Measured here: about 1.5 microseconds per estimated operation, so at most
-some 8 seconds per case; ``tanh-6-12-8-2`` (W = 206, N = 32), the largest
-shipped case, costs 3.0e6 and takes about 4 s."""
+Asked for by name (``--reference symbolic``) it runs within ``--max-time``
+whatever this says; ``tanh-6-12-8-2`` (W = 206, N = 32), the largest
+shipped case, is estimated at well under a second."""
 
-Backend = Literal["float64", "mpmath", "exact"]
+GUARD_BITS = 8
+"""Bits kept beyond the evaluation's own precision by the exact sums over patterns (:mod:`~hessverify.symbolic.assembly`):
+each per-pattern column is cut to ``digits`` digits and these bits below its largest value."""
+
+Backend = Literal["float64", "mpmath", "decimal", "exact", "arb"]
 
 
 @dataclass
@@ -117,16 +147,32 @@ class Program:
         return len(self.definitions)
 
     def function(self, backend: Backend) -> Callable[..., list[Any]]:
-        """``f(*weights, *x, *t) -> [output values]`` for ``"float64"``, ``"mpmath"`` or ``"exact"``."""
+        """``f(*weights, *x, *t) -> [output values]`` in one of the number systems of the module text.
+
+        ``"decimal"`` evaluates at the precision of the :mod:`decimal`
+        context in force, ``"arb"`` at python-flint's ``ctx.prec``.
+        """
         if backend not in self._compiled:
             # The program is already in common-subexpression form across units; SymPy's cse finds
             # what is shared inside a layer (sigma(a) and exp(-a) in f, f' and f'') for float64.
-            # mpmath and exact rationals evaluate the program as it is: no rounding to save there.
-            modules: Any = {"float64": ["scipy", "numpy"], "mpmath": "mpmath",
-                            "exact": ["sympy", {"Rational": sympy.Rational}]}[backend]
+            # The other number systems evaluate the program as it is: no rounding to save there.
+            modules: Any
+            dialect = None
+            if backend == "float64":
+                modules = ["scipy", "numpy"]
+            elif backend == "mpmath":
+                modules = "mpmath"
+            elif backend == "exact":
+                modules, dialect = [{"Rational": Fraction}], "fractions"
+            elif backend == "decimal":
+                modules, dialect = [decimal_namespace()], "numbers"
+            elif backend == "arb":
+                modules, dialect = [arb_namespace()], "numbers"
+            else:
+                raise ValueError(f"unknown backend {backend!r}")
             cse = _chunked_cse if backend == "float64" else None
             self._compiled[backend] = lambdify_program(self.args, self.definitions, self.output_symbols, modules,
-                                                       cse=cse)
+                                                       cse=cse, dialect=dialect)
         return self._compiled[backend]
 
 
@@ -140,7 +186,7 @@ def _partners(arch: Architecture, m: int) -> tuple[int, ...]:
 def program(arch: Architecture, loss: str) -> Program:
     """Build and compile the closed form for ``arch`` and ``loss`` (cached)."""
     s = NetworkSymbols(arch)
-    defs = definitions(s, loss)
+    defs = definitions(s, loss, fast=True)
     wanted: list[tuple[tuple[Any, ...], tuple[int, ...], list[sympy.Symbol]]] = []
     for l in arch.bottom_up:
         units = (arch.layer(l).units,)
@@ -227,8 +273,8 @@ def small_enough(problem: Problem) -> bool:
 
 def left_out(problem: Problem) -> str:
     """Why ``verify`` leaves the symbolic reference out of ``problem`` by default (one line)."""
-    return (f"symbolic: skipped, estimated cost {estimated_cost(problem):.3g} above the limit {MAX_COST:.3g}; "
-            "name it to force it (--reference symbolic)")
+    return (f"symbolic: skipped, estimated cost {estimated_cost(problem):.3g} above the limit {MAX_COST:.3g} "
+            "(seconds); name it to force it (--reference symbolic)")
 
 
 def _per_pattern_float64(prog: Program, problem: Problem) -> list[np.ndarray]:
@@ -239,23 +285,23 @@ def _per_pattern_float64(prog: Program, problem: Problem) -> list[np.ndarray]:
     return [np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for v in values]
 
 
-def _per_pattern_objects(prog: Program, problem: Problem, convert: Callable[[float], Any],
-                         fn: Callable[..., Any], back: Callable[[Any], Any]) -> list[np.ndarray]:
+def per_pattern(problem: Problem, backend: Backend, convert: Callable[[float], Any]) -> dict[tuple[Any, ...], np.ndarray]:
+    """The program in ``backend``, one pattern at a time: each named quantity as an ``(N, ...)`` object array.
+
+    ``convert`` turns the float64 weights and data into the backend's
+    numbers, exactly (``Decimal``, ``Fraction``, ``arb``); the keys are
+    those of :attr:`Program.outputs`.  The precision is the backend's own,
+    in force around the call (a :mod:`decimal` context, ``flint.ctx.prec``).
+    """
+    prog = program(problem.architecture, problem.loss)
+    fn = prog.function(backend)
     weights = [convert(w) for w in problem.params]
-    rows = []
-    for x, t in zip(problem.inputs, problem.targets, strict=True):
-        rows.append([back(v) for v in fn(*weights, *[convert(v) for v in x], *[convert(v) for v in t])])
+    rows = [fn(*weights, *[convert(v) for v in x], *[convert(v) for v in t])
+            for x, t in zip(problem.inputs, problem.targets, strict=True)]
     cols = np.empty((len(rows[0]), len(rows)), dtype=object)
     for n, row in enumerate(rows):
         cols[:, n] = row
-    return list(cols)
-
-
-def _to_fraction(v: Any) -> Fraction:
-    v = sympy.sympify(v)
-    if not v.is_Rational:
-        raise ValueError(f"exact evaluation produced a non-rational value {v}")
-    return Fraction(int(v.p), int(v.q))
+    return _unpack(prog, list(cols))
 
 
 def _unpack(prog: Program, values: list[np.ndarray]) -> dict[tuple[Any, ...], np.ndarray]:
@@ -283,8 +329,21 @@ def _check_values(problem: Problem, q: dict[tuple[Any, ...], np.ndarray]) -> Non
                 f"has net input exactly {kink:g} for pattern {n}")
 
 
-def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any],
-              scaled: bool = False) -> np.ndarray:
+def _indices(arch: Architecture, m: int) -> np.ndarray:
+    """Public flat index of each (unit k, input j) of layer m; the bias is input j = fan_in."""
+    fan = arch.fan_in(m)
+    units = arch.layer(m).units
+    cols = fan + (1 if arch.layer(m).bias else 0)
+    idx = np.empty((units, cols), dtype=np.int64)
+    for k in range(units):
+        for j in range(fan):
+            idx[k, j] = arch.param_index(f"W{m}[{k},{j}]")
+        if cols > fan:
+            idx[k, fan] = arch.param_index(f"b{m}[{k}]")
+    return idx
+
+
+def block_formula(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: Callable[[float], Any]) -> np.ndarray:
     """The block formula summed over patterns, scattered into the public order.
 
     ``convert`` turns a float64 into the number type of ``q`` (``float``,
@@ -309,19 +368,6 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
         ones[:] = one
         return np.concatenate([z, ones], axis=1)
 
-    def indices(m: int) -> np.ndarray:
-        """Public flat index of each (unit k, input j) of layer m; the bias is input j = fan_in."""
-        fan = arch.fan_in(m)
-        units = arch.layer(m).units
-        cols = fan + (1 if arch.layer(m).bias else 0)
-        idx = np.empty((units, cols), dtype=np.int64)
-        for k in range(units):
-            for j in range(fan):
-                idx[k, j] = arch.param_index(f"W{m}[{k},{j}]")
-            if cols > fan:
-                idx[k, fan] = arch.param_index(f"b{m}[{k}]")
-        return idx
-
     for m in arch.bottom_up:
         zm = layer_input(m)
         um, dm = arch.layer(m).units, zm.shape[1]
@@ -332,8 +378,6 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
             K = q[("K", m, mp)].reshape(n, um * ump)
             zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
             block = (K.T @ zz).reshape(um, ump, dm, dmp).transpose(0, 2, 1, 3)
-            if scaled:  # fixed point: bring the three-factor main term to the scale of the four-factor one
-                block = block * one
             # sum_n delta'[n,k'] f'_p[n,i] B_{p,m}[n,i,k] z[n,j] for every source p of m' that is m or
             # depends on it, i the unit of p in the input column j'; zero for the bias input j'
             for p in arch.parents(mp) if mp != m else ():
@@ -352,7 +396,7 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
                 bil = (left.T @ right).reshape(ump, dm, up, um).transpose(3, 1, 0, 2)
                 block = np.array(block)
                 block[:, :, :, cols] = block[:, :, :, cols] + bil
-            rows, cols = indices(m).reshape(-1), indices(mp).reshape(-1)
+            rows, cols = _indices(arch, m).reshape(-1), _indices(arch, mp).reshape(-1)
             flat = block.reshape(um * dm, ump * dmp)
             H[np.ix_(rows, cols)] = flat
             H[np.ix_(cols, rows)] = flat.T
@@ -368,23 +412,136 @@ def hessian_float64(problem: Problem) -> FloatArray:
     prog = program(problem.architecture, problem.loss)
     q = _unpack(prog, _per_pattern_float64(prog, problem))
     _check_values(problem, q)
-    H = _assemble(problem, q, float) * _scale(problem, 1.0)
+    H = block_formula(problem, q, float) * _scale(problem, 1.0)
     if not np.all(np.isfinite(H)):
         raise OverflowReport("the float64 evaluation of the closed form overflowed; use hessian_mpmath")
     return H
 
 
-def hessian_mpmath(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray:
-    """The closed form evaluated with mpmath at ``digits`` significant digits (object array of ``mpf``).
+def _layer_input(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], m: int) -> np.ndarray:
+    """``(N, fan_in [+ 1])`` objects: the sources' ``z`` side by side, and a column of ones for the bias."""
+    arch = problem.architecture
+    parts = [np.asarray(problem.inputs, dtype=np.float64).astype(object) if p == 0 else q[("z", p)]
+             for p in arch.parents(m)]
+    if arch.layer(m).bias:
+        parts.append(np.ones((problem.n_patterns, 1), dtype=np.int64).astype(object))
+    return np.concatenate(parts, axis=1)
 
-    The per-pattern program runs in mpmath.  The block formula's sums over
-    patterns (``2 N W^2`` products, most of the work) run in exact integer
-    arithmetic on fixed-point images of those mpmath values: every value is
-    scaled by one power of two ``2^S`` chosen so that the smallest nonzero
-    value keeps ``prec + 64`` bits, products and sums of Python integers are
-    exact, and the one rounding back to ``digits`` digits is mpmath's.  The
-    result is the same as summing in mpmath, only within a smaller error, and
-    several times faster.
+
+@dataclass
+class _Block:
+    """One block ``(units m, inputs m, units m', inputs m')`` of the Hessian as a double-double with its bound,
+    and, when kept, its exact value (Fractions)."""
+
+    hi: FloatArray
+    lo: FloatArray
+    err: FloatArray
+    exact: np.ndarray | None
+
+    @classmethod
+    def of(cls, total: assembly.Sum, shape: tuple[int, ...], axes: tuple[int, ...]) -> _Block:
+        def arrange(a: np.ndarray) -> np.ndarray:
+            return a.reshape(shape).transpose(axes)
+
+        exact = arrange(_fractions(*total.exact())) if total.levels else None
+        return cls(arrange(total.hi), arrange(total.lo), arrange(total.error), exact)
+
+    def add(self, other: _Block, cols: slice) -> None:
+        """``self[..., cols] += other``."""
+        mine = (self.hi[..., cols], self.lo[..., cols], self.err[..., cols])
+        self.hi[..., cols], self.lo[..., cols], self.err[..., cols] = assembly.add(mine, (other.hi, other.lo, other.err))
+        if self.exact is not None and other.exact is not None:
+            self.exact[..., cols] = self.exact[..., cols] + other.exact
+
+    def scatter(self, target: _Block, rows: np.ndarray, cols: np.ndarray) -> None:
+        """Into ``target`` at ``(rows, cols)`` and, mirrored, at ``(cols, rows)``."""
+        n_rows = len(rows)
+        for name in ("hi", "lo", "err", "exact"):
+            flat, into = getattr(self, name), getattr(target, name)
+            if flat is None or into is None:
+                continue
+            flat = flat.reshape(n_rows, -1)
+            into[np.ix_(rows, cols)] = flat
+            into[np.ix_(cols, rows)] = flat.T
+
+
+def _fractions(ints: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """``ints * 2^exponent`` entrywise as Fractions."""
+    return np.frompyfunc(lambda i, e: Fraction(i << e) if e >= 0 else Fraction(i, 1 << -e), 2, 1)(ints, exponent)
+
+
+def _assemble_sums(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], bits: int | None, *,
+                   keep: bool = False) -> _Block:
+    """The block formula summed over patterns exactly (:mod:`~hessverify.symbolic.assembly`), in the public order.
+
+    ``bits`` is the precision kept of each per-pattern column (``None``:
+    every bit of dyadic values, an exact result); ``keep`` also gives the
+    sums themselves as Fractions.  The same blocks as :func:`block_formula`.
+    """
+    arch = problem.architecture
+    n, W = problem.n_patterns, arch.n_params
+    H = _Block(np.zeros((W, W)), np.zeros((W, W)), np.zeros((W, W)),
+               np.zeros((W, W), dtype=object) if keep else None)
+
+    def columns(values: np.ndarray) -> assembly.Columns:
+        return assembly.columns(values.reshape(n, -1), bits)
+
+    inputs = {m: columns(_layer_input(problem, q, m)) for m in arch.bottom_up}
+    for m in arch.bottom_up:
+        zm = inputs[m]
+        um, dm = arch.layer(m).units, zm.shape[1]
+        for mp in _partners(arch, m):
+            zmp = inputs[mp]
+            ump, dmp = arch.layer(mp).units, zmp.shape[1]
+            # sum_n K[n,k,k'] z[n,j] z'[n,j']
+            main = assembly.product(columns(q[("K", m, mp)]), assembly.outer(zm, zmp), bits, keep=keep)
+            block = _Block.of(main, (um, ump, dm, dmp), (0, 2, 1, 3))
+            # sum_n delta'[n,k'] z[n,j] f'_p[n,i] B_{p,m}[n,i,k] for every source p of m' that is m or depends on it
+            for p in arch.parents(mp) if mp != m else ():
+                if p != m and p not in arch.above(m):
+                    continue
+                cols = arch.source_slice(mp, p)
+                up = cols.stop - cols.start
+                B = (np.tile(np.eye(um, dtype=np.int64).reshape(1, -1), (n, 1)).astype(object) if p == m
+                     else q[("B", p, m)])  # B_{m,m} = I
+                right = assembly.times(columns(q[("fp", p)]).take(np.repeat(np.arange(up), um)), columns(B))
+                left = assembly.outer(columns(q[("delta", mp)]), zm)
+                bil = assembly.product(left, right, bits, keep=keep)
+                block.add(_Block.of(bil, (ump, dm, up, um), (3, 1, 0, 2)), cols)
+            block.scatter(H, _indices(arch, m).reshape(-1), _indices(arch, mp).reshape(-1))
+    return H
+
+
+def _evaluate(problem: Problem, digits: int) -> dict[tuple[Any, ...], np.ndarray]:
+    """The per-pattern program in :mod:`decimal` at ``digits`` digits, the reduction's ``1/N`` applied to K and delta."""
+    with decimal.localcontext(decimal_context(digits)):
+        try:
+            q = per_pattern(problem, "decimal", Decimal)
+            _check_values(problem, q)
+            if problem.reduction == "mean":  # K and delta carry every term once: the scale applied there
+                scale = Decimal(1) / problem.n_patterns
+                for key in q:
+                    if key[0] in ("K", "delta"):
+                        q[key] = q[key] * scale
+        except (decimal.Overflow, decimal.InvalidOperation, decimal.DivisionByZero) as exc:
+            raise OverflowReport(f"the high-precision evaluation of the closed form failed: {exc!r}") from None
+    return q
+
+
+def _bits(digits: int) -> int:
+    """The bits kept of each per-pattern column: the digits' own bits and :data:`GUARD_BITS`."""
+    return int(np.ceil(digits * np.log2(10.0))) + GUARD_BITS
+
+
+def hessian_mpmath(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray:
+    """The closed form evaluated at ``digits`` significant digits (object array of mpmath ``mpf``).
+
+    The per-pattern program runs in :mod:`decimal` at ``digits`` digits; the
+    block formula's sums over patterns are exact on those values cut to
+    ``digits`` digits and :data:`GUARD_BITS` (:mod:`~hessverify.symbolic.assembly`),
+    and each sum is rounded once to ``digits`` digits.  The error is that of
+    the evaluation (a chain of roundings at ``10^(1-digits)``), a few more
+    roundings of the same size, and ``2^-GUARD_BITS`` of that.
 
     Examples
     --------
@@ -394,72 +551,32 @@ def hessian_mpmath(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray
     >>> mpmath.nstr(H[0, 1], 25)
     '0.3701274736551130397513182'
     """
-    prog = program(problem.architecture, problem.loss)
+    H = _assemble_sums(problem, _evaluate(problem, digits), _bits(digits), keep=True).exact
+    assert H is not None
     with mpmath.workdps(digits):
-        q = _unpack(prog, _per_pattern_objects(prog, problem, mpmath.mpf, prog.function("mpmath"), mpmath.mpf))
-        _check_values(problem, q)
-        inputs = [mpmath.mpf(float(v)) for v in np.ravel(problem.inputs)]
-        S = _fixed_point_scale([v for arr in q.values() for v in arr.ravel()] + inputs, mpmath.mp.prec)
-        fixed = {key: np.vectorize(lambda v: _to_fixed(v, S), otypes=[object])(arr) for key, arr in q.items()}
-        H_int = _assemble(problem, fixed, lambda f: _to_fixed(mpmath.mpf(f), S), scaled=True)
-        prec = mpmath.mp.prec
-        H = np.vectorize(lambda n: _from_fixed(n, -4 * S, prec), otypes=[object])(H_int)
-        if problem.reduction == "mean":  # a sum's scale is 1: the product would be the same mpf
-            scale = _scale(problem, mpmath.mpf(1))
-            H = np.vectorize(lambda h: h * scale, otypes=[object])(H)
-    return H
-
-
-_MAX_EXTRA_BITS = 4096
-"""Cap on the bits spent on tiny values: a value below 2^-4096 relative to 1 is kept to 2^-(4096 + prec)."""
-
-
-def _fixed_point_scale(values: list[Any], prec: int) -> int:
-    """``S`` such that every nonzero value times ``2^S`` is an integer of at least ``prec + 64`` bits."""
-    low = 0
-    for v in values:
-        sign, man, exp, bc = v._mpf_
-        if man:
-            low = min(low, exp + bc)  # |v| >= 2^(exp + bc - 1)
-    return prec + 64 + min(-low, _MAX_EXTRA_BITS)
-
-
-def _from_fixed(n: int, exponent: int, prec: int) -> Any:
-    """``n * 2^exponent`` as an ``mpf``: truncated to ``prec + 8`` bits first, so mpmath rounds a short integer.
-
-    The truncation moves the value by less than ``2^-(prec + 7)`` relative,
-    a 128th of the rounding to ``prec`` bits that follows.
-    """
-    extra = abs(n).bit_length() - (prec + 8)
-    if extra > 0:
-        n, exponent = (n >> extra if n > 0 else -((-n) >> extra)), exponent + extra
-    return mpmath.mpf((n, exponent))
-
-
-def _to_fixed(v: Any, S: int) -> int:
-    """``round(v * 2^S)`` for an ``mpf`` ``v``, exactly."""
-    sign, man, exp, _ = v._mpf_
-    if not man:
-        if v != 0:
-            raise OverflowReport(f"the high-precision evaluation produced {v}")
-        return 0
-    shift = exp + S
-    n = man << shift if shift >= 0 else (man + (1 << (-shift - 1))) >> -shift
-    return -n if sign else n
+        return np.frompyfunc(lambda f: mpmath.mpf(f.numerator) / f.denominator, 1, 1)(H)
 
 
 def hessian_exact(problem: Problem) -> np.ndarray:
     """The exact Hessian as an object array of :class:`fractions.Fraction` (polynomial networks only).
 
-    Raises ``ValueError`` unless :func:`exact_allowed`.
+    The program runs in Fractions, the sums over patterns in exact integers
+    (:mod:`~hessverify.symbolic.assembly` keeping every bit).  Raises
+    ``ValueError`` unless :func:`exact_allowed`.
     """
     if not exact_allowed(problem):
         raise ValueError(f"{problem.id}: exact rationals need polynomial activations and loss")
-    prog = program(problem.architecture, problem.loss)
-    q = _unpack(prog, _per_pattern_objects(prog, problem, lambda v: sympy.Rational(float(v)),
-                                           prog.function("exact"), _to_fraction))
+    q = per_pattern(problem, "exact", Fraction)
     _check_values(problem, q)
-    return _assemble(problem, q, Fraction) * _scale(problem, Fraction(1))
+    H = _assemble_sums(problem, q, None, keep=True).exact
+    assert H is not None
+    return H * _scale(problem, Fraction(1))
+
+
+def _up(x: Fraction) -> float:
+    """The float64 nearest ``x`` or, where that is below it, the next one up: a bound, not an estimate."""
+    f = float(x)
+    return f if Fraction(f) >= x else float(np.nextafter(f, np.inf))
 
 
 def _to_float64(H: np.ndarray) -> FloatArray:
@@ -470,49 +587,34 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS, *,
                        magnitude: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
     """The gold value rounded to float64, and a bound on its distance from the true Hessian.
 
-    The bound is the rounding to float64, measured exactly in high precision,
-    plus, for the mpmath value, its own rounding: a chain of ``k`` roundings
-    at ``10^(1-digits)`` each on terms of magnitude ``M``
-    (:func:`hessverify.engine.bounds.magnitude_hessian`, or ``magnitude`` when
-    the caller has it): some 35 orders of magnitude below the float64 errors it
-    is used to measure.
+    Exact rationals where :func:`exact_allowed`: the bound is the rounding to
+    float64, measured exactly.  Otherwise the sum of
+
+    * the rounding to float64 (``|lo|`` of the double-double result),
+    * the error of the exact sums over patterns: the per-pattern values cut
+      to ``digits`` digits and :data:`GUARD_BITS` bits, the double-double
+      (:class:`~hessverify.symbolic.assembly.Sum`), computed per entry,
+    * the evaluation's own error, a chain of ``k + 2`` roundings at
+      ``10^(1-digits)`` on terms of magnitude ``M``
+      (:func:`hessverify.engine.bounds.magnitude_hessian`, or ``magnitude``
+      when the caller has it; the ``+ 2`` for the reduction's ``1/N``): some
+      35 orders of magnitude below the float64 errors it is used to measure.
     """
     if exact_allowed(problem):
         exact = hessian_exact(problem)
         value = _to_float64(exact)
-        err = np.vectorize(lambda e, v: float(abs(e - Fraction(v))), otypes=[np.float64])(exact, value)
+        err = np.vectorize(lambda e, v: _up(abs(e - Fraction(v))), otypes=[np.float64])(exact, value)
         return value, err
     from hessverify.engine.bounds import chain_length, magnitude_hessian
 
-    H = hessian_mpmath(problem, digits)
-    value, err = _rounded_to_float64(H, digits)
+    H = _assemble_sums(problem, _evaluate(problem, digits), _bits(digits))
     M = magnitude_hessian(problem) if magnitude is None else magnitude
-    own = chain_length(problem) * 10.0 ** (1 - digits) * M
-    return value, err + own
-
-
-def _rounded_to_float64(H: np.ndarray, digits: int) -> tuple[FloatArray, FloatArray]:
-    """Each ``mpf`` rounded to the nearest float64, and ``|H - value|`` at ``digits`` digits rounded to float64.
-
-    What ``float(e)`` and ``float(abs(e - mpf(float(e))))`` give, computed on
-    mpmath's raw tuples (``mpmath.libmp``) without building an ``mpf`` per
-    step: the same roundings, in a fraction of the time.
-    """
-    from mpmath import libmp
-
-    with mpmath.workdps(digits):
-        prec = mpmath.mp.prec
-    flat = H.ravel()
-    value, err = np.empty(flat.size), np.empty(flat.size)
-    for i, e in enumerate(flat):
-        x = e._mpf_
-        v = libmp.to_float(x, rnd=libmp.round_nearest)
-        value[i] = v
-        d = libmp.mpf_sub(x, libmp.from_float(v), prec, libmp.round_nearest)
-        err[i] = libmp.to_float(libmp.mpf_abs(d), rnd=libmp.round_nearest)
-    return value.reshape(H.shape), err.reshape(H.shape)
+    own = (chain_length(problem) + 2) * 10.0 ** (1 - digits) * M
+    if not (np.all(np.isfinite(H.hi)) and np.all(np.isfinite(H.err))):
+        raise OverflowReport("the high-precision Hessian does not fit in float64")
+    return H.hi, np.abs(H.lo) + H.err + own
 
 
 def hessian(problem: Problem) -> FloatArray:
-    """The gold reference: exact where the network allows it, else 50-digit mpmath; rounded to float64."""
+    """The gold reference: exact where the network allows it, else 50-digit; rounded to float64."""
     return hessian_with_error(problem)[0]

@@ -2,7 +2,7 @@
 
 Gradients are held to autograd (hessverify.references.autograd_ref) and
 inertias to the eigenvalues of the symbolic reference's Hessian (SymPy closed
-form in 50-digit mpmath, rounded once to float64): neither shares code with
+form at 50 digits, rounded once to float64): neither shares code with
 the backprop the lab runs on.
 """
 

@@ -116,7 +116,7 @@ def test_a_point_without_a_hessian_is_a_typed_skip_and_verify_problem_still_rais
 def test_default_references_left_out_are_planned_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     from hessverify.symbolic import reference
 
-    monkeypatch.setattr(reference, "MAX_COST", 10)  # every case is then too costly for symbolic by default
+    monkeypatch.setattr(reference, "MAX_COST", 0.01)  # seconds: every case is then too costly for symbolic by default
     big = hessverify.load_case(XOR)
     run = run_problem(big, methods=["backprop"])
     assert "symbolic" not in run.plan.references

@@ -1,7 +1,7 @@
 """Property: no method or reference ever disagrees with the gold reference beyond its bound.
 
 The gold reference is ``symbolic`` (exact rationals where the network allows
-it, else 50-digit mpmath).  The problems are made of special values
+it, else 50 digits).  The problems are made of special values
 (:func:`hessverify.checking.strategies.special_problems`): exact zeros, whole zero
 layers, +-1, halves, small integers, dead and saturated units, repeated
 patterns, one pattern with the mean.  That is where a bound that forgets an

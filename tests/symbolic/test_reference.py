@@ -166,3 +166,39 @@ def test_random_point_of_a_random_architecture() -> None:
     value, err = reference.hessian_with_error(problem)
     bound, _ = bound_for(problem, "symbolic", reference_error=err)
     assert np.all(np.abs(autograd_ref.hessian(problem) - value) <= bound)
+
+
+def _enclosure(problem: hessverify.Problem) -> tuple[np.ndarray, np.ndarray]:
+    """The certified balls' midpoints and radii as exact Fractions (skips without python-flint)."""
+    pytest.importorskip("flint", reason="the check against certified balls needs python-flint")
+    from hessverify.references import certified
+
+    H = certified.enclosure(problem)
+
+    def exact(x: object) -> Fraction:
+        man, exp = (int(v) for v in x.man_exp())  # type: ignore[attr-defined]
+        return Fraction(man << exp) if exp >= 0 else Fraction(man, 1 << -exp)
+
+    return np.frompyfunc(lambda h: exact(h.mid()), 1, 1)(H), np.frompyfunc(lambda h: exact(h.rad()), 1, 1)(H)
+
+
+def test_the_gold_bound_holds_against_proven_enclosures(shipped_case: hessverify.Problem) -> None:
+    # |value - truth| <= err, with the truth somewhere in a ball: |value - mid| <= err + rad
+    value, err = gold(shipped_case)
+    mid, rad = _enclosure(shipped_case)
+    for idx in np.ndindex(value.shape):
+        assert abs(Fraction(value[idx]) - mid[idx]) <= Fraction(err[idx]) + rad[idx], (shipped_case.id, idx)
+
+
+@pytest.mark.parametrize("path", ["cases/saturated-3-4-2-sigmoid.toml", "cases/gelu-silu-3-4-3-2-bce.toml"])
+def test_twenty_digits_are_within_the_evaluation_bound(path: str) -> None:
+    # at 20 digits the evaluation error is visible: within (k + 2) 10^(1 - digits) M of a proven ball
+    case = hessverify.load_case(path)
+    digits = 20
+    H = reference.hessian_mpmath(case, digits=digits)
+    mid, rad = _enclosure(case)
+    bound = (chain_length(case) + 2) * 10.0 ** (1 - digits) * magnitude_hessian(case)
+    with mpmath.workdps(60):
+        for idx in np.ndindex(H.shape):
+            gap = abs(mpmath.mpf(H[idx]) - mpmath.mpf(mid[idx].numerator) / mid[idx].denominator)
+            assert gap <= bound[idx] + float(rad[idx]) * (1 + 1e-9), (case.id, idx)
