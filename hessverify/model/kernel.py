@@ -188,18 +188,22 @@ def _curvature_row(arch: Architecture, q: Quantities, delta: list[FloatArray], u
         M[:, :, u:] = 0
     else:
         np.multiply(total.reshape(u, n, -1), f1.T[:, :, None], out=M[:, :, u:])
+    Q = M[:, :, :u]  # written in place: (u n, u) products straight into the row
     if i == arch.output_layer:
-        Q = f1.T[:, :, None] * q.h_y.transpose(1, 0, 2) * f1[None, :, :]
+        np.multiply(f1.T[:, :, None] * q.h_y.transpose(1, 0, 2), f1[None, :, :], out=Q)
     else:
-        Q = np.zeros((u, n, u), dtype=dtype)
-        for c in arch.children(i):
-            cols = M[:, :, units.start[c] - lo:units.end(arch, c) - lo]
-            Q += (cols.reshape(u * n, -1) @ _w(arch, q, c, i)).reshape(u, n, u)
+        for number, c in enumerate(arch.children(i)):
+            cols = M[:, :, units.start[c] - lo:units.end(arch, c) - lo].reshape(u * n, -1)
+            if number == 0:
+                np.matmul(cols, _w(arch, q, c, i), out=Q.reshape(u * n, u))
+            else:
+                Q += (cols @ _w(arch, q, c, i)).reshape(u, n, u)
+        if not arch.children(i):
+            Q[...] = 0
         Q *= f1[None, :, :]
     g_z = dE_dz(arch, i, delta, q.weights, q.g_y)
     diag = np.arange(u)
     Q[diag, :, diag] += (g_z * q.d2f[i]).T
-    M[:, :, :u] = Q
     return M
 
 
@@ -295,6 +299,21 @@ def _pair_table(n: int) -> tuple[tuple[IntArray, IntArray], IntArray]:
     return iu, table
 
 
+def _pair_sums(Q: FloatArray, x: FloatArray) -> FloatArray:
+    """``S[(k<=k'), (j<=j')] = sum_n Q[n,k,k'] x[n,j] x[n,j']``: the distinct sums of a diagonal block, one product."""
+    (ka, kb), _ = _pair_table(Q.shape[1])
+    (ja, jb), _ = _pair_table(x.shape[1])
+    return Q[:, ka, kb].T @ (x[:, ja] * x[:, jb])
+
+
+def _expand(S: FloatArray, units: int, d: int, k0: int, k1: int) -> FloatArray:
+    """``G[k, k', j, j']`` for the units ``k0 <= k < k1`` from the distinct sums ``S`` (:func:`_pair_sums`)."""
+    _, pk = _pair_table(units)
+    _, pj = _pair_table(d)
+    rows = np.take(S, pk[k0:k1].reshape(-1), axis=0)  # np.take: several times faster than [ ]
+    return np.take(rows, pj, axis=1).reshape(k1 - k0, units, d, d)
+
+
 def symmetric_sums(Q: FloatArray, x: FloatArray) -> FloatArray:
     """``G[k, k', j, j'] = sum_n Q[n,k,k'] x[n,j] x[n,j']`` from a quarter of the products.
 
@@ -302,15 +321,12 @@ def symmetric_sums(Q: FloatArray, x: FloatArray) -> FloatArray:
     so only the sums for unit pairs ``k <= k'`` and input pairs ``j <= j'`` are
     formed, in one product of size ``u(u+1)/2 x N x d(d+1)/2``: a quarter of the
     ``u^2 x N x d^2`` of the full block.  Every entry of ``G`` is then read from
-    them, first along the input pairs (a gather within each row), then along
-    the unit pairs (whole rows), so ``G`` is exactly symmetric under
+    them, first along the unit pairs (whole rows), then along the input pairs
+    (a gather within each row), so ``G`` is exactly symmetric under
     ``(k, j) <-> (k', j')``.
     """
     units, d = Q.shape[1], x.shape[1]
-    (ka, kb), pk = _pair_table(units)
-    (ja, jb), pj = _pair_table(d)
-    S = Q[:, ka, kb].T @ (x[:, ja] * x[:, jb])  # S[(k<=k'), (j<=j')]
-    return np.take(np.take(S, pj, axis=1), pk, axis=0)  # (u, u, d, d); np.take: several times faster than [ ]
+    return _expand(_pair_sums(Q, x), units, d, 0, units)
 
 
 def diagonal_block(Q: FloatArray, x: FloatArray, blk: ParamBlock) -> FloatArray:
@@ -321,8 +337,22 @@ def diagonal_block(Q: FloatArray, x: FloatArray, blk: ParamBlock) -> FloatArray:
     """
     out = np.empty((blk.size, blk.size), dtype=np.result_type(Q, x))
     local = replace(blk, offset=0)
-    _put_pair(out, local, local, symmetric_sums(Q, x), first=True)
+    _put_pair(out, local, local, symmetric_sums(Q, x), True)
     return out
+
+
+BLOCK_FLOATS = 2**17
+"""Entries of a block formed at a time (1 MiB): a few units' rows, still in cache when they are written."""
+
+
+def _diagonal_rows(H: FloatArray, bm: ParamBlock, Q: FloatArray, x: FloatArray, first: bool) -> None:
+    """The diagonal block of one layer (:func:`symmetric_sums`), written a few units' rows at a time."""
+    u, d = bm.units, x.shape[1]
+    S = _pair_sums(Q, x)
+    step = max(1, BLOCK_FLOATS // (u * d * d))
+    for k0 in range(0, u, step):
+        k1 = min(u, k0 + step)
+        _put_pair(H, bm, bm, _expand(S, u, d, k0, k1), first, k0)
 
 
 MIRROR_TILE = 256
@@ -450,24 +480,30 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
 
 
 def _mirror_tasks(H: FloatArray, arch: Architecture) -> list[Callable[[], None]]:
-    """Tasks that copy the lower triangle of ``H`` from the upper one, a strip of tiles each.
+    """Tasks that copy the lower triangle of ``H`` from the upper one where only the upper was written.
 
-    A tile inside one layer's diagonal block is skipped (that block is
-    written whole, and exactly symmetric); a tile on the diagonal copies its
-    own lower triangle (harmless where the diagonal block already holds it:
-    the values are the same).
+    A strip of tiles each.  Blocks between two wide layers are written in both
+    triangles (:func:`_pair_block`) and every diagonal block whole, so a tile
+    is copied only where a narrow layer's rows or columns meet it and it is
+    not inside one layer's diagonal block.  A tile on the diagonal copies its
+    own lower triangle (harmless where it already holds it: the values are
+    the same).
     """
     W, T = H.shape[0], MIRROR_TILE
     layer_of = arch.layer_of_param
+    wide = pair_layers(arch)
+    narrow = np.concatenate([[0], np.cumsum([layer not in wide for layer in layer_of])])
     lower = np.tril(np.ones((T, T), dtype=bool), -1)
 
     def strip(i0: int) -> None:
         i1 = min(W, i0 + T)
-        tile = H[i0:i1, i0:i1]
-        np.copyto(tile, tile.T, where=lower[:i1 - i0, :i1 - i0])
+        rows_narrow = narrow[i1] > narrow[i0]
+        if rows_narrow:
+            tile = H[i0:i1, i0:i1]
+            np.copyto(tile, tile.T, where=lower[:i1 - i0, :i1 - i0])
         for j0 in range(i1, W, T):
             j1 = min(W, j0 + T)
-            if layer_of[i0] != layer_of[j1 - 1]:  # not inside one layer's diagonal block
+            if (rows_narrow or narrow[j1] > narrow[j0]) and layer_of[i0] != layer_of[j1 - 1]:
                 H[j0:j1, i0:i1] = H[i0:i1, j0:j1].T
 
     return [lambda i0=i0: strip(i0) for i0 in range(0, W, T)]
@@ -528,23 +564,35 @@ def _put(dest: FloatArray, value: FloatArray, first: bool) -> None:
         dest += value
 
 
-def _put_pair(H: FloatArray, bm: ParamBlock, bmp: ParamBlock, G: FloatArray, first: bool
-              ) -> tuple[FloatArray, FloatArray | None]:
-    """Write (or add) ``G[k, k', j, j']`` (the input column ``j = fan_in`` is the bias) into the block of ``H``
-    with rows ``bm`` and columns ``bmp``, in the public order; return the views of its weight-weight and
-    bias-weight parts (``None`` without a bias), which the bilinear term adds to."""
-    u, f, up, fp_ = bm.units, bm.fan_in, bmp.units, bmp.fan_in
-    ww = _view(H, bm.w_slice, bmp.w_slice, (u, f, up, fp_))
-    _put(ww, G[:, :, :f, :fp_].transpose(0, 2, 1, 3), first)
+def _put_pair(H: FloatArray, bm: ParamBlock, bmp: ParamBlock, G: FloatArray, first: bool, k0: int = 0,
+              mirror: bool = False) -> None:
+    """Write (or add) ``G[k, k', j, j']`` into the block of ``H`` with rows ``bm`` and columns ``bmp``, public order.
+
+    ``G`` holds the rows of the units ``k0 .. k0 + len(G)`` of ``bm`` (the
+    input column ``j = fan_in`` is the bias).  ``mirror``: its transpose also
+    goes into the block with rows ``bmp`` and columns ``bm``, while ``G`` is
+    still in cache.
+    """
+    k1 = k0 + G.shape[0]
+    f, up, fp_ = bm.fan_in, bmp.units, bmp.fan_in
+    w_rows = slice(bm.offset + k0 * f, bm.offset + k1 * f)
+    b_rows = slice(bm.offset + bm.w_size + k0, bm.offset + bm.w_size + k1)
+    _put(_view(H, w_rows, bmp.w_slice, (k1 - k0, f, up, fp_)), G[:, :, :f, :fp_].transpose(0, 2, 1, 3), first)
     if bmp.bias:
-        _put(_view(H, bm.w_slice, bmp.b_slice, (u, f, up)), G[:, :, :f, fp_].transpose(0, 2, 1), first)
-    bw = None
+        _put(_view(H, w_rows, bmp.b_slice, (k1 - k0, f, up)), G[:, :, :f, fp_].transpose(0, 2, 1), first)
     if bm.bias:
-        bw = _view(H, bm.b_slice, bmp.w_slice, (u, up, fp_))
-        _put(bw, G[:, :, f, :fp_], first)
+        _put(_view(H, b_rows, bmp.w_slice, (k1 - k0, up, fp_)), G[:, :, f, :fp_], first)
         if bmp.bias:
-            _put(H[bm.b_slice, bmp.b_slice], G[:, :, f, fp_], first)
-    return ww, bw
+            _put(H[b_rows, bmp.b_slice], G[:, :, f, fp_], first)
+    if not mirror:
+        return
+    _put(_view(H, bmp.w_slice, w_rows, (up, fp_, k1 - k0, f)), G[:, :, :f, :fp_].transpose(1, 3, 0, 2), first)
+    if bmp.bias:
+        _put(_view(H, bmp.b_slice, w_rows, (up, k1 - k0, f)), G[:, :, :f, fp_].transpose(1, 0, 2), first)
+    if bm.bias:
+        _put(_view(H, bmp.w_slice, b_rows, (up, fp_, k1 - k0)), G[:, :, f, :fp_].transpose(1, 2, 0), first)
+        if bmp.bias:
+            _put(H[bmp.b_slice, b_rows], G[:, :, f, fp_].T, first)
 
 
 def _accumulate(H: FloatArray, arch: Architecture, q: Quantities, first: bool, run: _Runner) -> None:
@@ -581,7 +629,7 @@ def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[Flo
     x = input_with_bias(arch, q.z, m)
 
     def diagonal() -> None:  # main term only, from its symmetric factors (a quarter of the products)
-        _put_pair(H, bm, bm, symmetric_sums(row.Q, x), first)
+        _diagonal_rows(H, bm, row.Q, x, first)
 
     if m not in wide:  # a narrow row: every block right of the diagonal at once
         start = bm.offset + bm.size
@@ -610,7 +658,7 @@ def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[Flo
 def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, m: int, mp: int,
                 delta: list[FloatArray], row: Row, zm: FloatArray, zmp: FloatArray, depends: set[int],
                 first: bool) -> None:
-    r"""The block of two wide layers ``m`` below ``m'``: main term and bilinear term.
+    r"""The blocks of two wide layers ``m`` below ``m'``, both triangles: main term and bilinear term.
 
     For weights ``W_m[k, j]`` (input ``x_m[j]``) and ``W_m'[k', j']``:
 
@@ -622,40 +670,44 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
     the second term for every source ``s`` of ``m'`` that is ``m`` or depends
     on it, ``x_{m',j'} = z_{s,i}`` (``W_m'`` multiplies ``z_s``, which itself
     depends on ``W_m``; Bishop 1992, eq. 22, summed over the sources).
-    ``M_{mm'}`` and ``dz_s/da_m`` are slices of the row of ``m``.
+    ``M_{mm'}`` and ``dz_s/da_m`` are slices of the row of ``m``.  The main
+    term is one product ``(u u') x N x (d d')``, taken a few units ``k`` at a
+    time; the bilinear term (a product ``(u' d) x N x u`` where ``m`` feeds
+    ``m'``, ``(u' d) x N x (u_s u)`` otherwise) is added to each piece, which
+    is then written into both triangles of ``H`` while in cache.
     """
     n = zm.shape[0]
     bm, bmp = arch.block(m), arch.block(mp)
-    u, f, dm = bm.units, bm.fan_in, zm.shape[1]
+    u, dm = bm.units, zm.shape[1]
     up, dmp = bmp.units, zmp.shape[1]
     lo = units.start[m]
-    # main term: sum_n M[n,k,k'] z[n,j] z'[n,j'], G[k, k', j, j'], one product
-    # whose result is moved into H in one strided copy (cheaper than writing column strips of H)
     zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
     M = row.M[:, :, units.start[mp] - lo:units.end(arch, mp) - lo]  # (u, N, u')
-    G = (np.ascontiguousarray(M.transpose(0, 2, 1)).reshape(u * up, n) @ zz).reshape(u, up, dm, dmp)
-    ww, bw = _put_pair(H, bm, bmp, G, first)
-    sources = [s for s in arch.parents(mp) if s in depends]
-    if not sources:  # m' does not depend on W_m: no bilinear term
-        return
+    M2 = np.ascontiguousarray(M.transpose(0, 2, 1)).reshape(u * up, n)
     x = (delta[mp][:, :, None] * zm[:, None, :]).reshape(n, up * dm)
-    for s in sources:
+    bilinear = []
+    for s in arch.parents(mp):
+        if s not in depends:  # z_s does not depend on W_m: no bilinear term
+            continue
         cols = arch.source_slice(mp, s)
-        if s == m:
-            # dz_m/da_m = diag(f'_m): only i = k is left, r[k', j, k] = sum_n delta'[n,k'] z[n,j] f'_m[n,k]
-            r = (x.T @ q.df[m]).reshape(up, dm, u)
-            diag = np.arange(u)
-            ww[diag, :, :, cols.start + diag] += r[:, :f].transpose(2, 1, 0)
-            if bw is not None:
-                bw[diag, :, cols.start + diag] += r[:, f].T
+        if s == m:  # dz_m/da_m = diag(f'_m): r[k', j, k] = sum_n delta'[n,k'] x[n,j] f'_m[n,k]
+            bilinear.append((cols, True, (x.T @ q.df[m]).reshape(up, dm, u)))
         else:
-            us = cols.stop - cols.start
             assert row.J is not None
+            us = cols.stop - cols.start
             y = row.J[:, :, units.start[s] - lo:units.end(arch, s) - lo].transpose(1, 2, 0).reshape(n, us * u)
-            r = (x.T @ y).reshape(up, dm, us, u)
-            ww[:, :, :, cols] += r[:, :f].transpose(3, 1, 0, 2)
-            if bw is not None:
-                bw[:, :, cols] += r[:, f].transpose(2, 0, 1)
+            bilinear.append((cols, False, (x.T @ y).reshape(up, dm, us, u)))
+    step = max(1, BLOCK_FLOATS // (up * dm * dmp))
+    for k0 in range(0, u, step):
+        k1 = min(u, k0 + step)
+        G = (M2[k0 * up:k1 * up] @ zz).reshape(k1 - k0, up, dm, dmp)
+        for cols, own, r in bilinear:
+            if own:  # only j' = the column of unit k itself
+                ks = np.arange(k1 - k0)
+                G[ks, :, :, cols.start + k0 + ks] += r[:, :, k0:k1].transpose(2, 0, 1)
+            else:
+                G[:, :, :, cols] += r[:, :, :, k0:k1].transpose(3, 0, 1, 2)
+        _put_pair(H, bm, bmp, G, first, k0, mirror=True)
 
 
 # -- the narrow blocks of a row, all at once ----------------------------------------------------------
