@@ -95,20 +95,22 @@ class Units:
     order: tuple[int, ...]
     pos: dict[int, int]
     start: dict[int, int]
+    count: dict[int, int]
     total: int
 
     @classmethod
     def of(cls, arch: Architecture) -> Units:
+        count = {l: arch.layer(l).units for l in arch.bottom_up}
         start: dict[int, int] = {}
         total = 0
         for l in arch.bottom_up:
             start[l] = total
-            total += arch.layer(l).units
-        return cls(arch.bottom_up, {l: p for p, l in enumerate(arch.bottom_up)}, start, total)
+            total += count[l]
+        return cls(arch.bottom_up, {l: p for p, l in enumerate(arch.bottom_up)}, start, count, total)
 
-    def end(self, arch: Architecture, layer: int) -> int:
+    def end(self, layer: int) -> int:
         """One past the last unit of ``layer``."""
-        return self.start[layer] + arch.layer(layer).units
+        return self.start[layer] + self.count[layer]
 
 
 def _last_readers(arch: Architecture, units: Units) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
@@ -142,7 +144,7 @@ def _window_end(arch: Architecture, units: Units, i: int, full: bool) -> int:
     """One past the last unit of row ``i``'s ``M``: every layer, or in a chain its own and its child's."""
     if full or not arch.is_chain:
         return units.total
-    return units.end(arch, max(arch.children(i), default=i))
+    return units.end(max(arch.children(i), default=i))
 
 
 def _m_above(arch: Architecture, units: Units, rows: dict[int, FloatArray], i: int, c: int, end: int
@@ -152,7 +154,7 @@ def _m_above(arch: Architecture, units: Units, rows: dict[int, FloatArray], i: i
     ``M_{cj}`` is in row ``c`` for ``j >= c`` and is ``M_{jc}^T``, in row ``j``,
     for the layers ``j`` between ``i`` and ``c`` (none in a chain).
     """
-    u_c, start = arch.layer(c).units, units.start
+    u_c, start = units.count[c], units.start
     parts = [np.swapaxes(rows[j][:, :, start[c] - start[j]:start[c] - start[j] + u_c], 0, 2)
              for j in units.order[units.pos[i] + 1:units.pos[c]]]
     parts.append(rows[c][:, :, :end - start[c]])
@@ -193,7 +195,7 @@ def _curvature_row(arch: Architecture, q: Quantities, delta: list[FloatArray], u
         np.multiply(f1.T[:, :, None] * q.h_y.transpose(1, 0, 2), f1[None, :, :], out=Q)
     else:
         for number, c in enumerate(arch.children(i)):
-            cols = M[:, :, units.start[c] - lo:units.end(arch, c) - lo].reshape(u * n, -1)
+            cols = M[:, :, units.start[c] - lo:units.end(c) - lo].reshape(u * n, -1)
             if number == 0:
                 np.matmul(cols, _w(arch, q, c, i), out=Q.reshape(u * n, u))
             else:
@@ -254,7 +256,7 @@ def sweep(arch: Architecture, q: Quantities, delta: list[FloatArray], *, full: b
     for i in arch.top_down:
         M = m_rows[i] = _curvature_row(arch, q, delta, units, i, _window_end(arch, units, i, full), m_rows, dtype)
         J = j_rows[i] = _jacobian_row(arch, q, units, i, j_rows, dtype) if jacobians else None
-        yield Row(i, arch.layer(i).units, M, J)
+        yield Row(i, units.count[i], M, J)
         for j in drop_m.get(i, ()):
             del m_rows[j]
         for j in drop_j.get(i, ()):
@@ -412,7 +414,7 @@ def _per_pattern_floats(arch: Architecture) -> int:
     size_m, size_j = {}, {}
     live = peak = 0
     for i in arch.top_down:
-        u = arch.layer(i).units
+        u = units.count[i]
         size_m[i] = u * (units.total - units.start[i])
         size_j[i] = u * (units.total - units.start[i] + 1)
         live += size_m[i] + size_j[i]
@@ -682,7 +684,7 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
     up, dmp = bmp.units, zmp.shape[1]
     lo = units.start[m]
     zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
-    M = row.M[:, :, units.start[mp] - lo:units.end(arch, mp) - lo]  # (u, N, u')
+    M = row.M[:, :, units.start[mp] - lo:units.end(mp) - lo]  # (u, N, u')
     M2 = np.ascontiguousarray(M.transpose(0, 2, 1)).reshape(u * up, n)
     x = (delta[mp][:, :, None] * zm[:, None, :]).reshape(n, up * dm)
     bilinear = []
@@ -695,7 +697,7 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
         else:
             assert row.J is not None
             us = cols.stop - cols.start
-            y = row.J[:, :, units.start[s] - lo:units.end(arch, s) - lo].transpose(1, 2, 0).reshape(n, us * u)
+            y = row.J[:, :, units.start[s] - lo:units.end(s) - lo].transpose(1, 2, 0).reshape(n, us * u)
             bilinear.append((cols, False, (x.T @ y).reshape(up, dm, us, u)))
     step = max(1, BLOCK_FLOATS // (up * dm * dmp))
     for k0 in range(0, u, step):
@@ -740,7 +742,7 @@ class _Columns:
         for blk in arch.blocks:
             m, u, f = blk.layer, blk.units, blk.fan_in
             own = units.start[m] + np.arange(u)
-            src = np.concatenate([np.full(arch.inputs, -1) if p == 0 else units.start[p] + np.arange(arch.layer(p).units)
+            src = np.concatenate([np.full(arch.inputs, -1) if p == 0 else units.start[p] + np.arange(units.count[p])
                                   for p in arch.parents(m)])
             unit[blk.w_slice] = np.repeat(own, f)
             source[blk.w_slice] = np.tile(src, u)
