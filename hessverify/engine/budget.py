@@ -34,7 +34,8 @@ from pathlib import Path
 from hessverify.errors import BudgetError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive", "check_memory",
+__all__ = ["DEFAULT_MAX_SECONDS", "LAYER_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive",
+           "check_memory", "layer_passes",
            "estimated_cost",
            "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
            "estimate", "format_duration", "format_size", "limit", "parse_size", "require"]
@@ -260,9 +261,43 @@ SECONDS: dict[str, tuple[float, float]] = {
 DEFAULT_MAX_SECONDS = 600.0
 """Default of ``--max-time``: estimated work past it is refused before it starts."""
 
+LAYER_SECONDS: dict[str, tuple[float, str]] = {
+    # name: (seconds, unit) per unit of Python-level work; the unit is what is repeated once per layer:
+    # "layer" (one pass over the layers), "column" (a pass per parameter: W x depth), "unit" (a pass per unit:
+    # units x depth), "chunk" (a pass per chunk of directions). Measured on chains of 100 to 400 one-unit
+    # layers (W = depth, N = 4) on 2 shared cores (load about 18), then doubled: docs/methods.md, "Depth"
+    "backprop": (1.5e-3, "layer"), "diagonal": (1.5e-3, "layer"), "block_diagonal": (1e-3, "layer"),
+    "becker_lecun": (5e-4, "layer"), "gauss_newton": (1e-3, "layer"), "fisher": (1e-3, "layer"),
+    "rop": (1.5e-3, "chunk"), "pairwise": (1.5e-4, "unit"), "autograd": (2.5e-3, "column"),
+    "fd": (1.2e-3, "column"), "complex_step": (3e-4, "column"), "richardson": (2e-3, "column"),
+}
+"""What a network's depth costs each method and reference beyond :data:`SECONDS`: the passes over the layers,
+each a handful of small array operations whatever their size (negligible for a few layers, hours for thousands)."""
+
+
+def layer_passes(problem: Problem, name: str) -> float:
+    """Layer steps of ``name`` on ``problem``: the depth times the passes of the :data:`LAYER_SECONDS` unit."""
+    arch = problem.architecture
+    unit = LAYER_SECONDS.get(name, (0.0, "column"))[1]
+    if unit == "column":
+        return float(arch.depth) * problem.n_params
+    if unit == "unit":
+        return float(arch.depth) * sum(layer.units for layer in arch.layers)
+    if unit == "chunk":  # rop takes its directions in chunks of about 2^22 floats per layer array
+        widest = max([arch.inputs] + [layer.units for layer in arch.layers])
+        units = sum(layer.units for layer in arch.layers)
+        return float(arch.depth) * (1.0 + problem.n_params * problem.n_patterns * max(widest, units / 2) / 2**22)
+    return float(arch.depth)
+
 
 def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
-    """Estimated seconds of computing ``names`` on ``problem`` (the symbolic reference by its own cost)."""
+    """Estimated seconds of computing ``names`` on ``problem`` (the symbolic reference by its own cost).
+
+    ``alpha N W^2 + beta W`` (:data:`SECONDS`) plus the per-layer work of
+    :data:`LAYER_SECONDS` (:func:`layer_passes`), which dominates deep
+    narrow networks: a chain of 10 000 one-unit layers asks every reference
+    for ``W`` passes through 10 000 layers.
+    """
     W, N = problem.n_params, problem.n_patterns
     total = 0.0
     for name in names:
@@ -270,7 +305,8 @@ def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
             total += estimated_cost(problem) / SYMBOLIC_RATE
         else:
             alpha, beta = SECONDS.get(name, (3e-8, 1e-3))
-            total += alpha * N * W * W + beta * W
+            per_layer = LAYER_SECONDS.get(name, (1e-3, "column"))[0]
+            total += alpha * N * W * W + beta * W + per_layer * layer_passes(problem, name)
     return total
 
 

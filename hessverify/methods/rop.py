@@ -147,10 +147,18 @@ def hvp(problem: Problem, v: FloatArray) -> FloatArray:
     return hvp_many(problem.architecture, fp, arr[None, :])[0]
 
 
+STORED_FLOATS = 2**24
+"""Elements of all the ``R a_l`` and ``R z_l`` of a chunk together (128 MB): a deep network keeps two per layer."""
+
+
 def chunk_size(problem: Problem) -> int:
-    """Directions per chunk, so that one ``(P, N, units)`` array stays under :data:`CHUNK_FLOATS`."""
-    widest = max([problem.architecture.inputs] + [layer.units for layer in problem.architecture.layers])
-    return int(max(1, min(problem.n_params, CHUNK_FLOATS // (problem.n_patterns * widest))))
+    """Directions per chunk: one ``(P, N, units)`` array under :data:`CHUNK_FLOATS`, all of them under
+    :data:`STORED_FLOATS`."""
+    layers = problem.architecture.layers
+    widest = max([problem.architecture.inputs] + [layer.units for layer in layers])
+    stored = 2 * sum(layer.units for layer in layers)
+    return int(max(1, min(problem.n_params, CHUNK_FLOATS // (problem.n_patterns * widest),
+                          STORED_FLOATS // (problem.n_patterns * stored))))
 
 
 def hessian(problem: Problem) -> FloatArray:
