@@ -397,6 +397,10 @@ PATTERN_CHUNK_MIN_FLOATS = 2**16
 """Least per-chunk budget, in floats, of the per-pattern quantities (see :func:`hessian_from_quantities`)."""
 
 
+HELD_SHARE = 4
+"""The rows a chunk's waiting tasks hold may take ``1 / HELD_SHARE`` of the chunk's budget; then the tasks run."""
+
+
 def _budget(arch: Architecture) -> int:
     """Floats the per-pattern quantities of one chunk may take: about as much as ``H`` itself."""
     return max(arch.n_params**2, PATTERN_CHUNK_MIN_FLOATS)
@@ -612,7 +616,7 @@ def _accumulate(H: FloatArray, arch: Architecture, q: Quantities, first: bool, r
     cols = _Columns.of(arch, q, delta, units, wide) if len(wide) < arch.depth else None
     runs = _narrow_runs(arch, wide)
     tasks: list[tuple[float, Callable[[], None]]] = []
-    held, cap = 0, max(_budget(arch) // 4, PATTERN_CHUNK_MIN_FLOATS)
+    held, cap = 0, max(_budget(arch) // HELD_SHARE, 1)
     for row in sweep(arch, q, delta):
         tasks += _row_tasks(H, arch, q, delta, units, wide, cols, runs, row, first)
         held += row.M.size + (row.J.size if row.J is not None else 0)
