@@ -34,7 +34,8 @@ from pathlib import Path
 from hessverify.errors import BudgetError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["DEFAULT_MAX_SECONDS", "LAYER_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive",
+__all__ = ["DEFAULT_MAX_SECONDS", "LAYER_SECONDS", "MAX_DERIVE_DEPTH", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS",
+           "check_derive",
            "check_memory", "layer_passes",
            "estimated_cost",
            "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
@@ -228,11 +229,19 @@ DERIVE_SECONDS_AT_2302 = 12.0
 """``derive`` on a 20-100(tanh)-2(tanh) network (W = 2302), measured: 12 s, 27 s with ``--explicit``;
 the time grows about as W^1.8, and the explicit form's tree with the number of input-to-output paths."""
 MAX_EXPLICIT_PATHS = 200_000
+MAX_DERIVE_DEPTH = 100
+"""Deepest network ``derive`` takes: it writes an entry as one nested SymPy expression, and SymPy walks it
+recursively (``free_symbols``), a few Python frames per layer: 100 one-unit layers derive, 150 exhaust the
+interpreter's recursion limit (measured)."""
 
 
 def check_derive(problem: Problem, *, explicit: bool) -> None:
-    """Refuse ``derive`` where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
+    """Refuse ``derive`` where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`, or the network is
+    deeper than :data:`MAX_DERIVE_DEPTH`."""
     arch = problem.architecture
+    if arch.depth > MAX_DERIVE_DEPTH:
+        raise BudgetError(f"derive on {problem.id}: {arch.depth} layers, more than the {MAX_DERIVE_DEPTH} whose "
+                          "nested expressions SymPy can walk; derive on a shallower network with the same layers")
     seconds = DERIVE_SECONDS_AT_2302 * (problem.n_params / 2302) ** 1.8 * (2.5 if explicit else 1.0)
     # input-to-output paths through the units: a layer's units times the paths into its sources
     into = {0: arch.inputs}

@@ -99,3 +99,12 @@ def test_the_time_estimate_counts_the_passes_over_the_layers() -> None:
     chain = _chain(10_000)
     assert estimate_seconds(chain, ["backprop"]) < 60
     assert min(estimate_seconds(chain, [name]) for name in ("autograd", "fd", "complex_step", "richardson")) > 3600
+
+
+def test_derive_refuses_a_network_deeper_than_sympy_can_walk() -> None:
+    """SymPy walks a nested expression recursively: 150 one-unit layers exhausted the recursion limit."""
+    from hessverify.engine.budget import MAX_DERIVE_DEPTH
+
+    check_derive(_chain(MAX_DERIVE_DEPTH), explicit=False)
+    with pytest.raises(BudgetError, match=f"{MAX_DERIVE_DEPTH + 1} layers, more than the {MAX_DERIVE_DEPTH}"):
+        check_derive(_chain(MAX_DERIVE_DEPTH + 1), explicit=False)
