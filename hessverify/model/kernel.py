@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -73,7 +73,7 @@ class Row:
     * ``M[k, n, v] = d2E/da_{l,k} da_v`` for the units ``v`` of the layers from
       ``l`` (its own first: ``M[:, :, :units]`` is ``Q_l = M_{ll}``) up to the
       top of the row's window;
-    * ``J[k, n, v] = dz_v/da_{l,k}`` for the units of every layer from ``l`` up,
+    * ``J[k, n, v] = dz_v/da_{l,k}`` for the units of every layer above ``l``,
       and one more column that is 0 (``None`` unless asked for).
     """
 
@@ -81,6 +81,7 @@ class Row:
     units: int
     M: FloatArray
     J: FloatArray | None
+    f1: FloatArray  # f'_l(a_l), (N, units): dz_l/da_l, the diagonal J leaves out
 
     @property
     def Q(self) -> FloatArray:
@@ -211,29 +212,32 @@ def _curvature_row(arch: Architecture, q: Quantities, delta: list[FloatArray], u
 
 def _jacobian_row(arch: Architecture, q: Quantities, units: Units, i: int, rows: dict[int, FloatArray],
                   dtype: np.dtype) -> FloatArray:
-    r"""Row ``i`` of ``J``: ``dz_v/da_i`` for the units of every layer from ``i`` up, then a 0 column.
+    r"""Row ``i`` of ``J``: ``dz_v/da_i`` for the units of every layer above ``i``, then a 0 column.
 
-    ``dz_i/da_i = diag(f'_i)`` and, above, :math:`dz_v/da_i = \sum_{c \ni i}
-    (dz_v/da_c)\, W_{c,i}\, \mathrm{diag}(f'_i)` (Bishop 1992, eq. 13, the
-    forward ``g`` quantities ``B``, here accumulated from the top).  A layer
+    :math:`dz_v/da_i = \sum_{c \ni i} (dz_v/da_c)\, W_{c,i}\, \mathrm{diag}(f'_i)`
+    over the layers ``c`` that read ``z_i``, with ``dz_c/da_c = diag(f'_c)``
+    (Bishop 1992, eq. 13, the forward ``g`` quantities ``B``, here
+    accumulated from the top).  ``dz_i/da_i = diag(f'_i)`` itself is not
+    stored: it is diagonal, and whoever needs it reads ``f'_i``.  A layer
     that does not depend on ``i`` stays exactly 0.
     """
     f1 = q.df[i]
     n, u = f1.shape
-    lo = units.start[i]
+    lo = units.end(i)
     J = np.empty((u, n, units.total - lo + 1), dtype=dtype)
     children = arch.children(i)  # bottom up: the first child's columns hold the others'
     J[:, :, :units.start[children[0]] - lo if children else None] = 0
-    diag = np.arange(u)
-    J[diag, :, diag] = f1.T
     for number, c in enumerate(children):
         w = _w(arch, q, c, i)
-        part = (w.T @ rows[c].reshape(w.shape[0], -1)).reshape(u, n, -1)
-        dest = J[:, :, units.start[c] - lo:]
+        start, end = units.start[c] - lo, units.end(c) - lo
+        own = w.T[:, None, :] * q.df[c][None, :, :]  # through z_c itself: diag(f'_c) W_{c,i}
+        above = (w.T @ rows[c].reshape(w.shape[0], -1)).reshape(u, n, -1)  # through the layers above c
         if number == 0:
-            np.multiply(part, f1.T[:, :, None], out=dest)
+            np.multiply(own, f1.T[:, :, None], out=J[:, :, start:end])
+            np.multiply(above, f1.T[:, :, None], out=J[:, :, end:])
         else:
-            dest += part * f1.T[:, :, None]
+            J[:, :, start:end] += own * f1.T[:, :, None]
+            J[:, :, end:] += above * f1.T[:, :, None]
     return J
 
 
@@ -256,7 +260,7 @@ def sweep(arch: Architecture, q: Quantities, delta: list[FloatArray], *, full: b
     for i in arch.top_down:
         M = m_rows[i] = _curvature_row(arch, q, delta, units, i, _window_end(arch, units, i, full), m_rows, dtype)
         J = j_rows[i] = _jacobian_row(arch, q, units, i, j_rows, dtype) if jacobians else None
-        yield Row(i, units.count[i], M, J)
+        yield Row(i, units.count[i], M, J, q.df[i])
         for j in drop_m.get(i, ()):
             del m_rows[j]
         for j in drop_j.get(i, ()):
@@ -343,8 +347,11 @@ def diagonal_block(Q: FloatArray, x: FloatArray, blk: ParamBlock) -> FloatArray:
     return out
 
 
-BLOCK_FLOATS = 2**17
-"""Entries of a block formed at a time (1 MiB): a few units' rows, still in cache when they are written."""
+BLOCK_FLOATS = 2**19
+"""Entries of a block formed at a time (4 MiB): a few units' rows, still in cache when they are written."""
+
+PAIR_TASK_FLOATS = 2**19
+"""Entries of a block of two wide layers in one task: large blocks are cut, so that the workers stay busy alike."""
 
 
 def _diagonal_rows(H: FloatArray, bm: ParamBlock, Q: FloatArray, x: FloatArray, first: bool) -> None:
@@ -420,7 +427,7 @@ def _per_pattern_floats(arch: Architecture) -> int:
     for i in arch.top_down:
         u = units.count[i]
         size_m[i] = u * (units.total - units.start[i])
-        size_j[i] = u * (units.total - units.start[i] + 1)
+        size_j[i] = u * (units.total - units.end(i) + 1)
         live += size_m[i] + size_j[i]
         peak = max(peak, live)
         live -= sum(size_m[j] for j in drop_m.get(i, ())) + sum(size_j[j] for j in drop_j.get(i, ()))
@@ -481,7 +488,8 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
     with _runner(n * W * W) as run:
         for i, rows in enumerate(pattern_chunks(arch, n)):
             _accumulate(H, arch, q if rows == slice(0, n) else _subset(q, rows), i == 0, run)
-        run(_mirror_tasks(H, arch))
+        run.submit(_mirror_tasks(H, arch))
+        run.wait()
     return H
 
 
@@ -517,8 +525,6 @@ def _mirror_tasks(H: FloatArray, arch: Architecture) -> list[Callable[[], None]]
 
 # -- running the blocks on all cores ----------------------------------------------------------------
 
-_Runner = Callable[[list[Callable[[], None]]], None]
-
 PARALLEL_MIN_WORK = 2.0**26
 """``N W^2`` above which the blocks run on a pool of threads (below, the pool costs more than it saves)."""
 
@@ -535,31 +541,60 @@ def _blas_threads() -> int:
     return max(1, min([os.cpu_count() or 1, *limits]))
 
 
+class _Inline:
+    """Tasks run as they are handed in."""
+
+    def submit(self, tasks: list[Callable[[], None]]) -> None:
+        for task in tasks:
+            task()
+
+    def wait(self) -> None:
+        pass
+
+
+class _Threads:
+    """Tasks start on the pool as they are handed in (while the sweep goes on); :meth:`wait` for all of them."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.pending: list[Future[None]] = []
+
+    def submit(self, tasks: list[Callable[[], None]]) -> None:
+        self.pending += [self.pool.submit(task) for task in tasks]
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()  # re-raises a task's exception here
+
+
+_Runner = _Inline | _Threads
+
+
 @contextmanager
 def _runner(work: float) -> Iterator[_Runner]:
-    """Run lists of independent tasks: inline, or on one thread per core with single-threaded BLAS.
+    """Run independent tasks: inline, or on one thread per core with single-threaded BLAS.
 
     Every task is a block of ``H`` (products, gathers, strided copies); NumPy
-    releases the GIL in all of them, so threads run them side by side.  BLAS
-    is held to one thread meanwhile (threadpoolctl), and the pool has as many
-    threads as BLAS was allowed: OpenBLAS's own workers
-    spin-wait after each product and would take the cores from the copies
-    between products, which measured twice as slow on two shared cores.
+    releases the GIL in all of them, so threads run them side by side, and
+    beside the sweep that hands them in.  BLAS is held to one thread
+    meanwhile (threadpoolctl), and the pool has as many threads as BLAS was
+    allowed: OpenBLAS's own workers spin-wait after each product and would
+    take the cores from the copies between products, which measured twice as
+    slow on two shared cores.
     """
     workers = 1 if work < PARALLEL_MIN_WORK else _blas_threads()
     if workers == 1:
-        yield lambda tasks: [task() for task in tasks] and None
+        yield _Inline()
         return
     from threadpoolctl import threadpool_limits
 
-
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        def run(tasks: list[Callable[[], None]]) -> None:
-            for future in [pool.submit(task) for task in tasks]:
-                future.result()  # re-raises a task's exception here
-
-        yield run
-
+        threads = _Threads(pool)
+        try:
+            yield threads
+        finally:
+            threads.wait()
 
 
 def _put(dest: FloatArray, value: FloatArray, first: bool) -> None:
@@ -606,24 +641,24 @@ def _accumulate(H: FloatArray, arch: Architecture, q: Quantities, first: bool, r
 
     Each task writes a disjoint part of ``H``.  Every pair of layers ``m <= m'``
     has a block: in a graph two layers that do not depend on each other still
-    meet where a later layer reads both.  The tasks of the rows swept so far
-    run whenever those rows take a quarter of the chunk's budget, and the rows
-    are let go.
+    meet where a later layer reads both.  A row's tasks start as soon as the
+    row is swept; when the rows they hold take a quarter of the chunk's
+    budget, the sweep waits for them and the rows are let go.
     """
     delta = deltas_from(arch, q.df, q.weights, q.g_y)
     wide = pair_layers(arch)
     units = Units.of(arch)
     cols = _Columns.of(arch, q, delta, units, wide) if len(wide) < arch.depth else None
     runs = _narrow_runs(arch, wide)
-    tasks: list[tuple[float, Callable[[], None]]] = []
     held, cap = 0, max(_budget(arch) // HELD_SHARE, 1)
     for row in sweep(arch, q, delta):
-        tasks += _row_tasks(H, arch, q, delta, units, wide, cols, runs, row, first)
+        tasks = _row_tasks(H, arch, q, delta, units, wide, cols, runs, row, first)
+        run.submit([task for _, task in sorted(tasks, key=lambda t: -t[0])])  # the largest first: balanced workers
         held += row.M.size + (row.J.size if row.J is not None else 0)
-        if held > cap:
-            run([task for _, task in sorted(tasks, key=lambda t: -t[0])])  # the largest first: balanced workers
-            tasks, held = [], 0
-    run([task for _, task in sorted(tasks, key=lambda t: -t[0])])
+        if held > cap:  # let the rows go once their tasks are done
+            run.wait()
+            held = 0
+    run.wait()  # the next chunk of patterns adds to what this one wrote
 
 
 def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[FloatArray], units: Units,
@@ -650,9 +685,15 @@ def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[Flo
     depends = {m, *arch.above(m)}
     for mp in units.order[units.pos[m] + 1:]:
         if mp in wide:
-            out.append((4.0 * bm.size * arch.block(mp).size,
-                        lambda mp=mp: _pair_block(H, arch, q, units, m, mp, delta, row, x,
-                                                  input_with_bias(arch, q.z, mp), depends, first)))
+            xp = input_with_bias(arch, q.z, mp)
+            zz = (x[:, :, None] * xp[:, None, :]).reshape(x.shape[0], -1)  # shared by the pieces
+            bilinear = (delta[mp][:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
+            step = max(1, PAIR_TASK_FLOATS // zz.shape[1] // arch.block(mp).units)
+            for k0 in range(0, bm.units, step):
+                k1 = min(bm.units, k0 + step)
+                out.append((4.0 * (k1 - k0) * (bm.size // bm.units) * arch.block(mp).size,
+                            lambda mp=mp, k0=k0, k1=k1, zz=zz, bilinear=bilinear: _pair_block(
+                                H, arch, q, units, m, mp, row, zz, bilinear, depends, first, k0, k1)))
     for c0, c1, top in runs:
         if top > units.pos[m] and cols is not None:
             c0 = max(c0, bm.offset + bm.size)
@@ -661,10 +702,9 @@ def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[Flo
     return out
 
 
-def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, m: int, mp: int,
-                delta: list[FloatArray], row: Row, zm: FloatArray, zmp: FloatArray, depends: set[int],
-                first: bool) -> None:
-    r"""The blocks of two wide layers ``m`` below ``m'``, both triangles: main term and bilinear term.
+def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, m: int, mp: int, row: Row,
+                zz: FloatArray, x: FloatArray, depends: set[int], first: bool, k0: int, k1: int) -> None:
+    r"""The rows of units ``k0 .. k1`` of layer ``m`` in the blocks with a wide layer ``m'`` above, both triangles.
 
     For weights ``W_m[k, j]`` (input ``x_m[j]``) and ``W_m'[k', j']``:
 
@@ -676,44 +716,44 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
     the second term for every source ``s`` of ``m'`` that is ``m`` or depends
     on it, ``x_{m',j'} = z_{s,i}`` (``W_m'`` multiplies ``z_s``, which itself
     depends on ``W_m``; Bishop 1992, eq. 22, summed over the sources).
-    ``M_{mm'}`` and ``dz_s/da_m`` are slices of the row of ``m``.  The main
-    term is one product ``(u u') x N x (d d')``, taken a few units ``k`` at a
-    time; the bilinear term (a product ``(u' d) x N x u`` where ``m`` feeds
-    ``m'``, ``(u' d) x N x (u_s u)`` otherwise) is added to each piece, which
-    is then written into both triangles of ``H`` while in cache.
+    ``M_{mm'}`` and ``dz_s/da_m`` are slices of the row of ``m``; ``zz`` is
+    ``x_{m,j} x_{m',j'}`` and ``x`` is ``delta_{m',k'} x_{m,j}`` per pattern.  The
+    main term is a product ``(u u') x N x (d d')``, taken a few units ``k``
+    at a time; the bilinear term (a product ``(u' d) x N x u`` where ``m``
+    feeds ``m'``, ``(u' d) x N x (u_s u)`` otherwise) is added to each piece,
+    which is then written into both triangles of ``H`` while in cache.
     """
-    n = zm.shape[0]
+    n = zz.shape[0]
     bm, bmp = arch.block(m), arch.block(mp)
-    u, dm = bm.units, zm.shape[1]
-    up, dmp = bmp.units, zmp.shape[1]
+    up = bmp.units
+    dm = zz.shape[1] // (bmp.fan_in + (1 if bmp.bias else 0))
+    dmp = zz.shape[1] // dm
     lo = units.start[m]
-    zz = (zm[:, :, None] * zmp[:, None, :]).reshape(n, dm * dmp)
-    M = row.M[:, :, units.start[mp] - lo:units.end(mp) - lo]  # (u, N, u')
-    M2 = np.ascontiguousarray(M.transpose(0, 2, 1)).reshape(u * up, n)
-    x = (delta[mp][:, :, None] * zm[:, None, :]).reshape(n, up * dm)
+    M = row.M[k0:k1, :, units.start[mp] - lo:units.end(mp) - lo]  # (k1 - k0, N, u')
+    M2 = np.ascontiguousarray(M.transpose(0, 2, 1)).reshape(-1, n)
     bilinear = []
     for s in arch.parents(mp):
         if s not in depends:  # z_s does not depend on W_m: no bilinear term
             continue
         cols = arch.source_slice(mp, s)
         if s == m:  # dz_m/da_m = diag(f'_m): r[k', j, k] = sum_n delta'[n,k'] x[n,j] f'_m[n,k]
-            bilinear.append((cols, True, (x.T @ q.df[m]).reshape(up, dm, u)))
+            bilinear.append((cols, True, (x.T @ row.f1[:, k0:k1]).reshape(up, dm, k1 - k0)))
         else:
             assert row.J is not None
-            us = cols.stop - cols.start
-            y = row.J[:, :, units.start[s] - lo:units.end(s) - lo].transpose(1, 2, 0).reshape(n, us * u)
-            bilinear.append((cols, False, (x.T @ y).reshape(up, dm, us, u)))
+            us, above = cols.stop - cols.start, units.end(m)
+            y = row.J[k0:k1, :, units.start[s] - above:units.end(s) - above].transpose(1, 2, 0).reshape(n, -1)
+            bilinear.append((cols, False, (x.T @ y).reshape(up, dm, us, k1 - k0)))
     step = max(1, BLOCK_FLOATS // (up * dm * dmp))
-    for k0 in range(0, u, step):
-        k1 = min(u, k0 + step)
-        G = (M2[k0 * up:k1 * up] @ zz).reshape(k1 - k0, up, dm, dmp)
+    for a in range(k0, k1, step):
+        b = min(k1, a + step)
+        G = (M2[(a - k0) * up:(b - k0) * up] @ zz).reshape(b - a, up, dm, dmp)
         for cols, own, r in bilinear:
             if own:  # only j' = the column of unit k itself
-                ks = np.arange(k1 - k0)
-                G[ks, :, :, cols.start + k0 + ks] += r[:, :, k0:k1].transpose(2, 0, 1)
+                ks = np.arange(b - a)
+                G[ks, :, :, cols.start + a + ks] += r[:, :, a - k0:b - k0].transpose(2, 0, 1)
             else:
-                G[:, :, :, cols] += r[:, :, :, k0:k1].transpose(3, 0, 1, 2)
-        _put_pair(H, bm, bmp, G, first, k0, mirror=True)
+                G[:, :, :, cols] += r[:, :, :, a - k0:b - k0].transpose(3, 0, 1, 2)
+        _put_pair(H, bm, bmp, G, first, a, mirror=True)
 
 
 # -- the narrow blocks of a row, all at once ----------------------------------------------------------
@@ -785,23 +825,28 @@ def _narrow_blocks(H: FloatArray, bm: ParamBlock, x: FloatArray, units: Units, r
                    + J_{m}[k, n, \mathrm{source}_p]\, \delta[n, p],\qquad
        H[(k, j), p] = \sum_n x_{m}[n, j]\, R_k[n, p]
 
-    (a source below ``m``, or none, reads the 0 column of ``J``).  The
+    (a column that reads ``z_m`` itself takes ``f'_m``; a source below ``m``, or none, reads the 0 column
+    of ``J``).  The
     columns are taken in pieces of at most :data:`BATCH_FLOATS` per factor.
     """
     assert row.J is not None
     n, f = x.shape[0], bm.fan_in
-    lo = units.start[row.layer]
+    lo, above = units.start[row.layer], units.end(row.layer)
     pad = row.J.shape[2] - 1
     step = max(1, BATCH_FLOATS // max(n, 1))
     for a in range(c0, c1, step):
         b = min(c1, a + step)
         unit = cols.unit[a:b] - lo
-        source = cols.source[a:b] - lo
+        source = cols.source[a:b] - above
+        own = cols.source[a:b] - lo  # a column that reads z_m itself: dz_m/da_m = diag(f'_m)
         source = np.where((cols.source[a:b] < 0) | (source < 0), pad, source)
         for k in range(bm.units):
             R = np.take(row.M[k], unit, axis=1)
             R *= cols.x[:, a:b]
             R += np.take(row.J[k], source, axis=1) * cols.delta[:, a:b]
+            reads_k = np.flatnonzero(own == k)
+            if reads_k.size:
+                R[:, reads_k] += row.f1[:, k, None] * cols.delta[:, a + reads_k]
             w_rows = slice(bm.offset + k * f, bm.offset + (k + 1) * f)
             if first:
                 np.matmul(x[:, :f].T, R, out=H[w_rows, a:b])
