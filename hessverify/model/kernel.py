@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -529,15 +530,21 @@ PARALLEL_MIN_WORK = 2.0**26
 """``N W^2`` above which the blocks run on a pool of threads (below, the pool costs more than it saves)."""
 
 
+@lru_cache(maxsize=1)
+def _blas() -> Any:
+    """NumPy's BLAS as threadpoolctl sees it, found once (a scan of the loaded libraries: about 2 ms)."""
+    from threadpoolctl import ThreadpoolController  # here: it costs 35 ms to import, and only large problems ask
+
+    return ThreadpoolController().select(user_api="blas")
+
+
 def _blas_threads() -> int:
     """The threads BLAS may use now (``OPENBLAS_NUM_THREADS``, ``threadpool_limits``), at most one per core.
 
     The pool takes as many, so a limit set for BLAS (a benchmark's ``--threads 1``)
     holds for the assembly too.
     """
-    from threadpoolctl import threadpool_info  # here: it costs 35 ms to import, and only large problems ask
-
-    limits = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    limits = [info["num_threads"] for info in _blas().info()]
     return max(1, min([os.cpu_count() or 1, *limits]))
 
 
@@ -587,9 +594,7 @@ def _runner(work: float) -> Iterator[_Runner]:
     if workers == 1:
         yield _Inline()
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with _blas().limit(limits=1), ThreadPoolExecutor(workers) as pool:
         threads = _Threads(pool)
         try:
             yield threads
