@@ -88,13 +88,15 @@ def _chain(depth: int) -> Problem:
 
 def test_the_time_estimate_counts_the_passes_over_the_layers() -> None:
     """A 300-layer chain (W = 600, N = 4): autograd took 316 s where alpha N W^2 + beta W said 4 s."""
-    from hessverify.engine.budget import estimate_seconds, layer_passes
+    from hessverify.engine.budget import estimate_seconds
+    from hessverify.engine.components import layer_passes
 
     deep = _chain(300)
     wide = _problem(5, 80, 7, 4)  # W = 1047: more parameters, two layers
     assert estimate_seconds(deep, ["autograd"]) > 300 > 30 > estimate_seconds(wide, ["autograd"])
-    assert layer_passes(deep, "autograd") == 300 * 600 and layer_passes(deep, "backprop") == 300
-    assert layer_passes(deep, "pairwise") == 300 * 300  # a pass per unit, each through the layers
+    assert layer_passes(deep, "column") == 298 * 600 and layer_passes(deep, "layer") == 298
+    assert layer_passes(deep, "unit") == 298 * 300  # a pass per unit, each through the layers
+    assert layer_passes(wide, "column") == 0  # two layers: what the figures were measured on
     # 10 000 layers: backprop within the default --max-time, every per-parameter reference far past it
     chain = _chain(10_000)
     assert estimate_seconds(chain, ["backprop"]) < 60
