@@ -21,8 +21,11 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+from hessverify.errors import UsageError
 
 __all__ = ["BFLOAT16", "FLOAT16", "FLOAT32", "FLOAT64", "PRECISIONS", "Precision", "get_precision"]
 
@@ -50,10 +53,18 @@ class Precision:
     underflow_floor: float
 
     def gamma(self, k: int) -> float:
-        """Higham's ``gamma_k = k u / (1 - k u)`` (Higham 2002, lemma 3.1)."""
+        """Higham's ``gamma_k = k u / (1 - k u)`` (Higham 2002, lemma 3.1).
+
+        The lemma needs ``k u < 1``; past it no bound holds, and that is said
+        (a :class:`~hessverify.errors.UsageError`, one line: deep networks and
+        many patterns make long chains, and a narrow format reaches the limit
+        first: 2047 roundings in float16, 255 in bfloat16, 9e15 in float64).
+        """
         ku = k * self.unit_roundoff
         if ku >= 1:
-            raise ValueError(f"chain of {k} roundings is too long for {self.name} error bounds")
+            raise UsageError(f"a chain of {k} roundings is too long for {self.name} error bounds: gamma_k needs "
+                             f"k u < 1, at most {math.ceil(1 / self.unit_roundoff) - 1} roundings; use fewer layers "
+                             "or patterns, or a wider precision")
         return ku / (1.0 - ku)
 
     def __str__(self) -> str:

@@ -38,7 +38,7 @@ from hessverify.engine.registry import METHODS
 from hessverify.errors import BudgetError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["DEFAULT_MAX_SECONDS", "SYMBOLIC_SECONDS", "check_derive", "check_memory",
+__all__ = ["DEFAULT_MAX_SECONDS", "MAX_DERIVE_DEPTH", "SYMBOLIC_SECONDS", "check_derive", "check_memory",
            "estimated_cost", "check_seconds", "check_time", "estimate_seconds", "current_limit",
            "current_time_limit", "default_limit", "estimate", "format_duration", "format_size", "limit", "parse_size",
            "require", "time_limit"]
@@ -259,11 +259,19 @@ DERIVE_SECONDS_AT_2302 = 12.0
 """``derive`` on a 20-100(tanh)-2(tanh) network (W = 2302), measured: 12 s, 27 s with ``--explicit``;
 the time grows about as W^1.8, and the explicit form's tree with the number of input-to-output paths."""
 MAX_EXPLICIT_PATHS = 200_000
+MAX_DERIVE_DEPTH = 100
+"""Deepest network ``derive`` takes: it writes an entry as one nested SymPy expression, and SymPy walks it
+recursively (``free_symbols``), a few Python frames per layer: 100 one-unit layers derive, 150 exhaust the
+interpreter's recursion limit (measured)."""
 
 
 def check_derive(problem: Problem, *, explicit: bool) -> None:
-    """Refuse ``derive`` where its estimated run time is past the time budget (:func:`current_time_limit`)."""
+    """Refuse ``derive`` where its estimated run time is past the time budget (:func:`current_time_limit`), or
+    the network is deeper than :data:`MAX_DERIVE_DEPTH`."""
     arch = problem.architecture
+    if arch.depth > MAX_DERIVE_DEPTH:
+        raise BudgetError(f"derive on {problem.id}: {arch.depth} layers, more than the {MAX_DERIVE_DEPTH} whose "
+                          "nested expressions SymPy can walk; derive on a shallower network with the same layers")
     seconds = DERIVE_SECONDS_AT_2302 * (problem.n_params / 2302) ** 1.8 * (2.5 if explicit else 1.0)
     # input-to-output paths through the units: a layer's units times the paths into its sources
     into = {0: arch.inputs}
@@ -283,7 +291,6 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
 
 DEFAULT_MAX_SECONDS = 600.0
 """Default of ``--max-time``: estimated work past it is refused before it starts."""
-
 
 def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
     """Estimated seconds of computing ``names`` on ``problem``, from each component's declared cost."""

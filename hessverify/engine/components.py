@@ -22,7 +22,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,7 +31,8 @@ from hessverify.engine.forms import HessianForm, form_named
 from hessverify.engine.point import Point, as_problem
 from hessverify.model.problem import Problem
 
-__all__ = ["EXACT", "UNKNOWN_COST", "BoundKind", "Component", "Cost", "Lazy", "Method", "Role", "Tolerance"]
+__all__ = ["EXACT", "UNKNOWN_COST", "BoundKind", "Component", "Cost", "Lazy", "Method", "Passes", "Role", "Tolerance",
+           "layer_passes"]
 
 
 class Role(StrEnum):
@@ -82,21 +83,56 @@ EXACT = Tolerance(BoundKind.ROUNDING, "exact in floating point: within gamma_k M
 """The side of an exact method: the rounding model alone."""
 
 
+Passes = Literal["layer", "unit", "column", "chunk"]
+"""What a component repeats once per layer: one pass over the layers (``layer``), a pass per unit
+(``unit``), per parameter (``column``: ``W`` gradients or vector products), or per chunk of directions
+(``chunk``, the R-operator's)."""
+
+
+CALIBRATED_DEPTH = 2
+"""Layers of the networks ``Cost.seconds`` was measured on: their passes are in it already."""
+
+
+def layer_passes(problem: Problem, passes: Passes) -> float:
+    """Layer steps of a component on ``problem`` beyond :data:`CALIBRATED_DEPTH`: its passes (:data:`Passes`)
+    times the extra layers.
+
+    Each step is a handful of small array operations whatever the layer's
+    size: negligible for a few layers, hours for a chain of thousands.
+    """
+    arch = problem.architecture
+    depth = float(max(arch.depth - CALIBRATED_DEPTH, 0))
+    if passes == "column":
+        return depth * problem.n_params
+    if passes == "unit":
+        return depth * sum(layer.units for layer in arch.layers)
+    if passes == "chunk":  # rop's chunks: a (P, N, units) array of about 2^22 floats, all layers' 2^24 at most
+        widest = max([arch.inputs] + [layer.units for layer in arch.layers])
+        units = sum(layer.units for layer in arch.layers)
+        return depth * (1.0 + problem.n_params * problem.n_patterns * max(widest, units / 2) / 2**22)
+    return depth
+
+
 @dataclass(frozen=True)
 class Cost:
     """Peak memory and run time of a component, as calibrated formulas in ``W`` (parameters) and ``N`` (patterns).
 
     ``memory = (a, b)``: peak bytes ``a 8 W^2 + b 8 N W + fixed_bytes``;
-    ``seconds = (alpha, beta)``: ``alpha N W^2 + beta W``.  A component with a
-    cost model of its own (the symbolic reference's program size) gives
-    ``seconds_of``.  The figures are measured (``docs/trust.md``, "Budgets")
-    and rounded up.
+    ``seconds = (alpha, beta)``: ``alpha N W^2 + beta W``, plus
+    ``per_layer`` seconds for each of the component's :func:`layer_passes`
+    (what depth costs: a chain of 10 000 one-unit layers asks a reference
+    for ``W`` passes through 10 000 layers).  A component with a cost model
+    of its own (the symbolic reference's program size) gives ``seconds_of``.
+    The figures are measured (``docs/trust.md``, "Budgets"; the per-layer
+    ones on deep chains, ``docs/methods.md``, "Depth") and rounded up.
     """
 
     memory: tuple[float, float] = (4.0, 6.0)
     seconds: tuple[float, float] = (3e-8, 1e-3)
     fixed_bytes: float = 0.0
     seconds_of: Callable[[Problem], float] | None = None
+    per_layer: float = 1e-3
+    passes: Passes = "column"
 
     def peak_bytes(self, problem: Problem) -> float:
         a, b = self.memory
@@ -108,7 +144,7 @@ class Cost:
             return float(self.seconds_of(problem))
         alpha, beta = self.seconds
         W, N = problem.n_params, problem.n_patterns
-        return alpha * N * W * W + beta * W
+        return alpha * N * W * W + beta * W + self.per_layer * layer_passes(problem, self.passes)
 
 
 UNKNOWN_COST = Cost()

@@ -72,6 +72,6 @@ def hessian(problem: Problem | Point) -> FloatArray:
 COMPONENT = Component(
     "backprop", hessian, Role.METHOD, FullHessian,
     "exact Hessian by second-order backpropagation (Bishop 1992)",
-    cost=Cost(memory=(2.5, 2.5), seconds=(9e-10, 1e-6)),
+    cost=Cost(memory=(2.5, 2.5), seconds=(9e-10, 1e-6), per_layer=1.5e-3, passes="layer"),
     rank=10,
 )

@@ -72,6 +72,6 @@ def diagonal(problem: Problem | Point, *, with_f2: bool = True) -> FloatArray:
 COMPONENT = Component(
     "becker_lecun", diagonal, Role.APPROXIMATION, DiagonalHessian,
     "diagonal approximation with the f'' term (Becker & LeCun 1988)",
-    cost=Cost(memory=(0.2, 1.5), seconds=(1e-10, 1e-7)),
+    cost=Cost(memory=(0.2, 1.5), seconds=(1e-10, 1e-7), per_layer=5e-4, passes="layer"),
     rank=60,
 )

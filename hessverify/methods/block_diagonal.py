@@ -60,6 +60,6 @@ def embed(problem: Problem, parts: list[FloatArray]) -> FloatArray:
 COMPONENT = Component(
     "block_diagonal", blocks, Role.METHOD, BlockDiagonalHessian,
     "exact per-layer diagonal blocks, propagated backwards (Dangel et al. 2020, HBP)",
-    cost=Cost(memory=(1.7, 5.0), seconds=(5e-10, 1e-6)),
+    cost=Cost(memory=(1.7, 5.0), seconds=(5e-10, 1e-6), per_layer=1e-3, passes="layer"),
     rank=40,
 )

@@ -48,6 +48,6 @@ def diagonal(problem: Problem | Point) -> FloatArray:
 COMPONENT = Component(
     "diagonal", diagonal, Role.METHOD, DiagonalHessian,
     "exact Hessian diagonal without the full matrix (Bishop 1992, m = m' terms)",
-    cost=Cost(memory=(0.5, 5.5), seconds=(3e-10, 1e-7)),
+    cost=Cost(memory=(0.5, 5.5), seconds=(3e-10, 1e-7), per_layer=1.5e-3, passes="layer"),
     rank=50,
 )

@@ -58,6 +58,6 @@ def hessian(problem: Problem | Point) -> FloatArray:
 COMPONENT = Component(
     "fisher", hessian, Role.APPROXIMATION, FullHessian,
     "empirical Fisher s sum_n grad e_n grad e_n^T, s the reduction's factor (Kunstner et al. 2019)",
-    cost=Cost(memory=(1.5, 3.0), seconds=(3e-10, 1e-6)),
+    cost=Cost(memory=(1.5, 3.0), seconds=(3e-10, 1e-6), per_layer=1e-3, passes="layer"),
     rank=80,
 )

@@ -70,6 +70,6 @@ def hessian(problem: Problem | Point) -> FloatArray:
 COMPONENT = Component(
     "gauss_newton", hessian, Role.APPROXIMATION, FullHessian,
     "generalised Gauss-Newton J^T H_loss J (Schraudolph 2002)",
-    cost=Cost(memory=(2.5, 5.0), seconds=(5e-10, 1e-6)),
+    cost=Cost(memory=(2.5, 5.0), seconds=(5e-10, 1e-6), per_layer=1e-3, passes="layer"),
     rank=70,
 )

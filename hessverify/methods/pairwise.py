@@ -178,6 +178,6 @@ def hessian(problem: Problem | Point) -> FloatArray:
 COMPONENT = Component(
     "pairwise", hessian, Role.METHOD, FullHessian,
     "entry by entry, a second-order backward pass per source unit (Rojas 1996, sec. 8.4.3)",
-    cost=Cost(memory=(1.7, 2.8), seconds=(1.3e-9, 1e-6)),
+    cost=Cost(memory=(1.7, 2.8), seconds=(1.3e-9, 1e-6), per_layer=1.5e-4, passes="unit"),
     rank=30,
 )

@@ -150,10 +150,18 @@ def hvp(problem: Problem | Point, v: FloatArray) -> FloatArray:
     return hvp_many(problem.architecture, fp, arr[None, :])[0]
 
 
+STORED_FLOATS = 2**24
+"""Elements of all the ``R a_l`` and ``R z_l`` of a chunk together (128 MB): a deep network keeps two per layer."""
+
+
 def chunk_size(problem: Problem) -> int:
-    """Directions per chunk, so that one ``(P, N, units)`` array stays under :data:`CHUNK_FLOATS`."""
-    widest = max([problem.architecture.inputs] + [layer.units for layer in problem.architecture.layers])
-    return int(max(1, min(problem.n_params, CHUNK_FLOATS // (problem.n_patterns * widest))))
+    """Directions per chunk: one ``(P, N, units)`` array under :data:`CHUNK_FLOATS`, all of them under
+    :data:`STORED_FLOATS`."""
+    layers = problem.architecture.layers
+    widest = max([problem.architecture.inputs] + [layer.units for layer in layers])
+    stored = 2 * sum(layer.units for layer in layers)
+    return int(max(1, min(problem.n_params, CHUNK_FLOATS // (problem.n_patterns * widest),
+                          STORED_FLOATS // (problem.n_patterns * stored))))
 
 
 def hessian(problem: Problem | Point) -> FloatArray:
@@ -179,6 +187,7 @@ def hessian(problem: Problem | Point) -> FloatArray:
 COMPONENT = Component(
     "rop", hessian, Role.METHOD, FullHessian,
     "H e_i for every i by Pearlmutter's R-operator, in chunks of directions (Pearlmutter 1994)",
-    cost=Cost(memory=(3.0, 8.0), seconds=(7e-9, 1e-6), fixed_bytes=7 * 8 * CHUNK_FLOATS),
+    cost=Cost(memory=(3.0, 8.0), seconds=(7e-9, 1e-6), fixed_bytes=7 * 8 * CHUNK_FLOATS, per_layer=1.5e-3,
+              passes="chunk"),
     rank=20,
 )

@@ -172,12 +172,12 @@ class Architecture:
         """The index of the layer whose output is the network's output."""
         return self.depth
 
-    @property
+    @cached_property
     def bottom_up(self) -> tuple[int, ...]:
         """Layer indices in an order where every layer comes after the layers feeding it."""
         return tuple(range(1, self.depth + 1))
 
-    @property
+    @cached_property
     def top_down(self) -> tuple[int, ...]:
         """Layer indices in an order where every layer comes after the layers it feeds."""
         return tuple(reversed(self.bottom_up))
@@ -215,7 +215,7 @@ class Architecture:
                 kids[p].append(l)
         return tuple(tuple(k) for k in kids)
 
-    @property
+    @cached_property
     def is_chain(self) -> bool:
         """Whether every layer reads the previous one only (no skip connections)."""
         return all(layer.sources is None for layer in self.layers)
@@ -251,6 +251,8 @@ class Architecture:
 
     def above(self, layer: int) -> tuple[int, ...]:
         """Every layer that depends on ``layer`` (its children, their children, ...), bottom up."""
+        if self.is_chain:  # everything after it
+            return self.bottom_up[self.bottom_up.index(layer) + 1:] if layer else self.bottom_up
         seen: set[int] = set()
         frontier = list(self.children(layer))
         while frontier:

@@ -134,6 +134,6 @@ COMPONENT = Component(
     tolerance=Tolerance(BoundKind.ROUNDING,
                         "both exact in float64: each within gamma_k * M of the truth, so they differ by at most "
                         "2 gamma_k M entrywise (M: magnitudes of the terms summed; hessverify.engine.bounds)"),
-    cost=Cost(memory=(2.5, 2.0), seconds=(3e-9, 6e-3)),
+    cost=Cost(memory=(2.5, 2.0), seconds=(3e-9, 6e-3), per_layer=2.5e-3, passes="column"),
     rank=110,
 )

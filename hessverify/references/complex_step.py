@@ -112,6 +112,7 @@ COMPONENT = Component(
                         "no subtraction, so rounding as an exact method (gamma_k M), plus its truncation -h^2/6 d^3g: "
                         f"{COMPLEX_STEP_SAFETY:g} x |D(h) - D(2h)| / 3, from a second step; 2 gamma_k M + that against "
                         "an exact method", safety=COMPLEX_STEP_SAFETY),
-    cost=Cost(memory=(2.5, 2.0), seconds=(3e-8, 2e-3)),  # complex128 (W, W): twice the float64 matrix
+    # complex128 (W, W): twice the float64 matrix
+    cost=Cost(memory=(2.5, 2.0), seconds=(3e-8, 2e-3), per_layer=3e-4, passes="column"),
     rank=130,
 )

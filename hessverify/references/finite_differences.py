@@ -157,6 +157,6 @@ COMPONENT = Component(
     tolerance=Tolerance(BoundKind.FD_ESTIMATE,
                         f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding gamma_k (G / h + M) "
                         "+ asymmetry), plus gamma_k M for the exact side", rounding_sides=0, safety=FD_SAFETY),
-    cost=Cost(memory=(8.5, 3.5), seconds=(1.3e-8, 1e-4)),
+    cost=Cost(memory=(8.5, 3.5), seconds=(1.3e-8, 1e-4), per_layer=1.2e-3, passes="column"),
     rank=120,
 )

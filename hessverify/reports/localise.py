@@ -178,24 +178,72 @@ def _groups(problem: Problem, level: str) -> list[tuple[str, slice]]:
     return out
 
 
+LISTED_PAIRS = 4096
+"""Most block pairs with no entry over the threshold that :func:`_shares` lists (the largest shares); every
+pair with one is listed.  A network of up to 90 tensors has fewer pairs, so its list is complete."""
+
+NAMED = 24
+"""Most layer pairs one sentence names; the rest are counted (a deep network has millions of pairs)."""
+
+_CHUNK_FLOATS = 2**22
+
+
 def _shares(E2: FloatArray, over: np.ndarray, groups: list[tuple[str, slice]]) -> list[BlockShare]:
-    """Each unordered group pair's share of ``sum E^2``, largest first."""
+    """Each unordered group pair's share of ``sum E^2``, largest first (see :data:`LISTED_PAIRS`).
+
+    The sums over all group pairs are taken a few groups of rows at a time
+    (``E^2`` plus its mirror, times the sparse 0/1 matrix of group
+    membership on both sides), so a deep network's ``G^2`` pairs cost
+    ``O(W^2)`` array work and no Python loop over pairs.
+    """
+    from scipy.sparse import csr_matrix
+
     total = float(E2.sum())
-    out = []
-    for a, (ga, sa) in enumerate(groups):
-        for gb, sb in groups[: a + 1]:
-            mass = float(E2[sa, sb].sum())
-            n_over = int(over[sa, sb].sum())
-            size = (sa.stop - sa.start) * (sb.stop - sb.start)
-            if sa != sb:  # the mirror block belongs to the same pair
-                mass += float(E2[sb, sa].sum())
-                n_over += int(over[sb, sa].sum())
-                size *= 2
-            if n_over or mass > 0:
-                # summed block by block, the shares can overshoot 1 by a rounding
-                out.append(BlockShare(ga, gb, min(1.0, mass / total) if total > 0 else 0.0, n_over, size))
-    out.sort(key=lambda b: (-b.share, -b.over))
-    return out
+    W = E2.shape[0]
+    starts = np.array([s.start for _, s in groups])
+    sizes = np.array([s.stop - s.start for _, s in groups])
+    # which group each parameter is in, as a 0/1 matrix: sums over groups are products with it
+    member = csr_matrix((np.ones(W), (np.arange(W), np.repeat(np.arange(len(groups)), sizes))), shape=(W, len(groups)))
+    found: list[tuple[np.ndarray, ...]] = []
+    quiet: tuple[np.ndarray, ...] = (np.empty(0, dtype=np.intp),) * 2 + (np.empty(0),)
+    ga = 0
+    while ga < len(groups):
+        gb = ga + 1  # at least one group of rows; more while the chunk stays small
+        while gb < len(groups) and (groups[gb][1].stop - starts[ga]) * W <= _CHUNK_FLOATS:
+            gb += 1
+        r0, r1 = starts[ga], groups[gb - 1][1].stop
+        rows_in = member[r0:r1, ga:gb].T
+        mass = np.asarray(rows_in @ ((E2[r0:r1] + E2[:, r0:r1].T) @ member))
+        n_over = np.rint(rows_in @ ((over[r0:r1].astype(np.float64) + over[:, r0:r1].T) @ member)).astype(np.int64)
+        rows = np.arange(ga, gb)
+        mass[rows - ga, rows] /= 2  # a diagonal block is its own mirror: counted twice above
+        n_over[rows - ga, rows] //= 2
+        a, b = np.nonzero(np.arange(len(groups))[None, :] <= rows[:, None])  # b <= a
+        a, m, o = a + ga, mass[a, b], n_over[a, b]
+        hot = o > 0
+        found.append((a[hot], b[hot], m[hot], o[hot]))
+        cold = ~hot & (m > 0)
+        qa, qb, qm = (np.concatenate([quiet[0], a[cold]]), np.concatenate([quiet[1], b[cold]]),
+                      np.concatenate([quiet[2], m[cold]]))
+        if qm.size > LISTED_PAIRS:  # keep the largest
+            top = np.argpartition(-qm, LISTED_PAIRS)[:LISTED_PAIRS]
+            top.sort()
+            qa, qb, qm = qa[top], qb[top], qm[top]
+        quiet = (qa, qb, qm)
+        ga = gb
+    found.append((quiet[0], quiet[1], quiet[2], np.zeros(quiet[0].size, dtype=np.int64)))
+    a, b, m, o = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    # summed block by block, the shares can overshoot 1 by a rounding
+    share = np.minimum(1.0, m / total) if total > 0 else np.zeros_like(m)
+    order = np.lexsort((b, a, -o, -share))  # largest share, then most entries over, then the order of the groups
+    size = sizes[a] * sizes[b] * np.where(a == b, 1, 2)
+    return [BlockShare(groups[a[k]][0], groups[b[k]][0], float(share[k]), int(o[k]), int(size[k])) for k in order]
+
+
+def _named(names: list[str], count: int | None = None) -> str:
+    """``a, b, c`` with at most :data:`NAMED` of ``count`` names (default: all of ``names``); the rest counted."""
+    count = len(names) if count is None else count
+    return ", ".join(names[:NAMED]) + (f" and {count - NAMED} more" if count > NAMED else "")
 
 
 def _group_index(n: int, groups: list[tuple[str, slice]]) -> np.ndarray:
@@ -379,17 +427,24 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
     # which layer pairs (Bishop's within-layer and cross-layer terms) hold the error, and which agree
     wrong = [b for b in lshares if b.over]
     names_wrong = [b.name for b in wrong]
-    clean = [f"layer {b.layer} x layer {c.layer}" for i, b in enumerate(problem.architecture.blocks)
-             for c in problem.architecture.blocks[: i + 1] if f"layer {b.layer} x layer {c.layer}" not in names_wrong]
-    agree = f"; layer pairs {', '.join(clean)} agree" if clean else "; no layer pair is free of it"
+    blocks = problem.architecture.blocks
+    depth = len(blocks)
+    wrong_set = set(names_wrong)
+    clean: list[str] = []
+    for i, b in enumerate(blocks):  # the first NAMED + 1 pairs that agree; the others are only counted
+        clean += [name for c in blocks[: i + 1] if (name := f"layer {b.layer} x layer {c.layer}") not in wrong_set]
+        if len(clean) > NAMED:
+            break
+    agree = (f"; layer pairs {_named(clean, depth * (depth + 1) // 2 - len(wrong_set))} agree" if clean
+             else "; no layer pair is free of it")
     if problem.architecture.depth >= 2 and all(b.rows != b.cols for b in wrong):
         return result("cross_layer", f"every entry over the threshold is in a layer pair of two different layers "
-                      f"({', '.join(names_wrong)}), where a later weight meets an earlier layer's output{agree}")
+                      f"({_named(names_wrong)}), where a later weight meets an earlier layer's output{agree}")
     if len(wrong) > 1 and all(b.rows == b.cols for b in wrong):
         return result("within_layer", f"every entry over the threshold is in a layer's own block "
-                      f"({', '.join(names_wrong)}){agree}")
+                      f"({_named(names_wrong)}){agree}")
     return result("scattered", f"no simple pattern; over the threshold in {len([b for b in tshares if b.over])} "
-                  f"tensor blocks, in layer pairs {', '.join(names_wrong)}{agree}")
+                  f"tensor blocks, in layer pairs {_named(names_wrong)}{agree}")
 
 
 def _asym_head(names: tuple[str, ...], tensors: list[tuple[str, slice]], group_of: np.ndarray, E: FloatArray,

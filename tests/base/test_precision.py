@@ -45,8 +45,20 @@ def test_an_unknown_precision_names_the_choices(bad: object) -> None:
 
 def test_gamma_refuses_a_chain_longer_than_the_format_can_bound() -> None:
     assert FLOAT16.gamma(2) == pytest.approx(2 * 2.0**-11 / (1 - 2 * 2.0**-11), rel=1e-15)
-    with pytest.raises(ValueError, match="float16"):
+    with pytest.raises(hessverify.UsageError, match="2048 roundings is too long for float16.*at most 2047"):
         FLOAT16.gamma(2**11)
+
+
+def test_the_rounding_chain_of_a_deep_network_is_said_where_it_is_too_long() -> None:
+    """k grows by about 13 per one-unit layer: 10 000 layers are far inside float64, past float16 (one line)."""
+    from hessverify.model.network import Architecture, Layer
+
+    arch = Architecture(1, tuple(Layer(1, "tanh") for _ in range(10_000)))
+    problem = hessverify.Problem(arch, "sse", np.full(arch.n_params, 0.5), np.ones((2, 1)), np.zeros((2, 1)))
+    k = chain_length(problem)
+    assert 10_000 * 13 <= k < 10_000 * 14 and FLOAT64.gamma(k) < 1e-10
+    with pytest.raises(hessverify.UsageError, match="too long for bfloat16"):
+        BFLOAT16.gamma(k)
 
 
 def test_public_names() -> None:

@@ -147,3 +147,35 @@ def test_time_past_max_time_is_refused_with_the_figure() -> None:
                                           r"share is budget-test \(W = 862, N = 5000\)"):
         check_seconds([(slow, names)], 60)
     check_seconds([(slow, names)], 0)  # 0: no limit
+
+
+def _chain(depth: int) -> Problem:
+    arch = Architecture(1, tuple(Layer(1, "tanh") for _ in range(depth)))
+    x, t = seeded_data(arch, "sse", 0, 4)
+    return Problem(arch, "sse", seeded_params(arch, 2, 1.0), x, t, id=f"chain-{depth}")
+
+
+def test_the_time_estimate_counts_the_passes_over_the_layers() -> None:
+    """A 300-layer chain (W = 600, N = 4): autograd took 316 s where alpha N W^2 + beta W said 4 s."""
+    from hessverify.engine.budget import estimate_seconds
+    from hessverify.engine.components import layer_passes
+
+    deep = _chain(300)
+    wide = _problem(5, 80, 7, 4)  # W = 1047: more parameters, two layers
+    assert estimate_seconds(deep, ["autograd"]) > 300 > 30 > estimate_seconds(wide, ["autograd"])
+    assert layer_passes(deep, "column") == 298 * 600 and layer_passes(deep, "layer") == 298
+    assert layer_passes(deep, "unit") == 298 * 300  # a pass per unit, each through the layers
+    assert layer_passes(wide, "column") == 0  # two layers: what the figures were measured on
+    # 10 000 layers: backprop within the default --max-time, every per-parameter reference far past it
+    chain = _chain(10_000)
+    assert estimate_seconds(chain, ["backprop"]) < 60
+    assert min(estimate_seconds(chain, [name]) for name in ("autograd", "fd", "complex_step", "richardson")) > 3600
+
+
+def test_derive_refuses_a_network_deeper_than_sympy_can_walk() -> None:
+    """SymPy walks a nested expression recursively: 150 one-unit layers exhausted the recursion limit."""
+    from hessverify.engine.budget import MAX_DERIVE_DEPTH
+
+    check_derive(_chain(MAX_DERIVE_DEPTH), explicit=False)
+    with pytest.raises(BudgetError, match=f"{MAX_DERIVE_DEPTH + 1} layers, more than the {MAX_DERIVE_DEPTH}"):
+        check_derive(_chain(MAX_DERIVE_DEPTH + 1), explicit=False)

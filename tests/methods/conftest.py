@@ -46,10 +46,11 @@ def exact_bound(problem: Problem) -> FloatArray:
     return rounding_bound(problem, methods=2)
 
 
-def matvec_bound(problem: Problem, H: FloatArray, v: FloatArray) -> FloatArray:
-    """``BOUND_REASONS["matvec"]``."""
+def matvec_bound(problem: Problem, H: FloatArray, v: FloatArray, rounding: FloatArray | None = None) -> FloatArray:
+    """``BOUND_REASONS["matvec"]`` (``rounding``: ``rounding_bound(problem, methods=2)``, if already at hand)."""
     av = np.abs(v)
-    return rounding_bound(problem, methods=2) @ av + gamma(problem.n_params) * (np.abs(H) @ av)
+    rounding = rounding_bound(problem, methods=2) if rounding is None else rounding
+    return rounding @ av + gamma(problem.n_params) * (np.abs(H) @ av)
 
 
 def fisher_bound(problem: Problem) -> FloatArray:

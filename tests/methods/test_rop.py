@@ -35,6 +35,18 @@ def test_chunks_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> Non
     assert_within("rop in chunks of 7", case, rop.hessian(case), whole, exact_bound(case))
 
 
+def test_a_chunk_of_a_deep_network_keeps_its_r_quantities_within_the_budget() -> None:
+    """rop keeps ``R a_l`` and ``R z_l`` of every layer for a chunk: the chunk shrinks with the depth."""
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.model.problem import Problem
+
+    arch = Architecture(1, tuple(Layer(1, "tanh", bias=False) for _ in range(10_000)))
+    deep = Problem(arch, "sse", np.ones(10_000), np.ones((4, 1)), np.zeros((4, 1)))
+    P = rop.chunk_size(deep)
+    assert P * 4 * 2 * 10_000 <= rop.STORED_FLOATS < (P + 1) * 4 * 2 * 10_000
+    assert rop.chunk_size(load("tanh-6-12-8-2")) == load("tanh-6-12-8-2").n_params  # shallow: one chunk
+
+
 def test_hvp_is_linear_in_v() -> None:
     case = load("softmax-4-5-3-cross-entropy")
     H = backprop.hessian(case)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,10 @@ def test_parents_and_children_of_a_chain() -> None:
     assert arch.output_layer == 3
     assert arch.bottom_up == (1, 2, 3) and arch.top_down == (3, 2, 1)
     assert arch.above(1) == (2, 3) and arch.above(3) == () and arch.above(0) == (1, 2, 3)
+    # the same answers as the graph search that a chain skips: the chain written out as a graph
+    graph = Architecture(arch.inputs, tuple(replace(layer, sources=(index - 1, 0) if index == 3 else None)
+                                            for index, layer in enumerate(arch.layers, start=1)))
+    assert not graph.is_chain and [graph.above(l) for l in (0, 1, 2, 3)] == [arch.above(l) for l in (0, 1, 2, 3)]
 
 
 def test_every_child_lists_its_parent_and_the_orders_respect_the_edges() -> None:

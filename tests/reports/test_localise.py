@@ -228,3 +228,52 @@ def test_bugs_from_the_catalogue_are_named(bug: str, shape: str, words: str) -> 
     loc = localise(p, MUTANTS[bug].fn(p), hessverify.hessian(p, "autograd"), rounding_bound(p))
     assert loc.shape == shape
     assert loc.words.startswith(words)
+
+
+def _shares_by_definition(E2: np.ndarray, over: np.ndarray, groups: list[tuple[str, slice]]) -> list[tuple]:
+    """Each unordered group pair with its mirror, one by one: ``(rows, cols, mass, over, size)``."""
+    out = []
+    for a, (ga, sa) in enumerate(groups):
+        for gb, sb in groups[: a + 1]:
+            mirror = sa != sb
+            mass = E2[sa, sb].sum() + (E2[sb, sa].sum() if mirror else 0.0)
+            n = int(over[sa, sb].sum() + (over[sb, sa].sum() if mirror else 0))
+            if n or mass > 0:
+                out.append((ga, gb, mass, n, (sa.stop - sa.start) * (sb.stop - sb.start) * (2 if mirror else 1)))
+    return out
+
+
+def test_the_block_shares_are_the_sums_over_each_pair_and_its_mirror() -> None:
+    from hessverify.reports import localise as loc_module
+
+    p = hessverify.load_case(ROOT / "cases" / "graph-dense-2-3-3-3-2-mean.toml")
+    rng = np.random.default_rng(5)
+    E = rng.standard_normal((p.n_params, p.n_params)) * (rng.random((p.n_params, p.n_params)) < 0.3)
+    over = np.abs(E) > 1.0
+    for level in ("tensor", "layer"):
+        groups = loc_module._groups(p, level)
+        got = loc_module._shares(E * E, over, groups)
+        want = _shares_by_definition(E * E, over, groups)
+        total = float((E * E).sum())
+        assert len(got) == len(want)
+        by_name = {(b.rows, b.cols): b for b in got}
+        for rows, cols, mass, n, size in want:
+            b = by_name[(rows, cols)]
+            assert (b.over, b.size) == (n, size) and b.share == pytest.approx(mass / total, rel=1e-12)
+        assert [b.share for b in got] == sorted((b.share for b in got), reverse=True)
+
+
+def test_a_deep_network_is_localised_in_bounded_words() -> None:
+    """600 layers (1 200 tensors, 720 000 tensor pairs): no loop over pairs, and the lists are cut short."""
+    from hessverify.io.cases import seeded_data
+    from hessverify.model.network import Architecture, Layer
+    from hessverify.reports.localise import LISTED_PAIRS, NAMED
+
+    arch = Architecture(1, tuple(Layer(1, "tanh") for _ in range(600)))
+    x, t = seeded_data(arch, "sse", 0, 3)
+    p = hessverify.Problem(arch, "sse", np.full(arch.n_params, 0.9), x, t, id="deep")
+    H = hessverify.hessian(p)
+    A = H * (1.0 + 1e-6 * np.random.default_rng(0).standard_normal(H.shape))
+    loc = localise(p, (A + A.T) / 2, H)
+    assert loc.shape == "scattered" and "more agree" in loc.words and len(loc.words) < 4000
+    assert len(loc.blocks) <= LISTED_PAIRS + len([b for b in loc.blocks if b.over]) and NAMED < 100
