@@ -58,7 +58,7 @@ import numpy as np
 
 from hessverify.base.precision import FLOAT64, Precision, get_precision
 from hessverify.base.typing import FloatArray
-from hessverify.checking.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
+from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT, Sandbox, check_isolation, check_timeout
 from hessverify.engine.bounds import rounding_bound
 from hessverify.engine.budget import check_memory
 from hessverify.engine.compare import TOLERANCES, Comparison, bound_for, compare
@@ -230,11 +230,11 @@ def _precision_of(value: Any) -> Precision:
     return get_precision(name) if name in ("float32", "float16", "bfloat16") else FLOAT64
 
 
-def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
-                 timeout: float | None = DEFAULT_TIMEOUT, seen: list[Precision] | None = None) -> FloatArray:
+def _user_matrix(box: Sandbox, problem: Problem, returns: str, seen: list[Precision] | None = None) -> FloatArray:
     """What the user function returns, as float64, with its shape checked against the contract.
 
-    The function gets its own copy of the problem each call (:func:`~hessverify.sandbox.user_copy`).
+    The function runs in ``box`` (:class:`~hessverify.checking.sandbox.Sandbox`) and gets its own copy of the
+    problem each call.
     """
     n = problem.n_params
     if returns == "hvp":
@@ -242,12 +242,12 @@ def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
         for j in range(n):
             e = np.zeros(n)
             e[j] = 1.0
-            out = call_user(fn, user_copy(problem), e, timeout=timeout, problem=problem)
+            out = box(problem, e)
             if seen is not None:
                 seen.append(_precision_of(out))
             cols.append(_as_real_array(out, "fn(problem, v)", (n,), problem))
         return np.stack(cols, axis=1)
-    out = call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
+    out = box(problem)
     if seen is not None:
         seen.append(_precision_of(out[0] if returns == "blocks" and isinstance(out, (list, tuple)) and out else out))
     if returns == "blocks":
@@ -274,13 +274,17 @@ def _same_layer(problem: Problem) -> np.ndarray:
     return layer[:, None] == layer[None, :]
 
 
-def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str] = DEFAULT_AGAINST,
+def check_problem(fn: Callable[..., Any] | Sandbox, problem: Problem, *, against: Sequence[str] = DEFAULT_AGAINST,
                   returns: str = "hessian", timeout: float | None = DEFAULT_TIMEOUT,
-                  precision: Precision | str | None = None) -> list[Comparison]:
+                  precision: Precision | str | None = None,
+                  isolation: str = DEFAULT_ISOLATION) -> list[Comparison]:
     """Compare ``fn`` on one problem with each reference in ``against``; one :class:`Comparison` each.
 
     The references are computed first, on the problem as given; ``fn`` then
     gets a copy (so writing into its input changes nothing it is held to).
+    ``fn`` runs as ``isolation`` says (:mod:`hessverify.checking.sandbox`: a
+    child process by default); a :class:`~hessverify.checking.sandbox.Sandbox`
+    may be given instead, to run many problems in one process.
 
     ``fn`` is judged at ``precision`` (default: the format of the dtype it
     returns; float64 when that is float64 or not a float): in a narrower
@@ -295,6 +299,14 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
         ``fn`` raised, exited, hung past ``timeout`` seconds, or returned
         no real array of the contract's shape: nothing could be compared.
     """
+    if isinstance(fn, Sandbox):
+        return _check_problem(fn, problem, against, returns, precision)
+    with Sandbox(fn, isolation=isolation, timeout=timeout) as box:
+        return _check_problem(box, problem, against, returns, precision)
+
+
+def _check_problem(box: Sandbox, problem: Problem, against: Sequence[str], returns: str,
+                   precision: Precision | str | None) -> list[Comparison]:
     check_memory(problem, [*against, USER], kept=len(against) * 2 + 1)
 
     rounding = finite_rounding_bound(problem)
@@ -317,7 +329,7 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
             continue
         refs.append((ref_name, R, err))
     seen: list[Precision] = []
-    A = _user_matrix(fn, problem, returns, timeout, seen)
+    A = _user_matrix(box, problem, returns, seen)
     p = get_precision(precision) if precision is not None else max(seen, key=lambda q: q.unit_roundoff,
                                                                     default=FLOAT64)
     narrow = None
@@ -357,6 +369,8 @@ def check(
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     precision: Precision | str | None = None,
+    isolation: str = DEFAULT_ISOLATION,
+    observe: Callable[[Problem], Any] | None = None,
 ) -> CheckResult:
     """Hold a user's Hessian (or H v, or diagonal) to hessverify's references.
 
@@ -379,12 +393,22 @@ def check(
         ``returns="ggn"``: names of :data:`GGN_REFERENCES` (default both).
     returns:
         ``"hessian"``, ``"hvp"``, ``"diagonal"``, ``"blocks"`` or ``"ggn"``.
+    max_examples, seed:
+        For a strategy: how many examples (a whole number, at least 1), and
+        Hypothesis's seed (a whole number, or ``None``).
     timeout:
         Seconds one call of ``fn`` may take (``None`` or ``0``: no limit).
     precision:
         The format ``fn`` computes in (``"float32"``, a :class:`~hessverify.precision.Precision`),
         so it is judged by that format's rounding (:func:`check_problem`);
         default: taken from the dtype ``fn`` returns.
+    isolation:
+        Where ``fn`` runs (:mod:`hessverify.checking.sandbox`): ``"process"``
+        (default: one child process for the whole check, so a timeout is a
+        kill and any exit is seen), ``"thread"`` or ``"none"`` (this process,
+        for a debugger).
+    observe:
+        Called, in this process, with each problem before ``fn`` runs on it.
 
     Returns
     -------
@@ -394,20 +418,62 @@ def check(
     Raises
     ------
     FunctionUnderTestError
-        ``fn`` itself failed (raised, called ``sys.exit``, hung past
-        ``timeout``, returned ``None``, a complex or wrongly shaped array)
-        on the problem in ``error.problem``: a fault, not a discrepancy, so
-        a strategy's example is not shrunk.
+        ``fn`` itself failed (raised, called ``sys.exit`` or ``os._exit``, was
+        killed, hung past ``timeout``, returned ``None``, a complex or wrongly
+        shaped array) on the problem in ``error.problem``: a fault, not a
+        discrepancy, so a strategy's example is not shrunk.
     UsageError
-        No problems given, or a bad ``against`` / ``returns``.
+        No problems given, or an argument of the wrong type or value (named).
     """
-    if returns not in RETURNS:
+    against, bounds = _check_arguments(fn, against, returns, precision, max_examples, seed, observe)
+    if precision is not None:
+        precision = get_precision(precision)
+    timeout = check_timeout(timeout)
+    check_isolation(isolation)
+    if isinstance(problems, Problem):
+        problems = [problems]
+    strategy = _is_strategy(problems)
+    if not strategy and (isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable)):
+        raise UsageError(f"problems: a Problem, an iterable of them or a strategy, got {type(problems).__name__} "
+                         "(hessverify.load_case(path) reads a case file)")
+    with Sandbox(fn, isolation=isolation, timeout=timeout) as box:
+        run = _Checker(box, against, returns, precision, observe)
+        if strategy:
+            return _check_strategy(run, problems, max_examples, seed, bounds)
+        comparisons: list[Comparison] = []
+        n = 0
+        for problem in problems:
+            if not isinstance(problem, Problem):
+                raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
+            n += 1
+            comps = run(problem)
+            if not all(c.passed for c in comps):
+                return CheckResult(False, n, returns, against, problem, comps, bounds,
+                                   next((c.note for c in comps if c.note), None))
+            comparisons += comps
+    if n == 0:  # passing with nothing checked would be a check that cannot fail
+        raise UsageError("problems: none given; pass at least one Problem (or a strategy of them)")
+    return CheckResult(True, n, returns, against, None, comparisons, bounds)
+
+
+def _check_arguments(fn: Any, against: Any, returns: Any, precision: Any, max_examples: Any, seed: Any,
+                     observe: Any) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Every argument of :func:`check` that can be wrong, refused with a :class:`UsageError` naming it."""
+    if not isinstance(returns, str) or returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
     if precision is not None:
+        if not isinstance(precision, (Precision, str, type, np.dtype)):
+            raise UsageError(f"precision={precision!r}: give a format such as 'float32' (or a Precision, a dtype)")
         try:
-            precision = get_precision(precision)
-        except ValueError as exc:
+            get_precision(precision)
+        except (ValueError, TypeError, KeyError) as exc:
             raise UsageError(f"precision={precision!r}: {exc}") from None
+    if isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) or max_examples < 1:
+        raise UsageError(f"max_examples={max_examples!r}: give a whole number, at least 1")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise UsageError(f"seed={seed!r}: give a whole number, or None for a random one")
+    if observe is not None and not callable(observe):
+        raise UsageError(f"observe={observe!r}: give a function of a problem, or None")
     if returns == "ggn" and against is DEFAULT_AGAINST:  # the default names Hessian references
         against = tuple(GGN_REFERENCES)
     if isinstance(against, str):
@@ -427,31 +493,27 @@ def check(
         check_reference(name)
         if METHODS[name].kind != "matrix":
             raise UsageError(f"against: {name!r} does not return a full matrix; choose exact methods or references")
-    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES and returns != "ggn" else "exact: rounding bound"
-              for name in against}
     if not callable(fn):
         raise UsageError(f"fn: {type(fn).__name__!r} is not callable; pass the function under test")
-    if isinstance(problems, Problem):
-        problems = [problems]
-    if _is_strategy(problems):
-        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds, timeout, precision)
-    if isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable):
-        raise UsageError(f"problems: a Problem, an iterable of them or a strategy, got {type(problems).__name__} "
-                         "(hessverify.load_case(path) reads a case file)")
-    comparisons: list[Comparison] = []
-    n = 0
-    for problem in problems:
-        if not isinstance(problem, Problem):
-            raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
-        n += 1
-        comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
-        if not all(c.passed for c in comps):
-            return CheckResult(False, n, returns, against, problem, comps, bounds,
-                               next((c.note for c in comps if c.note), None))
-        comparisons += comps
-    if n == 0:  # passing with nothing checked would be a check that cannot fail
-        raise UsageError("problems: none given; pass at least one Problem (or a strategy of them)")
-    return CheckResult(True, n, returns, against, None, comparisons, bounds)
+    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES and returns != "ggn" else "exact: rounding bound"
+              for name in against}
+    return against, bounds
+
+
+@dataclass
+class _Checker:
+    """One problem checked: the function (in its sandbox) against the references, the problem observed first."""
+
+    box: Sandbox
+    against: tuple[str, ...]
+    returns: str
+    precision: Precision | None
+    observe: Callable[[Problem], Any] | None = None
+
+    def __call__(self, problem: Problem) -> list[Comparison]:
+        if self.observe is not None:
+            self.observe(problem)
+        return _check_problem(self.box, problem, self.against, self.returns, self.precision)
 
 
 class _FunctionFailed(BaseException):
@@ -459,27 +521,27 @@ class _FunctionFailed(BaseException):
     instead of shrinking it: a fault of the function is reported where it happened."""
 
 
-def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, ...], returns: str,
-                    max_examples: int, seed: int | None, bounds: dict[str, str],
-                    timeout: float | None = DEFAULT_TIMEOUT, precision: Precision | str | None = None) -> CheckResult:
+def _check_strategy(run: _Checker, strategy: Any, max_examples: int, seed: int | None,
+                    bounds: dict[str, str]) -> CheckResult:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
     state: dict[str, Any] = {"n": 0, "last": None, "first": None}
+    returns, against = run.returns, run.against
 
     class _Discrepancy(AssertionError):
         pass
 
     # No explain phase: it re-runs variations of the minimal failure after shrinking, and the
     # last failing call must be the shrunk example itself.
-    @settings(max_examples=max_examples, deadline=None, database=None, report_multiple_bugs=False,
+    @settings(max_examples=int(max_examples), deadline=None, database=None, report_multiple_bugs=False,
               phases=[Phase.explicit, Phase.generate, Phase.shrink],
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], print_blob=False)
     @given(strategy)
-    def run(problem: Problem) -> None:
+    def run_one(problem: Problem) -> None:
         state["n"] += 1
         try:
-            comps = check_problem(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
+            comps = run(problem)
         except FunctionUnderTestError as exc:
             raise _FunctionFailed(exc) from None
         if not all(c.passed for c in comps):
@@ -490,9 +552,9 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
             raise _Discrepancy(problem.id)
 
     if seed is not None:
-        run = with_seed(seed)(run)
+        run_one = with_seed(int(seed))(run_one)
     try:
-        run()
+        run_one()
     except _FunctionFailed as wrapped:
         raise wrapped.args[0] from None
     except _Discrepancy:
@@ -500,8 +562,7 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
         calls = state["n"]
         # Hypothesis cannot move a value from one position to another, so it can stop at, say,
         # three inputs of which only the first matters; finish with structural reductions.
-        problem, comps, extra = reduce_problem(problem, comps, lambda p: check_problem(
-            fn, p, against=against, returns=returns, timeout=timeout, precision=precision))
+        problem, comps, extra = reduce_problem(problem, comps, run)
         state["n"] = calls + extra
         # n_problems: examples tried up to the first failure; the calls made while shrinking are not examples
         return CheckResult(False, state["first"], returns, against, problem, comps, bounds,
@@ -663,7 +724,8 @@ def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Pr
                          against: Sequence[str] = DEFAULT_AGAINST, returns: Returns = "hessian",
                          max_examples: int = 100, seed: int | None = None,
                          timeout: float | None = DEFAULT_TIMEOUT,
-                         precision: Precision | str | None = None) -> CheckResult:
+                         precision: Precision | str | None = None,
+                         isolation: str = DEFAULT_ISOLATION) -> CheckResult:
     """:func:`check`, raising an :class:`AssertionError` that names the failure.
 
     The message gives the problem, each failing comparison with its worst
@@ -671,7 +733,7 @@ def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Pr
     minimal problem as a case file to save into ``cases/``.
     """
     result = check(fn, problems, against=against, returns=returns, max_examples=max_examples, seed=seed,
-                   timeout=timeout, precision=precision)
+                   timeout=timeout, precision=precision, isolation=isolation)
     if not result.passed:
         toml = result.problem.to_toml() if result.problem is not None else ""
         raise AssertionError(result.summary() + "\n\nthe failing problem as a case file:\n\n" + toml)
