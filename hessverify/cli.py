@@ -173,6 +173,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
                          f"0: no limit (default {DEFAULT_TIMEOUT:g})")
+    sw.add_argument("--in-process", action="store_true",
+                    help="run FUNCTION in this process, for a debugger (default: in a child process, where a "
+                         "timeout is a kill and any exit or crash of FUNCTION is reported as its failure, exit 5)")
     sw.set_defaults(func=_cmd_sweep)
     _add_lab_commands(sub)
     _add_conformance_command(sub)
@@ -214,6 +217,7 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: for {method.name} (kind {method.kind}) the file must end in "
                          + " or ".join(allowed))
     check_output_path(out, "--out")  # before any work
+    _hold(args, args.out, "--out")
     case = load_case(args.case)
     from hessverify.engine.budget import check_seconds
 
@@ -262,7 +266,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
                      returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout,
-                     chains_only=args.chains_only)
+                     chains_only=args.chains_only, isolation="thread" if args.in_process else "process")
 
 
 MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "
@@ -307,8 +311,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         check_reference(name)
     if args.json:
         check_json_path(Path(args.json))  # fail now, not after the whole run
+        _hold(args, args.json, "--json")
     if args.report:
         check_directory(Path(args.report))
+        _hold(args, args.report, "--report", directory=True)
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
     seen: dict[str, str] = {}
@@ -496,6 +502,7 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--report {out}: exists and is not a directory")
         check_directory(out)
+        _hold(args, args.report, "--report", directory=True)
     rows = conformance.run(args.library, examples=args.examples, seed=args.seed, precision=args.precision)
     print(conformance.rows_markdown(rows), end="")
     failed = [r for r in rows if r.failures]
@@ -603,8 +610,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         raise UsageError(f"--perturb must be a number >= 0, got {args.perturb}")
     if args.json:
         _writable(Path(args.json), "--json", (".json",))
+        _hold(args, args.json, "--json")
     if args.plot:
         _writable(Path(args.plot), "--plot", (".png",))
+        _hold(args, args.plot, "--plot")
     case = load_case(args.case)
     ensure_well_posed(case)
     start = case.params.copy()
@@ -653,6 +662,7 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
         raise UsageError(f"--id {args.id!r}: an id is lower-case letters and digits joined by single hyphens")
     out = Path(args.out)
     _writable(out, "--out", (".toml",))
+    _hold(args, args.out, "--out")
     case = load_case(args.case)
     ensure_well_posed(case)
     s = find_stationary(case, tol=args.tol, max_iter=args.max_iter)
@@ -672,20 +682,39 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
+OUTPUTS = ("report", "json", "out", "plot", "save", "resume")
+"""Options that name a path hessverify writes: resolved against the working directory once, at the start."""
+
+
+def _hold(args: argparse.Namespace, path: str, option: str, *, directory: bool = False) -> None:
+    """Hold ``path`` for the rest of the command (:func:`hessverify.io.files.claim_output`): a second run on it is
+    refused in one line (exit 2)."""
+    from hessverify.io.files import claim_output
+
+    args.held.enter_context(claim_output(Path(path), option, directory=directory))
+
+
 def _run(args: argparse.Namespace) -> int:
+    import contextlib
+
     from hessverify.engine.budget import limit, parse_size
 
     for option in ("report", "json", "out"):  # an empty path would silently write nothing
         value = getattr(args, option, None)
         if value is not None and not value.strip():
             raise UsageError(f"--{option} '': name a {'directory' if option == 'report' else 'file'}")
+    for option in OUTPUTS:  # once, now: nothing later (a chdir in a function under test) can move them
+        value = getattr(args, option, None)
+        if isinstance(value, str) and value not in ("", "-"):
+            setattr(args, option, os.path.abspath(value))
     budget = parse_size(args.max_memory) if getattr(args, "max_memory", None) is not None else None
     max_time = getattr(args, "max_time", None)
     if max_time is not None and not max_time >= 0:
         raise UsageError(f"--max-time {max_time}: give seconds, at least 0 (0: no limit)")
     # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
-    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings():
+    with limit(budget), np.errstate(all="ignore"), warnings.catch_warnings(), contextlib.ExitStack() as held:
         warnings.simplefilter("ignore", RuntimeWarning)
+        args.held = held  # the outputs the command claims, released when it ends
         return int(args.func(args))
 
 
