@@ -227,9 +227,12 @@ def start_method() -> str:
     holds stays held forever in the child), and no library that runs threads
     of its own, unknown to Python, is active: a JAX backend or TensorFlow.
     PyTorch's OpenMP pool does not survive a fork either; the child sets
-    PyTorch to one thread, which needs no pool.
+    PyTorch to one thread, which needs no pool.  A daemonic multiprocessing
+    worker may not fork children of multiprocessing's own: it spawns.
     """
     if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        return "spawn"
+    if multiprocessing.current_process().daemon:  # multiprocessing lets a daemonic process have no children
         return "spawn"
     if threading.active_count() > 1 or "tensorflow" in sys.modules or _jax_started():
         return "spawn"
@@ -300,7 +303,10 @@ def _become_child(dump_fd: int, via_fork: bool) -> None:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):  # pragma: no cover - not the main thread
         pass
-    os.dup2(2, 1)  # standard output is the caller's (a sweep writes the case file there)
+    try:
+        os.dup2(2, 1)  # standard output is the caller's (a sweep writes the case file there)
+    except OSError:  # no standard error to send it to: then nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     faulthandler.enable(file=dump_fd, all_threads=True)  # a crash in native code says where
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True)  # where a hang is, on request
@@ -494,14 +500,14 @@ class _Worker:
         try:
             try:
                 self.conn.send((same, None if same else first, rest, len(args)))
-            except (BrokenPipeError, ConnectionResetError, EOFError):
+            except (OSError, EOFError):  # the child is gone: its pipe broke or was closed
                 return self._died()
             self._sent, self._first = True, first
             if not self.conn.poll(timeout):
                 return ("timeout", self._where_and_kill())
             try:
                 return self.conn.recv()  # type: ignore[no-any-return]
-            except (EOFError, ConnectionResetError):
+            except (EOFError, OSError):
                 return self._died()
         except BaseException:  # an interrupt of the person's, or anything else: the child goes with it
             self.kill()
@@ -674,7 +680,11 @@ class Sandbox:
             worker = self._worker or self._start()
         if worker is None:
             return _call_here(self.fn, _copied(args), self.timeout if self.isolation != "none" else None, problem)
-        reply = worker.call(args, self.timeout)
+        try:
+            reply = worker.call(args, self.timeout)
+        except BaseException:  # an interrupt while the function ran: the worker was killed with it
+            self._worker = None
+            raise
         if reply[0] in ("timeout", "died"):
             self._worker = None
             worker.kill()

@@ -229,6 +229,32 @@ def test_spawned_where_forking_is_not_safe() -> None:
     assert start_method() == "fork"  # here, alone, it is
 
 
+def _sandboxed_in_a_daemon(out: object) -> None:
+    from hessverify.checking.sandbox import Sandbox
+
+    try:
+        with Sandbox(pid_of) as box:
+            pid = box(CASE)  # the child is started at the first call
+            out.put((box.method, pid))  # type: ignore[attr-defined]
+    except BaseException as exc:  # noqa: BLE001 - the parent asserts on what happened
+        out.put(("failed", repr(exc)))  # type: ignore[attr-defined]
+
+
+def test_a_daemonic_worker_spawns_its_child() -> None:
+    """A campaign's worker is a daemonic process, which multiprocessing lets have no children of its own."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    daemon = ctx.Process(target=_sandboxed_in_a_daemon, args=(out,), daemon=True)
+    daemon.start()
+    try:
+        method, pid = out.get(timeout=300)
+    finally:
+        daemon.join(60)
+    assert method == "spawn" and isinstance(pid, int) and pid not in (daemon.pid, multiprocessing.current_process().pid)
+
+
 @pytest.mark.parametrize("isolation", ["thread", "none"])
 def test_in_process_isolation_is_there_for_debugging(isolation: str) -> None:
     import os
