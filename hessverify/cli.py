@@ -7,8 +7,8 @@ Exit statuses (also in ``hessverify --help`` and the README):
 * 2: invalid input or usage (a case file, an option, a name);
 * 3: the Hessian does not exist at a case's point (a relu net input exactly at its kink);
 * 4: overflow: the network's values are not finite at a case's point;
-* 5: the function under test failed (it raised, called ``sys.exit``, hung past
-  ``--timeout`` or returned no usable array): a fault, not a discrepancy;
+* 5: the function under test failed (it raised, called ``sys.exit`` or ``os._exit``, was killed or
+  crashed, hung past ``--timeout`` or returned no usable array): a fault, not a discrepancy;
 * 130: interrupted (SIGINT); 143: terminated (SIGTERM); no partial output is left.
 
 Memory is estimated from the case before anything is allocated, and work past
@@ -65,8 +65,9 @@ EPILOG = """exit status:
   2  invalid input or usage
   3  the Hessian does not exist at a case's point (relu net input exactly at its kink)
   4  overflow: the network's values are not finite at a case's point
-  5  the function under test failed: it raised, called sys.exit, hung past
-     --timeout or returned no usable array (not a discrepancy)
+  5  the function under test failed: it raised, called sys.exit or os._exit,
+     was killed or crashed, hung past --timeout or returned no usable array
+     (not a discrepancy)
   6  stationary: no stationary point found within --max-iter
   130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM); no partial output is left
 """
