@@ -660,9 +660,9 @@ def _references(problem: Problem, curvature: str) -> list[tuple[str, FloatArray]
 def _masked(q: Quantity, problem: Problem, precision: str) -> list[Comparison]:
     """A routine that computes some entries of the Hessian, GGN or empirical Fisher, held to ours there."""
     from hessverify.base.precision import get_precision
-    from hessverify.engine.bounds import fisher_rounding_bound, rounding_bound
+    from hessverify.engine.bounds import fisher_rounding_bound
     from hessverify.engine.compare import compare_at
-    from hessverify.engine.verify import finite_rounding_bound
+    from hessverify.engine.point import Point
 
     curvature = {"ggn_diagonal": "ggn", "ggn_blocks": "ggn", "hessian_blocks": "hessian"}.get(q.returns, q.returns)
     refs = _references(problem, curvature)
@@ -684,10 +684,10 @@ def _masked(q: Quantity, problem: Problem, precision: str) -> list[Comparison]:
         if precision != "float64":
             bound, kind = bound + fisher_rounding_bound(problem, precision=p), f"{kind}+{precision}"
     else:
-        bound, kind = finite_rounding_bound(problem), "rounding"
+        point = Point.of(problem)
+        bound, kind = point.finite_rounding, "rounding"
         if precision != "float64":
-            with np.errstate(all="ignore"):
-                bound, kind = bound + rounding_bound(problem, methods=2, precision=p), f"{kind}+{precision}"
+            bound, kind = bound + point.at(p).rounding(2), f"{kind}+{precision}"
     return [compare_at(problem, q.name, name, A, R, bound, kind, mask) for name, R in refs]
 
 

@@ -59,11 +59,11 @@ import numpy as np
 from hessverify.base.precision import FLOAT64, Precision, get_precision
 from hessverify.base.typing import FloatArray
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT, Sandbox, check_isolation, check_timeout
-from hessverify.engine.bounds import rounding_bound
 from hessverify.engine.budget import check_memory
 from hessverify.engine.compare import TOLERANCES, Comparison, bound_for, compare
+from hessverify.engine.point import Point
 from hessverify.engine.registry import METHODS
-from hessverify.engine.verify import check_reference, finite_rounding_bound, not_applicable_reason, not_applicable_record
+from hessverify.engine.verify import check_reference, not_applicable_reason, not_applicable_record
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
@@ -309,7 +309,8 @@ def _check_problem(box: Sandbox, problem: Problem, against: Sequence[str], retur
                    precision: Precision | str | None) -> list[Comparison]:
     check_memory(problem, [*against, USER], kept=len(against) * 2 + 1)
 
-    rounding = finite_rounding_bound(problem)
+    point = Point.of(problem)
+    rounding = point.finite_rounding
     refs = []
     not_applicable: list[Comparison] = []
     for ref_name in against:
@@ -319,10 +320,9 @@ def _check_problem(box: Sandbox, problem: Problem, against: Sequence[str], retur
             warnings.filterwarnings("ignore", "Output seems independent of input")
             if returns == "ggn":
                 R, err = np.asarray(GGN_REFERENCES[ref_name](problem), dtype=np.float64), None
-            elif ref.with_error is not None:
-                R, err = ref.with_error(problem)
             else:
-                R, err = np.asarray(ref.fn(problem), dtype=np.float64), None
+                R, err = ref.compute_with_error(point)
+                R = np.asarray(R, dtype=np.float64)
         reason = not_applicable_reason(problem, ref_name, R, err)
         if reason is not None:  # this reference cannot serve here: say so, judge by the others
             not_applicable.append(not_applicable_record(problem, ref_name, reason, R, err))
@@ -334,8 +334,7 @@ def _check_problem(box: Sandbox, problem: Problem, against: Sequence[str], retur
                                                                     default=FLOAT64)
     narrow = None
     if p.unit_roundoff > FLOAT64.unit_roundoff:
-        with np.errstate(all="ignore"):
-            narrow = rounding_bound(problem, methods=2, precision=p)
+        narrow = point.at(p).rounding(2)
     out = not_applicable
     for ref_name, R, err in refs:
         bound, kind = bound_for(problem, ref_name, reference_error=err, rounding=rounding)

@@ -119,18 +119,26 @@ def _propagated(v: Quantities, e: Quantities, g: float, assemble: Callable[[Quan
         return np.maximum(out.real + out.imag / h, 0.0)
 
 
-def magnitude_hessian(problem: Problem, precision: Precision | str = FLOAT64) -> FloatArray:
-    """``M``: per Hessian entry, its terms in absolute value plus their inherited errors."""
+Propagated = tuple[Quantities, Quantities, list[FloatArray]]
+
+
+def magnitude_hessian(problem: Problem, precision: Precision | str = FLOAT64, *,
+                      quantities: Propagated | None = None) -> FloatArray:
+    """``M``: per Hessian entry, its terms in absolute value plus their inherited errors.
+
+    ``quantities``: :func:`~hessverify.model.rounding.values_and_errors` of the problem in this precision, if
+    the caller has them (a :class:`~hessverify.engine.point.Point` does)."""
     precision = get_precision(precision)
-    v, e, _ = values_and_errors(problem, precision=precision)
+    v, e, _ = values_and_errors(problem, precision=precision) if quantities is None else quantities
     return _propagated(v, e, precision.gamma(chain_length(problem)),
                        lambda q: hessian_from_quantities(problem.architecture, q))
 
 
-def magnitude_gradient(problem: Problem, precision: Precision | str = FLOAT64) -> FloatArray:
+def magnitude_gradient(problem: Problem, precision: Precision | str = FLOAT64, *,
+                       quantities: Propagated | None = None) -> FloatArray:
     """The same for the gradient: its terms plus their inherited errors."""
     precision = get_precision(precision)
-    v, e, _ = values_and_errors(problem, precision=precision)
+    v, e, _ = values_and_errors(problem, precision=precision) if quantities is None else quantities
     return _propagated(v, e, precision.gamma(chain_length(problem)),
                        lambda q: gradient_from(problem.architecture, q.z, q.df, q.weights, q.g_y))
 

@@ -9,9 +9,11 @@ is a safe share of the machine: a quarter of the physical memory, at most
 half of what is available now, and within any address-space (``ulimit -v``)
 or control-group limit the process runs under.
 
-The per-method figures (:data:`PEAK`) are peak allocations measured with
+Each method and reference declares what it costs (its component's
+:class:`~hessverify.engine.components.Cost`): peak allocations measured with
 ``tracemalloc`` on networks of several shapes (``docs/trust.md``,
-"Hardening"), rounded up: ``a * 8 W^2 + b * 8 N W`` bytes.
+"Budgets"), rounded up, ``a * 8 W^2 + b * 8 N W`` bytes, and run time
+``alpha N W^2 + beta W`` seconds.
 
 Examples
 --------
@@ -31,35 +33,16 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hessverify.engine.components import UNKNOWN_COST, Cost
+from hessverify.engine.registry import METHODS
 from hessverify.errors import BudgetError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "PEAK", "SECONDS", "check_derive", "check_memory",
+__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SYMBOLIC_SECONDS", "SYMBOLIC_RATE", "check_derive", "check_memory",
            "estimated_cost",
            "check_seconds", "check_time", "estimate_seconds", "current_limit", "default_limit",
            "estimate", "format_duration", "format_size", "limit", "parse_size", "require"]
 
-PEAK: dict[str, tuple[float, float]] = {
-    # name: (a, b) in peak bytes = a * 8 W^2 + b * 8 N W   (tracemalloc peaks, rounded up);
-    # rop also holds a fixed working set of chunks (_ROP_CHUNKS)
-    "backprop": (2.5, 2.5),
-    "rop": (3.0, 8.0),
-    "pairwise": (1.7, 2.8),
-    "diagonal": (0.5, 5.5),
-    "block_diagonal": (1.7, 5.0),
-    "becker_lecun": (0.2, 1.5),
-    "gauss_newton": (2.5, 5.0),
-    "fisher": (1.5, 3.0),
-    "autograd": (2.5, 2.0),
-    "fd": (8.5, 3.5),
-    "complex_step": (2.5, 2.0),  # complex128 (W, W): twice the float64 matrix
-    "richardson": (11.5, 3.5),
-    "symbolic": (80.0, 4.0),  # mpmath numbers as Python objects, ~600 bytes an entry with the program
-}
-"""Peak memory of each method and reference, as ``(a, b)``: ``a * 8 W^2 + b * 8 N W`` bytes."""
-
-_ROP_CHUNKS = 7 * 8 * 2**22  # hessverify.methods.rop: a few (P, N, units) arrays of CHUNK_FLOATS each
-_UNKNOWN = (4.0, 6.0)  # a method registered later (a sweep's function): a generous guess
 _BASE = 64 * 2**20  # interpreter-side slack: comparisons, reports, temporaries
 _SAFETY = 1.25
 
@@ -160,9 +143,15 @@ def limit(n_bytes: int | None) -> Iterator[None]:
         _limit = old
 
 
-def _peak(name: str, W: int, N: int) -> float:
-    a, b = PEAK.get(name, _UNKNOWN)
-    return a * 8.0 * W * W + b * 8.0 * N * W + (_ROP_CHUNKS if name == "rop" else 0.0)
+def _cost(name: str) -> Cost:
+    """The cost a component declares (:class:`~hessverify.engine.components.Cost`); a generous guess for a name
+    the registry does not know (a function under test)."""
+    component = METHODS.get(name)
+    return component.cost if component is not None else UNKNOWN_COST
+
+
+def _peak(name: str, problem: Problem) -> float:
+    return _cost(name).peak_bytes(problem)
 
 
 def estimate(problem: Problem, names: Iterable[str], *, kept: int | None = None) -> int:
@@ -177,7 +166,7 @@ def estimate(problem: Problem, names: Iterable[str], *, kept: int | None = None)
     matrix = 8.0 * W * W
     held = len(names) + 4 if kept is None else kept  # results, and bound, |A - R|, ratio, mask of comparisons
     data = 8.0 * N * (problem.architecture.inputs + problem.architecture.outputs)
-    peak = max((_peak(n, W, N) for n in names), default=0.0)
+    peak = max((_peak(n, problem) for n in names), default=0.0)
     return int(_SAFETY * (peak + held * matrix + data) + _BASE)
 
 
@@ -216,7 +205,7 @@ def check_time(problem: Problem, names: Iterable[str]) -> None:
     """Refuse the symbolic reference where its estimated run time is past :data:`MAX_SYMBOLIC_SECONDS`."""
     if "symbolic" not in names:
         return
-    seconds = estimated_cost(problem) / SYMBOLIC_RATE
+    seconds = _cost("symbolic").seconds_for(problem)
     if seconds > MAX_SYMBOLIC_SECONDS:
         raise BudgetError(f"{problem.id} (W = {problem.n_params}, N = {problem.n_patterns}): the symbolic reference "
                           f"would take about {format_duration(seconds)}, more than the {MAX_SYMBOLIC_SECONDS:.0f} s budget; "
@@ -247,31 +236,13 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
                           + ("" if not explicit else ", or leave out --explicit"))
 
 
-SECONDS: dict[str, tuple[float, float]] = {
-    # name: (alpha, beta) in seconds = alpha * N W^2 + beta * W, measured at W = 963, N = 50 and 400 on
-    # 2 shared cores (load about 6), then tripled: a refusal must not be a false alarm, nor a wait a surprise
-    "backprop": (9e-10, 1e-6), "rop": (7e-9, 1e-6), "pairwise": (1.3e-9, 1e-6), "diagonal": (3e-10, 1e-7),
-    "block_diagonal": (5e-10, 1e-6), "becker_lecun": (1e-10, 1e-7), "gauss_newton": (5e-10, 1e-6),
-    "fisher": (3e-10, 1e-6), "autograd": (3e-9, 6e-3), "fd": (1.3e-8, 1e-4), "complex_step": (3e-8, 2e-3),
-    "richardson": (2.4e-8, 3e-4),
-}
-"""Run time of each method and reference, as ``(alpha, beta)``: ``alpha N W^2 + beta W`` seconds
-(``symbolic``: :func:`check_time`)."""
 DEFAULT_MAX_SECONDS = 600.0
 """Default of ``--max-time``: estimated work past it is refused before it starts."""
 
 
 def estimate_seconds(problem: Problem, names: Iterable[str]) -> float:
-    """Estimated seconds of computing ``names`` on ``problem`` (the symbolic reference by its own cost)."""
-    W, N = problem.n_params, problem.n_patterns
-    total = 0.0
-    for name in names:
-        if name == "symbolic":
-            total += estimated_cost(problem) / SYMBOLIC_RATE
-        else:
-            alpha, beta = SECONDS.get(name, (3e-8, 1e-3))
-            total += alpha * N * W * W + beta * W
-    return total
+    """Estimated seconds of computing ``names`` on ``problem``, from each component's declared cost."""
+    return sum(_cost(name).seconds_for(problem) for name in names)
 
 
 def check_seconds(problems: Iterable[tuple[Problem, list[str]]], max_seconds: float | None) -> float:

@@ -11,93 +11,48 @@ entry closest to failing, or failing worst), named by its two parameters.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from hessverify.base.typing import FloatArray
-from hessverify.engine.bounds import UNDERFLOW_FLOOR, rounding_bound
+from hessverify.engine.bounds import UNDERFLOW_FLOOR
+from hessverify.engine.components import EXACT, BoundKind, Tolerance
 from hessverify.engine.forms import form_named
+from hessverify.engine.point import Point
+from hessverify.engine.registry import METHODS, tolerance_of
 from hessverify.model.problem import Problem
 
 __all__ = [
-    "BOUND_KEY", "COMPLEX_STEP_SAFETY", "FD_SAFETY", "EXACT", "TOLERANCES",
+    "BOUND_KEY", "EXACT", "TOLERANCES", "BoundKind",
     "Comparison", "Tolerance", "WorstEntry", "approximation_error",
     "bound_for", "compare", "compare_at", "compare_entries", "entries_of", "is_not_applicable", "margin_text",
     "pair_bound",
 ]
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """How one side of a comparison contributes to its bound.
+class _Tolerances(Mapping[str, Tolerance]):
+    """Each registered component's :class:`~hessverify.engine.components.Tolerance`, by name (a view of the
+    registry: a component declares its own)."""
 
-    ``rounding_sides`` is 1 for a float64 computation held to the rounding
-    model (``gamma_k M``: an exact method, ``autograd``, ``complex_step``)
-    and 0 for a side whose own estimate covers its rounding (``fd``,
-    ``richardson``) or that is the truth to far below it (``symbolic``).
-    ``safety`` multiplies the side's own error estimate (registry
-    ``with_error``), where it has one.
-    """
+    def __getitem__(self, name: str) -> Tolerance:
+        return METHODS[name].tolerance
 
-    kind: str
-    reason: str
-    rounding_sides: int = 1
-    safety: float = 1.0
+    def __iter__(self) -> Iterator[str]:
+        return iter(METHODS)
+
+    def __len__(self) -> int:
+        return len(METHODS)
 
 
-FD_SAFETY = 4.0
-"""Factor between a finite-difference estimate of its own error and the bound (``fd``, ``richardson``): the
-Richardson estimate is itself only accurate to leading order, and can vanish by accident."""
-
-COMPLEX_STEP_SAFETY = 2.0
-"""Factor on the complex step's truncation estimate: the estimate is exact to relative ``h^2`` (1e-60),
-but the two steps' imaginary parts are rounded, so it could come out low by a rounding; twice covers that."""
-
-TOLERANCES: dict[str, Tolerance] = {
-    "autograd": Tolerance(
-        "rounding",
-        "both exact in float64: each within gamma_k * M of the truth, so they differ by at most "
-        "2 gamma_k M entrywise (M: magnitudes of the terms summed; hessverify.bounds)",
-    ),
-    "backprop": Tolerance(
-        "rounding",
-        "both exact in float64: 2 gamma_k M entrywise, as for autograd (used when backprop is the reference)",
-    ),
-    "fd": Tolerance(
-        "fd_estimate",
-        f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding gamma_k (G / h + M) "
-        "+ asymmetry), plus gamma_k M for the exact side",
-        rounding_sides=0, safety=FD_SAFETY,
-    ),
-    "complex_step": Tolerance(
-        "rounding+truncation",
-        "no subtraction, so rounding as an exact method (gamma_k M), plus its truncation -h^2/6 d^3g: "
-        f"{COMPLEX_STEP_SAFETY:g} x |D(h) - D(2h)| / 3, from a second step; 2 gamma_k M + that against an exact method",
-        safety=COMPLEX_STEP_SAFETY,
-    ),
-    "richardson": Tolerance(
-        "fd_estimate",
-        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| "
-        "+ gamma_k (1.5 G / h + 2 M) + asymmetry), plus gamma_k M for the exact side",
-        rounding_sides=0, safety=FD_SAFETY,
-    ),
-    "symbolic": Tolerance(
-        "high_precision",
-        "the closed form in 50-digit mpmath (or exact rationals) is the truth to ~1e-48 M, so an exact float64 "
-        "method is within gamma_k M of it (rounding_bound(methods=1)), plus the reference's own rounding to "
-        "float64 (measured exactly) and its 50-digit evaluation error (k 10^-49 M)",
-        rounding_sides=0,
-    ),
-}
-"""How each reference's bound is derived, with the reason."""
+TOLERANCES: Mapping[str, Tolerance] = _Tolerances()
+"""How each method's and reference's side of a bound is derived, with the reason (declared by its component)."""
 
 BOUND_KEY = "bound:{method}:{reference}"
 """Where ``verify_problem(..., matrices=)`` keeps the entrywise bound that decided a comparison."""
 
-EXACT = Tolerance("rounding", "exact in float64: gamma_k M of the truth")
-"""The side of an exact method (any name not in :data:`TOLERANCES`)."""
 
 
 def pair_bound(problem: Problem, method: str, reference: str, *, method_error: FloatArray | None = None,
@@ -118,15 +73,14 @@ def pair_bound(problem: Problem, method: str, reference: str, *, method_error: F
     when the method is the approximate side (``fd`` against ``autograd``).
     """
     if rounding is None:
-        rounding = rounding_bound(problem, methods=2)
+        rounding = Point.of(problem).rounding(2)
     one = (rounding - UNDERFLOW_FLOOR) / 2.0  # gamma_k M
     bound: FloatArray = np.full_like(rounding, UNDERFLOW_FLOOR)
     kinds = []
     for name, err in ((method, method_error), (reference, reference_error)):
-        tol = TOLERANCES.get(name, EXACT)
-        if tol.safety != 1.0 or tol.rounding_sides == 0:
-            if err is None and name in TOLERANCES and tol.kind != "high_precision":
-                raise ValueError(f"the {name} bound needs its own error estimate")
+        tol = tolerance_of(name)
+        if tol.estimates_itself and err is None and tol.kind is not BoundKind.HIGH_PRECISION:
+            raise ValueError(f"the {name} bound needs its own error estimate")
         if tol.rounding_sides:
             bound = bound + tol.rounding_sides * one
         if err is not None:

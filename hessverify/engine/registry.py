@@ -1,136 +1,132 @@
-"""The registry: every way of computing a Hessian, under one call shape.
+"""The registry: every method and reference, found where it is declared.
 
-Each entry is ``fn(problem) -> result``.  Adding a method is adding a module
-under :mod:`hessverify.methods` (or :mod:`hessverify.references`) and one
-line to :data:`METHODS`.
+A method or reference is one module under :mod:`hessverify.methods` or
+:mod:`hessverify.references` that declares ``COMPONENT`` (or a tuple
+``COMPONENTS``), a :class:`~hessverify.engine.components.Component`.  The
+first time the registry is asked anything it imports those modules and
+collects their components, in the order of their ``rank``; adding a method
+is adding a module, and no line anywhere else.
 
-``role`` says how ``hessverify verify`` uses an entry:
+A component module keeps its top level light (NumPy and hessverify): a heavy
+library (SymPy, autograd, a framework) is imported where it is used, so that
+reading the registry loads none of them, and ``import hessverify`` does not
+even read the registry (``tests/test_layers.py`` holds both).
 
-* ``"method"``: an exact method under test, compared with every reference;
-* ``"reference"``: an independent reference the methods are held to;
-* ``"approximation"``: a curvature approximation, reported as approximation
-  error against the exact Hessian, never as a failure.
-
-``form`` says what ``fn`` returns, as a type of :mod:`hessverify.engine.forms`:
-:class:`~hessverify.forms.FullHessian` (``(W, W)``),
-:class:`~hessverify.forms.DiagonalHessian` (``(W,)``) or
-:class:`~hessverify.forms.BlockDiagonalHessian` (a list of per-layer square
-blocks).  ``kind`` is the form's old name (``"matrix"``, ``"vector"``,
-``"blocks"``), kept for the callers that still switch on it; a ``Method``
-may still be built with that string in place of the form.
-
-Loading is lazy: an entry names its function by module and attribute and
-imports it on the first call, so ``import hessverify`` loads neither SymPy
-(the symbolic reference) nor autograd.
+The engine never imports a method by name: the modules are found here at run
+time, so methods and references sit above the engine in the layering.
+:data:`METHODS` is a mutable mapping: a sweep registers its function under
+test for the length of a run.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+import pkgutil
+import re
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 
-from hessverify.base.typing import FloatArray
-from hessverify.engine.forms import BlockDiagonalHessian, DiagonalHessian, FullHessian, HessianForm, form_named
+from hessverify.engine.components import (
+    EXACT,
+    BoundKind,
+    Component,
+    Cost,
+    Lazy,
+    Method,
+    Role,
+    Tolerance,
+)
 from hessverify.errors import UsageError
-from hessverify.model.problem import Problem
 
-__all__ = ["METHODS", "Lazy", "Method", "get_method", "methods_with_role"]
+__all__ = ["METHODS", "PACKAGES", "BoundKind", "Component", "Cost", "Lazy", "Method", "Registry", "Role", "Tolerance",
+           "get_method", "methods_with_role", "tolerance_of"]
 
-Role = Literal["method", "reference", "approximation"]
-
-
-@dataclass(frozen=True)
-class Lazy:
-    """A function named by module and attribute, imported on its first call."""
-
-    module: str
-    attr: str
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(self.module), self.attr)(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"{self.module}.{self.attr}"
+PACKAGES = ("hessverify.methods", "hessverify.references")
+"""Where components are declared."""
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str
-    fn: Callable[[Problem], Any]
-    role: Role
-    form: type[HessianForm]  # or its old name, "matrix" / "vector" / "blocks"
-    summary: str
-    # An estimate of the entrywise error, when the method knows its own (fd).
-    with_error: Callable[[Problem], tuple[FloatArray, FloatArray]] | None = None
-    # Whether verify uses this reference on a problem by default (too costly otherwise).
-    applies: Callable[[Problem], bool] | None = None
-    # Why it is left out where ``applies`` says no (one line), if it says more than the default.
-    left_out: Callable[[Problem], str] | None = None
+def discover(packages: tuple[str, ...] = PACKAGES) -> list[Component]:
+    """Every component declared in the modules of ``packages`` (not their private ``_`` modules), by rank."""
+    found: list[Component] = []
+    for name in packages:
+        package = importlib.import_module(name)
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_") or not _declares(Path(package.__path__[0]) / f"{info.name}.py"):
+                continue
+            module = importlib.import_module(f"{name}.{info.name}")
+            declared = getattr(module, "COMPONENTS", None) or ((module.COMPONENT,) if hasattr(module, "COMPONENT") else ())
+            for component in declared:
+                if not isinstance(component, Component):
+                    raise TypeError(f"{module.__name__}: COMPONENT(S) must be Component, got {type(component).__name__}")
+                found.append(component)
+    names = [c.name for c in found]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise TypeError(f"components declared twice: {', '.join(repeated)}")
+    return sorted(found, key=lambda c: c.rank)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.form, str):
-            object.__setattr__(self, "form", form_named(self.form))
+
+_DECLARATION = re.compile(r"^COMPONENTS?\s*[:=]", re.M)
+
+
+def _declares(path: Path) -> bool:
+    """Whether a module's source declares a component at its top level: only those are imported (a module
+    that declares none, such as an independent PyTorch reference, may import what it likes)."""
+    try:
+        return bool(_DECLARATION.search(path.read_text(encoding="utf-8")))
+    except OSError:  # a compiled or zipped module: import it and see
+        return True
+
+
+class Registry(MutableMapping[str, Component]):
+    """Components by name, discovered on first use (module text)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Component] | None = None
 
     @property
-    def kind(self) -> str:
-        """The form's old name: ``"matrix"``, ``"vector"`` or ``"blocks"``."""
-        return self.form.kind
+    def _loaded(self) -> dict[str, Component]:
+        if self._items is None:
+            self._items = {c.name: c for c in discover()}
+        return self._items
 
-    def result(self, problem: Problem) -> HessianForm:
-        """``fn(problem)`` wrapped in its form."""
-        return self.form(self.fn(problem))
+    def __getitem__(self, name: str) -> Component:
+        return self._loaded[name]
 
+    def __setitem__(self, name: str, component: Component) -> None:
+        self._loaded[name] = component
 
-_M, _R, _S = "hessverify.methods.", "hessverify.references.", "hessverify.symbolic.reference"
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded)
 
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("backprop", Lazy(_M + "backprop", "hessian"), "method", FullHessian,
-               "exact Hessian by second-order backpropagation (Bishop 1992)"),
-        Method("rop", Lazy(_M + "rop", "hessian"), "method", FullHessian,
-               "H e_i for every i by Pearlmutter's R-operator, in chunks of directions (Pearlmutter 1994)"),
-        Method("pairwise", Lazy(_M + "pairwise", "hessian"), "method", FullHessian,
-               "entry by entry, a second-order backward pass per source unit (Rojas 1996, sec. 8.4.3)"),
-        Method("block_diagonal", Lazy(_M + "block_diagonal", "blocks"), "method", BlockDiagonalHessian,
-               "exact per-layer diagonal blocks, propagated backwards (Dangel et al. 2020, HBP)"),
-        Method("diagonal", Lazy(_M + "diagonal", "diagonal"), "method", DiagonalHessian,
-               "exact Hessian diagonal without the full matrix (Bishop 1992, m = m' terms)"),
-        Method("becker_lecun", Lazy(_M + "becker_lecun", "diagonal"), "approximation", DiagonalHessian,
-               "diagonal approximation with the f'' term (Becker & LeCun 1988)"),
-        Method("gauss_newton", Lazy(_M + "gauss_newton", "hessian"), "approximation", FullHessian,
-               "generalised Gauss-Newton J^T H_loss J (Schraudolph 2002)"),
-        Method("fisher", Lazy(_M + "fisher", "hessian"), "approximation", FullHessian,
-               "empirical Fisher s sum_n grad e_n grad e_n^T, s the reduction's factor (Kunstner et al. 2019)"),
-        Method("autograd", Lazy(_R + "autograd_ref", "hessian"), "reference", FullHessian,
-               "autograd.hessian of an independent autograd.numpy implementation"),
-        Method("fd", Lazy(_R + "finite_differences", "hessian"), "reference", FullHessian,
-               "central differences of the gradient, with an error estimate",
-               with_error=Lazy(_R + "finite_differences", "hessian_with_error")),
-        Method("complex_step", Lazy(_R + "complex_step", "hessian"), "reference", FullHessian,
-               "complex step applied to the gradient: no subtraction; truncation estimated from a second step",
-               with_error=Lazy(_R + "complex_step", "hessian_with_error")),
-        Method("richardson", Lazy(_R + "richardson", "hessian"), "reference", FullHessian,
-               "Richardson-extrapolated central differences of the gradient, with an error estimate",
-               with_error=Lazy(_R + "richardson", "hessian_with_error")),
-        Method("symbolic", Lazy(_S, "hessian"), "reference", FullHessian,
-               "closed form (SymPy) in 50-digit mpmath, or exact rationals; the truth for small cases",
-               with_error=Lazy(_S, "hessian_with_error"), applies=Lazy(_S, "small_enough"),
-               left_out=Lazy(_S, "left_out")),
-    )
-}
-"""Every method and reference, keyed by name."""
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+    def __repr__(self) -> str:
+        return f"Registry({', '.join(self._loaded)})"
 
 
-def get_method(name: str) -> Method:
+METHODS: Registry = Registry()
+"""Every method and reference, keyed by name (discovered on first use)."""
+
+
+def get_method(name: str) -> Component:
+    """The component called ``name``; a :class:`~hessverify.errors.UsageError` naming the choices otherwise."""
     try:
         return METHODS[name]
     except KeyError:
         raise UsageError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
 
 
-def methods_with_role(role: Role) -> list[Method]:
+def methods_with_role(role: Role | str) -> list[Component]:
     return [m for m in METHODS.values() if m.role == role]
+
+
+def tolerance_of(name: str) -> Tolerance:
+    """The tolerance ``name`` brings to a comparison: its component's, or an exact method's for any other name."""
+    component = METHODS.get(name)
+    return component.tolerance if component is not None else EXACT
+

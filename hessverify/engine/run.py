@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from hessverify.base.typing import FloatArray
-from hessverify.engine.bounds import UNDERFLOW_FLOOR, rounding_bound
+from hessverify.engine.bounds import UNDERFLOW_FLOOR
 from hessverify.engine.budget import check_memory
 from hessverify.engine.compare import (
     BOUND_KEY,
@@ -47,6 +47,7 @@ from hessverify.engine.compare import (
     is_not_applicable,
     pair_bound,
 )
+from hessverify.engine.point import Point
 from hessverify.engine.registry import METHODS, get_method, methods_with_role
 from hessverify.errors import (
     FunctionUnderTestError,
@@ -55,9 +56,8 @@ from hessverify.errors import (
     OverflowReport,
     UsageError,
 )
-from hessverify.model.forward import ForwardPass, forward
+from hessverify.model.forward import ForwardPass
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["Plan", "Run", "Skip", "SkipReason", "Source", "check_reference", "finite_rounding_bound",
            "not_applicable_reason", "not_applicable_record", "plan", "reference_skips", "run_cases",
@@ -108,8 +108,7 @@ class Source:
 
 def _source(name: str) -> Source:
     m = METHODS[name]
-    tol = TOLERANCES.get(name)
-    return Source(m.name, m.role, m.kind, m.summary, tol.kind if tol is not None else "")
+    return Source(m.name, m.role, m.kind, m.summary, m.tolerance.kind)
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,7 @@ class Run:
             return None
         name = "autograd" if "autograd" in METHODS else "backprop"
         if name not in self.values:
-            ensure_well_posed(self.problem)
+            Point.of(self.problem).well_posed()
             self.values[name] = np.asarray(self._fallback(name), dtype=np.float64)
         self.sources.setdefault(name, _source(name))
         self.drawn.append(name)
@@ -284,8 +283,7 @@ class Run:
                 if run.sources[key].role != "approximation":
                     run.drawn.append(key)
         if run.skip is None:
-            with np.errstate(all="ignore"):
-                run.rounding = rounding_bound(problem, methods=2)
+            run.rounding = Point.of(problem).rounding(2)
             for c in run.records:
                 if (c.method, c.reference) in run.bounds or c.bound_kind in ("approximation", "not_applicable"):
                     continue
@@ -302,7 +300,7 @@ class Run:
 
 def _computer(problem: Problem) -> Callable[[str], Any]:
     """``name -> result`` on ``problem``, for what a report needs that the run did not plan."""
-    return lambda name: METHODS[name].fn(problem)
+    return lambda name: METHODS[name].compute(Point.of(problem))
 
 
 def run_problem(problem: Problem, methods: Sequence[str] | str | None = None,
@@ -341,12 +339,13 @@ def run_problem(problem: Problem, methods: Sequence[str] | str | None = None,
 def _compute_run(run: Run) -> None:
     """Fill ``run``: the one well-posedness check, the one rounding bound, every result, bound and record."""
     problem, planned = run.problem, run.plan
-    run.forward = ensure_well_posed(problem)
-    run.rounding = rounding = finite_rounding_bound(problem)
+    point = Point.of(problem)
+    run.forward = point.well_posed()
+    run.rounding = rounding = point.finite_rounding
     refs: dict[str, tuple[FloatArray, FloatArray | None]] = {}
     records = run.records
     for name in planned.references:
-        value, err = _evaluate(problem, name)
+        value, err = _evaluate(point, name)
         run.values[name] = value
         run.drawn.append(name)
         if err is not None:
@@ -360,11 +359,11 @@ def _compute_run(run: Run) -> None:
         kind = METHODS[name].kind
         own_err = None
         if kind == "matrix":
-            value, own_err = _evaluate(problem, name)
+            value, own_err = _evaluate(point, name)
             if own_err is not None:
                 run.errors[name] = own_err
         else:
-            value = METHODS[name].fn(problem)
+            value = METHODS[name].compute(point)
         run.values[name] = value
         if kind == "matrix":
             run.drawn.append(name)
@@ -380,10 +379,10 @@ def _compute_run(run: Run) -> None:
                 records.append(compare_entries(problem, name, ref_name, kind, value, R, bound, bound_kind))
     records += _against_truth(problem, refs, rounding, run.bounds)
     if planned.approximations:
-        exact = run.values["backprop"] if "backprop" in run.values else METHODS["backprop"].fn(problem)
+        exact = run.values["backprop"] if "backprop" in run.values else METHODS["backprop"].compute(point)
         for name in planned.approximations:
             m = METHODS[name]
-            run.values[name] = value = m.fn(problem)
+            run.values[name] = value = m.compute(point)
             records.append(approximation_error(problem, name, m.kind, value, exact))
 
 
@@ -412,9 +411,8 @@ def reference_skips(problem: Problem, references: Sequence[str] | None = None) -
         return []
     out = []
     for m in methods_with_role("reference"):
-        if m.applies is not None and not m.applies(problem):
-            out.append(m.left_out(problem) if m.left_out is not None else
-                       f"{m.name}: skipped by default on this problem; name it to force it")
+        if not m.serves_by_default(problem):
+            out.append(m.why_left_out(problem))
     return out
 
 
@@ -433,7 +431,7 @@ def not_applicable_reason(problem: Problem, name: str, value: FloatArray, error:
     """
     value = np.asarray(value, dtype=np.float64)
     bad = ~np.isfinite(value)
-    fp = forward(problem, derivatives=False) if fp is None else fp
+    fp = Point.of(problem).forward if fp is None else fp
     largest_a = max((float(np.max(np.abs(a))) for a in fp.a[1:] if a.size), default=0.0)
     largest_t = float(np.max(np.abs(problem.targets))) if problem.targets.size else 0.0
     if error is not None:
@@ -474,13 +472,10 @@ def not_applicable_record(problem: Problem, reference: str, reason: str, value: 
                       note=f"not applicable: {reason}", extra={"not_applicable": True})
 
 
-def _evaluate(problem: Problem, name: str) -> tuple[FloatArray, FloatArray | None]:
+def _evaluate(point: Point, name: str) -> tuple[FloatArray, FloatArray | None]:
     """A full matrix by ``name`` and its own error estimate, where it has one."""
-    m = METHODS[name]
-    if m.with_error is not None:
-        value, err = m.with_error(problem)
-        return np.asarray(value, dtype=np.float64), np.asarray(err, dtype=np.float64)
-    return np.asarray(m.fn(problem), dtype=np.float64), None
+    value, err = METHODS[name].compute_with_error(point)
+    return np.asarray(value, dtype=np.float64), err
 
 
 
@@ -504,12 +499,7 @@ def finite_rounding_bound(problem: Problem) -> FloatArray:
     range (a target of 1e308); such entries cannot be vouched for and are
     reported as unchecked by :func:`~hessverify.compare.compare`.
     """
-    with np.errstate(all="ignore"):
-        rounding = rounding_bound(problem, methods=2)
-    if np.any(np.isnan(rounding)):
-        raise OverflowReport("overflow in the Hessian's terms: they are not finite in float64 at this point "
-                             "(the rounding bound is NaN)")
-    return rounding
+    return Point.of(problem).finite_rounding
 
 
 def _names(value: Sequence[str] | str | None, what: str) -> list[str] | None:
@@ -543,7 +533,7 @@ def plan(problem: Problem, methods: Sequence[str] | str | None = None, reference
     elif methods is None:
         approx_names = [m.name for m in methods_with_role("approximation")]
     ref_names = list(references) if references is not None else [
-        m.name for m in methods_with_role("reference") if m.applies is None or m.applies(problem)]
+        m.name for m in methods_with_role("reference") if m.serves_by_default(problem)]
     for name in ref_names:
         check_reference(name)
         if METHODS[name].kind != "matrix":

@@ -13,6 +13,7 @@ import numpy as np
 from hessverify.base.typing import FloatArray
 from hessverify.engine.budget import check_memory
 from hessverify.engine.compare import BOUND_KEY, Comparison
+from hessverify.engine.point import Point
 from hessverify.engine.registry import Lazy, get_method
 from hessverify.engine.run import (
     check_reference,
@@ -25,7 +26,6 @@ from hessverify.engine.run import (
 )
 from hessverify.errors import UsageError
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["BOUND_KEY", "check_reference", "finite_rounding_bound", "hessian", "hessian_entry", "hvp",
            "not_applicable_reason", "not_applicable_record", "plan", "reference_skips", "verify_problem"]
@@ -111,10 +111,11 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[Flo
         raise UsageError(f"hessian(): method must be a name such as 'backprop', got {type(method).__name__}")
     m = get_method(method)
     check_memory(problem, [m.name], kept=1)
-    ensure_well_posed(problem)
+    point = Point.of(problem)
+    point.well_posed()
     if m.kind == "blocks":
-        return [np.asarray(b, dtype=np.float64) for b in m.fn(problem)]
-    return np.asarray(m.fn(problem), dtype=np.float64)
+        return [np.asarray(b, dtype=np.float64) for b in m.compute(point)]
+    return np.asarray(m.compute(point), dtype=np.float64)
 
 
 def verify_problem(problem: Problem, methods: Sequence[str] | None = None,

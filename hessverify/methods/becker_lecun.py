@@ -33,16 +33,18 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify.base.typing import FloatArray
+from hessverify.engine.components import Component, Cost, Role
+from hessverify.engine.forms import DiagonalHessian
+from hessverify.engine.point import Point, checked
 from hessverify.model.layout import input_with_bias, layer_vector
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["diagonal"]
 
 
-def diagonal(problem: Problem, *, with_f2: bool = True) -> FloatArray:
+def diagonal(problem: Problem | Point, *, with_f2: bool = True) -> FloatArray:
     """The Becker-LeCun approximate Hessian diagonal, ``(W,)`` in the public order."""
-    fp = ensure_well_posed(problem)
+    problem, fp = checked(problem)
     arch = problem.architecture
     n = problem.n_patterns
     g = {arch.output_layer: fp.g_y}  # dE/dz_l, exact
@@ -65,3 +67,11 @@ def diagonal(problem: Problem, *, with_f2: bool = True) -> FloatArray:
                 qz[p] = qz[p] + dq if p in qz else dq
                 g[p] = g[p] + dg if p in g else dg
     return np.concatenate([parts[l] for l in arch.bottom_up])
+
+
+COMPONENT = Component(
+    "becker_lecun", diagonal, Role.APPROXIMATION, DiagonalHessian,
+    "diagonal approximation with the f'' term (Becker & LeCun 1988)",
+    cost=Cost(memory=(0.2, 1.5), seconds=(1e-10, 1e-7)),
+    rank=60,
+)

@@ -21,17 +21,19 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify.base.typing import FloatArray
+from hessverify.engine.components import Component, Cost, Role
+from hessverify.engine.forms import DiagonalHessian
+from hessverify.engine.point import Point, checked
 from hessverify.model.kernel import backward_second_order, quantities
 from hessverify.model.layout import input_with_bias, layer_vector
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["diagonal"]
 
 
-def diagonal(problem: Problem) -> FloatArray:
+def diagonal(problem: Problem | Point) -> FloatArray:
     """The exact diagonal of the Hessian, ``(W,)`` in the public order."""
-    fp = ensure_well_posed(problem)
+    problem, fp = checked(problem)
     arch = problem.architecture
     q = quantities(fp)
     _, curv = backward_second_order(arch, q)
@@ -41,3 +43,11 @@ def diagonal(problem: Problem) -> FloatArray:
         qkk = np.diagonal(curv[blk.layer], axis1=1, axis2=2)  # (N, units)
         parts.append(layer_vector(blk, qkk.T @ (x * x)))
     return np.concatenate(parts)
+
+
+COMPONENT = Component(
+    "diagonal", diagonal, Role.METHOD, DiagonalHessian,
+    "exact Hessian diagonal without the full matrix (Bishop 1992, m = m' terms)",
+    cost=Cost(memory=(0.5, 5.5), seconds=(3e-10, 1e-7)),
+    rank=50,
+)

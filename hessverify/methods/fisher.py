@@ -25,17 +25,19 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify.base.typing import FloatArray
+from hessverify.engine.components import Component, Cost, Role
+from hessverify.engine.forms import FullHessian
+from hessverify.engine.point import Point, as_problem, checked
 from hessverify.model.forward import backward_deltas
 from hessverify.model.layout import input_with_bias, public_positions
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["hessian", "per_pattern_gradients"]
 
 
-def per_pattern_gradients(problem: Problem) -> FloatArray:
+def per_pattern_gradients(problem: Problem | Point) -> FloatArray:
     """``(N, W)``: row ``n`` is ``s grad e_n``, the pattern's share of the gradient of ``E``."""
-    fp = ensure_well_posed(problem)
+    problem, fp = checked(problem)
     arch = problem.architecture
     delta = backward_deltas(arch, fp)  # already carries the factor s through g_y
     n = problem.n_patterns
@@ -46,7 +48,16 @@ def per_pattern_gradients(problem: Problem) -> FloatArray:
     return out
 
 
-def hessian(problem: Problem) -> FloatArray:
+def hessian(problem: Problem | Point) -> FloatArray:
     """The empirical Fisher :math:`s \\sum_n \\nabla e_n \\nabla e_n^T`, ``(W, W)``."""
+    problem = as_problem(problem)
     G = per_pattern_gradients(problem)  # rows s grad e_n
     return (G.T @ G) / problem.scale  # s^2 sum grad grad^T / s = s sum grad grad^T
+
+
+COMPONENT = Component(
+    "fisher", hessian, Role.APPROXIMATION, FullHessian,
+    "empirical Fisher s sum_n grad e_n grad e_n^T, s the reduction's factor (Kunstner et al. 2019)",
+    cost=Cost(memory=(1.5, 3.0), seconds=(3e-10, 1e-6)),
+    rank=80,
+)

@@ -25,11 +25,13 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify.base.typing import FloatArray
+from hessverify.engine.components import Component, Cost, Role
+from hessverify.engine.forms import FullHessian
+from hessverify.engine.point import Point, checked
 from hessverify.model.forward import ForwardPass
 from hessverify.model.layout import input_with_bias, public_positions
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["hessian", "output_jacobian"]
 
@@ -54,12 +56,20 @@ def output_jacobian(arch: Architecture, fp: ForwardPass) -> FloatArray:
     return J
 
 
-def hessian(problem: Problem) -> FloatArray:
+def hessian(problem: Problem | Point) -> FloatArray:
     """The generalised Gauss-Newton matrix :math:`\\sum_n J_n^T H_{y,n} J_n`, ``(W, W)``."""
-    fp = ensure_well_posed(problem)
+    problem, fp = checked(problem)
     arch = problem.architecture
     J = output_jacobian(arch, fp)
     HJ = fp.h_y @ J
     n, K, W = J.shape
     G = J.reshape(n * K, W).T @ HJ.reshape(n * K, W)
     return 0.5 * (G + G.T)  # symmetric in exact arithmetic; remove the rounding asymmetry
+
+
+COMPONENT = Component(
+    "gauss_newton", hessian, Role.APPROXIMATION, FullHessian,
+    "generalised Gauss-Newton J^T H_loss J (Schraudolph 2002)",
+    cost=Cost(memory=(2.5, 5.0), seconds=(5e-10, 1e-6)),
+    rank=70,
+)

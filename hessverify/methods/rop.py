@@ -35,11 +35,13 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify.base.typing import FloatArray
+from hessverify.engine.components import Component, Cost, Role
+from hessverify.engine.forms import FullHessian
+from hessverify.engine.point import Point, as_problem, checked
 from hessverify.errors import UsageError
 from hessverify.model.forward import ForwardPass
 from hessverify.model.network import Architecture, layer_input
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
 __all__ = ["hessian", "hvp", "hvp_many"]
 
@@ -119,7 +121,7 @@ def _as_direction(problem: Problem, v: object) -> FloatArray:
     return arr
 
 
-def hvp(problem: Problem, v: FloatArray) -> FloatArray:
+def hvp(problem: Problem | Point, v: FloatArray) -> FloatArray:
     """The exact Hessian-vector product :math:`H v` in one forward and one backward pass.
 
     Parameters
@@ -142,8 +144,9 @@ def hvp(problem: Problem, v: FloatArray) -> FloatArray:
     >>> bool(np.allclose(hessverify.hvp(case, v), hessverify.hessian(case) @ v, rtol=1e-12, atol=1e-15))
     True
     """
+    problem = as_problem(problem)
     arr = _as_direction(problem, v)
-    fp = ensure_well_posed(problem)
+    problem, fp = checked(problem)
     return hvp_many(problem.architecture, fp, arr[None, :])[0]
 
 
@@ -153,14 +156,14 @@ def chunk_size(problem: Problem) -> int:
     return int(max(1, min(problem.n_params, CHUNK_FLOATS // (problem.n_patterns * widest))))
 
 
-def hessian(problem: Problem) -> FloatArray:
+def hessian(problem: Problem | Point) -> FloatArray:
     """The full Hessian as :math:`H e_i` for every unit vector, by the R-operator in chunks.
 
     Pearlmutter (1994), sec. 4.  Row ``i`` of the result is
     :math:`\\mathcal{R}_{e_i}\\{\\nabla E\\}`; the Hessian is symmetric, so
     rows and columns agree up to rounding.
     """
-    fp = ensure_well_posed(problem)
+    problem, fp = checked(problem)
     arch = problem.architecture
     W = arch.n_params
     H = np.empty((W, W))
@@ -171,3 +174,11 @@ def hessian(problem: Problem) -> FloatArray:
         E[np.arange(stop - start), np.arange(start, stop)] = 1.0
         H[start:stop] = hvp_many(arch, fp, E)
     return H
+
+
+COMPONENT = Component(
+    "rop", hessian, Role.METHOD, FullHessian,
+    "H e_i for every i by Pearlmutter's R-operator, in chunks of directions (Pearlmutter 1994)",
+    cost=Cost(memory=(3.0, 8.0), seconds=(7e-9, 1e-6), fixed_bytes=7 * 8 * CHUNK_FLOATS),
+    rank=20,
+)

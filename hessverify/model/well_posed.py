@@ -19,7 +19,7 @@ clear of them, the symbolic reference's own values) goes through.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,11 +60,15 @@ def near_kink(problem: Problem, margin: float, fp: ForwardPass | None = None) ->
     return any(np.any(np.abs(a - kink) < margin) for _, kink, a in kinked_net_inputs(problem.architecture, fp.a))
 
 
-def ensure_well_posed(problem: Problem, fp: ForwardPass | None = None) -> ForwardPass:
+def ensure_well_posed(problem: Problem, fp: ForwardPass | None = None, *,
+                      net_errors: Callable[[], list[FloatArray]] | None = None) -> ForwardPass:
     """Raise unless the Hessian exists at the problem's point and every value is finite; return the forward pass.
 
     A relu unit whose net input is exactly at the kink makes ``E`` not twice
     differentiable (not even once); that is reported, never compared.
+    ``fp`` is the forward pass at the point and ``net_errors`` gives the net
+    inputs' rounding errors (:func:`~hessverify.model.rounding.net_input_errors`)
+    when they are needed, if the caller has them already.
 
     Raises
     ------
@@ -105,7 +109,8 @@ def ensure_well_posed(problem: Problem, fp: ForwardPass | None = None) -> Forwar
                 f"{l} has net input exactly {kink:g} for pattern {n} "
                 f"({len(exact)} such unit-pattern pair(s))"
             )
-        errors = net_input_errors(problem, fp) if errors is None else errors
+        if errors is None:
+            errors = net_errors() if net_errors is not None else net_input_errors(problem, fp)
         tol = FLOAT64.gamma(chain_length(problem)) * errors[l]
         near = np.argwhere(np.abs(a_l - kink) <= tol)
         if near.size:

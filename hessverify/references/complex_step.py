@@ -51,11 +51,13 @@ import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.engine.bounds import UNDERFLOW_FLOOR
+from hessverify.engine.components import BoundKind, Component, Cost, Role, Tolerance
+from hessverify.engine.forms import FullHessian
+from hessverify.engine.point import Point, checked
 from hessverify.model.forward import gradient
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 
-__all__ = ["STEP", "hessian", "hessian_with_error"]
+__all__ = ["COMPLEX_STEP_SAFETY", "STEP", "hessian", "hessian_with_error"]
 
 STEP = 1e-30
 """The imaginary step: the truncation ``h^2 |g'''| / 6`` is some 1e-60 of the entry's terms."""
@@ -73,7 +75,7 @@ def _columns(problem: Problem, theta: FloatArray, h: float) -> FloatArray:
     return D
 
 
-def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
+def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray]:
     """The symmetrised complex-step Hessian and an estimate of its truncation error.
 
     The estimate is ``|D(h) - D(2h)| / 3`` (module text), symmetrised by
@@ -81,7 +83,7 @@ def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     imaginary parts, ``UNDERFLOW_FLOOR / h``; rounding is not in it (the
     rounding model covers that).
     """
-    ensure_well_posed(problem)
+    problem, _ = checked(problem)
     theta = np.asarray(problem.params, dtype=np.float64)
     D1 = _columns(problem, theta, STEP)
     D2 = _columns(problem, theta, 2.0 * STEP)
@@ -90,9 +92,26 @@ def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
         return 0.5 * (D1 + D1.T), np.maximum(truncation, truncation.T) + UNDERFLOW_FLOOR / STEP
 
 
-def hessian(problem: Problem) -> FloatArray:
+def hessian(problem: Problem | Point) -> FloatArray:
     """The Hessian column by column from ``Im g(theta + i h e_j) / h``, symmetrised."""
-    ensure_well_posed(problem)
+    problem, _ = checked(problem)
     D = _columns(problem, np.asarray(problem.params, dtype=np.float64), STEP)
     with np.errstate(over="ignore", invalid="ignore"):
         return 0.5 * (D + D.T)
+
+
+COMPLEX_STEP_SAFETY = 2.0
+"""Factor on the complex step's truncation estimate: the estimate is exact to relative ``h^2`` (1e-60),
+but the two steps' imaginary parts are rounded, so it could come out low by a rounding; twice covers that."""
+
+COMPONENT = Component(
+    "complex_step", hessian, Role.REFERENCE, FullHessian,
+    "complex step applied to the gradient: no subtraction; truncation estimated from a second step",
+    with_error=hessian_with_error,
+    tolerance=Tolerance(BoundKind.ROUNDING_TRUNCATION,
+                        "no subtraction, so rounding as an exact method (gamma_k M), plus its truncation -h^2/6 d^3g: "
+                        f"{COMPLEX_STEP_SAFETY:g} x |D(h) - D(2h)| / 3, from a second step; 2 gamma_k M + that against "
+                        "an exact method", safety=COMPLEX_STEP_SAFETY),
+    cost=Cost(memory=(2.5, 2.0), seconds=(3e-8, 2e-3)),  # complex128 (W, W): twice the float64 matrix
+    rank=130,
+)

@@ -50,11 +50,13 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify.base.typing import FloatArray
-from hessverify.engine.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
-from hessverify.engine.compare import FD_SAFETY  # the bound's factor on this estimate
+from hessverify.engine.bounds import UNIT_ROUNDOFF
+from hessverify.engine.components import BoundKind, Component, Cost, Role, Tolerance
+from hessverify.engine.forms import FullHessian
+from hessverify.engine.point import Point, as_point
 from hessverify.model.forward import forward, gradient
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed, kinked_net_inputs
+from hessverify.model.well_posed import kinked_net_inputs
 
 __all__ = [
     "FD_SAFETY", "central_differences", "error_estimate", "exact_steps", "hessian", "hessian_with_error",
@@ -119,24 +121,42 @@ def kink_columns(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArr
     return crossed
 
 
-def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
+FD_SAFETY = 4.0
+"""Factor between the estimated error and the bound: the Richardson estimate
+is itself only accurate to leading order, and can vanish by accident."""
+
+
+def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray]:
     """The symmetrised central-difference Hessian and its entrywise error estimate."""
-    ensure_well_posed(problem)
+    point = as_point(problem)
+    point.well_posed()
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step: reported as not applicable
-        return _with_error(problem)
+        return _with_error(point)
 
 
-def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
+def _with_error(point: Point) -> tuple[FloatArray, FloatArray]:
+    problem = point.problem
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
     D1, D2 = central_differences(problem, theta, h, (1.0, 2.0))
     truncation = np.abs(D1 - D2) / 3.0
-    g_mag = magnitude_gradient(problem)
-    rounding = gamma(chain_length(problem)) * (g_mag[:, None] / h[None, :] + magnitude_hessian(problem))
+    rounding = point.gamma * (point.magnitude_gradient[:, None] / h[None, :] + point.magnitude_hessian)
     est = error_estimate(D1, truncation, rounding, kink_columns(problem, theta, h))
     return (D1 + D1.T) / 2.0, est
 
 
-def hessian(problem: Problem) -> FloatArray:
+def hessian(problem: Problem | Point) -> FloatArray:
     """Central differences of the backpropagated gradient, symmetrised."""
     return hessian_with_error(problem)[0]
+
+
+COMPONENT = Component(
+    "fd", hessian, Role.REFERENCE, FullHessian,
+    "central differences of the gradient, with an error estimate",
+    with_error=hessian_with_error,
+    tolerance=Tolerance(BoundKind.FD_ESTIMATE,
+                        f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding gamma_k (G / h + M) "
+                        "+ asymmetry), plus gamma_k M for the exact side", rounding_sides=0, safety=FD_SAFETY),
+    cost=Cost(memory=(8.5, 3.5), seconds=(1.3e-8, 1e-4)),
+    rank=120,
+)

@@ -48,10 +48,12 @@ from __future__ import annotations
 import numpy as np
 
 from hessverify.base.typing import FloatArray
-from hessverify.engine.bounds import UNIT_ROUNDOFF, chain_length, gamma, magnitude_gradient, magnitude_hessian
+from hessverify.engine.bounds import UNIT_ROUNDOFF
+from hessverify.engine.components import BoundKind, Component, Cost, Role, Tolerance
+from hessverify.engine.forms import FullHessian
+from hessverify.engine.point import Point, as_point
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
-from hessverify.references.finite_differences import central_differences, error_estimate, exact_steps, kink_columns
+from hessverify.references.finite_differences import FD_SAFETY, central_differences, error_estimate, exact_steps, kink_columns
 
 __all__ = ["ASYMPTOTIC_RATIO", "EXTRAPOLATION_GAIN", "hessian", "hessian_with_error", "steps"]
 
@@ -69,22 +71,23 @@ def steps(theta: FloatArray) -> FloatArray:
     return exact_steps(theta, UNIT_ROUNDOFF**0.2)
 
 
-def hessian_with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
+def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray]:
     """The symmetrised extrapolated Hessian and its entrywise error estimate."""
-    ensure_well_posed(problem)
+    point = as_point(problem)
+    point.well_posed()
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step: reported as not applicable
-        return _with_error(problem)
+        return _with_error(point)
 
 
-def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
+def _with_error(point: Point) -> tuple[FloatArray, FloatArray]:
+    problem = point.problem
     theta = np.asarray(problem.params, dtype=np.float64)
     h = steps(theta)
     D1, D2, D4 = central_differences(problem, theta, h, (1.0, 2.0, 4.0))
     R1 = (4.0 * D1 - D2) / 3.0
     R2 = (4.0 * D2 - D4) / 3.0
     truncation = np.abs(R1 - R2)  # not / 15: the h^4 term need not rule (module text)
-    rounding = gamma(chain_length(problem)) * (1.5 * magnitude_gradient(problem)[:, None] / h[None, :]
-                                               + 2.0 * magnitude_hessian(problem))
+    rounding = point.gamma * (1.5 * point.magnitude_gradient[:, None] / h[None, :] + 2.0 * point.magnitude_hessian)
     # the widest step, 4h, is what may reach a kink
     est = error_estimate(R1, truncation, rounding, kink_columns(problem, theta, 2.0 * h))
     # Outside the asymptotic range the estimate means nothing: there D(2h) - D(4h) is not 4 to 16
@@ -99,5 +102,18 @@ def _with_error(problem: Problem) -> tuple[FloatArray, FloatArray]:
     return (R1 + R1.T) / 2.0, est
 
 
-def hessian(problem: Problem) -> FloatArray:
+def hessian(problem: Problem | Point) -> FloatArray:
     return hessian_with_error(problem)[0]
+
+
+COMPONENT = Component(
+    "richardson", hessian, Role.REFERENCE, FullHessian,
+    "Richardson-extrapolated central differences of the gradient, with an error estimate",
+    with_error=hessian_with_error,
+    tolerance=Tolerance(BoundKind.FD_ESTIMATE,
+                        f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| "
+                        "+ gamma_k (1.5 G / h + 2 M) + asymmetry), plus gamma_k M for the exact side",
+                        rounding_sides=0, safety=FD_SAFETY),
+    cost=Cost(memory=(11.5, 3.5), seconds=(2.4e-8, 3e-4)),
+    rank=140,
+)

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hessverify.base.typing import FloatArray
-from hessverify.engine.bounds import UNIT_ROUNDOFF, rounding_bound
+from hessverify.engine.bounds import UNIT_ROUNDOFF
+from hessverify.engine.point import Point
 from hessverify.engine.compare import Comparison
 from hessverify.errors import HessverifyError
 from hessverify.engine.forms import form_named
@@ -120,7 +121,7 @@ def zero_threshold(problem: Problem, eigenvalues: FloatArray, rounding_one: Floa
     ``rounding_one`` is ``rounding_bound(problem, methods=1)``, when the run has it already.
     """
     if rounding_one is None:
-        rounding_one = rounding_bound(problem, methods=1)
+        rounding_one = Point.of(problem).rounding(1)
     rounding = float(np.linalg.norm(rounding_one, 2))
     solver = problem.n_params * UNIT_ROUNDOFF * float(np.max(np.abs(eigenvalues), initial=0.0))
     return max(rounding, solver)

@@ -466,14 +466,16 @@ def _to_float64(H: np.ndarray) -> FloatArray:
     return np.vectorize(float, otypes=[np.float64])(H)
 
 
-def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[FloatArray, FloatArray]:
+def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS, *,
+                       magnitude: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
     """The gold value rounded to float64, and a bound on its distance from the true Hessian.
 
     The bound is the rounding to float64, measured exactly in high precision,
     plus, for the mpmath value, its own rounding: a chain of ``k`` roundings
     at ``10^(1-digits)`` each on terms of magnitude ``M``
-    (:func:`hessverify.engine.bounds.magnitude_hessian`): some 35 orders of
-    magnitude below the float64 errors it is used to measure.
+    (:func:`hessverify.engine.bounds.magnitude_hessian`, or ``magnitude`` when
+    the caller has it): some 35 orders of magnitude below the float64 errors it
+    is used to measure.
     """
     if exact_allowed(problem):
         exact = hessian_exact(problem)
@@ -484,7 +486,8 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS) -> tuple[
 
     H = hessian_mpmath(problem, digits)
     value, err = _rounded_to_float64(H, digits)
-    own = chain_length(problem) * 10.0 ** (1 - digits) * magnitude_hessian(problem)
+    M = magnitude_hessian(problem) if magnitude is None else magnitude
+    own = chain_length(problem) * 10.0 ** (1 - digits) * M
     return value, err + own
 
 

@@ -83,8 +83,9 @@ def test_nan_in_the_reference_is_unchecked_not_failed() -> None:
 
 def test_each_side_of_a_comparison_brings_its_own_bound() -> None:
     from hessverify.engine.bounds import UNDERFLOW_FLOOR, rounding_bound
-    from hessverify.engine.compare import COMPLEX_STEP_SAFETY, pair_bound
+    from hessverify.engine.compare import pair_bound
     from hessverify.references import complex_step, finite_differences
+    from hessverify.references.complex_step import COMPLEX_STEP_SAFETY
     from hessverify.references.finite_differences import FD_SAFETY
 
     case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")

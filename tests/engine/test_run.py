@@ -64,9 +64,11 @@ def _function(fn):
     return fn
 
 
-def test_one_verify_with_a_report_computes_the_rounding_bound_and_the_spectrum_once(tmp_path: Path) -> None:
+def test_one_verify_with_a_report_computes_the_point_and_the_spectrum_once(tmp_path: Path) -> None:
     calls = _calls(["verify", str(XOR), "--report", str(tmp_path)])
-    assert calls["bounds.py:rounding_bound"] == 1
+    # the point: one well-posedness check and one magnitude Hessian for every method and reference
+    assert calls["well_posed.py:ensure_well_posed"] == 1
+    assert calls["bounds.py:magnitude_hessian"] == 1
     approximations = [m for m in METHODS.values() if m.role == "approximation"]
     # one eigendecomposition of the exact Hessian, one per approximation summarised (their own matrices)
     assert calls["_linalg.py:eigvalsh"] == 1 + len(approximations)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from hessverify.apps.trust.mutants import MUTANTS
-from hessverify.engine.bounds import rounding_bound
 from hessverify.engine.compare import Comparison, compare
+from hessverify.engine.point import Point
 from hessverify.io.cases import find_cases, load_case
 from hessverify.references import autograd_ref
 
@@ -40,7 +40,7 @@ def case_kills(case: Problem) -> list[Comparison]:
 
     A comparison that fails is a bug caught (``comparison.method`` names it).
     """
-    R, B = autograd_ref.hessian(case), rounding_bound(case)
+    R, B = autograd_ref.hessian(case), Point.of(case).rounding(2)
     return [compare(case, name, "autograd", m.fn(case), R, B, "rounding") for name, m in MUTANTS.items()]
 
 

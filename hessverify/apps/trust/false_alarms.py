@@ -55,8 +55,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from hessverify.engine.bounds import rounding_bound
 from hessverify.engine.compare import Comparison, compare, compare_entries, is_not_applicable, pair_bound
+from hessverify.engine.point import Point
 from hessverify.engine.registry import METHODS, methods_with_role
 from hessverify.engine.run import SkipReason, not_applicable_record
 from hessverify.engine.verify import not_applicable_reason
@@ -65,7 +65,6 @@ from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.losses import LOSSES, valid_targets
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references import torch_ref
 
 __all__ = ["DRAWS", "SPECIAL_VALUES", "Judged", "alarm_lines", "candidate_names", "judge", "print_summary", "problem_at",
@@ -261,24 +260,24 @@ def judge(seed: int, index: int, *, special_share: float = 0.5, use_torch: bool 
         raise UsageError("the false-alarm study was asked to use torch, which is not installed here")
     p, draw = problem_at(seed, index, special_share, graph_share, saturated_share)
     out = Judged(index, p.id, draw, graph=not p.architecture.is_chain)
+    point = Point.of(p)
     try:
-        ensure_well_posed(p)
+        point.well_posed()
     except (NotDifferentiableError, OverflowReport) as exc:
         reason = SkipReason.NOT_DIFFERENTIABLE if isinstance(exc, NotDifferentiableError) else SkipReason.OVERFLOW
         out.not_compared.append({"case": p.id, "reason": reason.value, "message": str(exc)})
         return out
-    B = rounding_bound(p)
+    B = point.rounding(2)
     refs: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for ref_name in ("autograd", "complex_step"):
-        m = METHODS[ref_name]
-        value, err = m.with_error(p) if m.with_error is not None else (m.fn(p), None)
+        value, err = METHODS[ref_name].compute_with_error(point)
         why = not_applicable_reason(p, ref_name, value, err)
         if why is not None:
             out.records.append(not_applicable_record(p, ref_name, why, value, err))
             continue
         refs[ref_name] = (value, err)
     exact = [m.name for m in methods_with_role("method")]
-    candidates = {name: (METHODS[name].kind, METHODS[name].fn(p), None) for name in exact}
+    candidates = {name: (METHODS[name].kind, METHODS[name].compute(point), None) for name in exact}
     if "complex_step" in refs:
         candidates["complex_step"] = ("matrix", *refs["complex_step"])
     if use_torch:
