@@ -44,7 +44,7 @@ from hessverify.engine.compare import Comparison
 from hessverify.engine.forms import BlockDiagonalHessian, DiagonalHessian, FullHessian, HessianForm, HessianVectorProduct
 from hessverify.engine.objective import error, gradient
 from hessverify.engine.registry import METHODS, Method
-from hessverify.engine.verify import hessian, verify_problem
+from hessverify.engine.verify import hessian, hessian_entry, hvp, verify_problem
 from hessverify.errors import (
     BudgetError,
     CaseError,
@@ -55,8 +55,6 @@ from hessverify.errors import (
     UsageError,
 )
 from hessverify.io.cases import load_case, parse_case
-from hessverify.methods.pairwise import hessian_entry
-from hessverify.methods.rop import hvp
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import ensure_well_posed

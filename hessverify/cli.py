@@ -7,8 +7,8 @@ Exit statuses (also in ``hessverify --help`` and the README):
 * 2: invalid input or usage (a case file, an option, a name);
 * 3: the Hessian does not exist at a case's point (a relu net input exactly at its kink);
 * 4: overflow: the network's values are not finite at a case's point;
-* 5: the function under test failed (it raised, called ``sys.exit``, hung past
-  ``--timeout`` or returned no usable array): a fault, not a discrepancy;
+* 5: the function under test failed (it raised, called ``sys.exit`` or ``os._exit``, was killed or
+  crashed, hung past ``--timeout`` or returned no usable array): a fault, not a discrepancy;
 * 130: interrupted (SIGINT); 143: terminated (SIGTERM); no partial output is left.
 
 Memory is estimated from the case before anything is allocated, and work past
@@ -65,8 +65,9 @@ EPILOG = """exit status:
   2  invalid input or usage
   3  the Hessian does not exist at a case's point (relu net input exactly at its kink)
   4  overflow: the network's values are not finite at a case's point
-  5  the function under test failed: it raised, called sys.exit, hung past
-     --timeout or returned no usable array (not a discrepancy)
+  5  the function under test failed: it raised, called sys.exit or os._exit,
+     was killed or crashed, hung past --timeout or returned no usable array
+     (not a discrepancy)
   6  stationary: no stationary point found within --max-iter
   130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM); no partial output is left
 """
@@ -179,6 +180,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
                          f"0: no limit (default {DEFAULT_TIMEOUT:g})")
+    sw.add_argument("--in-process", action="store_true",
+                    help="run FUNCTION in this process, for a debugger (default: in a child process, where a "
+                         "timeout is a kill and any exit or crash of FUNCTION is reported as its failure, exit 5)")
     sw.set_defaults(func=_cmd_sweep)
     _add_lab_commands(sub)
     _add_conformance_command(sub)
@@ -249,6 +253,7 @@ def _cmd_hessian(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: for {method.name} (kind {method.kind}) the file must end in "
                          + " or ".join(allowed))
     check_output_path(out, "--out")  # before any work
+    _hold(args, args.out, "--out")
     case = load_case(args.case)
     from hessverify.engine.budget import check_seconds
 
@@ -297,7 +302,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
                      returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout,
-                     chains_only=args.chains_only)
+                     chains_only=args.chains_only, isolation="thread" if args.in_process else "process")
 
 
 MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "
@@ -342,8 +347,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         check_reference(name)
     if args.json:
         check_json_path(Path(args.json))  # fail now, not after the whole run
+        _hold(args, args.json, "--json")
     if args.report:
         check_directory(Path(args.report))
+        _hold(args, args.report, "--report", directory=True)
     paths = find_cases(args.paths)
     cases = [load_case(p) for p in paths]  # every file validated before any work
     seen: dict[str, str] = {}
@@ -540,6 +547,7 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--report {out}: exists and is not a directory")
         check_directory(out)
+        _hold(args, args.report, "--report", directory=True)
     rows = conformance.run(args.library, examples=args.examples, seed=args.seed, precision=args.precision)
     print(conformance.rows_markdown(rows), end="")
     failed = [r for r in rows if r.failures]
@@ -649,8 +657,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         raise UsageError(f"--perturb must be a number >= 0, got {args.perturb}")
     if args.json:
         _writable(Path(args.json), "--json", (".json",))
+        _hold(args, args.json, "--json")
     if args.plot:
         _writable(Path(args.plot), "--plot", (".png",))
+        _hold(args, args.plot, "--plot")
     case = load_case(args.case)
     ensure_well_posed(case)
     start = case.params.copy()
@@ -703,6 +713,7 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
         raise UsageError(f"--id {args.id!r}: an id is lower-case letters and digits joined by single hyphens")
     out = Path(args.out)
     _writable(out, "--out", (".toml",))
+    _hold(args, args.out, "--out")
     case = load_case(args.case)
     ensure_well_posed(case)
     s = find_stationary(case, tol=args.tol, max_iter=args.max_iter)
@@ -722,13 +733,31 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
+OUTPUTS = ("report", "json", "out", "plot", "save", "resume")
+"""Options that name a path hessverify writes: resolved against the working directory once, at the start."""
+
+
+def _hold(args: argparse.Namespace, path: str, option: str, *, directory: bool = False) -> None:
+    """Hold ``path`` for the rest of the command (:func:`hessverify.io.files.claim_output`): a second run on it is
+    refused in one line (exit 2)."""
+    from hessverify.io.files import claim_output
+
+    args.held.enter_context(claim_output(Path(path), option, directory=directory))
+
+
 def _run(args: argparse.Namespace) -> int:
+    import contextlib
+
     from hessverify.engine.budget import limit, parse_size, time_limit
 
     for option in ("report", "json", "out"):  # an empty path would silently write nothing
         value = getattr(args, option, None)
         if value is not None and not value.strip():
             raise UsageError(f"--{option} '': name a {'directory' if option == 'report' else 'file'}")
+    for option in OUTPUTS:  # once, now: nothing later (a chdir in a function under test) can move them
+        value = getattr(args, option, None)
+        if isinstance(value, str) and value not in ("", "-"):
+            setattr(args, option, os.path.abspath(value))
     budget = parse_size(args.max_memory) if getattr(args, "max_memory", None) is not None else None
     max_time = getattr(args, "max_time", None)
     if max_time is not None and not max_time >= 0:
@@ -737,8 +766,9 @@ def _run(args: argparse.Namespace) -> int:
 
     # overflow is found and reported as such (exit 4); NumPy's warnings about it would be noise
     with limit(budget), time_limit(max_time), np.errstate(all="ignore"), warnings.catch_warnings(), \
-            quiet(getattr(args, "quiet", False)):
+            quiet(getattr(args, "quiet", False)), contextlib.ExitStack() as held:
         warnings.simplefilter("ignore", RuntimeWarning)
+        args.held = held  # the outputs the command claims, released when it ends
         return int(args.func(args))
 
 

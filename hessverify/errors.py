@@ -4,10 +4,10 @@
 | --- | --- |
 | 0 | every comparison agrees within its bound |
 | 1 | a discrepancy: some method disagrees with some reference |
-| 2 | invalid input or usage (case file, option, name) |
+| 2 | invalid input or usage (case file, option, name; an output another hessverify run is writing) |
 | 3 | the Hessian does not exist at this point (a relu pre-activation exactly at its kink) |
 | 4 | numeric overflow: the network's values are not finite at this point |
-| 5 | the function under test failed: it raised, exited, hung past ``--timeout`` or returned no usable array |
+| 5 | the function under test failed: it raised, exited, was killed or crashed, hung past ``--timeout`` or gave no usable array |
 | 6 | ``hessverify stationary``: no stationary point found within ``--max-iter`` |
 | 130 | interrupted (SIGINT, Ctrl-C); 143: terminated (SIGTERM); partial output is removed |
 """

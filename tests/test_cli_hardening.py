@@ -138,10 +138,11 @@ def test_check_raises_the_typed_error_and_refuses_nothing_to_check() -> None:
         hessverify.check(lambda p: None, [])
 
 
-def test_check_on_a_strategy_does_not_shrink_a_fault() -> None:
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_check_on_a_strategy_does_not_shrink_a_fault(isolation: str) -> None:
     from hessverify.checking.strategies import problems
 
-    calls = []
+    calls = []  # counted where the function runs: in its own process by default
 
     def fails_on_the_third(p: hessverify.Problem) -> object:
         calls.append(p)
@@ -149,9 +150,11 @@ def test_check_on_a_strategy_does_not_shrink_a_fault() -> None:
             raise ValueError("third")
         return hessverify.hessian(p, "autograd")
 
+    seen: list[hessverify.Problem] = []  # counted here, whatever the isolation
     with pytest.raises(FunctionUnderTestError, match="third"):
-        hessverify.check(fails_on_the_third, problems(), against=("autograd",), max_examples=20, seed=0)
-    assert len(calls) == 3
+        hessverify.check(fails_on_the_third, problems(), against=("autograd",), max_examples=20, seed=0,
+                         isolation=isolation, observe=seen.append)
+    assert len(seen) == 3
 
 
 def test_the_sweep_report_is_written_after_the_function_raised(user_file: Path, tmp_path: Path,
@@ -506,3 +509,239 @@ def test_standard_output_on_a_full_disk_is_one_line_and_exit_2() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["hessverify: error: cannot write: No space left on device"]
+
+
+# -- issue 24: the function under test in a child process, held outputs, linear validation -----------------------
+
+USER_CODE_24 = '''
+import os
+import signal
+import sys
+import time
+import hessverify
+
+def exits_quietly(p):
+    os._exit(0)
+
+def retries_forever(p):
+    # a retry loop with a bare except: it eats every exception, an alarm's or an interrupt's included
+    with open(os.environ["PID_FILE"], "w") as fh:
+        fh.write(str(os.getpid()))
+    while True:
+        try:
+            time.sleep(0.05)
+        except:
+            continue
+
+def no_alarms(p):
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.05)
+
+def wanders(p):
+    os.chdir(os.environ["ELSEWHERE"])
+    return hessverify.hessian(p, "autograd")
+
+def slow(p):
+    time.sleep(0.5)
+    return hessverify.hessian(p, "autograd")
+'''
+
+
+@pytest.fixture
+def user_file_24(tmp_path: Path) -> Path:
+    path = tmp_path / "mine24.py"
+    path.write_text(USER_CODE_24)
+    return path
+
+
+def _hessverify(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HESSVERIFY, *args], capture_output=True, text=True, timeout=600, **kw)  # type: ignore[call-overload]
+
+
+def test_os_exit_in_the_function_is_exit_5_not_a_silent_success(user_file_24: Path) -> None:
+    r = _hessverify(["sweep", "--method-under-test", f"{user_file_24}:exits_quietly", "--examples", "3", "--seed", "1"])
+    assert r.returncode == 5, r.stderr
+    assert "exit status 0" in one_line(r.stderr) and parse_case(r.stdout).n_params >= 1
+
+
+@pytest.mark.parametrize("function", ["retries_forever", "no_alarms"])
+def test_a_function_that_eats_exceptions_or_alarms_still_times_out(user_file_24: Path, tmp_path: Path,
+                                                                  function: str) -> None:
+    env = {**os.environ, "PID_FILE": str(tmp_path / "pid")}
+    r = _hessverify(["sweep", "--method-under-test", f"{user_file_24}:{function}", "--timeout", "1", "--examples", "3"],
+                    env=env)
+    assert r.returncode == 5 and "no result after 1 s" in one_line(r.stderr), r.stderr
+
+
+def test_sigterm_while_the_function_hangs_ends_both_processes(user_file_24: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    p = subprocess.Popen([HESSVERIFY, "sweep", "--method-under-test", f"{user_file_24}:retries_forever", "--timeout",
+                          "600", "--examples", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PID_FILE": str(pid_file)})
+    deadline = time.monotonic() + 300
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and p.poll() is None, "the function never started"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)  # the function's bare except never sees it: hessverify does, and kills it
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 143 and err.strip() == "hessverify: terminated", err
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the function's process outlived hessverify"
+        time.sleep(0.05)
+
+
+def test_a_chdir_in_the_function_moves_no_output(user_file_24: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    r = _hessverify(["sweep", "--method-under-test", f"{user_file_24}:wanders", "--examples", "2", "--seed", "1",
+                     "--json", "out.json", "--report", "rep"], cwd=work, env={**os.environ, "ELSEWHERE": str(elsewhere)})
+    assert r.returncode == 0, r.stderr
+    assert (work / "out.json").is_file() and (work / "rep" / "results.json").is_file()
+    assert list(elsewhere.iterdir()) == []
+
+
+def _holding(path: Path, directory: bool = False) -> subprocess.Popen[str]:
+    """Another hessverify run holding ``path`` as its output until its standard input closes."""
+    code = ("import sys; from pathlib import Path; from hessverify.io.files import claim_output\n"
+            f"with claim_output(Path({str(path)!r}), '--json', directory={directory}):\n"
+            "    print('held', flush=True); sys.stdin.read()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_second_run_on_a_held_json_is_refused_at_its_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    holder = _holding(out)
+    try:
+        assert main(["verify", XOR, "--method", "backprop", "--reference", "autograd", "--json", str(out)]) == 2
+        out_text, err = capsys.readouterr()
+        assert "another hessverify run is writing it" in one_line(err) and "max abs err" not in out_text
+        assert main(["hessian", XOR, "--out", str(tmp_path / "H.npy")]) == 0  # another output is free
+    finally:
+        holder.communicate("")
+    assert not out.exists() and main(["verify", XOR, "--method", "backprop", "--reference", "autograd",
+                                      "--json", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["H.npy", "r.json"]  # no lock file left behind
+
+
+def test_a_second_campaign_on_one_json_is_refused_before_its_cluster_starts(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    out = tmp_path / "fa.json"
+    holder = _holding(out)
+    try:
+        r = _hessverify(["campaign", "false-alarms", "--problems", "2", "--no-torch", "--workers", "1",
+                         "--json", str(out)])
+    finally:
+        holder.communicate("")
+    assert r.returncode == 2 and "another hessverify run is writing it" in one_line(r.stderr), r.stderr
+    assert not out.exists()
+
+
+def test_a_report_set_that_cannot_be_whole_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "R"
+    assert main(["verify", XOR, "--method", "backprop", "--reference", "autograd", "--report", str(report)]) == 0
+    capsys.readouterr()
+    (report / "results.json").unlink()
+    (report / "results.json").mkdir()  # a directory where the report's JSON goes
+    (report / "results.json" / "keep").write_text("mine")
+    before = snapshot(report)
+    assert main(["verify", XOR, "--method", "backprop", "--reference", "autograd", "--report", str(report)]) == 2
+    out, err = capsys.readouterr()
+    line = one_line(err)
+    assert f"{report / 'results.json'} is a directory" in line and "staging" not in line and "max abs err" not in out
+    assert snapshot(report) == before and sorted(p.name for p in report.iterdir()) == sorted(
+        ["report.html", "report.md", "results.json"])
+
+
+def test_a_move_that_fails_half_way_puts_the_old_set_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hessverify.io import files
+
+    report = tmp_path / "R"
+    report.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (report / name).write_text("old " + name)
+    real = os.replace
+    calls = []
+
+    def replace_failing_on_c(src: object, dst: object) -> None:
+        calls.append(dst)
+        if str(dst).endswith("c.txt") and ".previous." not in str(src):
+            raise OSError(28, "No space left on device")
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.os, "replace", replace_failing_on_c)
+    with pytest.raises(UsageError, match=r"cannot write .*c\.txt: No space left on device \(nothing was changed\)"):
+        with files.report_set(report) as staging:
+            for name in ("a.txt", "b.txt", "c.txt"):
+                (staging / name).write_text("new " + name)
+    assert {p.name: p.read_text() for p in report.iterdir()} == {n: "old " + n for n in ("a.txt", "b.txt", "c.txt")}
+
+
+def test_a_layer_with_a_huge_from_list_is_refused_in_linear_time(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    n = 60_000  # 3.6 MB: with a quadratic check of the from list, minutes; in one pass, seconds
+    layers = ",\n".join('{ units = 1, activation = "identity", bias = false }' for _ in range(n))
+    last = '{ units = 1, activation = "identity", from = [' + ", ".join(map(str, range(n + 1))) + "] }"
+    case = tmp_path / "huge.toml"
+    case.write_text(f'id = "huge"\n[network]\ninputs = 1\nlayers = [\n{layers},\n{last}]\nloss = "sse"\n'
+                    "[data]\nseed = 1\npatterns = 1\n[params]\nseed = 1\nscale = 0.1\n")
+    assert case.stat().st_size > 3_000_000
+    assert main(["params", str(case)]) == 2
+    assert "[network] 120002 parameters is more than the 20000" in one_line(capsys.readouterr().err)
+
+
+def test_the_from_check_is_linear() -> None:
+    from hessverify.model.network import check_sources
+
+    sources = list(range(200_000))
+    check_sources(200_001, sources)  # one pass; a count() per entry would take hours
+    with pytest.raises(ValueError, match="reads from 3 more than once"):
+        check_sources(200_001, [*sources, 7, 3])
+
+
+def _complex(n: int) -> object:
+    import numpy as np
+
+    return np.ones(n) + 1j
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda c: hessverify.hvp(c, _complex(c.n_params)), "complex"),
+    (lambda c: hessverify.hvp(c, "abc"), "v is str"),
+    (lambda c: hessverify.hvp(c, [object()] * c.n_params), "v is an array of object"),
+    (lambda c: hessverify.hvp("cases/x.toml", [0.0]), "load_case"),
+    (lambda c: hessverify.hessian_entry(None, 0, 0), "hessian_entry"),
+    (lambda c: hessverify.check(hessverify.hessian, c, timeout=float("nan")), "timeout"),
+    (lambda c: hessverify.check(hessverify.hessian, c, isolation="fork"), "isolation"),
+    (lambda c: hessverify.check(hessverify.hessian, c, max_examples=0), "max_examples"),
+    (lambda c: hessverify.check(hessverify.hessian, c, seed=1.5), "seed"),
+    (lambda c: hessverify.check(hessverify.hessian, c, precision=1.5), "precision"),
+    (lambda c: hessverify.check(hessverify.hessian, c, returns=["hessian"]), "returns"),
+    (lambda c: hessverify.assert_hessian_close(hessverify.hessian, c, timeout=-1), "timeout"),
+    (lambda c: hessverify.error(None), "problem"),
+    (lambda c: hessverify.gradient(c, "abc"), "params"),
+    (lambda c: hessverify.gradient(c, _complex(c.n_params)), "params"),
+    (lambda c: hessverify.verify_problem(c, ["backprop"], ["autograd"], matrices=[]), "matrices"),
+    (lambda c: hessverify.verify_problem(None), "verify_problem"),
+    (lambda c: hessverify.lab.run(c, "gd", tol=True), "tol"),
+    (lambda c: hessverify.lab.run(c, "gd", tol=float("inf")), "tol"),
+    (lambda c: hessverify.lab.run(c, "gd", max_iter=2.5), "max_iter"),
+    (lambda c: hessverify.lab.run(c, "gd", time_limit="1"), "time_limit"),
+    (lambda c: hessverify.lab.run(c, "gd", escape_radius=-1.0), "escape_radius"),
+    (lambda c: hessverify.lab.run(c, 3), "optimizer"),
+])
+def test_every_wrong_argument_of_the_api_is_a_usage_error_naming_it(call: object, name: str) -> None:
+    with pytest.raises(UsageError, match=name):
+        call(load_case(XOR))  # type: ignore[operator]
+
+
+def test_a_nan_timeout_is_not_blamed_on_the_function() -> None:
+    with pytest.raises(UsageError) as info:
+        hessverify.check(hessverify.hessian, load_case(XOR), against=("autograd",), timeout=float("nan"))
+    assert not isinstance(info.value, FunctionUnderTestError)

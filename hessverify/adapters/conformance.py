@@ -731,8 +731,10 @@ def check_quantity(quantity: Quantity, problem: Problem, *, precision: str = "fl
         problem = adapted
     if quantity.returns in ("hessian", "diagonal", "ggn"):
         against = ("gauss_newton",) if quantity.returns == "ggn" else ("backprop",)
+        # the library's own code, run here: its exceptions are findings (run_one), and a child process per
+        # problem would only add the start of one (PyTorch's import, with spawn) to every example
         comps = check_problem(lambda p: quantity.fn(p, precision), problem, against=against,
-                              returns=quantity.returns, timeout=None, precision=precision)
+                              returns=quantity.returns, timeout=None, precision=precision, isolation="none")
         for c in comps:
             c.method = quantity.name
         return comps

@@ -50,7 +50,6 @@ Examples
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -66,7 +65,7 @@ except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.jax needs JAX: pip install 'hessverify[jax]'") from exc
 
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
-from hessverify.checking.sandbox import DEFAULT_TIMEOUT
+from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
@@ -150,7 +149,10 @@ LOSSES: dict[str, Callable[[Array, Array], Array]] = {
 
 
 def _dtype(dtype: Any) -> Any:
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise UsageError(f"dtype={dtype!r}: choose float64, float32, float16 or bfloat16") from None
     if dtype not in (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16), np.dtype(_jnp.bfloat16)):
         raise UsageError(f"dtype={dtype}: choose float64, float32, float16 or bfloat16")
     if dtype == np.float64 and not _jax.config.jax_enable_x64:
@@ -326,6 +328,7 @@ def check_model(
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     precision: Any = None,
+    isolation: str = DEFAULT_ISOLATION,
 ) -> CheckResult:
     """Hold JAX curvature code to hessverify's references, as ``jax.test_util.check_grads`` is called.
 
@@ -343,19 +346,37 @@ def check_model(
     >>> check_model(lambda c: jax.hessian(c.loss)(c.flat_params), case).passed
     True
     """
-    if returns not in RETURNS:
+    if not isinstance(returns, str) or returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
     dtype = _dtype(dtype)
-
-    @functools.wraps(fn)  # __wrapped__: a fault is reported in the user's own frames
-    def under_test(problem: Problem, *vectors: Any) -> Any:
-        case = to_case(problem, dtype=dtype)
-        out = fn(case, *[_jnp.asarray(v, dtype=dtype) for v in vectors])
-        if out is not None and not isinstance(out, (_jax.Array, list, tuple, np.ndarray)):
-            raise FunctionUnderTestError(f"fn returned a {type(out).__name__}, expected a JAX array", problem=problem)
-        return _to_numpy(out)
+    if not callable(fn):
+        raise UsageError(f"fn: {type(fn).__name__!r} is not callable; pass the function under test")
+    under_test = _UnderTest(fn, dtype)
 
     if precision is None:  # judged at the format it computes in, however the tensors reach NumPy
         precision = str(dtype).replace("torch.", "")
     return check(under_test, problems, against=against, returns=returns,  # type: ignore[arg-type]
-                 max_examples=max_examples, seed=seed, timeout=timeout, precision=precision)
+                 max_examples=max_examples, seed=seed, timeout=timeout, precision=precision, isolation=isolation)
+
+
+class _UnderTest:
+    """``fn`` of a :class:`JaxCase` as a function of a problem, its arrays handed back as NumPy.
+
+    A class, not a closure, so that it can be sent to a spawned child process
+    (:mod:`hessverify.checking.sandbox`; a process with a JAX backend is not
+    forked), where it enables float64 first if it computes in float64;
+    ``__wrapped__`` lets a fault be reported in the user's own frames.
+    """
+
+    def __init__(self, fn: Callable[..., Any], dtype: Any) -> None:
+        self.fn, self.dtype = fn, dtype
+        self.__wrapped__ = fn
+
+    def __call__(self, problem: Problem, *vectors: Any) -> Any:
+        if self.dtype == np.float64 and not _jax.config.jax_enable_x64:
+            _jax.config.update("jax_enable_x64", True)  # a fresh process: as the caller had it
+        case = to_case(problem, dtype=self.dtype)
+        out = self.fn(case, *[_jnp.asarray(v, dtype=self.dtype) for v in vectors])
+        if out is not None and not isinstance(out, (_jax.Array, list, tuple, np.ndarray)):
+            raise FunctionUnderTestError(f"fn returned a {type(out).__name__}, expected a JAX array", problem=problem)
+        return _to_numpy(out)

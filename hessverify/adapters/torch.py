@@ -45,7 +45,6 @@ torch.Size([9, 9])
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +57,7 @@ except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.torch needs PyTorch: pip install 'hessverify[torch]' (torch==2.13.0)") from exc
 
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
-from hessverify.checking.sandbox import DEFAULT_TIMEOUT
+from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 from hessverify.references.torch_ref import softplus, stable_gelu
@@ -310,6 +309,7 @@ def check_model(
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     precision: Any = None,
+    isolation: str = DEFAULT_ISOLATION,
 ) -> CheckResult:
     """Hold PyTorch curvature code to hessverify's references, as ``gradgradcheck`` is called.
 
@@ -339,8 +339,10 @@ def check_model(
         that format's rounding (:func:`hessverify.checking.check.check_problem`).
     precision:
         Judge at this format instead (``"float32"``, ...; default: ``dtype``'s).
-    max_examples, seed, timeout:
-        As in :func:`hessverify.checking.check`.
+    max_examples, seed, timeout, isolation:
+        As in :func:`hessverify.checking.check`: ``fn`` runs in a child
+        process by default (spawned, PyTorch imported there, where forking
+        is not safe; see :mod:`hessverify.checking.sandbox`).
 
     Returns
     -------
@@ -355,21 +357,36 @@ def check_model(
     >>> check_model(lambda c: torch.func.hessian(c.loss)(c.params), case).passed
     True
     """
-    if returns not in RETURNS:
+    if not isinstance(returns, str) or returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
     dtype = _dtype(dtype)
-
-    @functools.wraps(fn)  # __wrapped__: a fault is reported in the user's own frames
-    def under_test(problem: Problem, *vectors: Any) -> Any:
-        case = to_case(problem, dtype=dtype)
-        args = [_torch.as_tensor(v, dtype=dtype) for v in vectors]
-        out = fn(case, *args)
-        if out is not None and not isinstance(out, (Tensor, list, tuple, np.ndarray)):
-            raise FunctionUnderTestError(f"fn returned a {type(out).__name__}, expected a torch.Tensor", problem=problem)
-        return _to_numpy(out, problem)
+    if not callable(fn):
+        raise UsageError(f"fn: {type(fn).__name__!r} is not callable; pass the function under test")
+    under_test = _UnderTest(fn, dtype)
 
     if precision is None:  # judged at the format it computes in, however the tensors reach NumPy
         precision = str(dtype).replace("torch.", "")
     return check(under_test, problems, against=against, returns=returns,  # type: ignore[arg-type]
-                 max_examples=max_examples, seed=seed, timeout=timeout, precision=precision)
+                 max_examples=max_examples, seed=seed, timeout=timeout, precision=precision, isolation=isolation)
+
+
+class _UnderTest:
+    """``fn`` of a :class:`TorchCase` as a function of a problem, its tensors handed back as NumPy.
+
+    A class, not a closure, so that it can be sent to a spawned child process
+    (:mod:`hessverify.checking.sandbox`); ``__wrapped__`` lets a fault be
+    reported in the user's own frames.
+    """
+
+    def __init__(self, fn: Callable[..., Any], dtype: Any) -> None:
+        self.fn, self.dtype = fn, dtype
+        self.__wrapped__ = fn
+
+    def __call__(self, problem: Problem, *vectors: Any) -> Any:
+        case = to_case(problem, dtype=self.dtype)
+        args = [_torch.as_tensor(v, dtype=self.dtype) for v in vectors]
+        out = self.fn(case, *args)
+        if out is not None and not isinstance(out, (Tensor, list, tuple, np.ndarray)):
+            raise FunctionUnderTestError(f"fn returned a {type(out).__name__}, expected a torch.Tensor", problem=problem)
+        return _to_numpy(out, problem)
 

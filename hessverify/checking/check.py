@@ -59,7 +59,7 @@ import numpy as np
 
 from hessverify.base.precision import FLOAT64, Precision, get_precision
 from hessverify.base.typing import FloatArray
-from hessverify.checking.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
+from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT, Sandbox, check_isolation, check_timeout
 from hessverify.engine.budget import check_memory
 from hessverify.engine.compare import TOLERANCES, Comparison, bound_for, compare
 from hessverify.engine.point import Point
@@ -307,11 +307,11 @@ def _precision_of(value: Any) -> Precision:
     return get_precision(name) if name in ("float32", "float16", "bfloat16") else FLOAT64
 
 
-def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
-                 timeout: float | None = DEFAULT_TIMEOUT, seen: list[Precision] | None = None) -> FloatArray:
+def _user_matrix(box: Sandbox, problem: Problem, returns: str, seen: list[Precision] | None = None) -> FloatArray:
     """What the user function returns, as float64, with its shape checked against the contract.
 
-    The function gets its own copy of the problem each call (:func:`~hessverify.sandbox.user_copy`).
+    The function runs in ``box`` (:class:`~hessverify.checking.sandbox.Sandbox`) and gets its own copy of the
+    problem each call.
     """
     n = problem.n_params
     if returns == "hvp":
@@ -319,12 +319,12 @@ def _user_matrix(fn: Callable[..., Any], problem: Problem, returns: str,
         for j in range(n):
             e = np.zeros(n)
             e[j] = 1.0
-            out = call_user(fn, user_copy(problem), e, timeout=timeout, problem=problem)
+            out = box(problem, e)
             if seen is not None:
                 seen.append(_precision_of(out))
             cols.append(_as_real_array(out, "fn(problem, v)", (n,), problem))
         return np.stack(cols, axis=1)
-    out = call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
+    out = box(problem)
     if seen is not None:
         seen.append(_precision_of(out[0] if returns == "blocks" and isinstance(out, (list, tuple)) and out else out))
     if returns == "blocks":
@@ -351,13 +351,17 @@ def _same_layer(problem: Problem) -> np.ndarray:
     return layer[:, None] == layer[None, :]
 
 
-def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str] = DEFAULT_AGAINST,
+def check_problem(fn: Callable[..., Any] | Sandbox, problem: Problem, *, against: Sequence[str] = DEFAULT_AGAINST,
                   returns: str = "hessian", timeout: float | None = DEFAULT_TIMEOUT,
-                  precision: Precision | str | None = None) -> list[Comparison]:
+                  precision: Precision | str | None = None,
+                  isolation: str = DEFAULT_ISOLATION) -> list[Comparison]:
     """Compare ``fn`` on one problem with each reference in ``against``; one :class:`Comparison` each.
 
     The references are computed first, on the problem as given; ``fn`` then
     gets a copy (so writing into its input changes nothing it is held to).
+    ``fn`` runs as ``isolation`` says (:mod:`hessverify.checking.sandbox`: a
+    child process by default); a :class:`~hessverify.checking.sandbox.Sandbox`
+    may be given instead, to run many problems in one process.
 
     ``fn`` is judged at ``precision`` (default: the format of the dtype it
     returns; float64 when that is float64 or not a float): in a narrower
@@ -372,7 +376,10 @@ def check_problem(fn: Callable[..., Any], problem: Problem, *, against: Sequence
         ``fn`` raised, exited, hung past ``timeout`` seconds, or returned
         no real array of the contract's shape: nothing could be compared.
     """
-    return _judge(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)[0]
+    if isinstance(fn, Sandbox):
+        return _judge(fn, problem, against=against, returns=returns, precision=precision)[0]
+    with Sandbox(fn, isolation=isolation, timeout=timeout) as box:
+        return _judge(box, problem, against=against, returns=returns, precision=precision)[0]
 
 
 @dataclass
@@ -386,8 +393,8 @@ class _Evidence:
     references: dict[str, tuple[FloatArray, FloatArray]]  # reference name -> (its result, the bound)
 
 
-def _judge(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str], returns: str,
-           timeout: float | None, precision: Precision | str | None) -> tuple[list[Comparison], _Evidence]:
+def _judge(box: Sandbox, problem: Problem, *, against: Sequence[str], returns: str,
+           precision: Precision | str | None) -> tuple[list[Comparison], _Evidence]:
     """:func:`check_problem`, with what it compared (:class:`_Evidence`)."""
     check_memory(problem, [*against, USER], kept=len(against) * 2 + 1)
 
@@ -411,7 +418,7 @@ def _judge(fn: Callable[..., Any], problem: Problem, *, against: Sequence[str], 
             continue
         refs.append((ref_name, R, err))
     seen: list[Precision] = []
-    A = _user_matrix(fn, problem, returns, timeout, seen)
+    A = _user_matrix(box, problem, returns, seen)
     p = get_precision(precision) if precision is not None else max(seen, key=lambda q: q.unit_roundoff,
                                                                     default=FLOAT64)
     narrow = None
@@ -472,6 +479,8 @@ def check(
     timeout: float | None = DEFAULT_TIMEOUT,
     precision: Precision | str | None = None,
     show_progress: bool | None = None,
+    isolation: str = DEFAULT_ISOLATION,
+    observe: Callable[[Problem], Any] | None = None,
 ) -> CheckResult:
     """Hold a user's Hessian (or H v, or diagonal) to hessverify's references.
 
@@ -504,6 +513,13 @@ def check(
         Draw a progress bar on standard error (examples, then shrinking);
         default: when standard error is a terminal, and not under pytest
         (:mod:`hessverify.reports.progress`).
+    isolation:
+        Where ``fn`` runs (:mod:`hessverify.checking.sandbox`): ``"process"``
+        (default: one child process for the whole check, so a timeout is a
+        kill and any exit is seen), ``"thread"`` or ``"none"`` (this process,
+        for a debugger).
+    observe:
+        Called, in this process, with each problem before ``fn`` runs on it.
 
     Returns
     -------
@@ -513,20 +529,74 @@ def check(
     Raises
     ------
     FunctionUnderTestError
-        ``fn`` itself failed (raised, called ``sys.exit``, hung past
-        ``timeout``, returned ``None``, a complex or wrongly shaped array)
-        on the problem in ``error.problem``: a fault, not a discrepancy, so
-        a strategy's example is not shrunk.
+        ``fn`` itself failed (raised, called ``sys.exit`` or ``os._exit``, was
+        killed, hung past ``timeout``, returned ``None``, a complex or wrongly
+        shaped array) on the problem in ``error.problem``: a fault, not a
+        discrepancy, so a strategy's example is not shrunk.
     UsageError
-        No problems given, or a bad ``against`` / ``returns``.
+        No problems given, or an argument of the wrong type or value (named).
     """
-    if returns not in RETURNS:
+    against, bounds = _check_arguments(fn, against, returns, precision, max_examples, seed, observe)
+    if precision is not None:
+        precision = get_precision(precision)
+    timeout = check_timeout(timeout)
+    check_isolation(isolation)
+    if isinstance(problems, Problem):
+        problems = [problems]
+    strategy = _is_strategy(problems)
+    if not strategy and (isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable)):
+        raise UsageError(f"problems: a Problem, an iterable of them or a strategy, got {type(problems).__name__} "
+                         "(hessverify.load_case(path) reads a case file)")
+    from hessverify.reports.progress import progress
+
+    with Sandbox(fn, isolation=isolation, timeout=timeout) as box:
+        def judge(problem: Problem) -> tuple[list[Comparison], _Evidence]:
+            if observe is not None:
+                observe(problem)
+            return _judge(box, problem, against=against, returns=returns, precision=precision)
+
+        if strategy:
+            return _check_strategy(judge, problems, against, returns, max_examples, seed, bounds, show_progress)
+        comparisons: list[Comparison] = []
+        judged: list[str] = []
+        n = 0
+        total = len(problems) if isinstance(problems, Sequence) else None
+        with progress(total, f"checking {returns}", enabled=show_progress) as bar:
+            for problem in problems:
+                if not isinstance(problem, Problem):
+                    raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
+                n += 1
+                comps, evidence = judge(problem)
+                judged.append(evidence.precision.name)
+                if not all(c.passed for c in comps):
+                    return CheckResult(False, n, returns, against, problem, comps, bounds,
+                                       next((c.note for c in comps if c.note), None),
+                                       precision=evidence.precision.name, localisations=_localise(evidence, comps))
+                comparisons += comps
+                bar(problem.id)
+    if n == 0:  # passing with nothing checked would be a check that cannot fail
+        raise UsageError("problems: none given; pass at least one Problem (or a strategy of them)")
+    return CheckResult(True, n, returns, against, None, comparisons, bounds, precision=_narrowest(judged))
+
+
+def _check_arguments(fn: Any, against: Any, returns: Any, precision: Any, max_examples: Any, seed: Any,
+                     observe: Any) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Every argument of :func:`check` that can be wrong, refused with a :class:`UsageError` naming it."""
+    if not isinstance(returns, str) or returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
     if precision is not None:
+        if not isinstance(precision, (Precision, str, type, np.dtype)):
+            raise UsageError(f"precision={precision!r}: give a format such as 'float32' (or a Precision, a dtype)")
         try:
-            precision = get_precision(precision)
-        except ValueError as exc:
+            get_precision(precision)
+        except (ValueError, TypeError, KeyError) as exc:
             raise UsageError(f"precision={precision!r}: {exc}") from None
+    if isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) or max_examples < 1:
+        raise UsageError(f"max_examples={max_examples!r}: give a whole number, at least 1")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise UsageError(f"seed={seed!r}: give a whole number, or None for a random one")
+    if observe is not None and not callable(observe):
+        raise UsageError(f"observe={observe!r}: give a function of a problem, or None")
     if returns == "ggn" and against is DEFAULT_AGAINST:  # the default names Hessian references
         against = tuple(GGN_REFERENCES)
     if isinstance(against, str):
@@ -546,41 +616,11 @@ def check(
         check_reference(name)
         if METHODS[name].kind != "matrix":
             raise UsageError(f"against: {name!r} does not return a full matrix; choose exact methods or references")
-    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES and returns != "ggn" else "exact: rounding bound"
-              for name in against}
     if not callable(fn):
         raise UsageError(f"fn: {type(fn).__name__!r} is not callable; pass the function under test")
-    if isinstance(problems, Problem):
-        problems = [problems]
-    if _is_strategy(problems):
-        return _check_strategy(fn, problems, against, returns, max_examples, seed, bounds, timeout, precision,
-                               show_progress)
-    if isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable):
-        raise UsageError(f"problems: a Problem, an iterable of them or a strategy, got {type(problems).__name__} "
-                         "(hessverify.load_case(path) reads a case file)")
-    from hessverify.reports.progress import progress
-
-    comparisons: list[Comparison] = []
-    judged: list[str] = []
-    n = 0
-    total = len(problems) if isinstance(problems, Sequence) else None
-    with progress(total, f"checking {returns}", enabled=show_progress) as bar:
-        for problem in problems:
-            if not isinstance(problem, Problem):
-                raise UsageError(f"problems: item {n} is a {type(problem).__name__}, not a Problem")
-            n += 1
-            comps, evidence = _judge(fn, problem, against=against, returns=returns, timeout=timeout,
-                                     precision=precision)
-            judged.append(evidence.precision.name)
-            if not all(c.passed for c in comps):
-                return CheckResult(False, n, returns, against, problem, comps, bounds,
-                                   next((c.note for c in comps if c.note), None), precision=evidence.precision.name,
-                                   localisations=_localise(evidence, comps))
-            comparisons += comps
-            bar(problem.id)
-    if n == 0:  # passing with nothing checked would be a check that cannot fail
-        raise UsageError("problems: none given; pass at least one Problem (or a strategy of them)")
-    return CheckResult(True, n, returns, against, None, comparisons, bounds, precision=_narrowest(judged))
+    bounds = {name: TOLERANCES[name].reason if name in TOLERANCES and returns != "ggn" else "exact: rounding bound"
+              for name in against}
+    return against, bounds
 
 
 def _narrowest(names: Sequence[str]) -> str:
@@ -600,10 +640,9 @@ class _FunctionFailed(BaseException):
     instead of shrinking it: a fault of the function is reported where it happened."""
 
 
-def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, ...], returns: str,
-                    max_examples: int, seed: int | None, bounds: dict[str, str],
-                    timeout: float | None = DEFAULT_TIMEOUT, precision: Precision | str | None = None,
-                    show_progress: bool | None = None) -> CheckResult:
+def _check_strategy(judge: Callable[[Problem], tuple[list[Comparison], _Evidence]], strategy: Any,
+                    against: tuple[str, ...], returns: str, max_examples: int, seed: int | None,
+                    bounds: dict[str, str], show_progress: bool | None = None) -> CheckResult:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as with_seed
 
@@ -616,12 +655,9 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
     class _Discrepancy(AssertionError):
         pass
 
-    def judge(problem: Problem) -> tuple[list[Comparison], _Evidence]:
-        return _judge(fn, problem, against=against, returns=returns, timeout=timeout, precision=precision)
-
     # No explain phase: it re-runs variations of the minimal failure after shrinking, and the
     # last failing call must be the shrunk example itself.
-    @settings(max_examples=max_examples, deadline=None, database=None, report_multiple_bugs=False,
+    @settings(max_examples=int(max_examples), deadline=None, database=None, report_multiple_bugs=False,
               phases=[Phase.explicit, Phase.generate, Phase.shrink],
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], print_blob=False)
     @given(strategy)
@@ -646,7 +682,7 @@ def _check_strategy(fn: Callable[..., Any], strategy: Any, against: tuple[str, .
         bar("" if state["first"] is None else f"(now W = {state['last'][0].n_params})")
 
     if seed is not None:
-        run = with_seed(seed)(run)
+        run = with_seed(int(seed))(run)
     with progress(max_examples, f"checking {returns} on random problems", enabled=show_progress) as bar:
         try:
             run()
@@ -833,7 +869,8 @@ def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Pr
                          max_examples: int = 100, seed: int | None = None,
                          timeout: float | None = DEFAULT_TIMEOUT,
                          precision: Precision | str | None = None,
-                         case_dir: str | Path | None = None) -> CheckResult:
+                         case_dir: str | Path | None = None,
+                         isolation: str = DEFAULT_ISOLATION) -> CheckResult:
     """:func:`check`, raising an :class:`AssertionError` that names the failure.
 
     The message is :meth:`CheckResult.summary`: the problem, where the error
@@ -845,7 +882,7 @@ def assert_hessian_close(fn: Callable[..., Any], problems: Problem | Iterable[Pr
     (``result.case_toml``).
     """
     result = check(fn, problems, against=against, returns=returns, max_examples=max_examples, seed=seed,
-                   timeout=timeout, precision=precision)
+                   timeout=timeout, precision=precision, isolation=isolation)
     if not result.passed:
         written = _save_case(result, case_dir)
         error = AssertionError(result.summary(case_file=written))

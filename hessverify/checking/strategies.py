@@ -35,7 +35,19 @@ each in ``[0, 1]``) and zeros for ``output``.  Every non-zero value is at
 least :data:`MIN_MAGNITUDE` (about 1e-6) in magnitude.  In these ranges every
 intermediate value stays finite and far from overflow, and the derived
 rounding bounds (:mod:`hessverify.engine.bounds`) and finite-difference error
-estimates are meaningful.  Subnormal floats are never drawn.
+estimates are meaningful.  Subnormal floats are never drawn.  A saturated
+output layer (below) is the exception: its parameters are scaled past
+these ranges, up to :data:`SATURATION_MAX_PARAM`.
+
+Saturation.  A share of the problems (about three in ten, shrinking to
+none) has a saturated output (:func:`saturate`): the output layer's weights
+and bias are scaled so that its largest net input (for cross-entropy, the
+widest spread of a pattern's logits) is between 16 and 48
+(:data:`SATURATION_LEVELS`), where a logistic or softmax output is within
+1e-7 of 0 or 1 and a tanh, softplus, gelu or silu output is flat, or
+rounds to its limit exactly past 36.7.  That is where real Hessian code
+clips, underflows or divides by ``y (1 - y)``, and where a draw of the
+ranges above rarely goes.  ``saturation=False`` leaves it out.
 
 Kinks.  A problem whose relu net input lies within :data:`KINK_MARGIN` of
 the kink is rejected (``hypothesis.assume``), so the Hessian always exists
@@ -54,6 +66,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -78,7 +91,10 @@ __all__ = [
     "MAX_MAGNITUDE",
     "MIN_MAGNITUDE",
     "PARAM_MAGNITUDE",
+    "SATURATING_OUTPUTS",
     "SATURATING_SCALE",
+    "SATURATION_LEVELS",
+    "SATURATION_MAX_PARAM",
     "SPECIAL_VALUES",
     "InvalidArgument",
     "architectures",
@@ -86,6 +102,7 @@ __all__ = [
     "near_kink",
     "parameters",
     "problems",
+    "saturate",
     "special_problems",
 ]
 
@@ -112,6 +129,18 @@ A product of the ten or so factors in a Hessian entry of values at least
 
 KINK_MARGIN = 1e-2
 """Smallest ``|a|`` allowed for a relu net input (see the module text)."""
+
+SATURATION_LEVELS = (16.0, 48.0)
+"""The range of a saturated output layer's largest net input (:func:`saturate`).  At 16 a logistic output is
+within 1.1e-7 of 0 or 1 (``sigma(16) = 1 - 1.1e-7``), past 36.7 it rounds to exactly 1 in float64; a tanh
+output is within 1e-13 of +-1 at 16; softmax probabilities whose logits spread by 16 are within 1.1e-7."""
+
+SATURATION_MAX_PARAM = 100.0
+"""Largest ``|theta|`` a saturated output layer may get: where the net inputs are too small to reach
+:data:`SATURATION_LEVELS` within it (all but vanishing), the problem is left unsaturated."""
+
+SATURATING_OUTPUTS = ("sigmoid", "tanh", "softplus", "gelu", "silu")
+"""Output activations with flat tails: large net inputs saturate them whatever the loss."""
 
 
 # -- validation (at build time) -------------------------------------------------
@@ -370,6 +399,47 @@ def _well_posed(problem: Problem) -> Problem:
     return problem
 
 
+def saturate(problem: Problem, level: float) -> Problem:
+    """``problem`` with a saturated output: its output layer's ``W`` and ``b`` scaled by one factor.
+
+    The factor makes the output layer's largest net input ``|a_L|`` equal to
+    ``level`` (for ``cross_entropy`` with several outputs: the widest spread
+    ``max_k a - min_k a`` of a pattern's logits, what saturates a softmax).
+    Only the output layer changes, and linearly, so every other layer's
+    values are the problem's own, and the factor is above 1 (values only
+    grow: none falls under :data:`MIN_MAGNITUDE`).  Returned unchanged where
+    nothing can saturate (an identity, relu or sin output under ``sse`` or
+    ``output``), where the net inputs are all zero or beyond ``level``
+    already, or where the factor would take a parameter past
+    :data:`SATURATION_MAX_PARAM`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> arch = Architecture(1, (Layer(1, "sigmoid"),))
+    >>> p = Problem(arch, "sse", np.array([0.5, 0.25]), np.array([[2.0]]), np.array([[1.0]]))
+    >>> saturate(p, 20.0).params.tolist()  # a = 0.5 * 2 + 0.25 = 1.25, scaled by 16
+    [8.0, 4.0]
+    """
+    from hessverify.model.forward import forward
+
+    arch = problem.architecture
+    k = arch.outputs
+    spread = problem.loss == "cross_entropy" and k > 1
+    if not (arch.layers[-1].activation in SATURATING_OUTPUTS or spread or problem.loss == "binary_cross_entropy"):
+        return problem
+    a = forward(problem, derivatives=False).a[arch.output_layer]
+    size = float(np.max(np.max(a, axis=1) - np.min(a, axis=1))) if spread else float(np.max(np.abs(a)))
+    block = arch.block(arch.output_layer).slice
+    largest = float(np.max(np.abs(problem.params[block])))
+    if not size > 0 or not np.isfinite(size) or size >= level or largest * level / size > SATURATION_MAX_PARAM:
+        return problem  # nothing to scale, saturated already, or only with outsized parameters
+    params = problem.params.copy()
+    params[block] *= level / size
+    return replace(problem, params=params,
+                   description=f"{problem.description}, output saturated (net input {level:.3g})")
+
+
 def problems(
     *,
     min_layers: int = 1,
@@ -388,6 +458,7 @@ def problems(
     max_magnitude: float = PARAM_MAGNITUDE,
     max_input: float = INPUT_MAGNITUDE,
     graphs: bool = True,
+    saturation: bool = True,
 ) -> st.SearchStrategy[Problem]:
     """Whole problems: an architecture, a loss, parameters and data.
 
@@ -396,7 +467,10 @@ def problems(
     (default: every loss, ``sse`` first) and ``reductions`` (default
     ``("sum", "mean")``).  Feed-forward graphs are drawn unless
     ``graphs=False``; each layer's skip edges are drawn beside its weights,
-    so dropping a layer while shrinking keeps the others' edges.  Problems with a relu net input within
+    so dropping a layer while shrinking keeps the others' edges.  About
+    three problems in ten have a saturated output (:func:`saturate`, a level
+    drawn from :data:`SATURATION_LEVELS`, where the output can saturate;
+    shrinking towards none) unless ``saturation=False``.  Problems with a relu net input within
     :data:`KINK_MARGIN` of the kink, or whose values overflow, are rejected.
     Each problem's id is ``generated-<inputs>-<units>-...`` and its
     description names the architecture, so ``problem.to_toml()`` is a
@@ -423,6 +497,8 @@ def problems(
     min_patterns, max_patterns = _check_range("patterns", min_patterns, max_patterns, 1)
     magnitude = _check_magnitude("max_magnitude", max_magnitude)
     input_magnitude = _check_magnitude("max_input", max_input)
+    if not isinstance(saturation, bool):
+        raise InvalidArgument(f"saturation must be True (draw saturated outputs too) or False, got {saturation!r}")
     max_fan = max(max_inputs, max_units)
     if graphs:  # the widest input: the inputs and every layer but the last side by side
         max_fan = max_inputs + (max_layers - 1) * max_units
@@ -467,6 +543,9 @@ def problems(
         t = np.array([_finish_targets(loss, tr[max_units - k:]) for _, tr in rows], dtype=np.float64)
         problem = Problem(arch, loss, params, x, t, reduction, _case_id(arch),
                           f"drawn by hessverify.strategies: {arch.describe()}, {loss}, {reduction}")
+        # saturated about every third draw (where the output can saturate); shrinks to False: not saturated
+        if saturation and draw(st.booleans()):
+            problem = saturate(problem, draw(st.floats(*SATURATION_LEVELS)))
         # fd must not straddle a kink, and the Hessian must exist and be finite
         assume(not near_kink(problem))
         return _well_posed(problem)

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hessverify.checking.check import CheckResult, check, describe
-from hessverify.checking.sandbox import DEFAULT_TIMEOUT, call_user, user_copy
+from hessverify.checking.sandbox import (
+    DEFAULT_ISOLATION,
+    DEFAULT_TIMEOUT,
+    Sandbox,
+    check_isolation,
+    check_timeout,
+    register_user_module,
+)
 from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
@@ -97,6 +104,7 @@ def _load_file(path: Path, spec: str) -> Any:
         raise UsageError(f"--method-under-test {spec!r}: cannot load {str(path)!r} as a module")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up here
+    register_user_module(name, str(path))  # a spawned child process loads it the same way
     folder = str(path.resolve().parent)
     if folder not in sys.path:  # appended: a hypothesis.py beside the file must not replace the library
         sys.path.append(folder)
@@ -127,11 +135,17 @@ def _found_case(problem: Problem, spec: str, result: CheckResult) -> Problem:
 def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_path: str | None = None,
               returns: str = "hessian", against: Sequence[str] | None = None,
               out: TextIO | None = None, err: TextIO | None = None, report_dir: str | None = None,
-              timeout: float | None = DEFAULT_TIMEOUT, chains_only: bool = False) -> int:
+              timeout: float | None = DEFAULT_TIMEOUT, chains_only: bool = False,
+              isolation: str = DEFAULT_ISOLATION) -> int:
     """Run the sweep and print its findings; return the exit status (0 or 1).
 
     Problems are feed-forward graphs (skip connections) as well as chains;
     ``chains_only`` draws chains alone, for a function that knows no ``from``.
+    The function runs in one child process for the whole sweep (``isolation``,
+    :mod:`hessverify.checking.sandbox`; ``--in-process`` is ``"thread"``).
+    ``json_path`` and ``report_dir`` are resolved against the working
+    directory once, here, and held (:func:`hessverify.io.files.claim_output`)
+    until they are written: a second run on one of them is refused.
 
     With ``report_dir``, also write the verification report
     (:func:`hessverify.reports.report_problems`) over the minimal failing
@@ -144,29 +158,47 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    if examples < 1:
-        raise UsageError(f"--examples {examples}: must be at least 1")
-    if report_dir is not None:
-        if returns == "hvp":
-            raise UsageError("--report: a report needs matrices or diagonals; use --returns hessian or diagonal")
-        from hessverify.reports import check_directory
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
+        raise UsageError(f"--examples {examples}: must be a whole number, at least 1")
+    timeout = check_timeout(timeout, "--timeout")
+    check_isolation(isolation)
+    from hessverify.io.files import claim_output
 
-        check_directory(Path(report_dir))  # fail now, not after the sweep
-    if json_path is not None:
-        from hessverify.reports import check_json_path
+    with contextlib.ExitStack() as held:
+        if report_dir is not None:
+            if returns == "hvp":
+                raise UsageError("--report: a report needs matrices or diagonals; use --returns hessian or diagonal")
+            from hessverify.reports import check_directory
 
-        check_json_path(Path(json_path))  # fail now, not after the sweep
-    if timeout is not None and not (timeout >= 0):
-        raise UsageError(f"--timeout {timeout}: give seconds, at least 0 (0: no limit)")
+            report_dir = os.path.abspath(report_dir)  # a chdir in the function under test cannot move it
+            check_directory(Path(report_dir))  # fail now, not after the sweep
+            held.enter_context(claim_output(Path(report_dir), "--report"))
+        if json_path is not None:
+            from hessverify.reports import check_json_path
+
+            json_path = _absolute(json_path)
+            check_json_path(Path(json_path))  # fail now, not after the sweep
+            held.enter_context(claim_output(Path(json_path), "--json"))
+        return _sweep(spec, examples, seed, json_path, returns, against, out, err, report_dir, timeout, chains_only,
+                      isolation)
+
+
+def _absolute(path: str) -> str:
+    """``path`` against the working directory now; a device such as ``/dev/stdout`` stays as given."""
+    return path if path.startswith("/dev/") else os.path.abspath(path)
+
+
+def _sweep(spec: str, examples: int, seed: int | None, json_path: str | None, returns: str,
+           against: Sequence[str] | None, out: TextIO, err: TextIO, report_dir: str | None, timeout: float | None,
+           chains_only: bool, isolation: str) -> int:
     from hessverify.checking.strategies import problems  # imports Hypothesis before the user's file can shadow it
 
     user_fn = load_function(spec)
     tried: list[Problem] = []
 
-    def fn(problem: Problem, *args: Any) -> Any:
+    def observe(problem: Problem) -> None:
         if report_dir is not None and len(tried) < REPORT_EXAMPLES and not any(problem is p for p in tried):
             tried.append(problem)
-        return user_fn(problem, *args)
 
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)  # printed, so any run can be repeated
@@ -175,10 +207,12 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
     # anything the user's function prints goes to stderr: stdout is kept for the case file
     try:
         with contextlib.redirect_stdout(err):
-            result = check(fn, problems(graphs=not chains_only), returns=returns, max_examples=examples, seed=seed,  # type: ignore[arg-type]
-                           timeout=timeout, **kwargs)
+            result = check(user_fn, problems(graphs=not chains_only), returns=returns,  # type: ignore[arg-type]
+                           max_examples=examples, seed=seed, timeout=timeout, isolation=isolation, observe=observe,
+                           **kwargs)
     except FunctionUnderTestError as exc:
-        _function_failed(exc, spec, seed, returns, json_path, report_dir, user_fn, against, tried, timeout, out, err)
+        _function_failed(exc, spec, seed, returns, json_path, report_dir, user_fn, against, tried, timeout, out, err,
+                         isolation)
         raise
     report: dict[str, Any] = {"method_under_test": spec, "examples": result.n_problems, "seed": seed,
                               **result.to_dict()}
@@ -208,7 +242,7 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
         status = EXIT_DISCREPANCY
     if report_dir is not None:
         write_report(Path(report_dir), spec, user_fn, returns, against, tried,
-                      [] if result.passed else [case], err, timeout)
+                      [] if result.passed else [case], err, timeout, isolation)
     if json_path:
         _write_json(json_path, report)
     return status
@@ -222,7 +256,8 @@ def _write_json(json_path: str, report: dict[str, Any]) -> None:
 
 def _function_failed(exc: FunctionUnderTestError, spec: str, seed: int, returns: str, json_path: str | None,
                      report_dir: str | None, user_fn: Callable[..., Any], against: Sequence[str] | None,
-                     tried: list[Problem], timeout: float | None, out: TextIO, err: TextIO) -> None:
+                     tried: list[Problem], timeout: float | None, out: TextIO, err: TextIO,
+                     isolation: str = DEFAULT_ISOLATION) -> None:
     """The function failed: the problem it failed on as a case file, then the JSON and the report."""
     problem = exc.problem if isinstance(exc.problem, Problem) else None
     case = None
@@ -240,30 +275,35 @@ def _function_failed(exc: FunctionUnderTestError, spec: str, seed: int, returns:
                                 "function_failed": str(exc),
                                 "problem_toml": case.to_toml() if case is not None else None})
     if report_dir is not None:
-        write_report(Path(report_dir), spec, user_fn, returns, against, tried, [case] if case else [], err, timeout)
+        write_report(Path(report_dir), spec, user_fn, returns, against, tried, [case] if case else [], err, timeout,
+                     isolation)
 
 
 def write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: str, against: Sequence[str] | None,
                   tried: list[Problem], leading: list[Problem], err: TextIO,
-                  timeout: float | None = DEFAULT_TIMEOUT) -> None:
-    """The report over the sweep, with the function under test registered for the duration."""
+                  timeout: float | None = DEFAULT_TIMEOUT, isolation: str = DEFAULT_ISOLATION) -> None:
+    """The report over the sweep, with the function under test registered for the duration.
+
+    The function runs in a sandbox of its own (one child process for the
+    report), a failure there is that problem's ``function_failed``, not a crash.
+    """
     from hessverify.checking.check import DEFAULT_AGAINST
     from hessverify.engine.registry import METHODS, Method
     from hessverify.reports import report_problems
 
     name = spec.rsplit(":", 1)[-1]
     kind = "vector" if returns == "diagonal" else "matrix"
-    def sandboxed(problem: Problem) -> Any:  # a failure is that problem's "function_failed", not a crash
-        return call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
-
-    METHODS[name] = Method(name, sandboxed, "method", kind, f"the function under test, {spec}")
-    try:
-        # every name the sweep compared with, exact methods such as backprop included: the report's table has a
-        # row for each comparison its header cites
-        refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "approximation"]
-        written = report_problems(directory, tried, leading=leading, methods=[name], references=refs or ["autograd"])
-    finally:
-        del METHODS[name]
+    with Sandbox(fn, isolation=isolation, timeout=timeout) as box:
+        box.start()  # now, before the report's drawing processes and threads start: a fork is safe here
+        METHODS[name] = Method(name, box, "method", kind, f"the function under test, {spec}")
+        try:
+            # every name the sweep compared with, exact methods such as backprop included: the report's table has
+            # a row for each comparison its header cites
+            refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "approximation"]
+            written = report_problems(directory, tried, leading=leading, methods=[name],
+                                      references=refs or ["autograd"])
+        finally:
+            del METHODS[name]
     written += _write_cases(directory, leading)
     print(f"report written to {', '.join(str(p) for p in written)}", file=err)
 

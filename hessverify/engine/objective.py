@@ -26,9 +26,19 @@ def as_params(problem: Problem, params: FloatArray | None) -> FloatArray:
     Raises :class:`~hessverify.UsageError` in one line for a wrong length or
     a non-finite entry, naming the first offending parameter.
     """
+    if not isinstance(problem, Problem):
+        raise UsageError(f"problem: give a Problem (hessverify.load_case(path) reads one), got {type(problem).__name__}")
     if params is None:
         return problem.params
-    theta = np.asarray(params, dtype=np.float64).reshape(-1)
+    if isinstance(params, (str, bytes)):
+        raise UsageError(f"params is {type(params).__name__} {params!r:.40}; give {problem.n_params} numbers")
+    try:
+        raw = np.asarray(params)
+    except Exception as exc:  # an object NumPy cannot look at
+        raise UsageError(f"params: a {type(params).__name__} is not a vector of numbers ({type(exc).__name__})") from None
+    if np.iscomplexobj(raw) or raw.dtype.kind not in "fiu" or raw.dtype == np.bool_:
+        raise UsageError(f"params is an array of {raw.dtype}, not of real numbers; give {problem.n_params} real numbers")
+    theta = raw.astype(np.float64).reshape(-1)
     if theta.size != problem.n_params:
         raise UsageError(f"params has {theta.size} numbers but {problem.id} has {problem.n_params} parameters "
                          f"(in the order 'hessverify params' lists)")

@@ -14,7 +14,7 @@ from hessverify.base.typing import FloatArray
 from hessverify.engine.budget import check_memory
 from hessverify.engine.compare import BOUND_KEY, Comparison
 from hessverify.engine.point import Point
-from hessverify.engine.registry import get_method
+from hessverify.engine.registry import Lazy, get_method
 from hessverify.engine.run import (
     check_reference,
     finite_rounding_bound,
@@ -27,8 +27,68 @@ from hessverify.engine.run import (
 from hessverify.errors import UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["BOUND_KEY", "check_reference", "finite_rounding_bound", "hessian", "not_applicable_reason",
-           "not_applicable_record", "plan", "reference_skips", "verify_problem"]
+__all__ = ["BOUND_KEY", "check_reference", "finite_rounding_bound", "hessian", "hessian_entry", "hvp",
+           "not_applicable_reason", "not_applicable_record", "plan", "reference_skips", "verify_problem"]
+
+
+_HVP = Lazy("hessverify.methods.rop", "hvp")  # named, not imported: the engine sits below the methods
+_ENTRY = Lazy("hessverify.methods.pairwise", "hessian_entry")
+
+
+def _problem(problem: object, caller: str) -> Problem:
+    """``problem`` if it is a :class:`Problem`, else a one-line :class:`UsageError` that says how to get one."""
+    if not isinstance(problem, Problem):
+        raise UsageError(f"{caller}() takes a Problem, got {type(problem).__name__}"
+                         + (" (read a case file with hessverify.load_case(path) first)"
+                            if isinstance(problem, (str, PathLike)) else ""))
+    return problem
+
+
+def hvp(problem: Problem, v: FloatArray) -> FloatArray:
+    """The exact Hessian-vector product :math:`H v` (Pearlmutter's R-operator, :func:`hessverify.methods.rop.hvp`).
+
+    ``v`` must be a real vector of one finite number per parameter, in the
+    public order; anything else (a complex vector, text, the wrong length)
+    is a :class:`~hessverify.errors.UsageError` naming ``v``, never a silent
+    conversion (NumPy would keep a complex vector's real part).
+
+    Examples
+    --------
+    >>> import numpy as np, hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> hessverify.hvp(case, np.ones(case.n_params)).shape
+    (9,)
+    >>> hessverify.hvp(case, np.ones(case.n_params) * 1j)
+    Traceback (most recent call last):
+    ...
+    hessverify.errors.UsageError: v is complex; a direction is real: take hvp(case, v.real) + 1j * hvp(case, v.imag)
+    """
+    problem = _problem(problem, "hvp")
+    if isinstance(v, (str, bytes)):
+        raise UsageError(f"v is {type(v).__name__} {v!r:.40}; give a vector of {problem.n_params} numbers")
+    try:
+        arr = np.asarray(v)
+    except Exception as exc:  # an object NumPy cannot look at
+        raise UsageError(f"v: a {type(v).__name__} is not a vector of numbers ({type(exc).__name__})") from None
+    if np.iscomplexobj(arr):
+        raise UsageError("v is complex; a direction is real: take hvp(case, v.real) + 1j * hvp(case, v.imag)")
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise UsageError(f"v is an array of {arr.dtype}, not of real numbers; give a vector of {problem.n_params} "
+                         "numbers in the public order (see 'hessverify params')")
+    return _HVP(problem, arr.astype(np.float64))  # type: ignore[no-any-return]
+
+
+def hessian_entry(problem: Problem, i: int | str, j: int | str) -> float:
+    """One exact entry :math:`\\partial^2 E / \\partial w_i \\partial w_j` (:func:`hessverify.methods.pairwise.hessian_entry`).
+
+    Examples
+    --------
+    >>> import hessverify
+    >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
+    >>> round(hessverify.hessian_entry(case, "W2[0,1]", "b1[0]"), 6) == round(float(hessverify.hessian(case)[7, 4]), 6)
+    True
+    """
+    return _ENTRY(_problem(problem, "hessian_entry"), i, j)  # type: ignore[no-any-return]
 
 
 def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[FloatArray]:
@@ -46,10 +106,7 @@ def hessian(problem: Problem, method: str = "backprop") -> FloatArray | list[Flo
     >>> bool(abs(H - hessverify.hessian(case, method="autograd")).max() < 1e-12)
     True
     """
-    if not isinstance(problem, Problem):
-        raise UsageError(f"hessian() takes a Problem, got {type(problem).__name__}"
-                         + (" (read a case file with hessverify.load_case(path) first)"
-                            if isinstance(problem, (str, PathLike)) else ""))
+    _problem(problem, "hessian")
     if not isinstance(method, str):
         raise UsageError(f"hessian(): method must be a name such as 'backprop', got {type(method).__name__}")
     m = get_method(method)
@@ -98,6 +155,9 @@ def verify_problem(problem: Problem, methods: Sequence[str] | None = None,
     Hessian does not exist and :class:`~hessverify.errors.OverflowReport`
     where the network overflows, before anything is compared.
     """
+    _problem(problem, "verify_problem")
+    if matrices is not None and not isinstance(matrices, dict):
+        raise UsageError(f"verify_problem(): matrices must be a dict to fill (or None), got {type(matrices).__name__}")
     run = run_problem(problem, methods, references, approximations)
     if run.skip is not None:
         raise run.skip.error

@@ -9,10 +9,12 @@ reference or anything above.
 from hessverify.io.files import (  # the former module hessverify.io: its public names
     MAX_CASE_BYTES,
     check_output_path,
+    claim_output,
     read_case_text,
     report_set,
     strict_json,
     write_output,
 )
 
-__all__ = ["MAX_CASE_BYTES", "check_output_path", "read_case_text", "report_set", "strict_json", "write_output"]
+__all__ = ["MAX_CASE_BYTES", "check_output_path", "claim_output", "read_case_text", "report_set", "strict_json",
+           "write_output"]

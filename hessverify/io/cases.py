@@ -125,6 +125,8 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
         raise CaseError(v.source, "network.layers",
                         'must be a non-empty array of tables like { units = 2, activation = "tanh" }')
     layers = []
+    sizes = [n_in]  # the output size of the inputs (0) and of each layer so far, for the parameter count
+    count = 0
     for i, raw in enumerate(layers_raw):
         where = f"network.layers[{i}]"
         if not isinstance(raw, dict):
@@ -149,7 +151,13 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
             except ValueError as exc:
                 raise CaseError(v.source, f"{where}.from", str(exc)) from None
             sources = tuple(sources)
+        fan_in = sizes[-1] if sources is None else sum(sizes[j] for j in sources)
+        count += units * fan_in + (units if bias else 0)
+        sizes.append(units)
         layers.append(Layer(units, act, bias, sources))
+    # counted in one pass over the layers, before anything is built from them
+    if count > MAX_PARAMS:
+        raise CaseError(v.source, "network", f"{count} parameters is more than the {MAX_PARAMS} a case may have")
     loss = v.string(net, "loss", "network")
     if loss not in LOSSES:
         raise CaseError(v.source, "network.loss", f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -232,49 +240,62 @@ def _params(v: _Validator, params: dict[str, Any], arch: Architecture) -> np.nda
     return seeded_params(arch, seed, scale)
 
 
+_TOKEN = re.compile(r"""\"\"\"|'''|["'#\n\[\]{}]|[^\s"'#\[\]{}]+""")
+"""What the nesting check looks at: quotes, comments, line ends, brackets, and runs of anything else at once."""
+
+_STRING_END = {'"': re.compile(r'["\\\n]'), "'": re.compile(r"['\n]"), '"""': re.compile(r'"""|\\'),
+               "'''": re.compile(r"'''")}
+"""What ends a string (or escapes the next character) after each kind of opening quote."""
+
+
+def _string_end(text: str, i: int, quote: str) -> int:
+    """Where the string opened by ``quote`` just before ``i`` ends: past its closing quote (or its line, unclosed)."""
+    end = _STRING_END[quote]
+    while True:
+        m = end.search(text, i)
+        if m is None:
+            return len(text)
+        if m.group() == "\\":
+            i = m.end() + 1  # an escaped character, a quote included
+            continue
+        return m.end()  # the closing quote, or the end of the line of an unterminated one (tomllib says so)
+
+
 def _check_nesting(text: str, source: str) -> None:
-    """Refuse arrays and inline tables nested past :data:`MAX_NESTING`, without parsing (tomllib recurses)."""
+    """Refuse arrays and inline tables nested past :data:`MAX_NESTING`, without parsing (tomllib recurses).
+
+    One pass over the text, token by token (:data:`_TOKEN`): linear in its length.
+    """
     depth = 0
-    i, n = 0, len(text)
+    i = 0
     line_start = True
-    while i < n:
-        ch = text[i]
-        if ch in "\"'":
-            triple = text.startswith(ch * 3, i)
-            quote = ch * 3 if triple else ch
-            i += len(quote)
-            while i < n and not text.startswith(quote, i):
-                if ch == '"' and text[i] == "\\":
-                    i += 1
-                elif not triple and text[i] == "\n":
-                    break  # an unterminated string: tomllib says so
-                i += 1
-            i += len(quote)
+    while True:
+        m = _TOKEN.search(text, i)
+        if m is None:
+            return
+        token, i = m.group(), m.end()
+        if token in ('"', "'", '"""', "'''"):
+            i = _string_end(text, i, token)
             line_start = False
-            continue
-        if ch == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        if ch == "\n":
+        elif token == "#":
+            j = text.find("\n", i)
+            i = len(text) if j < 0 else j
+        elif token == "\n":
             line_start = True
-        elif ch in "[{":
-            if not (line_start and ch == "[" and depth == 0):  # [table] and [[array of tables]] headers
-                depth += 1
-                if depth > MAX_NESTING:
-                    line = text.count("\n", 0, i) + 1
-                    raise CaseError(source, "", f"arrays or inline tables nested more than {MAX_NESTING} deep "
-                                                f"(line {line}); a case needs at most 3")
-            else:
-                # skip the header: [name] or [[name]]
+        elif token in ("[", "{"):
+            if line_start and token == "[" and depth == 0:  # [table] and [[array of tables]] headers
                 j = text.find("\n", i)
-                i = n if j < 0 else j
+                i = len(text) if j < 0 else j
                 continue
-        elif ch in "]}":
+            depth += 1
+            if depth > MAX_NESTING:
+                line = text.count("\n", 0, m.start()) + 1
+                raise CaseError(source, "", f"arrays or inline tables nested more than {MAX_NESTING} deep "
+                                            f"(line {line}); a case needs at most 3")
+        elif token in ("]", "}"):
             depth = max(depth - 1, 0)
-        elif not ch.isspace():
+        else:
             line_start = False
-        i += 1
 
 
 class _Validator:

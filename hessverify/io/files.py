@@ -15,7 +15,17 @@ run leaves the old file or the new one and never a stray temporary.
 :func:`report_set` writes a set of files (a report's ``results.json``,
 ``report.md`` and ``report.html``) so that they always come from one run:
 a lock refuses a second concurrent writer, the set is written into a fresh
-directory and moved into place with interrupts held back.
+directory and moved into place with interrupts held back, all of it or
+none: a destination that cannot take its file (a directory named
+``results.json``) is found before anything moves, and a move that fails
+puts back what was moved before it.
+
+:func:`claim_output` holds an output (a file or a report directory) for a
+whole run, from before any work until it is written: a second hessverify
+run that names the same output gets a one-line :class:`UsageError` at its
+start, not a silent race at the end.  A file is held by a lock file beside
+it (``.NAME.hessverify-lock``, removed when the run ends), a directory by a
+lock on the directory itself; one process may claim the same output again.
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ from typing import Any
 
 from hessverify.errors import CaseError, UsageError
 
-__all__ = ["MAX_CASE_BYTES", "check_output_path", "read_case_text", "report_set", "strict_json", "write_output"]
+__all__ = ["MAX_CASE_BYTES", "check_output_path", "claim_output", "read_case_text", "report_set", "strict_json",
+           "write_output"]
 
 MAX_CASE_BYTES = 64 * 2**20
 """Largest case file read (64 MiB): far above any case within the parameter and pattern caps in text
@@ -256,7 +267,142 @@ def write_output(path: Path, data: str | bytes, *, option: str = "output") -> Pa
     return path
 
 
+# -- holding outputs for a run ----------------------------------------------------------------------------------
+
+_CLAIMS: dict[str, list[int]] = {}  # lock path -> [file descriptor, claims by this process]
+
+
+def _lock_name(target: Path) -> Path:
+    return target.parent / f".{target.name}.hessverify-lock"
+
+
+def _take_lock_file(lock: Path, option: str, path: Path) -> int:
+    """An exclusive lock on the file ``lock`` (created if need be), or the one-line error of a second writer."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise UsageError(f"{option} {path}: cannot write there: {_os_reason(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"{option} {path}: another hessverify run is writing it; wait for it or choose "
+                             "another file") from None
+        # the run before may have removed the lock file between our open and our lock: lock the one that is there
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _take_directory_lock(directory: Path, option: str) -> int:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileExistsError:
+        raise UsageError(f"{option} {directory}: exists and is not a directory; name a directory") from None
+    except OSError as exc:
+        raise UsageError(f"{option} {directory}: cannot write a report there: {_os_reason(exc)}; "
+                         "choose a writable directory") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{option} {directory}: another hessverify run is writing a report there; "
+                         "wait for it or choose another directory") from None
+    return fd
+
+
+@contextmanager
+def claim_output(path: Path, option: str = "output", *, directory: bool | None = None) -> Iterator[Path]:
+    """Hold ``path`` (a file to write, or with ``directory=True`` a report directory) for the ``with`` block.
+
+    ``directory`` defaults to whether ``path`` is an existing directory.  A
+    device or FIFO (``/dev/null``) is not held: it is written into, and two
+    writers there are the person's intent.  The path yielded is ``path``
+    made absolute, so a change of working directory inside the block
+    cannot move it.  Raises the one-line :class:`UsageError` of
+    :func:`check_output_path` for a file that cannot be written, and of a
+    second writer while another process holds it.
+    """
+    path = Path(os.path.abspath(path))
+    is_dir = path.is_dir() if directory is None else directory
+    if is_dir:
+        key = str(_resolve(path, option))
+    else:
+        check_output_path(path, option)
+        target = _resolve(path, option)
+        try:
+            special = not stat.S_ISREG(os.stat(target).st_mode)
+        except FileNotFoundError:
+            special = False
+        if special:
+            yield path
+            return
+        key = str(_lock_name(target))
+    held = _CLAIMS.get(key)
+    if held is not None:  # this process holds it already (the command line, then the function it calls)
+        held[1] += 1
+        try:
+            yield path
+        finally:
+            held[1] -= 1
+        return
+    fd = _take_directory_lock(path, option) if is_dir else _take_lock_file(Path(key), option, path)
+    _CLAIMS[key] = [fd, 1]
+    try:
+        yield path
+    finally:
+        del _CLAIMS[key]
+        if not is_dir:
+            with _signals_held():
+                Path(key).unlink(missing_ok=True)  # while still locked: the next run locks a fresh file
+        os.close(fd)
+
+
 # -- a set of files from one run -------------------------------------------------------------------------------
+
+
+def check_replaceable(directory: Path, names: Iterator[str] | list[str] | tuple[str, ...], option: str = "--report") -> None:
+    """A :class:`UsageError` naming the path unless each ``directory/name`` is absent or a file that can be replaced."""
+    for name in names:
+        dest = directory / name
+        if dest.is_dir() and not dest.is_symlink():
+            raise UsageError(f"{option} {directory}: {dest} is a directory, so the report cannot be written there "
+                             "(nothing was changed); move it away or choose another directory")
+
+
+def _move_all(staging: Path, directory: Path, names: list[str], option: str) -> None:
+    """Move ``names`` from ``staging`` into ``directory``: all of them, or (a move failed) none.
+
+    Each file replaced is kept first (a hard link, else a copy) in the
+    staging directory, so a failed move puts every earlier one back.
+    """
+    done: list[tuple[str, Path | None]] = []
+    try:
+        for name in names:
+            dest = directory / name
+            backup: Path | None = None
+            if os.path.lexists(dest):
+                backup = staging / f".previous.{name}"
+                try:
+                    os.link(dest, backup, follow_symlinks=False)
+                except OSError:
+                    shutil.copy2(dest, backup, follow_symlinks=False)
+            os.replace(staging / name, dest)
+            done.append((name, backup))
+    except OSError as exc:
+        for name, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, directory / name)
+            else:
+                (directory / name).unlink(missing_ok=True)
+        failed = directory / names[len(done)]
+        raise UsageError(f"{option} {directory}: cannot write {failed}: {_os_reason(exc)} (nothing was changed)") from None
 
 
 @contextmanager
@@ -265,37 +411,29 @@ def report_set(directory: Path, option: str = "--report") -> Iterator[Path]:
 
     A second writer while one holds ``directory`` gets a one-line
     :class:`UsageError`.  On any failure (an exception, SIGINT, SIGTERM
-    turned into an exception by the command line) the staging directory is
-    removed and ``directory`` keeps its previous set.
+    turned into an exception by the command line, a destination that cannot
+    take its file) the staging directory is removed and ``directory`` keeps
+    its previous set; an error names the user's paths, never the staging one.
     """
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = os.open(directory, os.O_RDONLY)
-    except OSError as exc:
-        raise UsageError(f"{option} {directory}: cannot write a report there: {_os_reason(exc)}; "
-                         "choose a writable directory") from None
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"{option} {directory}: another hessverify run is writing a report there; "
-                             "wait for it or choose another directory") from None
+    directory = Path(os.path.abspath(directory))
+    with claim_output(directory, option, directory=True):
         try:
             staging = Path(tempfile.mkdtemp(prefix=".hessverify-staging.", dir=directory))
         except OSError as exc:
             raise UsageError(f"{option} {directory}: cannot write a report there: {_os_reason(exc)}; "
                              "choose a writable directory") from None
         try:
-            yield staging
+            try:
+                yield staging
+            except UsageError as exc:  # said of a file in the staging directory: say it of the user's
+                raise UsageError(str(exc).replace(str(staging), str(directory))) from None
             names = sorted(p.name for p in staging.iterdir())
+            check_replaceable(directory, names, option)
             umask = os.umask(0)
             os.umask(umask)
             for name in names:
                 os.chmod(staging / name, 0o666 & ~umask)
             with _signals_held():  # the whole set or none of it
-                for name in names:
-                    os.replace(staging / name, directory / name)
+                _move_all(staging, directory, names, option)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    finally:
-        os.close(lock)  # releases the lock

@@ -56,15 +56,17 @@ def check_sources(layer: int, sources: object) -> None:
         raise ValueError(f"layer {layer}: from must be a list of earlier layers, got {sources!r}")
     if not sources:
         raise ValueError(f"layer {layer} reads from an empty list; give at least one source (0 = the inputs)")
-    for j in sources:
+    seen: set[int] = set()
+    repeated: set[int] = set()
+    for j in sources:  # one pass: a from list of 10^5 layers is checked in linear time
         if isinstance(j, bool) or not isinstance(j, (int, np.integer)):
             raise ValueError(f"layer {layer}: from lists {j!r}, not a layer number")
         if not 0 <= j < layer:
             raise ValueError(f"layer {layer} reads from {j}, which is not an earlier layer; "
                              f"a layer reads from 0 (the inputs) .. {layer - 1}")
-    repeated = sorted({int(j) for j in sources if list(sources).count(j) > 1})
+        (repeated if int(j) in seen else seen).add(int(j))
     if repeated:
-        raise ValueError(f"layer {layer} reads from {repeated[0]} more than once; list each source once")
+        raise ValueError(f"layer {layer} reads from {min(repeated)} more than once; list each source once")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from hessverify.engine.compare import Comparison, is_not_applicable, margin_text
 from hessverify.errors import UsageError
-from hessverify.io.files import check_output_path, report_set, strict_json, write_output
+from hessverify.io.files import check_output_path, check_replaceable, report_set, strict_json, write_output
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import CaseAnalysis, analyse_case, is_approximation
 from hessverify.reports.progress import track
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from hessverify.engine.run import Run
 
 __all__ = [
+    "REPORT_FILES",
     "analyse",
     "check_directory",
     "environment",
@@ -338,8 +339,12 @@ def write_html(path: Path, results: Sequence[Comparison], skipped: Sequence[dict
 # -- the whole report ----------------------------------------------------------------------------
 
 
-def check_directory(directory: Path) -> None:
-    """Make sure ``directory`` exists and takes files; else a :class:`UsageError` naming it.
+REPORT_FILES = ("results.json", "report.md", "report.html")
+"""The files of a report, written together (:func:`hessverify.io.files.report_set`)."""
+
+
+def check_directory(directory: Path, names: Sequence[str] = REPORT_FILES) -> None:
+    """Make sure ``directory`` exists and takes the report's files ``names``; else a :class:`UsageError` naming it.
 
     Called before any work, so a long run does not end in a report it cannot write.
     """
@@ -348,9 +353,12 @@ def check_directory(directory: Path) -> None:
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
         os.close(fd)
         os.unlink(probe)
+    except FileExistsError:
+        raise UsageError(f"--report {directory}: exists and is not a directory; name a directory") from None
     except OSError as exc:
         raise UsageError(f"--report {directory}: cannot write a report there: "
                          f"{exc.strerror or exc}; choose a writable directory") from None
+    check_replaceable(directory, names)
 
 
 def write_report(directory: Path, runs: Sequence[Run], *, leading: Sequence[str] = (), html: bool = True,

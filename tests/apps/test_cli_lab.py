@@ -73,7 +73,7 @@ def test_lab_perturb_moves_the_start(tmp_path: Path) -> None:
     (["--tol", "-1"], "--tol must be a number > 0"),
     (["--max-iter", "-2"], "--max-iter must be >= 0"),
     (["--json", "/nonexistent-dir/x.json"], "does not exist"),
-    (["--plot", "out.pdf"], "--plot out.pdf: the file must end in .png"),
+    (["--plot", "out.pdf"], "/out.pdf: the file must end in .png"),  # named as resolved at the start: absolute
 ])
 def test_lab_bad_usage_is_one_line_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", XOR, *args]) == 2
@@ -120,7 +120,7 @@ def test_stationary_not_found_exits_5_and_writes_nothing(tmp_path: Path, capsys:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--out", "x.npy"], "--out x.npy: the file must end in .toml"),
+    (["--out", "x.npy"], "/x.npy: the file must end in .toml"),  # named as resolved at the start: absolute
     (["--out", "/nonexistent-dir/x.toml"], "does not exist"),
     (["--out", "x.toml", "--tol", "0"], "--tol must be a number > 0"),
     (["--out", "x.toml", "--id", "Bad Id"], "--id 'Bad Id'"),

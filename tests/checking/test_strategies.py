@@ -15,10 +15,13 @@ from hessverify.checking.strategies import (
     KINK_MARGIN,
     MIN_MAGNITUDE,
     PARAM_MAGNITUDE,
+    SATURATION_LEVELS,
+    SATURATION_MAX_PARAM,
     architectures,
     datasets,
     parameters,
     problems,
+    saturate,
 )
 from hessverify.model.forward import forward
 from hessverify.model.well_posed import ensure_well_posed
@@ -76,7 +79,7 @@ def test_a_failure_shrinks_to_a_tiny_network() -> None:
     assert p.architecture.inputs == 1
 
 
-@given(problems(max_magnitude=1.5, max_input=0.5))
+@given(problems(max_magnitude=1.5, max_input=0.5, saturation=False))
 def test_values_stay_in_the_documented_ranges(p: Problem) -> None:
     assert np.all(np.abs(p.params) <= 1.5) and np.all(np.abs(p.inputs) <= 0.5)
     if p.loss == "cross_entropy":
@@ -91,7 +94,10 @@ def test_values_stay_in_the_documented_ranges(p: Problem) -> None:
 
 @given(problems())
 def test_default_ranges(p: Problem) -> None:
-    assert np.all(np.abs(p.params) <= PARAM_MAGNITUDE) and np.all(np.abs(p.inputs) <= INPUT_MAGNITUDE)
+    output = p.architecture.block(p.architecture.output_layer).slice
+    inner = np.delete(p.params, np.arange(p.n_params)[output])
+    assert np.all(np.abs(inner) <= PARAM_MAGNITUDE) and np.all(np.abs(p.inputs) <= INPUT_MAGNITUDE)
+    assert np.all(np.abs(p.params[output]) <= SATURATION_MAX_PARAM)  # a saturated output layer is scaled up
     assert 1 <= p.architecture.depth <= 3 and 1 <= p.n_patterns <= 4
     assert p.params.dtype == np.float64 and p.params.shape == (p.n_params,)
 
@@ -143,3 +149,67 @@ def test_special_problems_favour_special_values() -> None:
     assert any(p.n_patterns == 1 and p.reduction == "mean" for p in seen)
     assert any(np.all(w == 0) for p in seen for w in p.weights)
     assert all(p.description.endswith(f"{p.loss}, {p.reduction}") for p in seen)
+
+
+# -- issue 24: saturated outputs ------------------------------------------------------------------------------
+
+
+def _net_input(p: Problem) -> np.ndarray:
+    """The output layer's net input of a one-layer network, by hand: ``x W^T + b``."""
+    (W, b), = [(w, b if b is not None else 0.0) for w, b in zip(p.weights, p.biases, strict=True)]
+    return p.inputs @ W.T + b
+
+
+@pytest.mark.parametrize("activation,loss,level", [("sigmoid", "sse", 16.0), ("tanh", "output", 30.0),
+                                                   ("identity", "binary_cross_entropy", 48.0)])
+def test_saturate_scales_the_output_layer_to_the_level(activation: str, loss: str, level: float) -> None:
+    arch = Architecture(2, (Layer(2, activation),))
+    p = Problem(arch, loss, np.array([0.5, -0.25, 0.125, 1.0, 0.25, -0.5]), np.array([[1.0, 2.0], [-1.0, 0.5]]),
+                np.array([[0.0, 1.0], [1.0, 0.5]]) if loss != "output" else np.zeros((2, 2)))
+    q = saturate(p, level)
+    assert np.max(np.abs(_net_input(q))) == pytest.approx(level, rel=1e-12)
+    ratio = q.params / p.params
+    assert np.allclose(ratio, ratio[0]) and ratio[0] > 1  # one factor, on every parameter of the layer
+    assert saturate(q, level / 2) is q  # saturated beyond that already
+
+
+def test_saturate_spreads_the_softmax_logits_and_leaves_the_hidden_layers() -> None:
+    arch = Architecture(1, (Layer(2, "tanh"), Layer(3, "identity")))
+    p = Problem(arch, "cross_entropy", np.linspace(-1.0, 1.0, arch.n_params), np.array([[1.0], [-2.0]]),
+                np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]))
+    q = saturate(p, 20.0)
+    hidden = np.tanh(p.inputs @ p.weights[0].T + p.biases[0])
+    logits = hidden @ q.weights[1].T + q.biases[1]
+    assert np.max(logits.max(axis=1) - logits.min(axis=1)) == pytest.approx(20.0, rel=1e-12)
+    assert np.array_equal(q.params[: arch.block(1).size], p.params[: arch.block(1).size])
+
+
+def test_nothing_to_saturate_is_left_alone() -> None:
+    arch = Architecture(1, (Layer(1, "identity"),))
+    p = Problem(arch, "sse", np.array([0.5, 0.5]), np.array([[1.0]]), np.array([[0.0]]))
+    assert saturate(p, 20.0) is p  # a linear output under sse has no limit to approach
+    tiny = Problem(Architecture(1, (Layer(1, "sigmoid"),)), "sse", np.array([1e-6, 0.0]), np.array([[1e-6]]),
+                   np.array([[0.0]]))
+    assert saturate(tiny, 20.0) is tiny  # only with parameters past SATURATION_MAX_PARAM
+
+
+def test_a_default_draw_often_has_a_saturated_output() -> None:
+    seen: list[Problem] = []
+
+    @settings(max_examples=200, database=None, phases=[Phase.generate], derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(problems())
+    def draw(p: Problem) -> None:
+        seen.append(p)
+
+    draw()
+    saturated = 0
+    for p in seen:
+        a = forward(p, derivatives=False).a[p.architecture.output_layer]
+        saturated += bool(np.max(np.abs(a)) >= SATURATION_LEVELS[0] - 1e-9)
+    assert saturated >= len(seen) // 10, f"{saturated} of {len(seen)} draws saturated"
+
+
+def test_the_saturation_switch_is_checked() -> None:
+    with pytest.raises(InvalidArgument, match="saturation"):
+        problems(saturation="yes")  # type: ignore[arg-type]

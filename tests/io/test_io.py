@@ -112,10 +112,24 @@ def test_a_report_set_is_all_or_nothing(tmp_path: Path) -> None:
 
 
 def test_a_second_writer_is_refused_while_the_first_writes(tmp_path: Path) -> None:
+    """Another process holds the report directory: this one is refused; within one process a claim is re-entrant."""
+    import subprocess
+    import sys
+
     out = tmp_path / "report"
-    with report_set(out):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from hessverify.io.files import report_set\n"
+         f"with report_set({str(out)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(UsageError, match="another hessverify run is writing"), report_set(out):
             pass
+    finally:
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0
+    with report_set(out), report_set(out):  # the holder has gone: free again, and re-entrant here
+        pass
 
 
 def test_standard_input_is_read_as_dash_and_size_limited(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,15 +13,20 @@ that cannot serve at a problem is recorded as not applicable, never as a
 disagreement.  The ``thorough`` profile runs the profile's full count
 (5000); any other profile runs :data:`QUICK_EXAMPLES`, so CI keeps a small,
 fast version of it.
+
+The second property does the same where outputs saturate (issue 24): the
+strategies' saturated draws (:func:`hessverify.checking.strategies.saturate`),
+every one saturated here, on networks small enough for the gold reference.
 """
 
 from __future__ import annotations
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from props_util import assert_property, note_problem, quiet_autograd
 
 from hessverify import Problem, verify_problem
-from hessverify.checking.strategies import special_problems
+from hessverify.checking.strategies import SATURATION_LEVELS, problems, saturate, special_problems
 
 QUICK_EXAMPLES = 25
 THOROUGH = 5000
@@ -44,3 +49,18 @@ def test_nothing_disagrees_with_the_gold_reference_on_special_values(problem: Pr
     assert gold, "nothing was compared with the gold reference"
     for c in comparisons:
         assert_property(f"gold {c.method} vs {c.reference}", problem, c)
+
+
+SATURATED = st.tuples(problems(max_layers=2, max_units=3, max_inputs=2, max_patterns=3, saturation=False),
+                      st.floats(*SATURATION_LEVELS)).map(lambda drawn: saturate(*drawn))
+
+
+@settings(max_examples=_examples())
+@given(SATURATED)
+def test_nothing_disagrees_with_the_gold_reference_at_saturated_outputs(problem: Problem) -> None:
+    note_problem(problem)
+    with quiet_autograd():
+        comparisons = verify_problem(problem, references=REFERENCES, approximations=[])
+    assert any(c.reference == "symbolic" for c in comparisons), "nothing was compared with the gold reference"
+    for c in comparisons:
+        assert_property(f"gold {c.method} vs {c.reference} (saturated)", problem, c)

@@ -26,6 +26,7 @@ how to run them locally, on an existing cluster and on a batch system.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -54,6 +55,7 @@ __all__ = [
     "load_resume",
     "need_dask",
     "run_campaign",
+    "record_fault",
     "seed_alone_decides",
     "work_batch",
 ]
@@ -364,8 +366,11 @@ def load_resume(path: Path, plan: Plan) -> dict[int, Outcome]:
     """The units a campaign's ``results.json`` already holds, checked to be this campaign's.
 
     One-line :class:`UsageError` for a file that cannot be read, is not a
-    campaign's results, or is another campaign's (kind, seed or any option
-    that decides the units differs), or holds units past ``plan.size``.
+    campaign's results (any part of the wrong type), is another campaign's
+    (kind, seed or any option that decides the units differs), holds units
+    past ``plan.size``, or holds a record that contradicts itself
+    (:func:`record_fault`: a verdict its own numbers do not give, a number
+    that is not one).
     """
     from hessverify.io.files import read_case_text
 
@@ -373,14 +378,18 @@ def load_resume(path: Path, plan: Plan) -> dict[int, Outcome]:
         text = read_case_text(path, limit=2**34)
     except Exception as exc:  # a CaseError naming the path: said as a --resume fault
         raise UsageError(f"--resume {path}: cannot be read: {getattr(exc, 'message', exc)}") from None
+    foreign = UsageError(f"--resume {path}: is not the results.json of a hessverify campaign "
+                         "(written by 'hessverify campaign ... --json')")
     try:
         doc = json.loads(text)
         camp = doc["campaign"]
         kind, options, units = camp["kind"], camp["options"], camp["units"]
         results, skipped = doc["results"], doc["not_compared"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise UsageError(f"--resume {path}: is not the results.json of a hessverify campaign "
-                         "(written by 'hessverify campaign ... --json')") from None
+    except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
+        raise foreign from None
+    for value, kind_of in ((kind, str), (options, dict), (units, list), (results, list), (skipped, list)):
+        if not isinstance(value, kind_of):
+            raise foreign
     if kind != plan.kind:
         raise UsageError(f"--resume {path}: holds a {kind} campaign, not {plan.kind}")
     ours = json.loads(json.dumps(plan.options))  # as they would read back from JSON
@@ -392,11 +401,23 @@ def load_resume(path: Path, plan: Plan) -> dict[int, Outcome]:
     at, skip_at = 0, 0
     edited = UsageError(f"--resume {path}: its campaign units do not match its records; the file was edited")
     for u in units:
+        if not isinstance(u, dict):
+            raise edited
         try:
-            index, n, m = int(u["index"]), int(u["records"]), int(u["not_compared"])
+            index, n, m = _count(u["index"]), _count(u["records"]), _count(u["not_compared"])
             extra = {k: v for k, v in u.items() if k not in ("index", "id", "records", "not_compared")}
-            outcome = Outcome(index, str(u["id"]), [Comparison.from_dict(r) for r in results[at:at + n]],
+            records = results[at:at + n]
+            if len(records) != n or len(skipped[skip_at:skip_at + m]) != m:
+                raise edited
+            for k, r in enumerate(records):
+                fault = record_fault(r)
+                if fault is not None:
+                    raise UsageError(f"--resume {path}: result {at + k} (unit {index}) contradicts itself: {fault}; "
+                                     "the file was edited or damaged, start the campaign again without --resume")
+            outcome = Outcome(index, str(u["id"]), [Comparison.from_dict(r) for r in records],
                               list(skipped[skip_at:skip_at + m]), extra)
+        except UsageError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError):
             raise edited from None
         if not 0 <= index < plan.size:
@@ -408,6 +429,83 @@ def load_resume(path: Path, plan: Plan) -> dict[int, Outcome]:
     if at != len(results) or skip_at != len(skipped):
         raise edited
     return done
+
+
+def _count(value: Any) -> int:
+    """A whole number at least 0 as JSON holds it (not a bool, not a float, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+_TEXT_FIELDS = ("case", "method", "reference", "bound_kind", "note")
+_NUMBER_FIELDS = ("max_abs_error", "max_rel_error", "frobenius_rel_error", "bound", "margin", "symmetry_error")
+_UNJUDGED = ("approximation", "not_applicable")
+"""Kinds of record that are no comparison against a bound: they always pass, whatever their numbers."""
+
+
+def record_fault(record: Any) -> str | None:
+    """What is wrong with one ``results.json`` record, judged by itself alone; ``None`` when it is consistent.
+
+    Types: text fields are strings, ``passed`` a bool, counts whole numbers
+    at least 0, errors, bounds and margins numbers at least 0 (``null``: not
+    finite).  Verdict and numbers: a record passes exactly when it has no
+    failing entries, and a comparison against a bound passes exactly when its
+    margin (``|error| / bound`` at the worst entry) is at most 1; a failing
+    comparison has a nonzero error; a record that is no comparison
+    (approximation, not applicable) always passes.
+
+    >>> ok = {"case": "c", "method": "m", "reference": "r", "passed": True, "max_abs_error": 1e-17,
+    ...       "max_rel_error": 1e-16, "frobenius_rel_error": 1e-16, "bound": 1e-15, "bound_kind": "rounding",
+    ...       "margin": 0.01, "symmetry_error": 0.0, "failing_entries": 0, "unchecked_entries": 0, "note": "",
+    ...       "worst_entry": {"row": "W1[0,0]", "col": "b1[0]", "value": 1.0, "reference_value": 1.0,
+    ...                       "abs_error": 1e-17, "bound": 1e-15}, "extra": {}}
+    >>> record_fault(ok) is None
+    True
+    >>> record_fault({**ok, "passed": False, "failing_entries": 1, "max_abs_error": 0.0, "margin": 2.0})
+    'it fails (1 entries over the bound) with an error of 0'
+    """
+    if not isinstance(record, dict):
+        return f"it is a {type(record).__name__}, not a record"
+    for name in _TEXT_FIELDS:
+        if not isinstance(record.get(name, ""), str) or name != "note" and name not in record:
+            return f"{name} is {record.get(name)!r}, not text"
+    passed = record.get("passed")
+    if not isinstance(passed, bool):
+        return f"passed is {passed!r}, not true or false"
+    for name in _NUMBER_FIELDS:
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            return f"{name} is {value!r}, not a number at least 0"
+    for name in ("failing_entries", "unchecked_entries"):
+        value = record.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{name} is {value!r}, not a whole number at least 0"
+    worst = record.get("worst_entry")
+    if not isinstance(worst, dict):
+        return f"worst_entry is {worst!r}, not a record of the worst entry"
+    for name in ("row", "col"):
+        if not isinstance(worst.get(name), str):
+            return f"worst_entry.{name} is {worst.get(name)!r}, not a parameter name"
+    for name in ("value", "reference_value", "abs_error", "bound"):
+        value = worst.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"worst_entry.{name} is {value!r}, not a number"
+    failing = record.get("failing_entries", 0)
+    if passed != (failing == 0):
+        return (f"it {'passes' if passed else 'fails'} with {failing} entries over the bound")
+    if record["bound_kind"] in _UNJUDGED:
+        return None if passed else f"a {record['bound_kind']} record cannot fail"
+    if record["bound_kind"] == "none":  # nothing was compared: no numbers to hold the verdict to
+        return None
+    margin, error = record.get("margin"), record.get("max_abs_error")
+    if passed and margin is not None and margin > 1:
+        return f"it passes with a margin of {margin!r} (over 1: the error is past its bound)"
+    if not passed and margin is not None and margin <= 1:
+        return f"it fails with a margin of {margin!r} (at most 1: the error is within its bound)"
+    if not passed and error == 0:
+        return f"it fails ({failing} entries over the bound) with an error of 0"
+    return None
 
 
 # -- the run ------------------------------------------------------------------------------------------------
@@ -467,13 +565,14 @@ def run_campaign(plan: Plan, *, workers: int | None = None, scheduler: str | Non
     writes the units done so far into ``json_path`` (a valid file to resume
     from), shuts the cluster down, and propagates.
     """
-    from hessverify.engine.budget import current_limit, format_size
-    from hessverify.io.files import check_output_path
-    from hessverify.reports.progress import progress
+    from hessverify.io.files import check_output_path, claim_output
 
     out = out or sys.stdout
     err = err or sys.stderr
     distributed = need_dask()
+    # resolved once, now: the paths mean what they meant when the campaign started, whatever runs later
+    json_path, report_dir, resume = (Path(os.path.abspath(p)) if p is not None else None
+                                     for p in (json_path, report_dir, resume))
     if workers is not None and scheduler is not None:
         raise UsageError("--workers and --scheduler: give one (--workers starts a local cluster, --scheduler uses "
                          "an existing one)")
@@ -498,6 +597,26 @@ def run_campaign(plan: Plan, *, workers: int | None = None, scheduler: str | Non
         from hessverify.reports import check_directory
 
         check_directory(report_dir)
+    with contextlib.ExitStack() as held:  # two campaigns on one --json (or --report, --save): the second stops here
+        if json_path is not None:
+            held.enter_context(claim_output(json_path, "--json" if json_path != resume else "--resume"))
+        if report_dir is not None:
+            held.enter_context(claim_output(report_dir, "--report", directory=True))
+        save = plan.settings.get("save")
+        if save:
+            held.enter_context(claim_output(Path(save), "--save", directory=True))
+        return _run_held(plan, distributed, workers, scheduler, json_path, report_dir, resume, done, checkpoint,
+                         batch, max_time, out, err, show_progress)
+
+
+def _run_held(plan: Plan, distributed: Any, workers: int | None, scheduler: str | None, json_path: Path | None,
+              report_dir: Path | None, resume: Path | None, done: dict[int, Outcome], checkpoint: float,
+              batch: int | None, max_time: float | None, out: TextIO, err: TextIO,
+              show_progress: bool | None) -> int:
+    """:func:`run_campaign` once its input is checked and its outputs are held."""
+    from hessverify.engine.budget import current_limit, format_size
+    from hessverify.reports.progress import progress
+
     todo = [i for i in range(plan.size) if i not in done]
     n_workers = default_workers() if workers is None and scheduler is None else (workers or 0)
     if plan.unit_memory > current_limit():

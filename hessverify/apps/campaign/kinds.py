@@ -54,7 +54,7 @@ def false_alarms_work(options: dict[str, Any], indices: list[int]) -> list[Outco
     out = []
     for i in indices:
         j = judge(options["seed"], i, special_share=options["special_share"], use_torch=options["torch"],
-                  graph_share=options.get("graph_share", 0.5))
+                  graph_share=options.get("graph_share", 0.5), saturated_share=options.get("saturated_share", 0.0))
         out.append(Outcome(j.index, j.id, j.records, j.not_compared, {"draw": j.draw, "graph": j.graph}))
     return out
 
@@ -71,7 +71,7 @@ def _false_alarms_finish(plan: Plan, outcomes: list[Outcome], seconds: float, ou
             print(line, file=out)
         if save and any(not c.passed for c in j.records):
             save_case(j, plan.options["seed"], plan.options["special_share"], Path(save),
-                      plan.options.get("graph_share", 0.5))
+                      plan.options.get("graph_share", 0.5), plan.options.get("saturated_share", 0.0))
     summary = summarise(judged, plan.options["torch"], seconds)
     print_summary(summary, out)
     return (EXIT_DISCREPANCY if summary["failures"] else EXIT_OK), summary
@@ -84,7 +84,7 @@ def _false_alarms_report(plan: Plan, outcomes: list[Outcome], directory: Path, e
 
     def problem(o: Outcome) -> Any:
         return problem_at(plan.options["seed"], o.index, plan.options["special_share"],
-                          plan.options.get("graph_share", 0.5))[0]
+                          plan.options.get("graph_share", 0.5), plan.options.get("saturated_share", 0.0))[0]
 
     alarmed = [problem(o) for o in outcomes if any(not c.passed for c in o.records)]
     first = [problem(o) for o in outcomes[:REPORT_PROBLEMS]]
@@ -103,6 +103,9 @@ def _false_alarms_options(p: argparse.ArgumentParser) -> None:
                    help="share of the problems drawn from special values (default 0.5)")
     p.add_argument("--graph-share", type=float, default=0.5, metavar="F",
                    help="share of the problems drawn as feed-forward graphs with skip connections (default 0.5)")
+    p.add_argument("--saturated-share", type=float, default=0.0, metavar="F",
+                   help="share of the problems drawn with a saturated output, as the strategies draw them "
+                        "(default 0; at most 1 together with --special-share)")
     p.add_argument("--no-torch", action="store_true",
                    help="leave out the independent PyTorch implementation (default: used where torch is installed)")
     p.add_argument("--save", metavar="DIR", help="write every problem with an alarm as a case file into DIR")
@@ -121,6 +124,9 @@ def _false_alarms_plan(args: argparse.Namespace) -> Plan:
     graph_share = getattr(args, "graph_share", 0.5)
     if not 0.0 <= graph_share <= 1.0:
         raise UsageError(f"--graph-share {graph_share}: must be between 0 and 1")
+    saturated_share = getattr(args, "saturated_share", 0.0)
+    if not (0.0 <= saturated_share and args.special_share + saturated_share <= 1.0):
+        raise UsageError(f"--saturated-share {saturated_share}: at least 0, and at most 1 with --special-share")
     # asked of the installation, not imported: torch takes seconds to load and only the workers compute with it
     use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     # the largest problem the study draws: 4 inputs, three layers of 4 units each reading every earlier
@@ -128,8 +134,10 @@ def _false_alarms_plan(args: argparse.Namespace) -> Plan:
     arch = Architecture(4, tuple(Layer(4, "tanh", True, sources=tuple(range(l))) for l in range(1, 4)))
     largest = Problem(arch, "sse", np.zeros(arch.n_params), np.zeros((6, 4)), np.zeros((6, 4)), "sum", id="largest")
     names = [n for n in candidate_names(False)] + ["autograd", "complex_step"] + (["autograd"] * 2 if use_torch else [])
-    return Plan("false-alarms", {"seed": args.seed, "special_share": args.special_share, "graph_share": graph_share,
-                                 "torch": use_torch},
+    options = {"seed": args.seed, "special_share": args.special_share, "graph_share": graph_share, "torch": use_torch}
+    if saturated_share:  # only when asked: a campaign without it resumes one from before the option
+        options["saturated_share"] = saturated_share
+    return Plan("false-alarms", options,
                 args.problems, false_alarms_work, _false_alarms_finish,
                 unit_seconds=estimate_seconds(largest, names), unit_memory=estimate(largest, names),
                 report=_false_alarms_report, settings={"save": args.save})
@@ -323,7 +331,7 @@ def sweep_work(options: dict[str, Any], indices: list[int]) -> list[Outcome]:
             with contextlib.redirect_stdout(io.StringIO()), _cwd(options["cwd"], os):
                 strategy = problems(graphs=not options.get("chains_only", False))
                 r = check(fn, strategy, returns=options["returns"], max_examples=options["examples"], seed=seed,
-                          timeout=options["timeout"], **kwargs)
+                          timeout=options["timeout"], isolation=options.get("isolation", "process"), **kwargs)
             d = r.to_dict()
             records = list(r.comparisons)
             extra.update({k: d[k] for k in ("passed", "n_problems", "shrink_calls", "problem_toml")})
@@ -395,7 +403,8 @@ def _sweep_report(plan: Plan, outcomes: list[Outcome], directory: Path, err: Tex
     failing.sort(key=lambda x: (x[1].n_params, x[1].n_patterns, x[0].index))
     problems = [replace(p, id=f"seed-{o.extra['seed']}") for o, p in failing]
     write_report(directory, plan.options["spec"], load_function(plan.options["spec"]), plan.options["returns"],
-                  plan.options["against"], problems[1:], problems[:1], err, plan.options["timeout"])
+                  plan.options["against"], problems[1:], problems[:1], err, plan.options["timeout"],
+                  plan.options.get("isolation", "process"))
 
 
 def _sweep_options(p: argparse.ArgumentParser) -> None:
@@ -415,6 +424,9 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
                    help=f"longest one call of FUNCTION may take (default {DEFAULT_TIMEOUT:g}; 0: no limit)")
     p.add_argument("--chains-only", action="store_true",
                    help="draw chains only, for a function that does not handle skip connections")
+    p.add_argument("--in-process", action="store_true",
+                   help="run FUNCTION in the worker's own process, for a debugger (default: a child process of "
+                        "the worker, where a timeout is a kill and any exit of FUNCTION is its failure)")
 
 
 def _sweep_plan(args: argparse.Namespace) -> Plan:
@@ -428,8 +440,9 @@ def _sweep_plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--examples {args.examples}: give at least 1")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: give at least 1")
-    if not (args.timeout >= 0):
-        raise UsageError(f"--timeout {args.timeout}: give seconds, at least 0 (0: no limit)")
+    from hessverify.checking.sandbox import check_timeout
+
+    check_timeout(args.timeout, "--timeout")
     for name in args.against or ():
         get_method(name)
     spec = args.method_under_test
@@ -439,9 +452,12 @@ def _sweep_plan(args: argparse.Namespace) -> Plan:
     load_function(spec)  # every fault of the spec now, in one line
     seed = _nonnegative(args.seed, "--seed") if args.seed is not None else random.SystemRandom().randrange(2**31)
     seeds = args.seeds or 4 * (args.workers or (1 if args.scheduler else _cores()))
-    return Plan("sweep", {"spec": spec, "cwd": os.getcwd(), "examples": args.examples, "seed": seed,
-                          "returns": args.returns, "against": args.against, "timeout": args.timeout or None,
-                          "chains_only": bool(getattr(args, "chains_only", False))},
+    options = {"spec": spec, "cwd": os.getcwd(), "examples": args.examples, "seed": seed, "returns": args.returns,
+               "against": args.against, "timeout": args.timeout or None,
+               "chains_only": bool(getattr(args, "chains_only", False))}
+    if getattr(args, "in_process", False):  # only when asked: a campaign run without it resumes one from before
+        options["isolation"] = "thread"
+    return Plan("sweep", options,
                 seeds, sweep_work, _sweep_finish, unit_seconds=1.0 * args.examples, unit_memory=2**28,
                 noun="seeds", batch=1, report=_sweep_report if args.returns != "hvp" else None)
 

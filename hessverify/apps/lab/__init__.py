@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from hessverify.apps.lab.objectives import GainObjective, ModelObjective, Objective, objective_for
+from hessverify.base.arguments import positive_number, whole_number
 from hessverify.base.typing import FloatArray
 from hessverify.engine.objective import as_params, error
 from hessverify.errors import HessverifyError, UsageError
@@ -933,12 +934,15 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
     """
     from threadpoolctl import threadpool_limits
 
-    if not tol > 0:
-        raise UsageError(f"tol must be > 0, got {tol}")
-    if max_iter < 0:
-        raise UsageError(f"max_iter must be >= 0, got {max_iter}")
-    if lr is not None and not lr > 0:
-        raise UsageError(f"lr must be > 0, got {lr}")
+    tol = positive_number("tol", tol)
+    max_iter = whole_number("max_iter", max_iter)
+    lr = None if lr is None else positive_number("lr", lr)
+    time_limit = None if time_limit is None else positive_number("time_limit", time_limit)
+    escape_radius = None if escape_radius is None else positive_number("escape_radius", escape_radius, zero=True)
+    if not isinstance(stop_on_escape, bool):
+        raise UsageError(f"stop_on_escape must be True or False, got {stop_on_escape!r}")
+    if not isinstance(optimizer, str):
+        raise UsageError(f"optimizer must be a name such as 'lm' (see OPTIMIZERS), got {optimizer!r}")
     opt, m = get_optimizer(optimizer)
     obj = objective_for(problem, opt.gains)
     theta = obj.start(params)

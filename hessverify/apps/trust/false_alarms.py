@@ -15,7 +15,7 @@ not applicable there, never as an alarm.  It prints the number of failures
 (the target is 0 for hessverify's own methods and references) and the
 margin: the largest observed error divided by its bound.
 
-Two kinds of problem; problem ``i`` is drawn from
+Three kinds of problem; problem ``i`` is drawn from
 ``numpy.random.default_rng([seed, i])`` alone (:func:`problem_at`), so
 ``hessverify campaign false-alarms`` can spread the study over a cluster and
 get the same records (docs/campaigns.md).  Every architecture has 1-3 layers of 1-4 units, 1-4 inputs, 1-6 patterns, every
@@ -28,7 +28,11 @@ activation and loss:
   which the log-uniform draw never produces: exact zeros in weights, biases,
   inputs and targets, whole zero layers, ``+-1``, halves, small integers,
   dead relu units and saturated sigmoid/tanh units, repeated patterns, one
-  pattern with the mean.
+  pattern with the mean;
+* saturated outputs (:func:`saturated_problem`, a share ``--saturated-share``,
+  default 0): the strategies' saturated draws (issue 24), output layers
+  scaled to net inputs of 16 to 48, where logistic and softmax outputs are
+  within 1e-7 of 0 or 1.
 
 Half the problems (``--graph-share``) are feed-forward graphs: each layer
 reads a random set of earlier layers and the inputs, in a random order
@@ -64,7 +68,7 @@ from hessverify.model.problem import Problem
 from hessverify.references import torch_ref
 
 __all__ = ["DRAWS", "SPECIAL_VALUES", "Judged", "alarm_lines", "candidate_names", "judge", "print_summary", "problem_at",
-           "random_problem", "rewire", "run", "save_case", "special_problem", "summarise"]
+           "random_problem", "rewire", "run", "saturated_problem", "save_case", "special_problem", "summarise"]
 
 SPECIAL_VALUES = (0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 0.25, 4.0, -4.0)
 """The values a shrinker produces and people write: zero, units, halves, small integers."""
@@ -162,11 +166,33 @@ def special_problem(rng: np.random.Generator, index: int, topology: np.random.Ge
     return Problem(arch, loss, theta, x, t, reduction, id=f"special-{index}")
 
 
-DRAWS = ("log-uniform", "special")
-"""The two kinds of problem of the study (module text)."""
+def saturated_problem(rng: np.random.Generator, index: int, topology: np.random.Generator | None = None) -> Problem:
+    """A problem with a saturated output, as the strategies draw them (:func:`hessverify.checking.strategies.saturate`).
+
+    Weights, biases and inputs uniform in ``[-2, 2]`` (the strategies' ranges), then the output layer scaled
+    so that its largest net input (for cross-entropy, the widest spread of a pattern's logits) is a level
+    drawn uniformly from :data:`hessverify.checking.strategies.SATURATION_LEVELS`.  Where nothing can
+    saturate (an identity, relu or sin output under ``sse`` or ``output``) the problem stays as drawn.
+    """
+    from hessverify.checking.strategies import SATURATION_LEVELS, saturate
+
+    arch = _architecture(rng, no_bias=0.5)
+    if topology is not None:
+        arch = rewire(arch, topology)
+    loss = str(rng.choice(sorted(LOSSES)))
+    n = int(rng.integers(1, 5))
+    p = Problem(arch, loss, rng.uniform(-2.0, 2.0, arch.n_params), rng.uniform(-2.0, 2.0, (n, arch.inputs)),
+                valid_targets(loss, rng.random((n, arch.outputs))), str(rng.choice(["sum", "mean"])),
+                id=f"saturated-{index}")
+    return saturate(p, float(rng.uniform(*SATURATION_LEVELS)))
 
 
-def problem_at(seed: int, index: int, special_share: float = 0.5, graph_share: float = 0.5) -> tuple[Problem, str]:
+DRAWS = ("log-uniform", "special", "saturated")
+"""The kinds of problem of the study (module text)."""
+
+
+def problem_at(seed: int, index: int, special_share: float = 0.5, graph_share: float = 0.5,
+               saturated_share: float = 0.0) -> tuple[Problem, str]:
     """Problem number ``index`` of the study with ``seed``, and its kind (one of :data:`DRAWS`).
 
     Derived from ``(seed, index)`` alone, so a problem is the same whichever
@@ -175,6 +201,9 @@ def problem_at(seed: int, index: int, special_share: float = 0.5, graph_share: f
     own, so problem ``index``'s log-uniform draw is the same for every
     ``special_share``; whether it is a graph (a share ``graph_share``) and its
     edges come from a third stream, so ``graph_share = 0`` gives its chain.
+    A share ``saturated_share`` (default 0: the study as it was) has a
+    saturated output (:func:`saturated_problem`), taken from the log-uniform
+    share: with 0, problem ``index`` is what it always was.
 
     Examples
     --------
@@ -184,12 +213,14 @@ def problem_at(seed: int, index: int, special_share: float = 0.5, graph_share: f
     """
     if seed < 0 or index < 0:
         raise UsageError(f"seed {seed} and index {index}: both must be at least 0")
-    special = bool(np.random.default_rng([seed, index, 1]).random() < special_share)
+    kind = np.random.default_rng([seed, index, 1]).random()
     topology = np.random.default_rng([seed, index, 2])
     graph = topology if topology.random() < graph_share else None
     rng = np.random.default_rng([seed, index])
-    if special:
+    if kind < special_share:
         return special_problem(rng, index, graph), "special"
+    if kind < special_share + saturated_share:
+        return saturated_problem(rng, index, graph), "saturated"
     return random_problem(rng, index, graph), "log-uniform"
 
 
@@ -218,7 +249,7 @@ def candidate_names(use_torch: bool) -> list[str]:
 
 
 def judge(seed: int, index: int, *, special_share: float = 0.5, use_torch: bool = False,
-          graph_share: float = 0.5) -> Judged:
+          graph_share: float = 0.5, saturated_share: float = 0.0) -> Judged:
     """Problem ``index`` of the study with ``seed`` (:func:`problem_at`), judged: every candidate
     against ``autograd`` and ``complex_step``, each side under its own bound.
 
@@ -227,7 +258,7 @@ def judge(seed: int, index: int, *, special_share: float = 0.5, use_torch: bool 
     """
     if use_torch and not torch_ref.available():
         raise UsageError("the false-alarm study was asked to use torch, which is not installed here")
-    p, draw = problem_at(seed, index, special_share, graph_share)
+    p, draw = problem_at(seed, index, special_share, graph_share, saturated_share)
     out = Judged(index, p.id, draw, graph=not p.architecture.is_chain)
     point = Point.of(p)
     try:
@@ -320,7 +351,8 @@ def summarise(judged: Sequence[Judged], use_torch: bool, seconds: float = 0.0) -
             failed_problems[j.draw] += 1
     return {"problems_drawn": len(judged), "drawn_special": counts["drawn special"],
             "drawn_graphs": counts["drawn graphs"],
-            "drawn_log_uniform": counts["drawn log-uniform"], "compared": counts["problems"],
+            "drawn_log_uniform": counts["drawn log-uniform"], "drawn_saturated": counts["drawn saturated"],
+            "compared": counts["problems"],
             "compared_special": counts["compared special"], "comparisons": counts["comparisons"],
             "failures": counts["failures"], "problems_with_an_alarm": dict(failed_problems),
             "not_differentiable": skipped[SkipReason.NOT_DIFFERENTIABLE.value],
@@ -341,15 +373,17 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         print(f"| {name} | {row['failures']} | {row['largest_margin']:.3g} |", file=out)
 
 
-def save_case(j: Judged, seed: int, special_share: float, save: Path, graph_share: float = 0.5) -> None:
+def save_case(j: Judged, seed: int, special_share: float, save: Path, graph_share: float = 0.5,
+              saturated_share: float = 0.0) -> None:
     """Write the problem of a judged problem with an alarm as a case file into ``save``."""
-    p, _ = problem_at(seed, j.index, special_share, graph_share)
+    p, _ = problem_at(seed, j.index, special_share, graph_share, saturated_share)
     save.mkdir(parents=True, exist_ok=True)
     (save / f"{p.id}.toml").write_text(p.to_toml(), encoding="utf-8")
 
 
 def run(problems: int, seed: int, use_torch: bool = True, out: TextIO = sys.stdout,
-        special_share: float = 0.5, save: Path | None = None, graph_share: float = 0.5) -> dict[str, Any]:
+        special_share: float = 0.5, save: Path | None = None, graph_share: float = 0.5,
+        saturated_share: float = 0.0) -> dict[str, Any]:
     """The study in this process: :func:`judge` on problems ``0 .. problems - 1``, then :func:`summarise`.
 
     ``hessverify campaign false-alarms`` runs the same :func:`judge` on a
@@ -359,11 +393,12 @@ def run(problems: int, seed: int, use_torch: bool = True, out: TextIO = sys.stdo
     start = time.perf_counter()
     judged = []
     for i in range(problems):
-        j = judge(seed, i, special_share=special_share, use_torch=with_torch, graph_share=graph_share)
+        j = judge(seed, i, special_share=special_share, use_torch=with_torch, graph_share=graph_share,
+                  saturated_share=saturated_share)
         for line in alarm_lines(j):
             print(line, file=out)
         if save is not None and any(not c.passed for c in j.records):
-            save_case(j, seed, special_share, save, graph_share)
+            save_case(j, seed, special_share, save, graph_share, saturated_share)
         judged.append(j)
     summary = summarise(judged, with_torch, time.perf_counter() - start)
     print_summary(summary, out)
@@ -378,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of the problems drawn from special values (default 0.5)")
     ap.add_argument("--graph-share", type=float, default=0.5, metavar="F",
                     help="share of the problems drawn as feed-forward graphs with skip connections (default 0.5)")
+    ap.add_argument("--saturated-share", type=float, default=0.0, metavar="F",
+                    help="share of the problems drawn with a saturated output, as the strategies draw them "
+                         "(default 0; with --special-share, at most 1 together)")
     ap.add_argument("--save", type=Path, default=None, metavar="DIR",
                     help="write every problem with an alarm as a case file into DIR")
     ap.add_argument("--no-torch", action="store_true")
@@ -388,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--special-share {args.special_share}: must be between 0 and 1")
     if not 0.0 <= args.graph_share <= 1.0:
         ap.error(f"--graph-share {args.graph_share}: must be between 0 and 1")
+    if not (0.0 <= args.saturated_share and args.special_share + args.saturated_share <= 1.0):
+        ap.error(f"--saturated-share {args.saturated_share}: at least 0, and at most 1 with --special-share")
     summary = run(args.problems, args.seed, not args.no_torch, special_share=args.special_share, save=args.save,
-                  graph_share=args.graph_share)
+                  graph_share=args.graph_share, saturated_share=args.saturated_share)
     return 1 if summary["failures"] else 0
 
 

@@ -15,17 +15,21 @@ shipped cases and random sweeps catch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
+from scipy.special import expit, softmax
 
 from hessverify.base.typing import FloatArray
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.forward import forward
 from hessverify.model.problem import Problem
 
-__all__ = ["MUTANTS", "Mutant", "hessian"]
+__all__ = ["MUTANTS", "SATURATION_BUGS", "Mutant", "hessian"]
+
+_EPS = 1e-7
+"""The clipping epsilon of the saturation bugs: Keras' ``epsilon()``, what a loss clips probabilities by."""
 
 # the f'' that a confused implementation might take from the wrong row of the table
 _OTHER = {"tanh": "sigmoid", "sigmoid": "tanh", "softplus": "tanh", "sin": "tanh",
@@ -40,8 +44,13 @@ def hessian(problem: Problem, bug: str | None = None) -> FloatArray:  # noqa: C9
     n = problem.n_patterns
     W = fp.weights
     acts = [layer.activation for layer in arch.layers]
-    F1 = fp.df
+    F1 = list(fp.df)
     F2 = list(fp.d2f)
+    if bug == "sigmoid_output_clipped":
+        for l, a in enumerate(acts, start=1):
+            if a == "sigmoid":  # f' and f'' from the output, clipped away from 0 and 1 as a loss clips for its log
+                z = np.clip(fp.z[l], _EPS, 1.0 - _EPS)
+                F1[l], F2[l] = z * (1.0 - z), z * (1.0 - z) * (1.0 - 2.0 * z)
     if bug == "f2_of_other_activation":
         F2 = [F2[0]] + [ACTIVATIONS[_OTHER[a]].d2f(fp.a[l]) for l, a in enumerate(acts, start=1)]
     if bug == "f1_in_place_of_f2":
@@ -60,6 +69,30 @@ def hessian(problem: Problem, bug: str | None = None) -> FloatArray:  # noqa: C9
     if bug == "bce_hessian_sigma_only" and problem.loss == "binary_cross_entropy":
         s = 1.0 / (1.0 + np.exp(-fp.y))
         h_y = problem.scale * np.einsum("ni,ij->nij", s, np.eye(s.shape[1]))  # sigma, not sigma (1 - sigma)
+    if bug == "loss_probabilities_clipped" and problem.loss in ("cross_entropy", "binary_cross_entropy"):
+        # the probabilities clipped to [eps, 1 - eps], as a loss clips them for its log (Keras' epsilon),
+        # and the gradient and Hessian taken from the clipped ones
+        total = np.sum(problem.targets, axis=1)[:, None]
+        if problem.loss == "cross_entropy":
+            p = np.clip(softmax(fp.y, axis=1), _EPS, 1.0 - _EPS)
+            g_y, h_y = total * p - problem.targets, total[:, :, None] * (
+                np.einsum("ni,ij->nij", p, np.eye(p.shape[1])) - p[:, :, None] * p[:, None, :])
+        else:
+            p = np.clip(expit(fp.y), _EPS, 1.0 - _EPS)
+            g_y, h_y = p - problem.targets, np.einsum("ni,ij->nij", p * (1.0 - p), np.eye(p.shape[1]))
+        fp = replace(fp, g_y=problem.scale * g_y)
+        h_y = problem.scale * h_y
+    if bug == "bce_hessian_through_probabilities" and problem.loss == "binary_cross_entropy":
+        # d2/dy2 of -t log p - (1 - t) log(1 - p), p = sigma(y), by the chain rule through p:
+        # e''(p) sigma'^2 + e'(p) sigma'', exact in exact arithmetic, but 1 - p loses its digits as p saturates
+        t, y = problem.targets, fp.y
+        p = expit(y)
+        d1 = ACTIVATIONS["sigmoid"].df(y)
+        d2 = ACTIVATIONS["sigmoid"].d2f(y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e1 = -t / p + (1.0 - t) / (1.0 - p)
+            e2 = t / p**2 + (1.0 - t) / (1.0 - p) ** 2
+            h_y = problem.scale * np.einsum("ni,ij->nij", e2 * d1**2 + e1 * d2, np.eye(y.shape[1]))
     weight = np.ones(n)
     if bug == "last_pattern_skipped":
         weight[-1] = 0.0
@@ -228,7 +261,19 @@ _DESCRIPTIONS = {
                                  "listed order (from = [2, 0, 1] read as [0, 1, 2])",
     "skip_delta_not_accumulated": "dE/dz of a layer read by several later ones is overwritten by each reader "
                                   "instead of summed: a skip source's delta is not accumulated",
+    "sigmoid_output_clipped": "a sigmoid unit's f' and f'' are taken from its output clipped to [1e-7, 1 - 1e-7] "
+                              "(z (1 - z), z (1 - z)(1 - 2 z)): wrong only where the unit saturates",
+    "loss_probabilities_clipped": "the cross-entropy gradient and Hessian use probabilities (softmax, or sigma of "
+                                  "the logits) clipped to [1e-7, 1 - 1e-7], as a loss clips them for its log: "
+                                  "wrong only where a probability saturates",
+    "bce_hessian_through_probabilities": "the binary cross-entropy Hessian is taken through the probabilities, "
+                                         "e''(p) sigma'^2 + e'(p) sigma'' with divisions by p^2 and (1 - p)^2: "
+                                         "exact in exact arithmetic, lost as p saturates (inf past |y| = 36.7)",
 }
+
+SATURATION_BUGS = ("sigmoid_output_clipped", "loss_probabilities_clipped", "bce_hessian_through_probabilities")
+"""The bugs that show only where an output saturates (issue 24): a sweep meets them through
+:func:`hessverify.checking.strategies.saturate`."""
 
 MUTANTS: dict[str, Mutant] = {
     name: Mutant(name, text, partial(hessian, bug=name))

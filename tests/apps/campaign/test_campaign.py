@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -260,3 +261,48 @@ def test_a_resume_file_from_another_seed_is_refused(tmp_path: Path) -> None:
     r = campaign("false-alarms", "--problems", "3", "--seed", "2", "--no-torch", "--workers", "1", "--resume", str(out))
     one_line_error(r, 2, "--seed 1 there, 2 here")
     assert out.read_bytes() == before
+
+
+# -- issue 24: a resume file is checked against itself ------------------------------------------------------------
+
+
+def _resume_file(tmp_path: Path, plan: Plan, records: list[Any], options: Any = None) -> Path:
+    doc = {"results": records, "not_compared": [],
+           "campaign": {"kind": "false-alarms", "options": plan.options if options is None else options,
+                        "units": [{"index": 0, "id": "random-0", "records": len(records), "not_compared": 0}]}}
+    path = tmp_path / "resume.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_resume_file_whose_options_are_not_a_table_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    path = _resume_file(tmp_path, false_alarms(2), [], options=["seed", 3])
+    with pytest.raises(UsageError, match="is not the results.json of a hessverify campaign"):
+        load_resume(path, false_alarms(2))
+    r = campaign("false-alarms", "--problems", "2", "--seed", str(SEED), "--no-torch", "--workers", "1",
+                 "--resume", str(path))
+    one_line_error(r, 2, "is not the results.json of a hessverify campaign")
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"passed": False, "failing_entries": 1, "max_abs_error": 0.0, "margin": 2.0}, "it fails (1 entries over the "
+                                                                                  "bound) with an error of 0"),
+    ({"max_abs_error": "1e-3"}, "max_abs_error is '1e-3', not a number"),
+    ({"passed": "yes"}, "passed is 'yes'"),
+    ({"passed": True, "margin": 5.0}, "it passes with a margin of 5.0"),
+    ({"passed": False, "failing_entries": 2, "margin": 0.5}, "it fails with a margin of 0.5"),
+    ({"passed": True, "failing_entries": 3}, "it passes with 3 entries over the bound"),
+    ({"failing_entries": -1}, "failing_entries is -1"),
+    ({"worst_entry": {"row": 3}}, "worst_entry.row is 3"),
+    ({"bound_kind": "not_applicable", "passed": False, "failing_entries": 1}, "a not_applicable record cannot fail"),
+])
+def test_a_resumed_record_that_contradicts_itself_is_refused(tmp_path: Path, change: dict[str, Any],
+                                                             words: str) -> None:
+    plan = false_alarms(2)
+    (unit,) = plan.run_here([0])
+    good = json.loads(strict_json([c.to_dict() for c in unit.records]))
+    assert load_resume(_resume_file(tmp_path, plan, good), plan)[0].id == unit.id  # as written: taken
+    bad = [{**good[0], **change}, *good[1:]]
+    with pytest.raises(UsageError, match=re.escape(f"result 0 (unit 0) contradicts itself: {words}")):
+        load_resume(_resume_file(tmp_path, plan, bad), plan)

@@ -32,3 +32,18 @@ def test_the_special_share_is_honoured_with_no_alarm() -> None:
     assert "complex_step" in summary["per_method"]
     assert run(5, seed=5, use_torch=False, out=io.StringIO(), special_share=0.0)["drawn_special"] == 0
     assert run(5, seed=5, use_torch=False, out=io.StringIO(), special_share=1.0)["drawn_log_uniform"] == 0
+
+
+def test_the_saturated_share_draws_saturated_outputs_with_no_alarm() -> None:
+    from hessverify.apps.trust.false_alarms import problem_at
+    from hessverify.model.forward import forward
+
+    out = io.StringIO()
+    summary = run(16, seed=5, use_torch=False, out=out, special_share=0.0, saturated_share=1.0)
+    assert summary["drawn_saturated"] == 16 and summary["failures"] == 0, out.getvalue()
+    saturated = 0
+    for i in range(16):
+        p, draw = problem_at(5, i, 0.0, 0.5, 1.0)
+        assert draw == "saturated"
+        saturated += bool(np.max(np.abs(forward(p, derivatives=False).a[p.architecture.output_layer])) >= 16.0)
+    assert saturated >= 8
