@@ -87,6 +87,8 @@ def error_function(problem: Problem) -> Callable[[Any], Any]:
     A layer's input is the outputs of its sources (``outs[0]`` the inputs)
     side by side, in the listed order; ``W`` row-major, then ``b``.
     """
+    if not problem.architecture.is_dense:
+        return _kinds_error_function(problem)
     graph = _graph(problem)
     x = np.array(problem.inputs, dtype=np.float64)
     t = np.array(problem.targets, dtype=np.float64)
@@ -107,6 +109,28 @@ def error_function(problem: Problem) -> Callable[[Any], Any]:
                 pos += units
             outs.append(_ACT[act](a))
         return scale * _loss(loss, outs[-1], t)
+
+    return E
+
+
+def _kinds_error_function(problem: Problem) -> Callable[[Any], Any]:
+    """``E(theta)`` of a network of any layer kinds: each layer's array form (``LayerKind.xp``, written apart
+    from the primitives the methods differentiate) in autograd.numpy, its activation from the table above."""
+    arch = problem.architecture
+    n = problem.n_patterns
+    x = np.array(problem.inputs, dtype=np.float64).reshape((n,) + arch.shape)
+    t = np.array(problem.targets, dtype=np.float64)
+    scale = 1.0 / n if problem.reduction == "mean" else 1.0
+    spans = [[(t.offset, t.size, t.shape) for t in arch.layer_tensors(l)] for l in range(1, arch.depth + 1)]
+
+    def E(theta: Any) -> Any:
+        outs = [x]
+        for index, (layer, tensors) in enumerate(zip(arch.layers, spans), start=1):
+            sources = (index - 1,) if layer.sources is None else layer.sources
+            ps = [anp.reshape(theta[offset:offset + size], shape) for offset, size, shape in tensors]
+            y = layer.kind_def.xp(anp, layer.opts, [outs[j] for j in sources], ps)
+            outs.append(_ACT[layer.activation](y))
+        return scale * _loss(str(problem.loss), anp.reshape(outs[-1], (n, -1)), t)
 
     return E
 
