@@ -110,11 +110,18 @@ class Problem:
         if self.description:
             lines.append(f"description = {_toml_str(self.description)}")
         arch = self.architecture
-        lines += ["", "[network]", f"inputs = {arch.inputs}", "layers = ["]
+        shape = f"inputs = {arch.inputs}" if arch.input_shape is None else \
+            f"input_shape = [{', '.join(map(str, arch.input_shape))}]"
+        lines += ["", "[network]", shape, "layers = ["]
         for layer in arch.layers:
             bias = "" if layer.bias else ", bias = false"
             sources = "" if layer.sources is None else f", from = [{', '.join(map(str, layer.sources))}]"
-            lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{sources} }},')
+            if layer.is_dense:
+                lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{sources} }},')
+                continue
+            act = "" if layer.activation == "identity" else f', activation = "{layer.activation}"'
+            options = "".join(f", {k} = {_toml_value(v)}" for k, v in layer.options)
+            lines.append(f'  {{ kind = "{layer.kind}"{options}{act}{bias}{sources} }},')
         lines += ["]", f'loss = "{self.loss}"', f'reduction = "{self.reduction}"', "", "[data]"]
         lines.append("inputs = " + _toml_matrix(self.inputs))
         lines.append("targets = " + _toml_matrix(self.targets))
@@ -145,6 +152,19 @@ def _toml_str(s: str) -> str:
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+def _toml_value(v: Any) -> str:
+    """A layer option as TOML: a number, a boolean, a string or a list of them."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return _toml_float(v)
+    return str(v)
 
 
 def _toml_float(v: float) -> str:
