@@ -42,7 +42,9 @@ def _small_enough(point: Point) -> bool:
 def _left_out(point: Point) -> str:
     if not point.is_dense:
         kinds = sorted({layer.kind for layer in point.architecture.layers} - {"dense"})
-        return f"symbolic: its closed form covers dense layers only, not {', '.join(kinds)}"
+        if any(layer.is_dense and layer.opts["gain"] for layer in point.architecture.layers):
+            kinds.append("gains")
+        return f"symbolic: its closed form covers dense layers without gains only, not {', '.join(kinds)}"
     return str(Lazy(_REFERENCE, "left_out")(point.problem))
 
 
