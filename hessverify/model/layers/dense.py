@@ -1,4 +1,4 @@
-"""``dense``: ``nn.Linear``, applied to the last axis of its input (its sources side by side).
+r"""``dense``: ``nn.Linear``, applied to the last axis of its input (its sources side by side).
 
 .. math:: a = x W^T + b,\qquad W \in \mathbb{R}^{u \times d},
 
