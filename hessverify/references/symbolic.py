@@ -35,11 +35,13 @@ def hessian(problem: Problem | Point) -> FloatArray:
     return hessian_with_error(problem)[0]
 
 
-def _small_enough(point: Point) -> bool:
+def _small_enough(problem: Problem | Point) -> bool:
+    point = as_point(problem)
     return point.is_dense and bool(Lazy(_REFERENCE, "small_enough")(point.problem))
 
 
-def _left_out(point: Point) -> str:
+def _left_out(problem: Problem | Point) -> str:
+    point = as_point(problem)
     if not point.is_dense:
         kinds = sorted({layer.kind for layer in point.architecture.layers} - {"dense"})
         if any(layer.is_dense and layer.opts["gain"] for layer in point.architecture.layers):
