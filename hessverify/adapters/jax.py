@@ -65,6 +65,7 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.jax needs JAX: pip install 'hessverify[jax]'") from exc
 
+from hessverify.adapters.coverage import require_covered
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
@@ -161,6 +162,7 @@ def _dtype(dtype: Any) -> Any:
 
 def loss_fn(problem: Problem) -> Callable[[Array, Array], Array]:
     """``E(outputs, targets)``: the loss summed (``sum``) or averaged (``mean``) over patterns."""
+    require_covered(problem, "jax", LOSSES)
     per_pattern = LOSSES[problem.loss]
     mean = problem.reduction == "mean"
 
@@ -215,6 +217,7 @@ def to_function(problem: Problem, *, dtype: Any = np.float64) -> tuple[Callable[
     >>> param_map
     {'W1': (0, 'W'), 'W2': (1, 'W'), 'b2': (1, 'b')}
     """
+    require_covered(problem, "jax", LOSSES)
     dtype = _dtype(dtype)
     params = _unflatten(problem, _jnp.asarray(problem.params, dtype=dtype))
     param_map: dict[str, tuple[int, str]] = {}

@@ -52,7 +52,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -67,11 +68,21 @@ from hessverify.engine.verify import check_reference, not_applicable_reason, not
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["GGN_REFERENCES", "RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe",
+__all__ = ["GGN_REFERENCES", "RETURNS", "CheckResult", "Returns", "assert_hessian_close", "check", "check_problem", "describe",
            "reduce_problem"]
 
-Returns = Literal["hessian", "hvp", "diagonal", "blocks", "ggn"]
-RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal", "blocks", "ggn")
+class Returns(StrEnum):
+    """What the function under test returns: a full Hessian, Hessian-vector products, the diagonal, the
+    per-layer diagonal blocks, or the Gauss-Newton matrix.  Parsed once, in :func:`check`; equal to its name."""
+
+    HESSIAN = "hessian"
+    HVP = "hvp"
+    DIAGONAL = "diagonal"
+    BLOCKS = "blocks"
+    GGN = "ggn"
+
+
+RETURNS: tuple[str, ...] = tuple(Returns)
 """What a user function may return (see the module text for each contract)."""
 
 DEFAULT_AGAINST = ("backprop", "autograd", "fd")
@@ -351,7 +362,7 @@ def check(
     problems: Problem | Iterable[Problem] | Any,
     *,
     against: Sequence[str] = DEFAULT_AGAINST,
-    returns: Returns = "hessian",
+    returns: Returns | str = "hessian",
     max_examples: int = 100,
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
@@ -402,6 +413,7 @@ def check(
     """
     if returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
+    returns = Returns(returns)
     if precision is not None:
         try:
             precision = get_precision(precision)

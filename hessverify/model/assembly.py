@@ -74,6 +74,8 @@ def hessian_by_blocks(graph: Graph, values: Values) -> FloatArray:
         for a, b in _ranges(lo, hi, step):
             rows = graph.hvp(values, _unit_rows(W, a, b), stop=first - 1, grad=g, start=first)
             H[a:b, lo:] = rows[:, lo:]
+        block = H[lo:hi, lo:hi]
+        block[...] = np.tril(block) + np.tril(block, -1).T  # the layer's own block: its lower triangle, mirrored
         H[lo:, lo:hi] = H[lo:hi, lo:].T
     return H
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,9 +27,19 @@ from hessverify.model._special import expit, softplus
 if TYPE_CHECKING:  # SymPy is imported by the functions of the SymPy column, when called: not on import
     import sympy
 
-__all__ = ["LOSSES", "LOSS_OPTIONS", "REDUCTIONS", "TARGET_KINDS", "Loss", "get_loss", "huber", "loss_of", "valid_targets"]
+__all__ = ["LOSSES", "LOSS_OPTIONS", "REDUCTIONS", "TARGET_KINDS", "Loss", "Reduction", "get_loss", "huber", "loss_of",
+           "valid_targets"]
 
-REDUCTIONS = ("sum", "mean")
+class Reduction(StrEnum):
+    """How a problem's per-pattern errors become ``E``: their sum, or their mean (over patterns; over every
+    output for a loss whose ``mean_over_outputs`` is set, as PyTorch's element-wise means).  A string enum: it
+    equals its name, so a case file's ``"mean"`` and ``Reduction.MEAN`` are one value, parsed once."""
+
+    SUM = "sum"
+    MEAN = "mean"
+
+
+REDUCTIONS = tuple(Reduction)
 
 
 @dataclass(frozen=True)

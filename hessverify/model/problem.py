@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hessverify.base.typing import FloatArray
-from hessverify.model.losses import get_loss
+from hessverify.model.losses import Reduction, get_loss
 from hessverify.model.network import Architecture
 
 __all__ = ["Problem"]
@@ -49,12 +49,18 @@ class Problem:
     params: FloatArray
     inputs: FloatArray
     targets: FloatArray
-    reduction: str = "sum"
+    reduction: Reduction | str = Reduction.SUM
     id: str = "problem"
     description: str = ""
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     loss_options: tuple[tuple[str, float], ...] = ()  # the loss's settings: Huber's delta
+
+    def __post_init__(self) -> None:
+        try:  # parsed once, here: every later comparison is against the type
+            object.__setattr__(self, "reduction", Reduction(self.reduction))
+        except ValueError:
+            raise ValueError(f"reduction {self.reduction!r}: choose sum or mean") from None
 
     # -- views -----------------------------------------------------------------
 
@@ -144,7 +150,7 @@ class Problem:
     def __repr__(self) -> str:
         return (
             f"Problem(id={self.id!r}, {self.architecture.describe()}, loss={self.loss!r}, "
-            f"reduction={self.reduction!r}, W={self.n_params}, N={self.n_patterns})"
+            f"reduction={str(self.reduction)!r}, W={self.n_params}, N={self.n_patterns})"
         )
 
 

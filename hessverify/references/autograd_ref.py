@@ -133,25 +133,36 @@ def error_function(problem: Problem) -> Callable[[Any], Any]:
     return E
 
 
-def _kinds_error_function(problem: Problem) -> Callable[[Any], Any]:
-    """``E(theta)`` of a network of any layer kinds: each layer's array form (``LayerKind.xp``, written apart
-    from the primitives the methods differentiate) in autograd.numpy, its activation from the table above."""
+def kinds_output_function(problem: Problem) -> Callable[[Any], Any]:
+    """``theta -> y``, the ``(N, K)`` outputs of a network of any layer kinds: each layer's array form
+    (``LayerKind.xp``, written apart from the primitives the methods differentiate) in autograd.numpy, its
+    activation from the table above."""
     arch = problem.architecture
     n = problem.n_patterns
     x = np.array(problem.inputs, dtype=np.float64).reshape((n,) + arch.shape)
-    t = np.array(problem.targets, dtype=np.float64)
-    scale = _scale(problem)
-    delta = _delta(problem)
     spans = [[(t.offset, t.size, t.shape) for t in arch.layer_tensors(l)] for l in range(1, arch.depth + 1)]
 
-    def E(theta: Any) -> Any:
+    def Y(theta: Any) -> Any:
         outs = [x]
         for index, (layer, tensors) in enumerate(zip(arch.layers, spans), start=1):
             sources = (index - 1,) if layer.sources is None else layer.sources
             ps = [anp.reshape(theta[offset:offset + size], shape) for offset, size, shape in tensors]
             y = layer.kind_def.xp(anp, layer.opts, [outs[j] for j in sources], ps)
             outs.append(_ACT[layer.activation](y))
-        return scale * _loss(str(problem.loss), anp.reshape(outs[-1], (n, -1)), t, delta)
+        return anp.reshape(outs[-1], (n, -1))
+
+    return Y
+
+
+def _kinds_error_function(problem: Problem) -> Callable[[Any], Any]:
+    """``E(theta)`` of a network of any layer kinds (:func:`kinds_output_function`)."""
+    t = np.array(problem.targets, dtype=np.float64)
+    scale = _scale(problem)
+    delta = _delta(problem)
+    Y = kinds_output_function(problem)
+
+    def E(theta: Any) -> Any:
+        return scale * _loss(str(problem.loss), Y(theta), t, delta)
 
     return E
 

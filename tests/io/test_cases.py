@@ -62,7 +62,7 @@ BAD = [
      r"bias\] must be true or false"),
     ("layers empty", _sub('layers = [ { units = 2, activation = "sigmoid" }, { units = 1, activation = "sigmoid" } ]', "layers = []"),
      r"\[network.layers\] must be a non-empty array"),
-    ("short input row", _sub("[[0, 0], [0, 1]", "[[0], [0, 1]"), r"\[data.inputs\] row 0 has 1 entries but network.inputs is 2"),
+    ("short input row", _sub("[[0, 0], [0, 1]", "[[0], [0, 1]"), r"\[data.inputs\] row 0 has 1 entries but network.inputs \(or input_shape.s size\) is 2"),
     ("wrong target width", _sub("targets = [[0], [1], [1], [0]]", "targets = [[0, 1], [1, 0], [1, 0], [0, 1]]"),
      r"\[data.targets\] row 0 has 2 entries but the last layer's units is 1"),
     ("rows disagree", _sub("targets = [[0], [1], [1], [0]]", "targets = [[0], [1], [1]]"), r"\[data.targets\] has 3 rows but data.inputs has 4"),

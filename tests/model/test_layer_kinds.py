@@ -182,7 +182,9 @@ scale = 1.0
 def test_the_draws_reach_every_kind() -> None:
     seen: collections.Counter[str] = collections.Counter()
 
-    @settings(max_examples=150, database=None, suppress_health_check=list(HealthCheck), deadline=None)
+    # derandomized: a fixed sequence of draws, so that a run that happens to miss a kind is not a failure
+    @settings(max_examples=300, database=None, suppress_health_check=list(HealthCheck), deadline=None,
+              derandomize=True)
     @given(layered_architectures())
     def draw(arch: Architecture) -> None:
         seen.update({layer.kind for layer in arch.layers})
