@@ -64,6 +64,7 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.jax needs JAX: pip install 'hessverify[jax]'") from exc
 
+from hessverify.adapters.coverage import require_covered
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
@@ -163,6 +164,7 @@ def _dtype(dtype: Any) -> Any:
 
 def loss_fn(problem: Problem) -> Callable[[Array, Array], Array]:
     """``E(outputs, targets)``: the loss summed (``sum``) or averaged (``mean``) over patterns."""
+    require_covered(problem, "jax", LOSSES)
     per_pattern = LOSSES[problem.loss]
     mean = problem.reduction == "mean"
 
@@ -217,6 +219,7 @@ def to_function(problem: Problem, *, dtype: Any = np.float64) -> tuple[Callable[
     >>> param_map
     {'W1': (0, 'W'), 'W2': (1, 'W'), 'b2': (1, 'b')}
     """
+    require_covered(problem, "jax", LOSSES)
     dtype = _dtype(dtype)
     params = _unflatten(problem, _jnp.asarray(problem.params, dtype=dtype))
     param_map: dict[str, tuple[int, str]] = {}
@@ -306,7 +309,7 @@ def cases(*, dtype: Any = np.float64, **kwargs: Any) -> Any:
     from hessverify.checking.strategies import problems
 
     _dtype(dtype)  # refuse float64 without x64 now, not inside the test run
-    return problems(**kwargs).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any) -> Any:

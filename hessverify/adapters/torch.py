@@ -56,6 +56,7 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.torch needs PyTorch: pip install 'hessverify[torch]' (torch==2.13.0)") from exc
 
+from hessverify.adapters.coverage import require_covered
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
@@ -133,6 +134,7 @@ def _dtype(dtype: Any) -> Any:
 
 def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
     """``E(outputs, targets)``: the problem's loss summed (``sum``) or averaged (``mean``) over patterns."""
+    require_covered(problem, "torch", LOSSES)
     per_pattern = LOSSES[problem.loss]
     mean = problem.reduction == "mean"
 
@@ -191,6 +193,7 @@ class _Network(_torch.nn.Module):
 
     def __init__(self, problem: Problem, dtype: Any) -> None:
         super().__init__()
+        require_covered(problem, "torch", LOSSES)
         arch = problem.architecture
         self.activations = [layer.activation for layer in arch.layers]
         self.sources = [arch.parents(l) for l in arch.bottom_up]  # what each layer reads (0: the inputs)
@@ -284,7 +287,7 @@ def cases(*, dtype: Any = _torch.float64, **kwargs: Any) -> Any:
     """A Hypothesis strategy of :class:`TorchCase`: :func:`hessverify.checking.strategies.problems` (same keywords) mapped."""
     from hessverify.checking.strategies import problems
 
-    return problems(**kwargs).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any, problem: Problem) -> Any:

@@ -52,8 +52,9 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -71,11 +72,22 @@ from hessverify.model.problem import Problem
 if TYPE_CHECKING:
     from hessverify.reports.localise import Localisation
 
-__all__ = ["GGN_REFERENCES", "RETURNS", "CheckResult", "assert_hessian_close", "check", "check_problem", "describe",
+__all__ = ["GGN_REFERENCES", "RETURNS", "CheckResult", "Returns", "assert_hessian_close", "check", "check_problem",
+           "describe",
            "reduce_problem"]
 
-Returns = Literal["hessian", "hvp", "diagonal", "blocks", "ggn"]
-RETURNS: tuple[str, ...] = ("hessian", "hvp", "diagonal", "blocks", "ggn")
+class Returns(StrEnum):
+    """What the function under test returns: a full Hessian, Hessian-vector products, the diagonal, the
+    per-layer diagonal blocks, or the Gauss-Newton matrix.  Parsed once, in :func:`check`; equal to its name."""
+
+    HESSIAN = "hessian"
+    HVP = "hvp"
+    DIAGONAL = "diagonal"
+    BLOCKS = "blocks"
+    GGN = "ggn"
+
+
+RETURNS: tuple[str, ...] = tuple(Returns)
 """What a user function may return (see the module text for each contract)."""
 
 DEFAULT_AGAINST = ("backprop", "autograd", "fd")
@@ -473,7 +485,7 @@ def check(
     problems: Problem | Iterable[Problem] | Any,
     *,
     against: Sequence[str] = DEFAULT_AGAINST,
-    returns: Returns = "hessian",
+    returns: Returns | str = "hessian",
     max_examples: int = 100,
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
@@ -584,6 +596,7 @@ def _check_arguments(fn: Any, against: Any, returns: Any, precision: Any, max_ex
     """Every argument of :func:`check` that can be wrong, refused with a :class:`UsageError` naming it."""
     if not isinstance(returns, str) or returns not in RETURNS:
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
+    returns = Returns(returns)
     if precision is not None:
         if not isinstance(precision, (Precision, str, type, np.dtype)):
             raise UsageError(f"precision={precision!r}: give a format such as 'float32' (or a Precision, a dtype)")

@@ -135,12 +135,13 @@ def _found_case(problem: Problem, spec: str, result: CheckResult) -> Problem:
 def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_path: str | None = None,
               returns: str = "hessian", against: Sequence[str] | None = None,
               out: TextIO | None = None, err: TextIO | None = None, report_dir: str | None = None,
-              timeout: float | None = DEFAULT_TIMEOUT, chains_only: bool = False,
+              timeout: float | None = DEFAULT_TIMEOUT, chains_only: bool = False, dense_only: bool = False,
               isolation: str = DEFAULT_ISOLATION) -> int:
     """Run the sweep and print its findings; return the exit status (0 or 1).
 
     Problems are feed-forward graphs (skip connections) as well as chains;
-    ``chains_only`` draws chains alone, for a function that knows no ``from``.
+    ``chains_only`` draws dense chains alone, for a function that knows no ``from``;
+    ``dense_only`` draws dense networks alone (no other layer kind).
     The function runs in one child process for the whole sweep (``isolation``,
     :mod:`hessverify.checking.sandbox`; ``--in-process`` is ``"thread"``).
     ``json_path`` and ``report_dir`` are resolved against the working
@@ -180,7 +181,7 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
             check_json_path(Path(json_path))  # fail now, not after the sweep
             held.enter_context(claim_output(Path(json_path), "--json"))
         return _sweep(spec, examples, seed, json_path, returns, against, out, err, report_dir, timeout, chains_only,
-                      isolation)
+                      isolation, dense_only)
 
 
 def _absolute(path: str) -> str:
@@ -190,7 +191,7 @@ def _absolute(path: str) -> str:
 
 def _sweep(spec: str, examples: int, seed: int | None, json_path: str | None, returns: str,
            against: Sequence[str] | None, out: TextIO, err: TextIO, report_dir: str | None, timeout: float | None,
-           chains_only: bool, isolation: str) -> int:
+           chains_only: bool, isolation: str, dense_only: bool = False) -> int:
     from hessverify.checking.strategies import problems  # imports Hypothesis before the user's file can shadow it
 
     user_fn = load_function(spec)
@@ -207,7 +208,8 @@ def _sweep(spec: str, examples: int, seed: int | None, json_path: str | None, re
     # anything the user's function prints goes to stderr: stdout is kept for the case file
     try:
         with contextlib.redirect_stdout(err):
-            result = check(user_fn, problems(graphs=not chains_only), returns=returns,  # type: ignore[arg-type]
+            strategy = problems(graphs=not chains_only, kinds=not (chains_only or dense_only))
+            result = check(user_fn, strategy, returns=returns,  # type: ignore[arg-type]
                            max_examples=examples, seed=seed, timeout=timeout, isolation=isolation, observe=observe,
                            **kwargs)
     except FunctionUnderTestError as exc:

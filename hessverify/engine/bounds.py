@@ -59,6 +59,8 @@ import numpy as np
 
 from hessverify.base.precision import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, PRECISIONS, Precision, get_precision
 from hessverify.base.typing import FloatArray
+from hessverify.model import graph_rounding
+from hessverify.model.build import graph_of, graph_values
 from hessverify.model.forward import gradient_from
 from hessverify.model.kernel import Quantities, hessian_from_quantities
 from hessverify.model.problem import Problem
@@ -129,6 +131,9 @@ def magnitude_hessian(problem: Problem, precision: Precision | str = FLOAT64, *,
     ``quantities``: :func:`~hessverify.model.rounding.values_and_errors` of the problem in this precision, if
     the caller has them (a :class:`~hessverify.engine.point.Point` does)."""
     precision = get_precision(precision)
+    if not problem.architecture.is_dense:  # layer kinds: the same model over the network's graph
+        return graph_rounding.magnitude_hessian(graph_of(problem), graph_values(problem),
+                                                precision.gamma(chain_length(problem)))
     v, e, _ = values_and_errors(problem, precision=precision) if quantities is None else quantities
     return _propagated(v, e, precision.gamma(chain_length(problem)),
                        lambda q: hessian_from_quantities(problem.architecture, q))
@@ -138,6 +143,9 @@ def magnitude_gradient(problem: Problem, precision: Precision | str = FLOAT64, *
                        quantities: Propagated | None = None) -> FloatArray:
     """The same for the gradient: its terms plus their inherited errors."""
     precision = get_precision(precision)
+    if not problem.architecture.is_dense:
+        return graph_rounding.magnitude_gradient(graph_of(problem), graph_values(problem),
+                                                 precision.gamma(chain_length(problem)))
     v, e, _ = values_and_errors(problem, precision=precision) if quantities is None else quantities
     return _propagated(v, e, precision.gamma(chain_length(problem)),
                        lambda q: gradient_from(problem.architecture, q.z, q.df, q.weights, q.g_y))
@@ -187,7 +195,12 @@ def fisher_rounding_bound(problem: Problem, methods: int = 2, precision: Precisi
     precision = get_precision(precision)
     g = precision.gamma(chain_length(problem))
     outer = np.zeros((problem.n_params, problem.n_params))
-    for n in range(problem.n_patterns):
+    if any(layer.kind_def.couples_patterns(layer.opts) for layer in problem.architecture.layers):
+        # a batch-norm layer in training mode: pattern n alone is another function (its own batch), so M_n is
+        # bounded by the magnitude of the whole sum's terms, among which g_n's terms are
+        M = magnitude_gradient(replace(problem, reduction="sum", loss_options=problem.loss_options), precision)
+        outer += problem.n_patterns * np.outer(M, M)
+    for n in range(0 if outer.any() else problem.n_patterns):
         one = replace(problem.subset(slice(n, n + 1)), reduction="sum")  # e_n itself
         M = magnitude_gradient(one, precision)
         outer += np.outer(M, M)

@@ -38,7 +38,11 @@ from hessverify.base.precision import FLOAT64, Precision, get_precision
 from hessverify.base.typing import FloatArray
 from hessverify.engine import bounds as _bounds
 from hessverify.errors import OverflowReport, UsageError
+from hessverify.model import graph_rounding
+from hessverify.model.build import graph_of, graph_values
 from hessverify.model.forward import ForwardPass, forward, gradient_from
+from hessverify.model.graph import Graph
+from hessverify.model.graph_rounding import node_errors
 from hessverify.model.kernel import Quantities
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
@@ -110,12 +114,24 @@ class Point:
     def architecture(self) -> Architecture:
         return self.problem.architecture
 
+    @property
+    def is_dense(self) -> bool:
+        """Whether the network is the classic dense one (its own kernel), or of other layer kinds (its graph)."""
+        return self.problem.architecture.is_dense
+
     @cached_property
-    def forward(self) -> ForwardPass:
-        """The float64 forward pass with ``f'``, ``f''`` and the loss derivatives (not yet checked)."""
+    def forward(self) -> Any:
+        """The float64 forward pass (not yet checked): for a dense network with ``f'``, ``f''`` and the loss
+        derivatives (:class:`~hessverify.model.forward.ForwardPass`); for any other, every node of its graph
+        (:class:`~hessverify.model.graph.Values`)."""
         if self._float64 is not None:
             return self._float64.forward
-        return forward(self.problem)
+        return forward(self.problem) if self.is_dense else graph_values(self.problem)
+
+    @property
+    def graph(self) -> Graph:
+        """The network and its error as primitives (:mod:`hessverify.model.build`)."""
+        return graph_of(self.problem)
 
     def well_posed(self) -> ForwardPass:
         """The forward pass, once the Hessian is known to exist and be finite here; raises as
@@ -126,7 +142,8 @@ class Point:
         if self._well_posed is None:
             try:
                 self._well_posed = ensure_well_posed(self.problem, self.forward,
-                                                     net_errors=lambda: self._float64_errors[2])
+                                                     net_errors=lambda: self._float64_errors[2] if self.is_dense
+                                                     else self._graph_errors(FLOAT64)[1])
             except Exception as exc:  # the typed errors (and any other): kept, raised again
                 self._well_posed = exc
         if isinstance(self._well_posed, BaseException):
@@ -137,7 +154,12 @@ class Point:
     def gradient(self) -> FloatArray:
         """``dE/dtheta`` at the point, by the first-order backward pass."""
         fp = self.forward
+        if not self.is_dense:
+            return self.graph.gradient(fp)
         return gradient_from(self.architecture, fp.z, fp.df, fp.weights, fp.g_y)
+
+    def _graph_errors(self, precision: Precision) -> tuple[list[Any], list[Any]]:
+        return node_errors(self.graph, self.forward, precision.gamma(self.chain_length))
 
     # -- the rounding model (hessverify.engine.bounds) ------------------------------------
 
@@ -165,11 +187,15 @@ class Point:
     @cached_property
     def magnitude_hessian(self) -> FloatArray:
         """``M``: per Hessian entry, its terms in absolute value plus their inherited errors."""
+        if not self.is_dense:
+            return graph_rounding.magnitude_hessian(self.graph, self.forward, self.gamma)
         return _bounds.magnitude_hessian(self.problem, self.precision, quantities=self.quantities)
 
     @cached_property
     def magnitude_gradient(self) -> FloatArray:
         """The same for the gradient."""
+        if not self.is_dense:
+            return graph_rounding.magnitude_gradient(self.graph, self.forward, self.gamma)
         return _bounds.magnitude_gradient(self.problem, self.precision, quantities=self.quantities)
 
     def rounding(self, methods: int = 2) -> FloatArray:

@@ -432,7 +432,8 @@ def not_applicable_reason(problem: Problem, name: str, value: FloatArray, error:
     value = np.asarray(value, dtype=np.float64)
     bad = ~np.isfinite(value)
     fp = Point.of(problem).forward if fp is None else fp
-    largest_a = max((float(np.max(np.abs(a))) for a in fp.a[1:] if a.size), default=0.0)
+    arrays = fp.a[1:] if hasattr(fp, "a") else [v for v in fp.v if v is not None and np.ndim(v)]  # a graph's nodes
+    largest_a = max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
     largest_t = float(np.max(np.abs(problem.targets))) if problem.targets.size else 0.0
     if error is not None:
         err = np.asarray(error, dtype=np.float64)

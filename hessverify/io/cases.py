@@ -23,7 +23,8 @@ from hessverify.engine.budget import require
 from hessverify.errors import BudgetError, CaseError
 from hessverify.io.files import MAX_CASE_BYTES, read_case_text
 from hessverify.model.activations import ACTIVATIONS
-from hessverify.model.losses import LOSSES, REDUCTIONS
+from hessverify.model.layers import KINDS
+from hessverify.model.losses import LOSS_OPTIONS, LOSSES, REDUCTIONS, get_loss
 from hessverify.model.network import Architecture, Layer, check_sources
 from hessverify.model.problem import Problem
 
@@ -35,13 +36,15 @@ MAX_PARAMS = 20_000
 """Largest parameter count a case may have (a dense Hessian of 3.2 GB)."""
 MAX_PATTERNS = 100_000
 """Largest number of patterns a case may have."""
+MAX_INPUTS = 1_000_000
+"""Most input values one pattern may have."""
 MAX_NESTING = 32
 """Deepest nesting of arrays and inline tables a case file may use (a case needs 3)."""
 _FLOAT_MAX = 1.7976931348623157e308
 
 _TOP = {"id", "description", "network", "data", "params"}
-_NETWORK = {"inputs", "layers", "loss", "reduction"}
-_LAYER = {"units", "activation", "bias", "from"}
+_NETWORK = {"inputs", "input_shape", "layers", "loss", "reduction"}
+_LAYER = {"kind", "units", "activation", "bias", "from"}
 _DATA_EXPLICIT = {"inputs", "targets"}
 _DATA_SEEDED = {"seed", "patterns", "input_scale"}
 _PARAMS_EXPLICIT = {"values"}
@@ -101,10 +104,11 @@ def parse_case(text: str, source: str = "<string>") -> Problem:
         raise CaseError(source, "id",
                         f"{case_id!r} is not a valid id: use lowercase letters, digits and single hyphens")
     description = v.string(doc, "description") if "description" in doc else ""
-    arch, loss, reduction = _network(v, v.table(doc, "network"))
+    arch, loss, reduction, settings = _network(v, v.table(doc, "network"))
     inputs, targets = _data(v, v.table(doc, "data"), arch, loss)
     params = _params(v, v.table(doc, "params"), arch)
-    return Problem(arch, loss, params, inputs, targets, reduction, case_id, description, source)
+    return Problem(arch, loss, params, inputs, targets, reduction, case_id, description, source,
+                   loss_options=tuple(sorted((k, float(x)) for k, x in settings.items())))
 
 
 def _id_from_source(source: str) -> str:
@@ -117,23 +121,42 @@ def _id_from_source(source: str) -> str:
     return "-".join(words) or "case"
 
 
-def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str]:
-    v.keys(net, "network", _NETWORK, required={"inputs", "layers", "loss"})
-    n_in = v.integer(net, "inputs", "network", minimum=1)
+def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str, dict[str, Any]]:
+    v.keys(net, "network", _NETWORK, required={"layers", "loss"})
+    if ("inputs" in net) == ("input_shape" in net):
+        raise CaseError(v.source, "network.inputs", "give inputs = n (a flat input) or input_shape = [...], one of them")
+    if "inputs" in net:
+        n_in, shape = v.integer(net, "inputs", "network", minimum=1), None
+    else:
+        raw_shape = net["input_shape"]
+        if not isinstance(raw_shape, list) or not raw_shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                                                                  for s in raw_shape):
+            raise CaseError(v.source, "network.input_shape",
+                            f"must be a list of positive sizes such as [3, 8] (one pattern's shape), got {raw_shape!r}")
+        shape = tuple(raw_shape)
+        n_in = int(np.prod(shape))
+        if n_in > MAX_INPUTS:
+            raise CaseError(v.source, "network.input_shape", f"{n_in} input values per pattern is more than {MAX_INPUTS}")
     layers_raw = net["layers"]
     if not isinstance(layers_raw, list) or not layers_raw:
         raise CaseError(v.source, "network.layers",
                         'must be a non-empty array of tables like { units = 2, activation = "tanh" }')
     layers = []
     sizes = [n_in]  # the output size of the inputs (0) and of each layer so far, for the parameter count
-    count = 0
+    count: int | None = 0
     for i, raw in enumerate(layers_raw):
         where = f"network.layers[{i}]"
         if not isinstance(raw, dict):
             raise CaseError(v.source, where, "must be a table like { units = 2, activation = \"tanh\" }")
-        v.keys(raw, where, _LAYER, required={"units", "activation"})
-        units = v.integer(raw, "units", where, minimum=1)
-        act = v.string(raw, "activation", where)
+        kind = raw.get("kind", "dense")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise CaseError(v.source, f"{where}.kind", f"unknown layer kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if kind == "dense":
+            v.keys(raw, where, _LAYER | {"gain"}, required={"units"})
+            units = v.integer(raw, "units", where, minimum=1)
+        else:
+            units = None
+        act = v.string(raw, "activation", where) if "activation" in raw else "identity"
         if act not in ACTIVATIONS:
             raise CaseError(v.source, f"{where}.activation",
                             f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
@@ -151,23 +174,49 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
             except ValueError as exc:
                 raise CaseError(v.source, f"{where}.from", str(exc)) from None
             sources = tuple(sources)
-        fan_in = sizes[-1] if sources is None else sum(sizes[j] for j in sources)
-        count += units * fan_in + (units if bias else 0)
-        sizes.append(units)
-        layers.append(Layer(units, act, bias, sources))
+        if count is not None and kind == "dense":  # dense sizes are known here: count before building anything
+            fan_in = sizes[-1] if sources is None else sum(sizes[j] for j in sources)
+            count += units * fan_in + (units if bias else 0)
+            sizes.append(units)
+        else:  # another kind's size follows from the shapes: Architecture counts it below
+            count = None
+        options = {k: val for k, val in raw.items() if k not in _LAYER}
+        try:
+            layers.append(Layer(units, act, bias, sources, kind, tuple(sorted(options.items()))))
+        except ValueError as exc:
+            key, sep, what = str(exc).partition(": ")
+            path = f"{where}.{key}" if sep and " " not in key else where
+            raise CaseError(v.source, path, f"{kind}: {what if sep and ' ' not in key else exc}") from None
     # counted in one pass over the layers, before anything is built from them
-    if count > MAX_PARAMS:
+    if count is not None and count > MAX_PARAMS:
         raise CaseError(v.source, "network", f"{count} parameters is more than the {MAX_PARAMS} a case may have")
-    loss = v.string(net, "loss", "network")
+    raw_loss = net["loss"]
+    settings: dict[str, Any] = {}
+    if isinstance(raw_loss, dict):  # loss = { name = "huber", delta = 0.5 }
+        v.keys(raw_loss, "network.loss", {"name"} | {"delta"}, required={"name"})
+        loss = v.string(raw_loss, "name", "network.loss")
+        settings = {k: val for k, val in raw_loss.items() if k != "name"}
+    else:
+        loss = v.string(net, "loss", "network")
     if loss not in LOSSES:
         raise CaseError(v.source, "network.loss", f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if settings:
+        if loss not in LOSS_OPTIONS:
+            raise CaseError(v.source, "network.loss", f"{loss} takes no settings; write loss = \"{loss}\"")
+        try:
+            get_loss(loss, **settings)
+        except (ValueError, TypeError) as exc:
+            raise CaseError(v.source, "network.loss", f"{loss}: {exc}") from None
     reduction = v.string(net, "reduction", "network") if "reduction" in net else "sum"
     if reduction not in REDUCTIONS:
         raise CaseError(v.source, "network.reduction", f"unknown reduction {reduction!r}; choose sum or mean")
-    arch = Architecture(n_in, tuple(layers))
+    try:
+        arch = Architecture(n_in, tuple(layers), shape)
+    except ValueError as exc:  # a shape that does not fit, an add of two shapes, a misplaced embedding: one line
+        raise CaseError(v.source, "network.layers", str(exc)) from None
     if arch.n_params > MAX_PARAMS:
         raise CaseError(v.source, "network", f"{arch.n_params} parameters is more than the {MAX_PARAMS} a case may have")
-    return arch, loss, reduction
+    return arch, loss, reduction, settings
 
 
 def seeded_data(arch: Architecture, loss: str, seed: int, patterns: int,
@@ -178,10 +227,15 @@ def seeded_data(arch: Architecture, loss: str, seed: int, patterns: int,
     ``input_scale * rng.standard_normal((patterns, inputs))``; then targets,
     from the same generator, by loss: ``sse`` standard normal;
     ``cross_entropy`` the softmax of standard normals (probabilities);
-    ``binary_cross_entropy`` uniform on [0, 1); ``output`` zeros.
+    ``binary_cross_entropy`` uniform on [0, 1); ``output`` zeros.  An embedding
+    network's inputs are token ids instead, ``rng.integers(0, vocab, (patterns, T))``.
     """
     rng = np.random.default_rng(seed)
-    x = input_scale * rng.standard_normal((patterns, arch.inputs))
+    first = arch.layers[0]
+    if first.kind_def.reads_ids:
+        x = rng.integers(0, first.opts["vocab"], (patterns, arch.inputs)).astype(np.float64)
+    else:
+        x = input_scale * rng.standard_normal((patterns, arch.inputs))
     k = arch.outputs
     kind = LOSSES[loss].targets  # what a valid target is: the loss table's column
     if kind == "distribution":
@@ -214,7 +268,7 @@ def _data(v: _Validator, data: dict[str, Any], arch: Architecture, loss: str) ->
         return seeded_data(arch, loss, seed, patterns, scale)
     v.keys(data, "data", _DATA_EXPLICIT, required=_DATA_EXPLICIT,
            hint="give inputs and targets, or seed and patterns")
-    x = v.matrix(data, "inputs", "data", cols=arch.inputs, what="network.inputs")
+    x = _inputs(v, data, arch)
     t = v.matrix(data, "targets", "data", cols=arch.outputs, what="the last layer's units")
     if x.shape[0] != t.shape[0]:
         raise CaseError(v.source, "data.targets",
@@ -222,6 +276,33 @@ def _data(v: _Validator, data: dict[str, Any], arch: Architecture, loss: str) ->
     if x.shape[0] > MAX_PATTERNS:
         raise CaseError(v.source, "data.inputs", f"{x.shape[0]} patterns is more than the {MAX_PATTERNS} a case may have")
     return x, t
+
+
+def _inputs(v: _Validator, data: dict[str, Any], arch: Architecture) -> np.ndarray:
+    """``data.inputs`` as ``(N, inputs)``: each row one pattern, flat or nested to ``input_shape`` (row-major)."""
+    raw = data["inputs"]
+    if arch.input_shape is not None and isinstance(raw, list) and raw and all(isinstance(r, list) for r in raw) \
+            and any(isinstance(e, list) for r in raw for e in r):
+        try:
+            nested = np.array(raw, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise CaseError(v.source, "data.inputs", f"each pattern must be a nested list of shape "
+                                                     f"{list(arch.input_shape)} or a flat row of {arch.inputs}") from None
+        if nested.shape[1:] != arch.input_shape:
+            raise CaseError(v.source, "data.inputs", f"patterns of shape {list(nested.shape[1:])}; the network's "
+                                                     f"input_shape is {list(arch.input_shape)}")
+        x = nested.reshape(nested.shape[0], -1)
+        if not np.all(np.isfinite(x)):
+            raise CaseError(v.source, "data.inputs", "every input must be a finite number")
+    else:
+        x = v.matrix(data, "inputs", "data", cols=arch.inputs, what="network.inputs (or input_shape's size)")
+    first = arch.layers[0]
+    if first.kind_def.reads_ids:
+        try:
+            first.kind_def.check_ids(first.opts, x)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise CaseError(v.source, "data.inputs", f"layer 1 ({first.kind}): {exc}") from None
+    return x
 
 
 def _params(v: _Validator, params: dict[str, Any], arch: Architecture) -> np.ndarray:

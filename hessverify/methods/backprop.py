@@ -45,6 +45,7 @@ from hessverify.base.typing import FloatArray
 from hessverify.engine.components import Component, Cost, Role
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, checked
+from hessverify.model import assembly
 from hessverify.model.kernel import Quantities, backward_second_order, hessian_from_quantities, quantities
 from hessverify.model.problem import Problem
 
@@ -66,6 +67,8 @@ def hessian(problem: Problem | Point) -> FloatArray:
     True
     """
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:  # other layer kinds: the same, block by block over their graph
+        return assembly.hessian_by_blocks(fp.graph, fp)
     return hessian_from_quantities(problem.architecture, quantities(fp))
 
 

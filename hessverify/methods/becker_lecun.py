@@ -45,6 +45,10 @@ __all__ = ["diagonal"]
 def diagonal(problem: Problem | Point, *, with_f2: bool = True) -> FloatArray:
     """The Becker-LeCun approximate Hessian diagonal, ``(W,)`` in the public order."""
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:  # other layer kinds: the same pass over their graph
+        D = fp.graph.diag_back(fp)
+        return np.concatenate([np.reshape(D[p.node], -1) if D[p.node] is not None else np.zeros(p.size)
+                               for p in fp.graph.params])
     arch = problem.architecture
     n = problem.n_patterns
     g = {arch.output_layer: fp.g_y}  # dE/dz_l, exact

@@ -32,10 +32,15 @@ by gathers (:func:`hessverify.model.kernel.symmetric_sums`, which
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from hessverify.base.typing import FloatArray
 from hessverify.engine.components import Component, Cost, Role
 from hessverify.engine.forms import BlockDiagonalHessian
 from hessverify.engine.point import Point, checked
+from hessverify.model import assembly
 from hessverify.model.kernel import backward_second_order, diagonal_block, quantities
 from hessverify.model.layout import input_with_bias
 from hessverify.model.problem import Problem
@@ -46,10 +51,19 @@ __all__ = ["blocks", "embed"]
 def blocks(problem: Problem | Point) -> list[FloatArray]:
     """The exact diagonal blocks, one ``(size_l, size_l)`` array per layer, public order within each."""
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:  # other layer kinds: each layer's block over their graph
+        return graph_blocks(problem, fp)
     arch = problem.architecture
     q = quantities(fp)
     _, curv = backward_second_order(arch, q)
     return [diagonal_block(curv[blk.layer], input_with_bias(arch, q.z, blk.layer), blk) for blk in arch.blocks]
+
+
+def graph_blocks(problem: Problem, values: Any) -> list[FloatArray]:
+    """One block per layer (an empty one for a layer without parameters) from the graph's diagonal blocks."""
+    found = {layer: block for (layer, _, _), block in zip(assembly.layer_spans(values.graph),
+                                                          assembly.diagonal_blocks(values.graph, values))}
+    return [found.get(blk.layer, np.zeros((0, 0))) for blk in problem.architecture.blocks]
 
 
 def embed(problem: Problem, parts: list[FloatArray]) -> FloatArray:

@@ -24,6 +24,7 @@ from hessverify.base.typing import FloatArray
 from hessverify.engine.components import Component, Cost, Role
 from hessverify.engine.forms import DiagonalHessian
 from hessverify.engine.point import Point, checked
+from hessverify.model import assembly
 from hessverify.model.kernel import backward_second_order, quantities
 from hessverify.model.layout import input_with_bias, layer_vector
 from hessverify.model.problem import Problem
@@ -34,6 +35,8 @@ __all__ = ["diagonal"]
 def diagonal(problem: Problem | Point) -> FloatArray:
     """The exact diagonal of the Hessian, ``(W,)`` in the public order."""
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:  # other layer kinds: the diagonal of each layer's block
+        return np.concatenate([np.diag(b) for b in assembly.diagonal_blocks(fp.graph, fp)])
     arch = problem.architecture
     q = quantities(fp)
     _, curv = backward_second_order(arch, q)

@@ -28,8 +28,10 @@ from hessverify.base.typing import FloatArray
 from hessverify.engine.components import Component, Cost, Role
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_problem, checked
+from hessverify.model import assembly
 from hessverify.model.forward import backward_deltas
 from hessverify.model.layout import input_with_bias, public_positions
+from hessverify.model.losses import loss_of
 from hessverify.model.problem import Problem
 
 __all__ = ["hessian", "per_pattern_gradients"]
@@ -38,6 +40,10 @@ __all__ = ["hessian", "per_pattern_gradients"]
 def per_pattern_gradients(problem: Problem | Point) -> FloatArray:
     """``(N, W)``: row ``n`` is ``s grad e_n``, the pattern's share of the gradient of ``E``."""
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:  # other layer kinds: g_n = J_n^T grad e_n, J through the graph
+        J = assembly.output_jacobian(fp.graph, fp)  # (W, N, K)
+        g_y = loss_of(problem).grad(fp.output, problem.targets)
+        return problem.scale * np.einsum("ink,nk->ni", J, g_y)
     arch = problem.architecture
     delta = backward_deltas(arch, fp)  # already carries the factor s through g_y
     n = problem.n_patterns

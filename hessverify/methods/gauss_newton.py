@@ -28,8 +28,10 @@ from hessverify.base.typing import FloatArray
 from hessverify.engine.components import Component, Cost, Role
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, checked
+from hessverify.model import assembly
 from hessverify.model.forward import ForwardPass
 from hessverify.model.layout import input_with_bias, public_positions
+from hessverify.model.losses import loss_of
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 
@@ -59,6 +61,10 @@ def output_jacobian(arch: Architecture, fp: ForwardPass) -> FloatArray:
 def hessian(problem: Problem | Point) -> FloatArray:
     """The generalised Gauss-Newton matrix :math:`\\sum_n J_n^T H_{y,n} J_n`, ``(W, W)``."""
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:  # other layer kinds: J from the directions forward through the graph
+        J = assembly.output_jacobian(fp.graph, fp)  # (W, N, K)
+        H_y = loss_of(problem).hess(fp.output, problem.targets)
+        return problem.scale * np.einsum("ink,nkl,jnl->ij", J, H_y, J)
     arch = problem.architecture
     J = output_jacobian(arch, fp)
     HJ = fp.h_y @ J

@@ -47,6 +47,7 @@ from hessverify.engine.components import Component, Cost, Role
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_problem, checked
 from hessverify.errors import UsageError
+from hessverify.model import assembly
 from hessverify.model.forward import ForwardPass, backward_deltas
 from hessverify.model.layout import input_with_bias, public_positions
 from hessverify.model.network import Architecture
@@ -132,6 +133,9 @@ def hessian_entry(problem: Problem | Point, i: int | str, j: int | str) -> float
     except (KeyError, IndexError) as exc:
         raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
     problem, fp = checked(problem)
+    if not arch.is_dense:  # other layer kinds: d2E[e_a, e_b], forward over forward through their graph
+        W = arch.n_params
+        return float(fp.graph.second_directional(fp, np.eye(W)[[a]], np.eye(W)[[b]])[0])
     (m, k, col), (mp, kp, colp) = sorted([locate(arch, a), locate(arch, b)])
     s, c = unit_passes(arch, fp, m, k)
     x = input_with_bias(arch, fp.z, m)[:, col]
@@ -150,6 +154,8 @@ def hessian(problem: Problem | Point) -> FloatArray:
     ``sum_l units_l`` pairs of forward/backward vector passes.
     """
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:
+        return assembly.hessian_forward_forward(fp.graph, fp)
     arch = problem.architecture
     delta = backward_deltas(arch, fp)
     xs = {l: input_with_bias(arch, fp.z, l) for l in arch.bottom_up}

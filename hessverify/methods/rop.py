@@ -39,6 +39,7 @@ from hessverify.engine.components import Component, Cost, Role
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_problem, checked
 from hessverify.errors import UsageError
+from hessverify.model import assembly
 from hessverify.model.forward import ForwardPass
 from hessverify.model.network import Architecture, layer_input
 from hessverify.model.problem import Problem
@@ -147,6 +148,8 @@ def hvp(problem: Problem | Point, v: FloatArray) -> FloatArray:
     problem = as_problem(problem)
     arr = _as_direction(problem, v)
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:  # other layer kinds: the R-operator over their graph
+        return fp.graph.hvp(fp, arr[None, :])[0]
     return hvp_many(problem.architecture, fp, arr[None, :])[0]
 
 
@@ -172,6 +175,8 @@ def hessian(problem: Problem | Point) -> FloatArray:
     rows and columns agree up to rounding.
     """
     problem, fp = checked(problem)
+    if not problem.architecture.is_dense:
+        return assembly.hessian_by_rows(fp.graph, fp)
     arch = problem.architecture
     W = arch.n_params
     H = np.empty((W, W))

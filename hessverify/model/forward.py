@@ -14,7 +14,8 @@ import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.model.activations import get_activation
-from hessverify.model.losses import get_loss
+from hessverify.model.build import graph_values
+from hessverify.model.losses import loss_of
 from hessverify.model.network import Architecture, layer_input
 from hessverify.model.problem import Problem
 
@@ -62,7 +63,7 @@ def _forward(problem: Problem, theta: FloatArray, derivatives: bool) -> ForwardP
             df[l] = act.df(a[l])
             d2f[l] = act.d2f(a[l])
     y = z[arch.output_layer]
-    loss = get_loss(problem.loss)
+    loss = loss_of(problem)
     if derivatives:
         g_y = problem.scale * loss.grad(y, problem.targets)
         h_y = problem.scale * loss.hess(y, problem.targets)
@@ -73,8 +74,10 @@ def _forward(problem: Problem, theta: FloatArray, derivatives: bool) -> ForwardP
 
 def error(problem: Problem, params: FloatArray | None = None) -> float:
     """The error ``E`` at ``params`` (default: the problem's own point)."""
+    if not problem.architecture.is_dense:
+        return float(graph_values(problem, params).error)
     fp = forward(problem, params, derivatives=False)
-    per_pattern = get_loss(problem.loss).value(fp.y, problem.targets)
+    per_pattern = loss_of(problem).value(fp.y, problem.targets)
     return float(problem.scale * np.sum(per_pattern))
 
 
@@ -131,6 +134,10 @@ def gradient_from(arch: Architecture, z: list[FloatArray], df: list[FloatArray],
 
 
 def gradient(problem: Problem, params: FloatArray | None = None) -> FloatArray:
-    """The gradient of ``E`` in the public order, by backpropagation."""
+    """The gradient of ``E`` in the public order, by backpropagation (over the graph of primitives for a network
+    of other layer kinds than dense)."""
+    if not problem.architecture.is_dense:
+        values = graph_values(problem, params)
+        return values.graph.gradient(values)
     fp = forward(problem, problem.params if params is None else params)
     return gradient_from(problem.architecture, fp.z, fp.df, fp.weights, fp.g_y)

@@ -29,13 +29,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.model.activations import get_activation
+from hessverify.model.layers import LayerKind, get_kind
 
-__all__ = ["Architecture", "Layer", "ParamBlock", "check_sources", "layer_input", "parse_param_name"]
+__all__ = ["Architecture", "Layer", "ParamBlock", "Tensor", "check_sources", "layer_input", "parse_param_name",
+           "parse_tensor_name"]
 
 
 def check_sources(layer: int, sources: object) -> None:
@@ -71,23 +74,72 @@ def check_sources(layer: int, sources: object) -> None:
 
 @dataclass(frozen=True)
 class Layer:
-    """One fully connected layer: ``a = W x + b``, ``z = f(a)``.
+    """One layer: a kind (``dense`` by default: ``a = W x + b``), then its activation ``z = f(a)``.
 
-    ``x`` is the concatenation of the outputs of ``sources`` in that order
-    (``0``: the network input; ``None``, the default: the previous layer).
+    ``x`` is the output of ``sources`` (``0``: the network input; ``None``, the
+    default: the previous layer); a ``dense`` layer reads several side by side,
+    an ``add`` layer two.  ``options`` holds the kind's other keys
+    (:mod:`hessverify.model.layers`: ``channels``, ``kernel``, ...) as sorted
+    pairs; a dense layer's ``units`` and ``bias`` are fields of their own.
     """
 
-    units: int
-    activation: str
+    units: int | None = None
+    activation: str = "identity"
     bias: bool = True
     sources: tuple[int, ...] | None = None
+    kind: str = "dense"
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.units < 1:
-            raise ValueError(f"a layer needs at least one unit, got units = {self.units}")
         get_activation(self.activation)  # raises KeyError naming the choices
         if self.sources is not None:
             object.__setattr__(self, "sources", tuple(self.sources))
+        options = dict(self.options)
+        kind = get_kind(self.kind)  # raises KeyError naming the choices
+        if self.kind in _BIASED and "bias" in options:  # the bias option is the field
+            bias = options.pop("bias")
+            if not isinstance(bias, bool):
+                raise ValueError(f"bias: must be true or false, got {bias!r}")
+            object.__setattr__(self, "bias", bias)
+        elif not self.bias and self.kind not in _BIASED and self.kind != "dense":
+            raise ValueError(f"bias: not an option of {self.kind}")
+        frozen = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        object.__setattr__(self, "options", tuple(sorted(frozen.items())))
+        if self.kind == "dense":
+            if self.units is None or self.units < 1:
+                raise ValueError(f"a layer needs at least one unit, got units = {self.units}")
+        elif self.units is not None:
+            raise ValueError(f"units: not an option of {self.kind}")
+        if not kind.activation and self.activation != "identity":
+            raise ValueError(f"activation: {self.kind} takes none (it only moves values)")
+        kind.validate(self.raw_options)  # ValueError "key: what is wrong"
+
+    @property
+    def raw_options(self) -> dict[str, Any]:
+        """The options as given (a dense layer's ``units`` and ``bias`` among them)."""
+        out = dict(self.options)
+        if self.kind == "dense":
+            out.update(units=self.units, bias=self.bias)
+        elif self.kind in _BIASED:
+            out["bias"] = self.bias
+        return out
+
+    @cached_property
+    def opts(self) -> dict[str, Any]:
+        """The kind's options with defaults filled in."""
+        return get_kind(self.kind).validate(self.raw_options)
+
+    @property
+    def kind_def(self) -> LayerKind:
+        return get_kind(self.kind)
+
+    @property
+    def is_dense(self) -> bool:
+        return self.kind == "dense"
+
+
+_BIASED = ("conv1d", "conv2d", "attention")
+"""Kinds whose ``bias`` option is also the layer's ``bias`` field (``bias = false`` in a case file)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +151,7 @@ class ParamBlock:
     fan_in: int
     bias: bool
     offset: int  # index of W_l[0,0]
+    total: int | None = None  # a layer of another kind: its parameter count (units, fan_in, bias unused)
 
     @property
     def w_size(self) -> int:
@@ -106,6 +159,8 @@ class ParamBlock:
 
     @property
     def size(self) -> int:
+        if self.total is not None:
+            return self.total
         return self.w_size + (self.units if self.bias else 0)
 
     @property
@@ -123,13 +178,48 @@ class ParamBlock:
 
 
 @dataclass(frozen=True)
+class Tensor:
+    """One parameter tensor: its layer, short name (``W``, ``b``, ``Win``, ...), shape and place in the flat vector."""
+
+    layer: int
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.offset, self.offset + self.size)
+
+    @property
+    def label(self) -> str:
+        """``W2``, ``bin3``: the name and the layer, as parameter names begin."""
+        return f"{self.name}{self.layer}"
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """An input size and a sequence of layers."""
+    """An input shape and a sequence of layers (module text).
+
+    ``inputs`` is one pattern's number of input values; ``input_shape`` its
+    shape when it is not flat (``[C, L]`` for a conv1d network, ``[T, d]`` for
+    attention, ``[T]`` token ids for an embedding network).
+    """
 
     inputs: int
     layers: tuple[Layer, ...]
+    input_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.input_shape is not None:
+            shape = tuple(int(s) for s in self.input_shape)
+            if not shape or min(shape) < 1:
+                raise ValueError(f"input_shape must be a list of positive sizes, got {list(self.input_shape)}")
+            object.__setattr__(self, "input_shape", None if len(shape) == 1 else shape)
+            object.__setattr__(self, "inputs", int(np.prod(shape)))
         if self.inputs < 1:
             raise ValueError(f"a network needs at least one input, got inputs = {self.inputs}")
         if not self.layers:
@@ -141,8 +231,41 @@ class Architecture:
                 check_sources(index, sources)
                 if sources == (index - 1,):  # the default, written out: one spelling per graph
                     layer = replace(layer, sources=None)
+            kind = layer.kind_def
+            count = len(layer.sources) if layer.sources is not None else 1
+            if kind.sources == "one" and count != 1:
+                raise ValueError(f"layer {index} ({layer.kind}) reads one source, got from = {list(layer.sources or ())}")
+            if kind.sources == "two" and count != 2:
+                raise ValueError(f"layer {index} ({layer.kind}) adds two outputs: give from = [i, j]")
+            if kind.first_only and (index != 1 or (layer.sources or (0,)) != (0,)):
+                raise ValueError(f"layer {index} ({layer.kind}) must be the first layer: it reads the token ids")
             layers.append(layer)
         object.__setattr__(self, "layers", tuple(layers))
+        if not self.is_dense:
+            self.shapes  # validates every layer's shapes now, naming the layer  # noqa: B018
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One pattern's input shape."""
+        return (self.inputs,) if self.input_shape is None else self.input_shape
+
+    @cached_property
+    def is_dense(self) -> bool:
+        """Whether every layer is dense on a flat input: the classic network, second-order backpropagation's
+        own fast path (:mod:`hessverify.model.kernel`)."""
+        return self.input_shape is None and all(layer.is_dense and not layer.opts["gain"] for layer in self.layers)
+
+    @cached_property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """One pattern's shape of every layer's output (index 0: the input)."""
+        out: list[tuple[int, ...]] = [self.shape]
+        for index, layer in enumerate(self.layers, start=1):
+            srcs = (index - 1,) if layer.sources is None else layer.sources
+            try:
+                out.append(tuple(layer.kind_def.out_shape(layer.opts, [out[s] for s in srcs])))
+            except ValueError as exc:
+                raise ValueError(f"layer {index} ({layer.kind}): {exc}") from None
+        return tuple(out)
 
     @property
     def depth(self) -> int:
@@ -150,11 +273,16 @@ class Architecture:
 
     @property
     def outputs(self) -> int:
-        return self.layers[-1].units
+        if self.is_dense:
+            return int(self.layers[-1].units)  # type: ignore[arg-type]
+        return int(np.prod(self.shapes[-1]))
 
     def fan_in(self, layer: int) -> int:
-        """Width of the input of ``layer`` (1-based)."""
-        return sum(self.inputs if p == 0 else self.layers[p - 1].units for p in self.parents(layer))
+        """Width of the input of a dense ``layer`` (1-based): the last axes of its sources side by side."""
+        if self.is_dense:
+            return sum(self.inputs if p == 0 else int(self.layers[p - 1].units)  # type: ignore[arg-type]
+                       for p in self.parents(layer))
+        return sum(self.shapes[p][-1] for p in self.parents(layer))
 
     # -- topology: the only place that knows how the layers are connected ------------
 
@@ -265,11 +393,37 @@ class Architecture:
         return tuple(l for l in self.bottom_up if l in seen)
 
     @cached_property
+    def tensors(self) -> tuple[Tensor, ...]:
+        """Every parameter tensor in the public order: layer by layer, each layer's in its PyTorch module's
+        ``.parameters()`` order, each flattened row-major."""
+        out: list[Tensor] = []
+        offset = 0
+        for index, layer in enumerate(self.layers, start=1):
+            srcs = (index - 1,) if layer.sources is None else layer.sources
+            if layer.is_dense and self.is_dense:
+                fan = self.fan_in(index)
+                specs = [("W", (int(layer.units), fan))] + ([("b", (int(layer.units),))] if layer.bias else [])  # type: ignore[arg-type]
+            else:
+                specs = layer.kind_def.tensors(layer.opts, [self.shapes[s] for s in srcs])
+            for name, shape in specs:
+                tensor = Tensor(index, name, tuple(int(s) for s in shape), offset)
+                out.append(tensor)
+                offset += tensor.size
+        return tuple(out)
+
+    def layer_tensors(self, layer: int) -> tuple[Tensor, ...]:
+        """The parameter tensors of ``layer`` (1-based), in order."""
+        return tuple(t for t in self.tensors if t.layer == layer)
+
+    @cached_property
     def blocks(self) -> tuple[ParamBlock, ...]:
         out = []
         offset = 0
         for index, layer in enumerate(self.layers, start=1):
-            block = ParamBlock(index, layer.units, self.fan_in(index), layer.bias, offset)
+            if self.is_dense:
+                block = ParamBlock(index, int(layer.units), self.fan_in(index), layer.bias, offset)  # type: ignore[arg-type]
+            else:
+                block = ParamBlock(index, 0, 0, False, offset, sum(t.size for t in self.layer_tensors(index)))
             out.append(block)
             offset += block.size
         return tuple(out)
@@ -281,12 +435,10 @@ class Architecture:
 
     @cached_property
     def param_names(self) -> tuple[str, ...]:
-        """The public names, in the public order: ``W1[0,0]``, ..., ``b1[0]``, ..."""
+        """The public names, in the public order: ``W1[0,0]``, ..., ``b1[0]``, ... (``conv``: ``W2[o,c,k]``)."""
         names: list[str] = []
-        for blk in self.blocks:
-            names += [f"W{blk.layer}[{i},{j}]" for i in range(blk.units) for j in range(blk.fan_in)]
-            if blk.bias:
-                names += [f"b{blk.layer}[{i}]" for i in range(blk.units)]
+        for t in self.tensors:
+            names += [f"{t.label}[{','.join(map(str, idx))}]" for idx in np.ndindex(*t.shape)]
         return tuple(names)
 
     @cached_property
@@ -297,12 +449,22 @@ class Architecture:
             out[blk.slice] = blk.layer
         return out
 
+    def unpack_tensors(self, theta: FloatArray) -> list[FloatArray]:
+        """The flat vector as its parameter tensors (:attr:`tensors`), in order."""
+        theta = np.asarray(theta)
+        if theta.shape != (self.n_params,):
+            raise ValueError(f"expected {self.n_params} parameters, got shape {theta.shape}")
+        return [theta[t.slice].reshape(t.shape) for t in self.tensors]
+
     def unpack(self, theta: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
-        """Split the flat vector into ``[(W_1, b_1), ...]``.
+        """Split the flat vector into ``[(W_1, b_1), ...]`` (dense networks; others: :meth:`unpack_tensors`).
 
         A layer without bias gets a zero bias of the right shape (and the
         right dtype, so complex parameters stay complex).
         """
+        if not self.is_dense:
+            raise ValueError("unpack gives (W, b) per dense layer; this network has layers of other kinds: "
+                             "use unpack_tensors")
         theta = np.asarray(theta)
         if theta.shape != (self.n_params,):
             raise ValueError(f"expected {self.n_params} parameters, got shape {theta.shape}")
@@ -329,6 +491,8 @@ class Architecture:
             if not 0 <= i < self.n_params:
                 raise IndexError(f"parameter index {i} out of range 0..{self.n_params - 1}")
             return i
+        if not self.is_dense:
+            return self._tensor_index(name_or_index)
         layer, kind, i, j = parse_param_name(name_or_index)
         if not 1 <= layer <= self.depth:
             raise KeyError(f"no parameter {name_or_index!r}: the network has {self.depth} layers")
@@ -345,12 +509,27 @@ class Architecture:
             raise KeyError(f"no parameter {name_or_index!r}: b{layer} has {blk.units} entries")
         return blk.offset + blk.w_size + i
 
+    def _tensor_index(self, name: str) -> int:
+        label, index = parse_tensor_name(name)
+        tensor = next((t for t in self.tensors if t.label == label), None)
+        if tensor is None:
+            raise KeyError(f"no parameter {name!r}: the tensors are {', '.join(t.label for t in self.tensors)}")
+        if len(index) != len(tensor.shape) or any(not 0 <= i < s for i, s in zip(index, tensor.shape)):
+            raise KeyError(f"no parameter {name!r}: {tensor.label} has shape {tensor.shape}")
+        return tensor.offset + int(np.ravel_multi_index(index, tensor.shape))
+
     def describe(self) -> str:
-        """Short text such as ``2-2(sigmoid)-1(sigmoid)``."""
-        parts = [str(self.inputs)]
+        """Short text such as ``2-2(sigmoid)-1(sigmoid)``; other kinds by name (``conv1d(4,k3,tanh)``)."""
+        parts = [str(self.inputs) if self.input_shape is None else "x".join(map(str, self.input_shape))]
         for layer in self.layers:
             sources = "" if layer.sources is None else ",from=" + "+".join(map(str, layer.sources))
-            parts.append(f"{layer.units}({layer.activation}{'' if layer.bias else ',nobias'}{sources})")
+            if layer.is_dense:
+                gain = ",gain" if layer.opts["gain"] else ""
+                parts.append(f"{layer.units}({layer.activation}{'' if layer.bias else ',nobias'}{gain}{sources})")
+                continue
+            inner = [x for x in (layer.kind_def.describe(layer.opts), "" if layer.activation == "identity"
+                                 else layer.activation) if x]
+            parts.append(f"{layer.kind}({','.join(inner)}{sources})")
         return "-".join(parts)
 
 
@@ -364,6 +543,17 @@ def parse_param_name(name: str) -> tuple[int, str, int, int | None]:
     if not m or (m.group(1) == "W") != (m.group(4) is not None):
         raise KeyError(f"{name!r} is not a parameter name; write W<layer>[<unit>,<input>] or b<layer>[<unit>]")
     return int(m.group(2)), m.group(1), int(m.group(3)), (None if m.group(4) is None else int(m.group(4)))
+
+
+_TENSOR_NAME = re.compile(r"^\s*([A-Za-z]+?)([1-9]\d*)\[\s*((?:0|[1-9]\d*)(?:\s*,\s*(?:0|[1-9]\d*))*)\s*\]\s*$")
+
+
+def parse_tensor_name(name: str) -> tuple[str, tuple[int, ...]]:
+    """``"Win3[4,1]"`` -> ``("Win3", (4, 1))``: a tensor's label and an index into it."""
+    m = _TENSOR_NAME.match(name) if isinstance(name, str) else None
+    if not m:
+        raise KeyError(f"{name!r} is not a parameter name; write <tensor><layer>[<index>,...], e.g. W2[0,1] or b1[0]")
+    return m.group(1) + m.group(2), tuple(int(i) for i in m.group(3).split(","))
 
 
 def layer_input(zs: list[FloatArray], layer: int, arch: Architecture) -> FloatArray:

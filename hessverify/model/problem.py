@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hessverify.base.typing import FloatArray
+from hessverify.model.losses import Reduction, get_loss
 from hessverify.model.network import Architecture
 
 __all__ = ["Problem"]
@@ -48,11 +49,18 @@ class Problem:
     params: FloatArray
     inputs: FloatArray
     targets: FloatArray
-    reduction: str = "sum"
+    reduction: Reduction | str = Reduction.SUM
     id: str = "problem"
     description: str = ""
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    loss_options: tuple[tuple[str, float], ...] = ()  # the loss's settings: Huber's delta
+
+    def __post_init__(self) -> None:
+        try:  # parsed once, here: every later comparison is against the type
+            object.__setattr__(self, "reduction", Reduction(self.reduction))
+        except ValueError:
+            raise ValueError(f"reduction {self.reduction!r}: choose sum or mean") from None
 
     # -- views -----------------------------------------------------------------
 
@@ -87,8 +95,12 @@ class Problem:
 
     @property
     def scale(self) -> float:
-        """The factor the reduction puts in front of the sum over patterns."""
-        return 1.0 / self.n_patterns if self.reduction == "mean" else 1.0
+        """The factor the reduction puts in front of the sum over patterns: ``1 / N`` for the mean, ``1 / (N K)``
+        for a loss whose mean is over every output (``mse``, ``huber``: PyTorch's element-wise means)."""
+        if self.reduction != "mean":
+            return 1.0
+        per_output = get_loss(self.loss).mean_over_outputs
+        return 1.0 / (self.n_patterns * (self.targets.shape[1] if per_output else 1))
 
     def with_params(self, params: FloatArray) -> Problem:
         """The same problem at another point."""
@@ -110,12 +122,25 @@ class Problem:
         if self.description:
             lines.append(f"description = {_toml_str(self.description)}")
         arch = self.architecture
-        lines += ["", "[network]", f"inputs = {arch.inputs}", "layers = ["]
+        shape = f"inputs = {arch.inputs}" if arch.input_shape is None else \
+            f"input_shape = [{', '.join(map(str, arch.input_shape))}]"
+        lines += ["", "[network]", shape, "layers = ["]
         for layer in arch.layers:
             bias = "" if layer.bias else ", bias = false"
             sources = "" if layer.sources is None else f", from = [{', '.join(map(str, layer.sources))}]"
-            lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{sources} }},')
-        lines += ["]", f'loss = "{self.loss}"', f'reduction = "{self.reduction}"', "", "[data]"]
+            if layer.is_dense:
+                gain = ", gain = true" if layer.opts["gain"] else ""
+                lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{gain}{sources} }},')
+                continue
+            act = "" if layer.activation == "identity" else f', activation = "{layer.activation}"'
+            options = "".join(f", {k} = {_toml_value(v)}" for k, v in layer.options)
+            lines.append(f'  {{ kind = "{layer.kind}"{options}{act}{bias}{sources} }},')
+        if self.loss_options:
+            settings = ", ".join(f"{k} = {_toml_value(v)}" for k, v in self.loss_options)
+            lines += ["]", f'loss = {{ name = "{self.loss}", {settings} }}']
+        else:
+            lines += ["]", f'loss = "{self.loss}"']
+        lines += [f'reduction = "{self.reduction}"', "", "[data]"]
         lines.append("inputs = " + _toml_matrix(self.inputs))
         lines.append("targets = " + _toml_matrix(self.targets))
         lines += ["", "[params]"]
@@ -125,7 +150,7 @@ class Problem:
     def __repr__(self) -> str:
         return (
             f"Problem(id={self.id!r}, {self.architecture.describe()}, loss={self.loss!r}, "
-            f"reduction={self.reduction!r}, W={self.n_params}, N={self.n_patterns})"
+            f"reduction={str(self.reduction)!r}, W={self.n_params}, N={self.n_patterns})"
         )
 
 
@@ -145,6 +170,19 @@ def _toml_str(s: str) -> str:
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+def _toml_value(v: Any) -> str:
+    """A layer option as TOML: a number, a boolean, a string or a list of them."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return _toml_float(v)
+    return str(v)
 
 
 def _toml_float(v: float) -> str:

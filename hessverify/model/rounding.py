@@ -20,9 +20,11 @@ import numpy as np
 from hessverify.base.precision import FLOAT64, Precision
 from hessverify.base.typing import FloatArray
 from hessverify.model.activations import get_activation
+from hessverify.model.build import graph_of
 from hessverify.model.forward import ForwardPass, forward
+from hessverify.model.graph_rounding import graph_chain_length
 from hessverify.model.kernel import Quantities
-from hessverify.model.losses import get_loss
+from hessverify.model.losses import loss_of
 from hessverify.model.network import layer_input
 from hessverify.model.problem import Problem
 
@@ -38,6 +40,8 @@ LOSS_ULPS = 8
 def chain_length(problem: Problem) -> int:
     """``k``: the longest chain of roundings in any entry of the Hessian."""
     arch = problem.architecture
+    if not arch.is_dense:
+        return graph_chain_length(graph_of(problem), problem.n_patterns)
     k = LOSS_ULPS + problem.n_patterns + 2  # the final sum over patterns, the reduction
     for l in arch.bottom_up:
         k += arch.fan_in(l) + 1  # forward dot product and bias
@@ -63,7 +67,7 @@ def values_and_errors(problem: Problem, fp: ForwardPass | None = None, precision
     """``|q|`` for every propagated quantity, its error in units of gamma, and the net inputs' errors."""
     fp = forward(problem) if fp is None else fp
     arch = problem.architecture
-    loss = get_loss(problem.loss)
+    loss = loss_of(problem)
     g = precision.gamma(chain_length(problem))
     empty = fp.df[0]
     depth = arch.depth

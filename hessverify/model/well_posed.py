@@ -27,13 +27,18 @@ import numpy as np
 from hessverify.base.precision import FLOAT64
 from hessverify.base.typing import FloatArray
 from hessverify.errors import NotDifferentiableError, OverflowReport
-from hessverify.model.activations import get_activation
+from hessverify.model.activations import ACTIVATIONS, get_activation
+from hessverify.model.build import graph_values
 from hessverify.model.forward import ForwardPass, forward
+from hessverify.model.graph import Graph, Values
+from hessverify.model.graph_rounding import graph_chain_length, node_errors
+from hessverify.model.losses import loss_of
 from hessverify.model.network import Architecture
+from hessverify.model.ops import Unary
 from hessverify.model.problem import Problem
 from hessverify.model.rounding import chain_length, net_input_errors
 
-__all__ = ["check_point", "ensure_well_posed", "kinked_net_inputs", "near_kink"]
+__all__ = ["check_point", "ensure_well_posed", "graph_kinks", "kinked_net_inputs", "kinked_values", "near_kink"]
 
 
 def kinked_net_inputs(arch: Architecture, net_inputs: Sequence[Any] | Mapping[int, Any]
@@ -55,7 +60,10 @@ def kinked_net_inputs(arch: Architecture, net_inputs: Sequence[Any] | Mapping[in
 
 
 def near_kink(problem: Problem, margin: float, fp: ForwardPass | None = None) -> bool:
-    """Whether some net input of ``problem`` lies within ``margin`` of a kink (strictly: ``|a - kink| < margin``)."""
+    """Whether some net input of ``problem`` lies within ``margin`` of a kink (strictly: ``|a - kink| < margin``),
+    or a residual within ``margin`` of the loss's kink."""
+    if not problem.architecture.is_dense or loss_of(problem).kinks is not None:
+        return any(np.any(np.abs(d) < margin) for d in kinked_values(problem))
     fp = forward(problem, derivatives=False) if fp is None else fp
     return any(np.any(np.abs(a - kink) < margin) for _, kink, a in kinked_net_inputs(problem.architecture, fp.a))
 
@@ -87,6 +95,8 @@ def ensure_well_posed(problem: Problem, fp: ForwardPass | None = None, *,
     """
     if not np.all(np.isfinite(problem.params)):
         raise OverflowReport("the parameters contain NaN or inf")
+    if not problem.architecture.is_dense:
+        return _graph_well_posed(problem, fp, net_errors)  # type: ignore[arg-type]
     fp = forward(problem) if fp is None else fp
     arch = problem.architecture
     for l in arch.bottom_up:
@@ -123,7 +133,107 @@ def ensure_well_posed(problem: Problem, fp: ForwardPass | None = None, *,
     for what, arr in (("loss gradient", fp.g_y), ("loss Hessian", fp.h_y)):
         if arr.size and not np.all(np.isfinite(arr)):
             raise OverflowReport(f"overflow at the output: the {what} is not finite")
+    if loss_of(problem).kinks is not None:
+        L = arch.output_layer
+
+        def output_errors() -> FloatArray:  # the output's error: its net input's carried by f', and f's own rounding
+            errs = net_errors() if net_errors is not None else net_input_errors(problem, fp)
+            return np.abs(fp.df[L]) * errs[L] + np.abs(fp.y)
+
+        _check_loss_kinks(problem, fp.y, output_errors, FLOAT64.gamma(chain_length(problem)))
     return fp
+
+
+def _check_loss_kinks(problem: Problem, y: FloatArray, output_errors: Callable[[], FloatArray], gamma: float) -> None:
+    """Raise :class:`~hessverify.errors.NotDifferentiableError` where a residual sits at the loss's kink (Huber's
+    ``|y - t| = delta``), or within its rounding error of it."""
+    row, t = loss_of(problem), problem.targets
+    d = row.kinks(y, t)  # type: ignore[misc]
+    exact = np.argwhere(d == 0)
+    where = ", ".join(f"{k} = {v:g}" for k, v in row.options)
+    if exact.size:
+        n, k = exact[0]
+        raise NotDifferentiableError(
+            f"not twice differentiable at this point: the {row.name} loss ({where}) has its kink at output {k} of "
+            f"pattern {n}, |y - t| = {abs(y[n, k] - t[n, k]):g} ({len(exact)} such output(s))")
+    tol = gamma * (output_errors() + np.abs(y) + np.abs(t))
+    near = np.argwhere(np.abs(d) <= tol)
+    if near.size:
+        n, k = near[0]
+        raise NotDifferentiableError(
+            f"not twice differentiable at this point, as far as float64 can tell: the {row.name} loss ({where}) "
+            f"has |y - t| = {abs(y[n, k] - t[n, k]):.17g} at output {k} of pattern {n}, within its rounding error "
+            f"({tol[n, k]:.2g}) of the kink")
+
+
+def graph_kinks(graph: Graph, values: Values) -> Iterator[tuple[int, int, str, float, FloatArray]]:
+    """``(node, layer, activation, kink, input)`` for every activation with a kink in a network's graph."""
+    for i, node in enumerate(graph.nodes):
+        op = node.op
+        if isinstance(op, Unary) and op.name in ACTIVATIONS:
+            for kink in get_activation(op.name).kinks:
+                yield i, node.layer, op.name, kink, values[node.inputs[0]]
+
+
+def kinked_values(problem: Problem, params: FloatArray | None = None) -> list[FloatArray]:
+    """Every input of an activation with a kink, minus the kink, at ``params``: a step crosses a kink where
+    one of them changes sign (:func:`hessverify.references.finite_differences.kink_columns`)."""
+    arch = problem.architecture
+    row = loss_of(problem)
+    if arch.is_dense:
+        fp = forward(problem, params, derivatives=False)
+        out = [a - kink for _, kink, a in kinked_net_inputs(arch, fp.a)]
+        y = fp.y
+    else:
+        values = graph_values(problem, params)
+        out = [x - kink for _, _, _, kink, x in graph_kinks(values.graph, values)]
+        y = values[values.graph.output]
+    if row.kinks is not None:
+        out.append(row.kinks(y, problem.targets))
+    return out
+
+
+def _graph_well_posed(problem: Problem, values: Values | None,
+                      net_errors: Callable[[], Any] | None) -> Values:
+    """:func:`ensure_well_posed` for a network of other layer kinds, on its graph's values."""
+    values = graph_values(problem) if values is None else values
+    graph = values.graph
+    for i, node in enumerate(graph.nodes):
+        v = values[i]
+        if v is not None and not np.all(np.isfinite(v)):
+            what = "the loss" if i >= graph.output else f"layer {node.layer} ({node.label})"
+            raise OverflowReport(f"overflow in {what}: its values are not finite")
+    errors = None
+    for i, layer, name, kink, x in graph_kinks(graph, values):
+        exact = np.argwhere(x == kink)
+        if exact.size:
+            where = exact[0]
+            raise NotDifferentiableError(
+                f"not twice differentiable at this point: the {name} of layer {layer} has input exactly {kink:g} "
+                f"at pattern {where[0]}, position {tuple(int(w) for w in where[1:])} ({len(exact)} such entries)")
+        if errors is None:
+            errors = net_errors() if net_errors is not None else _node_errors(problem, values)
+        tol = FLOAT64.gamma(graph_chain_length(graph, problem.n_patterns)) * errors[graph.nodes[i].inputs[0]]
+        near = np.argwhere(np.abs(x - kink) <= tol)
+        if near.size:
+            where = tuple(near[0])
+            raise NotDifferentiableError(
+                f"not twice differentiable at this point, as far as float64 can tell: the {name} of layer {layer} "
+                f"has input {x[where]:.3g} at pattern {where[0]}, within its rounding error ({tol[where]:.2g}) "
+                f"of the kink at {kink:g}")
+    y, loss = values[graph.output], loss_of(problem)
+    for what, arr in (("loss gradient", loss.grad(y, problem.targets)), ("loss Hessian", loss.hess(y, problem.targets))):
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise OverflowReport(f"overflow at the output: the {what} is not finite")
+    if loss.kinks is not None:
+        gamma = FLOAT64.gamma(graph_chain_length(graph, problem.n_patterns))
+        _check_loss_kinks(problem, y, lambda: _node_errors(problem, values)[graph.output], gamma)
+    return values
+
+
+def _node_errors(problem: Problem, values: Values) -> list[FloatArray]:
+    graph = values.graph
+    return node_errors(graph, values, FLOAT64.gamma(graph_chain_length(graph, problem.n_patterns)))[1]
 
 
 check_point = ensure_well_posed

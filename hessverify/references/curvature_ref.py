@@ -30,7 +30,7 @@ import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
-from hessverify.references.autograd_ref import _ACT, _loss
+from hessverify.references.autograd_ref import _ACT, _delta, _loss, _scale, kinds_output_function
 
 __all__ = ["becker_lecun", "fisher", "gauss_newton", "output_function"]
 
@@ -62,7 +62,10 @@ def _unpack(problem: Problem, theta: Any) -> list[tuple[Any, Any]]:
 
 
 def output_function(problem: Problem) -> Callable[[Any], Any]:
-    """``theta -> y``, the ``(N, K)`` network outputs, in autograd.numpy."""
+    """``theta -> y``, the ``(N, K)`` network outputs, in autograd.numpy (any layer kinds; a batch-norm layer in
+    training mode couples the patterns, and so every pattern's output is a function of the whole batch)."""
+    if not problem.architecture.is_dense:
+        return kinds_output_function(problem)
     x = np.array(problem.inputs, dtype=np.float64)
     layers = _layers(problem)
 
@@ -78,10 +81,6 @@ def output_function(problem: Problem) -> Callable[[Any], Any]:
     return Y
 
 
-def _scale(problem: Problem) -> float:
-    return 1.0 / problem.inputs.shape[0] if problem.reduction == "mean" else 1.0
-
-
 def gauss_newton(problem: Problem) -> FloatArray:
     """``J^T H_loss J`` with both factors from autograd."""
     theta = np.array(problem.params, dtype=np.float64)
@@ -92,7 +91,7 @@ def gauss_newton(problem: Problem) -> FloatArray:
     s = _scale(problem)
     with warnings.catch_warnings():  # the "output" loss is linear in y: autograd warns, rightly returns 0
         warnings.filterwarnings("ignore", "Output seems independent of input")
-        H = autograd.hessian(lambda yf: s * _loss(problem.loss, anp.reshape(yf, (n, k)), t))(
+        H = autograd.hessian(lambda yf: s * _loss(str(problem.loss), anp.reshape(yf, (n, k)), t, _delta(problem)))(
             np.reshape(Y(theta), (-1,)))  # (N K, N K), block diagonal over patterns
     return np.asarray(J.T @ H @ J, dtype=np.float64)
 
@@ -105,7 +104,7 @@ def fisher(problem: Problem) -> FloatArray:
 
     def errors(th: Any) -> Any:
         y = Y(th)
-        return anp.stack([_loss(problem.loss, y[i:i + 1], t[i:i + 1]) for i in range(t.shape[0])])
+        return anp.stack([_loss(str(problem.loss), y[i:i + 1], t[i:i + 1], _delta(problem)) for i in range(t.shape[0])])
 
     G = autograd.jacobian(errors)(theta)  # (N, W), row n = grad e_n
     return np.asarray(_scale(problem) * (G.T @ G), dtype=np.float64)
@@ -140,7 +139,7 @@ def becker_lecun(problem: Problem, *, with_f2: bool = True) -> FloatArray:
         tp = t[p:p + 1]
 
         def e(yy: Any, tp: FloatArray = tp) -> Any:
-            return s * _loss(problem.loss, anp.reshape(yy, (1, -1)), tp)
+            return s * _loss(str(problem.loss), anp.reshape(yy, (1, -1)), tp, _delta(problem))
 
         with warnings.catch_warnings():  # the "output" loss is linear in y: autograd warns, rightly returns 0
             warnings.filterwarnings("ignore", "Output seems independent of input")

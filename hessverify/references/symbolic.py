@@ -13,6 +13,7 @@ from hessverify.engine.budget import estimated_cost
 from hessverify.engine.components import BoundKind, Component, Cost, Lazy, Role, Tolerance
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_point
+from hessverify.errors import UsageError
 from hessverify.model.problem import Problem
 
 __all__ = ["COMPONENT", "hessian", "hessian_with_error"]
@@ -24,6 +25,8 @@ def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray
     """The closed form rounded to float64 and a bound on its distance from the true Hessian."""
     point = as_point(problem)
     point.well_posed()
+    if not point.is_dense or point.problem.loss_options:
+        raise UsageError(_left_out(point) + "; use autograd, complex_step, fd or richardson as the reference")
     return Lazy(_REFERENCE, "hessian_with_error")(point.problem, magnitude=point.magnitude_hessian)
 
 
@@ -33,11 +36,20 @@ def hessian(problem: Problem | Point) -> FloatArray:
 
 
 def _small_enough(problem: Problem | Point) -> bool:
-    return bool(Lazy(_REFERENCE, "small_enough")(as_point(problem).problem))
+    point = as_point(problem)
+    return point.is_dense and not point.problem.loss_options and bool(Lazy(_REFERENCE, "small_enough")(point.problem))
 
 
 def _left_out(problem: Problem | Point) -> str:
-    return str(Lazy(_REFERENCE, "left_out")(as_point(problem).problem))
+    point = as_point(problem)
+    if point.problem.loss_options:
+        return f"symbolic: its closed form takes the {point.problem.loss} loss with its default settings only"
+    if not point.is_dense:
+        kinds = sorted({layer.kind for layer in point.architecture.layers} - {"dense"})
+        if any(layer.is_dense and layer.opts["gain"] for layer in point.architecture.layers):
+            kinds.append("gains")
+        return f"symbolic: its closed form covers dense layers without gains only, not {', '.join(kinds)}"
+    return str(Lazy(_REFERENCE, "left_out")(point.problem))
 
 
 COMPONENT = Component(

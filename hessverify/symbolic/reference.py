@@ -404,7 +404,10 @@ def block_formula(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], conver
 
 
 def _scale(problem: Problem, one: Any) -> Any:
-    return one / problem.n_patterns if problem.reduction == "mean" else one
+    if problem.reduction != "mean":
+        return one
+    per_output = problem.targets.shape[1] if problem.loss in ("mse", "huber") else 1  # PyTorch's element-wise means
+    return one / (problem.n_patterns * per_output)
 
 
 def hessian_float64(problem: Problem) -> FloatArray:

@@ -41,7 +41,7 @@ SHRINK = settings(phases=[Phase.generate, Phase.shrink], database=None, max_exam
     (architectures, {"activations": []}, "at least one"),
     (architectures, {"bias": "yes"}, "bias must be True, False or None"),
     (architectures, {"max_units": 200, "max_layers": 3}, "more than the 20000"),
-    (problems, {"losses": ["mse"]}, "unknown name 'mse'"),
+    (problems, {"losses": ["l1"]}, "unknown name 'l1'"),
     (problems, {"reductions": ["max"]}, "unknown name 'max'"),
     (problems, {"min_patterns": 5, "max_patterns": 4}, "min_patterns = 5 is greater"),
     (problems, {"max_magnitude": 1e6}, "max_magnitude must be in (0, 10]"),
@@ -81,7 +81,12 @@ def test_a_failure_shrinks_to_a_tiny_network() -> None:
 
 @given(problems(max_magnitude=1.5, max_input=0.5, saturation=False))
 def test_values_stay_in_the_documented_ranges(p: Problem) -> None:
-    assert np.all(np.abs(p.params) <= 1.5) and np.all(np.abs(p.inputs) <= 0.5)
+    first = p.architecture.layers[0]
+    if first.kind == "embedding":  # token ids: whole numbers below the vocabulary's size
+        assert np.all(p.inputs == np.round(p.inputs)) and np.all((p.inputs >= 0) & (p.inputs < first.opts["vocab"]))
+        assert np.all(np.abs(p.params) <= 1.5)
+    else:
+        assert np.all(np.abs(p.params) <= 1.5) and np.all(np.abs(p.inputs) <= 0.5)
     if p.loss == "cross_entropy":
         assert np.allclose(p.targets.sum(axis=1), 1.0) and np.all(p.targets >= 0)
     elif p.loss == "binary_cross_entropy":
@@ -94,16 +99,21 @@ def test_values_stay_in_the_documented_ranges(p: Problem) -> None:
 
 @given(problems())
 def test_default_ranges(p: Problem) -> None:
-    output = p.architecture.block(p.architecture.output_layer).slice
-    inner = np.delete(p.params, np.arange(p.n_params)[output])
-    assert np.all(np.abs(inner) <= PARAM_MAGNITUDE) and np.all(np.abs(p.inputs) <= INPUT_MAGNITUDE)
-    assert np.all(np.abs(p.params[output]) <= SATURATION_MAX_PARAM)  # a saturated output layer is scaled up
-    assert 1 <= p.architecture.depth <= 3 and 1 <= p.n_patterns <= 4
+    if p.architecture.is_dense:
+        output = p.architecture.block(p.architecture.output_layer).slice
+        inner = np.delete(p.params, np.arange(p.n_params)[output])
+        assert np.all(np.abs(inner) <= PARAM_MAGNITUDE) and np.all(np.abs(p.inputs) <= INPUT_MAGNITUDE)
+        assert np.all(np.abs(p.params[output]) <= SATURATION_MAX_PARAM)  # a saturated output layer is scaled up
+    else:
+        assert np.all(np.abs(p.params) <= PARAM_MAGNITUDE)
+    # dense: 1 to 3 layers; layer kinds: up to 3 drawn layers, plus an embedding or a residual's first layer,
+    # a flatten and the output layer (hessverify.checking.layer_draws)
+    assert 1 <= p.architecture.depth <= (3 if p.architecture.is_dense else 6) and 1 <= p.n_patterns <= 4
     assert p.params.dtype == np.float64 and p.params.shape == (p.n_params,)
 
 
 @settings(suppress_health_check=[HealthCheck.filter_too_much])  # relu nets near a kink are rejected by design
-@given(problems(activations=["relu"], min_layers=2))
+@given(problems(activations=["relu"], min_layers=2, kinds=False))  # dense: fp.a holds every relu's net input
 def test_relu_net_inputs_stay_away_from_the_kink(p: Problem) -> None:
     ensure_well_posed(p)  # raises NotDifferentiableError at a kink
     fp = forward(p, derivatives=False)

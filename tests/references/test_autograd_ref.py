@@ -34,10 +34,12 @@ def test_linear_network_hessian_by_hand() -> None:
 
 
 def test_mean_reduction_divides_by_n(shipped_case: hessverify.Problem) -> None:
+    """The mean is over patterns, or over every element for PyTorch's element-wise means (mse, huber: N K)."""
     from dataclasses import replace
 
     other = "mean" if shipped_case.reduction == "sum" else "sum"
     flipped = replace(shipped_case, reduction=other)
-    ratio = shipped_case.n_patterns if other == "sum" else 1 / shipped_case.n_patterns
+    n = shipped_case.n_patterns * (shipped_case.targets.shape[1] if shipped_case.loss in ("mse", "huber") else 1)
+    ratio = n if other == "sum" else 1 / n
     E = autograd_ref.error_function
     np.testing.assert_allclose(E(flipped)(flipped.params), ratio * E(shipped_case)(shipped_case.params), rtol=1e-14)
