@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from hessverify.engine.components import UNKNOWN_COST, Cost
 from hessverify.engine.registry import METHODS
 from hessverify.errors import BudgetError, UsageError
@@ -194,11 +196,29 @@ def estimated_cost(problem: Problem) -> int:
     it), so that the budgets below the symbolic layer can ask it.
     """
     arch = problem.architecture
+    if not arch.is_dense:
+        return _kinds_cost(problem)
     units = [layer.units for layer in arch.layers]
     # in a graph every layer pair has a K and each sums over the readers of its lower layer
     readers = max([1] + [len(arch.children(l)) for l in arch.bottom_up])
     program_size = sum(u**3 for u in units) * arch.depth * readers + arch.n_params * 4
     return problem.n_patterns * (program_size + 2 * arch.n_params**2)
+
+
+def _kinds_cost(problem: Problem) -> int:
+    """A network of other kinds, from its shapes alone: each layer's output entries times the square of the
+    parameters at or below it (the second-order terms of :mod:`hessverify.symbolic.kinds`), over the patterns.
+
+    An upper estimate: a convolution's entry depends on a few of the weights below it, not all; the symbolic
+    reference counts its traced program exactly (``hessverify.symbolic.kinds.work``) where tracing is cheap.
+    """
+    arch = problem.architecture
+    below = 0
+    total = 0
+    for index in arch.bottom_up:
+        below += sum(t.size for t in arch.layer_tensors(index))
+        total += int(np.prod(arch.shapes[index])) * below**2
+    return problem.n_patterns * (total + arch.n_params**2)
 
 
 def check_time(problem: Problem, names: Iterable[str]) -> None:

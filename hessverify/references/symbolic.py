@@ -1,9 +1,11 @@
 """``symbolic``: the gold reference, the closed form derived by SymPy and evaluated in 50 digits or exactly.
 
-The code is the symbolic package (:mod:`hessverify.symbolic.reference`, which
-imports SymPy); this module declares the component and hands it the point's
-magnitude Hessian, so that the bound on its own evaluation error costs nothing
-more.
+The code is the symbolic package (it imports SymPy): for dense networks
+:mod:`hessverify.symbolic.reference` (Bishop's block formula), for networks
+of any other layer kinds :mod:`hessverify.symbolic.kinds` (each kind's array
+form traced into a straight-line program, composed by the exact chain rule).
+This module declares the component and hands it the point's magnitude
+Hessian, so that the bound on its own evaluation error costs nothing more.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ from hessverify.engine.budget import SYMBOLIC_RATE, estimated_cost
 from hessverify.engine.components import BoundKind, Component, Cost, Lazy, Role, Tolerance
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_point
-from hessverify.errors import UsageError
 from hessverify.model.problem import Problem
 
 __all__ = ["COMPONENT", "hessian", "hessian_with_error"]
 
 _REFERENCE = "hessverify.symbolic.reference"
+_KINDS = "hessverify.symbolic.kinds"
+
+
+def _module(point: Point) -> str:
+    return _REFERENCE if point.is_dense else _KINDS
 
 
 def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray]:
     """The closed form rounded to float64 and a bound on its distance from the true Hessian."""
     point = as_point(problem)
     point.well_posed()
-    if not point.is_dense:
-        raise UsageError(_left_out(point) + "; use autograd, complex_step, fd or richardson as the reference")
-    return Lazy(_REFERENCE, "hessian_with_error")(point.problem, magnitude=point.magnitude_hessian)
+    return Lazy(_module(point), "hessian_with_error")(point.problem, magnitude=point.magnitude_hessian)
 
 
 def hessian(problem: Problem | Point) -> FloatArray:
@@ -36,14 +40,19 @@ def hessian(problem: Problem | Point) -> FloatArray:
 
 
 def _small_enough(point: Point) -> bool:
-    return point.is_dense and bool(Lazy(_REFERENCE, "small_enough")(point.problem))
+    return bool(Lazy(_module(point), "small_enough")(point.problem))
 
 
 def _left_out(point: Point) -> str:
-    if not point.is_dense:
-        kinds = sorted({layer.kind for layer in point.architecture.layers} - {"dense"})
-        return f"symbolic: its closed form covers dense layers only, not {', '.join(kinds)}"
-    return str(Lazy(_REFERENCE, "left_out")(point.problem))
+    return str(Lazy(_module(point), "left_out")(point.problem))
+
+
+def _seconds(problem: Problem) -> float:
+    """The dense closed form's cost model (:func:`~hessverify.engine.budget.estimated_cost`), or the other kinds'
+    program counted exactly (:func:`hessverify.symbolic.kinds.estimated_seconds`)."""
+    if problem.architecture.is_dense:
+        return estimated_cost(problem) / SYMBOLIC_RATE
+    return float(Lazy(_KINDS, "estimated_seconds")(problem))
 
 
 COMPONENT = Component(
@@ -56,6 +65,6 @@ COMPONENT = Component(
                         "rounding to float64 (measured exactly) and its 50-digit evaluation error (k 10^-49 M)",
                         rounding_sides=0),
     cost=Cost(memory=(80.0, 4.0),  # mpmath numbers as Python objects, ~600 bytes an entry with the program
-              seconds_of=lambda problem: estimated_cost(problem) / SYMBOLIC_RATE),
+              seconds_of=_seconds),
     rank=150,
 )
