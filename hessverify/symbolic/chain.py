@@ -93,6 +93,8 @@ class Numbers:
         from hessverify.symbolic.arrays import slot
 
         slots = [slot(i) for i in range(arity)]
+        if self.dtype is not object:  # float64: constants such as sqrt(2^70 + 1) / 2^35 as floats first
+            exprs = [e.evalf(30) for e in exprs]
         # cse: the value and the derivatives of tanh(a) share one tanh(a)
         cse = len(exprs) > 1 and any(e.atoms(sympy.Function) for e in exprs)
         if self.printer is not None:
@@ -123,10 +125,10 @@ class Numbers:
 
     def constant(self, expr: sympy.Expr) -> Any:
         """A constant expression (a rational, ``sqrt(2)``) as a number of this system."""
-        value = sympy.lambdify([], expr, modules=self.modules, printer=self.printer)()
-        if self.dtype is not object:
-            return abs(float(value)) if self.absolute else float(value)
-        return value
+        if self.dtype is not object:  # float64: SymPy's own evaluation, then one rounding
+            value = float(sympy.N(expr, 30))
+            return abs(value) if self.absolute else value
+        return sympy.lambdify([], expr, modules=self.modules, printer=self.printer)()
 
     def full(self, P: int, value: Any) -> np.ndarray:
         out = np.empty(P, dtype=self.dtype)
