@@ -70,7 +70,7 @@ from hessverify.symbolic.chain import (
 )
 
 __all__ = ["DEFAULT_DIGITS", "MAX_LINES", "MAX_SECONDS", "OWN_FACTOR", "SECONDS_PER", "KindProgram", "counts",
-           "estimated_seconds", "exact_allowed", "hessian", "hessian_exact", "hessian_high_precision",
+           "estimated_seconds", "exact_allowed", "gradient", "hessian", "hessian_exact", "hessian_high_precision",
            "hessian_mpmath", "hessian_with_error", "left_out", "lines_bound", "magnitudes", "program", "program_of",
            "small_enough", "work"]
 
@@ -103,6 +103,9 @@ class KindProgram:
     targets: np.ndarray
     error: sympy.Symbol
     batch: bool
+    layers: tuple[tuple[np.ndarray, Any], ...] = ()
+    """Per layer (index ``l - 1``): its output entries before the activation, and its input (the sources' entries
+    side by side, or the token ids)."""
 
     @property
     def size(self) -> int:
@@ -176,11 +179,13 @@ def _trace(arch: Architecture, loss: str, n: int, ids: np.ndarray | None) -> Kin
     K = arch.outputs
     t_sym = xp.symbols("t", (n, K), [_data_name("t", i, n) for i in np.ndindex(n, K)])
     outs: list[Any] = [x]
+    layers = []
     for index, layer in enumerate(arch.layers, start=1):
         srcs = (index - 1,) if layer.sources is None else layer.sources
         tape.prefix = f"h{index}."
         y = layer.kind_def.xp(xp, layer.opts, [outs[s] for s in srcs], ps_by_layer[index])
         y = xp.asarray(y)
+        layers.append((y.entries, [outs[s].entries if isinstance(outs[s], SymArray) else outs[s] for s in srcs]))
         tape.label(y, f"a{index}")
         act = get_activation(layer.activation)
         z = xp.apply(f"act:{act.name}", act.expr, y, kinks=tuple(act.kinks))
@@ -202,7 +207,7 @@ def _trace(arch: Architecture, loss: str, n: int, ids: np.ndarray | None) -> Kin
         error = xp.sum(xp.asarray(np.array(per_pattern, dtype=object))).entries[()]
     if not isinstance(error, sympy.Symbol):  # a constant error (no parameter reaches it): name it anyway
         error = sympy.Symbol("E", real=True)
-    return KindProgram(arch, loss, tape, tuple(params), inputs, t_sym.entries, error, n > 1)
+    return KindProgram(arch, loss, tape, tuple(params), inputs, t_sym.entries, error, n > 1, tuple(layers))
 
 
 def _data_name(base: str, index: tuple[int, ...], n: int) -> str:
@@ -319,6 +324,13 @@ def hessian_with_error(problem: Problem, digits: int = DEFAULT_DIGITS, *,
         M = np.maximum(M, np.asarray(magnitude, dtype=np.float64))
     own = OWN_FACTOR * r.chain * 10.0 ** (1 - digits) * M
     return value, err + own
+
+
+def gradient(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray:
+    """The gradient at ``digits`` digits (object array of ``Decimal``): the parameters' adjoints of the same run."""
+    r = _run(problem, decimal_numbers(digits))
+    scale = _scale(problem)
+    return r.gradient if scale == 1 else np.frompyfunc(lambda g: g / problem.n_patterns, 1, 1)(r.gradient)
 
 
 def magnitudes(problem: Problem) -> FloatArray:
