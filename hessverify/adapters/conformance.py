@@ -755,7 +755,7 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
     class _Fail(AssertionError):
         pass
 
-    strategy = problems(**q.draw)
+    strategy = problems(**{"kinds": False, **q.draw})
     if q.adapt is not None:
         strategy = strategy.map(q.adapt).filter(lambda p: p is not None)
 

@@ -304,7 +304,7 @@ def cases(*, dtype: Any = np.float64, **kwargs: Any) -> Any:
     from hessverify.checking.strategies import problems
 
     _dtype(dtype)  # refuse float64 without x64 now, not inside the test run
-    return problems(**kwargs).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any) -> Any:

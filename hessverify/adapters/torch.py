@@ -285,7 +285,7 @@ def cases(*, dtype: Any = _torch.float64, **kwargs: Any) -> Any:
     """A Hypothesis strategy of :class:`TorchCase`: :func:`hessverify.checking.strategies.problems` (same keywords) mapped."""
     from hessverify.checking.strategies import problems
 
-    return problems(**kwargs).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any, problem: Problem) -> Any:

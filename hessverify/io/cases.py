@@ -149,7 +149,7 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
         if not isinstance(kind, str) or kind not in KINDS:
             raise CaseError(v.source, f"{where}.kind", f"unknown layer kind {kind!r}; choose one of {', '.join(KINDS)}")
         if kind == "dense":
-            v.keys(raw, where, _LAYER, required={"units"})
+            v.keys(raw, where, _LAYER | {"gain"}, required={"units"})
             units = v.integer(raw, "units", where, minimum=1)
         else:
             units = None

@@ -117,7 +117,8 @@ class Problem:
             bias = "" if layer.bias else ", bias = false"
             sources = "" if layer.sources is None else f", from = [{', '.join(map(str, layer.sources))}]"
             if layer.is_dense:
-                lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{sources} }},')
+                gain = ", gain = true" if layer.opts["gain"] else ""
+                lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{gain}{sources} }},')
                 continue
             act = "" if layer.activation == "identity" else f', activation = "{layer.activation}"'
             options = "".join(f", {k} = {_toml_value(v)}" for k, v in layer.options)

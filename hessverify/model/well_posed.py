@@ -61,6 +61,8 @@ def kinked_net_inputs(arch: Architecture, net_inputs: Sequence[Any] | Mapping[in
 
 def near_kink(problem: Problem, margin: float, fp: ForwardPass | None = None) -> bool:
     """Whether some net input of ``problem`` lies within ``margin`` of a kink (strictly: ``|a - kink| < margin``)."""
+    if not problem.architecture.is_dense:
+        return any(np.any(np.abs(d) < margin) for d in kinked_values(problem))
     fp = forward(problem, derivatives=False) if fp is None else fp
     return any(np.any(np.abs(a - kink) < margin) for _, kink, a in kinked_net_inputs(problem.architecture, fp.a))
 
