@@ -85,7 +85,10 @@ class Numbers:
     absolute: bool = False  # magnitudes: every derivative by its absolute value
     printer: Any = None
     ints: Callable[[Sequence[np.ndarray]], tuple[Callable[[np.ndarray], np.ndarray], int]] | None = None
-    """Exact numbers: ``ints(arrays) -> (to_int, den)``, every number of ``arrays`` is ``to_int(a) / den``."""
+    """Exact numbers: ``ints(arrays) -> (to_int, den)``, every number of ``arrays`` is ``to_int(a) / den``; ``None``
+    for numbers summed in their own arithmetic (the hook for python-flint's ``arb`` balls: a namespace of
+    ``mpf``, ``exp``, ``log``, ``sqrt``, ``tanh``, ``erf``, ``sin``, ``cos``, ``pi`` for the templates and
+    ``number = arb``)."""
     context: Callable[[], Any] = contextlib.nullcontext
     """The working precision the evaluation runs in."""
 
@@ -305,6 +308,8 @@ class Accumulator:
             return
         if self.numbers.dtype is not object:
             self._flush_float()
+        elif self.numbers.ints is None:
+            self._flush_objects()
         else:
             self._flush_exact()
         self.groups.clear()
@@ -319,6 +324,20 @@ class Accumulator:
             L = np.concatenate([it[1] for it in items]) * c[:, None]
             R = np.concatenate([it[2] for it in items])
             self.num[int(same)][np.ix_(sl, sr)] += L.T @ R
+
+    def _flush_objects(self) -> None:
+        """Numbers that are not exact rationals (an interval system's balls): summed as they are, in their own
+        arithmetic (object matrix products); the result is ``num`` over ``den = 1``."""
+        if self.num is None:
+            self.num = np.empty((2, self.W, self.W), dtype=object)
+            self.num[...] = self.numbers.number(0)
+        for key, items in self.groups.items():
+            (sl, sr), same = self.places[key], key[2]
+            c = np.concatenate([it[0] for it in items])
+            L = np.concatenate([it[1] for it in items]) * c[:, None]
+            R = np.concatenate([it[2] for it in items])
+            block = self.num[int(same)]
+            block[np.ix_(sl, sr)] += L.T @ R
 
     def _flush_exact(self) -> None:
         assert self.numbers.ints is not None

@@ -222,3 +222,32 @@ def test_a_relu_at_its_kink_is_refused() -> None:
     problem = Problem(arch, "sse", np.array([1.0, 1.0, 0.0]), np.array([[0.5, 2.0]]), np.array([[1.0]]))
     with pytest.raises(NotDifferentiableError, match="kink"):
         kinds.hessian_with_error(problem)
+
+
+def test_verify_uses_symbolic_on_a_shipped_case_of_each_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from hessverify.cli import main
+
+    root = Path(__file__).resolve().parents[2] / "cases"
+    for name in ("conv2d-1x5x5-2-stride-bce", "batchnorm-train-4-3-1", "residual-mlp-3-3-add-1-gelu"):
+        assert main(["verify", str(root / f"{name}.toml"), "--method", "backprop", "--reference", "symbolic"]) == 0
+        out = capsys.readouterr().out
+        assert "symbolic" in out and "0 failed" in out, out
+
+
+def test_numbers_without_an_integer_image_are_summed_in_their_own_arithmetic() -> None:
+    # the hook an interval system (python-flint's arb) would use: mpmath numbers summed as mpf, no integers
+    import mpmath
+
+    from hessverify.symbolic.chain import mpmath_numbers
+
+    problem = case("conv1d")
+    numbers = mpmath_numbers(30)
+    numbers.ints = None
+    numbers.name = "mpmath30-objects"
+    r = kinds._run(problem, numbers)
+    num, den, _ = kinds.hessian_high_precision(problem, 30, numbers="mpmath")
+    with mpmath.workdps(30):
+        gap = max(abs(a - mpmath.mpf(b) / den) for a, b in zip(r.num.ravel(), num.ravel(), strict=True))
+    assert r.den == 1 and gap < 1e-25 * kinds.magnitudes(problem).max()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -119,3 +120,17 @@ def test_entries_of_two_layers_and_batch_statistics_are_refused_in_one_line() ->
 def test_latex_names() -> None:
     assert latex_name("delta2[0,3]") == "\\delta^{(2)}_{0,3}"
     assert latex_name("h1.4") == "h^{(1.4)}"
+
+
+def test_derive_latex_on_the_shipped_conv_and_layer_norm_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    from hessverify.cli import main
+
+    root = Path(__file__).resolve().parents[2] / "cases"
+    assert main(["derive", str(root / "conv1d-2x8-3-pool-2-tanh.toml"), "--entry", "W1[0,0,1]", "W1[0,1,0]",
+                 "--latex", "--digits", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "\\partial W^{(1)}_{0,0,1}\\,\\partial W^{(1)}_{0,1,0}" in out and "Q^{(1)}" in out
+    assert main(["derive", str(root / "layernorm-mlp-3-4-2-ce.toml"), "--entry", "W2[1]", "--latex"]) == 0
+    assert "\\delta^{(2)}_{1}" in capsys.readouterr().out
+    assert main(["derive", str(root / "layernorm-mlp-3-4-2-ce.toml"), "--entry", "W1[0,0]", "W2[1]"]) == 2
+    assert "within one layer" in capsys.readouterr().err
