@@ -251,3 +251,15 @@ def test_numbers_without_an_integer_image_are_summed_in_their_own_arithmetic() -
     with mpmath.workdps(30):
         gap = max(abs(a - mpmath.mpf(b) / den) for a, b in zip(r.num.ravel(), num.ravel(), strict=True))
     assert r.den == 1 and gap < 1e-25 * kinds.magnitudes(problem).max()
+
+
+def test_every_shipped_case_of_other_kinds_is_small_enough() -> None:
+    from pathlib import Path
+
+    import hessverify
+
+    paths = sorted((Path(__file__).resolve().parents[2] / "cases").glob("*.toml"))
+    others = [c for c in map(hessverify.load_case, paths) if not c.architecture.is_dense]
+    assert len(others) >= 8
+    for c in others:
+        assert kinds.small_enough(c), f"{c.id}: {kinds.work(c)}, {kinds.estimated_seconds(c):.1f} s"

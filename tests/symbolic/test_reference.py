@@ -21,7 +21,14 @@ from hessverify.references import autograd_ref
 from hessverify.symbolic import reference
 from hessverify.symbolic.expressions import NetworkSymbols, explicit_error
 
-CASE_PATHS = sorted((Path(__file__).resolve().parents[2] / "cases").glob("*.toml"))
+CASE_PATHS = [p for p in sorted((Path(__file__).resolve().parents[2] / "cases").glob("*.toml"))
+              if hessverify.load_case(p).architecture.is_dense]
+"""The dense shipped cases: this module's closed form is theirs (other kinds: tests/symbolic/test_kinds.py)."""
+
+
+@pytest.fixture(params=CASE_PATHS, ids=[p.stem for p in CASE_PATHS])
+def shipped_case(request: pytest.FixtureRequest) -> hessverify.Problem:
+    return hessverify.load_case(request.param)
 
 _GOLD: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
