@@ -255,7 +255,7 @@ def write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: st
     def sandboxed(problem: Problem) -> Any:  # a failure is that problem's "function_failed", not a crash
         return call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
 
-    METHODS[name] = Method(name, sandboxed, "method", kind, f"the function under test, {spec}", takes_point=False)
+    METHODS[name] = Method(name, sandboxed, "method", kind, f"the function under test, {spec}")
     try:
         refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "method"]
         written = report_problems(directory, tried, leading=leading, methods=[name], references=refs or ["autograd"])

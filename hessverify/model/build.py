@@ -41,7 +41,7 @@ def build_graph(problem: Problem) -> Graph:
         outs.append(b.activation(node, layer.activation))
     b.layer = arch.depth
     y = b.reshape(outs[-1], (arch.outputs,))
-    e = b.loss(y, str(problem.loss), problem.targets)
+    e = b.loss(y, str(problem.loss), problem.targets, problem.loss_options)
     E = b.total(e, problem.scale)
     graph = Graph(b.nodes, b.params, data, y, E, b.offset)
     if graph.n_params != arch.n_params:  # pragma: no cover - the kinds' tensors and the architecture's agree

@@ -565,11 +565,12 @@ class Loss(Op):
 
     name: str = ""
     targets: FloatArray = field(default=None, repr=False)  # type: ignore[assignment]
+    options: tuple[tuple[str, float], ...] = ()  # the loss's settings (Huber's delta)
 
     def _row(self) -> Any:
         from hessverify.model.losses import get_loss
 
-        return get_loss(self.name)
+        return get_loss(self.name, **dict(self.options))
 
     def forward(self, y: Arr) -> Arr:
         return self._row().value(y, self.targets)

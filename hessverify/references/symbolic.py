@@ -24,7 +24,9 @@ _KINDS = "hessverify.symbolic.kinds"
 
 
 def _module(point: Point) -> str:
-    return _REFERENCE if point.is_dense else _KINDS
+    """The dense closed form for classic dense networks with a loss at its default settings; the program of the
+    kinds' array forms for everything else (it takes any network, and a loss's settings such as Huber's delta)."""
+    return _REFERENCE if point.is_dense and not point.problem.loss_options else _KINDS
 
 
 def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray]:
@@ -39,18 +41,20 @@ def hessian(problem: Problem | Point) -> FloatArray:
     return hessian_with_error(problem)[0]
 
 
-def _small_enough(point: Point) -> bool:
+def _small_enough(problem: Problem | Point) -> bool:
+    point = as_point(problem)
     return bool(Lazy(_module(point), "small_enough")(point.problem))
 
 
-def _left_out(point: Point) -> str:
+def _left_out(problem: Problem | Point) -> str:
+    point = as_point(problem)
     return str(Lazy(_module(point), "left_out")(point.problem))
 
 
 def _seconds(problem: Problem) -> float:
     """The dense closed form's cost model (:func:`~hessverify.engine.budget.estimated_cost`), or the other kinds'
     program counted exactly (:func:`hessverify.symbolic.kinds.estimated_seconds`)."""
-    if problem.architecture.is_dense:
+    if problem.architecture.is_dense and not problem.loss_options:
         return estimated_cost(problem) / SYMBOLIC_RATE
     return float(Lazy(_KINDS, "estimated_seconds")(problem))
 

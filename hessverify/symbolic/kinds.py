@@ -132,8 +132,10 @@ def _couples(arch: Architecture) -> bool:
     return any(layer.kind_def.couples_patterns(layer.opts) or layer.kind_def.reads_ids for layer in arch.layers)
 
 
-def program(arch: Architecture, loss: str, patterns: int = 1, ids: np.ndarray | None = None) -> KindProgram:
-    """The program of ``arch`` and ``loss`` on ``patterns`` patterns (``ids``: the token ids, for an embedding).
+def program(arch: Architecture, loss: str, patterns: int = 1, ids: np.ndarray | None = None,
+            loss_options: tuple[tuple[str, float], ...] = ()) -> KindProgram:
+    """The program of ``arch`` and ``loss`` (with its settings ``loss_options``: Huber's delta) on ``patterns``
+    patterns (``ids``: the token ids, for an embedding).
 
     Examples
     --------
@@ -144,10 +146,10 @@ def program(arch: Architecture, loss: str, patterns: int = 1, ids: np.ndarray | 
     ['h1.1 = x[0]/3 + x[1]/3 + x[2]/3', 'h1.2[0] = -h1.1 + x[0]', 'h1.2[1] = -h1.1 + x[1]']
     """
     ids = None if ids is None else np.asarray(ids, dtype=np.float64)
-    key = (arch, loss, patterns, None if ids is None else (ids.shape, ids.tobytes()))
+    key = (arch, loss, tuple(loss_options), patterns, None if ids is None else (ids.shape, ids.tobytes()))
     found = _PROGRAMS.pop(key, None)
     if found is None:
-        found = _trace(arch, loss, patterns, ids)
+        found = _trace(arch, loss, patterns, ids, tuple(loss_options))
     _PROGRAMS[key] = found  # most recently used last
     while len(_PROGRAMS) > 16:
         _PROGRAMS.pop(next(iter(_PROGRAMS)))
@@ -158,7 +160,8 @@ _PROGRAMS: dict[Any, KindProgram] = {}
 """The programs built last (tracing a network costs a SymPy node per entry of every array it computes)."""
 
 
-def _trace(arch: Architecture, loss: str, n: int, ids: np.ndarray | None) -> KindProgram:
+def _trace(arch: Architecture, loss: str, n: int, ids: np.ndarray | None,
+           loss_options: tuple[tuple[str, float], ...] = ()) -> KindProgram:
     """Run every layer's array form on SymPy arrays, then its activation, then the loss per pattern."""
     tape = Tape(drop_axis=n == 1)
     xp = SymbolicNumpy(tape)
@@ -193,12 +196,12 @@ def _trace(arch: Architecture, loss: str, n: int, ids: np.ndarray | None) -> Kin
         outs.append(z)
     tape.prefix = "e"
     y = xp.reshape(outs[-1], (n, K))
-    expr = get_loss(loss).expr
+    expr = get_loss(loss, **dict(loss_options)).expr
     per_pattern = []
     name = tape.begin()
     for i in range(n):
         entries = list(y.entries[i]) + list(t_sym.entries[i])
-        per_pattern.append(tape.apply(name, f"loss:{loss}:{K}", lambda *e: expr(list(e[:K]), list(e[K:])),
+        per_pattern.append(tape.apply(name, f"loss:{loss}:{loss_options}:{K}", lambda *e: expr(list(e[:K]), list(e[K:])),
                                       entries, (i,)))
     if n == 1:
         error = per_pattern[0]
@@ -218,12 +221,13 @@ def _data_name(base: str, index: tuple[int, ...], n: int) -> str:
 def program_of(problem: Problem) -> KindProgram:
     """The program of a case: a generic pattern, or the batch where the patterns meet (module text)."""
     arch = problem.architecture
+    options = tuple(problem.loss_options)
     if not _couples(arch):
-        return program(arch, str(problem.loss))
+        return program(arch, str(problem.loss), loss_options=options)
     ids = None
     if any(layer.kind_def.reads_ids for layer in arch.layers):
         ids = np.asarray(problem.inputs)
-    return program(arch, str(problem.loss), problem.n_patterns, ids)
+    return program(arch, str(problem.loss), problem.n_patterns, ids, options)
 
 
 def exact_allowed(problem: Problem) -> bool:
@@ -256,7 +260,11 @@ def _run(problem: Problem, numbers: Any) -> Result:
 
 
 def _scale(problem: Problem) -> Fraction:
-    return Fraction(1, problem.n_patterns) if problem.reduction == "mean" else Fraction(1)
+    """The reduction's factor, exactly: ``1/N``, or ``1/(N K)`` for a loss whose mean is over every output."""
+    if problem.reduction != "mean":
+        return Fraction(1)
+    per_output = get_loss(str(problem.loss)).mean_over_outputs
+    return Fraction(1, problem.n_patterns * (problem.targets.shape[1] if per_output else 1))
 
 
 def hessian_exact(problem: Problem) -> np.ndarray:
@@ -330,7 +338,7 @@ def gradient(problem: Problem, digits: int = DEFAULT_DIGITS) -> np.ndarray:
     """The gradient at ``digits`` digits (object array of ``Decimal``): the parameters' adjoints of the same run."""
     r = _run(problem, decimal_numbers(digits))
     scale = _scale(problem)
-    return r.gradient if scale == 1 else np.frompyfunc(lambda g: g / problem.n_patterns, 1, 1)(r.gradient)
+    return r.gradient if scale == 1 else np.frompyfunc(lambda g: g / scale.denominator, 1, 1)(r.gradient)
 
 
 def magnitudes(problem: Problem) -> FloatArray:

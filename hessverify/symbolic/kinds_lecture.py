@@ -173,7 +173,7 @@ def layer_entry(problem: Problem, names: Sequence[str]) -> LayerEntry:
     if any(layer.kind_def.couples_patterns(layer.opts) or layer.kind_def.reads_ids for layer in arch.layers):
         raise UsageError("derive writes one pattern's closed form; this network's patterns meet (batch statistics) "
                          "or it reads token ids: use verify --reference symbolic for its values")
-    return LayerEntry(program(arch, str(problem.loss)), names)
+    return LayerEntry(program(arch, str(problem.loss), loss_options=tuple(problem.loss_options)), names)
 
 
 _LATEX = re.compile(r"^([A-Za-z]+)(\d+(?:\.\d+)?)?(?:\[(.*)\])?$")
