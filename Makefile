@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint venv clean browser frameworks distributed conformance
+.PHONY: report test lint venv clean browser frameworks distributed conformance tensorflow
 
 venv: $(STAMP)
 
@@ -32,9 +32,24 @@ FRAMEWORKS := $(VENV)/.frameworks
 frameworks: $(FRAMEWORKS)
 
 $(FRAMEWORKS): $(STAMP)
-	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch || \
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch \
+		'psgd-torch==0.6.1' || \
 		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
+	$(MAKE) --no-print-directory tensorflow
 	touch $(FRAMEWORKS)
+
+# TensorFlow Probability for the lab's tfp-bfgs and tfp-lbfgs (hessverify[tensorflow]; tests/apps/test_lab_library.py
+# skips without it). The trap: tf-keras (which TFP 0.25 imports) requires the full `tensorflow` wheel (572 MB), not
+# tensorflow-cpu, and TFP's `tf` extra does too; so both go in with --no-deps after tensorflow-cpu, and TFP's own
+# small dependencies are named by hand (dm-tree, decorator, cloudpickle, gast). Pins move together: tf-keras's
+# version must equal TensorFlow's (2.21), and TFP 0.25 is the release for it.
+TF_PINS := 'tensorflow-cpu==2.21.0'
+TF_NODEPS := 'tf-keras==2.21.0' 'tensorflow-probability==0.25.0'
+TF_SMALL := 'dm-tree' 'decorator' 'cloudpickle' 'gast'
+tensorflow: $(STAMP)
+	( $(BIN)/python -m pip install --quiet $(TF_PINS) $(TF_SMALL) && \
+	  $(BIN)/python -m pip install --quiet --no-deps $(TF_NODEPS) ) || \
+		echo "make tensorflow: could not install TensorFlow Probability; the tfp-bfgs and tfp-lbfgs tests will be skipped"
 
 # Dask, for `hessverify campaign` and its tests (tests/campaign/, which skip without it): the extra
 # hessverify[distributed]. Optional like the frameworks: a failed install is said, not fatal.

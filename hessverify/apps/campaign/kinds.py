@@ -35,7 +35,7 @@ from hessverify.apps.campaign import Outcome, Plan
 from hessverify.errors import EXIT_DISCREPANCY, EXIT_FUNCTION_FAILED, EXIT_OK, UsageError
 
 __all__ = ["KINDS", "REPORT_PROBLEMS", "add_options", "conformance_work", "detection_work", "false_alarms_work",
-           "plan_for", "sweep_work"]
+           "lab_claims_work", "plan_for", "sweep_work"]
 
 
 def _nonnegative(value: int, option: str) -> int:
@@ -456,6 +456,67 @@ def _cores() -> int:
     return default_workers()
 
 
+# -- lab-claims ---------------------------------------------------------------------------------------------
+
+
+def lab_claims_work(options: dict[str, Any], indices: list[int]) -> list[Outcome]:
+    """A worker's batch of the claims study: :func:`hessverify.apps.lab.claims.run_unit` per index."""
+    from hessverify.apps.lab.claims import Unit, run_unit, units
+
+    every = units(options)
+    out = []
+    for i in indices:
+        u: Unit = every[i]
+        out.append(Outcome(i, u.id, [], [], {"unit": run_unit(options, u)}))
+    return out
+
+
+def _lab_claims_finish(plan: Plan, outcomes: list[Outcome], seconds: float, out: TextIO,
+                       err: TextIO) -> tuple[int, dict[str, Any]]:
+    import os
+
+    from hessverify.apps.lab.claims import markdown, summarise
+
+    summary = summarise([o.extra["unit"] for o in outcomes], plan.options)
+    load = os.getloadavg()
+    summary["machine"] = {"cores": os.cpu_count(), "load_at_end": [round(v, 2) for v in load],
+                          "seconds": round(seconds, 1)}
+    print(markdown(summary, plan.options), file=out)
+    return EXIT_OK, summary
+
+
+def _lab_claims_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="the tiny configuration (2 data sets, 3 starts, small budgets) that CI runs")
+    p.add_argument("--starts", type=int, default=None, metavar="N",
+                   help="seeded starts per data set and optimiser (default 20; --quick 3)")
+    p.add_argument("--datasets", default=None, metavar="A,B,...",
+                   help="data sets (default xor,parity-7,iris,wine,breast-cancer)")
+
+
+def _lab_claims_plan(args: argparse.Namespace) -> Plan:
+    from hessverify.apps.lab.claims import DATASETS, default_options, units
+
+    options = default_options(args.quick)
+    if args.starts is not None:
+        if args.starts < 1:
+            raise UsageError(f"--starts {args.starts}: give at least 1")
+        options["starts"] = args.starts
+    if args.datasets:
+        names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        bad = [d for d in names if d not in DATASETS]
+        if bad or not names:
+            raise UsageError(f"--datasets {args.datasets!r}: choose from {', '.join(DATASETS)}")
+        options["datasets"] = names
+    if any(d in options["datasets"] for d in ("iris", "wine", "breast-cancer")) \
+            and importlib.util.find_spec("sklearn") is None:
+        raise UsageError("the claims study's iris, wine and breast-cancer need scikit-learn; pip install "
+                         "'hessverify[lab]' (or --datasets xor,parity-7)")
+    every = units(options)
+    return Plan("lab-claims", options, len(every), lab_claims_work, _lab_claims_finish,
+                unit_seconds=options["time_limit"] + 5.0, unit_memory=2**28, noun="runs", batch=5)
+
+
 # -- the table of kinds -------------------------------------------------------------------------------------
 
 KINDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Plan]]] = {
@@ -467,6 +528,8 @@ KINDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                     _conformance_options, _conformance_plan),
     "sweep": ("your Hessian function on random problems: independent seeds, merged, led by the smallest failure",
               _sweep_options, _sweep_plan),
+    "lab-claims": ("the lab's claims study: optimisers from seeded starts on five data sets, a verdict per claim "
+                   "(docs/lab.md; also 'hessverify lab claims')", _lab_claims_options, _lab_claims_plan),
 }
 """Every kind: its one-line help, its options, and its plan from the parsed options."""
 

@@ -27,9 +27,24 @@ name                      what it does
 ``sfn``                   saddle-free Newton (Dauphin et al. 2014): ``-|H|^-1 g`` with a line search
 ``gauss-newton``          generalised Gauss-Newton ``G = J^T H_loss J`` (Schraudolph 2002), line search
 ``cg``                    nonlinear conjugate gradient, Polak-Ribiere+ (Nocedal & Wright, alg. 5.4)
+``cgfr``                  conjugate gradient, Fletcher-Reeves (1964), strong-Wolfe line search
 ``bfgs``                  BFGS with a Wolfe line search (Nocedal & Wright, alg. 6.1)
 ``lbfgs-M``               L-BFGS with ``M`` stored pairs (Nocedal & Wright, alg. 7.4), e.g. ``lbfgs-5``
+``bp-ag``, ``cgfr-ag``,   ``gd``, ``cgfr``, ``bfgs`` with adaptive gain: one gain per logistic unit, learned
+``bfgs-ag``               with the weights (Nawi et al.; :mod:`hessverify.apps.lab.objectives`)
+``tfp-bfgs``,             TensorFlow Probability's ``bfgs_minimize`` / ``lbfgs_minimize``
+``tfp-lbfgs``             (:mod:`hessverify.apps.lab.library`)
+``psgd``                  psgd-torch's Newton-type preconditioned SGD (Li 2018)
 ========================  =========================================================================
+
+Every optimiser minimises an :class:`~hessverify.apps.lab.objectives.Objective`
+(the case's own error, or with gains over ``(w, b, c)``), whose evaluations
+are counted.  A run computes with one BLAS thread, is warmed up once per
+process before its clock starts, goes on past a saddle (``|g| < tol`` where
+the Hessian has a negative eigenvalue), and ends with the inertia of the
+Hessian where it stopped; :class:`LabResult` flags every run that stopped away
+from a minimum.  :mod:`hessverify.apps.lab.claims` is the claims study
+(``hessverify lab claims``).
 
 ``peak_memory`` is in bytes: the peak of what Python and NumPy allocate during
 the run above what was allocated when it started (:mod:`tracemalloc`; NumPy
@@ -51,13 +66,20 @@ from typing import Any
 
 import numpy as np
 
+from hessverify.apps.lab.objectives import GainObjective, ModelObjective, Objective, objective_for
 from hessverify.base.typing import FloatArray
-from hessverify.engine.objective import as_params, error, gradient
+from hessverify.engine.objective import as_params, error
 from hessverify.errors import HessverifyError, UsageError
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import Inertia
 
 __all__ = [
+    "FAR",
+    "FLAT",
+    "GainObjective",
+    "INERTIA_MAX_PARAMS",
+    "ModelObjective",
+    "Objective",
     "DEFAULT_TOL",
     "EXIT_NOT_FOUND",
     "ALIASES",
@@ -87,6 +109,18 @@ DEFAULT_TOL = 1e-8
 
 MEMORY_LIMIT = 2 * 1024**3
 """Bytes an optimiser's dense matrices may need (predicted before any work); more is refused."""
+
+FLAT = 1e-8
+"""An eigenvalue within ``FLAT lambda_max`` of zero is a flat direction (inertia's zeros, left out of kappa)."""
+
+FAR = 1e-3
+"""A run's E is far above the best when it achieved less than ``1 - FAR`` of the best run's decrease."""
+
+SADDLE_HELD = 1e-4
+"""At a saddle, a run whose |g| falls below ``SADDLE_HELD tol`` is converging to it: it stops there (``"saddle"``)."""
+
+INERTIA_MAX_PARAMS = 3000
+"""Past this many parameters no Hessian is formed for the final inertia or the saddle check."""
 
 EXIT_NOT_FOUND = 6
 """``hessverify stationary``: no stationary point found within the iterations allowed."""
@@ -173,15 +207,7 @@ def classify(i: Inertia) -> str:
 
 def hessian_at(problem: Problem, params: FloatArray | None = None) -> FloatArray:
     """The exact Hessian at ``params`` by second-order backpropagation (method ``backprop``)."""
-    from hessverify.engine.registry import METHODS
-
-    return np.asarray(METHODS["backprop"].fn(problem.with_params(as_params(problem, params))), dtype=np.float64)
-
-
-def _gauss_newton_at(problem: Problem, params: FloatArray) -> FloatArray:
-    from hessverify.engine.registry import METHODS
-
-    return np.asarray(METHODS["gauss_newton"].fn(problem.with_params(params)), dtype=np.float64)
+    return ModelObjective(problem).hessian(as_params(problem, params))
 
 
 # -- results ----------------------------------------------------------------------------------------
@@ -207,14 +233,26 @@ class IterationRecord:
 
 @dataclass
 class Run:
-    """One optimiser's run on one problem (:func:`run`)."""
+    """One optimiser's run on one problem (:func:`run`).
+
+    ``iterations`` are the optimiser's steps (epochs: every step sees every
+    pattern); ``evaluations`` the points at which ``E`` or its gradient was
+    computed (``E`` and ``g`` at one point count once), ``gradients`` and
+    ``hessians`` the gradients and dense curvature matrices computed.  For a
+    library's optimiser (``tfp-*``, ``psgd``) ``iterations`` and
+    ``evaluations`` are the library's own counts (``library`` holds what it
+    returned) and the log has one row per evaluation (``log_unit``).
+    ``final_inertia`` is the inertia of the exact Hessian at the final point
+    (``None`` past :data:`INERTIA_MAX_PARAMS`); ``at_saddle`` says the run
+    stopped where the Hessian has a negative eigenvalue.
+    """
 
     optimizer: str
     case: str
     n_params: int
     iterations: int
     converged: bool
-    reason: str  # "converged", "max-iter", "time-limit", "stalled", "diverged", "left"
+    reason: str  # "converged", "target", "max-iter", "time-limit", "stalled", "diverged", "left", "saddle"
     final_error: float
     final_grad_norm: float
     final_params: FloatArray
@@ -224,6 +262,28 @@ class Run:
     tol: float
     log: list[IterationRecord] = field(default_factory=list)
     left_at: int | None = None  # first iteration at distance > escape radius from the start
+    cpu_seconds: float = 0.0  # process CPU time of the run (every thread)
+    evaluations: int = 0
+    gradients: int = 0
+    hessians: int = 0
+    final_inertia: tuple[int, int, int] | None = None
+    final_kappa: float | None = None  # lambda_max / lambda_min over the eigenvalues above FLAT lambda_max
+    final_flat: int | None = None  # eigenvalues within FLAT lambda_max of zero
+    saddles_passed: int = 0  # times |g| < tol was reached at a point with negative curvature, and the run went on
+    log_unit: str = "iteration"
+    library: dict[str, Any] | None = None
+    memory_traced: bool = True  # False: the library allocates outside Python's tracemalloc (peak_memory is a floor)
+    param_names: tuple[str, ...] | None = None  # when they differ from the case's (gains appended)
+
+    @property
+    def negative_curvature(self) -> bool:
+        """The Hessian at the final point has a negative eigenvalue: whatever the point is, not a minimum."""
+        return self.final_inertia is not None and self.final_inertia[0] > 0
+
+    @property
+    def at_saddle(self) -> bool:
+        """The run stopped at (or stuck next to) a stationary point with negative curvature: a saddle or maximum."""
+        return self.negative_curvature and self.reason in ("saddle", "stalled", "converged")
 
     def to_dict(self, *, log: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -231,9 +291,16 @@ class Run:
             "iterations": self.iterations, "converged": self.converged, "reason": self.reason,
             "final_error": self.final_error, "final_grad_norm": self.final_grad_norm,
             "final_params": [float(v) for v in self.final_params], "seconds": self.seconds,
-            "peak_memory": self.peak_memory, "predicted_memory": self.predicted_memory, "tol": self.tol,
-            "left_at": self.left_at,
+            "cpu_seconds": self.cpu_seconds, "evaluations": self.evaluations, "gradients": self.gradients,
+            "hessians": self.hessians, "peak_memory": self.peak_memory, "memory_traced": self.memory_traced,
+            "predicted_memory": self.predicted_memory, "tol": self.tol, "left_at": self.left_at,
+            "final_inertia": list(self.final_inertia) if self.final_inertia is not None else None,
+            "final_kappa": self.final_kappa, "final_flat": self.final_flat,
+            "at_saddle": self.at_saddle, "saddles_passed": self.saddles_passed, "log_unit": self.log_unit,
+            "library": self.library,
         }
+        if self.param_names is not None:
+            d["param_names"] = list(self.param_names)
         if log:
             d["log"] = [r.to_dict() for r in self.log]
         return d
@@ -241,11 +308,20 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.summary().strip()})"
 
+    def state(self) -> str:
+        """``converged``, ``target`` or ``not converged (why)``; a saddle is said, never just "converged"."""
+        if self.at_saddle:
+            what = "maximum" if self.final_inertia is not None and self.final_inertia[2] == 0 else "saddle"
+            return f"{self.reason} AT A {what.upper()}"
+        if self.reason in ("converged", "target"):
+            return self.reason
+        return f"not converged ({self.reason})"
+
     def summary(self) -> str:
-        """One line: iterations, whether it converged, final E and |g|, seconds, peak memory."""
-        state = "converged" if self.converged else f"not converged ({self.reason})"
-        return (f"{self.optimizer:14s} {self.iterations:6d} it  {state:28s} E {self.final_error:11.4e}  "
-                f"|g| {self.final_grad_norm:9.2e}  {self.seconds:8.3f} s  peak {_bytes(self.peak_memory)}")
+        """One line: iterations, how it ended, final E and |g|, seconds, peak memory."""
+        mem = _bytes(self.peak_memory) if self.memory_traced else "n/a"
+        return (f"{self.optimizer:14s} {self.iterations:6d} it  {self.state():28s} E {self.final_error:11.4e}  "
+                f"|g| {self.final_grad_norm:9.2e}  {self.seconds:8.3f} s  peak {mem:>10s}")
 
     def _repr_latex_(self) -> str:
         return LabResult(self.case, self.n_params, [self])._repr_latex_()
@@ -253,19 +329,93 @@ class Run:
 
 @dataclass
 class LabResult:
-    """Several runs on one problem (:func:`run_all`): a table, a plot, LaTeX for slides."""
+    """Several runs on one problem (:func:`run_all`): a table, a plot, LaTeX for slides.
+
+    The table says at a glance what the lecture asks of it: ``n``; ``kappa``,
+    the condition number of the Hessian at the best minimum the runs found
+    (over its eigenvalues above :data:`FLAT` of the largest; those below are
+    flat directions, counted apart); gradient descent's predicted iterations
+    there, ``kappa ln(|g_0| / tol)`` (Nocedal & Wright, thm. 3.4); per run the
+    ratio of gradient descent's iterations to its own, the final inertia, and
+    a flag on every run that stops away from a minimum (:meth:`flags`).
+    """
 
     case: str
     n_params: int
     runs: list[Run]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "n_params": self.n_params, "runs": [r.to_dict() for r in self.runs]}
+        best = self.best()
+        return {"case": self.case, "n_params": self.n_params,
+                "best": None if best is None else {"optimizer": best.optimizer, "final_error": best.final_error,
+                                                   "kappa": best.final_kappa, "flat": best.final_flat},
+                "runs": [r.to_dict() | {"flags": self.flags(r), "ratio_to_gd": self.ratio_to_gd(r)}
+                         for r in self.runs]}
+
+    def best(self) -> Run | None:
+        """The run with the lowest final E among those that did not stop where H has negative curvature."""
+        ok = [r for r in self.runs if not r.negative_curvature and math.isfinite(r.final_error)]
+        return min(ok, key=lambda r: r.final_error, default=None)
+
+    def flags(self, r: Run) -> list[str]:
+        """Why ``r`` stopped away from a minimum, if it did: at a saddle or maximum, or E far above the best.
+
+        "Far above": ``E - E_best > FAR (E_0 - E_best)``, the run achieved less than
+        ``1 - FAR`` of the decrease the best run achieved from the same start.
+        """
+        out = []
+        if r.negative_curvature and r.final_inertia is not None:
+            where = "at a saddle" if r.at_saddle else "where"
+            out.append(f"stopped {where}: H has {r.final_inertia[0]} negative eigenvalue(s), not a minimum")
+        best = self.best()
+        if best is not None and r is not best and r.log and math.isfinite(r.final_error):
+            drop = r.log[0].error - best.final_error
+            if drop > 0 and r.final_error - best.final_error > FAR * drop:
+                out.append(f"E {r.final_error:.3g} far above the best, {best.final_error:.3g} ({best.optimizer})")
+        elif not math.isfinite(r.final_error):
+            out.append("E is not finite")
+        return out
+
+    def ratio_to_gd(self, r: Run) -> str | None:
+        """Gradient descent's iterations over ``r``'s, both to the same stop (``"> x"`` if gd did not get there)."""
+        gd = next((x for x in self.runs if ALIASES.get(x.optimizer, x.optimizer) == "gd"), None)
+        if gd is None or r.reason not in ("converged", "target") or r.at_saddle or r.log_unit != "iteration":
+            return None
+        if gd.reason not in ("converged", "target") or gd.at_saddle:
+            return f"> {gd.iterations / max(r.iterations, 1):.3g}"
+        return f"{gd.iterations / max(r.iterations, 1):.3g}"
+
+    def header(self) -> str:
+        """``n``, ``kappa`` at the best minimum and gradient descent's prediction there."""
+        line = f"{self.case}: n = {self.n_params} parameters"
+        best = self.best()
+        if best is None:
+            return line + "; no run ended at a minimum"
+        kappa, flat = best.final_kappa, best.final_flat
+        if kappa is None:
+            return line + f"; best E {best.final_error:.3g} ({best.optimizer}), Hessian not formed (n too large)"
+        line += (f"; best E {best.final_error:.3g} ({best.optimizer}), where kappa = {kappa:.3g}"
+                 f" ({flat} flat direction(s) left out)")
+        g0 = self.runs[0].log[0].grad_norm if self.runs and self.runs[0].log else float("nan")
+        tol = self.runs[0].tol
+        if math.isfinite(kappa) and g0 > tol:
+            line += f"; gd needs about kappa ln(|g0|/tol) = {kappa * math.log(g0 / tol):.3g} iterations near it"
+        return line
 
     def table(self) -> str:
-        head = (f"{self.case}: {self.n_params} parameters\n"
-                f"{'optimizer':14s} {'iters':>9s}  {'':28s} {'final E':>13s}  {'final |g|':>13s} {'time':>10s}  memory")
-        return "\n".join([head] + [r.summary() for r in self.runs])
+        head = (f"{self.header()}\n"
+                f"{'optimizer':14s} {'iters':>9s}  {'how it ended':28s} {'final E':>13s}  {'final |g|':>13s} "
+                f"{'time':>10s}  {'memory':>14s}  {'vs gd':>7s}  inertia -/0/+")
+        rows = []
+        for r in self.runs:
+            ratio = self.ratio_to_gd(r) or "-"
+            inert = "-" if r.final_inertia is None else "/".join(map(str, r.final_inertia))
+            flags = self.flags(r)
+            notes = [f"left {r.saddles_passed} saddle(s): |g| < tol there, H with negative eigenvalues; went on"
+                     ] if r.saddles_passed and not r.at_saddle else []
+            rows.append(f"{r.summary()}  {ratio:>7s}  {inert}" + "".join(f"\n{'':16s}! {f}" for f in flags)
+                        + "".join(f"\n{'':16s}  {x}" for x in notes))
+        return "\n".join([head] + rows)
 
     def __str__(self) -> str:
         return self.table()
@@ -347,13 +497,19 @@ class Optimizer:
 
     ``memory(n, m)`` is the bytes of the dense state the lecture counts;
     ``forms_hessian`` says whether each iteration forms the exact Hessian
-    (and so logs its inertia).
+    (and so logs its inertia); ``base`` is the optimiser an adaptive-gain
+    variant runs on the extended vector ``(w, b, c)`` (``gains``,
+    :class:`~hessverify.apps.lab.objectives.GainObjective`); ``library`` names
+    the package whose own optimiser it runs (:mod:`hessverify.apps.lab.library`).
     """
 
     name: str
     summary: str
     memory: Callable[[int, int], int]
     forms_hessian: bool = False
+    base: str | None = None
+    gains: bool = False
+    library: str | None = None
 
 
 def _vectors(k: int) -> Callable[[int, int], int]:
@@ -364,9 +520,13 @@ def _dense(n: int, m: int) -> int:
     return 8 * n * n
 
 
+def _lbfgs_memory(n: int, m: int) -> int:
+    return 8 * (2 * m * n + 4 * n)
+
+
 OPTIMIZERS: dict[str, Optimizer] = {
     o.name: o for o in (
-        Optimizer("gd", "gradient descent, fixed step lr (default 1/lambda_max(H) at the start)", _vectors(2)),
+        Optimizer("gd", "gradient descent, fixed step lr (default 1/lambda_max(H) at the start); also 'bp'", _vectors(2)),
         Optimizer("gd-ls", "gradient descent with a backtracking (Armijo) line search", _vectors(3)),
         Optimizer("momentum", "heavy ball (Polyak 1964), beta 0.9, lr as gd", _vectors(3)),
         Optimizer("adam", "Adam (Kingma & Ba 2015), lr 0.01 unless --lr", _vectors(4)),
@@ -375,9 +535,22 @@ OPTIMIZERS: dict[str, Optimizer] = {
         Optimizer("sfn", "saddle-free Newton -|H|^-1 g (Dauphin et al. 2014) with a line search", _dense, True),
         Optimizer("gauss-newton", "generalised Gauss-Newton J^T H_loss J (Schraudolph 2002), line search", _dense),
         Optimizer("cg", "nonlinear conjugate gradient, Polak-Ribiere+ with a Wolfe line search", _vectors(4)),
+        Optimizer("cgfr", "conjugate gradient, Fletcher-Reeves (1964) with a strong-Wolfe line search, c2 0.1",
+                  _vectors(4)),
         Optimizer("bfgs", "BFGS with a Wolfe line search (Nocedal & Wright alg. 6.1)", _dense),
         Optimizer("lbfgs-M", "L-BFGS with M stored pairs, e.g. lbfgs-5, lbfgs-20, lbfgs-100 (N&W alg. 7.4)",
-                  lambda n, m: 8 * (2 * m * n + 4 * n)),
+                  _lbfgs_memory),
+        Optimizer("bp-ag", "gd with adaptive gain: one gain per logistic unit, f(c a), learned with w (Nawi et al.)",
+                  _vectors(2), base="gd", gains=True),
+        Optimizer("cgfr-ag", "cgfr with adaptive gain (CGFR/AG, Nawi, Ransing & Ransing)", _vectors(4), base="cgfr",
+                  gains=True),
+        Optimizer("bfgs-ag", "bfgs with adaptive gain (BFGS-AG, Nawi et al.)", _dense, base="bfgs", gains=True),
+        Optimizer("tfp-bfgs", "TensorFlow Probability's bfgs_minimize (float64; hessverify[tensorflow])", _dense,
+                  library="tensorflow_probability"),
+        Optimizer("tfp-lbfgs", "TensorFlow Probability's lbfgs_minimize, num_correction_pairs 10 "
+                  "(hessverify[tensorflow])", _lbfgs_memory, library="tensorflow_probability"),
+        Optimizer("psgd", "preconditioned SGD (Li 2018), psgd-torch's Newton-type preconditioner, full batch "
+                  "(hessverify[psgd])", _dense, library="psgd_torch"),
     )
 }
 
@@ -386,10 +559,11 @@ DEFAULT_OPTIMIZERS = ("gd", "gd-ls", "momentum", "adam", "newton", "lm", "sfn", 
 
 
 ALIASES = {
-    "gradient-descent": "gd", "gd-line-search": "gd-ls", "damped-newton": "lm", "levenberg-marquardt": "lm",
-    "saddle-free-newton": "sfn", "gn": "gauss-newton", "conjugate-gradient": "cg", "lbfgs": "lbfgs-10",
+    "gradient-descent": "gd", "bp": "gd", "gd-line-search": "gd-ls", "damped-newton": "lm",
+    "levenberg-marquardt": "lm", "saddle-free-newton": "sfn", "gn": "gauss-newton", "conjugate-gradient": "cg",
+    "fletcher-reeves": "cgfr", "lbfgs": "lbfgs-10",
 }
-"""Longer names accepted for the short ones (``lbfgs`` alone is ``lbfgs-10``)."""
+"""Longer names accepted for the short ones (``lbfgs`` alone is ``lbfgs-10``; ``bp``, backpropagation, is ``gd``)."""
 
 
 def optimizer_names() -> list[str]:
@@ -404,32 +578,19 @@ def get_optimizer(name: str) -> tuple[Optimizer, int]:
     --------
     >>> get_optimizer("damped-newton")[0].name, get_optimizer("lbfgs-20")[1]
     ('lm', 20)
+    >>> get_optimizer("bfgs-ag")[0].base
+    'bfgs'
     """
     name = ALIASES.get(name, name)
     if name in OPTIMIZERS and name != "lbfgs-M":
-        return OPTIMIZERS[name], 0
+        return OPTIMIZERS[name], (10 if name == "tfp-lbfgs" else 0)
     if name.startswith("lbfgs-") and name[6:].isdigit() and int(name[6:]) >= 1:
         return OPTIMIZERS["lbfgs-M"], int(name[6:])
     raise UsageError(f"unknown optimizer {name!r}; choose from {', '.join(optimizer_names())} "
                      "(lbfgs-M with a whole number M, e.g. lbfgs-20)")
 
 
-class _Objective:
-    """E and g at a point, counted, on one problem."""
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-
-    def E(self, theta: FloatArray) -> float:
-        with np.errstate(all="ignore"):
-            return error(self.problem, theta)
-
-    def g(self, theta: FloatArray) -> FloatArray:
-        with np.errstate(all="ignore"):
-            return gradient(self.problem, theta)
-
-
-def _armijo(obj: _Objective, theta: FloatArray, E0: float, g: FloatArray, p: FloatArray, alpha: float,
+def _armijo(obj: Objective, theta: FloatArray, E0: float, g: FloatArray, p: FloatArray, alpha: float,
             c1: float = 1e-4, tries: int = 60) -> tuple[float, float] | None:
     """Backtracking until the sufficient-decrease condition holds (Nocedal & Wright alg. 3.1)."""
     slope = float(g @ p)
@@ -443,7 +604,7 @@ def _armijo(obj: _Objective, theta: FloatArray, E0: float, g: FloatArray, p: Flo
     return None
 
 
-def _wolfe(obj: _Objective, theta: FloatArray, E0: float, g: FloatArray, p: FloatArray, E_prev: float | None,
+def _wolfe(obj: Objective, theta: FloatArray, E0: float, g: FloatArray, p: FloatArray, E_prev: float | None,
            c2: float) -> tuple[float, float] | None:
     """A strong-Wolfe step (scipy's line search, Nocedal & Wright alg. 3.5), else backtracking."""
     import warnings
@@ -458,7 +619,7 @@ def _wolfe(obj: _Objective, theta: FloatArray, E0: float, g: FloatArray, p: Floa
     return _armijo(obj, theta, E0, g, p, 1.0)
 
 
-def _wolfe_step(obj: _Objective, theta: FloatArray, E: float, g: FloatArray, p: FloatArray, E_prev: float | None,
+def _wolfe_step(obj: Objective, theta: FloatArray, E: float, g: FloatArray, p: FloatArray, E_prev: float | None,
                 c2: float) -> tuple[FloatArray, float, float, None]:
     """One step along ``p`` by :func:`_wolfe`, as an optimiser returns it: (new point, its E, step, no inertia).
 
@@ -470,16 +631,13 @@ def _wolfe_step(obj: _Objective, theta: FloatArray, E: float, g: FloatArray, p: 
     return theta + found[0] * p, found[1], found[0], None
 
 
-def _lambda_max(problem: Problem, theta: FloatArray, iters: int = 30) -> float:
+def _lambda_max(obj: Objective, theta: FloatArray, iters: int = 30) -> float:
     """The largest |eigenvalue| of H at theta by power iteration on exact Hessian-vector products."""
-    from hessverify.methods.rop import hvp
-
     v = np.random.default_rng(0).standard_normal(theta.size)
     v /= np.linalg.norm(v)
     lam = 0.0
-    p = problem.with_params(theta)
     for _ in range(iters):
-        w = hvp(p, v)
+        w = obj.hvp(theta, v)
         lam = float(np.linalg.norm(w))
         if lam == 0 or not math.isfinite(lam):
             return 0.0
@@ -510,12 +668,12 @@ class _Stalled(Exception):
     pass
 
 
-def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: FloatArray, lr: float | None) -> Step:
+def _make_step(name: str, m: int, obj: Objective, theta0: FloatArray, lr: float | None) -> Step:
     """The optimiser's step as a closure over its state (momentum, memory pairs, damping)."""
     n = theta0.size
     if name in ("gd", "momentum"):
         if lr is None:
-            L = _lambda_max(problem, theta0)
+            L = _lambda_max(obj, theta0)
             lr = 1.0 / L if L > 0 else 1e-2
         step_lr = float(lr)
         velocity = np.zeros(n)
@@ -558,7 +716,7 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
 
     if name == "newton":
         def newton(theta: FloatArray, E: float, g: FloatArray):  # type: ignore[no-untyped-def]
-            p, i = _eig_solve(hessian_at(problem, theta), g, lambda ev: ev)
+            p, i = _eig_solve(obj.hessian(theta), g, lambda ev: ev)
             new = theta + p
             return new, obj.E(new), 1.0, _triple(i)
         return newton
@@ -568,7 +726,7 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
         mu = [None]
 
         def lm(theta: FloatArray, E: float, g: FloatArray):  # type: ignore[no-untyped-def]
-            H = hessian_at(problem, theta)
+            H = obj.hessian(theta)
             ev, V = np.linalg.eigh((H + H.T) / 2.0)
             i = _count(ev)
             if mu[0] is None:
@@ -590,7 +748,7 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
 
     if name == "sfn":
         def sfn(theta: FloatArray, E: float, g: FloatArray):  # type: ignore[no-untyped-def]
-            H = hessian_at(problem, theta)
+            H = obj.hessian(theta)
             # |H| = V |Lambda| V^T, floored at a small damping so flat directions do not blow up (Dauphin et al. 2014, sec. 5)
             p, i = _eig_solve(H, g, lambda ev: np.maximum(np.abs(ev), 1e-8 * float(np.max(np.abs(ev), initial=0.0))))
             found = _armijo(obj, theta, E, g, p, 1.0)
@@ -601,7 +759,7 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
 
     if name == "gauss-newton":
         def gauss_newton(theta: FloatArray, E: float, g: FloatArray):  # type: ignore[no-untyped-def]
-            p, _ = _eig_solve(_gauss_newton_at(problem, theta), g, lambda ev: ev)
+            p, _ = _eig_solve(obj.gauss_newton(theta), g, lambda ev: ev)
             if not float(g @ p) < 0:  # G singular along g: fall back to the gradient
                 p = -g
             found = _armijo(obj, theta, E, g, p, 1.0)
@@ -625,6 +783,25 @@ def _make_step(name: str, m: int, problem: Problem, obj: _Objective, theta0: Flo
             state.update(p=p, g=g, E_prev=E)
             return step
         return cg
+
+    if name == "cgfr":
+        # Fletcher & Reeves 1964: beta = |g_k|^2 / |g_k-1|^2; with a strong-Wolfe line search of c2 < 1/2 every
+        # direction is a descent direction (Nocedal & Wright, lemma 5.6); restarted along -g every n steps
+        # (N&W sec. 5.2) and whenever the direction is not one of descent
+        fr: dict[str, Any] = {"p": None, "gg": None, "E_prev": None, "k": 0}
+
+        def cgfr(theta: FloatArray, E: float, g: FloatArray):  # type: ignore[no-untyped-def]
+            gg = float(g @ g)
+            if fr["p"] is None or fr["k"] % n == 0:
+                p = -g
+            else:
+                p = -g + (gg / fr["gg"]) * fr["p"]
+                if not float(g @ p) < 0:
+                    p = -g
+            step = _wolfe_step(obj, theta, E, g, p, fr["E_prev"], c2=0.1)
+            fr.update(p=p, gg=gg, E_prev=E, k=fr["k"] + 1)
+            return step
+        return cgfr
 
     if name == "bfgs":
         Hinv: list[FloatArray | None] = [None]
@@ -702,10 +879,14 @@ def check_budget(name: str, n: int) -> None:
                          f"more than the {_bytes(MEMORY_LIMIT)} allowed; use lbfgs-M, cg or a first-order method")
 
 
+_WARMED: set[str] = set()  # optimisers run once in this process (their one-off imports done)
+
+
 def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter: int = 1000,
         lr: float | None = None, params: FloatArray | None = None, time_limit: float | None = None,
-        escape_radius: float | None = None, stop_on_escape: bool = False) -> Run:
-    """Run one optimiser from ``params`` (default the problem's point) until ``|g| < tol``.
+        escape_radius: float | None = None, stop_on_escape: bool = False, target_error: float | None = None,
+        saddle_check: bool = True, warm_up: bool = True) -> Run:
+    """Run one optimiser from ``params`` (default the problem's point) until ``|g| < tol`` at a minimum.
 
     Parameters
     ----------
@@ -714,7 +895,13 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
     optimizer:
         A name from :data:`OPTIMIZERS` (``lbfgs-M`` as ``lbfgs-5``, ``lbfgs-20``, ...).
     tol:
-        Converged when ``|g|_2 < tol`` (checked at the start too: 0 iterations).
+        Converged when ``|g|_2 < tol`` (checked at the start too: 0 iterations) where the Hessian has
+        no negative eigenvalue: with ``saddle_check`` (the default, up to :data:`INERTIA_MAX_PARAMS`
+        parameters) a point with ``|g| < tol`` and negative curvature is a saddle, counted in
+        ``saddles_passed``, and the run goes on (to leave it, if the optimiser can); it ends there,
+        ``reason`` ``"saddle"``, if its step no longer moves the point or ``|g|`` falls below
+        ``SADDLE_HELD tol`` (it is converging to the saddle).  The curvature is looked at again
+        after 1, 2, 4, ... iterations while ``|g| < tol``.
     max_iter:
         At most this many steps; ``reason`` is then ``"max-iter"``.
     lr:
@@ -725,6 +912,16 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
     escape_radius:
         Record in ``left_at`` the first iteration at distance more than this from the start
         (saddle escape); with ``stop_on_escape`` the run ends there (``reason`` ``"left"``).
+    target_error:
+        Stop as soon as ``E <= target_error`` (``reason`` ``"target"``).
+    warm_up:
+        Before the first timed run of an optimiser in this process, run it for one
+        iteration untimed, so that its one-off imports and caches are not charged to it.
+
+    Every run computes with one BLAS thread, so that its iterates, and its
+    iteration count, do not depend on the number of threads (a multithreaded
+    BLAS sums in another order, and undamped Newton amplifies a difference of
+    one rounding error into another path).
 
     Examples
     --------
@@ -734,6 +931,8 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
     >>> r.converged, bool(r.final_grad_norm < 1e-8)
     (True, True)
     """
+    from threadpoolctl import threadpool_limits
+
     if not tol > 0:
         raise UsageError(f"tol must be > 0, got {tol}")
     if max_iter < 0:
@@ -741,11 +940,34 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
     if lr is not None and not lr > 0:
         raise UsageError(f"lr must be > 0, got {lr}")
     opt, m = get_optimizer(optimizer)
-    theta = as_params(problem, params).copy()
-    n = theta.size
-    check_budget(optimizer, n)
-    obj = _Objective(problem)
+    obj = objective_for(problem, opt.gains)
+    theta = obj.start(params)
+    check_budget(optimizer, obj.n)
+    if opt.library is not None:
+        from hessverify.apps.lab.library import ensure_library
 
+        ensure_library(opt.name)
+    options = {"tol": tol, "max_iter": max_iter, "lr": lr, "time_limit": time_limit, "escape_radius": escape_radius,
+               "stop_on_escape": stop_on_escape, "target_error": target_error, "saddle_check": saddle_check}
+    with threadpool_limits(limits=1):
+        if warm_up and opt.name not in _WARMED and max_iter > 0:
+            _run(problem, optimizer, objective_for(problem, opt.gains), theta.copy(), opt, m,
+                 options | {"max_iter": 1, "time_limit": None, "saddle_check": False})
+        _WARMED.add(opt.name)
+        r = _run(problem, optimizer, obj, theta, opt, m, options)
+        _final_curvature(r, obj)
+    return r
+
+
+def _run(problem: Problem, optimizer: str, obj: Objective, theta: FloatArray, opt: Optimizer, m: int,
+         o: dict[str, Any]) -> Run:
+    """One timed run (:func:`run`), with its log and counts; the final curvature is added after the clock stops."""
+    if opt.library is not None:
+        from hessverify.apps.lab.library import run_library
+
+        return run_library(problem, optimizer, obj, theta, opt, m, o)
+    n = theta.size
+    tol, max_iter = o["tol"], o["max_iter"]
     # the log lives in arrays allocated before the baseline, so peak_memory is the optimiser's, not the log's
     rows = min(max_iter, _LOG_ROWS) + 1
     buf = np.full((rows, 8), np.nan)  # error, |g|, step size, step norm, seconds, negative, zero, positive
@@ -755,7 +977,7 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
         tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
 
     def record(k: int, E: float, gn: float, size: float | None, norm: float | None,
                inert: tuple[int, int, int] | None) -> None:
@@ -766,8 +988,10 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
         if k >= rows:
             extra.append(row)
 
+    saddles, gap, next_check, E_saddle, k_saddle = 0, 1, 0, math.inf, 0
+    at_saddle = False  # |g| < tol at a point with negative curvature, and not above tol since
     try:
-        step = _make_step(opt.name, m, problem, obj, theta, lr)
+        step = _make_step(opt.base or opt.name, m, obj, theta, o["lr"])
         E, g = obj.E(theta), obj.g(theta)
         gn = float(np.linalg.norm(g))
         record(0, E, gn, None, None, None)
@@ -775,16 +999,36 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
         left_at: int | None = None
         reason = "max-iter"
         k = 0
+        step_norm = float("inf")
         while True:
             if not (math.isfinite(E) and math.isfinite(gn)):
                 reason = "diverged"
                 break
-            if gn < tol:
-                reason = "converged"
+            if o["target_error"] is not None and E <= o["target_error"]:
+                reason = "target"
                 break
+            if gn < tol:
+                if not at_saddle or k >= next_check:  # at a saddle, looked at again after 1, 2, 4, ... iterations
+                    if not (o["saddle_check"] and _negative_curvature(obj, theta)):
+                        reason = "converged"
+                        break
+                    if not at_saddle:
+                        saddles, gap, E_saddle, k_saddle = saddles + 1, 1, E, k
+                    else:
+                        gap *= 2
+                    at_saddle, next_check = True, k + gap
+                stuck = step_norm <= 8 * _U * max(1.0, float(np.linalg.norm(theta)))
+                held = E >= E_saddle - 1e-6 * abs(E_saddle) and k >= k_saddle + 2  # E did not fall since it was found
+                if stuck or (held and gn <= SADDLE_HELD * tol):  # it does not move, or it converges to the saddle
+                    reason = "saddle" if _negative_curvature(obj, theta) else "converged"
+                    break
+                if k >= k_saddle + 2 and not held:  # it is leaving: look again when |g| < tol next
+                    at_saddle = False
+            else:
+                at_saddle = False
             if k >= max_iter:
                 break
-            if time_limit is not None and time.perf_counter() - start > time_limit:
+            if o["time_limit"] is not None and time.perf_counter() - start > o["time_limit"]:
                 reason = "time-limit"
                 break
             try:
@@ -798,12 +1042,12 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
             g = obj.g(theta) if math.isfinite(E) else np.full(n, np.nan)
             gn = float(np.linalg.norm(g))
             record(k, E, gn, size, step_norm, inert)
-            if escape_radius is not None and left_at is None and np.linalg.norm(theta - theta0) > escape_radius:
+            if o["escape_radius"] is not None and left_at is None and np.linalg.norm(theta - theta0) > o["escape_radius"]:
                 left_at = k
-                if stop_on_escape:
+                if o["stop_on_escape"]:
                     reason = "left"
                     break
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
         peak = max(0, tracemalloc.get_traced_memory()[1] - base)
     finally:
         if not tracing:
@@ -813,16 +1057,50 @@ def run(problem: Problem, optimizer: str, *, tol: float = DEFAULT_TOL, max_iter:
                            None if np.isnan(r[3]) else float(r[3]), float(r[4]),
                            None if np.isnan(r[5]) else (int(r[5]), int(r[6]), int(r[7])))
            for j, r in enumerate(table)]
+    c = obj.counts
     return Run(optimizer, problem.id, n, k, reason == "converged", reason, float(E), gn, theta, seconds, int(peak),
-               predicted_memory(optimizer, n), tol, log, left_at)
+               predicted_memory(optimizer, n), tol, log, left_at, cpu_seconds=cpu, evaluations=c.evaluations,
+               gradients=c.gradients, hessians=c.hessians, saddles_passed=saddles,
+               param_names=obj.names if opt.gains else None)
+
+
+def _flat_threshold(ev: FloatArray) -> float:
+    """Eigenvalues within this of zero are flat: the eigensolver's backward error, or FLAT of the largest."""
+    top = float(np.max(np.abs(ev), initial=0.0))
+    return max(ev.size * _U * top, FLAT * top)
+
+
+def _negative_curvature(obj: Objective, theta: FloatArray) -> bool:
+    """Whether the Hessian at ``theta`` has an eigenvalue below ``-FLAT lambda_max`` (not checked past the limit)."""
+    if obj.n > INERTIA_MAX_PARAMS:
+        return False
+    ev = spectrum(obj.hessian(theta))
+    return bool(ev[0] < -_flat_threshold(ev))
+
+
+def _final_curvature(r: Run, obj: Objective) -> None:
+    """``final_inertia``, ``final_kappa`` and ``final_flat`` at the run's end point (after its clock stopped)."""
+    if obj.n > INERTIA_MAX_PARAMS or not (math.isfinite(r.final_error) and np.all(np.isfinite(r.final_params))):
+        return
+    with np.errstate(all="ignore"):
+        H = obj.hessian(r.final_params)
+    if not np.all(np.isfinite(H)):
+        return
+    ev = spectrum(H)
+    i = _count(ev, _flat_threshold(ev))
+    r.final_inertia = _triple(i)
+    r.final_flat = i.zero
+    big = ev[ev > i.threshold]
+    if not i.negative and big.size:
+        r.final_kappa = float(big[-1] / big[0])
 
 
 def run_all(problem: Problem, optimizers: Sequence[str] | None = None, **options: Any) -> LabResult:
     """:func:`run` for each optimiser (default: all but L-BFGS beyond m = 20), from the same point."""
     names = list(optimizers) if optimizers else list(DEFAULT_OPTIMIZERS)
     for name in names:  # every name checked, every budget too, before any work
-        get_optimizer(name)
-        check_budget(name, problem.n_params)
+        opt, _ = get_optimizer(name)
+        check_budget(name, objective_for(problem, opt.gains).n)
     return LabResult(problem.id, problem.n_params, [run(problem, name, **options) for name in names])
 
 
@@ -888,13 +1166,20 @@ def find_stationary(problem: Problem, *, tol: float = 1e-12, max_iter: int = 200
     >>> s.kind, bool(s.grad_norm < 1e-12)
     ('saddle', True)
     """
-    from hessverify.reports.analysis import zero_threshold
+    from threadpoolctl import threadpool_limits
 
     if not tol > 0:
         raise UsageError(f"tol must be > 0, got {tol}")
     check_budget("newton", problem.n_params)
+    with threadpool_limits(limits=1):  # the same iterates whatever the BLAS threads (run's text)
+        return _find_stationary(problem, tol, max_iter, params)
+
+
+def _find_stationary(problem: Problem, tol: float, max_iter: int, params: FloatArray | None) -> Stationary:
+    from hessverify.reports.analysis import zero_threshold
+
     theta = as_params(problem, params).copy()
-    obj = _Objective(problem)
+    obj = ModelObjective(problem)
     g = obj.g(theta)
     gn = float(np.linalg.norm(g))
     mu: float | None = None
