@@ -414,51 +414,71 @@ def hessian_of_program(nodes: Sequence[Node], params: Sequence[sympy.Symbol], le
 
 def _hessian(nodes: Sequence[Node], params: Sequence[sympy.Symbol], leaves: dict[sympy.Symbol, Any],
              output: sympy.Symbol, numbers: Numbers, P: int, names: dict[sympy.Symbol, str] | None) -> Result:
-    W = len(params)
     counts = {"evaluations": 0, "jacobian": 0, "rows": 0, "products": 0}
+    local = _forward(nodes, params, leaves, output, numbers, P, names, counts)
+    varies = _varying(nodes, params)
+    adj = _adjoints(nodes, local, varies, output, numbers, P)
+    acc, chain = _second_order(nodes, local, varies, adj, params, numbers, P, counts)
+    num, den = acc.total()
+    grad = numbers.zeros((len(params),))
+    for k, p in enumerate(params):
+        if p in adj:
+            total = adj[p]
+            grad[k] = total.sum() if isinstance(total, np.ndarray) else total * P
+    return Result(num, den, grad, chain, counts)
 
-    def compile_template(t: Template) -> tuple[Callable[..., Any], list[Any], list[Any]]:
-        """The template's function (value, then the derivatives that need evaluating) and where each goes."""
-        kept = _COMPILED.setdefault(t, {})
-        found = kept.get(numbers.name)
-        if found is None:
-            exprs, grads, hess = [t.expr], [], []
-            for g in t.grad:
-                grads.append(_plan(g, exprs, numbers))
-            for s, u, h in t.hess:
-                hess.append((s, u, _plan(h, exprs, numbers)))
-            found = kept[numbers.name] = (numbers.compile(exprs, t.arity), grads, hess)
-        return found
 
-    # 1. forward: values and local derivatives, all patterns at once
+Local = tuple[list[Any], list[tuple[int, int, Any]]]
+"""A line's local derivatives at every pattern: its gradient in its slots, and its nonzero second derivatives."""
+
+
+def _compiled(t: Template, numbers: Numbers) -> tuple[Callable[..., Any], list[Any], list[Any]]:
+    """The template's function (value, then the derivatives that need evaluating) and where each goes."""
+    kept = _COMPILED.setdefault(t, {})
+    found = kept.get(numbers.name)
+    if found is None:
+        exprs: list[sympy.Expr] = [t.expr]
+        grads = [_plan(g, exprs, numbers) for g in t.grad]
+        hess = [(s, u, _plan(h, exprs, numbers)) for s, u, h in t.hess]
+        found = kept[numbers.name] = (numbers.compile(exprs, t.arity), grads, hess)
+    return found
+
+
+def _forward(nodes: Sequence[Node], params: Sequence[sympy.Symbol], leaves: dict[sympy.Symbol, Any],
+             output: sympy.Symbol, numbers: Numbers, P: int, names: dict[sympy.Symbol, str] | None,
+             counts: dict[str, int]) -> list[Local]:
+    """1. Every line's value and local derivatives, all patterns at once."""
     values: dict[sympy.Symbol, Any] = {}
-    for p in params:
-        values[p] = numbers.full(P, leaves[p])
     for sym, v in leaves.items():
-        if sym not in values:
-            values[sym] = v if isinstance(v, np.ndarray) else numbers.full(P, v)
-    local: list[tuple[list[Any], list[tuple[int, int, Any]]]] = []
+        values[sym] = v if isinstance(v, np.ndarray) else numbers.full(P, v)
+    local: list[Local] = []
     for node in nodes:
-        fn, grads, hess = compile_template(node.template)
+        fn, grads, hess = _compiled(node.template, numbers)
         args = [values[a] for a in node.args]
         out = fn(*args)
         counts["evaluations"] += P
         values[node.symbol] = _as_array(out[0], P, numbers)
         if node.template.kinks:
             _check_kinks(node, args[0], names)
-        g = [_take(plan, out, args, numbers, P) for plan in grads]
-        h = [(s, u, _take(plan, out, args, numbers, P)) for s, u, plan in hess]
-        local.append((g, h))
+        local.append(([_take(plan, out, args, numbers, P) for plan in grads],
+                      [(s, u, _take(plan, out, args, numbers, P)) for s, u, plan in hess]))
     if output not in values:
         raise ValueError("the program does not compute its output")
+    return local
 
-    # which values depend on the parameters (their J is not zero)
+
+def _varying(nodes: Sequence[Node], params: Sequence[sympy.Symbol]) -> set[sympy.Symbol]:
+    """The parameters and the lines that depend on them (their rows ``J`` are not zero)."""
     varies: set[sympy.Symbol] = set(params)
     for node in nodes:
         if any(a in varies for a in node.args):
             varies.add(node.symbol)
+    return varies
 
-    # 2. reverse: adjoints of every line that depends on the parameters
+
+def _adjoints(nodes: Sequence[Node], local: list[Local], varies: set[sympy.Symbol], output: sympy.Symbol,
+              numbers: Numbers, P: int) -> dict[sympy.Symbol, Any]:
+    """2. The adjoints ``dE/dv`` of every line that depends on the parameters, and of the parameters."""
     adj: dict[sympy.Symbol, Any] = {output: numbers.full(P, numbers.number(1))}
     for node, (g, _) in zip(reversed(nodes), reversed(local), strict=True):
         a = adj.get(node.symbol)
@@ -466,21 +486,58 @@ def _hessian(nodes: Sequence[Node], params: Sequence[sympy.Symbol], leaves: dict
             continue
         for s, arg in enumerate(node.args):
             if arg in varies:
-                term = _times(a, g[s])
+                term = a * g[s]
                 adj[arg] = term if arg not in adj else adj[arg] + term
+    return adj
 
-    # 3. forward: the rows J and the second-order terms
+
+class _Rows:
+    """The sparse rows ``J`` (a support, shared and interned, and a ``(P, |support|)`` array of values)."""
+
+    def __init__(self) -> None:
+        self.supports: dict[bytes, tuple[int, np.ndarray]] = {}
+        self.unions: dict[tuple[int, ...], tuple[tuple[int, np.ndarray], list[np.ndarray | None]]] = {}
+
+    def support(self, idx: np.ndarray) -> tuple[int, np.ndarray]:
+        return _support(self.supports, idx)
+
+    def union(self, sups: list[tuple[int, np.ndarray]]) -> tuple[tuple[int, np.ndarray], list[np.ndarray | None]]:
+        """The union of the supports and where each lies in it (``None``: it is the union)."""
+        key = tuple(sup[0] for sup in sups)
+        found = self.unions.get(key)
+        if found is None:
+            idx = np.unique(np.concatenate([sup[1] for sup in sups]))
+            found = self.unions[key] = (self.support(idx), [None if len(sup[1]) == len(idx) else
+                                                             np.searchsorted(idx, sup[1]) for sup in sups])
+        return found
+
+
+def _combine(terms: list[tuple[Any, tuple[tuple[int, np.ndarray], np.ndarray]]], rows: _Rows, numbers: Numbers,
+             P: int) -> tuple[tuple[int, np.ndarray], np.ndarray]:
+    """``J = sum_s g_s J_s`` on the union of the supports (a new array: the arguments' rows are never written)."""
+    union, places = rows.union([sup for _, (sup, _) in terms])
+    vals = numbers.zeros((P, len(union[1]))) if any(p is not None for p in places) else None
+    for (gs, (_, v)), place in zip(terms, places, strict=True):
+        term = _scale_rows(gs, v)
+        if place is not None:
+            vals[:, place] += term  # type: ignore[index]
+        else:
+            vals = term.copy() if vals is None and term is v else term if vals is None else vals + term
+    return union, vals  # type: ignore[return-value]
+
+
+def _second_order(nodes: Sequence[Node], local: list[Local], varies: set[sympy.Symbol], adj: dict[sympy.Symbol, Any],
+                  params: Sequence[sympy.Symbol], numbers: Numbers, P: int,
+                  counts: dict[str, int]) -> tuple[Accumulator, int]:
+    """3. The rows ``J`` forward and each line's second-order term; returns the sums and the longest chain."""
     last_use: dict[sympy.Symbol, int] = {}
     for i, node in enumerate(nodes):
         for a in node.args:
             last_use[a] = i
-    supports: dict[bytes, tuple[int, np.ndarray]] = {}
-    unions: dict[tuple[int, ...], tuple[tuple[int, np.ndarray], list[np.ndarray | None]]] = {}
-    J: dict[sympy.Symbol, tuple[tuple[int, np.ndarray], np.ndarray]] = {}
+    rows = _Rows()
     one = numbers.full(P, numbers.number(1))[:, None]
-    for k, p in enumerate(params):
-        J[p] = (_support(supports, np.array([k], dtype=np.int64)), one)
-    acc = Accumulator(W, numbers)
+    J = {p: (rows.support(np.array([k], dtype=np.int64)), one) for k, p in enumerate(params)}
+    acc = Accumulator(len(params), numbers)
     is_param = set(params)
     depth: dict[sympy.Symbol, int] = {}
     for i, (node, (g, h)) in enumerate(zip(nodes, local, strict=True)):
@@ -489,32 +546,13 @@ def _hessian(nodes: Sequence[Node], params: Sequence[sympy.Symbol], leaves: dict
         depth[node.symbol] = node.template.ops + node.template.arity + max(
             (depth.get(a, 0) for a in node.args), default=0)
         terms = [(g[s], J[a]) for s, a in enumerate(node.args) if a in J]
-        key = tuple(sup[0] for _, (sup, _) in terms)
-        found = unions.get(key)
-        if found is None:
-            idx = np.unique(np.concatenate([sup[1] for _, (sup, _) in terms]))
-            union = _support(supports, idx)
-            found = unions[key] = (union, [None if len(sup[1]) == len(idx) else np.searchsorted(idx, sup[1])
-                                           for _, (sup, _) in terms])
-        union, places = found
-        vals = None
-        for (gs, (_, v)), place in zip(terms, places, strict=True):
-            term = _scale_rows(gs, v)
-            counts["jacobian"] += v.size
-            if place is None:
-                vals = term if vals is None else vals + term
-            else:
-                if vals is None:
-                    vals = numbers.zeros((P, len(union[1])))
-                vals[:, place] += term
-        J[node.symbol] = (union, vals)
+        counts["jacobian"] += sum(v.size for _, (_, v) in terms)
+        J[node.symbol] = _combine(terms, rows, numbers, P)
         a = adj.get(node.symbol)
-        if a is not None and h:
-            for s, u, hsu in h:
-                if node.args[s] not in J or node.args[u] not in J:
-                    continue
+        for s, u, hsu in (h if a is not None else ()):
+            if node.args[s] in J and node.args[u] in J:
                 (sl, vl), (sr, vr) = J[node.args[s]], J[node.args[u]]
-                c = _times(a, hsu)
+                c = a * hsu
                 c = c if isinstance(c, np.ndarray) else numbers.full(P, c)
                 acc.add((sl[0], sr[0], s == u), (sl[1], sr[1]), c, vl, vr)
                 counts["rows"] += P
@@ -522,14 +560,7 @@ def _hessian(nodes: Sequence[Node], params: Sequence[sympy.Symbol], leaves: dict
         for arg in node.args:  # free what no later line reads
             if last_use.get(arg) == i and arg not in is_param:
                 J.pop(arg, None)
-    num, den = acc.total()
-    grad = numbers.zeros((W,))
-    for k, p in enumerate(params):
-        if p in adj:
-            total = adj[p]
-            grad[k] = total.sum() if isinstance(total, np.ndarray) else total * P
-    chain = max(depth.values(), default=1)
-    return Result(num, den, grad, chain, counts)
+    return acc, max(depth.values(), default=1)
 
 
 def _plan(expr: sympy.Expr, exprs: list[sympy.Expr], numbers: Numbers) -> tuple[str, Any]:
@@ -556,10 +587,6 @@ def _as_array(v: Any, P: int, numbers: Numbers) -> Any:
     if isinstance(v, np.ndarray) and v.shape == (P,):
         return v
     return numbers.full(P, v if not isinstance(v, np.ndarray) else v.reshape(-1)[0])
-
-
-def _times(a: Any, g: Any) -> Any:
-    return a * g
 
 
 def _scale_rows(g: Any, v: np.ndarray) -> np.ndarray:

@@ -35,6 +35,10 @@ CASES: dict[str, tuple[Architecture, str, int]] = {
                                                Layer(1)), input_shape=(2, 4, 4)), "sse", 2),
     "layer_norm-add": (Architecture(3, (Layer(3, "tanh"), Layer(kind="layer_norm"), Layer(3, "gelu"),
                                         Layer(kind="add", sources=(2, 3)), Layer(1))), "sse", 3),
+    # an add that reads a row of every weight below it and one of fewer, the first read again later: the rows of
+    # the chain rule are combined into new arrays, never into an argument's (a bug that once gave 20 % off)
+    "add-residual-chain": (Architecture(3, (Layer(3, "tanh"), Layer(3, "tanh"), Layer(kind="add", sources=(2, 1)),
+                                            Layer(kind="add", sources=(3, 2)), Layer(1, "tanh"))), "sse", 3),
     "batch_norm-train": (Architecture(4, (Layer(3, "tanh"), Layer(kind="batch_norm"), Layer(2))), "sse", 4),
     "batch_norm-eval": (Architecture(4, (Layer(kind="batch_norm", options={
         "mode": "eval", "running_mean": [0.1, 0.2, -0.3, 0.0], "running_var": [1.0, 2.0, 0.5, 1.5]}), Layer(2, "tanh"))),
