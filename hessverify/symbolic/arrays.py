@@ -38,7 +38,7 @@ Examples
 >>> x = xp.symbols("x", (2,))
 >>> y = xp.exp(xp.sum(w * x) / 2)
 >>> [f"{n.symbol} = {n.definition}" for n in tape.nodes]
-['v1[0] = w[0]*x[0]', 'v1[1] = w[1]*x[1]', 'v2 = v1[0]/2 + v1[1]/2', 'v3 = exp(v2)']
+['v1[0] = w[0]*x[0]', 'v1[1] = w[1]*x[1]', 'v2 = v1[0] + v1[1]', 'v3 = v2/2', 'v4 = exp(v3)']
 """
 
 from __future__ import annotations
