@@ -33,7 +33,7 @@ def build_graph(problem: Problem) -> Graph:
     ids = np.asarray(problem.inputs).reshape((problem.n_patterns,) + arch.shape)
     for index, layer in enumerate(arch.layers, start=1):
         b.layer = index
-        srcs = (index - 1,) if layer.sources is None else layer.sources
+        srcs = arch.parents(index)
         params = [b.param(t.name, t.shape) for t in arch.layer_tensors(index)]
         kind = layer.kind_def
         node = kind.build(b, layer.opts, [outs[s] for s in srcs], params, [arch.shapes[s] for s in srcs],

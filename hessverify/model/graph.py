@@ -384,7 +384,7 @@ class Builder:
 
         sizes = tuple(int(np.prod(self.shape(x), dtype=np.int64)) for x in xs)
         index = np.asarray(index, dtype=np.intp)
-        index = np.where(index < 0, sum(sizes), index)  # the appended zero
+        index = np.where(index < 0, sum(sizes), index)  # padding: past the inputs, read as 0
         op = Gather(tuple(self.batched(x) for x in xs), sizes, index)
         return self._node(op, tuple(xs), op.out_batched, index.shape, "gather")
 

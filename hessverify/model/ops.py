@@ -411,22 +411,46 @@ class Gather(Op):
         return any(self.batched) or self.rows is not None
 
     def _flat(self, xs: Sequence[Arr], lead: int) -> Arr:
-        """The inputs flattened per pattern (and direction) and side by side, with a zero at the end for ``-1``."""
+        """The inputs flattened per pattern (and direction) and side by side (one input: a view, no copy)."""
         parts = [x.reshape(x.shape[:lead] + (-1,)) for x in xs]
-        zero = np.zeros(parts[0].shape[:lead] + (1,), dtype=np.result_type(*parts))
-        return np.concatenate(parts + [zero], axis=-1)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "linear", True)
         if self.rows is None and len(set(self.batched)) > 1:
             raise ValueError("a gather takes inputs that are all batched or all not")
+        if self.rows is None:
+            total = sum(self.sizes)
+            idx = np.asarray(self.index).reshape(-1)
+            padded = bool(np.any(idx >= total))  # an entry of padding: 0
+            # the index with padding pointing anywhere, and the mask that zeroes it
+            object.__setattr__(self, "_take", np.where(idx >= total, 0, idx).reshape(np.shape(self.index)))
+            object.__setattr__(self, "_mask", (idx < total).reshape(np.shape(self.index)) if padded else None)
+            object.__setattr__(self, "_permutation", (not padded) and np.unique(idx).size == idx.size)
+            object.__setattr__(self, "_transpose", None)
+
+    def _gather(self, flat: Arr, lead: int) -> Arr:
+        out = np.take(flat, self._take, axis=lead)
+        return out * self._mask if self._mask is not None else out
+
+    def _scatter_matrix(self) -> Any:
+        """``S^T`` as a sparse matrix, ``(inputs, outputs)``: a cotangent of the inputs is ``S^T`` times the outputs'."""
+        if self._transpose is None:  # type: ignore[has-type]
+            from scipy.sparse import csr_matrix
+
+            idx = np.asarray(self.index).reshape(-1)
+            keep = idx < sum(self.sizes)
+            rows, cols = idx[keep], np.flatnonzero(keep)
+            matrix = csr_matrix((np.ones(rows.size), (rows, cols)), shape=(sum(self.sizes), idx.size))
+            object.__setattr__(self, "_transpose", matrix)
+        return self._transpose  # type: ignore[has-type]
 
     def forward(self, *xs: Arr) -> Arr:
         if self.rows is not None:
             flat = np.append(xs[0].reshape(-1), 0.0)
             return flat[self.rows]
         lead = 1 if self.out_batched else 0
-        return self._flat(xs, lead)[(slice(None),) * lead + (self.index,)]
+        return self._gather(self._flat(xs, lead), lead)
 
     def jvp(self, xs: Sequence[Arr], y: Arr, dxs: Sequence[Tangent]) -> Tangent:
         if all(d is None for d in dxs):
@@ -439,7 +463,7 @@ class Gather(Op):
             flat = np.concatenate([full[0].reshape(P, -1), np.zeros((P, 1), dtype=full[0].dtype)], axis=1)
             return flat[:, self.rows]
         lead = 2 if self.out_batched else 1
-        return self._flat(full, lead)[(slice(None),) * lead + (self.index,)]
+        return self._gather(self._flat(full, lead), lead)
 
     def vjp(self, xs: Sequence[Arr], y: Arr, gy: Arr) -> list[Tangent]:
         P = gy.shape[0]
@@ -450,13 +474,14 @@ class Gather(Op):
             np.add.at(out, (slice(None), idx), gy.reshape(P, -1))
             return [out[:, :total].reshape((P,) + np.shape(xs[0]))]
         lead = (P, gy.shape[1]) if self.out_batched else (P,)
-        out = np.zeros(lead + (total + 1,), dtype=gy.dtype)
-        g = gy.reshape(lead + (-1,))
-        idx = self.index.reshape(-1)
-        if np.unique(idx).size == idx.size:  # a permutation (a reshape, a transpose): no repeats to add up
-            out[..., idx] = g
-        else:
-            np.add.at(out, (slice(None),) * len(lead) + (idx,), g)
+        g = gy.reshape((-1, int(np.size(self.index))))
+        if self._permutation:  # a reshape, a transpose: every input read once
+            idx = self.index.reshape(-1)
+            out = (np.empty if idx.size == total else np.zeros)((g.shape[0], total), dtype=gy.dtype)
+            out[:, idx] = g  # inputs no output reads (a slice, a stride) keep 0
+        else:  # repeats (a convolution's overlapping patches) add up: one sparse product
+            out = np.asarray((self._scatter_matrix() @ g.T).T)
+        out = out.reshape(lead + (total,))
         parts, start = [], 0
         for x, size in zip(xs, self.sizes):
             parts.append(out[..., start:start + size].reshape((P,) + np.shape(x)))
