@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from hessverify.engine.components import UNKNOWN_COST, Cost
 from hessverify.engine.registry import METHODS
 from hessverify.errors import BudgetError, UsageError
@@ -226,6 +228,11 @@ def _program_size(problem: Problem) -> int:
     return size
 
 
+KINDS_RATE = 1e5
+"""mpmath operations a second the symbolic reference of other layer kinds manages at least, building its program
+included (measured: 3e5 to 2e6 a second on small cases, 2e5 on W = 2302)."""
+
+
 def estimated_cost(problem: Problem) -> float:
     """Estimated seconds of the symbolic reference (``hessian_with_error`` at 50 digits).
 
@@ -238,9 +245,27 @@ def estimated_cost(problem: Problem) -> float:
     :mod:`hessverify.symbolic.reference` (which re-exports it), so that the
     budgets below the symbolic layer can ask it.
     """
+    if not problem.architecture.is_dense:  # other layer kinds: an upper count of their program's operations
+        return _kinds_cost(problem) / KINDS_RATE
     build, evaluate, total, fixed = SYMBOLIC_SECONDS
     P, W, N = _program_size(problem), problem.n_params, problem.n_patterns
     return build * P + evaluate * N * P + total * N * W * W + fixed
+
+
+def _kinds_cost(problem: Problem) -> int:
+    """A network of other kinds, from its shapes alone: each layer's output entries times the square of the
+    parameters at or below it (the second-order terms of :mod:`hessverify.symbolic.kinds`), over the patterns.
+
+    An upper estimate: a convolution's entry depends on a few of the weights below it, not all; the symbolic
+    reference counts its traced program exactly (``hessverify.symbolic.kinds.work``) where tracing is cheap.
+    """
+    arch = problem.architecture
+    below = 0
+    total = 0
+    for index in arch.bottom_up:
+        below += sum(t.size for t in arch.layer_tensors(index))
+        total += int(np.prod(arch.shapes[index])) * below**2
+    return problem.n_patterns * (total + arch.n_params**2)
 
 
 def check_time(problem: Problem, names: Iterable[str]) -> None:

@@ -1,9 +1,11 @@
 """``symbolic``: the gold reference, the closed form derived by SymPy and evaluated at 50 digits or exactly.
 
-The code is the symbolic package (:mod:`hessverify.symbolic.reference`, which
-imports SymPy); this module declares the component and hands it the point's
-magnitude Hessian, so that the bound on its own evaluation error costs nothing
-more.
+The code is the symbolic package (it imports SymPy): for dense networks
+:mod:`hessverify.symbolic.reference` (Bishop's block formula), for networks
+of any other layer kinds :mod:`hessverify.symbolic.kinds` (each kind's array
+form traced into a straight-line program, composed by the exact chain rule).
+This module declares the component and hands it the point's magnitude
+Hessian, so that the bound on its own evaluation error costs nothing more.
 """
 
 from __future__ import annotations
@@ -13,21 +15,25 @@ from hessverify.engine.budget import estimated_cost
 from hessverify.engine.components import BoundKind, Component, Cost, Lazy, Role, Tolerance
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_point
-from hessverify.errors import UsageError
 from hessverify.model.problem import Problem
 
 __all__ = ["COMPONENT", "hessian", "hessian_with_error"]
 
 _REFERENCE = "hessverify.symbolic.reference"
+_KINDS = "hessverify.symbolic.kinds"
+
+
+def _module(point: Point) -> str:
+    """The dense closed form for classic dense networks with a loss at its default settings; the program of the
+    kinds' array forms for everything else (it takes any network, and a loss's settings such as Huber's delta)."""
+    return _REFERENCE if point.is_dense and not point.problem.loss_options else _KINDS
 
 
 def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray]:
     """The closed form rounded to float64 and a bound on its distance from the true Hessian."""
     point = as_point(problem)
     point.well_posed()
-    if not point.is_dense or point.problem.loss_options:
-        raise UsageError(_left_out(point) + "; use autograd, complex_step, fd or richardson as the reference")
-    return Lazy(_REFERENCE, "hessian_with_error")(point.problem, magnitude=point.magnitude_hessian)
+    return Lazy(_module(point), "hessian_with_error")(point.problem, magnitude=point.magnitude_hessian)
 
 
 def hessian(problem: Problem | Point) -> FloatArray:
@@ -37,19 +43,20 @@ def hessian(problem: Problem | Point) -> FloatArray:
 
 def _small_enough(problem: Problem | Point) -> bool:
     point = as_point(problem)
-    return point.is_dense and not point.problem.loss_options and bool(Lazy(_REFERENCE, "small_enough")(point.problem))
+    return bool(Lazy(_module(point), "small_enough")(point.problem))
 
 
 def _left_out(problem: Problem | Point) -> str:
     point = as_point(problem)
-    if point.problem.loss_options:
-        return f"symbolic: its closed form takes the {point.problem.loss} loss with its default settings only"
-    if not point.is_dense:
-        kinds = sorted({layer.kind for layer in point.architecture.layers} - {"dense"})
-        if any(layer.is_dense and layer.opts["gain"] for layer in point.architecture.layers):
-            kinds.append("gains")
-        return f"symbolic: its closed form covers dense layers without gains only, not {', '.join(kinds)}"
-    return str(Lazy(_REFERENCE, "left_out")(point.problem))
+    return str(Lazy(_module(point), "left_out")(point.problem))
+
+
+def _seconds(problem: Problem) -> float:
+    """The dense closed form's cost model (:func:`~hessverify.engine.budget.estimated_cost`), or the other kinds'
+    program counted exactly (:func:`hessverify.symbolic.kinds.estimated_seconds`)."""
+    if problem.architecture.is_dense and not problem.loss_options:
+        return estimated_cost(problem)
+    return float(Lazy(_KINDS, "estimated_seconds")(problem))
 
 
 COMPONENT = Component(
@@ -63,7 +70,7 @@ COMPONENT = Component(
                         "evaluation's (k 10^-49 M)",
                         rounding_sides=0),
     # memory: float64 double-doubles and bounds, RSS growth measured 6.2 x 8 W^2 at W = 2641 (rounded up);
-    # seconds: the calibrated model of hessverify.engine.budget.estimated_cost
-    cost=Cost(memory=(12.0, 4.0), seconds_of=estimated_cost),
+    # seconds: the calibrated model of hessverify.engine.budget.estimated_cost, or the kinds' program counted
+    cost=Cost(memory=(12.0, 4.0), seconds_of=_seconds),
     rank=150,
 )

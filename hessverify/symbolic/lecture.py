@@ -51,6 +51,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import mpmath
 import sympy
@@ -305,6 +306,26 @@ class LectureNetwork:
         return f"d2e/d{p}d{q}", f"\\frac{{\\partial^{{2}} e}}{{\\partial {_tex(p)}\\,\\partial {_tex(q)}}}"
 
 
+def _derive_kinds(problem: Problem, names: Sequence[str], **options: Any) -> str:
+    """``derive`` of a network of other layer kinds (:mod:`hessverify.symbolic.kinds_lecture`)."""
+    from hessverify.engine.budget import format_duration
+    from hessverify.errors import BudgetError, UsageError
+    from hessverify.symbolic import kinds, kinds_lecture
+
+    arch = problem.architecture
+    for name in names:
+        try:
+            arch.param_index(name)
+        except (KeyError, IndexError) as exc:
+            raise UsageError(f"{exc.args[0]} (run 'hessverify params {problem.source or problem.id}' "
+                             "to list the names)") from None
+    if kinds.lines_bound(problem) > kinds.MAX_LINES or kinds.estimated_seconds(problem) > 60:
+        raise BudgetError(f"derive on {problem.id} (W = {problem.n_params}) would take about "
+                          f"{format_duration(kinds.estimated_seconds(problem))}; derive on a smaller network with "
+                          "the same layers")
+    return kinds_lecture.derive_kinds(problem, names, **options)
+
+
 def check_digits(digits: int) -> None:
     """A one-line :class:`~hessverify.errors.UsageError` unless ``16 <= digits <=`` :data:`MAX_DIGITS`."""
     from hessverify.errors import UsageError
@@ -365,10 +386,12 @@ def derive(problem: Problem, names: Sequence[str], *, latex: bool = False, expli
         raise UsageError(f"--entry takes one parameter name (a gradient entry) or two (a Hessian entry), "
                          f"got {len(names)}")
     check_digits(digits)
+    arch = problem.architecture
+    if not arch.is_dense:
+        return _derive_kinds(problem, names, latex=latex, explicit=explicit, digits=digits)
     from hessverify.engine.budget import check_derive
 
     check_derive(problem, explicit=explicit)
-    arch = problem.architecture
     for name in names:
         try:
             arch.param_index(name)

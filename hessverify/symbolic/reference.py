@@ -277,6 +277,15 @@ def left_out(problem: Problem) -> str:
             "(seconds); name it to force it (--reference symbolic)")
 
 
+def _program_of(problem: Problem) -> Program:
+    """The closed form's program for a classic dense network and a loss without settings; anything else is refused
+    (never evaluated as something it is not): :mod:`hessverify.symbolic.kinds` takes it."""
+    if not problem.architecture.is_dense or problem.loss_options:
+        raise ValueError(f"{problem.id}: the dense closed form takes dense layers and losses without settings; "
+                         "hessverify.symbolic.kinds takes this problem")
+    return program(problem.architecture, str(problem.loss))
+
+
 def _per_pattern_float64(prog: Program, problem: Problem) -> list[np.ndarray]:
     n = problem.n_patterns
     args = [float(w) for w in problem.params] + list(problem.inputs.T) + list(problem.targets.T)
@@ -293,7 +302,7 @@ def per_pattern(problem: Problem, backend: Backend, convert: Callable[[float], A
     those of :attr:`Program.outputs`.  The precision is the backend's own,
     in force around the call (a :mod:`decimal` context, ``flint.ctx.prec``).
     """
-    prog = program(problem.architecture, problem.loss)
+    prog = _program_of(problem)
     fn = prog.function(backend)
     weights = [convert(w) for w in problem.params]
     rows = [fn(*weights, *[convert(v) for v in x], *[convert(v) for v in t])
@@ -412,7 +421,7 @@ def _scale(problem: Problem, one: Any) -> Any:
 
 def hessian_float64(problem: Problem) -> FloatArray:
     """The closed form evaluated in float64 (NumPy ``lambdify`` with ``cse``), all patterns at once."""
-    prog = program(problem.architecture, problem.loss)
+    prog = _program_of(problem)
     q = _unpack(prog, _per_pattern_float64(prog, problem))
     _check_values(problem, q)
     H = block_formula(problem, q, float) * _scale(problem, 1.0)
@@ -522,7 +531,7 @@ def _evaluate(problem: Problem, digits: int) -> dict[tuple[Any, ...], np.ndarray
             q = per_pattern(problem, "decimal", Decimal)
             _check_values(problem, q)
             if problem.reduction == "mean":  # K and delta carry every term once: the scale applied there
-                scale = Decimal(1) / problem.n_patterns
+                scale = _scale(problem, Decimal(1))
                 for key in q:
                     if key[0] in ("K", "delta"):
                         q[key] = q[key] * scale

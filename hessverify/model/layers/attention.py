@@ -79,7 +79,7 @@ class Attention(LayerKind):
             return xp.transpose(xp.reshape(z, (n, T, h, dh)), (0, 2, 1, 3))  # (n, h, T, dh)
 
         q, k, v = project(0), project(1), project(2)
-        s = xp.matmul(q, xp.transpose(k, (0, 1, 3, 2))) / np.sqrt(dh)
+        s = xp.matmul(q, xp.transpose(k, (0, 1, 3, 2))) / xp.sqrt(float(dh))  # xp's: exact where xp is
         e = xp.exp(s - xp.max(s, axis=-1, keepdims=True))
         p = e / xp.sum(e, axis=-1, keepdims=True)
         out = xp.reshape(xp.transpose(xp.matmul(p, v), (0, 2, 1, 3)), (n, T, d))

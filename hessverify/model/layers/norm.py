@@ -139,7 +139,8 @@ class BatchNorm(LayerKind):
             y = (x - mu) / xp.sqrt(var + o["eps"])
         else:
             mean, var = self._stats(o, C)
-            y = (x - mean.reshape(per_channel)) / np.sqrt(var + o["eps"]).reshape(per_channel)
+            # xp's sqrt of xp's sum: exact in the symbolic reference, not the float64 root of a rounded sum
+            y = (x - mean.reshape(per_channel)) / xp.sqrt(xp.asarray(var.reshape(per_channel)) + o["eps"])
         if o["affine"]:
             y = y * xp.reshape(ps[0], per_channel) + xp.reshape(ps[1], per_channel)
         return y
