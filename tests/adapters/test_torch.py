@@ -85,7 +85,14 @@ def test_check_model_passes_correct_hessian_hvp_diagonal_blocks_and_ggn() -> Non
         return [H[b.slice, b.slice] for b in c.problem.architecture.blocks]
 
     def ggn(c):  # J^T H_loss J with the module's outputs
-        y_of = lambda th: hvt._forward(c.problem, th, c.inputs)  # noqa: E731
+        names = [n for n, _ in c.module.named_parameters()]
+        shapes = [p.shape for p in c.module.parameters()]
+
+        def y_of(th):  # the module at the flat parameters th (public order = parameters() order)
+            parts = torch.split(th, [int(np.prod(s)) for s in shapes])
+            params = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
+            return torch.func.functional_call(c.module, params, (c.inputs,))
+
         J = torch.func.jacrev(lambda th: y_of(th).reshape(-1))(c.params)
         y = y_of(c.params).detach()
         Hy = torch.func.hessian(lambda yf: c.loss_fn(yf.reshape(y.shape), c.targets))(y.reshape(-1))
