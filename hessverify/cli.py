@@ -168,8 +168,11 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="write results.json, report.md and report.html over the minimal failing problem and "
                          "the first 20 examples tried (--returns hessian or diagonal)")
     sw.add_argument("--chains-only", action="store_true",
-                    help="draw chains only (each layer reads the previous one), for a function that does not "
-                         "handle skip connections; default: graphs and chains")
+                    help="draw dense chains only (each layer reads the previous one), for a function that does not "
+                         "handle skip connections; default: graphs and chains, and every layer kind")
+    sw.add_argument("--dense-only", action="store_true",
+                    help="draw dense networks only (no convolution, norm, attention, ...), for a function that "
+                         "handles only those; default: every layer kind")
     sw.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"longest one call of FUNCTION may take; past it the function has failed (exit 5); "
                          f"0: no limit (default {DEFAULT_TIMEOUT:g})")
@@ -262,7 +265,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     return run_sweep(args.method_under_test, examples=args.examples, seed=args.seed, json_path=args.json,
                      returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout,
-                     chains_only=args.chains_only)
+                     chains_only=args.chains_only, dense_only=args.dense_only)
 
 
 MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "

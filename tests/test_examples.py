@@ -13,7 +13,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def sweep(target: str, examples: int, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    status = main(["sweep", "--method-under-test", f"{EXAMPLES / target}", "--examples", str(examples), "--seed", "0"])
+    status = main(["sweep", "--method-under-test", f"{EXAMPLES / target}", "--examples", str(examples), "--seed", "0", "--dense-only"])
     out, err = capsys.readouterr()
     return status, out, err
 

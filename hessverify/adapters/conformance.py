@@ -127,7 +127,7 @@ def _normalises_parameters(problem: Problem, *, affine: bool) -> bool:
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault("MSELoss mean under forward mode", lambda p: p.loss == "sse" and p.reduction == "mean",
+    Fault("MSELoss mean under forward mode", lambda p: p.loss in ("sse", "mse") and p.reduction == "mean",
           "forward-mode AD through nn.MSELoss(reduction='mean')'s backward raises 'ZeroTensors are immutable' "
           "(PyTorch; pytorch#123996)"),
     Fault("norm weight under vmap", lambda p: _normalises_parameters(p, affine=True),
@@ -211,7 +211,8 @@ def _torch_criterion(problem: Problem) -> tuple[Callable[[Any, Any], Any], float
     from hessverify.adapters.torch_table import LOSSES
 
     loss = LOSSES[str(problem.loss)]
-    return loss.criterion(str(problem.reduction)), loss.scale(str(problem.reduction), problem.targets.shape[1])
+    return (loss.criterion(str(problem.reduction), **dict(problem.loss_options)),
+            loss.scale(str(problem.reduction), problem.targets.shape[1]))
 
 
 def _torch_dtype(precision: str) -> Any:
@@ -569,11 +570,10 @@ def _jax_objective(problem: Problem, precision: str = "float64") -> tuple[Callab
     x = jnp.asarray(np.round(x).astype(np.int32)) if arch.layers[0].kind_def.reads_ids else jnp.asarray(x, dtype=dtype)
     t = jnp.asarray(problem.targets, dtype=dtype)
     apply, per = apply_fn(arch, builtin=True), LOSSES[str(problem.loss)].per_pattern
-    reduce = jnp.mean if problem.reduction == "mean" else jnp.sum
-    n = problem.n_patterns
+    options, scale, n = dict(problem.loss_options), problem.scale, problem.n_patterns
 
     def L(theta: Any) -> Any:
-        return reduce(per(apply(unflatten(arch, theta), x).reshape(n, -1), t, jax.nn.softplus))
+        return scale * jnp.sum(per(apply(unflatten(arch, theta), x).reshape(n, -1), t, jax.nn.softplus, **options))
 
     return L, 1.0, jnp.asarray(problem.params, dtype=dtype)
 
@@ -1094,7 +1094,7 @@ def _strategy(q: Quantity) -> Any:
         keys = ("activations", "output_activations", "losses", "reductions", "min_patterns", "max_patterns")
         strategy = kind_problems(families=q.families, **{k: v for k, v in q.draw.items() if k in keys})
     else:
-        strategy = problems(**q.draw)
+        strategy = problems(**{"kinds": False, **q.draw})  # dense networks: the kind families are drawn above
     if q.adapt is not None:
         strategy = strategy.map(q.adapt).filter(lambda p: p is not None)
     if q.exclude:

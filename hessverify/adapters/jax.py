@@ -76,6 +76,7 @@ from hessverify.adapters.jax_table import softplus, stable_gelu
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
+from hessverify.model.losses import get_loss
 from hessverify.model.problem import Problem
 
 __all__ = [
@@ -121,13 +122,15 @@ def _dtype(dtype: Any) -> Any:
 
 
 def loss_fn(problem: Problem) -> Callable[[Array, Array], Array]:
-    """``E(outputs, targets)``: the loss summed (``sum``) or averaged (``mean``) over patterns."""
-    per_pattern = LOSSES[problem.loss]
-    mean = problem.reduction == "mean"
+    """``E(outputs, targets)``: the loss summed (``sum``) or averaged (``mean``) over patterns (over patterns and
+    outputs for ``mse`` and ``huber``, as PyTorch's classes average)."""
+    row, options = _table.LOSSES[str(problem.loss)], dict(problem.loss_options)
+    mean, per_output = problem.reduction == "mean", get_loss(problem.loss).mean_over_outputs
 
     def E(outputs: Array, targets: Array) -> Array:
-        e = per_pattern(outputs.reshape(outputs.shape[0], -1), targets)  # the outputs flattened per pattern
-        return _jnp.mean(e) if mean else _jnp.sum(e)
+        y = outputs.reshape(outputs.shape[0], -1)  # the outputs flattened per pattern
+        e = row.per_pattern(y, targets, softplus, **options)
+        return _jnp.sum(e) / (y.shape[0] * (y.shape[1] if per_output else 1)) if mean else _jnp.sum(e)
 
     return E
 
@@ -250,7 +253,7 @@ def cases(*, dtype: Any = np.float64, **kwargs: Any) -> Any:
     from hessverify.checking.strategies import problems
 
     _dtype(dtype)  # refuse float64 without x64 now, not inside the test run
-    return problems(**kwargs).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any) -> Any:

@@ -108,17 +108,27 @@ def _output(y: Array, t: Array, sp: Callable[[Array], Array]) -> Array:
     return jnp.sum(y, axis=-1)
 
 
+def _mse(y: Array, t: Array, sp: Callable[[Array], Array]) -> Array:
+    return jnp.sum((y - t) ** 2, axis=-1)  # no 1/2, as nn.MSELoss (the mean over N K is the problem's scale)
+
+
+def _huber(y: Array, t: Array, sp: Callable[[Array], Array], delta: float = 1.0) -> Array:
+    r = y - t
+    return jnp.sum(jnp.where(jnp.abs(r) <= delta, 0.5 * r * r, delta * (jnp.abs(r) - 0.5 * delta)), axis=-1)
+
+
 @dataclass(frozen=True)
 class Loss:
     """One loss: the per-pattern error ``e(y, t, softplus) -> (N,)`` written from ``jax.nn``; ``E = L``."""
 
     name: str
-    per_pattern: Callable[[Array, Array, Callable[[Array], Array]], Array]
+    per_pattern: Callable[..., Array]  # e(y, t, softplus, **loss options) -> (N,)
 
 
 LOSSES: dict[str, Loss] = {l.name: l for l in (
     Loss("sse", _sse), Loss("cross_entropy", _cross_entropy),
-    Loss("binary_cross_entropy", _binary_cross_entropy), Loss("output", _output),
+    Loss("binary_cross_entropy", _binary_cross_entropy), Loss("output", _output), Loss("mse", _mse),
+    Loss("huber", _huber),
 )}
 """Every loss of the case schema, by name (JAX has no loss classes: ``E = L``)."""
 
@@ -140,7 +150,8 @@ def _standardize(x: Array, axis: Any, eps: float, builtin: bool, mean: Any = Non
 def _dense(o: dict[str, Any], xs: Sequence[Array], ps: Sequence[Array], builtin: bool) -> Array:
     x = xs[0] if len(xs) == 1 else jnp.concatenate(list(xs), axis=-1)
     a = x @ ps[0].T
-    return a + ps[1] if o["bias"] else a
+    a = a + ps[1] if o["bias"] else a
+    return a * ps[-1] if o.get("gain") else a  # a gain per unit, c * (W x + b)
 
 
 def _spatial(dims: int) -> str:

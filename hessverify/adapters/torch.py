@@ -68,6 +68,7 @@ from hessverify.adapters import torch_table as _table
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
+from hessverify.model.losses import get_loss
 from hessverify.model.problem import Problem
 
 __all__ = [
@@ -99,13 +100,15 @@ def _dtype(dtype: Any) -> Any:
 
 
 def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
-    """``E(outputs, targets)``: the problem's loss summed (``sum``) or averaged (``mean``) over patterns."""
-    per_pattern = LOSSES[problem.loss]
-    mean = problem.reduction == "mean"
+    """``E(outputs, targets)``: the problem's loss summed (``sum``) or averaged (``mean``) over patterns (over
+    patterns and outputs for ``mse`` and ``huber``, as ``nn.MSELoss`` and ``nn.HuberLoss`` average)."""
+    per_pattern, options = _table.LOSSES[str(problem.loss)].per_pattern, dict(problem.loss_options)
+    mean, per_output = problem.reduction == "mean", get_loss(problem.loss).mean_over_outputs
 
     def E(outputs: Tensor, targets: Tensor) -> Tensor:
-        e = per_pattern(outputs.reshape(outputs.shape[0], -1), targets)  # the outputs flattened per pattern
-        return e.mean() if mean else e.sum()
+        y = outputs.reshape(outputs.shape[0], -1)  # the outputs flattened per pattern
+        e = per_pattern(y, targets, **options)
+        return e.sum() / (y.shape[0] * (y.shape[1] if per_output else 1)) if mean else e.sum()
 
     return E
 
@@ -214,7 +217,7 @@ def cases(*, dtype: Any = _torch.float64, **kwargs: Any) -> Any:
     """A Hypothesis strategy of :class:`TorchCase`: :func:`hessverify.checking.strategies.problems` (same keywords) mapped."""
     from hessverify.checking.strategies import problems
 
-    return problems(**kwargs).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any, problem: Problem) -> Any:

@@ -56,10 +56,10 @@ def hessian(problem: Problem, *, builtin_gelu: bool = False) -> FloatArray:
 
     y, _ = outputs(problem, torch.float64, builtin={"gelu"} if builtin_gelu else False)
     t = torch.as_tensor(problem.targets, dtype=torch.float64)
-    per_pattern, scale = LOSSES[str(problem.loss)].per_pattern, problem.scale
+    per_pattern, scale, options = LOSSES[str(problem.loss)].per_pattern, problem.scale, dict(problem.loss_options)
 
     def E(theta: Any) -> Any:
-        return scale * per_pattern(y(theta), t).sum()
+        return scale * per_pattern(y(theta), t, **options).sum()
 
     theta = torch.tensor(problem.params, dtype=torch.float64)
     return np.asarray(torch.func.hessian(E)(theta).detach().numpy(), dtype=np.float64)

@@ -12,8 +12,9 @@ Columns:
   both tails, see below), PyTorch's ``builtin`` function (what conformance holds to account), its ``nn`` module
   class (for an ``nn.Sequential``; ``None`` where PyTorch has none) and whether BackPACK has a second-order
   module for it;
-* :data:`LOSSES`: per loss, the per-pattern error ``e(y, t)`` written in PyTorch operations, PyTorch's loss
-  class with the reduction (``None``: none exists) and ``c`` in ``E = c L`` (the class's scale convention);
+* :data:`LOSSES`: per loss, the per-pattern error ``e(y, t, **options)`` written in PyTorch operations (Huber's
+  ``delta`` the one option), PyTorch's loss class with the reduction and options
+  (``None``: none exists) and ``c`` in ``E = c L`` (the class's scale convention);
 * :data:`LAYERS`: per layer kind, the ``nn.Module`` it is exactly, built from the kind's options and input
   shapes (:attr:`hessverify.model.layers.base.LayerKind.torch` says which), and how it is called;
 * :class:`Network`: a problem's network of those modules, parameters in the public order;
@@ -58,7 +59,8 @@ from torch import nn
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 
-__all__ = ["ACTIVATIONS", "ATTENTION_CALLS", "LAYERS", "LOSSES", "Activation", "Add", "LayerRow", "Loss", "Network",
+__all__ = ["ACTIVATIONS", "ATTENTION_CALLS", "LAYERS", "LOSSES", "Activation", "Add", "GainLinear", "LayerRow", "Loss",
+           "Network",
            "inputs_tensor", "outputs", "softplus", "stable_gelu", "unflatten"]
 
 Tensor = torch.Tensor
@@ -134,6 +136,17 @@ def _output(y: Tensor, t: Tensor) -> Tensor:
     return y.sum(-1)
 
 
+def _mse(y: Tensor, t: Tensor) -> Tensor:
+    return ((y - t) ** 2).sum(-1)  # nn.MSELoss's terms: no 1/2 (the mean over N K is the problem's scale)
+
+
+def _huber(y: Tensor, t: Tensor, delta: float = 1.0) -> Tensor:
+    """``r^2/2`` inside ``|r| <= delta``, ``delta (|r| - delta/2)`` outside, summed per pattern (nn.HuberLoss)."""
+    r = y - t
+    inside = r.abs() <= delta
+    return torch.where(inside, 0.5 * r * r, delta * (r.abs() - 0.5 * delta)).sum(-1)
+
+
 def _sum_of_outputs(reduction: str) -> Callable[[Tensor, Tensor], Tensor]:
     def L(y: Tensor, _t: Tensor) -> Tensor:  # no loss class: the outputs summed (/ N for mean)
         return y.sum() / (y.shape[0] if reduction == "mean" else 1)
@@ -146,8 +159,8 @@ class Loss:
     """One loss: the per-pattern error written in PyTorch operations, PyTorch's class and ``c`` in ``E = c L``."""
 
     name: str
-    per_pattern: Callable[[Tensor, Tensor], Tensor]  # e(y, t) -> (N,)
-    criterion: Callable[[str], Callable[[Tensor, Tensor], Tensor]]  # the library's L, given the reduction
+    per_pattern: Callable[..., Tensor]  # e(y, t, **loss options) -> (N,)
+    criterion: Callable[..., Callable[[Tensor, Tensor], Tensor]]  # the library's L, given the reduction and options
     scale: Callable[[str, int], float]  # c(reduction, K) with E = c L
     convention: str
     has_class: bool = True  # False: no PyTorch class (criterion is the written sum)
@@ -162,6 +175,9 @@ LOSSES: dict[str, Loss] = {l.name: l for l in (
          lambda r, k: 1.0 if r == "sum" else float(k), "BCEWithLogitsLoss: E = L (sum), E = K L (mean over N K)"),
     Loss("output", _output, _sum_of_outputs, lambda r, k: 1.0, "output: no class, y.sum() (/ N for mean): E = L",
          has_class=False),
+    Loss("mse", _mse, lambda r: nn.MSELoss(reduction=r), lambda r, k: 1.0, "MSELoss: E = L"),
+    Loss("huber", _huber, lambda r, delta=1.0: nn.HuberLoss(reduction=r, delta=delta), lambda r, k: 1.0,
+         "HuberLoss(delta): E = L"),
 )}
 """Every loss of the case schema, by name."""
 
@@ -175,7 +191,21 @@ class Add(nn.Module):
         return a + b
 
 
+class GainLinear(nn.Linear):
+    """``nn.Linear`` with a gain per unit, ``c * (W x + b)`` (a dense layer with ``gain = true``; its parameters
+    ``weight``, ``bias``, ``gain`` are ``W``, ``b``, ``c``).  PyTorch has no such module."""
+
+    def __init__(self, fan_in: int, units: int, bias: bool, dtype: Any) -> None:
+        super().__init__(fan_in, units, bias=bias, dtype=dtype)
+        self.gain = nn.Parameter(torch.ones(units, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * self.gain
+
+
 def _dense(o: dict[str, Any], shapes: Sequence[Shape], dtype: Any) -> nn.Module:
+    if o.get("gain"):
+        return GainLinear(sum(s[-1] for s in shapes), o["units"], o["bias"], dtype)
     return nn.Linear(sum(s[-1] for s in shapes), o["units"], bias=o["bias"], dtype=dtype)
 
 

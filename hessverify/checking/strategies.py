@@ -62,6 +62,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from hessverify.base.typing import FloatArray
+from hessverify.checking.layer_draws import layered_architectures
 from hessverify.errors import HessverifyError
 from hessverify.io.cases import MAX_PARAMS
 from hessverify.model.activations import ACTIVATIONS
@@ -388,8 +389,15 @@ def problems(
     max_magnitude: float = PARAM_MAGNITUDE,
     max_input: float = INPUT_MAGNITUDE,
     graphs: bool = True,
+    kinds: bool = True,
 ) -> st.SearchStrategy[Problem]:
     """Whole problems: an architecture, a loss, parameters and data.
+
+    With ``kinds=True`` (the default) half the draws are networks of other layer
+    kinds than dense (:mod:`hessverify.checking.layer_draws`: convolutions,
+    pooling, norms, residual adds, attention, embeddings; shrinking prefers the
+    dense ones); ``kinds=False`` draws dense networks only, for code that
+    handles only those.
 
     The keyword arguments are those of :func:`architectures`,
     :func:`parameters` and :func:`datasets`, plus the choices of ``losses``
@@ -471,7 +479,49 @@ def problems(
         assume(not near_kink(problem))
         return _well_posed(problem)
 
+    if not isinstance(kinds, bool):
+        raise InvalidArgument(f"kinds must be True (draw every layer kind) or False (dense networks), got {kinds!r}")
+    if not kinds:
+        return draw_problem()
+    return st.one_of(draw_problem(), _layered_problems(hidden, output, loss_names, reduction_names, min_patterns,
+                                                      max_patterns, magnitude, input_magnitude, max_layers,
+                                                      min(max_units, 3)))
+
+
+def _layered_problems(hidden: Sequence[str], output: Sequence[str], loss_names: Sequence[str],
+                      reduction_names: Sequence[str], min_patterns: int, max_patterns: int, magnitude: float,
+                      input_magnitude: float, max_layers: int, max_size: int) -> st.SearchStrategy[Problem]:
+    """Problems whose networks have layers of other kinds (:func:`hessverify.checking.layer_draws.layered_architectures`)."""
+
+    @st.composite
+    def draw_problem(draw: st.DrawFn) -> Problem:
+        arch = draw(layered_architectures(max_layers=max_layers, max_size=max_size, activations=hidden,
+                                          output_activations=output))
+        loss = draw(st.sampled_from(loss_names))
+        reduction = draw(st.sampled_from(reduction_names))
+        coupled = any(layer.kind_def.couples_patterns(layer.opts) for layer in arch.layers)
+        n = draw(st.integers(max(min_patterns, 2 if coupled else 1), max(max_patterns, 2 if coupled else 1)))
+        params = np.array(draw(st.lists(_floats(magnitude), min_size=arch.n_params, max_size=arch.n_params)))
+        first = arch.layers[0]
+        if first.kind_def.reads_ids:
+            vocab = first.opts["vocab"]
+            x = np.array(draw(st.lists(st.integers(0, vocab - 1), min_size=n * arch.inputs, max_size=n * arch.inputs)),
+                         dtype=np.float64).reshape(n, arch.inputs)
+        else:
+            x = np.array(draw(st.lists(_floats(input_magnitude), min_size=n * arch.inputs,
+                                       max_size=n * arch.inputs)), dtype=np.float64).reshape(n, arch.inputs)
+        t = np.array([draw(_targets(loss, arch.outputs, input_magnitude)) for _ in range(n)], dtype=np.float64)
+        problem = Problem(arch, loss, params.astype(np.float64), x, t, reduction, _layered_id(arch),
+                          f"drawn by hessverify.strategies: {arch.describe()}, {loss}, {reduction}")
+        assume(not near_kink(problem))
+        return _well_posed(problem)
+
     return draw_problem()
+
+
+def _layered_id(arch: Architecture) -> str:
+    kinds = [layer.kind.replace("_", "") for layer in arch.layers if layer.kind != "dense"]
+    return "generated-" + "-".join(kinds[:6] or ["dense"])
 
 
 

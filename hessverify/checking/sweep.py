@@ -127,11 +127,12 @@ def _found_case(problem: Problem, spec: str, result: CheckResult) -> Problem:
 def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_path: str | None = None,
               returns: str = "hessian", against: Sequence[str] | None = None,
               out: TextIO | None = None, err: TextIO | None = None, report_dir: str | None = None,
-              timeout: float | None = DEFAULT_TIMEOUT, chains_only: bool = False) -> int:
+              timeout: float | None = DEFAULT_TIMEOUT, chains_only: bool = False, dense_only: bool = False) -> int:
     """Run the sweep and print its findings; return the exit status (0 or 1).
 
     Problems are feed-forward graphs (skip connections) as well as chains;
-    ``chains_only`` draws chains alone, for a function that knows no ``from``.
+    ``chains_only`` draws dense chains alone, for a function that knows no ``from``;
+    ``dense_only`` draws dense networks alone (no other layer kind).
 
     With ``report_dir``, also write the verification report
     (:func:`hessverify.reports.report_problems`) over the minimal failing
@@ -175,7 +176,8 @@ def run_sweep(spec: str, *, examples: int = 100, seed: int | None = None, json_p
     # anything the user's function prints goes to stderr: stdout is kept for the case file
     try:
         with contextlib.redirect_stdout(err):
-            result = check(fn, problems(graphs=not chains_only), returns=returns, max_examples=examples, seed=seed,  # type: ignore[arg-type]
+            strategy = problems(graphs=not chains_only, kinds=not (chains_only or dense_only))
+            result = check(fn, strategy, returns=returns, max_examples=examples, seed=seed,  # type: ignore[arg-type]
                            timeout=timeout, **kwargs)
     except FunctionUnderTestError as exc:
         _function_failed(exc, spec, seed, returns, json_path, report_dir, user_fn, against, tried, timeout, out, err)
@@ -253,7 +255,7 @@ def write_report(directory: Path, spec: str, fn: Callable[..., Any], returns: st
     def sandboxed(problem: Problem) -> Any:  # a failure is that problem's "function_failed", not a crash
         return call_user(fn, user_copy(problem), timeout=timeout, problem=problem)
 
-    METHODS[name] = Method(name, sandboxed, "method", kind, f"the function under test, {spec}", takes_point=False)
+    METHODS[name] = Method(name, sandboxed, "method", kind, f"the function under test, {spec}")
     try:
         refs = [r for r in (against or DEFAULT_AGAINST) if r != name and METHODS[r].role != "method"]
         written = report_problems(directory, tried, leading=leading, methods=[name], references=refs or ["autograd"])

@@ -28,7 +28,7 @@ import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.engine.forms import HessianForm, form_named
-from hessverify.engine.point import Point, as_point, as_problem
+from hessverify.engine.point import Point, as_problem
 from hessverify.model.problem import Problem
 
 __all__ = ["EXACT", "UNKNOWN_COST", "BoundKind", "Component", "Cost", "Lazy", "Method", "Role", "Tolerance"]
@@ -134,10 +134,12 @@ class Lazy:
 class Component:
     """One method or reference, described once (module text).
 
-    ``fn(point)`` computes the result in its form's raw value; built-in
-    components accept a :class:`~hessverify.engine.point.Point` or a
-    :class:`~hessverify.model.problem.Problem`.  A component whose function
-    takes the problem only (a function under test) sets ``takes_point=False``.
+    ``fn(problem)`` computes the result in its form's raw value.  A built-in
+    component's functions also accept the problem's
+    :class:`~hessverify.engine.point.Point`; either way they read the one point
+    of the problem (:meth:`~hessverify.engine.point.Point.of`), so handing them
+    the problem loses nothing and any function of a problem (one under test, a
+    user's own approximation) is a component too.
     """
 
     name: str
@@ -153,7 +155,6 @@ class Component:
     tolerance: Tolerance = EXACT
     cost: Cost = UNKNOWN_COST
     rank: int = 1000  # the order in listings: methods, then approximations, then references
-    takes_point: bool = True
     source: str = field(default="", compare=False)  # the module that declares it
 
     def __post_init__(self) -> None:
@@ -167,7 +168,7 @@ class Component:
         return self.form.kind
 
     def _arg(self, at: Point | Problem) -> Any:
-        return as_point(at) if self.takes_point else as_problem(at)
+        return as_problem(at)
 
     def compute(self, at: Point | Problem) -> Any:
         """The raw result at a point (or a problem's point)."""

@@ -24,7 +24,7 @@ from hessverify.errors import BudgetError, CaseError
 from hessverify.io.files import MAX_CASE_BYTES, read_case_text
 from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.layers import KINDS
-from hessverify.model.losses import LOSSES, REDUCTIONS
+from hessverify.model.losses import LOSS_OPTIONS, LOSSES, REDUCTIONS, get_loss
 from hessverify.model.network import Architecture, Layer, check_sources
 from hessverify.model.problem import Problem
 
@@ -104,10 +104,11 @@ def parse_case(text: str, source: str = "<string>") -> Problem:
         raise CaseError(source, "id",
                         f"{case_id!r} is not a valid id: use lowercase letters, digits and single hyphens")
     description = v.string(doc, "description") if "description" in doc else ""
-    arch, loss, reduction = _network(v, v.table(doc, "network"))
+    arch, loss, reduction, settings = _network(v, v.table(doc, "network"))
     inputs, targets = _data(v, v.table(doc, "data"), arch, loss)
     params = _params(v, v.table(doc, "params"), arch)
-    return Problem(arch, loss, params, inputs, targets, reduction, case_id, description, source)
+    return Problem(arch, loss, params, inputs, targets, reduction, case_id, description, source,
+                   loss_options=tuple(sorted((k, float(x)) for k, x in settings.items())))
 
 
 def _id_from_source(source: str) -> str:
@@ -120,7 +121,7 @@ def _id_from_source(source: str) -> str:
     return "-".join(words) or "case"
 
 
-def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str]:
+def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str, dict[str, Any]]:
     v.keys(net, "network", _NETWORK, required={"layers", "loss"})
     if ("inputs" in net) == ("input_shape" in net):
         raise CaseError(v.source, "network.inputs", "give inputs = n (a flat input) or input_shape = [...], one of them")
@@ -149,7 +150,7 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
         if not isinstance(kind, str) or kind not in KINDS:
             raise CaseError(v.source, f"{where}.kind", f"unknown layer kind {kind!r}; choose one of {', '.join(KINDS)}")
         if kind == "dense":
-            v.keys(raw, where, _LAYER, required={"units"})
+            v.keys(raw, where, _LAYER | {"gain"}, required={"units"})
             units = v.integer(raw, "units", where, minimum=1)
         else:
             units = None
@@ -178,9 +179,23 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
             key, sep, what = str(exc).partition(": ")
             path = f"{where}.{key}" if sep and " " not in key else where
             raise CaseError(v.source, path, f"{kind}: {what if sep and ' ' not in key else exc}") from None
-    loss = v.string(net, "loss", "network")
+    raw_loss = net["loss"]
+    settings: dict[str, Any] = {}
+    if isinstance(raw_loss, dict):  # loss = { name = "huber", delta = 0.5 }
+        v.keys(raw_loss, "network.loss", {"name"} | {"delta"}, required={"name"})
+        loss = v.string(raw_loss, "name", "network.loss")
+        settings = {k: val for k, val in raw_loss.items() if k != "name"}
+    else:
+        loss = v.string(net, "loss", "network")
     if loss not in LOSSES:
         raise CaseError(v.source, "network.loss", f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if settings:
+        if loss not in LOSS_OPTIONS:
+            raise CaseError(v.source, "network.loss", f"{loss} takes no settings; write loss = \"{loss}\"")
+        try:
+            get_loss(loss, **settings)
+        except (ValueError, TypeError) as exc:
+            raise CaseError(v.source, "network.loss", f"{loss}: {exc}") from None
     reduction = v.string(net, "reduction", "network") if "reduction" in net else "sum"
     if reduction not in REDUCTIONS:
         raise CaseError(v.source, "network.reduction", f"unknown reduction {reduction!r}; choose sum or mean")
@@ -190,7 +205,7 @@ def _network(v: _Validator, net: dict[str, Any]) -> tuple[Architecture, str, str
         raise CaseError(v.source, "network.layers", str(exc)) from None
     if arch.n_params > MAX_PARAMS:
         raise CaseError(v.source, "network", f"{arch.n_params} parameters is more than the {MAX_PARAMS} a case may have")
-    return arch, loss, reduction
+    return arch, loss, reduction, settings
 
 
 def seeded_data(arch: Architecture, loss: str, seed: int, patterns: int,

@@ -31,7 +31,7 @@ from hessverify.engine.point import Point, as_problem, checked
 from hessverify.model import assembly
 from hessverify.model.forward import backward_deltas
 from hessverify.model.layout import input_with_bias, public_positions
-from hessverify.model.losses import get_loss
+from hessverify.model.losses import loss_of
 from hessverify.model.problem import Problem
 
 __all__ = ["hessian", "per_pattern_gradients"]
@@ -42,7 +42,7 @@ def per_pattern_gradients(problem: Problem | Point) -> FloatArray:
     problem, fp = checked(problem)
     if not problem.architecture.is_dense:  # other layer kinds: g_n = J_n^T grad e_n, J through the graph
         J = assembly.output_jacobian(fp.graph, fp)  # (W, N, K)
-        g_y = get_loss(str(problem.loss)).grad(fp.output, problem.targets)
+        g_y = loss_of(problem).grad(fp.output, problem.targets)
         return problem.scale * np.einsum("ink,nk->ni", J, g_y)
     arch = problem.architecture
     delta = backward_deltas(arch, fp)  # already carries the factor s through g_y

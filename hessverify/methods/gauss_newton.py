@@ -31,7 +31,7 @@ from hessverify.engine.point import Point, checked
 from hessverify.model import assembly
 from hessverify.model.forward import ForwardPass
 from hessverify.model.layout import input_with_bias, public_positions
-from hessverify.model.losses import get_loss
+from hessverify.model.losses import loss_of
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 
@@ -63,7 +63,7 @@ def hessian(problem: Problem | Point) -> FloatArray:
     problem, fp = checked(problem)
     if not problem.architecture.is_dense:  # other layer kinds: J from the directions forward through the graph
         J = assembly.output_jacobian(fp.graph, fp)  # (W, N, K)
-        H_y = get_loss(str(problem.loss)).hess(fp.output, problem.targets)
+        H_y = loss_of(problem).hess(fp.output, problem.targets)
         return problem.scale * np.einsum("ink,nkl,jnl->ij", J, H_y, J)
     arch = problem.architecture
     J = output_jacobian(arch, fp)

@@ -33,7 +33,7 @@ def build_graph(problem: Problem) -> Graph:
     ids = np.asarray(problem.inputs).reshape((problem.n_patterns,) + arch.shape)
     for index, layer in enumerate(arch.layers, start=1):
         b.layer = index
-        srcs = (index - 1,) if layer.sources is None else layer.sources
+        srcs = arch.parents(index)
         params = [b.param(t.name, t.shape) for t in arch.layer_tensors(index)]
         kind = layer.kind_def
         node = kind.build(b, layer.opts, [outs[s] for s in srcs], params, [arch.shapes[s] for s in srcs],
@@ -41,7 +41,7 @@ def build_graph(problem: Problem) -> Graph:
         outs.append(b.activation(node, layer.activation))
     b.layer = arch.depth
     y = b.reshape(outs[-1], (arch.outputs,))
-    e = b.loss(y, str(problem.loss), problem.targets)
+    e = b.loss(y, str(problem.loss), problem.targets, problem.loss_options)
     E = b.total(e, problem.scale)
     graph = Graph(b.nodes, b.params, data, y, E, b.offset)
     if graph.n_params != arch.n_params:  # pragma: no cover - the kinds' tensors and the architecture's agree

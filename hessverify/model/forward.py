@@ -15,7 +15,7 @@ import numpy as np
 from hessverify.base.typing import FloatArray
 from hessverify.model.activations import get_activation
 from hessverify.model.build import graph_values
-from hessverify.model.losses import get_loss
+from hessverify.model.losses import loss_of
 from hessverify.model.network import Architecture, layer_input
 from hessverify.model.problem import Problem
 
@@ -63,7 +63,7 @@ def _forward(problem: Problem, theta: FloatArray, derivatives: bool) -> ForwardP
             df[l] = act.df(a[l])
             d2f[l] = act.d2f(a[l])
     y = z[arch.output_layer]
-    loss = get_loss(problem.loss)
+    loss = loss_of(problem)
     if derivatives:
         g_y = problem.scale * loss.grad(y, problem.targets)
         h_y = problem.scale * loss.hess(y, problem.targets)
@@ -77,7 +77,7 @@ def error(problem: Problem, params: FloatArray | None = None) -> float:
     if not problem.architecture.is_dense:
         return float(graph_values(problem, params).error)
     fp = forward(problem, params, derivatives=False)
-    per_pattern = get_loss(problem.loss).value(fp.y, problem.targets)
+    per_pattern = loss_of(problem).value(fp.y, problem.targets)
     return float(problem.scale * np.sum(per_pattern))
 
 

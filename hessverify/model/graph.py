@@ -384,7 +384,7 @@ class Builder:
 
         sizes = tuple(int(np.prod(self.shape(x), dtype=np.int64)) for x in xs)
         index = np.asarray(index, dtype=np.intp)
-        index = np.where(index < 0, sum(sizes), index)  # the appended zero
+        index = np.where(index < 0, sum(sizes), index)  # padding: past the inputs, read as 0
         op = Gather(tuple(self.batched(x) for x in xs), sizes, index)
         return self._node(op, tuple(xs), op.out_batched, index.shape, "gather")
 
@@ -413,10 +413,10 @@ class Builder:
 
         return self._node(Softmax((self.batched(x),)), (x,), self.batched(x), self.shape(x), "softmax")
 
-    def loss(self, y: int, name: str, targets: Arr) -> int:
+    def loss(self, y: int, name: str, targets: Arr, options: tuple[tuple[str, float], ...] = ()) -> int:
         from hessverify.model.ops import Loss
 
-        return self._node(Loss((True,), name, np.asarray(targets)), (y,), True, (), f"loss:{name}")
+        return self._node(Loss((True,), name, np.asarray(targets), options), (y,), True, (), f"loss:{name}")
 
     def total(self, e: int, scale: float) -> int:
         """``E = scale * sum_n e_n``: a scalar."""

@@ -244,12 +244,12 @@ def _magnitude_graph(graph: Graph, values: Values, gamma: float) -> tuple[Graph,
             op = _SoftmaxMag(op.batched, Y=_shift(mags[i], errs[i], gamma, h))
         elif isinstance(op, Loss):
             y, t = values[node.inputs[0]], op.targets
-            row = get_loss(op.name)
+            row = get_loss(op.name, **dict(op.options))
             e_y = errs[node.inputs[0]]
             h_terms = np.abs(row.hess_mag(y, t))
             e_g = row.grad_mag(y, t) + np.einsum("nij,nj->ni", h_terms, e_y)
             e_h = h_terms * (1.0 + row.hess_slope * np.max(e_y, axis=1))[:, None, None]
-            op = _LossMag(op.batched, op.name, op.targets, G=_shift(np.abs(row.grad(y, t)), e_g, gamma, h),
+            op = _LossMag(op.batched, op.name, op.targets, op.options, G=_shift(np.abs(row.grad(y, t)), e_g, gamma, h),
                           Hm=_shift(np.abs(row.hess(y, t)), e_h, gamma, h))
         nodes.append(replace(node, op=op))
     shifted = [None if m is None else _shift(m, e, gamma, h) for m, e in zip(mags, errs)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import logsumexp, softmax
@@ -26,7 +26,7 @@ from hessverify.model._special import expit, softplus
 if TYPE_CHECKING:  # SymPy is imported by the functions of the SymPy column, when called: not on import
     import sympy
 
-__all__ = ["LOSSES", "REDUCTIONS", "TARGET_KINDS", "Loss", "get_loss", "valid_targets"]
+__all__ = ["LOSSES", "LOSS_OPTIONS", "REDUCTIONS", "TARGET_KINDS", "Loss", "get_loss", "huber", "loss_of", "valid_targets"]
 
 REDUCTIONS = ("sum", "mean")
 
@@ -56,6 +56,17 @@ class Loss:
     convex:
         Whether ``e`` is convex in ``y`` (then the Gauss-Newton matrix is
         positive semi-definite).
+    kinks:
+        Where ``e`` is not twice differentiable, as a function of ``(y, t)``
+        whose zeros are the kinks (``|y - t| - delta`` for Huber), or ``None``.
+        The well-posedness check, finite differences and the strategies read it,
+        as they read an activation's kinks.
+    mean_over_outputs:
+        Whether the ``mean`` reduction averages over every output of every
+        pattern (PyTorch's ``MSELoss`` and ``HuberLoss``: ``1 / (N K)``) rather
+        than over the patterns (``1 / N``).
+    options:
+        The loss's own settings (Huber's ``delta``), as sorted pairs.
     targets:
         What a valid target row is (:data:`TARGET_KINDS`): ``"real"``,
         ``"distribution"`` (non-negative, summing to 1), ``"unit"`` (each in
@@ -74,6 +85,9 @@ class Loss:
     hess_slope: float = 0.0
     convex: bool = True
     targets: str = "real"
+    kinks: Callable[[FloatArray, FloatArray], FloatArray] | None = None
+    mean_over_outputs: bool = False
+    options: tuple[tuple[str, float], ...] = ()
 
 
 def _diag(d: FloatArray) -> FloatArray:
@@ -215,6 +229,82 @@ def _out_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
     return sum(y, sympy.S.Zero)
 
 
+# -- mse: nn.MSELoss's convention, (y - t)^2 summed (no 1/2), the mean over N K elements --------------
+
+
+def _mse_value(y: FloatArray, t: FloatArray) -> FloatArray:
+    r = y - t
+    return np.sum(r * r, axis=1)
+
+
+def _mse_grad(y: FloatArray, t: FloatArray) -> FloatArray:
+    return 2.0 * (y - t)
+
+
+def _mse_hess(y: FloatArray, t: FloatArray) -> FloatArray:
+    return _diag(np.full_like(y, 2.0))
+
+
+def _mse_grad_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+    return 2.0 * (np.abs(y) + np.abs(t))
+
+
+def _mse_expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+    import sympy
+
+    return sum(((yi - ti) ** 2 for yi, ti in zip(y, t)), sympy.S.Zero)
+
+
+# -- huber: nn.HuberLoss(delta): r^2 / 2 inside |r| <= delta, delta (|r| - delta / 2) outside -----------
+
+
+def huber(delta: float = 1.0) -> Loss:
+    """The Huber loss with threshold ``delta`` (PyTorch's ``nn.HuberLoss(delta=delta)``), per output summed.
+
+    Its second derivative jumps from 1 to 0 where ``|y - t| = delta``: there
+    ``E`` is not twice differentiable (the ``kinks`` column says so).
+    """
+    if not (isinstance(delta, (int, float)) and not isinstance(delta, bool) and np.isfinite(delta) and delta > 0):
+        raise ValueError(f"delta must be a positive number, got {delta!r}")
+    d = float(delta)
+
+    # each piece is analytic (the branch and the sign read the real part), so a complex step through the
+    # gradient differentiates the piece it lies in, as it does a relu
+    def value(y: FloatArray, t: FloatArray) -> FloatArray:
+        r = y - t
+        s = np.sign(np.real(r))
+        return np.sum(np.where(np.abs(np.real(r)) <= d, 0.5 * r * r, d * (s * r - 0.5 * d)), axis=1)
+
+    def grad(y: FloatArray, t: FloatArray) -> FloatArray:
+        r = y - t
+        return np.where(np.abs(np.real(r)) <= d, r, d * np.sign(np.real(r)))
+
+    def hess(y: FloatArray, t: FloatArray) -> FloatArray:
+        return _diag(np.where(np.abs(np.real(y - t)) <= d, 1.0, 0.0))
+
+    # magnitudes of both pieces' terms: an implementation may evaluate both and mask one (np.where, torch.where,
+    # autograd's where), so a term this piece lacks can still leave a rounding where the other was computed
+    def grad_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+        return np.abs(y) + np.abs(t) + d
+
+    def hess_mag(y: FloatArray, t: FloatArray) -> FloatArray:
+        return _diag(np.ones_like(np.real(y)))
+
+    def expr(y: Sequence[sympy.Expr], t: Sequence[sympy.Expr]) -> sympy.Expr:
+        import sympy
+
+        # written without Abs, so that every derivative is piecewise polynomial (no sign or DiracDelta)
+        D = sympy.nsimplify(d)
+        total = sympy.S.Zero
+        for yi, ti in zip(y, t):
+            r = yi - ti
+            total += sympy.Piecewise((r**2 / 2, r**2 <= D**2), (D * (r - D / 2), r > 0), (D * (-r - D / 2), True))
+        return total
+
+    return Loss("huber", value, grad, hess, expr, grad_mag, hess_mag, 0.0, kinks=lambda y, t: np.abs(np.real(y - t)) - d,
+                mean_over_outputs=True, options=(("delta", d),))
+
+
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
@@ -227,6 +317,8 @@ LOSSES: dict[str, Loss] = {
              _bce_grad_mag, _bce_hess_mag, 1.0, targets="unit"),
         # linear in y: convex, and its Hessian in y is zero
         Loss("output", _out_value, _out_grad, _out_hess, _out_expr, _out_grad, _out_hess, 0.0, targets="ignored"),
+        Loss("mse", _mse_value, _mse_grad, _mse_hess, _mse_expr, _mse_grad_mag, _mse_hess, 0.0, mean_over_outputs=True),
+        huber(1.0),
     )
 }
 """Every loss a case may name, keyed by that name."""
@@ -260,9 +352,23 @@ def valid_targets(loss: str, rows: FloatArray) -> FloatArray:
     return t
 
 
-def get_loss(name: str) -> Loss:
-    """Return the table row for ``name``; raise ``KeyError`` naming the choices."""
+LOSS_OPTIONS: dict[str, Callable[..., Loss]] = {"huber": huber}
+"""The losses that take settings, each with the factory of its row (``huber(delta=...)``)."""
+
+
+def get_loss(name: str, **options: float) -> Loss:
+    """Return the table row for ``name`` (with its settings, if it takes any); ``KeyError`` naming the choices."""
     try:
-        return LOSSES[name]
+        row = LOSSES[str(name)]
     except KeyError:
         raise KeyError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+    if not options:
+        return row
+    if str(name) not in LOSS_OPTIONS:
+        raise KeyError(f"loss {name!r} takes no settings, got {', '.join(options)}")
+    return LOSS_OPTIONS[str(name)](**options)
+
+
+def loss_of(problem: Any) -> Loss:
+    """The loss row of a problem, with its settings (``problem.loss_options``)."""
+    return get_loss(problem.loss, **dict(getattr(problem, "loss_options", ())))

@@ -251,7 +251,7 @@ class Architecture:
     def is_dense(self) -> bool:
         """Whether every layer is dense on a flat input: the classic network, second-order backpropagation's
         own fast path (:mod:`hessverify.model.kernel`)."""
-        return self.input_shape is None and all(layer.is_dense for layer in self.layers)
+        return self.input_shape is None and all(layer.is_dense and not layer.opts["gain"] for layer in self.layers)
 
     @cached_property
     def shapes(self) -> tuple[tuple[int, ...], ...]:
@@ -416,7 +416,7 @@ class Architecture:
         out = []
         offset = 0
         for index, layer in enumerate(self.layers, start=1):
-            if layer.is_dense:
+            if self.is_dense:
                 block = ParamBlock(index, int(layer.units), self.fan_in(index), layer.bias, offset)  # type: ignore[arg-type]
             else:
                 block = ParamBlock(index, 0, 0, False, offset, sum(t.size for t in self.layer_tensors(index)))
@@ -520,7 +520,8 @@ class Architecture:
         for layer in self.layers:
             sources = "" if layer.sources is None else ",from=" + "+".join(map(str, layer.sources))
             if layer.is_dense:
-                parts.append(f"{layer.units}({layer.activation}{'' if layer.bias else ',nobias'}{sources})")
+                gain = ",gain" if layer.opts["gain"] else ""
+                parts.append(f"{layer.units}({layer.activation}{'' if layer.bias else ',nobias'}{gain}{sources})")
                 continue
             inner = [x for x in (layer.kind_def.describe(layer.opts), "" if layer.activation == "identity"
                                  else layer.activation) if x]

@@ -126,6 +126,48 @@ def _add_tangents(*parts: Tangent) -> Tangent:
 # -- contractions ------------------------------------------------------------------------------------
 
 
+def contract(spec: str, a: Arr, b: Arr) -> Arr:
+    """``einsum(spec, a, b)`` as one matrix product (BLAS), whatever the batch of directions.
+
+    Indices of one operand alone that the result drops are summed first; indices of
+    both that the result keeps (the patterns of two batched operands, attention's
+    heads) are a batch of products (``matmul``); the rest is one ``tensordot``.
+    NumPy's own ``einsum`` would take a stack of small products for a leading
+    direction axis, several times slower.
+    """
+    ins, out = spec.split("->")
+    sa, sb = ins.split(",")
+    for letters, name in ((sa, "a"), (sb, "b")):
+        alone = [c for c in letters if c not in out and c not in (sb if name == "a" else sa)]
+        if alone:
+            axes = tuple(letters.index(c) for c in alone)
+            if name == "a":
+                a, sa = a.sum(axis=axes), "".join(c for c in sa if c not in alone)
+            else:
+                b, sb = b.sum(axis=axes), "".join(c for c in sb if c not in alone)
+    shared = [c for c in sa if c in sb]
+    batch = [c for c in shared if c in out]
+    summed = [c for c in shared if c not in out]
+    free_a = [c for c in sa if c not in sb]
+    free_b = [c for c in sb if c not in sa]
+    size = dict(zip(sa, a.shape)) | dict(zip(sb, b.shape))
+    if not batch:
+        r = np.tensordot(a, b, axes=([sa.index(c) for c in summed], [sb.index(c) for c in summed]))
+        letters = free_a + free_b
+    else:
+        A = np.transpose(a, [sa.index(c) for c in batch + free_a + summed])
+        B = np.transpose(b, [sb.index(c) for c in batch + summed + free_b])
+        nb = [size[c] for c in batch]
+        fa = int(np.prod([size[c] for c in free_a], dtype=np.int64))
+        fb = int(np.prod([size[c] for c in free_b], dtype=np.int64))
+        s = int(np.prod([size[c] for c in summed], dtype=np.int64))
+        r = np.matmul(A.reshape(nb + [fa, s]), B.reshape(nb + [s, fb]))
+        r = r.reshape(nb + [size[c] for c in free_a] + [size[c] for c in free_b])
+        letters = batch + free_a + free_b
+    return np.transpose(r, [letters.index(c) for c in out])
+
+
+
 @dataclass(frozen=True)
 class Einsum(Op):
     """``y = einsum(spec, x_1, x_2)``: bilinear in its two inputs (a dense map, a convolution, attention's products).
@@ -144,7 +186,7 @@ class Einsum(Op):
         return a, b, out
 
     def forward(self, x1: Arr, x2: Arr) -> Arr:
-        return np.einsum(self.spec, x1, x2, optimize=True)
+        return contract(self.spec, x1, x2)
 
     def _P(self, spec: str, tangent_operands: tuple[int, ...]) -> str:
         """The spec with a direction axis on the operands given (0, 1: inputs; 2: the result) and the result."""
@@ -159,9 +201,9 @@ class Einsum(Op):
         d1, d2 = dxs
         parts = []
         if d1 is not None:
-            parts.append(np.einsum(self._P(self.spec, (0,)), d1, x2, optimize=True))
+            parts.append(contract(self._P(self.spec, (0,)), d1, x2))
         if d2 is not None:
-            parts.append(np.einsum(self._P(self.spec, (1,)), x1, d2, optimize=True))
+            parts.append(contract(self._P(self.spec, (1,)), x1, d2))
         return _add_tangents(*parts)
 
     def _back(self, which: int, gy: Arr, other: Arr, other_is_tangent: bool) -> Arr:
@@ -169,7 +211,7 @@ class Einsum(Op):
         target = a if which == 0 else b
         other_spec = b if which == 0 else a
         spec = f"P{out},{'P' if other_is_tangent else ''}{other_spec}->P{target}"
-        return np.einsum(spec, gy, other, optimize=True)
+        return contract(spec, gy, other)
 
     def vjp(self, xs: Sequence[Arr], y: Arr, gy: Arr) -> list[Tangent]:
         x1, x2 = xs
@@ -184,17 +226,16 @@ class Einsum(Op):
         spec = self._P(self.spec, (0, 1))
         parts = []
         if a[0] is not None and b[1] is not None:
-            parts.append(np.einsum(spec, a[0], b[1], optimize=True))
+            parts.append(contract(spec, a[0], b[1]))
         if b[0] is not None and a[1] is not None:
-            parts.append(np.einsum(spec, b[0], a[1], optimize=True))
+            parts.append(contract(spec, b[0], a[1]))
         return _add_tangents(*parts)
 
     def diag_back(self, xs: Sequence[Arr], y: Arr, dy: Arr, gy: Arr) -> list[Arr | None]:
         # y_r = sum x1 x2: (dy_r / dx1_j)^2 = x2^2 along the contraction; no diagonal second derivative
         x1, x2 = xs
         a, b, out = self._parts()
-        return [np.einsum(f"{out},{b}->{a}", dy, x2 * x2, optimize=True),
-                np.einsum(f"{out},{a}->{b}", dy, x1 * x1, optimize=True)]
+        return [contract(f"{out},{b}->{a}", dy, x2 * x2), contract(f"{out},{a}->{b}", dy, x1 * x1)]
 
 
 # -- elementwise ----------------------------------------------------------------------------------------
@@ -370,22 +411,46 @@ class Gather(Op):
         return any(self.batched) or self.rows is not None
 
     def _flat(self, xs: Sequence[Arr], lead: int) -> Arr:
-        """The inputs flattened per pattern (and direction) and side by side, with a zero at the end for ``-1``."""
+        """The inputs flattened per pattern (and direction) and side by side (one input: a view, no copy)."""
         parts = [x.reshape(x.shape[:lead] + (-1,)) for x in xs]
-        zero = np.zeros(parts[0].shape[:lead] + (1,), dtype=np.result_type(*parts))
-        return np.concatenate(parts + [zero], axis=-1)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "linear", True)
         if self.rows is None and len(set(self.batched)) > 1:
             raise ValueError("a gather takes inputs that are all batched or all not")
+        if self.rows is None:
+            total = sum(self.sizes)
+            idx = np.asarray(self.index).reshape(-1)
+            padded = bool(np.any(idx >= total))  # an entry of padding: 0
+            # the index with padding pointing anywhere, and the mask that zeroes it
+            object.__setattr__(self, "_take", np.where(idx >= total, 0, idx).reshape(np.shape(self.index)))
+            object.__setattr__(self, "_mask", (idx < total).reshape(np.shape(self.index)) if padded else None)
+            object.__setattr__(self, "_permutation", (not padded) and np.unique(idx).size == idx.size)
+            object.__setattr__(self, "_transpose", None)
+
+    def _gather(self, flat: Arr, lead: int) -> Arr:
+        out = np.take(flat, self._take, axis=lead)
+        return out * self._mask if self._mask is not None else out
+
+    def _scatter_matrix(self) -> Any:
+        """``S^T`` as a sparse matrix, ``(inputs, outputs)``: a cotangent of the inputs is ``S^T`` times the outputs'."""
+        if self._transpose is None:  # type: ignore[has-type]
+            from scipy.sparse import csr_matrix
+
+            idx = np.asarray(self.index).reshape(-1)
+            keep = idx < sum(self.sizes)
+            rows, cols = idx[keep], np.flatnonzero(keep)
+            matrix = csr_matrix((np.ones(rows.size), (rows, cols)), shape=(sum(self.sizes), idx.size))
+            object.__setattr__(self, "_transpose", matrix)
+        return self._transpose  # type: ignore[has-type]
 
     def forward(self, *xs: Arr) -> Arr:
         if self.rows is not None:
             flat = np.append(xs[0].reshape(-1), 0.0)
             return flat[self.rows]
         lead = 1 if self.out_batched else 0
-        return self._flat(xs, lead)[(slice(None),) * lead + (self.index,)]
+        return self._gather(self._flat(xs, lead), lead)
 
     def jvp(self, xs: Sequence[Arr], y: Arr, dxs: Sequence[Tangent]) -> Tangent:
         if all(d is None for d in dxs):
@@ -398,7 +463,7 @@ class Gather(Op):
             flat = np.concatenate([full[0].reshape(P, -1), np.zeros((P, 1), dtype=full[0].dtype)], axis=1)
             return flat[:, self.rows]
         lead = 2 if self.out_batched else 1
-        return self._flat(full, lead)[(slice(None),) * lead + (self.index,)]
+        return self._gather(self._flat(full, lead), lead)
 
     def vjp(self, xs: Sequence[Arr], y: Arr, gy: Arr) -> list[Tangent]:
         P = gy.shape[0]
@@ -409,13 +474,14 @@ class Gather(Op):
             np.add.at(out, (slice(None), idx), gy.reshape(P, -1))
             return [out[:, :total].reshape((P,) + np.shape(xs[0]))]
         lead = (P, gy.shape[1]) if self.out_batched else (P,)
-        out = np.zeros(lead + (total + 1,), dtype=gy.dtype)
-        g = gy.reshape(lead + (-1,))
-        idx = self.index.reshape(-1)
-        if np.unique(idx).size == idx.size:  # a permutation (a reshape, a transpose): no repeats to add up
-            out[..., idx] = g
-        else:
-            np.add.at(out, (slice(None),) * len(lead) + (idx,), g)
+        g = gy.reshape((-1, int(np.size(self.index))))
+        if self._permutation:  # a reshape, a transpose: every input read once
+            idx = self.index.reshape(-1)
+            out = (np.empty if idx.size == total else np.zeros)((g.shape[0], total), dtype=gy.dtype)
+            out[:, idx] = g  # inputs no output reads (a slice, a stride) keep 0
+        else:  # repeats (a convolution's overlapping patches) add up: one sparse product
+            out = np.asarray((self._scatter_matrix() @ g.T).T)
+        out = out.reshape(lead + (total,))
         parts, start = [], 0
         for x, size in zip(xs, self.sizes):
             parts.append(out[..., start:start + size].reshape((P,) + np.shape(x)))
@@ -524,11 +590,12 @@ class Loss(Op):
 
     name: str = ""
     targets: FloatArray = field(default=None, repr=False)  # type: ignore[assignment]
+    options: tuple[tuple[str, float], ...] = ()  # the loss's settings (Huber's delta)
 
     def _row(self) -> Any:
         from hessverify.model.losses import get_loss
 
-        return get_loss(self.name)
+        return get_loss(self.name, **dict(self.options))
 
     def forward(self, y: Arr) -> Arr:
         return self._row().value(y, self.targets)

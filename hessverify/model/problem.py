@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hessverify.base.typing import FloatArray
+from hessverify.model.losses import get_loss
 from hessverify.model.network import Architecture
 
 __all__ = ["Problem"]
@@ -53,6 +54,7 @@ class Problem:
     description: str = ""
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    loss_options: tuple[tuple[str, float], ...] = ()  # the loss's settings: Huber's delta
 
     # -- views -----------------------------------------------------------------
 
@@ -87,8 +89,12 @@ class Problem:
 
     @property
     def scale(self) -> float:
-        """The factor the reduction puts in front of the sum over patterns."""
-        return 1.0 / self.n_patterns if self.reduction == "mean" else 1.0
+        """The factor the reduction puts in front of the sum over patterns: ``1 / N`` for the mean, ``1 / (N K)``
+        for a loss whose mean is over every output (``mse``, ``huber``: PyTorch's element-wise means)."""
+        if self.reduction != "mean":
+            return 1.0
+        per_output = get_loss(self.loss).mean_over_outputs
+        return 1.0 / (self.n_patterns * (self.targets.shape[1] if per_output else 1))
 
     def with_params(self, params: FloatArray) -> Problem:
         """The same problem at another point."""
@@ -117,12 +123,18 @@ class Problem:
             bias = "" if layer.bias else ", bias = false"
             sources = "" if layer.sources is None else f", from = [{', '.join(map(str, layer.sources))}]"
             if layer.is_dense:
-                lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{sources} }},')
+                gain = ", gain = true" if layer.opts["gain"] else ""
+                lines.append(f'  {{ units = {layer.units}, activation = "{layer.activation}"{bias}{gain}{sources} }},')
                 continue
             act = "" if layer.activation == "identity" else f', activation = "{layer.activation}"'
             options = "".join(f", {k} = {_toml_value(v)}" for k, v in layer.options)
             lines.append(f'  {{ kind = "{layer.kind}"{options}{act}{bias}{sources} }},')
-        lines += ["]", f'loss = "{self.loss}"', f'reduction = "{self.reduction}"', "", "[data]"]
+        if self.loss_options:
+            settings = ", ".join(f"{k} = {_toml_value(v)}" for k, v in self.loss_options)
+            lines += ["]", f'loss = {{ name = "{self.loss}", {settings} }}']
+        else:
+            lines += ["]", f'loss = "{self.loss}"']
+        lines += [f'reduction = "{self.reduction}"', "", "[data]"]
         lines.append("inputs = " + _toml_matrix(self.inputs))
         lines.append("targets = " + _toml_matrix(self.targets))
         lines += ["", "[params]"]

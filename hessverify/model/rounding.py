@@ -24,7 +24,7 @@ from hessverify.model.build import graph_of
 from hessverify.model.forward import ForwardPass, forward
 from hessverify.model.graph_rounding import graph_chain_length
 from hessverify.model.kernel import Quantities
-from hessverify.model.losses import get_loss
+from hessverify.model.losses import loss_of
 from hessverify.model.network import layer_input
 from hessverify.model.problem import Problem
 
@@ -67,7 +67,7 @@ def values_and_errors(problem: Problem, fp: ForwardPass | None = None, precision
     """``|q|`` for every propagated quantity, its error in units of gamma, and the net inputs' errors."""
     fp = forward(problem) if fp is None else fp
     arch = problem.architecture
-    loss = get_loss(problem.loss)
+    loss = loss_of(problem)
     g = precision.gamma(chain_length(problem))
     empty = fp.df[0]
     depth = arch.depth

@@ -32,7 +32,7 @@ from hessverify.model.build import graph_values
 from hessverify.model.forward import ForwardPass, forward
 from hessverify.model.graph import Graph, Values
 from hessverify.model.graph_rounding import graph_chain_length, node_errors
-from hessverify.model.losses import get_loss
+from hessverify.model.losses import loss_of
 from hessverify.model.network import Architecture
 from hessverify.model.ops import Unary
 from hessverify.model.problem import Problem
@@ -60,7 +60,10 @@ def kinked_net_inputs(arch: Architecture, net_inputs: Sequence[Any] | Mapping[in
 
 
 def near_kink(problem: Problem, margin: float, fp: ForwardPass | None = None) -> bool:
-    """Whether some net input of ``problem`` lies within ``margin`` of a kink (strictly: ``|a - kink| < margin``)."""
+    """Whether some net input of ``problem`` lies within ``margin`` of a kink (strictly: ``|a - kink| < margin``),
+    or a residual within ``margin`` of the loss's kink."""
+    if not problem.architecture.is_dense or loss_of(problem).kinks is not None:
+        return any(np.any(np.abs(d) < margin) for d in kinked_values(problem))
     fp = forward(problem, derivatives=False) if fp is None else fp
     return any(np.any(np.abs(a - kink) < margin) for _, kink, a in kinked_net_inputs(problem.architecture, fp.a))
 
@@ -130,7 +133,37 @@ def ensure_well_posed(problem: Problem, fp: ForwardPass | None = None, *,
     for what, arr in (("loss gradient", fp.g_y), ("loss Hessian", fp.h_y)):
         if arr.size and not np.all(np.isfinite(arr)):
             raise OverflowReport(f"overflow at the output: the {what} is not finite")
+    if loss_of(problem).kinks is not None:
+        L = arch.output_layer
+
+        def output_errors() -> FloatArray:  # the output's error: its net input's carried by f', and f's own rounding
+            errs = net_errors() if net_errors is not None else net_input_errors(problem, fp)
+            return np.abs(fp.df[L]) * errs[L] + np.abs(fp.y)
+
+        _check_loss_kinks(problem, fp.y, output_errors, FLOAT64.gamma(chain_length(problem)))
     return fp
+
+
+def _check_loss_kinks(problem: Problem, y: FloatArray, output_errors: Callable[[], FloatArray], gamma: float) -> None:
+    """Raise :class:`~hessverify.errors.NotDifferentiableError` where a residual sits at the loss's kink (Huber's
+    ``|y - t| = delta``), or within its rounding error of it."""
+    row, t = loss_of(problem), problem.targets
+    d = row.kinks(y, t)  # type: ignore[misc]
+    exact = np.argwhere(d == 0)
+    where = ", ".join(f"{k} = {v:g}" for k, v in row.options)
+    if exact.size:
+        n, k = exact[0]
+        raise NotDifferentiableError(
+            f"not twice differentiable at this point: the {row.name} loss ({where}) has its kink at output {k} of "
+            f"pattern {n}, |y - t| = {abs(y[n, k] - t[n, k]):g} ({len(exact)} such output(s))")
+    tol = gamma * (output_errors() + np.abs(y) + np.abs(t))
+    near = np.argwhere(np.abs(d) <= tol)
+    if near.size:
+        n, k = near[0]
+        raise NotDifferentiableError(
+            f"not twice differentiable at this point, as far as float64 can tell: the {row.name} loss ({where}) "
+            f"has |y - t| = {abs(y[n, k] - t[n, k]):.17g} at output {k} of pattern {n}, within its rounding error "
+            f"({tol[n, k]:.2g}) of the kink")
 
 
 def graph_kinks(graph: Graph, values: Values) -> Iterator[tuple[int, int, str, float, FloatArray]]:
@@ -146,11 +179,18 @@ def kinked_values(problem: Problem, params: FloatArray | None = None) -> list[Fl
     """Every input of an activation with a kink, minus the kink, at ``params``: a step crosses a kink where
     one of them changes sign (:func:`hessverify.references.finite_differences.kink_columns`)."""
     arch = problem.architecture
+    row = loss_of(problem)
     if arch.is_dense:
         fp = forward(problem, params, derivatives=False)
-        return [a - kink for _, kink, a in kinked_net_inputs(arch, fp.a)]
-    values = graph_values(problem, params)
-    return [x - kink for _, _, _, kink, x in graph_kinks(values.graph, values)]
+        out = [a - kink for _, kink, a in kinked_net_inputs(arch, fp.a)]
+        y = fp.y
+    else:
+        values = graph_values(problem, params)
+        out = [x - kink for _, _, _, kink, x in graph_kinks(values.graph, values)]
+        y = values[values.graph.output]
+    if row.kinks is not None:
+        out.append(row.kinks(y, problem.targets))
+    return out
 
 
 def _graph_well_posed(problem: Problem, values: Values | None,
@@ -181,10 +221,13 @@ def _graph_well_posed(problem: Problem, values: Values | None,
                 f"not twice differentiable at this point, as far as float64 can tell: the {name} of layer {layer} "
                 f"has input {x[where]:.3g} at pattern {where[0]}, within its rounding error ({tol[where]:.2g}) "
                 f"of the kink at {kink:g}")
-    y, loss = values[graph.output], get_loss(str(problem.loss))
+    y, loss = values[graph.output], loss_of(problem)
     for what, arr in (("loss gradient", loss.grad(y, problem.targets)), ("loss Hessian", loss.hess(y, problem.targets))):
         if arr.size and not np.all(np.isfinite(arr)):
             raise OverflowReport(f"overflow at the output: the {what} is not finite")
+    if loss.kinks is not None:
+        gamma = FLOAT64.gamma(graph_chain_length(graph, problem.n_patterns))
+        _check_loss_kinks(problem, y, lambda: _node_errors(problem, values)[graph.output], gamma)
     return values
 
 

@@ -62,8 +62,14 @@ _ACT: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _loss(name: str, y: Any, t: FloatArray) -> Any:
+def _loss(name: str, y: Any, t: FloatArray, delta: float = 1.0) -> Any:
     """Per-pattern error summed over patterns (the reduction is applied outside)."""
+    if name == "mse":  # nn.MSELoss: squared residuals, no 1/2
+        return anp.sum((y - t) ** 2)
+    if name == "huber":  # nn.HuberLoss(delta): quadratic inside |r| <= delta, linear outside
+        r = y - t
+        quadratic = anp.abs(r) <= delta
+        return anp.sum(anp.where(quadratic, 0.5 * r**2, delta * (anp.abs(r) - 0.5 * delta)))
     if name == "sse":
         return 0.5 * anp.sum((y - t) ** 2)
     if name == "cross_entropy":
@@ -73,6 +79,19 @@ def _loss(name: str, y: Any, t: FloatArray) -> Any:
     if name == "output":
         return anp.sum(y)
     raise KeyError(f"autograd reference has no loss {name!r}")
+
+
+def _scale(problem: Problem) -> float:
+    """The reduction's factor, written out: the mean is over patterns, or over every output for mse and huber
+    (PyTorch's element-wise means)."""
+    if problem.reduction != "mean":
+        return 1.0
+    n, k = np.shape(problem.targets)
+    return 1.0 / (n * k) if problem.loss in ("mse", "huber") else 1.0 / n
+
+
+def _delta(problem: Problem) -> float:
+    return float(dict(problem.loss_options).get("delta", 1.0))
 
 
 def _graph(problem: Problem) -> list[tuple[int, str, bool, tuple[int, ...]]]:
@@ -92,8 +111,9 @@ def error_function(problem: Problem) -> Callable[[Any], Any]:
     graph = _graph(problem)
     x = np.array(problem.inputs, dtype=np.float64)
     t = np.array(problem.targets, dtype=np.float64)
-    scale = 1.0 / x.shape[0] if problem.reduction == "mean" else 1.0
+    scale = _scale(problem)
     loss = problem.loss
+    delta = _delta(problem)
 
     def E(theta: Any) -> Any:
         outs = [x]
@@ -108,7 +128,7 @@ def error_function(problem: Problem) -> Callable[[Any], Any]:
                 a = a + theta[pos:pos + units]
                 pos += units
             outs.append(_ACT[act](a))
-        return scale * _loss(loss, outs[-1], t)
+        return scale * _loss(loss, outs[-1], t, delta)
 
     return E
 
@@ -120,7 +140,8 @@ def _kinds_error_function(problem: Problem) -> Callable[[Any], Any]:
     n = problem.n_patterns
     x = np.array(problem.inputs, dtype=np.float64).reshape((n,) + arch.shape)
     t = np.array(problem.targets, dtype=np.float64)
-    scale = 1.0 / n if problem.reduction == "mean" else 1.0
+    scale = _scale(problem)
+    delta = _delta(problem)
     spans = [[(t.offset, t.size, t.shape) for t in arch.layer_tensors(l)] for l in range(1, arch.depth + 1)]
 
     def E(theta: Any) -> Any:
@@ -130,7 +151,7 @@ def _kinds_error_function(problem: Problem) -> Callable[[Any], Any]:
             ps = [anp.reshape(theta[offset:offset + size], shape) for offset, size, shape in tensors]
             y = layer.kind_def.xp(anp, layer.opts, [outs[j] for j in sources], ps)
             outs.append(_ACT[layer.activation](y))
-        return scale * _loss(str(problem.loss), anp.reshape(outs[-1], (n, -1)), t)
+        return scale * _loss(str(problem.loss), anp.reshape(outs[-1], (n, -1)), t, delta)
 
     return E
 

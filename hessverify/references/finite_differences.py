@@ -54,9 +54,9 @@ from hessverify.engine.bounds import UNIT_ROUNDOFF
 from hessverify.engine.components import BoundKind, Component, Cost, Role, Tolerance
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_point
-from hessverify.model.forward import forward, gradient
+from hessverify.model.forward import gradient
 from hessverify.model.problem import Problem
-from hessverify.model.well_posed import kinked_net_inputs
+from hessverify.model.well_posed import kinked_values
 
 __all__ = [
     "FD_SAFETY", "central_differences", "error_estimate", "exact_steps", "hessian", "hessian_with_error",
@@ -101,21 +101,15 @@ def error_estimate(value: FloatArray, truncation: FloatArray, rounding: FloatArr
 
 def kink_columns(problem: Problem, theta: FloatArray, h: FloatArray) -> FloatArray:
     """Boolean mask of the parameters whose steps (``+-2 h``) cross a kink of some unit."""
-    arch = problem.architecture
     crossed = np.zeros(theta.size, dtype=bool)
-    if not any(True for _ in kinked_net_inputs(arch, [None] * (arch.depth + 1))):
+    base = [np.sign(d) for d in kinked_values(problem, theta)]
+    if not base:
         return crossed
-
-    def sides(t: FloatArray) -> list[FloatArray]:
-        fp = forward(problem, t, derivatives=False)
-        return [np.sign(a - kink) for _, kink, a in kinked_net_inputs(arch, fp.a)]
-
-    base = sides(theta)
     for j in range(theta.size):
         for sign in (-2.0, 2.0):
             t = theta.copy()
             t[j] += sign * h[j]
-            if any(np.any(s != b) for s, b in zip(sides(t), base)):
+            if any(np.any(np.sign(d) != b) for d, b in zip(kinked_values(problem, t), base)):
                 crossed[j] = True
                 break
     return crossed

@@ -25,7 +25,7 @@ def hessian_with_error(problem: Problem | Point) -> tuple[FloatArray, FloatArray
     """The closed form rounded to float64 and a bound on its distance from the true Hessian."""
     point = as_point(problem)
     point.well_posed()
-    if not point.is_dense:
+    if not point.is_dense or point.problem.loss_options:
         raise UsageError(_left_out(point) + "; use autograd, complex_step, fd or richardson as the reference")
     return Lazy(_REFERENCE, "hessian_with_error")(point.problem, magnitude=point.magnitude_hessian)
 
@@ -35,14 +35,20 @@ def hessian(problem: Problem | Point) -> FloatArray:
     return hessian_with_error(problem)[0]
 
 
-def _small_enough(point: Point) -> bool:
-    return point.is_dense and bool(Lazy(_REFERENCE, "small_enough")(point.problem))
+def _small_enough(problem: Problem | Point) -> bool:
+    point = as_point(problem)
+    return point.is_dense and not point.problem.loss_options and bool(Lazy(_REFERENCE, "small_enough")(point.problem))
 
 
-def _left_out(point: Point) -> str:
+def _left_out(problem: Problem | Point) -> str:
+    point = as_point(problem)
+    if point.problem.loss_options:
+        return f"symbolic: its closed form takes the {point.problem.loss} loss with its default settings only"
     if not point.is_dense:
         kinds = sorted({layer.kind for layer in point.architecture.layers} - {"dense"})
-        return f"symbolic: its closed form covers dense layers only, not {', '.join(kinds)}"
+        if any(layer.is_dense and layer.opts["gain"] for layer in point.architecture.layers):
+            kinds.append("gains")
+        return f"symbolic: its closed form covers dense layers without gains only, not {', '.join(kinds)}"
     return str(Lazy(_REFERENCE, "left_out")(point.problem))
 
 

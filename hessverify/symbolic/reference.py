@@ -360,7 +360,10 @@ def _assemble(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], convert: C
 
 
 def _scale(problem: Problem, one: Any) -> Any:
-    return one / problem.n_patterns if problem.reduction == "mean" else one
+    if problem.reduction != "mean":
+        return one
+    per_output = problem.targets.shape[1] if problem.loss in ("mse", "huber") else 1  # PyTorch's element-wise means
+    return one / (problem.n_patterns * per_output)
 
 
 def hessian_float64(problem: Problem) -> FloatArray:

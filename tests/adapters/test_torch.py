@@ -123,7 +123,7 @@ def test_check_model_on_a_strategy_shrinks_a_failure() -> None:
     def mse_without_half(c):  # nn.MSELoss(reduction="sum") has no 1/2: twice the sse Hessian
         return 2 * torch.func.hessian(c.loss)(c.params)
 
-    strategy = problems(max_layers=2, max_units=2, max_inputs=2, max_patterns=2, losses=("sse",),
+    strategy = problems(max_layers=2, max_units=2, max_inputs=2, max_patterns=2, losses=("sse",), kinds=False,
                         activations=("tanh",))
     result = hvt.check_model(mse_without_half, strategy, against=("backprop",), max_examples=10, seed=1)
     assert not result.passed and result.problem.n_params <= 3
@@ -172,7 +172,7 @@ def test_float32_torch_hessian_passes_and_a_block_off_is_caught() -> None:
         H[b, b] *= 1.001
         return H
 
-    strategy = problems(max_layers=2, max_units=3)
+    strategy = problems(max_layers=2, max_units=3, kinds=False)
     good = hvt.check_model(hessian, strategy, dtype=torch.float32, against=("backprop",), max_examples=15, seed=2)
     assert good, good.summary()
     assert not hvt.check_model(off, strategy, dtype=torch.float32, against=("backprop",), max_examples=15, seed=2)

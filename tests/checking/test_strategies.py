@@ -38,7 +38,7 @@ SHRINK = settings(phases=[Phase.generate, Phase.shrink], database=None, max_exam
     (architectures, {"activations": []}, "at least one"),
     (architectures, {"bias": "yes"}, "bias must be True, False or None"),
     (architectures, {"max_units": 200, "max_layers": 3}, "more than the 20000"),
-    (problems, {"losses": ["mse"]}, "unknown name 'mse'"),
+    (problems, {"losses": ["l1"]}, "unknown name 'l1'"),
     (problems, {"reductions": ["max"]}, "unknown name 'max'"),
     (problems, {"min_patterns": 5, "max_patterns": 4}, "min_patterns = 5 is greater"),
     (problems, {"max_magnitude": 1e6}, "max_magnitude must be in (0, 10]"),

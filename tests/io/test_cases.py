@@ -52,7 +52,7 @@ BAD = [
     ("bad id", _sub('"xor-2-2-1-sigmoid"', '"XOR case"'), r"\[id\] 'XOR case' is not a valid id"),
     ("unknown activation", _sub('activation = "sigmoid" }, { units = 1', 'activation = "tahn" }, { units = 1'),
      r"\[network.layers\[0\].activation\] unknown activation 'tahn'; choose one of .*tanh"),
-    ("unknown loss", _sub('loss = "sse"', 'loss = "mse"'), r"\[network.loss\] unknown loss 'mse'"),
+    ("unknown loss", _sub('loss = "sse"', 'loss = "l1"'), r"\[network.loss\] unknown loss 'l1'"),
     ("unknown reduction", _sub('reduction = "sum"', 'reduction = "avg"'), r"\[network.reduction\] unknown reduction"),
     ("unknown layer key", _sub('{ units = 1, activation = "sigmoid" }', '{ units = 1, activation = "sigmoid", dropout = 0.5 }'),
      r"\[network.layers\[1\].dropout\] unknown key"),

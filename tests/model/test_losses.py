@@ -60,5 +60,16 @@ def test_binary_cross_entropy_is_stable_for_large_logits() -> None:
 
 
 def test_unknown_loss_names_the_choices() -> None:
-    with pytest.raises(KeyError, match="unknown loss 'mse'.*sse"):
-        get_loss("mse")
+    with pytest.raises(KeyError, match="unknown loss 'l1'.*sse"):
+        get_loss("l1")
+
+
+def test_huber_has_its_kink_and_mse_no_half() -> None:
+    y, t = np.array([[2.0, 0.5]]), np.array([[0.0, 0.0]])
+    row = get_loss("huber")
+    assert row.value(y, t)[0] == 1.0 * (2.0 - 0.5) + 0.5 * 0.25  # linear piece, quadratic piece
+    np.testing.assert_array_equal(row.kinks(y, t), [[1.0, -0.5]])
+    assert get_loss("huber", delta=3.0).value(y, t)[0] == 0.5 * 4.0 + 0.5 * 0.25
+    assert get_loss("mse").value(y, t)[0] == 4.25
+    with pytest.raises(ValueError, match="delta must be a positive number"):
+        get_loss("huber", delta=-1.0)

@@ -22,7 +22,7 @@ from hessverify.engine.bounds import gamma, rounding_bound
 from hessverify.engine.compare import compare
 
 
-@given(problems(min_patterns=2))
+@given(problems(min_patterns=2, kinds=False))
 def test_hessian_of_a_sum_is_the_sum_of_hessians(problem: Problem) -> None:
     note_problem(problem)
     s, n = problem.scale, problem.n_patterns

@@ -45,7 +45,7 @@ def permute_hidden_units(problem: Problem, layer: int, perm: list[int]) -> tuple
 
 @st.composite
 def permuted_problems(draw: st.DrawFn) -> tuple[Problem, int, list[int]]:
-    problem = draw(problems(min_layers=2, min_units=2, max_units=3))
+    problem = draw(problems(min_layers=2, min_units=2, max_units=3, kinds=False))
     layer = draw(st.integers(1, problem.architecture.depth - 1))
     perm = draw(st.permutations(range(problem.architecture.layers[layer - 1].units)))
     return problem, layer, list(perm)

@@ -44,7 +44,7 @@ def _three_params(act: str) -> hessverify.Problem:
 
 
 def test_truncation_estimate_covers_the_error_at_exact_zeros() -> None:
-    from hessverify.engine.compare import COMPLEX_STEP_SAFETY
+    from hessverify.references.complex_step import COMPLEX_STEP_SAFETY
     from hessverify.symbolic.reference import hessian as gold
 
     for act in ("gelu", "silu", "tanh", "sigmoid"):

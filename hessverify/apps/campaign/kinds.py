@@ -321,7 +321,8 @@ def sweep_work(options: dict[str, Any], indices: list[int]) -> list[Outcome]:
         records = []
         try:
             with contextlib.redirect_stdout(io.StringIO()), _cwd(options["cwd"], os):
-                strategy = problems(graphs=not options.get("chains_only", False))
+                chains = options.get("chains_only", False)
+                strategy = problems(graphs=not chains, kinds=not (chains or options.get("dense_only", False)))
                 r = check(fn, strategy, returns=options["returns"], max_examples=options["examples"], seed=seed,
                           timeout=options["timeout"], **kwargs)
             d = r.to_dict()
@@ -414,7 +415,9 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"longest one call of FUNCTION may take (default {DEFAULT_TIMEOUT:g}; 0: no limit)")
     p.add_argument("--chains-only", action="store_true",
-                   help="draw chains only, for a function that does not handle skip connections")
+                   help="draw dense chains only, for a function that does not handle skip connections")
+    p.add_argument("--dense-only", action="store_true",
+                   help="draw dense networks only, for a function that handles no other layer kind")
 
 
 def _sweep_plan(args: argparse.Namespace) -> Plan:
@@ -441,7 +444,8 @@ def _sweep_plan(args: argparse.Namespace) -> Plan:
     seeds = args.seeds or 4 * (args.workers or (1 if args.scheduler else _cores()))
     return Plan("sweep", {"spec": spec, "cwd": os.getcwd(), "examples": args.examples, "seed": seed,
                           "returns": args.returns, "against": args.against, "timeout": args.timeout or None,
-                          "chains_only": bool(getattr(args, "chains_only", False))},
+                          "chains_only": bool(getattr(args, "chains_only", False)),
+                          "dense_only": bool(getattr(args, "dense_only", False))},
                 seeds, sweep_work, _sweep_finish, unit_seconds=1.0 * args.examples, unit_memory=2**28,
                 noun="seeds", batch=1, report=_sweep_report if args.returns != "hvp" else None)
 

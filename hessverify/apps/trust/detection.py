@@ -60,7 +60,7 @@ def sweep_bug(name: str, examples: int = 200, seed: int = 0) -> tuple[CheckResul
     from hessverify.checking.check import check
     from hessverify.checking.strategies import problems
 
-    r = check(MUTANTS[name].fn, problems(), against=("autograd",), max_examples=examples, seed=seed)
+    r = check(MUTANTS[name].fn, problems(kinds=False), against=("autograd",), max_examples=examples, seed=seed)
     shrunk = "" if r.passed or r.problem is None else (
         f"{r.problem.architecture.describe()} {r.problem.loss} N={r.problem.n_patterns} W={r.problem.n_params}")
     return r, shrunk

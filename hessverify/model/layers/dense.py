@@ -1,9 +1,12 @@
-"""``dense``: ``nn.Linear``, applied to the last axis of its input (its sources side by side).
+r"""``dense``: ``nn.Linear``, applied to the last axis of its input (its sources side by side).
 
-.. math:: a = x W^T + b,\\qquad W \\in \\mathbb{R}^{u \\times d},
+.. math:: a = x W^T + b,\qquad W \in \mathbb{R}^{u \times d},
 
-``x`` the outputs of the layer's sources concatenated along their last axis
-(Bishop 1992's general feed-forward topology for flat inputs).
+and with ``gain = true`` each unit's net input scaled by a gain of its own,
+``c \odot a`` (the adaptive gain of Nawi et al.: the activation then sees
+``f(c_j a_j)``), parameters ``W``, ``b``, ``c`` in that order; ``x`` is the
+outputs of the layer's sources concatenated along their last axis (Bishop
+1992's general feed-forward topology for flat inputs).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def _concat_last(b: Any, xs: Sequence[int], shapes: Sequence[Shape]) -> int:
 class Dense(LayerKind):
     name = "dense"
     options = (Option("units", INTEGER, check=positive, doc="the number of units"),
-               Option("bias", BOOLEAN, True, doc="whether it has a bias"))
+               Option("bias", BOOLEAN, True, doc="whether it has a bias"),
+               Option("gain", BOOLEAN, False, doc="a gain c_j per unit, f(c_j a_j) (adaptive gain, Nawi et al.)"))
     sources = "concat"
     torch = "nn.Linear(in_features, units, bias)"
     summary = "a = x W^T + b on the last axis"
@@ -57,6 +61,8 @@ class Dense(LayerKind):
         out = [("W", (o["units"], fan_in))]
         if o["bias"]:
             out.append(("b", (o["units"],)))
+        if o["gain"]:
+            out.append(("c", (o["units"],)))
         return out
 
     def build(self, b: Any, o: dict[str, Any], xs: Sequence[int], ps: Sequence[int], in_shapes: Sequence[Shape],
@@ -64,15 +70,19 @@ class Dense(LayerKind):
         x = _concat_last(b, xs, in_shapes)
         lead = _LETTERS[: len(in_shapes[0]) - 1]
         a = b.einsum(f"n{lead}i,oi->n{lead}o", x, ps[0])
-        return b.add(a, ps[1]) if o["bias"] else a
+        if o["bias"]:
+            a = b.add(a, ps[1])
+        return b.mul(a, ps[-1]) if o["gain"] else a
 
     def xp(self, xp: Any, o: dict[str, Any], xs: Sequence[Any], ps: Sequence[Any]) -> Any:
         x = xs[0] if len(xs) == 1 else xp.concatenate(list(xs), axis=-1)
         a = xp.matmul(x, xp.transpose(ps[0]))
-        return a + ps[1] if o["bias"] else a
+        if o["bias"]:
+            a = a + ps[1]
+        return a * ps[-1] if o["gain"] else a
 
     def describe(self, o: dict[str, Any]) -> str:
-        return f"{o['units']}" + ("" if o["bias"] else ",nobias")
+        return f"{o['units']}" + ("" if o["bias"] else ",nobias") + (",gain" if o["gain"] else "")
 
 
 KIND = Dense()

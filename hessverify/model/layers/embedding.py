@@ -39,7 +39,7 @@ class Embedding(LayerKind):
         bad = ~np.isfinite(ids) | (ids != np.round(ids)) | (ids < 0) | (ids >= o["vocab"])
         if bad.any():
             n, t = np.argwhere(bad)[0]
-            raise ValueError(f"token id {ids[n, t]!r} (pattern {n}, position {t}) is not a whole number in "
+            raise ValueError(f"token id {float(ids[n, t]):g} (pattern {n}, position {t}) is not a whole number in "
                              f"0 .. {o['vocab'] - 1}")
 
     def build(self, b: Any, o: dict[str, Any], xs: Sequence[int], ps: Sequence[int], in_shapes: Sequence[Shape],
