@@ -137,6 +137,13 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("norm forward rules", lambda p: _normalises_parameters(p, affine=False),
           "the forward-mode rules of layer_norm and batch_norm (batch statistics) use the saved mean and 1/std as "
           "constants: anything over forward mode is wrong (PyTorch; pytorch#196700, pytorch#196699)"),
+    Fault("nn.MultiheadAttention fused kernel", lambda p: any(l.kind == "attention" for l in p.architecture.layers),
+          "nn.MultiheadAttention(need_weights=False) runs _scaled_dot_product_flash_attention_for_cpu, whose backward "
+          "has no derivative and which has no forward-mode rule: double backward and jvp of grad raise (PyTorch)"),
+    Fault("jax.nn.dot_product_attention float32 softmax", lambda p: any(l.kind == "attention"
+                                                                         for l in p.architecture.layers),
+          "jax.nn.dot_product_attention converts the scores to float32 for the softmax whatever the inputs' dtype: "
+          "a float64 network's attention is float32-accurate (JAX)"),
     Fault("BackPACK pooling in float32", lambda p: any(l.kind.startswith("avg_pool") for l in p.architecture.layers),
           "BackPACK's AvgPool derivatives build a float32 tensor in a float64 network: 'expected scalar type Double "
           "but found Float'"),

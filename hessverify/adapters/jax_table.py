@@ -12,7 +12,10 @@ conformance rows (:mod:`hessverify.adapters.conformance`); nothing else writes J
   it has them: ``jax.lax.conv_general_dilated`` (convolutions, ``feature_group_count`` for groups),
   ``jax.lax.reduce_window`` (average pooling), ``jax.nn.standardize`` (LayerNorm, BatchNorm with batch or
   given statistics), ``jax.nn.dot_product_attention`` (attention), ``jnp.take`` (embedding); ``jax.numpy``
-  for the rest (a dense map, a flatten, an add);
+  for the rest (a dense map, a flatten, an add).  Attention's accurate column (the adapter's) writes the
+  softmax of the scores out in ``jax.numpy``: ``jax.nn.dot_product_attention`` (JAX 0.10.2, its XLA
+  implementation) converts the scores to float32 for the softmax even when the inputs are float64, so a
+  float64 network's attention is float32-accurate (docs/conformance.md);
 * :func:`apply_fn`: a network's ``apply(params, inputs)``, ``params`` a list, one dict a layer, keyed by the
   tensors' short names (``{"W": ..., "b": ...}``, ``{"Win", "bin", "Wout", "bout"}``).
 
@@ -215,7 +218,11 @@ def _attention(o: dict[str, Any], xs: Sequence[Array], ps: Sequence[Array], buil
     if bin_ is not None:
         qkv = qkv + bin_
     q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(n, T, h, d // h) for i in range(3))  # (N, T, heads, d_h)
-    out = jax.nn.dot_product_attention(q, k, v).reshape(n, T, d)
+    if builtin:
+        out = jax.nn.dot_product_attention(q, k, v).reshape(n, T, d)
+    else:  # written out: jax.nn.dot_product_attention takes the softmax in float32 whatever the inputs' dtype
+        scores = jnp.einsum("nthe,nshe->nhts", q, k) / math.sqrt(d // h)
+        out = jnp.einsum("nhts,nshe->nthe", jax.nn.softmax(scores, axis=-1), v).reshape(n, T, d)
     y = out @ Wout.T
     return y + bout if bout is not None else y
 
@@ -240,7 +247,7 @@ BUILTINS: dict[str, str] = {
     "conv2d": "jax.lax.conv_general_dilated (NCHW, OIHW)", "avg_pool1d": "jax.lax.reduce_window (add) / k",
     "avg_pool2d": "jax.lax.reduce_window (add) / k", "flatten": "reshape", "layer_norm": "jax.nn.standardize",
     "batch_norm": "jax.nn.standardize (batch or given statistics)", "add": "+",
-    "attention": "jax.nn.dot_product_attention", "embedding": "jnp.take",
+    "attention": "jax.nn.dot_product_attention (builtin; the adapter writes the softmax out)", "embedding": "jnp.take",
 }
 """What each kind is written with (the docs and the conformance rows name it)."""
 

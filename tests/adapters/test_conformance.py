@@ -284,3 +284,39 @@ def _output_block_off(p: hessverify.Problem, H: np.ndarray) -> np.ndarray:
     H = H.copy()
     H[s, s] *= 1.001
     return H
+
+
+KINDS = ROOT / "cases" / "conformance"
+
+
+def _passes(name: str, problem: hessverify.Problem) -> bool:
+    """The row's routine on the problem agrees with hessverify within the bound (as the table judges it)."""
+    q = next(q for lib in ("torch.func", "jax") for q in conformance.QUANTITIES[lib] if q.name == name)
+    return all(c.passed for c in conformance.check_quantity(q, problem))
+
+
+def test_the_layer_norm_weight_fault_of_torch_func_reproduces() -> None:
+    """Silent: torch.func's nested transforms through nn.LayerNorm with a weight return a wrong Hessian, while
+    double backward of the same function agrees (docs/conformance.md)."""
+    pytest.importorskip("torch")
+    problem = hessverify.load_case(KINDS / "torch-func-hessian-layer-norm-weight.toml")
+    H = hessverify.hessian(problem, "backprop")
+    wrong = conformance._torch_composition("torch.func.hessian")(problem)
+    assert np.max(np.abs(wrong - H)) > 0.5 * np.max(np.abs(H))  # 85 % of the largest entry off
+    assert _passes("double backward (torch.autograd.grad twice)", problem)
+
+
+def test_the_fused_attention_kernel_has_no_second_derivative_on_cpu() -> None:
+    pytest.importorskip("torch")
+    problem = hessverify.load_case(KINDS / "torch-mha-fused-double-backward.toml")
+    with pytest.raises(RuntimeError, match="_scaled_dot_product_flash_attention_for_cpu_backward"):
+        conformance._torch_composition("double backward (torch.autograd.grad twice)", attention="fused")(problem)
+    assert _passes("double backward (torch.autograd.grad twice)", problem)  # the default call attn(x, x, x)
+
+
+def test_jax_dot_product_attention_is_float32_accurate_in_float64() -> None:
+    pytest.importorskip("jax")
+    problem = hessverify.load_case(KINDS / "jax-dot-product-attention-float32-softmax.toml")
+    H = hessverify.hessian(problem, "backprop")
+    off = np.max(np.abs(conformance._jax_hessian(problem) - H)) / np.max(np.abs(H))
+    assert 1e-12 < off < 1e-5  # float32's accuracy, not float64's
