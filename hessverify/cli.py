@@ -552,7 +552,8 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
             raise UsageError(f"--report {out}: exists and is not a directory")
         check_directory(out)
         _hold(args, args.report, "--report", directory=True)
-    rows = conformance.run(args.library, examples=args.examples, seed=args.seed, precision=args.precision)
+    rows = conformance.run(args.library, examples=args.examples, seed=args.seed, precision=args.precision,
+                           networks=args.networks)
     print(conformance.rows_markdown(rows), end="")
     failed = [r for r in rows if r.failures]
     for r in failed:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ from hessverify.engine.compare import Comparison
 from hessverify.errors import FunctionUnderTestError, UsageError
 from hessverify.model.problem import Problem
 
-__all__ = ["LIBRARIES", "NOT_COVERED", "PRECISION_NAMES", "QUANTITIES", "Quantity", "Row", "check_quantity",
+__all__ = ["FAULTS", "JAX_COMPOSITIONS", "KIND_FAMILIES", "LIBRARIES", "NOT_COVERED", "PRECISION_NAMES", "QUANTITIES",
+           "TORCH_COMPOSITIONS", "Fault", "Quantity", "Row", "check_quantity",
            "add_library_options", "ef_scale", "merge", "report_records", "rows_markdown", "run", "run_one", "write_report"]
 
 LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
@@ -94,6 +95,65 @@ class Quantity:
     draw: dict[str, Any] = field(default_factory=dict)  # problems(**draw): what the routine supports
     adapt: Callable[[Problem], Problem | None] | None = None  # the problem as the routine assumes it, or None
     approximation: bool = False  # reported with its distance to the exact quantity, never a failure
+    families: tuple[str, ...] = ()  # networks of these kinds (kind_problems); () the dense networks (problems)
+    exclude: tuple[str, ...] = ()  # diagnosed faults (FAULTS) whose problems are not drawn
+    probe: bool = False  # a setting the library is not known to support: if it raises, "not covered", not a failure
+
+    @property
+    def networks(self) -> str:
+        """What the row draws: ``dense`` or the kind families, and the diagnosed faults left out."""
+        drawn = ", ".join(self.families) if self.families else "dense"
+        return drawn + (f" (without {', '.join(self.exclude)})" if self.exclude else "")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A diagnosed fault (docs/conformance.md): the problems it shows on, so a row can leave them out and say how
+    the routine does on the rest."""
+
+    name: str
+    applies: Callable[[Problem], bool]
+    summary: str
+
+
+def _normalises_parameters(problem: Problem, *, affine: bool) -> bool:
+    """Whether a LayerNorm, or a BatchNorm with batch statistics, reads a layer's output (so its input depends on
+    parameters), with a weight if ``affine``."""
+    for i, layer in enumerate(problem.architecture.layers):
+        batch_stats = layer.kind == "batch_norm" and layer.opts["mode"] == "train"
+        if (layer.kind == "layer_norm" or batch_stats) and i > 0 and (layer.opts["affine"] or not affine):
+            return True
+    return False
+
+
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    Fault("MSELoss mean under forward mode", lambda p: p.loss in ("sse", "mse") and p.reduction == "mean",
+          "forward-mode AD through nn.MSELoss(reduction='mean')'s backward raises 'ZeroTensors are immutable' "
+          "(PyTorch; pytorch#123996)"),
+    Fault("norm weight under vmap", lambda p: _normalises_parameters(p, affine=True),
+          "torch.func's batching rule of the LayerNorm/BatchNorm backward forms the weight's gradient from the "
+          "saved mean and 1/std, which carry no derivative: nested transforms drop its dependence on the input "
+          "(PyTorch)"),
+    Fault("norm forward rules", lambda p: _normalises_parameters(p, affine=False),
+          "the forward-mode rules of layer_norm and batch_norm (batch statistics) use the saved mean and 1/std as "
+          "constants: anything over forward mode is wrong (PyTorch; pytorch#196700, pytorch#196699)"),
+    Fault("nn.MultiheadAttention fused kernel", lambda p: any(l.kind == "attention" for l in p.architecture.layers),
+          "nn.MultiheadAttention(need_weights=False) runs _scaled_dot_product_flash_attention_for_cpu, whose backward "
+          "has no derivative and which has no forward-mode rule: double backward and jvp of grad raise (PyTorch)"),
+    Fault("jax.nn.dot_product_attention float32 softmax", lambda p: any(l.kind == "attention"
+                                                                         for l in p.architecture.layers),
+          "jax.nn.dot_product_attention converts the scores to float32 for the softmax whatever the inputs' dtype: "
+          "a float64 network's attention is float32-accurate (JAX)"),
+    Fault("BackPACK pooling in float32", lambda p: any(l.kind.startswith("avg_pool") for l in p.architecture.layers),
+          "BackPACK's AvgPool derivatives build a float32 tensor in a float64 network: 'expected scalar type Double "
+          "but found Float'"),
+    Fault("BackPACK HBP residual on a feature map",
+          lambda p: any(l.kind.startswith("conv") and l.activation not in ("identity", "relu")
+                        for l in p.architecture.layers),
+          "HBP's batch average adds an activation's residual diagonal only for flat features: after a convolution "
+          "it is (C, L) and add_diag_to_mat asserts (BackPACK)"),
+)}
+"""The faults diagnosed in docs/conformance.md, by name: rows that would meet one again leave its problems out."""
 
 
 @dataclass
@@ -116,9 +176,12 @@ class Row:
     case: Problem | None = None  # the problem the comparisons below are from: the failing one, else the worst
     comparisons: list[Comparison] = field(default_factory=list)
     distances: list[float] = field(default_factory=list)  # an approximation's, one per problem tried
+    networks: str = "dense"  # Quantity.networks
+    not_covered: str = ""  # a probe the library refused: its exception, type and message
 
     def to_dict(self) -> dict[str, Any]:
         return {"library": self.library, "version": self.version, "quantity": self.quantity, "equals": self.equals,
+                "networks": self.networks, "not_covered": self.not_covered,
                 "precision": self.precision, "tried": self.tried, "failures": self.failures,
                 "worst_margin": self.worst_margin, "convention": self.convention,
                 "approximation": self.approximation, **self.extra,
@@ -148,24 +211,15 @@ class Row:
                    comparisons=[Comparison.from_dict(c) for c in record["comparisons"]])
 
 
-# -- PyTorch, from its own parts ---------------------------------------------------
+# -- PyTorch, from its own parts (the table of hessverify.adapters.torch_table) --------------------
 
 def _torch_criterion(problem: Problem) -> tuple[Callable[[Any, Any], Any], float]:
-    """PyTorch's loss class for the problem's loss and reduction, and ``c`` with ``E = c L``."""
-    import torch
+    """PyTorch's loss class for the problem's loss and reduction, and ``c`` with ``E = c L`` (the table's)."""
+    from hessverify.adapters.torch_table import LOSSES
 
-    red, k = problem.reduction, problem.targets.shape[1]
-    if problem.loss == "sse":
-        crit, c = torch.nn.MSELoss(reduction=red), (0.5 if red == "sum" else k / 2)
-    elif problem.loss == "cross_entropy":
-        crit, c = torch.nn.CrossEntropyLoss(reduction=red), 1.0
-    elif problem.loss == "binary_cross_entropy":
-        crit, c = torch.nn.BCEWithLogitsLoss(reduction=red), (1.0 if red == "sum" else float(k))
-    else:
-        def crit(y: Any, _t: Any) -> Any:
-            return y.sum() / (y.shape[0] if red == "mean" else 1)
-        c = 1.0
-    return crit, c
+    loss = LOSSES[str(problem.loss)]
+    return (loss.criterion(str(problem.reduction), **dict(problem.loss_options)),
+            loss.scale(str(problem.reduction), problem.targets.shape[1]))
 
 
 def _torch_dtype(precision: str) -> Any:
@@ -179,87 +233,136 @@ def _np(c: float, tensor: Any) -> FloatArray:
     return c * tensor.detach().to(dtype=_torch_dtype("float64")).numpy()
 
 
-def _torch_objective(problem: Problem, precision: str = "float64") -> tuple[Callable[[Any], Any], float, Any]:
-    """``(L(theta), c, theta)`` with ``E = c L``: nn.functional activations and nn loss classes."""
-    import torch
-    import torch.nn.functional as F
+def _torch_objective(problem: Problem, precision: str = "float64", attention: str = "weights"
+                     ) -> tuple[Callable[[Any], Any], float, Any]:
+    """``(L(theta), c, theta)`` with ``E = c L``: PyTorch's modules, its activation functions and loss classes.
 
-    acts: dict[str, Callable[[Any], Any]] = {
-        "identity": lambda a: a, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": F.softplus,
-        "sin": torch.sin, "gelu": lambda a: F.gelu(a, approximate="none"), "silu": F.silu, "relu": F.relu,
-    }
+    ``attention``: how ``nn.MultiheadAttention`` is called (:data:`hessverify.adapters.torch_table.ATTENTION_CALLS`;
+    by default its own default call, ``attn(x, x, x)``).
+    """
+    import torch
+
+    from hessverify.adapters.torch_table import outputs
+
     dtype = _torch_dtype(precision)
-    x = torch.tensor(problem.inputs, dtype=dtype)
+    y, _ = outputs(problem, dtype, builtin=True, attention=attention)
     t = torch.tensor(problem.targets, dtype=dtype)
     crit, c = _torch_criterion(problem)
 
-    arch = problem.architecture
-
     def L(theta: Any) -> Any:
-        outs = [x]
-        for blk, layer in zip(arch.blocks, arch.layers):
-            h = torch.cat([outs[j] for j in arch.parents(blk.layer)], dim=-1)  # skip connections: sources side by side
-            w = theta[blk.w_slice].reshape(blk.units, blk.fan_in)
-            outs.append(acts[layer.activation](F.linear(h, w, theta[blk.b_slice] if blk.bias else None)))
-        return crit(outs[-1], t)
+        return crit(y(theta), t)
 
     return L, c, torch.tensor(problem.params, dtype=dtype)
 
 
-def _torch_hessian(problem: Problem, precision: str = "float64") -> FloatArray:
+def _double_backward(L: Callable[[Any], Any], theta: Any) -> Any:
+    """Row ``i`` of the Hessian as the gradient of ``dL/dtheta_i``: ``torch.autograd.grad`` twice."""
     import torch
 
-    L, c, theta = _torch_objective(problem, precision)
-    return _np(c, torch.func.hessian(L)(theta))
+    z = theta.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(L(z), z, create_graph=True)
+    rows = []
+    for i in range(z.numel()):
+        (row,) = torch.autograd.grad(g[i], z, retain_graph=True, allow_unused=True)
+        rows.append(torch.zeros_like(z) if row is None else row)
+    return torch.stack(rows)
 
 
-def _torch_jacrev2(problem: Problem, precision: str = "float64") -> FloatArray:
+def _torch_columns(L: Callable[[Any], Any], theta: Any, how: str) -> Any:
+    """The Hessian from Hessian-vector products of ``torch.func.grad``: ``jvp`` (columns) or ``vjp`` (rows)."""
     import torch
 
-    L, c, theta = _torch_objective(problem, precision)
-    return _np(c, torch.func.jacrev(torch.func.jacrev(L))(theta))
-
-
-def _torch_hvp(problem: Problem, precision: str = "float64") -> FloatArray:
-    import torch
-
-    L, c, theta = _torch_objective(problem, precision)
     grad = torch.func.grad(L)
-    cols = [torch.func.jvp(grad, (theta,), (e,))[1] for e in torch.eye(theta.numel(), dtype=theta.dtype)]
-    return _np(c, torch.stack(cols, dim=1))
+    basis = torch.eye(theta.numel(), dtype=theta.dtype)
+    if how == "jvp":
+        return torch.stack([torch.func.jvp(grad, (theta,), (e,))[1] for e in basis], dim=1)
+    _, pull = torch.func.vjp(grad, theta)
+    return torch.stack([pull(e)[0] for e in basis])
 
 
-def _torch_functional(problem: Problem, precision: str = "float64") -> FloatArray:
+def _functional(outer: str, vectorize: bool) -> Callable[[Callable[[Any], Any], Any], Any]:
+    def H(L: Callable[[Any], Any], theta: Any) -> Any:
+        import torch
+
+        return torch.autograd.functional.hessian(L, theta, vectorize=vectorize, outer_jacobian_strategy=outer)
+
+    return H
+
+
+def _func(outer: str, inner: str) -> Callable[[Callable[[Any], Any], Any], Any]:
+    def H(L: Callable[[Any], Any], theta: Any) -> Any:
+        import torch
+
+        return getattr(torch.func, outer)(getattr(torch.func, inner)(L))(theta)
+
+    return H
+
+
+def _func_hessian(L: Callable[[Any], Any], theta: Any) -> Any:
     import torch
 
-    L, c, theta = _torch_objective(problem, precision)
-    return _np(c, torch.autograd.functional.hessian(L, theta))
+    return torch.func.hessian(L)(theta)
 
 
-# -- BackPACK and curvlinops: an nn.Sequential of the library's modules --------------
+TORCH_COMPOSITIONS: dict[str, Callable[[Callable[[Any], Any], Any], Any]] = {
+    "torch.func.hessian": _func_hessian,
+    "torch.func.jacrev(jacrev)": _func("jacrev", "jacrev"),
+    "torch.func.jacfwd(jacrev)": _func("jacfwd", "jacrev"),
+    "torch.func.jacrev(jacfwd)": _func("jacrev", "jacfwd"),
+    "torch.func.jacfwd(jacfwd)": _func("jacfwd", "jacfwd"),
+    "torch.autograd.functional.hessian": _functional("reverse-mode", False),
+    "torch.autograd.functional.hessian(outer_jacobian_strategy='forward-mode', vectorize=True)":
+        _functional("forward-mode", True),
+    "double backward (torch.autograd.grad twice)": _double_backward,
+    "torch.func.jvp(grad) (H e_j)": lambda L, theta: _torch_columns(L, theta, "jvp"),
+    "torch.func.vjp(grad) (e_j^T H)": lambda L, theta: _torch_columns(L, theta, "vjp"),
+}
+"""Every way PyTorch offers to form a Hessian, ``H(L, theta)``: torch.func's four pairings of ``jacrev`` and
+``jacfwd`` (reverse over reverse, forward over reverse, reverse over forward, forward over forward) and its
+``hessian`` (``jacfwd(jacrev)``), ``torch.autograd.functional.hessian`` with both outer strategies, double
+backward, and Hessian-vector products by ``jvp`` and by ``vjp`` of ``grad``."""
+
+
+def _torch_composition(how: str, attention: str = "weights") -> Callable[[Problem, str], FloatArray]:
+    """The routine of one composition: the problem's Hessian by ``TORCH_COMPOSITIONS[how]``, scaled to ``E``."""
+    H = TORCH_COMPOSITIONS[how]
+
+    def routine(problem: Problem, precision: str = "float64") -> FloatArray:
+        L, c, theta = _torch_objective(problem, precision, attention)
+        return _np(c, H(L, theta))
+
+    return routine
+
+
+_torch_hessian = _torch_composition("torch.func.hessian")
+_torch_jacrev2 = _torch_composition("torch.func.jacrev(jacrev)")
+_torch_hvp = _torch_composition("torch.func.jvp(grad) (H e_j)")
+_torch_functional = _torch_composition("torch.autograd.functional.hessian")
+
+
+# -- BackPACK and curvlinops: the library's modules ---------------------------------------
 
 _MODULE_ACTIVATIONS = ("identity", "sigmoid", "tanh", "softplus", "gelu", "silu", "relu")  # sin has no nn module
 _BACKPACK_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")  # BackPACK's second-order modules among ours
 
 
 def _sequential(problem: Problem, precision: str = "float64") -> tuple[Any, Any, Any]:
-    """``(model, inputs, targets)``: ``nn.Linear`` and activation modules at the problem's point."""
+    """``(model, inputs, targets)``: an ``nn.Sequential`` of the table's modules and activation modules."""
     import torch
 
-    from hessverify.adapters.torch import to_module
+    from hessverify.adapters.torch_table import ACTIVATIONS, Network, inputs_tensor
 
-    modules = {"sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus,
-               "gelu": torch.nn.GELU, "silu": torch.nn.SiLU, "relu": torch.nn.ReLU}
-    if not problem.architecture.is_chain:
-        raise ValueError(f"{problem.architecture.describe()}: an nn.Sequential holds chains only")
+    arch = problem.architecture
+    if not arch.is_chain or any(l.kind in ("add", "attention") for l in arch.layers):
+        raise ValueError(f"{arch.describe()}: an nn.Sequential holds chains of one-input modules only")
     dtype = _torch_dtype(precision)
-    net = to_module(problem, dtype=dtype)
+    net = Network(problem, dtype, builtin=True)
     parts: list[Any] = []
-    for linear, act in zip(net.layers, net.activations):
-        parts.append(linear)
+    for module, act in zip(net.layers, net.activations):
+        parts.append(module)
         if act != "identity":
-            parts.append(modules[act]())
-    return (torch.nn.Sequential(*parts), torch.tensor(problem.inputs, dtype=dtype),
+            parts.append(ACTIVATIONS[act].module())  # type: ignore[misc]
+    return (torch.nn.Sequential(*parts), inputs_tensor(problem, dtype),
             torch.tensor(problem.targets, dtype=dtype))
 
 
@@ -373,19 +476,41 @@ def _backpack_kfac(problem: Problem, precision: str = "float64") -> FloatArray:
         return _backpack_kronecker(problem, precision, KFAC(mc_samples=1), "kfac")
 
 
+def _module(problem: Problem, precision: str = "float64", attention: str = "weights") -> tuple[Any, Any, Any]:
+    """``(model, inputs, targets)``: the table's network of PyTorch modules (any graph), outputs ``(N, K)``."""
+    import torch
+
+    from hessverify.adapters.torch_table import Network, inputs_tensor
+
+    class Flat(torch.nn.Module):
+        """The network's outputs flattened per pattern, as the loss classes take them."""
+
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            y = self.net(x)
+            return y.reshape(y.shape[0], -1)
+
+    dtype = _torch_dtype(precision)
+    model = Flat(Network(problem, dtype, builtin=True, attention=attention))
+    return model, inputs_tensor(problem, dtype), torch.tensor(problem.targets, dtype=dtype)
+
+
 def _curvlinops_dense(problem: Problem, operator: str, precision: str, scale: float,
                       class_indices: bool = False) -> FloatArray:
     import curvlinops
     import torch
 
-    model, x, t = _sequential(problem, precision)
+    model, x, t = _module(problem, precision)
     if class_indices:  # one-hot targets as the class indices they encode
         t = t.argmax(dim=1)
     crit, _ = _torch_criterion(problem)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Full backward hook is firing")
         op = getattr(curvlinops, operator)(model, crit, list(model.parameters()), [(x, t)])
-        return _np(scale, op @ torch.eye(problem.n_params, dtype=x.dtype))
+        return _np(scale, op @ torch.eye(problem.n_params, dtype=_torch_dtype(precision)))
 
 
 def _curvlinops_hessian(problem: Problem, precision: str = "float64") -> FloatArray:
@@ -434,40 +559,28 @@ def _curvlinops_ef(problem: Problem, precision: str = "float64") -> FloatArray:
                              class_indices=problem.loss == "cross_entropy")
 
 
-# -- JAX, from jax.nn -------------------------------------------------------------
+# -- JAX, from its own parts (the table of hessverify.adapters.jax_table) -------------------------
 
 def _jax_objective(problem: Problem, precision: str = "float64") -> tuple[Callable[[Any], Any], float, Any]:
+    """``(L(theta), 1, theta)``: JAX's own layers (``lax.conv_general_dilated``, ``nn.standardize``,
+    ``nn.dot_product_attention``, ...) and ``jax.nn`` activations, the losses written from ``jax.nn``."""
     import jax
     import jax.numpy as jnp
+
+    from hessverify.adapters.jax_table import LOSSES, apply_fn, unflatten
 
     if not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)  # float64 conformance: the command turns it on
     dtype = getattr(jnp, precision)
-    acts: dict[str, Callable[[Any], Any]] = {
-        "identity": lambda a: a, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "softplus": jax.nn.softplus,
-        "sin": jnp.sin, "gelu": lambda a: jax.nn.gelu(a, approximate=False), "silu": jax.nn.silu,
-        "relu": jax.nn.relu,
-    }
-    x, t = jnp.asarray(problem.inputs, dtype=dtype), jnp.asarray(problem.targets, dtype=dtype)
-    per = {
-        "sse": lambda y: 0.5 * jnp.sum((y - t) ** 2, axis=-1),
-        "cross_entropy": lambda y: -jnp.sum(t * jax.nn.log_softmax(y, axis=-1), axis=-1),
-        "binary_cross_entropy": lambda y: jnp.sum(jax.nn.softplus(y) - t * y, axis=-1),
-        "output": lambda y: jnp.sum(y, axis=-1),
-    }[problem.loss]
-    reduce = jnp.mean if problem.reduction == "mean" else jnp.sum
-
     arch = problem.architecture
+    x = np.asarray(problem.inputs).reshape((problem.n_patterns,) + arch.shape)
+    x = jnp.asarray(np.round(x).astype(np.int32)) if arch.layers[0].kind_def.reads_ids else jnp.asarray(x, dtype=dtype)
+    t = jnp.asarray(problem.targets, dtype=dtype)
+    apply, per = apply_fn(arch, builtin=True), LOSSES[str(problem.loss)].per_pattern
+    options, scale, n = dict(problem.loss_options), problem.scale, problem.n_patterns
 
     def L(theta: Any) -> Any:
-        outs = [x]
-        for blk, layer in zip(arch.blocks, arch.layers):
-            h = jnp.concatenate([outs[j] for j in arch.parents(blk.layer)], axis=-1)  # the sources side by side
-            a = h @ theta[blk.w_slice].reshape(blk.units, blk.fan_in).T
-            if blk.bias:
-                a = a + theta[blk.b_slice]
-            outs.append(acts[layer.activation](a))
-        return reduce(per(outs[-1]))
+        return scale * jnp.sum(per(apply(unflatten(arch, theta), x).reshape(n, -1), t, jax.nn.softplus, **options))
 
     return L, 1.0, jnp.asarray(problem.params, dtype=dtype)
 
@@ -476,28 +589,70 @@ def _jnp(c: float, array: Any) -> FloatArray:
     return c * np.asarray(array).astype(np.float64)
 
 
-def _jax_hessian(problem: Problem, precision: str = "float64") -> FloatArray:
+def _jax_pair(outer: str, inner: str) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    def op(L: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        import jax
+
+        return getattr(jax, outer)(getattr(jax, inner)(L))
+
+    return op
+
+
+def _jax_products(how: str) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """The Hessian from Hessian-vector products of ``jax.grad``, vmapped over the basis: ``jvp`` or ``vjp``."""
+    def op(L: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        import jax
+        import jax.numpy as jnp
+
+        grad = jax.grad(L)
+
+        def H(theta: Any) -> Any:
+            basis = jnp.eye(theta.size, dtype=theta.dtype)
+            if how == "jvp":
+                return jax.vmap(lambda v: jax.jvp(grad, (theta,), (v,))[1])(basis).T
+            _, pull = jax.vjp(grad, theta)
+            return jax.vmap(lambda v: pull(v)[0])(basis)
+
+        return H
+
+    return op
+
+
+def _jax_hessian_op(L: Callable[[Any], Any]) -> Callable[[Any], Any]:
     import jax
 
-    L, c, theta = _jax_objective(problem, precision)
-    return _jnp(c, jax.jit(jax.hessian(L))(theta))
+    return jax.hessian(L)
 
 
-def _jax_jacfwd_jacrev(problem: Problem, precision: str = "float64") -> FloatArray:
-    import jax
+JAX_COMPOSITIONS: dict[str, Callable[[Callable[[Any], Any]], Callable[[Any], Any]]] = {
+    "jax.hessian": _jax_hessian_op,
+    "jax.jacrev(jax.jacrev)": _jax_pair("jacrev", "jacrev"),
+    "jax.jacfwd(jax.jacrev)": _jax_pair("jacfwd", "jacrev"),
+    "jax.jacrev(jax.jacfwd)": _jax_pair("jacrev", "jacfwd"),
+    "jax.jacfwd(jax.jacfwd)": _jax_pair("jacfwd", "jacfwd"),
+    "jax.jvp(jax.grad) (H e_j)": _jax_products("jvp"),
+    "jax.vjp(jax.grad) (e_j^T H)": _jax_products("vjp"),
+}
+"""Every way JAX offers to form a Hessian, ``op(L) -> H(theta)``, each run under ``jax.jit`` as people do:
+the four pairings of ``jacrev`` and ``jacfwd``, ``jax.hessian`` (``jacfwd(jacrev)``), and Hessian-vector
+products by ``jvp`` and by ``vjp`` of ``grad``."""
 
-    L, c, theta = _jax_objective(problem, precision)
-    return _jnp(c, jax.jit(jax.jacfwd(jax.jacrev(L)))(theta))
+
+def _jax_composition(how: str) -> Callable[[Problem, str], FloatArray]:
+    op = JAX_COMPOSITIONS[how]
+
+    def routine(problem: Problem, precision: str = "float64") -> FloatArray:
+        import jax
+
+        L, c, theta = _jax_objective(problem, precision)
+        return _jnp(c, jax.jit(op(L))(theta))
+
+    return routine
 
 
-def _jax_hvp(problem: Problem, precision: str = "float64") -> FloatArray:
-    import jax
-    import jax.numpy as jnp
-
-    L, c, theta = _jax_objective(problem, precision)
-    grad = jax.grad(L)
-    hvp = jax.jit(jax.vmap(lambda v: jax.jvp(grad, (theta,), (v,))[1]))
-    return _jnp(c, hvp(jnp.eye(theta.size, dtype=theta.dtype))).T
+_jax_hessian = _jax_composition("jax.hessian")
+_jax_jacfwd_jacrev = _jax_composition("jax.jacfwd(jax.jacrev)")
+_jax_hvp = _jax_composition("jax.jvp(jax.grad) (H e_j)")
 
 
 _SSE = "MSELoss: E = L/2 (sum), E = K L/2 (mean over N K)"
@@ -528,22 +683,129 @@ _CURVLINOPS = {"activations": _MODULE_ACTIVATIONS, "output_activations": _MODULE
 _NO_SILU = tuple(a for a in _MODULE_ACTIVATIONS if a != "silu")
 _CURVLINOPS_NO_SILU = {"activations": _NO_SILU, "output_activations": _NO_SILU, "losses": _LOSS_CLASSES,
                        "graphs": False}
-_NO_MSE = {"losses": ("cross_entropy", "binary_cross_entropy", "output")}
+_MSE_MEAN = {"losses": ("sse",), "reductions": ("mean",)}
+
+KIND_FAMILIES: tuple[str, ...] = ("conv1d", "conv2d", "layer_norm", "batch_norm", "add", "attention", "embedding")
+"""The networks of other layer kinds each composition is run on, one row a family
+(:data:`hessverify.adapters.kind_problems.FAMILIES`)."""
+
+_MSE_FAULT = "MSELoss mean under forward mode"
+_VMAP_FAULT = "norm weight under vmap"
+_FORWARD_FAULT = "norm forward rules"
+# what each torch composition meets: forward mode through MSELoss's backward; the norms' batching rule under an
+# inner jacrev (torch.func's vmap over the backward); the norms' forward rules under an inner jacfwd
+_TORCH_MEETS: dict[str, tuple[str, ...]] = {
+    "torch.func.hessian": (_VMAP_FAULT,),
+    "torch.func.jacrev(jacrev)": (_VMAP_FAULT,),
+    "torch.func.jacfwd(jacrev)": (_VMAP_FAULT,),
+    "torch.func.jacrev(jacfwd)": (_FORWARD_FAULT,),
+    "torch.func.jacfwd(jacfwd)": (_FORWARD_FAULT,),
+    "torch.autograd.functional.hessian(outer_jacobian_strategy='forward-mode', vectorize=True)": (_MSE_FAULT,),
+    "torch.func.jvp(grad) (H e_j)": (_MSE_FAULT,),
+}
+
+
+def _torch_quantities() -> tuple[Quantity, ...]:
+    """Every composition on dense networks and on each kind family; the MSELoss fault (found on dense networks, on
+    every network the same) left out of the forward-mode rows but its own; after each diagnosed norm fault, the
+    same composition on the norm families without it."""
+    rows: list[Quantity] = []
+    for how in TORCH_COMPOSITIONS:
+        routine = _torch_composition(how)
+        mse = tuple(f for f in _TORCH_MEETS.get(how, ()) if f == _MSE_FAULT)
+        rows.append(Quantity("torch.func", how, "Hessian", _TORCH, routine, exclude=mse))
+        if mse:  # the fault itself, on the problems it shows on
+            rows.append(Quantity("torch.func", how, "Hessian", _TORCH, routine, draw=_MSE_MEAN))
+        for family in KIND_FAMILIES:
+            rows.append(Quantity("torch.func", how, "Hessian", _TORCH, routine, families=(family,), exclude=mse))
+        norms = tuple(f for f in _TORCH_MEETS.get(how, ()) if f != _MSE_FAULT)
+        if norms:
+            rows.append(Quantity("torch.func", how, "Hessian", _TORCH, routine, families=("layer_norm", "batch_norm"),
+                                 exclude=norms))
+    for how in ("double backward (torch.autograd.grad twice)", "torch.func.jvp(grad) (H e_j)"):
+        rows.append(Quantity("torch.func", f"{how}, nn.MultiheadAttention(need_weights=False)", "Hessian", _TORCH,
+                             _torch_composition(how, attention="fused"), families=("attention",)))
+    return tuple(rows)
+
+
+def _jax_quantities() -> tuple[Quantity, ...]:
+    rows: list[Quantity] = []
+    for how in JAX_COMPOSITIONS:
+        routine = _jax_composition(how)
+        rows.append(Quantity("jax", how, "Hessian", _JAX, routine))
+        rows += [Quantity("jax", how, "Hessian", _JAX, routine, families=(family,)) for family in KIND_FAMILIES]
+    return tuple(rows)
+
+
+def _sequential_kinds(problem: Problem) -> Problem | None:
+    """The problem as BackPACK takes it (:func:`_backpack_targets`), if its network is an ``nn.Sequential`` of
+    modules BackPACK extends for this: no attention after an embedding, BatchNorm in eval mode (BackPACK refuses
+    training mode: 'Encountered BatchNorm module in training mode')."""
+    for layer in problem.architecture.layers:
+        if layer.kind in ("attention", "add") or (layer.kind == "batch_norm" and layer.opts["mode"] == "train"):
+            return None
+    return _backpack_targets(problem)
+
+
+_BACKPACK_KINDS = {"activations": _BACKPACK_ACTIVATIONS, "output_activations": _BACKPACK_ACTIVATIONS,
+                   "losses": _LOSS_CLASSES}
+_CONV = ("conv1d", "conv2d")
+_POOL_FAULT = "BackPACK pooling in float32"
+_RESIDUAL_FAULT = "BackPACK HBP residual on a feature map"
+
+
+def _backpack_kind_quantities() -> tuple[Quantity, ...]:
+    """BackPACK on the kinds it extends (Conv1d/2d, AvgPool1d/2d, Flatten; BatchNorm in eval mode and Embedding
+    for DiagGGNExact); probes on the others, which say what BackPACK refuses."""
+    one = {**_BACKPACK_KINDS, "max_patterns": 1}
+    rows = [
+        Quantity("backpack", "backpack DiagHessian", "Hessian diagonal", _BP, _backpack_diag_hessian, "diagonal",
+                 _BACKPACK_KINDS, _backpack_targets, families=_CONV),
+        Quantity("backpack", "backpack DiagHessian", "Hessian diagonal", _BP, _backpack_diag_hessian, "diagonal",
+                 _BACKPACK_KINDS, _backpack_targets, families=_CONV, exclude=(_POOL_FAULT,)),
+        Quantity("backpack", "backpack DiagGGNExact", "GGN diagonal", _BP, _backpack_diag_ggn_exact, "ggn_diagonal",
+                 _BACKPACK_KINDS, _backpack_targets, families=_CONV, exclude=(_POOL_FAULT,)),
+        Quantity("backpack", "backpack DiagGGNExact", "GGN diagonal", _BP, _backpack_diag_ggn_exact, "ggn_diagonal",
+                 _BACKPACK_KINDS, _sequential_kinds, families=("batch_norm", "embedding")),
+        Quantity("backpack", "backpack HBP(hessian, loss Hessian sum, batch average), N = 1",
+                 "Hessian, per-parameter blocks", _KRON, _backpack_hbp_hessian, "hessian_blocks",
+                 {**one, "losses": _CE}, _backpack_targets, families=_CONV),
+        Quantity("backpack", "backpack HBP(hessian, loss Hessian sum, batch average), N = 1",
+                 "approximates the Hessian per-parameter blocks (Kronecker factors of a convolution: KFC)", _KRON,
+                 _backpack_hbp_hessian, "hessian_blocks", {**one, "losses": _CE}, _backpack_targets, True,
+                 families=_CONV, exclude=(_POOL_FAULT, _RESIDUAL_FAULT)),
+        Quantity("backpack", "backpack KFLR (HBP: ggn, exact loss Hessian, sqrt), N = 1",
+                 "approximates the GGN per-parameter blocks (Kronecker factors of a convolution: KFC)", _KRON,
+                 _backpack_kflr, "ggn_blocks", one, _backpack_targets, True, families=_CONV, exclude=(_POOL_FAULT,)),
+    ]
+    for name, fn, returns in (("backpack DiagHessian", _backpack_diag_hessian, "diagonal"),
+                              ("backpack DiagGGNExact", _backpack_diag_ggn_exact, "ggn_diagonal"),
+                              ("backpack KFLR (HBP: ggn, exact loss Hessian, sqrt), N = 1", _backpack_kflr,
+                               "ggn_blocks")):
+        for family in ("layer_norm", "batch_norm", "embedding", "attention", "add"):
+            if name == "backpack DiagGGNExact" and family in ("embedding",):
+                continue  # extended: run above
+            rows.append(Quantity("backpack", name, "probe", _BP, fn, returns, one, _backpack_targets,
+                                 families=(family,), probe=True))
+    return tuple(rows)
+
+
+def _curvlinops_kind_quantities() -> tuple[Quantity, ...]:
+    draw = {"activations": _MODULE_ACTIVATIONS, "output_activations": _MODULE_ACTIVATIONS, "losses": _LOSS_CLASSES}
+    rows: list[Quantity] = []
+    for family in KIND_FAMILIES:
+        rows.append(Quantity("curvlinops", "curvlinops HessianLinearOperator @ I", "Hessian", _TORCH,
+                             _curvlinops_hessian, "hessian", draw, families=(family,)))
+        rows.append(Quantity("curvlinops", "curvlinops GGNLinearOperator @ I", "GGN J^T H_loss J", _TORCH,
+                             _curvlinops_ggn, "ggn", draw, families=(family,)))
+    rows.append(Quantity("curvlinops", "curvlinops HessianLinearOperator @ I", "Hessian", _TORCH, _curvlinops_hessian,
+                         "hessian", draw, families=("layer_norm", "batch_norm"), exclude=(_VMAP_FAULT,)))
+    return tuple(rows)
+
 
 QUANTITIES: dict[str, tuple[Quantity, ...]] = {
-    "torch.func": (
-        Quantity("torch.func", "torch.func.hessian", "Hessian", _TORCH, _torch_hessian),
-        Quantity("torch.func", "torch.func.jacrev(jacrev)", "Hessian", _TORCH, _torch_jacrev2),
-        Quantity("torch.func", "torch.func.jvp(grad) (H e_j)", "Hessian, column by column", _TORCH, _torch_hvp),
-        Quantity("torch.func", "torch.func.jvp(grad) (H e_j), losses but MSELoss", "Hessian, column by column",
-                 _TORCH, _torch_hvp, "hessian", _NO_MSE),
-        Quantity("torch.func", "torch.autograd.functional.hessian", "Hessian", _TORCH, _torch_functional),
-    ),
-    "jax": (
-        Quantity("jax", "jax.hessian", "Hessian", _JAX, _jax_hessian),
-        Quantity("jax", "jax.jacfwd(jax.jacrev)", "Hessian", _JAX, _jax_jacfwd_jacrev),
-        Quantity("jax", "jax.jvp(jax.grad) (H e_j)", "Hessian, column by column", _JAX, _jax_hvp),
-    ),
+    "torch.func": _torch_quantities(),
+    "jax": _jax_quantities(),
     "backpack": (
         Quantity("backpack", "backpack DiagHessian", "Hessian diagonal", _BP, _backpack_diag_hessian,
                  "diagonal", _BACKPACK, _backpack_targets),
@@ -573,6 +835,7 @@ QUANTITIES: dict[str, tuple[Quantity, ...]] = {
                  _KRON, _backpack_kflr, "ggn_blocks", _PATTERNS, _backpack_targets, approximation=True),
         Quantity("backpack", "backpack KFRA, N >= 2, CrossEntropyLoss", "approximates the GGN per-parameter blocks",
                  _KRON, _backpack_kfra, "ggn_blocks", _PATTERNS_CE, _backpack_targets, approximation=True),
+        *_backpack_kind_quantities(),
     ),
     "curvlinops": (
         Quantity("curvlinops", "curvlinops HessianLinearOperator @ I", "Hessian", _TORCH, _curvlinops_hessian,
@@ -583,9 +846,11 @@ QUANTITIES: dict[str, tuple[Quantity, ...]] = {
                  "ggn", _CURVLINOPS),
         Quantity("curvlinops", "curvlinops EFLinearOperator @ I", "empirical Fisher s sum_n grad e_n grad e_n^T",
                  _EF, _curvlinops_ef, "fisher", _CURVLINOPS, _one_hot_targets),
+        *_curvlinops_kind_quantities(),
     ),
 }
-"""Every library routine that is checked, by library."""
+"""Every library routine that is checked, by library: on dense networks (``networks = dense``) and on networks
+of each kind family."""
 
 PRECISION_NAMES: tuple[str, ...] = ("float64", "float32")
 """The formats ``--precision`` runs the libraries in (float16 and bfloat16: not measured yet, refused)."""
@@ -595,6 +860,9 @@ def add_library_options(parser: Any) -> None:
     """``--library`` and ``--precision``, as ``hessverify conformance`` and ``hessverify campaign conformance``
     take them (an :class:`argparse.ArgumentParser`)."""
     parser.add_argument("--library", nargs="+", required=True, metavar="NAME", help=f"of {', '.join(LIBRARIES)}")
+    parser.add_argument("--networks", nargs="+", metavar="FAMILY",
+                        help="only the rows on these network families (dense, conv1d, conv2d, layer_norm, batch_norm, "
+                             "add, attention, embedding; default: every row)")
     parser.add_argument("--precision", default="float64", choices=("float64", "float32", "float16", "bfloat16"),
                         help="format the libraries compute in and are judged at (default float64; float32 too; "
                              "float16 and bfloat16 are refused for now)")
@@ -628,12 +896,10 @@ def check_libraries(libraries: list[str], precision: str) -> None:
 # -- one problem ----------------------------------------------------------------------
 
 def _parameter_groups(problem: Problem) -> np.ndarray:
-    """For each parameter in the public order, its tensor: ``2 (l - 1)`` for ``W_l``, ``2 l - 1`` for ``b_l``."""
+    """For each parameter in the public order, the index of its tensor (``W1``, ``b1``, ``Win2``, ...)."""
     groups = np.empty(problem.n_params, dtype=np.int64)
-    for i, blk in enumerate(problem.architecture.blocks):
-        w = blk.units * blk.fan_in  # W_l first (row-major), then b_l
-        groups[blk.offset:blk.offset + w] = 2 * i
-        groups[blk.offset + w:blk.offset + blk.size] = 2 * i + 1
+    for i, tensor in enumerate(problem.architecture.tensors):
+        groups[tensor.slice] = i
     return groups
 
 
@@ -746,7 +1012,6 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
     from hypothesis import seed as with_seed
 
     from hessverify.checking.check import describe, reduce_problem
-    from hessverify.checking.strategies import problems
     from hessverify.reports.progress import progress
 
     state: dict[str, Any] = {"n": 0, "worst": 0.0, "last": None, "first": None, "fault": "", "distances": [],
@@ -758,9 +1023,10 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
     class _Fail(AssertionError):
         pass
 
-    strategy = problems(**{"kinds": False, **q.draw})
-    if q.adapt is not None:
-        strategy = strategy.map(q.adapt).filter(lambda p: p is not None)
+    class _Refused(BaseException):  # passes through Hypothesis unshrunk: a probe the library refused
+        pass
+
+    strategy = _strategy(q)
 
     def failed(problem: Problem, comps: list[Comparison] | None, fault: str) -> None:
         """A failure; while shrinking, only the fault first met counts (another one is another finding)."""
@@ -782,6 +1048,9 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
         try:
             comps = compare(problem)
         except FunctionUnderTestError as exc:  # the library raised: a failure too, kept with its message
+            if q.probe and state["first"] is None:
+                state["refused"] = (problem, str(exc.message))
+                raise _Refused from None
             failed(problem, None, str(exc.message))
             return
         bar()
@@ -802,10 +1071,15 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
     if seed is not None:
         one = with_seed(seed)(one)
     row = Row(q.library, _version(q.library), q.name, q.equals, precision, 0, 0, 0.0, q.convention,
-              approximation=q.approximation)
+              approximation=q.approximation, networks=q.networks)
     try:
         with progress(examples, f"{q.library} {q.name}: problems") as bar:
             one()
+    except _Refused:  # not covered: the library's own exception says why
+        problem, message = state["refused"]
+        row.tried, row.not_covered = state["n"] + 1, message.removeprefix(f"{q.name} raised: ")
+        row.case = q.adapt(problem) or problem if q.adapt is not None else problem
+        return row
     except _Fail:
         problem, comps, raised = state["last"]
         if comps is not None:  # a discrepancy: finish shrinking structurally, as hessverify.check does
@@ -826,25 +1100,63 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
     return row
 
 
+def _strategy(q: Quantity) -> Any:
+    """The problems a row draws: dense networks (:func:`hessverify.checking.strategies.problems`), or networks of
+    the other layer kinds (:func:`hessverify.adapters.kind_problems.kind_problems`, until the default strategies
+    draw kinds), put in the form the routine assumes, without the diagnosed faults it leaves out."""
+    from hessverify.adapters.kind_problems import kind_problems
+    from hessverify.checking.strategies import problems
+
+    if q.families:
+        keys = ("activations", "output_activations", "losses", "reductions", "min_patterns", "max_patterns")
+        strategy = kind_problems(families=q.families, **{k: v for k, v in q.draw.items() if k in keys})
+    else:
+        strategy = problems(**{"kinds": False, **q.draw})  # dense networks: the kind families are drawn above
+    if q.adapt is not None:
+        strategy = strategy.map(q.adapt).filter(lambda p: p is not None)
+    if q.exclude:
+        faults = [FAULTS[name] for name in q.exclude]
+        strategy = strategy.filter(lambda p: not any(f.applies(p) for f in faults))
+    return strategy
+
+
 def _summarise_distances(row: Row) -> None:
     if row.approximation and row.distances:
         d = np.asarray(row.distances)
         row.extra.update(distance_median=float(np.median(d)), distance_max=float(np.max(d)))
 
 
+def families(q: Quantity) -> tuple[str, ...]:
+    """The network families a quantity's row runs on (``"dense"``, ``"conv1d"``, ...), read from its ``networks``."""
+    return tuple(part.strip() for part in q.networks.split(" (")[0].split(","))
+
+
+def selected(library: str, networks: Sequence[str] | None = None) -> list[int]:
+    """The indices into ``QUANTITIES[library]`` of the rows on any of ``networks`` (default: every row)."""
+    rows = QUANTITIES[library]
+    if networks is None:
+        return list(range(len(rows)))
+    known = {f for q in rows for f in families(q)}
+    unknown = [n for n in networks if n not in known]
+    if unknown:
+        raise UsageError(f"--networks {' '.join(unknown)}: {library} has rows on {', '.join(sorted(known))}")
+    return [k for k, q in enumerate(rows) if set(families(q)) & set(networks)]
+
+
 def run(libraries: list[str], *, examples: int = 100, seed: int | None = 0,
-        precision: str = "float64") -> list[Row]:
+        precision: str = "float64", networks: Sequence[str] | None = None) -> list[Row]:
     """Every quantity of every library in ``libraries`` on ``examples`` Hypothesis problems: one :class:`Row` each.
 
     A row's ``tried`` counts problems up to and including the first failure
     (Hypothesis stops there and shrinks it); ``failure`` is the minimal
     problem, ``worst_margin`` the largest error/bound seen before it.  The
     libraries compute in ``precision`` and are judged at its rounding.
+    ``networks``: only the rows on these network families (``dense``, ``conv1d``, ``attention``, ...).
     """
     from hessverify.reports.progress import track
 
     check_libraries(libraries, precision)
-    quantities = [q for lib in libraries for q in QUANTITIES[lib]]
+    quantities = [QUANTITIES[lib][k] for lib in libraries for k in selected(lib, networks)]
     return [_run_quantity(q, examples, seed, precision)
             for q in track(quantities, "conformance", label=lambda q: f"{q.library} {q.name}")]
 
@@ -876,30 +1188,39 @@ def merge(rows: list[Row]) -> Row:
                  first.convention, smallest.failure if smallest else None,
                  smallest.failure_summary if smallest else "", approximation=first.approximation,
                  case=shown.case, comparisons=list(shown.comparisons),
-                 distances=[d for r in rows for d in r.distances])
+                 distances=[d for r in rows for d in r.distances], networks=first.networks,
+                 not_covered=next((r.not_covered for r in rows if r.not_covered), ""))
     _summarise_distances(merged)
     return merged
 
 
 def rows_markdown(rows: list[Row]) -> str:
-    """The tables of docs/conformance.md: exact quantities, then approximations with their distance."""
-    lines = ["| library | version | quantity | equals | precision | problems tried | failures | worst margin |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The tables of docs/conformance.md: exact quantities, approximations with their distance, what is not covered."""
+    lines = ["| library | version | quantity | networks | equals | precision | problems tried | failures | "
+             "worst margin |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        if not r.approximation:
-            lines.append(f"| {r.library} | {r.version} | `{r.quantity}` | {r.equals} | {r.precision} | {r.tried} | "
-                         f"{r.failures} | {r.worst_margin:.3g} |")
-    approx = [r for r in rows if r.approximation]
+        if not r.approximation and not r.not_covered:
+            lines.append(f"| {r.library} | {r.version} | `{r.quantity}` | {r.networks} | {r.equals} | {r.precision} | "
+                         f"{r.tried} | {r.failures} | {r.worst_margin:.3g} |")
+    approx = [r for r in rows if r.approximation and not r.not_covered]
     if approx:
         lines += ["", "Approximations (never failures): relative Frobenius distance to the exact GGN on the "
                   "blocks they compute, ||A - G||_F / ||G||_F.", "",
-                  "| library | version | quantity | approximates | precision | problems tried | raised | "
+                  "| library | version | quantity | networks | approximates | precision | problems tried | raised | "
                   "median distance | largest distance |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in approx:
             med, mx = r.extra.get("distance_median", float("nan")), r.extra.get("distance_max", float("nan"))
-            lines.append(f"| {r.library} | {r.version} | `{r.quantity}` | {r.equals} | {r.precision} | {r.tried} | "
-                         f"{r.failures} | {med:.3g} | {mx:.3g} |")
+            lines.append(f"| {r.library} | {r.version} | `{r.quantity}` | {r.networks} | {r.equals} | {r.precision} | "
+                         f"{r.tried} | {r.failures} | {med:.3g} | {mx:.3g} |")
+    refused = [r for r in rows if r.not_covered]
+    if refused:
+        lines += ["", "Not covered (the library refused the setting: its own exception, on the first problem drawn):",
+                  "", "| library | version | quantity | networks | exception |", "| --- | --- | --- | --- | --- |"]
+        for r in refused:
+            lines.append(f"| {r.library} | {r.version} | `{r.quantity}` | {r.networks} | "
+                         f"{r.not_covered.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -921,7 +1242,7 @@ def report_records(rows: list[Row]) -> tuple[list[Comparison], list[dict[str, st
     cases: list[Problem] = []
     leading: list[str] = []
     for i, r in enumerate(rows, start=1):
-        if r.case is None:
+        if r.case is None or r.not_covered:  # a refused probe: its exception is in the table
             continue
         failing = r.failure is not None
         cid = f"{r.library.replace('.', '-')}-{i}-{'failing' if failing else 'worst'}"

@@ -17,22 +17,30 @@ saying so (rather than handing back float32 silently).
   public order (``problem.param_names``, see docs/cases.md);
 * :func:`to_function`: the network as a pure function
   ``apply(params, inputs) -> outputs`` of per-layer parameters, with the
-  parameters: a list, one dict a layer, ``{"W": (units, fan_in), "b": (units,)}``
-  (no ``"b"`` for a layer without bias).  ``jax.flatten_util.ravel_pytree(params)``
-  flattens it in the public order (layers in order, ``"W"`` sorts before
-  ``"b"``); ``param_map`` maps each public tensor name to its place
-  (``{"W1": (0, "W"), "b1": (0, "b"), ...}``);
-* :func:`loss_fn`: ``E`` from outputs and targets, with the reduction;
+  parameters: a list, one dict a layer keyed by its tensors' short names,
+  ``{"W": (units, fan_in), "b": (units,)}`` for a dense layer (no ``"b"``
+  without bias), PyTorch's shapes for the other kinds (a conv's ``"W"`` is
+  ``(channels, in_channels / groups, *kernel)``; attention has ``"Win"``,
+  ``"bin"``, ``"Wout"``, ``"bout"``).  ``jax.flatten_util.ravel_pytree(params)``
+  flattens it in the public order except for attention (its keys sort
+  ``Win, Wout, bin, bout``): :func:`flat_params` is the public order always;
+  ``param_map`` maps each public tensor name to its place
+  (``{"W1": (0, "W"), "b1": (0, "b"), ...}``).  ``inputs`` are
+  ``(N, *input_shape)`` (integer token ids for an embedding network);
+* :func:`loss_fn`: ``E`` from outputs (flattened per pattern) and targets, with the reduction;
 * :func:`to_case`: all of these for one problem, as a :class:`JaxCase`;
 * :func:`check_model`: hold a user's JAX curvature code (full Hessian,
   Hessian-vector product, diagonal, layer blocks, Gauss-Newton matrix) to
   hessverify's references, as ``jax.test_util.check_grads`` is called;
 * :func:`cases`: Hypothesis problems converted to :class:`JaxCase`.
 
-The activations are written in ``jax.numpy`` and stay accurate in both
-tails: softplus branches on the sign with each branch fed an argument
-clamped to its own side (so the branch not taken never produces inf or NaN
-that ``where`` would multiply by 0), gelu is ``a/2 erfc(-a / sqrt 2)``.
+The layers are JAX's own functions where it has them (``jax.lax.conv_general_dilated``,
+``jax.lax.reduce_window``, ``jax.nn.standardize``, ``jax.nn.dot_product_attention``),
+and the activations stay accurate in both tails: softplus branches on the
+sign with each branch fed an argument clamped to its own side (so the branch
+not taken never produces inf or NaN that ``where`` would multiply by 0),
+gelu is ``a/2 erfc(-a / sqrt 2)``.  The table, written once for the adapter
+and the conformance rows, is :mod:`hessverify.adapters.jax_table`.
 
 Examples
 --------
@@ -50,7 +58,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,14 +67,15 @@ import numpy as np
 try:
     import jax as _jax  # the JAX package (absolute import), not this module
     import jax.numpy as _jnp
-    import jax.scipy.special as _jsp
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.jax needs JAX: pip install 'hessverify[jax]'") from exc
 
-from hessverify.adapters.coverage import require_covered
+from hessverify.adapters import jax_table as _table
+from hessverify.adapters.jax_table import softplus, stable_gelu
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
+from hessverify.model.losses import get_loss
 from hessverify.model.problem import Problem
 
 __all__ = [
@@ -77,6 +85,7 @@ __all__ = [
     "JaxCase",
     "cases",
     "check_model",
+    "flat_params",
     "loss",
     "loss_fn",
     "softplus",
@@ -88,65 +97,17 @@ __all__ = [
 Array = Any
 Params = list[dict[str, Array]]
 
-
-def softplus(a: Array) -> Array:
-    """``log(1 + e^a)``: ``a + log1p(e^-a)`` for ``a > 0``, ``log1p(e^a)`` otherwise, each branch on its own side."""
-    positive = a > 0
-    up = _jnp.where(positive, a, 0.0)
-    down = _jnp.where(positive, 0.0, a)
-    return _jnp.where(positive, up + _jnp.log1p(_jnp.exp(-up)), _jnp.log1p(_jnp.exp(down)))
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {n: a.accurate for n, a in _table.ACTIVATIONS.items()}
+"""Every activation of the case schema, in ``jax.numpy`` (docs/cases.md; the accurate column of the table)."""
 
 
-def stable_gelu(a: Array) -> Array:
-    """``a Phi(a) = a/2 erfc(-a / sqrt 2)``: no cancellation in the left tail (unlike ``1 + erf``)."""
-    return 0.5 * a * _jsp.erfc(-a / math.sqrt(2.0))
+def _per_pattern(name: str) -> Callable[[Array, Array], Array]:
+    row = _table.LOSSES[name]
+    return lambda y, t: row.per_pattern(y, t, softplus)
 
 
-def _identity(a: Array) -> Array:
-    return a
-
-
-def _silu(a: Array) -> Array:
-    return a * _jax.nn.sigmoid(a)
-
-
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "identity": _identity,
-    "sigmoid": _jax.nn.sigmoid,
-    "tanh": _jnp.tanh,
-    "softplus": softplus,
-    "sin": _jnp.sin,
-    "gelu": stable_gelu,
-    "silu": _silu,
-    "relu": _jax.nn.relu,
-}
-"""Every activation of the case schema, in ``jax.numpy`` (docs/cases.md)."""
-
-
-def _sse(y: Array, t: Array) -> Array:
-    return 0.5 * _jnp.sum((y - t) ** 2, axis=-1)
-
-
-def _cross_entropy(y: Array, t: Array) -> Array:
-    return -_jnp.sum(t * _jax.nn.log_softmax(y, axis=-1), axis=-1)
-
-
-def _binary_cross_entropy(y: Array, t: Array) -> Array:
-    return _jnp.sum(softplus(y) - t * y, axis=-1)
-
-
-def _output(y: Array, t: Array) -> Array:
-    return _jnp.sum(y, axis=-1)
-
-
-LOSSES: dict[str, Callable[[Array, Array], Array]] = {
-    "sse": _sse,
-    "cross_entropy": _cross_entropy,
-    "binary_cross_entropy": _binary_cross_entropy,
-    "output": _output,
-}
+LOSSES: dict[str, Callable[[Array, Array], Array]] = {n: _per_pattern(n) for n in _table.LOSSES}
 """Per-pattern error ``e(y, t) -> (N,)`` of every loss of the case schema."""
-
 
 
 def _dtype(dtype: Any) -> Any:
@@ -163,44 +124,31 @@ def _dtype(dtype: Any) -> Any:
 
 
 def loss_fn(problem: Problem) -> Callable[[Array, Array], Array]:
-    """``E(outputs, targets)``: the loss summed (``sum``) or averaged (``mean``) over patterns."""
-    require_covered(problem, "jax", LOSSES)
-    per_pattern = LOSSES[problem.loss]
-    mean = problem.reduction == "mean"
+    """``E(outputs, targets)``: the loss summed (``sum``) or averaged (``mean``) over patterns (over patterns and
+    outputs for ``mse`` and ``huber``, as PyTorch's classes average)."""
+    row, options = _table.LOSSES[str(problem.loss)], dict(problem.loss_options)
+    mean, per_output = problem.reduction == "mean", get_loss(problem.loss).mean_over_outputs
 
     def E(outputs: Array, targets: Array) -> Array:
-        e = per_pattern(outputs, targets)
-        return _jnp.mean(e) if mean else _jnp.sum(e)
+        y = outputs.reshape(outputs.shape[0], -1)  # the outputs flattened per pattern
+        e = row.per_pattern(y, targets, softplus, **options)
+        return _jnp.sum(e) / (y.shape[0] * (y.shape[1] if per_output else 1)) if mean else _jnp.sum(e)
 
     return E
 
 
-def _apply(problem: Problem) -> Callable[[Params, Array], Array]:
+def _inputs(problem: Problem, dtype: Any) -> Array:
+    """``problem.inputs`` as ``apply`` takes them: ``(N, *input_shape)``, token ids as integers."""
     arch = problem.architecture
-    acts = [ACTIVATIONS[layer.activation] for layer in arch.layers]
-    sources = [arch.parents(l) for l in arch.bottom_up]  # a layer reads its sources side by side (0: inputs)
-
-    def apply(params: Params, inputs: Array) -> Array:
-        outs = [inputs]
-        for layer, f, src in zip(params, acts, sources):
-            h = outs[src[0]] if len(src) == 1 else _jnp.concatenate([outs[j] for j in src], axis=-1)
-            a = h @ layer["W"].T
-            if "b" in layer:
-                a = a + layer["b"]
-            outs.append(f(a))
-        return outs[-1]
-
-    return apply
+    x = np.asarray(problem.inputs).reshape((problem.n_patterns,) + arch.shape)
+    if arch.layers[0].kind_def.reads_ids:
+        return _jnp.asarray(np.round(x).astype(np.int32))
+    return _jnp.asarray(x, dtype=dtype)
 
 
-def _unflatten(problem: Problem, theta: Array) -> Params:
-    params: Params = []
-    for blk in problem.architecture.blocks:
-        layer = {"W": theta[blk.w_slice].reshape(blk.units, blk.fan_in)}
-        if blk.bias:
-            layer["b"] = theta[blk.b_slice]
-        params.append(layer)
-    return params
+def flat_params(problem: Problem, params: Params) -> Array:
+    """``params`` (one dict a layer) as the flat vector in the public order."""
+    return _table.flatten(problem.architecture, params)
 
 
 def to_function(problem: Problem, *, dtype: Any = np.float64) -> tuple[Callable[[Params, Array], Array], Params,
@@ -219,15 +167,11 @@ def to_function(problem: Problem, *, dtype: Any = np.float64) -> tuple[Callable[
     >>> param_map
     {'W1': (0, 'W'), 'W2': (1, 'W'), 'b2': (1, 'b')}
     """
-    require_covered(problem, "jax", LOSSES)
     dtype = _dtype(dtype)
-    params = _unflatten(problem, _jnp.asarray(problem.params, dtype=dtype))
-    param_map: dict[str, tuple[int, str]] = {}
-    for i, blk in enumerate(problem.architecture.blocks):
-        param_map[f"W{blk.layer}"] = (i, "W")
-        if blk.bias:
-            param_map[f"b{blk.layer}"] = (i, "b")
-    return _apply(problem), params, param_map
+    arch = problem.architecture
+    params = _table.unflatten(arch, _jnp.asarray(problem.params, dtype=dtype))
+    param_map = {t.label: (t.layer - 1, t.name) for t in arch.tensors}
+    return _table.apply_fn(arch), params, param_map
 
 
 def loss(problem: Problem, *, dtype: Any = np.float64) -> Callable[[Array], Array]:
@@ -246,12 +190,13 @@ def loss(problem: Problem, *, dtype: Any = np.float64) -> Callable[[Array], Arra
     True
     """
     dtype = _dtype(dtype)
-    x = _jnp.asarray(problem.inputs, dtype=dtype)
+    arch = problem.architecture
+    x = _inputs(problem, dtype)
     t = _jnp.asarray(problem.targets, dtype=dtype)
-    apply, reduce = _apply(problem), loss_fn(problem)
+    apply, reduce = _table.apply_fn(arch), loss_fn(problem)
 
     def E(theta: Array) -> Array:
-        return reduce(apply(_unflatten(problem, _jnp.asarray(theta, dtype=dtype)), x), t)
+        return reduce(apply(_table.unflatten(arch, _jnp.asarray(theta, dtype=dtype)), x), t)
 
     return E
 
@@ -267,7 +212,8 @@ class JaxCase:
     apply, params, param_map:
         :func:`to_function`: ``outputs = apply(params, inputs)``.
     inputs, targets:
-        ``(N, inputs)`` and ``(N, outputs)`` arrays.
+        ``(N, *input_shape)`` (``(N, inputs)`` for a dense network; integer token ids for an embedding
+        network) and ``(N, outputs)`` arrays.
     loss_fn:
         :func:`loss_fn`: ``E = loss_fn(apply(params, inputs), targets)``.
     loss:
@@ -299,7 +245,7 @@ def to_case(problem: Problem, *, dtype: Any = np.float64) -> JaxCase:
     """Every JAX object of one problem (:class:`JaxCase`)."""
     dtype = _dtype(dtype)
     apply, params, param_map = to_function(problem, dtype=dtype)
-    return JaxCase(problem, apply, params, param_map, _jnp.asarray(problem.inputs, dtype=dtype),
+    return JaxCase(problem, apply, params, param_map, _inputs(problem, dtype),
                    _jnp.asarray(problem.targets, dtype=dtype), loss_fn(problem), loss(problem, dtype=dtype),
                    _jnp.asarray(problem.params, dtype=dtype))
 

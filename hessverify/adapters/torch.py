@@ -7,14 +7,18 @@ imported only when used: ``import hessverify`` never imports PyTorch, and
 * :func:`loss`: ``E`` as a function of the flat parameter tensor in the
   public order (``problem.param_names``: ``W1[0,0], ..., b1[0], W2[0,0], ...``,
   see docs/cases.md);
-* :func:`to_module`: an ``nn.Module`` whose parameters are one ``nn.Linear``
-  per layer, ``layers.0.weight`` (``W1``, shape ``(units, fan_in)``, the same
-  row-major layout as the public one), ``layers.0.bias`` (``b1``), ...; its
-  ``param_map`` attribute maps each public tensor name to the module's
-  parameter name (``{"W1": "layers.0.weight", "b1": "layers.0.bias", ...}``),
-  and ``module.parameters()`` comes in the public order, so
+* :func:`to_module`: an ``nn.Module`` holding, for each layer, the PyTorch module
+  its kind is exactly (``nn.Linear`` for a dense layer, ``nn.Conv1d``,
+  ``nn.LayerNorm``, ``nn.MultiheadAttention``, ...: the table of
+  :mod:`hessverify.adapters.torch_table`), ``layers.0.weight`` (``W1``, shape
+  ``(units, fan_in)``, the same row-major layout as the public one),
+  ``layers.0.bias`` (``b1``), ...; its ``param_map`` attribute maps each public
+  tensor name to the module's parameter name (``{"W1": "layers.0.weight",
+  "b1": "layers.0.bias", "Win2": "layers.1.in_proj_weight", ...}``), and
+  ``module.parameters()`` comes in the public order, so
   ``torch.cat([p.reshape(-1) for p in module.parameters()])`` is the flat vector;
-* :func:`loss_fn`: ``E`` from the outputs and targets, with the reduction;
+  it takes the inputs in the network's input shape, ``(N, *input_shape)``;
+* :func:`loss_fn`: ``E`` from the outputs (flattened per pattern) and targets, with the reduction;
 * :func:`to_case`: all of these for one problem, as a :class:`TorchCase`;
 * :func:`check_model`: hold a user's PyTorch curvature code (full Hessian,
   Hessian-vector product, diagonal, layer blocks, Gauss-Newton matrix) to
@@ -23,12 +27,15 @@ imported only when used: ``import hessverify`` never imports PyTorch, and
 * :func:`cases`: Hypothesis problems (:func:`hessverify.checking.strategies.problems`)
   converted to :class:`TorchCase`.
 
-The functions are written in PyTorch's own operations, sharing nothing with
-hessverify's NumPy forward pass, and they stay accurate where PyTorch's
-built-ins do not: ``softplus`` branches on the sign (``F.softplus`` returns
-its input above 20, off by ``e^-a``) and gelu is ``a/2 erfc(-a / sqrt 2)``
-(``F.gelu``'s ``1 + erf`` cancels in the left tail); see
-:mod:`hessverify.references.torch_ref`, whose two functions are used here.
+The network is PyTorch's own modules (called through ``torch.func.functional_call``
+at the flat parameters), sharing nothing with hessverify's NumPy forward pass;
+the activations and losses stay accurate where PyTorch's built-ins do not:
+``softplus`` branches on the sign (``F.softplus`` returns its input above 20,
+off by ``e^-a``) and gelu is ``a/2 erfc(-a / sqrt 2)`` (``F.gelu``'s
+``1 + erf`` cancels in the left tail); an attention layer runs under
+``sdpa_kernel(SDPBackend.MATH)`` (the fused CPU kernel has no double backward).
+The table, written once for the adapter, the conformance rows and the PyTorch
+reference, is :mod:`hessverify.adapters.torch_table`.
 
 Examples
 --------
@@ -56,12 +63,12 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.torch needs PyTorch: pip install 'hessverify[torch]' (torch==2.13.0)") from exc
 
-from hessverify.adapters.coverage import require_covered
+from hessverify.adapters import torch_table as _table
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
+from hessverify.model.losses import get_loss
 from hessverify.model.problem import Problem
-from hessverify.references.torch_ref import softplus, stable_gelu
 
 __all__ = [
     "ACTIVATIONS",
@@ -78,52 +85,11 @@ __all__ = [
 
 Tensor = _torch.Tensor
 
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {n: a.accurate for n, a in _table.ACTIVATIONS.items()}
+"""Every activation of the case schema, in PyTorch operations (docs/cases.md; the accurate column of the table)."""
 
-def _silu(a: Tensor) -> Tensor:
-    return a * _torch.sigmoid(a)
-
-
-def _identity(a: Tensor) -> Tensor:
-    return a
-
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "identity": _identity,
-    "sigmoid": _torch.sigmoid,
-    "tanh": _torch.tanh,
-    "softplus": softplus,  # branch on the sign: accurate in both tails, finite double backward
-    "sin": _torch.sin,
-    "gelu": stable_gelu,  # a/2 erfc(-a/sqrt 2): no cancellation in the left tail
-    "silu": _silu,
-    "relu": _torch.relu,
-}
-"""Every activation of the case schema, in PyTorch operations (docs/cases.md)."""
-
-
-def _sse(y: Tensor, t: Tensor) -> Tensor:
-    return 0.5 * ((y - t) ** 2).sum(-1)  # the 1/2 that nn.MSELoss does not have
-
-
-def _cross_entropy(y: Tensor, t: Tensor) -> Tensor:
-    return -(t * _torch.log_softmax(y, dim=-1)).sum(-1)  # soft targets, need not sum to one
-
-
-def _binary_cross_entropy(y: Tensor, t: Tensor) -> Tensor:
-    return (softplus(y) - t * y).sum(-1)  # on logits: log(1 + e^y) - t y
-
-
-def _output(y: Tensor, t: Tensor) -> Tensor:
-    return y.sum(-1)
-
-
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "sse": _sse,
-    "cross_entropy": _cross_entropy,
-    "binary_cross_entropy": _binary_cross_entropy,
-    "output": _output,
-}
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {n: l.per_pattern for n, l in _table.LOSSES.items()}
 """Per-pattern error ``e(y, t) -> (N,)`` of every loss of the case schema."""
-
 
 
 def _dtype(dtype: Any) -> Any:
@@ -133,30 +99,17 @@ def _dtype(dtype: Any) -> Any:
 
 
 def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
-    """``E(outputs, targets)``: the problem's loss summed (``sum``) or averaged (``mean``) over patterns."""
-    require_covered(problem, "torch", LOSSES)
-    per_pattern = LOSSES[problem.loss]
-    mean = problem.reduction == "mean"
+    """``E(outputs, targets)``: the problem's loss summed (``sum``) or averaged (``mean``) over patterns (over
+    patterns and outputs for ``mse`` and ``huber``, as ``nn.MSELoss`` and ``nn.HuberLoss`` average)."""
+    per_pattern, options = _table.LOSSES[str(problem.loss)].per_pattern, dict(problem.loss_options)
+    mean, per_output = problem.reduction == "mean", get_loss(problem.loss).mean_over_outputs
 
     def E(outputs: Tensor, targets: Tensor) -> Tensor:
-        e = per_pattern(outputs, targets)
-        return e.mean() if mean else e.sum()
+        y = outputs.reshape(outputs.shape[0], -1)  # the outputs flattened per pattern
+        e = per_pattern(y, targets, **options)
+        return e.sum() / (y.shape[0] * (y.shape[1] if per_output else 1)) if mean else e.sum()
 
     return E
-
-
-def _forward(problem: Problem, theta: Tensor, x: Tensor) -> Tensor:
-    """The network's outputs with its parameters read from the flat vector in the public order."""
-    arch = problem.architecture
-    outs = [x]
-    for blk, layer in zip(arch.blocks, arch.layers):
-        h = _torch.cat([outs[j] for j in arch.parents(blk.layer)], dim=-1)  # the sources side by side
-        w = theta[blk.w_slice].reshape(blk.units, blk.fan_in)
-        a = h @ w.T
-        if blk.bias:
-            a = a + theta[blk.b_slice]
-        outs.append(ACTIVATIONS[layer.activation](a))
-    return outs[-1]
 
 
 def loss(problem: Problem, *, dtype: Any = _torch.float64) -> Callable[[Tensor], Tensor]:
@@ -178,51 +131,26 @@ def loss(problem: Problem, *, dtype: Any = _torch.float64) -> Callable[[Tensor],
     True
     """
     dtype = _dtype(dtype)
-    x = _torch.as_tensor(problem.inputs, dtype=dtype)
+    y, _ = _table.outputs(problem, dtype)
     t = _torch.as_tensor(problem.targets, dtype=dtype)
     reduce = loss_fn(problem)
 
     def E(theta: Tensor) -> Tensor:
-        return reduce(_forward(problem, theta, x), t)
+        return reduce(y(theta), t)
 
     return E
-
-
-class _Network(_torch.nn.Module):
-    """One ``nn.Linear`` a layer and the case's activation after it."""
-
-    def __init__(self, problem: Problem, dtype: Any) -> None:
-        super().__init__()
-        require_covered(problem, "torch", LOSSES)
-        arch = problem.architecture
-        self.activations = [layer.activation for layer in arch.layers]
-        self.sources = [arch.parents(l) for l in arch.bottom_up]  # what each layer reads (0: the inputs)
-        self.layers = _torch.nn.ModuleList(
-            _torch.nn.Linear(blk.fan_in, blk.units, bias=blk.bias, dtype=dtype) for blk in arch.blocks)
-        self.param_map: dict[str, str] = {}
-        with _torch.no_grad():
-            for i, (blk, linear) in enumerate(zip(arch.blocks, self.layers)):
-                linear.weight.copy_(_torch.as_tensor(problem.params[blk.w_slice].reshape(blk.units, blk.fan_in)))
-                self.param_map[f"W{blk.layer}"] = f"layers.{i}.weight"
-                if blk.bias:
-                    linear.bias.copy_(_torch.as_tensor(problem.params[blk.b_slice]))
-                    self.param_map[f"b{blk.layer}"] = f"layers.{i}.bias"
-
-    def forward(self, x: Tensor) -> Tensor:
-        outs = [x]
-        for linear, act, src in zip(self.layers, self.activations, self.sources):
-            h = _torch.cat([outs[j] for j in src], dim=-1)  # skip connections: the sources side by side
-            outs.append(ACTIVATIONS[act](linear(h)))
-        return outs[-1]
 
 
 def to_module(problem: Problem, *, dtype: Any = _torch.float64) -> _torch.nn.Module:
     """The problem's network as an ``nn.Module`` at the problem's parameters.
 
-    Its parameters are ``layers.{l-1}.weight`` (public ``W{l}``, shape
-    ``(units, fan_in)``) and ``layers.{l-1}.bias`` (public ``b{l}``; absent for
-    a layer without bias), in the public order.  ``module.param_map`` maps
-    each public tensor name to the module's parameter name.
+    One PyTorch module a layer, ``layers.{l-1}`` (:data:`hessverify.adapters.torch_table.LAYERS`): for a
+    dense layer ``layers.{l-1}.weight`` (public ``W{l}``, shape ``(units, fan_in)``) and
+    ``layers.{l-1}.bias`` (public ``b{l}``; absent for a layer without bias); for the other kinds the
+    module's own parameters (``nn.MultiheadAttention``'s ``in_proj_weight``, ``in_proj_bias``,
+    ``out_proj.weight``, ``out_proj.bias`` are ``Win``, ``bin``, ``Wout``, ``bout``), all in the public
+    order.  ``module.param_map`` maps each public tensor name to the module's parameter name.  It takes
+    ``(N, *input_shape)`` inputs (:attr:`TorchCase.inputs`).
 
     Examples
     --------
@@ -231,7 +159,7 @@ def to_module(problem: Problem, *, dtype: Any = _torch.float64) -> _torch.nn.Mod
     >>> net.param_map
     {'W1': 'layers.0.weight', 'W2': 'layers.1.weight', 'b2': 'layers.1.bias'}
     """
-    return _Network(problem, _dtype(dtype))
+    return _table.Network(problem, _dtype(dtype))
 
 
 @dataclass
@@ -245,7 +173,8 @@ class TorchCase:
     module:
         :func:`to_module` (an ``nn.Module``; ``module.param_map`` names its parameters).
     inputs, targets:
-        ``(N, inputs)`` and ``(N, outputs)`` tensors.
+        ``(N, *input_shape)`` (``(N, inputs)`` for a dense network; token ids as integers for an
+        embedding network) and ``(N, outputs)`` tensors.
     loss_fn:
         :func:`loss_fn`: ``E = loss_fn(module(inputs), targets)``.
     loss:
@@ -278,7 +207,7 @@ class TorchCase:
 def to_case(problem: Problem, *, dtype: Any = _torch.float64) -> TorchCase:
     """Every PyTorch object of one problem (:class:`TorchCase`)."""
     dtype = _dtype(dtype)
-    return TorchCase(problem, to_module(problem, dtype=dtype), _torch.as_tensor(problem.inputs, dtype=dtype),
+    return TorchCase(problem, to_module(problem, dtype=dtype), _table.inputs_tensor(problem, dtype),
                      _torch.as_tensor(problem.targets, dtype=dtype), loss_fn(problem), loss(problem, dtype=dtype),
                      _torch.as_tensor(problem.params, dtype=dtype))
 

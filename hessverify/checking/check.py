@@ -739,6 +739,8 @@ def _smaller(problem: Problem) -> Iterator[Problem]:
     from hessverify.model.network import Architecture, Layer
 
     arch = problem.architecture
+    if not arch.is_dense:  # these reductions are written for dense layers; Hypothesis has shrunk the others
+        return
     Ws = [w.copy() for w in problem.weights]
     bs = [b.copy() if b is not None else np.zeros(w.shape[0]) for b, w in zip(problem.biases, Ws, strict=True)]
     layers = list(arch.layers)

@@ -24,8 +24,8 @@ _WORST = {
     "type": "object",
     "required": ["row", "col", "value", "reference_value", "abs_error", "bound"],
     "properties": {
-        "row": {"type": "string", "pattern": r"^[Wb]\d+\[\d+(,\d+)?\]$"},
-        "col": {"type": "string", "pattern": r"^[Wb]\d+\[\d+(,\d+)?\]$"},
+        "row": {"type": "string", "pattern": r"^[A-Za-z]+\d+\[\d+(,\d+)*\]$"},
+        "col": {"type": "string", "pattern": r"^[A-Za-z]+\d+\[\d+(,\d+)*\]$"},
         "value": _NUMBER,
         "reference_value": _NUMBER,
         "abs_error": _NUMBER,
@@ -33,7 +33,7 @@ _WORST = {
     },
 }
 
-_NAME = {"type": "string", "pattern": r"^[Wb]\d+\[\d+(,\d+)?\]$"}
+_NAME = {"type": "string", "pattern": r"^[A-Za-z]+\d+\[\d+(,\d+)*\]$"}
 
 _BLOCK = {
     "type": "object",

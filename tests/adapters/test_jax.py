@@ -15,9 +15,15 @@ import hessverify  # noqa: E402
 import hessverify.adapters.jax as hvj  # noqa: E402
 from hessverify.engine.bounds import rounding_bound  # noqa: E402
 from hessverify.errors import FunctionUnderTestError, UsageError  # noqa: E402
-from tests.conftest import CASE_PATHS, COVERED_CASE_PATHS  # noqa: E402
+from tests.conftest import CASE_PATHS  # noqa: E402
 
 XOR = hessverify.load_case(CASE_PATHS[[p.stem for p in CASE_PATHS].index("xor-2-2-1-sigmoid")])
+
+
+def _bound(problem: hessverify.Problem, B: np.ndarray) -> np.ndarray | float:
+    """The float64 rounding bound of two methods on a dense network; on other kinds (whose rounding model is the
+    graph's, not this function's) 1e-12 of the largest entry, as the kinds' tests hold PyTorch's double backward."""
+    return rounding_bound(problem, methods=2) if problem.architecture.is_dense else 1e-12 * np.max(np.abs(B))
 
 
 def test_the_name_is_the_adapter_and_jax_is_the_package() -> None:
@@ -25,29 +31,30 @@ def test_the_name_is_the_adapter_and_jax_is_the_package() -> None:
     assert hessverify.jax is hvj
 
 
-@pytest.mark.parametrize("path", COVERED_CASE_PATHS, ids=[p.stem for p in COVERED_CASE_PATHS])
+@pytest.mark.parametrize("path", CASE_PATHS, ids=[p.stem for p in CASE_PATHS])
 def test_jax_hessian_of_loss_matches_backprop_to_rounding(path) -> None:
     problem = hessverify.load_case(path)
     H = np.asarray(jax.jit(jax.hessian(hvj.loss(problem)))(problem.params))
     B = hessverify.hessian(problem, "backprop")
-    bound = rounding_bound(problem, methods=2)
+    bound = _bound(problem, B)
     assert np.isfinite(H).all()
     assert np.all(np.abs(H - B) <= bound), np.max(np.abs(H - B) / bound)
 
 
-@pytest.mark.parametrize("path", COVERED_CASE_PATHS, ids=[p.stem for p in COVERED_CASE_PATHS])
+@pytest.mark.parametrize("path", CASE_PATHS, ids=[p.stem for p in CASE_PATHS])
 def test_pure_function_params_and_flat_order(path) -> None:
     problem = hessverify.load_case(path)
     case = hvj.to_case(problem)
-    flat, _ = ravel_pytree(case.params)
-    np.testing.assert_array_equal(np.asarray(flat), problem.params)  # ravel_pytree gives the public order
+    np.testing.assert_array_equal(np.asarray(hvj.flat_params(problem, case.params)), problem.params)
+    if not any(layer.kind == "attention" for layer in problem.architecture.layers):  # its keys sort otherwise
+        flat, _ = ravel_pytree(case.params)
+        np.testing.assert_array_equal(np.asarray(flat), problem.params)  # ravel_pytree gives the public order
     assert float(case.E()) == pytest.approx(hessverify.error(problem), rel=1e-12, abs=1e-300)
     assert float(case.loss(case.flat_params)) == pytest.approx(float(case.E()), rel=1e-13, abs=1e-300)
-    for public, (i, key) in case.param_map.items():
-        blk = problem.architecture.blocks[i]
-        assert public == f"{key}{blk.layer}"
-        where = blk.w_slice if key == "W" else blk.b_slice
-        np.testing.assert_array_equal(np.asarray(case.params[i][key]).reshape(-1), problem.params[where])
+    for tensor in problem.architecture.tensors:  # W1, b1, Win2, ...: each tensor's place and slice
+        i, key = case.param_map[tensor.label]
+        assert (i, key) == (tensor.layer - 1, tensor.name)
+        np.testing.assert_array_equal(np.asarray(case.params[i][key]).reshape(-1), problem.params[tensor.slice])
 
 
 def test_softplus_and_gelu_are_sound_in_both_tails() -> None:

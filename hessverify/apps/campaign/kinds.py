@@ -219,17 +219,17 @@ def _detection_plan(args: argparse.Namespace) -> Plan:
 # -- conformance ------------------------------------------------------------------------------------------
 
 
-def _quantities(libraries: list[str]) -> list[tuple[str, int]]:
-    from hessverify.adapters.conformance import QUANTITIES
+def _quantities(libraries: list[str], networks: list[str] | None = None) -> list[tuple[str, int]]:
+    from hessverify.adapters.conformance import selected
 
-    return [(lib, k) for lib in libraries for k in range(len(QUANTITIES[lib]))]
+    return [(lib, k) for lib in libraries for k in selected(lib, networks)]
 
 
 def conformance_work(options: dict[str, Any], indices: list[int]) -> list[Outcome]:
     """A worker's batch of conformance: unit ``i`` is quantity ``i // seeds`` on seed ``seed + i % seeds``."""
     from hessverify.adapters.conformance import run_one
 
-    quantities, seeds = _quantities(options["library"]), options["seeds"]
+    quantities, seeds = _quantities(options["library"], options.get("networks")), options["seeds"]
     out = []
     for i in indices:
         lib, k = quantities[i // seeds]
@@ -293,8 +293,9 @@ def _conformance_plan(args: argparse.Namespace) -> Plan:
     check_libraries(args.library, args.precision)
     libraries = list(dict.fromkeys(args.library))
     return Plan("conformance", {"library": libraries, "precision": args.precision, "examples": args.examples,
-                                "seed": args.seed, "seeds": args.seeds},
-                len(_quantities(libraries)) * args.seeds, conformance_work, _conformance_finish,
+                                "seed": args.seed, "seeds": args.seeds,
+                                **({"networks": args.networks} if args.networks else {})},
+                len(_quantities(libraries, args.networks)) * args.seeds, conformance_work, _conformance_finish,
                 unit_seconds=2.0 * args.examples, unit_memory=2**30, noun="runs", batch=1,
                 report=_conformance_report)
 

@@ -55,6 +55,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from hessverify.adapters import torch_ref
 from hessverify.engine.compare import Comparison, compare, compare_entries, is_not_applicable, pair_bound
 from hessverify.engine.point import Point
 from hessverify.engine.registry import METHODS, methods_with_role
@@ -65,7 +66,6 @@ from hessverify.model.activations import ACTIVATIONS
 from hessverify.model.losses import LOSSES, valid_targets
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
-from hessverify.references import torch_ref
 
 __all__ = ["DRAWS", "SPECIAL_VALUES", "Judged", "alarm_lines", "candidate_names", "judge", "print_summary", "problem_at",
            "random_problem", "rewire", "run", "saturated_problem", "save_case", "special_problem", "summarise"]

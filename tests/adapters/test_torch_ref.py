@@ -14,7 +14,7 @@ from hessverify.symbolic.reference import hessian_with_error
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-from hessverify.references import torch_ref  # noqa: E402
+from hessverify.adapters import torch_ref, torch_table  # noqa: E402
 
 OUTSIDE = Path(__file__).resolve().parents[2] / "cases" / "outside"
 
@@ -48,9 +48,10 @@ def test_pytorch_gelu_cancels_and_the_stable_form_does_not() -> None:
 
 
 def _old_torch_hessian(problem: hessverify.Problem, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
-    """The torch reference as it was: PyTorch's F.gelu and softplus as relu(h) + log1p(exp(-|h|))."""
+    """The torch reference as it was: PyTorch's F.gelu and softplus as relu(h) + log1p(exp(-|h|)) (the loss's,
+    read from the table at call time)."""
     with monkeypatch.context() as m:
-        m.setattr(torch_ref, "softplus", lambda a: torch.relu(a) + torch.log1p(torch.exp(-torch.abs(a))))
+        m.setattr(torch_table, "softplus", lambda a: torch.relu(a) + torch.log1p(torch.exp(-torch.abs(a))))
         return torch_ref.hessian(problem, builtin_gelu=True)
 
 
