@@ -20,6 +20,8 @@ imported only when used: ``import hessverify`` never imports PyTorch, and
   Hessian-vector product, diagonal, layer blocks, Gauss-Newton matrix) to
   hessverify's references, on problems, case files or Hypothesis strategies,
   the way ``torch.autograd.gradgradcheck`` is called;
+* :func:`import_module`: the user's own ``nn.Module`` and loss as a problem
+  (:mod:`hessverify.adapters.torch_import`);
 * :func:`cases`: Hypothesis problems (:func:`hessverify.checking.strategies.problems`)
   converted to :class:`TorchCase`.
 
@@ -57,6 +59,7 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.torch needs PyTorch: pip install 'hessverify[torch]' (torch==2.13.0)") from exc
 
+from hessverify.adapters.torch_import import import_module
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
@@ -70,6 +73,7 @@ __all__ = [
     "TorchCase",
     "cases",
     "check_model",
+    "import_module",
     "loss",
     "loss_fn",
     "to_case",
