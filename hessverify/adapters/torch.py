@@ -22,6 +22,9 @@ imported only when used: ``import hessverify`` never imports PyTorch, and
   the way ``torch.autograd.gradgradcheck`` is called;
 * :func:`import_module`: the user's own ``nn.Module`` and loss as a problem
   (:mod:`hessverify.adapters.torch_import`);
+* :func:`check_module`: hold the user's curvature code for the user's own
+  model to references (:mod:`hessverify.adapters.torch_check`): through the
+  import where it imports, else by references from the model's own forward;
 * :func:`cases`: Hypothesis problems (:func:`hessverify.checking.strategies.problems`)
   converted to :class:`TorchCase`.
 
@@ -59,6 +62,7 @@ try:
 except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.torch needs PyTorch: pip install 'hessverify[torch]' (torch==2.13.0)") from exc
 
+from hessverify.adapters.torch_check import ModuleCheckResult, check_module
 from hessverify.adapters.torch_import import import_module
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
@@ -72,7 +76,9 @@ __all__ = [
     "RETURNS",
     "TorchCase",
     "cases",
+    "ModuleCheckResult",
     "check_model",
+    "check_module",
     "import_module",
     "loss",
     "loss_fn",

@@ -147,3 +147,56 @@ def double_backward_hessian(model: nn.Module, loss_fn: Any, x: torch.Tensor, t: 
         (g,) = torch.autograd.grad(E(flat), flat, create_graph=True)
         rows = [torch.autograd.grad(g[i], flat, retain_graph=True, allow_unused=True)[0] for i in range(flat.numel())]
     return torch.stack([torch.zeros_like(flat) if r is None else r for r in rows]).detach().numpy()
+
+
+def _flat_E(model: nn.Module, loss_fn: Any, x: torch.Tensor, t: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def E(theta: torch.Tensor) -> torch.Tensor:
+        params, pos = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            params[n] = theta[pos:pos + k].reshape(s)
+            pos += k
+        return loss_fn(torch.func.functional_call(model, params, (x,)), t)
+
+    return E, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def users_hessian(model: nn.Module, loss_fn: Any, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A user's Hessian code: torch.autograd.functional.hessian at the model's dtype."""
+    E, theta = _flat_E(model, loss_fn, x, t)
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.autograd.functional.hessian(E, theta)
+
+
+def users_hvp(model: nn.Module, loss_fn: Any, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """A user's H v: the double-backward trick, d/dtheta (g . v)."""
+    E, theta = _flat_E(model, loss_fn, x, t)
+    theta.requires_grad_(True)
+    with sdpa_kernel(SDPBackend.MATH):
+        (g,) = torch.autograd.grad(E(theta), theta, create_graph=True)
+        (hv,) = torch.autograd.grad(g @ v, theta)
+    return hv
+
+
+def users_ggn(model: nn.Module, loss_fn: Any, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """J^T H_loss J, the Hessian with the outputs' second-derivative term missing."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def outputs(th: torch.Tensor) -> torch.Tensor:
+        params, pos = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            params[n] = th[pos:pos + k].reshape(s)
+            pos += k
+        return torch.func.functional_call(model, params, (x,)).reshape(-1)
+
+    y = outputs(theta).detach()
+    shape = model(x).shape
+    J = torch.autograd.functional.jacobian(outputs, theta)
+    Hl = torch.autograd.functional.hessian(lambda z: loss_fn(z.reshape(shape), t), y)
+    return J.T @ Hl @ J
