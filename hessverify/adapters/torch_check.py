@@ -189,8 +189,9 @@ def fd_of_gradient(flat: FlatModel) -> tuple[np.ndarray, np.ndarray]:
 
     (the truncation of ``D(h)`` is ``O(h^2)``, so ``D(2h)``'s is four times
     as large: their difference measures it; Press et al., Numerical Recipes
-    5.7).  ``h = u^{1/3} max(1, |theta_j|)``.  The result is symmetrised; the
-    asymmetry joins the error.
+    5.7).  ``h = u^{1/3} max(1, |theta_j|)``.  The estimate is the largest of
+    its column (one direction), since one entry's two differences can agree by
+    accident.  The result is symmetrised; the asymmetry joins the error.
     """
     u = 2.0 ** -53
     W = flat.n
@@ -208,6 +209,7 @@ def fd_of_gradient(flat: FlatModel) -> tuple[np.ndarray, np.ndarray]:
         D1[:, j], D2[:, j] = cols
     H = (4 * D1 - D2) / 3
     err = np.abs(D1 - D2) / 3 * 2 + R * 5 / 3
+    err = np.broadcast_to(err.max(axis=0), err.shape)  # per column (one direction), as one entry's can vanish
     asym = np.abs(H - H.T) / 2
     H = (H + H.T) / 2
     return H, np.maximum(err, err.T) + asym
