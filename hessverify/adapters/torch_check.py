@@ -49,7 +49,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from hessverify.adapters.torch_import import import_module, torch_index
+from hessverify.adapters.torch_import import import_module, loss_spec, torch_index
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
 from hessverify.engine.compare import Comparison, compare
@@ -105,6 +105,7 @@ class FlatModel:
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
         self.theta = torch.cat([p.detach().reshape(-1) for _, p in named])
+        self._written = written_loss(loss_fn, self.t, self.model, self.x)
 
     @property
     def n(self) -> int:
@@ -117,6 +118,17 @@ class FlatModel:
             params[name] = theta[pos:pos + k].reshape(shape)
             pos += k
         return self.loss_fn(torch.func.functional_call(self.model, params, (self.x,)), self.t)
+
+    def E_written(self, theta: torch.Tensor) -> torch.Tensor:
+        """``E`` with a known loss written out in elementary operations (:func:`written_loss`), else :meth:`E`."""
+        if self._written is None:
+            return self.E(theta)
+        params, pos = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            k = int(np.prod(shape, dtype=np.int64))
+            params[name] = theta[pos:pos + k].reshape(shape)
+            pos += k
+        return self._written(torch.func.functional_call(self.model, params, (self.x,)))
 
     def grad(self, theta: torch.Tensor) -> torch.Tensor:
         th = theta.detach().clone().requires_grad_(True)
@@ -144,6 +156,39 @@ class FlatModel:
         return np.asarray(out)
 
 
+def written_loss(loss_fn: Any, targets: torch.Tensor, model: nn.Module,
+                 x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A known loss (:func:`~hessverify.adapters.torch_import.loss_spec`) as ``E(outputs)`` in elementary operations,
+    or ``None``: the forward-over-reverse reference reads it, since ``F.mse_loss``'s forward-mode derivative of its
+    backward raises in PyTorch 2.13 ("ZeroTensors are immutable")."""
+    try:
+        spec = loss_spec(loss_fn)
+        with torch.no_grad():
+            shape = model(x).shape
+        t = torch.as_tensor(spec.targets(targets, shape))
+    except Exception:
+        return None
+    N, K = t.shape
+    per_output = spec.name in ("mse", "huber", "binary_cross_entropy")
+    scale = 1.0 if spec.reduction == "sum" else 1.0 / (N * K if per_output else N)
+    delta = dict(spec.options).get("delta", 1.0)
+
+    def E(outputs: torch.Tensor) -> torch.Tensor:
+        y = outputs.reshape(N, K)
+        r = y - t
+        if spec.name == "mse":
+            e = r * r
+        elif spec.name == "huber":
+            e = torch.where(r.abs() <= delta, 0.5 * r * r, delta * (r.abs() - 0.5 * delta))
+        elif spec.name == "cross_entropy":
+            e = -t * torch.log_softmax(y, dim=-1)
+        else:  # binary cross-entropy on logits: max(y, 0) - t y + log(1 + e^-|y|)
+            e = torch.relu(y) - t * y + torch.log1p(torch.exp(-y.abs()))
+        return e.sum() * scale
+
+    return E
+
+
 @dataclass(frozen=True)
 class _Names:
     """What a comparison reads of a problem: the id and the parameter names."""
@@ -164,7 +209,8 @@ def reverse_over_reverse(flat: FlatModel) -> np.ndarray:
 
 
 def forward_over_reverse(flat: FlatModel) -> np.ndarray:
-    """Column ``j``: the tangent of the gradient along ``e_j``, forward-mode AD carried through the backward pass."""
+    """Column ``j``: the tangent of the gradient along ``e_j``, forward-mode AD carried through the backward pass
+    (a known loss written out, :func:`written_loss`)."""
     cols = []
     for j in range(flat.n):
         th = flat.theta.clone().requires_grad_(True)
@@ -172,7 +218,7 @@ def forward_over_reverse(flat: FlatModel) -> np.ndarray:
         v[j] = 1.0
         with fwAD.dual_level():
             dual = fwAD.make_dual(th, v)
-            (g,) = torch.autograd.grad(flat.E(dual), th)
+            (g,) = torch.autograd.grad(flat.E_written(dual), th)
             tangent = fwAD.unpack_dual(g).tangent
         cols.append(np.zeros(flat.n) if tangent is None else tangent.detach().numpy())
     return np.stack(cols, axis=1)

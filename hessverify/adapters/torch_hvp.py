@@ -107,7 +107,7 @@ def hvp_rev_rev(flat: FlatModel, v: torch.Tensor) -> torch.Tensor:
 def hvp_fwd_rev(flat: FlatModel, v: torch.Tensor) -> torch.Tensor:
     th = flat.theta.clone().requires_grad_(True)
     with fwAD.dual_level():
-        (g,) = torch.autograd.grad(flat.E(fwAD.make_dual(th, v)), th)
+        (g,) = torch.autograd.grad(flat.E_written(fwAD.make_dual(th, v)), th)
         tangent = fwAD.unpack_dual(g).tangent
     return torch.zeros_like(th) if tangent is None else tangent.detach()
 

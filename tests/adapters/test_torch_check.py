@@ -105,3 +105,22 @@ def test_bad_use_is_one_line() -> None:
         check_module(tm.users_hessian, *tm.resmlp(), returns="kfac")
     with pytest.raises(UsageError, match="not a torch.nn.Module"):
         check_module(tm.users_hessian, object(), nn.MSELoss(), torch.ones(1), torch.ones(1))
+
+
+@pytest.mark.parametrize("loss_fn, targets", [
+    (nn.MSELoss(), "real"), (nn.HuberLoss(delta=0.3, reduction="sum"), "real"),
+    (nn.CrossEntropyLoss(label_smoothing=0.1), "classes"), (nn.BCEWithLogitsLoss(reduction="sum"), "unit")])
+def test_the_written_loss_is_the_loss(loss_fn, targets: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 3)).double()
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    t = {"real": torch.randn(4, 3, generator=g, dtype=torch.float64), "classes": torch.tensor([0, 2, 1, 1]),
+         "unit": torch.rand(4, 3, generator=g, dtype=torch.float64)}[targets]
+    flat = FlatModel(model, loss_fn, x, t)
+    assert float(flat.E_written(flat.theta)) == pytest.approx(float(flat.E(flat.theta)), rel=1e-14)
+
+
+def test_forward_over_reverse_serves_with_mse() -> None:
+    # F.mse_loss's own forward-over-reverse raises in PyTorch 2.13; the written-out loss lets fwd-rev serve
+    refs, not_served = module_references(FlatModel(*tm.resmlp()))
+    assert set(refs) == {"rev-rev", "fwd-rev", "fd"} and not not_served
