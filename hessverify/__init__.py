@@ -52,6 +52,7 @@ from hessverify.errors import (
     HessverifyError,
     NotDifferentiableError,
     OverflowReport,
+    UnsupportedModel,
     UsageError,
 )
 from hessverify.io.cases import load_case, parse_case
@@ -85,6 +86,7 @@ __all__ = [
     "OverflowReport",
     "Precision",
     "Problem",
+    "UnsupportedModel",
     "UsageError",
     "assert_hessian_close",
     "check",
