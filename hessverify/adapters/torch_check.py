@@ -61,7 +61,8 @@ __all__ = ["ESTIMATED_FACTOR", "FlatModel", "ModuleCheckResult", "check_module",
 ESTIMATED_FACTOR = 64.0
 """``C`` of the estimated bound ``C u sqrt(r_i r_j)`` (``u`` the unit roundoff of the user's format, ``r_i`` the
 largest ``|H|`` of row ``i``) for models with no rounding model: a few dozen roundings of the largest terms of the
-two rows.  Measured: correct float32 and float64 Hessians of the tests' models stay below a tenth of it."""
+two rows.  Measured: a correct float32 Hessian of the tests' custom-Function MLP reaches margin 0.07 (float64:
+0.02 against fd, 0 against rev-rev)."""
 
 _UNIT = {torch.float64: 2.0 ** -53, torch.float32: 2.0 ** -24, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 
