@@ -346,8 +346,7 @@ class _Importer:
             return self.activation(node, name, at)
         if isinstance(m, nn.Identity) or (isinstance(m, nn.Dropout) and (not m.training or m.p == 0)):
             return self.passthrough(node, at)
-        if len(node.args) != 1 + (2 if isinstance(m, nn.MultiheadAttention) else 0) and not isinstance(
-                m, nn.MultiheadAttention):
+        if not isinstance(m, nn.MultiheadAttention) and (len(node.args) != 1 or node.kwargs):
             raise UnsupportedModel(f"{at}: called with {len(node.args)} arguments")
         handler = _MODULE_HANDLERS.get(type(m))
         if handler is None:
