@@ -52,6 +52,7 @@ from hessverify.errors import (
     HessverifyError,
     NotDifferentiableError,
     OverflowReport,
+    UnsupportedModel,
     UsageError,
 )
 from hessverify.io.cases import load_case, parse_case
@@ -83,6 +84,7 @@ __all__ = [
     "OverflowReport",
     "Precision",
     "Problem",
+    "UnsupportedModel",
     "UsageError",
     "assert_hessian_close",
     "check",

@@ -187,6 +187,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="run FUNCTION in this process, for a debugger (default: in a child process, where a "
                          "timeout is a kill and any exit or crash of FUNCTION is reported as its failure, exit 5)")
     sw.set_defaults(func=_cmd_sweep)
+    _add_check_module_command(sub)
     _add_lab_commands(sub)
     _add_conformance_command(sub)
     _add_campaign_command(sub)
@@ -307,6 +308,64 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                      returns=args.returns, against=args.against, report_dir=args.report, timeout=args.timeout,
                      chains_only=args.chains_only, dense_only=args.dense_only,
                      isolation="thread" if args.in_process else "process")
+
+
+def _add_check_module_command(sub: Any) -> None:
+    cm = sub.add_parser(
+        "check-module", help="check your curvature code on your own PyTorch model",
+        description="BUILD:FUNCTION returns (model, loss_fn, inputs, targets); the function under test gets the "
+                    "same four (and v for --returns hvp) and returns the Hessian, H v, ... in model.parameters() order",
+        epilog="exit status: 0 passed, 1 a discrepancy, 2 invalid usage (an unsupported model with --returns ggn), "
+               "5 the function under test failed")
+    cm.add_argument("build", metavar="BUILD:FUNCTION", help="e.g. build.py:make; MODULE is dotted or a .py path")
+    cm.add_argument("--method-under-test", required=True, metavar="MODULE:FUNCTION",
+                    help="your curvature code, e.g. mine.py:hvp")
+    cm.add_argument("--returns", choices=("hessian", "hvp", "diagonal", "blocks", "ggn"), default="hessian",
+                    help="what FUNCTION returns (default hessian)")
+    cm.add_argument("--probes", type=int, default=None, metavar="K",
+                    help="with --returns hvp: matrix-free, K random probes plus one per layer (never forms H)")
+    cm.add_argument("--report", metavar="DIR", help="write results.json and report.md into DIR")
+    cm.set_defaults(func=_cmd_check_module)
+
+
+def _cmd_check_module(args: argparse.Namespace) -> int:
+    import json
+
+    from hessverify.checking.sweep import load_function
+
+    if args.probes is not None and (args.returns != "hvp" or args.probes < 0):
+        raise UsageError("--probes K: with --returns hvp only, K at least 0")
+    if args.report:
+        from hessverify.reports import check_directory
+
+        check_directory(Path(args.report))
+    build = load_function(args.build)
+    fn = load_function(args.method_under_test)
+    try:
+        made = build()
+    except Exception as exc:
+        raise UsageError(f"{args.build}: raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         ) from None
+    if not isinstance(made, tuple) or len(made) != 4:
+        raise UsageError(f"{args.build}: must return (model, loss_fn, inputs, targets), got {type(made).__name__}")
+    import hessverify.adapters.torch as hvt
+
+    if args.probes is not None:
+        result: Any = hvt.check_hvp(fn, *made, probes=args.probes)
+        record = {"passed": result.passed, "n_params": result.n_params, "estimate": result.estimate,
+                  "measured": result.measured, "probes": [vars(p) for p in result.probes]}
+    else:
+        result = hvt.check_module(fn, *made, returns=args.returns)
+        record = {**result.to_dict(), "route": result.route, "served": list(result.served),
+                  "not_served": result.not_served}
+    print(result.summary())
+    if args.report:
+        out = Path(args.report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(record, indent=1, default=str))
+        (out / "report.md").write_text(f"# check-module {args.build} {args.method_under_test}\n\n```\n"
+                                       f"{result.summary()}\n```\n")
+    return EXIT_OK if result.passed else EXIT_DISCREPANCY
 
 
 MARGIN_HEADER = ("margin = |error| / bound at the worst entry (the bound derived for that entry: "

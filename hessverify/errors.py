@@ -30,6 +30,7 @@ __all__ = [
     "NotDifferentiableError",
     "OverflowReport",
     "Terminated",
+    "UnsupportedModel",
     "UsageError",
     "signal_behind",
 ]
@@ -52,6 +53,11 @@ class HessverifyError(Exception):
 
 class UsageError(HessverifyError, ValueError):
     """Bad arguments: an unknown method, a malformed parameter name, ..."""
+
+
+class UnsupportedModel(UsageError):
+    """A user's model (``hessverify.torch.import_module``) uses an op, module, setting or loss the case schema
+    lacks; the message names it and where it is (the module's path or the line of ``forward``)."""
 
 
 class CaseError(HessverifyError, ValueError):

@@ -29,6 +29,10 @@ What it adds:
   :class:`hessverify.adapters.jax.JaxCase`: ``apply``, ``params``, ``inputs``, ...),
   one test per case, skipped when PyTorch or JAX is not installed.  The JAX
   fixture turns on float64 (``jax_enable_x64``), which hessverify's bounds need;
+* ``hessverify_check_module``: your curvature code on your own PyTorch model
+  (:func:`hessverify.adapters.torch.check_module`, or with ``probes=K`` the
+  matrix-free :func:`hessverify.adapters.torch.check_hvp`), an
+  ``AssertionError`` with the summary when it fails;
 * ``--hessverify-timeout SECONDS`` and the ini option ``hessverify_timeout``:
   how long one call of the function under test may take in
   ``hessverify_assert_close`` (default 60; 0: no limit).  A call past it
@@ -219,3 +223,25 @@ def hessverify_assert_close(pytestconfig: pytest.Config) -> Any:
     from hessverify import assert_hessian_close
 
     return functools.partial(assert_hessian_close, timeout=_timeout(pytestconfig))
+
+
+@pytest.fixture
+def hessverify_check_module() -> Any:
+    """``hessverify_check_module(fn, model, loss_fn, inputs, targets, returns=..., probes=...)``: your curvature
+    code on your own PyTorch model (:func:`hessverify.torch.check_module`, or with ``probes=K`` and
+    ``returns="hvp"`` the matrix-free :func:`hessverify.torch.check_hvp`); an ``AssertionError`` with the
+    summary when it fails, else the result.  Skipped when PyTorch is missing."""
+    pytest.importorskip("torch", reason="pip install 'hessverify[torch]' to check PyTorch modules")
+    import hessverify.adapters.torch as hvt
+
+    def check(fn: Any, model: Any, loss_fn: Any, inputs: Any, targets: Any, *, returns: str = "hessian",
+              probes: int | None = None, **kwargs: Any) -> Any:
+        if probes is not None:
+            result = hvt.check_hvp(fn, model, loss_fn, inputs, targets, probes=probes, **kwargs)
+        else:
+            result = hvt.check_module(fn, model, loss_fn, inputs, targets, returns=returns, **kwargs)
+        if not result.passed:
+            raise AssertionError(result.summary())
+        return result
+
+    return check

@@ -24,6 +24,13 @@ imported only when used: ``import hessverify`` never imports PyTorch, and
   Hessian-vector product, diagonal, layer blocks, Gauss-Newton matrix) to
   hessverify's references, on problems, case files or Hypothesis strategies,
   the way ``torch.autograd.gradgradcheck`` is called;
+* :func:`import_module`: the user's own ``nn.Module`` and loss as a problem
+  (:mod:`hessverify.adapters.torch_import`);
+* :func:`check_module`: hold the user's curvature code for the user's own
+  model to references (:mod:`hessverify.adapters.torch_check`): through the
+  import where it imports, else by references from the model's own forward;
+* :func:`check_hvp`: matrix-free, hold a user's ``H v`` to independent HVPs on
+  random and per-layer probes (:mod:`hessverify.adapters.torch_hvp`);
 * :func:`cases`: Hypothesis problems (:func:`hessverify.checking.strategies.problems`)
   converted to :class:`TorchCase`.
 
@@ -64,6 +71,9 @@ except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.torch needs PyTorch: pip install 'hessverify[torch]' (torch==2.13.0)") from exc
 
 from hessverify.adapters import torch_table as _table
+from hessverify.adapters.torch_check import ModuleCheckResult, check_module
+from hessverify.adapters.torch_hvp import HvpCheckResult, check_hvp
+from hessverify.adapters.torch_import import import_module
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UsageError
@@ -76,7 +86,12 @@ __all__ = [
     "RETURNS",
     "TorchCase",
     "cases",
+    "ModuleCheckResult",
+    "HvpCheckResult",
+    "check_hvp",
     "check_model",
+    "check_module",
+    "import_module",
     "loss",
     "loss_fn",
     "to_case",

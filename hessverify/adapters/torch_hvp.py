@@ -1,0 +1,315 @@
+r"""Matrix-free: hold a user's Hessian-vector product to independent HVPs on probes, never forming ``H``.
+
+:func:`check_hvp` calls the user's ``hvp_fn(model, loss_fn, inputs, targets, v) -> (W,)``
+on ``probes`` random vectors (Rademacher, ``v_i = +-1``) and on one probe per
+module that owns parameters (random on that module's entries, zero elsewhere,
+so one layer's block of ``H`` is exercised on its own), and holds each ``H v``
+to three references from the user's own forward, computed in float64:
+
+* ``rev-rev``: ``d/dtheta (g(theta) . v)``, a second backward pass through the first;
+* ``fwd-rev``: the tangent of ``g`` along ``v`` (``torch.autograd.forward_ad`` through the backward);
+* ``fd``: ``(g(theta + h v) - g(theta - h v)) / 2h`` at ``h`` and ``2h``, Richardson-extrapolated,
+  with the error estimate of :func:`hessverify.adapters.torch_check.fd_of_gradient`.
+
+As in :func:`~hessverify.adapters.torch_check.check_module`, an AD reference
+serves on a probe only where it agrees with ``fd`` within ``fd``'s error, so a
+cut second-order path is caught.  The bound of a probe is normwise (no entry
+of ``|H|`` is known without ``H``):
+
+.. math:: |(A v)_i - (R v)_i| \le e_i + C\,u\,\|(R v)_{T(i)}\|_\infty
+
+with ``e`` the reference's own error (``fd``'s estimate; for AD the spread of
+the two AD references), ``u`` the unit roundoff of the user's dtype, ``C``
+:data:`HVP_FACTOR` and ``T(i)`` the
+parameter tensor of entry ``i``: normwise per tensor, since one tensor's
+entries of ``H v`` can be a thousand times smaller than another's (measured:
+with the norm over all of ``H v``, a 0.1 % error in the 1,048,576-entry
+weight block of ``benchmarks/hvp_at_scale.py`` passed in float32).
+
+Before any probe, one gradient is timed and the bytes autograd saves are
+counted (``saved_tensors_hooks``); the memory and time of the whole check are
+estimated from them and refused (:class:`~hessverify.errors.BudgetError`) over
+``max_memory`` or ``max_seconds``.  The result shows the estimate beside what
+was measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+
+from hessverify.adapters.torch_check import _UNIT, ESTIMATED_FACTOR, FlatModel, _dtype_of
+from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError
+
+__all__ = ["HVP_FACTOR", "HvpCheckResult", "ProbeRecord", "check_hvp", "estimate_hvp_check"]
+
+HVP_FACTOR = 256.0
+"""``C`` of a probe's normwise bound.  Measured on ``benchmarks/hvp_at_scale.py`` (W = 1,070,794, float32): at
+``C = 64`` a correct HVP reached margin 0.92 (a random probe) and the HVP with one block 0.1 % off 231 (that
+layer's probe); 256 puts the correct one near a quarter of its bound and the faulty one near 58 times over."""
+
+DEFAULT_MAX_MEMORY = 4 * 2 ** 30
+DEFAULT_MAX_SECONDS = 600.0
+
+
+@dataclass
+class ProbeRecord:
+    """One probe: its name, the references that served and why others did not, the worst ratio to the bound."""
+
+    name: str
+    passed: bool
+    served: tuple[str, ...]
+    not_served: dict[str, str]
+    margin: float  # max over references and entries of |error| / bound
+    worst: str  # "rev-rev at conv1.weight[0,0,1,2]: user 1.2, reference 1.3, bound 1e-9"
+
+
+@dataclass
+class HvpCheckResult:
+    """The outcome of :func:`check_hvp`: every probe, and the estimate beside the measurement."""
+
+    passed: bool
+    n_params: int
+    probes: list[ProbeRecord]
+    estimate: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failures(self) -> list[ProbeRecord]:
+        return [p for p in self.probes if not p.passed]
+
+    def summary(self) -> str:
+        est, got = self.estimate, self.measured
+        head = (f"check_hvp {'passed' if self.passed else 'FAILED'}: W = {self.n_params}, {len(self.probes)} probes; "
+                f"estimated {est.get('seconds', 0):.1f} s, {est.get('bytes', 0) / 2**20:.0f} MiB; "
+                f"measured {got.get('seconds', 0):.1f} s, peak RSS +{got.get('rss_bytes', 0) / 2**20:.0f} MiB")
+        rows = self.failures if not self.passed else [max(self.probes, key=lambda p: p.margin)] if self.probes else []
+        lines = [f"  {p.name}: {'ok' if p.passed else 'FAIL'} margin {p.margin:.3g}; {p.worst}; served "
+                 f"{', '.join(p.served)}" + (f"; not served: {p.not_served}" if p.not_served else "") for p in rows]
+        return "\n".join([head, *lines])
+
+
+# -- three HVPs from the user's forward ----------------------------------------------------------------------------
+
+
+def hvp_rev_rev(flat: FlatModel, v: torch.Tensor) -> torch.Tensor:
+    th = flat.theta.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(flat.E(th), th, create_graph=True)
+    if not g.requires_grad:  # the gradient does not depend on theta: H v = 0 as far as autograd knows
+        return torch.zeros_like(th)
+    (hv,) = torch.autograd.grad(g @ v, th, allow_unused=True)
+    return torch.zeros_like(th) if hv is None else hv.detach()
+
+
+def hvp_fwd_rev(flat: FlatModel, v: torch.Tensor) -> torch.Tensor:
+    th = flat.theta.clone().requires_grad_(True)
+    with fwAD.dual_level():
+        (g,) = torch.autograd.grad(flat.E_written(fwAD.make_dual(th, v)), th)
+        tangent = fwAD.unpack_dual(g).tangent
+    return torch.zeros_like(th) if tangent is None else tangent.detach()
+
+
+def hvp_fd(flat: FlatModel, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Richardson-extrapolated central differences of the gradient along ``v``, and their error estimate
+    (as :func:`hessverify.adapters.torch_check.fd_of_gradient`, one direction; the estimate is
+    normwise: one entry's two differences can agree by accident where its truncation is not small)."""
+    u = 2.0 ** -53
+    scale = max(1.0, float(flat.theta.abs().max())) / max(float(v.abs().max()), 1e-300)
+    h = u ** (1 / 3) * scale
+    D = []
+    rounding = None
+    for step in (h, 2 * h):
+        gp, gm = flat.grad(flat.theta + step * v), flat.grad(flat.theta - step * v)
+        D.append((gp - gm) / (2 * step))
+        if rounding is None:
+            rounding = 64 * u * (gp.abs() + gm.abs()) / (2 * h)
+    err = (D[0] - D[1]).abs() / 3 * 2 + rounding * 5 / 3
+    # normwise: one entry's two differences can agree by accident where its truncation is not small
+    return (4 * D[0] - D[1]) / 3, torch.full_like(err, float(err.max()))
+
+
+# -- probes ----------------------------------------------------------------------------------------------------------
+
+
+def _probes(flat: FlatModel, k: int, seed: int) -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(k):
+        out.append((f"random {i}", torch.randint(0, 2, (flat.n,), generator=g, dtype=torch.float64) * 2 - 1))
+    groups = flat.groups
+    owners = _owners(flat)
+    for j, owner in enumerate(owners):
+        v = torch.zeros(flat.n, dtype=torch.float64)
+        idx = torch.as_tensor(np.flatnonzero(groups == j))
+        v[idx] = torch.randn(idx.numel(), generator=g, dtype=torch.float64)
+        out.append((f"layer {owner or '(root)'}", v))
+    return out
+
+
+def _owners(flat: FlatModel) -> list[str]:
+    owners: list[str] = []
+    for name in flat.names:
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        if owner not in owners:
+            owners.append(owner)
+    return owners
+
+
+# -- the estimate ---------------------------------------------------------------------------------------------------
+
+
+def estimate_hvp_check(flat: FlatModel, n_probes: int) -> dict[str, float]:
+    """Time one gradient and count the bytes autograd saves for it; scale to the whole check.
+
+    Per probe: the user's HVP (taken as a double backward, about 4 gradients),
+    ``rev-rev`` (4), ``fwd-rev`` (3) and ``fd`` (4 gradients).  Memory: the
+    saved tensors three times over (a double backward keeps the first pass's
+    graph and builds its own) plus 16 float64 vectors of ``W``.
+    """
+    saved = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    th = flat.theta.clone().requires_grad_(True)
+    start = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        e = flat.E(th)
+    torch.autograd.grad(e, th, allow_unused=True)
+    seconds = time.perf_counter() - start
+    return {"gradient_seconds": seconds, "seconds": seconds * 15 * n_probes, "saved_bytes": float(saved[0]),
+            "bytes": 3.0 * saved[0] + 16.0 * 8 * flat.n}
+
+
+def _rss() -> float:
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: kilobytes
+
+
+# -- check_hvp --------------------------------------------------------------------------------------------------------
+
+
+def _tensor_max(a: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each entry's tensor's largest value: ``sizes`` the offsets of the tensors in the flat vector (and its end)."""
+    return np.repeat(np.maximum.reduceat(a, sizes[:-1]), np.diff(sizes))
+
+
+def _judge(name: str, A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_served: dict[str, str],
+           u: float, names: Callable[[int], str], sizes: np.ndarray) -> ProbeRecord:
+    margin, worst, passed = 0.0, "", True
+    for ref, (R, err) in refs.items():
+        bound = np.broadcast_to(err + HVP_FACTOR * u * _tensor_max(np.abs(R), sizes), R.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(np.isfinite(A), np.abs(A - R) / np.maximum(bound, 1e-300), np.inf)
+        i = int(np.argmax(ratio))
+        if ratio[i] > 1:
+            passed = False
+        if ratio[i] >= margin:
+            margin = float(ratio[i])
+            worst = f"{ref} at {names(i)}: user {A[i]:.10g}, reference {R[i]:.10g}, bound {bound[i]:.3g}"
+    return ProbeRecord(name, passed and bool(refs), tuple(refs), not_served, margin, worst)
+
+
+def _references(flat: FlatModel, v: torch.Tensor) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    u = 2.0 ** -53
+    fd, fd_err = (t.numpy() for t in hvp_fd(flat, v))
+    ad: dict[str, np.ndarray] = {}
+    not_served: dict[str, str] = {}
+    for name, compute in (("rev-rev", hvp_rev_rev), ("fwd-rev", hvp_fwd_rev)):
+        try:
+            ad[name] = compute(flat, v).numpy()
+        except Exception as exc:
+            not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
+    spread = np.abs(ad["rev-rev"] - ad["fwd-rev"]) if len(ad) == 2 else 0.0
+    refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, R in ad.items():
+        err = spread + ESTIMATED_FACTOR * u * float(np.max(np.abs(fd), initial=0.0))
+        over = np.abs(R - fd) > fd_err + err
+        if over.any():
+            not_served[name] = f"disagrees with fd at {int(over.sum())} entries beyond fd's error estimate " \
+                               "(a second-order path cut?)"
+            continue
+        refs[name] = (R, err)
+    refs["fd"] = (fd, fd_err)
+    return refs, not_served
+
+
+def check_hvp(hvp_fn: Callable[..., Any], model: nn.Module, loss_fn: Any, inputs: torch.Tensor,
+              targets: torch.Tensor, *, probes: int = 4, dtype: Any = None, seed: int = 0,
+              max_memory: float = DEFAULT_MAX_MEMORY, max_seconds: float = DEFAULT_MAX_SECONDS) -> HvpCheckResult:
+    """Hold ``hvp_fn(model, loss_fn, inputs, targets, v) -> H v`` to independent HVPs on probes (module text).
+
+    ``probes`` random probes, plus one per module that owns parameters.  ``v``
+    is given at ``dtype`` (default: the model's) in ``model.parameters()``
+    order; the result is judged at that format.
+
+    Raises
+    ------
+    BudgetError
+        The estimate is over ``max_memory`` bytes or ``max_seconds``; nothing was run.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1)).double()
+    >>> x, t = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 1, dtype=torch.float64)
+    >>> def hvp(model, loss_fn, x, t, v):
+    ...     params = list(model.parameters())
+    ...     g = torch.autograd.grad(loss_fn(model(x), t), params, create_graph=True)
+    ...     gv = sum((gi.reshape(-1) * vi).sum() for gi, vi in zip(g, v.split([p.numel() for p in params])))
+    ...     return torch.cat([h.reshape(-1) for h in torch.autograd.grad(gv, params)])
+    >>> check_hvp(hvp, net, torch.nn.MSELoss(), x, t, probes=2).passed
+    True
+    """
+    if not callable(hvp_fn):
+        raise UsageError(f"hvp_fn: a {type(hvp_fn).__name__} is not callable")
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model: a {type(model).__name__}, not a torch.nn.Module")
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
+        raise UsageError(f"probes={probes!r}: a whole number of random probes, 0 or more")
+    dtype = _dtype_of(model, dtype)
+    start, rss0 = time.perf_counter(), _rss()
+    flat = FlatModel(model, loss_fn, inputs, targets)
+    vectors = _probes(flat, probes, seed)
+    est = estimate_hvp_check(flat, len(vectors))
+    if est["bytes"] > max_memory:
+        raise BudgetError(f"check_hvp would need about {est['bytes'] / 2**30:.1f} GiB (W = {flat.n}, autograd saves "
+                          f"{est['saved_bytes'] / 2**20:.0f} MiB a pass); allow more with max_memory= or use a "
+                          "smaller batch")
+    if est["seconds"] > max_seconds:
+        raise BudgetError(f"check_hvp would take about {est['seconds']:.0f} s ({len(vectors)} probes, "
+                          f"{est['gradient_seconds']:.2f} s a gradient); allow more with max_seconds= or fewer probes")
+    user_model = copy.deepcopy(model).to(dtype)
+    cast = (lambda a: a.detach().to(dtype) if a.is_floating_point() else a.detach())  # noqa: E731
+    x, t = cast(inputs), cast(targets)
+    sizes = np.cumsum([0] + [int(np.prod(s)) for s in flat.shapes])
+
+    def name_of(i: int) -> str:
+        k = int(np.searchsorted(sizes, i, side="right")) - 1
+        return f"{flat.names[k]}[{','.join(map(str, np.unravel_index(i - sizes[k], tuple(flat.shapes[k]))))}]"
+
+    records = []
+    for label, v in vectors:
+        try:
+            out = hvp_fn(user_model, loss_fn, x, t, v.to(dtype))
+        except Exception as exc:
+            raise FunctionUnderTestError(f"{type(exc).__name__}: {exc} (probe {label})", cause=exc) from None
+        A = out.detach().to(torch.float64).cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out, float)
+        if A.shape != (flat.n,):
+            raise FunctionUnderTestError(f"hvp_fn returned shape {A.shape}, expected ({flat.n},) (probe {label})")
+        refs, not_served = _references(flat, v)
+        records.append(_judge(label, A, refs, not_served, _UNIT[dtype], name_of, sizes))
+    measured = {"seconds": time.perf_counter() - start, "rss_bytes": max(0.0, _rss() - rss0)}
+    return HvpCheckResult(all(r.passed for r in records), flat.n, records, est, measured)

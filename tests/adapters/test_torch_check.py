@@ -1,0 +1,126 @@
+"""check_module: a user's curvature code judged on the user's own model, imported or by references from its forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+from hessverify.adapters.torch_check import FlatModel, check_module, fd_of_gradient, module_references  # noqa: E402
+from hessverify.errors import UsageError  # noqa: E402
+from tests.adapters import torch_models as tm  # noqa: E402
+
+MODELS = {**tm.IMPORTABLE, "custom-function": tm.custom_mlp}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_correct_hessian_passes(name: str, dtype: torch.dtype) -> None:
+    # finite differences on the graph networks take most of a minute: there backprop and autograd judge
+    against = ("backprop", "autograd") if name in ("cnn", "transformer") else ("backprop", "autograd", "fd")
+    result = check_module(tm.users_hessian, *MODELS[name](), dtype=dtype, against=against)
+    assert result.passed, result.summary()
+    assert result.route == ("module references" if name == "custom-function" else "imported")
+    assert set(result.served) == ({"rev-rev", "fd"} if name == "custom-function" else set(against))
+
+
+def _planted(bug: str, base=tm.users_hessian):
+    """The user's Hessian with one realistic bug: a tensor's block scaled, a weight's rows and columns in
+    column-major order (a transposed W), or the outputs' second-derivative term left out (the GGN)."""
+    if bug == "missing-term":
+        return tm.users_ggn
+
+    def fn(model, loss_fn, x, t):
+        H = base(model, loss_fn, x, t).clone()
+        shapes = [p.shape for p in model.parameters()]
+        start = sum(int(np.prod(s)) for s in shapes[:2])  # the second layer's weight, as its own tensor
+        s = shapes[2]
+        k = int(np.prod(s))
+        if bug == "scaled-block":
+            H[start:start + k, start:start + k] *= 1.001
+        else:  # the W's entries in column-major order
+            perm = torch.arange(k).reshape(s).T.reshape(-1) + start
+            full = torch.arange(H.shape[0])
+            full[start:start + k] = perm
+            H = H[full][:, full]
+        return H
+
+    return fn
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("bug", ["scaled-block", "transposed-weight", "missing-term"])
+@pytest.mark.parametrize("name", ["resmlp", "custom-function"])
+def test_planted_bugs_fail(name: str, bug: str, dtype: torch.dtype) -> None:
+    result = check_module(_planted(bug), *MODELS[name](), dtype=dtype)
+    assert not result.passed, result.summary()
+    assert result.failures and "FAILED" in result.summary()
+
+
+def test_a_cut_second_order_path_is_caught() -> None:
+    # the custom Function's backward detaches: double backward misses tanh'' and agrees with itself
+    result = check_module(tm.users_hessian, *tm.custom_mlp(tm._CutTanh))
+    assert not result.passed
+    assert "rev-rev" in result.not_served and "disagrees with fd" in result.not_served["rev-rev"]
+    assert result.served == ("fd",)
+
+
+def test_fd_error_estimate_covers_its_error() -> None:
+    model, loss_fn, x, t = tm.resmlp()
+    H, err = fd_of_gradient(FlatModel(model, loss_fn, x, t))
+    exact = tm.double_backward_hessian(model, loss_fn, x, t)
+    assert np.all(np.abs(H - exact) <= err)
+    assert np.max(err) < 1e-6 * np.max(np.abs(exact))  # and is small enough to judge with
+
+
+def test_module_references_agree_where_ad_is_whole() -> None:
+    refs, not_served = module_references(FlatModel(*tm.custom_mlp()))
+    assert set(refs) == {"rev-rev", "fd"} and "jvp" in not_served["fwd-rev"]
+
+
+@pytest.mark.parametrize("returns", ["hvp", "diagonal", "blocks"])
+def test_other_returns(returns: str) -> None:
+    def diagonal(*args):
+        return torch.diagonal(tm.users_hessian(*args))
+
+    def blocks(model, *rest):
+        H = tm.users_hessian(model, *rest)
+        sizes = [sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules()]
+        out, pos = [], 0
+        for k in (s for s in sizes if s):
+            out.append(H[pos:pos + k, pos:pos + k])
+            pos += k
+        return out
+
+    fn = {"hvp": tm.users_hvp, "diagonal": diagonal, "blocks": blocks}[returns]
+    for build in (tm.resmlp, tm.custom_mlp):
+        assert check_module(fn, *build(), returns=returns).passed
+
+
+def test_bad_use_is_one_line() -> None:
+    with pytest.raises(UsageError, match="returns="):
+        check_module(tm.users_hessian, *tm.resmlp(), returns="kfac")
+    with pytest.raises(UsageError, match="not a torch.nn.Module"):
+        check_module(tm.users_hessian, object(), nn.MSELoss(), torch.ones(1), torch.ones(1))
+
+
+@pytest.mark.parametrize("loss_fn, targets", [
+    (nn.MSELoss(), "real"), (nn.HuberLoss(delta=0.3, reduction="sum"), "real"),
+    (nn.CrossEntropyLoss(label_smoothing=0.1), "classes"), (nn.BCEWithLogitsLoss(reduction="sum"), "unit")])
+def test_the_written_loss_is_the_loss(loss_fn, targets: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 3)).double()
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    t = {"real": torch.randn(4, 3, generator=g, dtype=torch.float64), "classes": torch.tensor([0, 2, 1, 1]),
+         "unit": torch.rand(4, 3, generator=g, dtype=torch.float64)}[targets]
+    flat = FlatModel(model, loss_fn, x, t)
+    assert float(flat.E_written(flat.theta)) == pytest.approx(float(flat.E(flat.theta)), rel=1e-14)
+
+
+def test_forward_over_reverse_serves_with_mse() -> None:
+    # F.mse_loss's own forward-over-reverse raises in PyTorch 2.13; the written-out loss lets fwd-rev serve
+    refs, not_served = module_references(FlatModel(*tm.resmlp()))
+    assert set(refs) == {"rev-rev", "fwd-rev", "fd"} and not not_served
