@@ -58,7 +58,7 @@ from hessverify.model.problem import Problem
 __all__ = ["LIBRARIES", "NOT_COVERED", "PRECISION_NAMES", "QUANTITIES", "Quantity", "Row", "check_quantity",
            "add_library_options", "ef_scale", "merge", "report_records", "rows_markdown", "run", "run_one", "write_report"]
 
-LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
+LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops", "tensorflow")
 """Libraries ``hessverify conformance --library`` knows."""
 
 NOT_COVERED: dict[str, str] = {
@@ -603,6 +603,9 @@ def add_library_options(parser: Any) -> None:
 def _version(library: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
+    if library == "tensorflow":  # the tensorflow or the tensorflow-cpu distribution
+        return tensorflow_conformance.version()
+
     dist = {"torch.func": "torch", "jax": "jax", "backpack": "backpack-for-pytorch",
             "curvlinops": "curvlinops-for-pytorch"}[library]
     try:
@@ -618,7 +621,7 @@ def check_libraries(libraries: list[str], precision: str) -> None:
         if lib not in LIBRARIES:
             raise UsageError(f"--library {lib!r}: choose from {', '.join(LIBRARIES)}")
         if not _version(lib):
-            extra = {"torch.func": "torch", "jax": "jax"}.get(lib, "conformance")
+            extra = {"torch.func": "torch", "jax": "jax", "tensorflow": "tensorflow"}.get(lib, "conformance")
             raise UsageError(f"--library {lib}: not installed; pip install 'hessverify[{extra}]'")
     if precision not in PRECISION_NAMES:
         raise UsageError(f"--precision {precision}: choose from {', '.join(PRECISION_NAMES)} (the rounding model "
@@ -628,12 +631,10 @@ def check_libraries(libraries: list[str], precision: str) -> None:
 # -- one problem ----------------------------------------------------------------------
 
 def _parameter_groups(problem: Problem) -> np.ndarray:
-    """For each parameter in the public order, its tensor: ``2 (l - 1)`` for ``W_l``, ``2 l - 1`` for ``b_l``."""
+    """For each parameter in the public order, the index of its tensor (``W1``, ``b1``, ``Win2``, ...)."""
     groups = np.empty(problem.n_params, dtype=np.int64)
-    for i, blk in enumerate(problem.architecture.blocks):
-        w = blk.units * blk.fan_in  # W_l first (row-major), then b_l
-        groups[blk.offset:blk.offset + w] = 2 * i
-        groups[blk.offset + w:blk.offset + blk.size] = 2 * i + 1
+    for i, tensor in enumerate(problem.architecture.tensors):
+        groups[tensor.slice] = i
     return groups
 
 
@@ -1000,3 +1001,10 @@ def _escape(text: str) -> str:
     from html import escape
 
     return escape(text)
+
+
+# TensorFlow's rows live in their own module (which imports Quantity from here, so it comes last)
+from hessverify.adapters import tensorflow_conformance  # noqa: E402
+
+QUANTITIES["tensorflow"] = tensorflow_conformance.QUANTITIES
+NOT_COVERED["tensorflow"] = tensorflow_conformance.NOT_COVERED
