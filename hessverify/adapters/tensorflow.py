@@ -166,7 +166,8 @@ def to_keras(problem: Problem, *, dtype: Any = _tf.float64, builtin: bool = Fals
     ``MultiHeadAttention`` three ``(d, heads, d_h)`` kernels for ``Win``); two attributes say where the
     public parameters are: ``model.public_index[k]`` is the public index of entry ``k`` of the
     trainable weights flattened and concatenated, and ``model.param_map`` maps each public tensor name
-    (``W1``, ``bin2``) to the paths of the variables holding it.  ``builtin``: the ``tf.nn`` activations
+    (``W1``, ``bin2``) to the paths of the variables holding it (none for a layer the output does not read:
+    Keras leaves it out of a functional model).  ``builtin``: the ``tf.nn`` activations
     instead of the accurate ones.
 
     Examples
@@ -240,8 +241,14 @@ class KerasCase:
         """A vector or matrix over the model's weights (flattened, concatenated in Keras' order) in the public
         order: what a Hessian taken with respect to ``model.trainable_variables`` needs before it is returned."""
         a = np.asarray(value)
-        inverse = np.argsort(self.model.public_index)
-        return a[inverse] if a.ndim == 1 else a[np.ix_(inverse, inverse)]
+        n, where = self.problem.n_params, self.model.public_index
+        if a.ndim == 1:
+            out = np.zeros(n, dtype=a.dtype)
+            out[where] = a
+            return out
+        out = np.zeros((n, n), dtype=a.dtype)  # a layer the output does not read: no weight, zero curvature
+        out[np.ix_(where, where)] = a
+        return out
 
 
 def to_case(problem: Problem, *, dtype: Any = _tf.float64) -> KerasCase:

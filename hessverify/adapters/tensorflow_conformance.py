@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from hessverify.adapters.conformance import Quantity
 from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
 
-__all__ = ["CONVENTION", "NOT_COVERED", "QUANTITIES", "version"]
+__all__ = ["CONVENTION", "NOT_COVERED", "ROWS", "version"]
 
 CONVENTION = ("Keras losses with dtype = the format: MeanSquaredError E = K/2 L (sse), E = K L (mse, sum), E = L (mse, "
               "mean over N K); CategoricalCrossentropy(from_logits=True) E = L; BinaryCrossentropy(from_logits=True) "
@@ -133,7 +132,9 @@ def _forward_over_back(obj: _Objective, theta: Any, v: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(theta)
             L = obj.L(theta)
-        g = tape.gradient(L, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # the gradient through tf.gather (the public vector to the Keras weights) is IndexedSlices, which
+        # ForwardAccumulator.jvp does not take (AttributeError: 'IndexedSlices' object has no attribute '_id')
+        g = tf.convert_to_tensor(tape.gradient(L, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO))
     return acc.jvp(g, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
@@ -196,6 +197,9 @@ def _tf_hessians(problem: Problem, precision: str = "float64") -> FloatArray:
 
     parts = blocks(obj.split(obj.theta))
     out = np.full((obj.n, obj.n), np.nan)
+    for t in problem.architecture.tensors:  # a tensor in no Keras weight (its layer is not read): E ignores it
+        if not np.isin(np.arange(t.slice.start, t.slice.stop), obj.index).any():
+            out[t.slice, t.slice] = 0.0
     start = 0
     for size, block in zip(obj.sizes, parts):
         where = obj.index[start:start + size]
@@ -210,28 +214,31 @@ def _tf_hessians(problem: Problem, precision: str = "float64") -> FloatArray:
 _KINDS = {"kinds": True}
 _DENSE: dict[str, Any] = {}
 
-QUANTITIES: tuple[Quantity, ...] = (
-    Quantity("tensorflow", "tf.hessians in tf.function, dense", "Hessian, per-variable blocks", CONVENTION,
+ROWS: tuple[tuple[Any, ...], ...] = (
+    ("tensorflow", "tf.hessians in tf.function, dense", "Hessian, per-variable blocks", CONVENTION,
              _tf_hessians, "hessian_blocks", _DENSE, _keras_problem),
-    Quantity("tensorflow", "GradientTape.jacobian(GradientTape.gradient), eager, dense", "Hessian", CONVENTION,
+    ("tensorflow", "GradientTape.jacobian(GradientTape.gradient), eager, dense", "Hessian", CONVENTION,
              _tape(False), "hessian", _DENSE, _keras_problem),
-    Quantity("tensorflow", "GradientTape.jacobian(GradientTape.gradient) in tf.function, dense", "Hessian",
+    ("tensorflow", "GradientTape.jacobian(GradientTape.gradient) in tf.function, dense", "Hessian",
              CONVENTION, _tape(True), "hessian", _DENSE, _keras_problem),
-    Quantity("tensorflow", "ForwardAccumulator over GradientTape (H e_j), eager, dense", "Hessian, column by column",
+    ("tensorflow", "ForwardAccumulator over GradientTape (H e_j), eager, dense", "Hessian, column by column",
              CONVENTION, _fwd_back(False), "hessian", _DENSE, _keras_problem),
-    Quantity("tensorflow", "ForwardAccumulator over GradientTape (H e_j) in tf.function, dense",
+    ("tensorflow", "ForwardAccumulator over GradientTape (H e_j) in tf.function, dense",
              "Hessian, column by column", CONVENTION, _fwd_back(True), "hessian", _DENSE, _keras_problem),
-    Quantity("tensorflow", "ForwardAccumulator over ForwardAccumulator (e_j^T H e_j), eager, dense", "Hessian diagonal",
+    ("tensorflow", "ForwardAccumulator over ForwardAccumulator (e_j^T H e_j), eager, dense", "Hessian diagonal",
              CONVENTION, _fwd_fwd(False), "diagonal", _DENSE, _keras_problem),
-    Quantity("tensorflow", "ForwardAccumulator over ForwardAccumulator (e_j^T H e_j) in tf.function, dense",
+    ("tensorflow", "ForwardAccumulator over ForwardAccumulator (e_j^T H e_j) in tf.function, dense",
              "Hessian diagonal", CONVENTION, _fwd_fwd(True), "diagonal", _DENSE, _keras_problem),
-    Quantity("tensorflow", "tf.hessians in tf.function, Keras layer kinds but attention", "Hessian, per-variable blocks",
+    ("tensorflow", "tf.hessians in tf.function, Keras layer kinds but attention", "Hessian, per-variable blocks",
              CONVENTION, _tf_hessians, "hessian_blocks", _KINDS, _no_attention),
-    Quantity("tensorflow", "GradientTape.jacobian(GradientTape.gradient), eager, Keras layer kinds", "Hessian",
+    ("tensorflow", "GradientTape.jacobian(GradientTape.gradient), eager, Keras layer kinds", "Hessian",
              CONVENTION, _tape(False), "hessian", _KINDS, _keras_problem),
-    Quantity("tensorflow", "ForwardAccumulator over GradientTape (H e_j) in tf.function, Keras layer kinds",
+    ("tensorflow", "ForwardAccumulator over GradientTape (H e_j) in tf.function, Keras layer kinds",
              "Hessian, column by column", CONVENTION, _fwd_back(True), "hessian", _KINDS, _keras_problem),
-    Quantity("tensorflow", "ForwardAccumulator over ForwardAccumulator (e_j^T H e_j), eager, Keras layer kinds",
+    ("tensorflow", "ForwardAccumulator over ForwardAccumulator (e_j^T H e_j), eager, Keras layer kinds",
              "Hessian diagonal", CONVENTION, _fwd_fwd(False), "diagonal", _KINDS, _keras_problem),
 )
-"""TensorFlow's rows of ``hessverify conformance --library tensorflow``."""
+"""TensorFlow's rows of ``hessverify conformance --library tensorflow``: the fields of
+:class:`hessverify.adapters.conformance.Quantity` in order (library, name, equals, convention, fn, returns, draw,
+adapt), which :mod:`hessverify.adapters.conformance` makes its ``QUANTITIES["tensorflow"]`` (this module stays
+below it)."""

@@ -141,3 +141,12 @@ def test_attention_through_keras_matches_backprop_at_float64() -> None:
     assert abs(float(E(theta)) - hessverify.error(problem)) <= 1e-13 * (1 + abs(hessverify.error(problem)))
     B = hessverify.hessian(problem, "backprop")
     assert np.max(np.abs(_tape_hessian(E, theta) - B)) <= 1e-12 * (1 + np.max(np.abs(B)))
+
+
+def test_a_layer_the_output_does_not_read_has_no_weight_and_zero_curvature() -> None:
+    problem = _problem([Layer(1, bias=False), Layer(1, bias=False, sources=(0,))], (1,))
+    model = hvtf.to_keras(problem)
+    assert model.public_index.tolist() == [1] and model.param_map["W1"] == []
+    case = hvtf.to_case(problem)
+    H = _tape_hessian(case.loss, case.params)
+    assert np.array_equal(H, hessverify.hessian(problem, "backprop"))  # 2 x_0^2 at W2, zeros for W1
