@@ -53,6 +53,9 @@ KINDS = [
               Layer(2, "gelu")], (3,), ids=5, loss="binary_cross_entropy"),
     _problem([Layer(3, "tanh"), Layer(None, kind="layer_norm"), Layer(None, "silu", kind="add", sources=(1, 2)),
               Layer(2)], (3,), loss="huber"),
+    _problem([Layer(3, "tanh"), Layer(None, kind="batch_norm"), Layer(2, "sigmoid")], (2,), n=4),
+    _problem([Layer(None, kind="batch_norm", options=(("mode", "eval"), ("running_mean", (0.5, -1.0)),
+                                                      ("running_var", (2.0, 0.5)))), Layer(2, "tanh")], (2,)),
 ]
 
 
@@ -150,3 +153,9 @@ def test_a_layer_the_output_does_not_read_has_no_weight_and_zero_curvature() -> 
     case = hvtf.to_case(problem)
     H = _tape_hessian(case.loss, case.params)
     assert np.array_equal(H, hessverify.hessian(problem, "backprop"))  # 2 x_0^2 at W2, zeros for W1
+
+
+def test_the_public_name_is_the_adapter() -> None:
+    import hessverify.tensorflow as public
+
+    assert public is hvtf and hessverify.tensorflow is hvtf and hvtf.__name__ == "hessverify.adapters.tensorflow"
