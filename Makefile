@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint venv clean browser frameworks distributed conformance tensorflow
+.PHONY: report test lint venv clean browser frameworks distributed conformance
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ report: $(STAMP)
 	$(BIN)/hessverify verify cases --report reports/latest
 
 # lint-imports: the layering contracts of pyproject.toml ([tool.importlinter], docs/architecture.md)
-test: $(STAMP) browser frameworks distributed tensorflow
+test: $(STAMP) browser frameworks distributed
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2
 
@@ -35,19 +35,6 @@ $(FRAMEWORKS): $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch || \
 		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
 	touch $(FRAMEWORKS)
-
-# TensorFlow, the extra hessverify[tensorflow] (tests/adapters/test_tensorflow*.py skip without it): the CPU wheel
-# pinned, tensorflow-cpu==2.21.0 (Keras 3.x comes with it), which installs beside torch 2.13.0 and jax without
-# changing a version. The trap: tf-keras (Keras 2, which tensorflow-probability needs to import) depends on the full
-# `tensorflow` wheel, 572 MB more beside the CPU one; install it, if wanted, with --no-deps
-# (pip install --no-deps tf-keras==2.21.0 tensorflow-probability==0.25.0). hessverify uses neither.
-TENSORFLOW := $(VENV)/.tensorflow
-tensorflow: $(TENSORFLOW)
-
-$(TENSORFLOW): $(STAMP)
-	$(BIN)/python -m pip install --quiet 'tensorflow-cpu==2.21.0' || \
-		echo "make tensorflow: could not install TensorFlow; its adapter and conformance tests will be skipped"
-	touch $(TENSORFLOW)
 
 # Dask, for `hessverify campaign` and its tests (tests/campaign/, which skip without it): the extra
 # hessverify[distributed]. Optional like the frameworks: a failed install is said, not fatal.
@@ -72,15 +59,11 @@ browser:
 
 # The full conformance table (docs/conformance.md): the libraries' own second-order code on 100 problems
 # per quantity. Exit 1 (a library disagreed or raised) is a finding, reported in the table, not a failed build.
-conformance: $(STAMP) frameworks tensorflow
+conformance: $(STAMP) frameworks
 	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --report reports/conformance; \
 		status=$$?; [ $$status -le 1 ]
 	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --precision float32 \
 		--report reports/conformance-float32; status=$$?; [ $$status -le 1 ]
-	$(BIN)/hessverify conformance --library tensorflow --examples 20 --seed 0 --report reports/conformance-tensorflow; \
-		status=$$?; [ $$status -le 1 ]
-	$(BIN)/hessverify conformance --library tensorflow --examples 20 --seed 0 --precision float32 \
-		--report reports/conformance-tensorflow-float32; status=$$?; [ $$status -le 1 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
