@@ -174,7 +174,7 @@ def to_keras(problem: Problem, *, dtype: Any = _tf.float64, builtin: bool = Fals
     --------
     >>> import hessverify
     >>> net = to_keras(hessverify.load_case("cases/nobias-2-3-2-tanh-sigmoid.toml"))
-    >>> [v.shape for v in net.trainable_variables]
+    >>> [tuple(v.shape) for v in net.trainable_variables]
     [(2, 3), (3, 2), (2,)]
     >>> net.public_index[:3].tolist()  # W1[0,0], W1[1,0], W1[2,0]: the kernel is W1 transposed
     [0, 2, 4]
