@@ -106,7 +106,8 @@ __version__ = VERSION  # from the package metadata
 # The package is grouped by layer (docs/architecture.md); the module names people import stay as
 # they were: ``import hessverify.torch`` is ``hessverify.adapters.torch``, the same module object.
 _MOVED = {
-    "torch": "adapters.torch", "jax": "adapters.jax", "conformance": "adapters.conformance",
+    "torch": "adapters.torch", "jax": "adapters.jax", "tensorflow": "adapters.tensorflow",
+    "conformance": "adapters.conformance",
     "strategies": "checking.strategies", "sweep": "checking.sweep",
     "sandbox": "checking.sandbox", "lab": "apps.lab", "trust": "apps.trust", "campaign": "apps.campaign",
     "bounds": "engine.bounds", "budget": "engine.budget", "compare": "engine.compare", "forms": "engine.forms",

@@ -59,7 +59,7 @@ __all__ = ["FAULTS", "JAX_COMPOSITIONS", "KIND_FAMILIES", "LIBRARIES", "NOT_COVE
            "TORCH_COMPOSITIONS", "Fault", "Quantity", "Row", "check_quantity",
            "add_library_options", "ef_scale", "merge", "report_records", "rows_markdown", "run", "run_one", "write_report"]
 
-LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops")
+LIBRARIES: tuple[str, ...] = ("torch.func", "jax", "backpack", "curvlinops", "tensorflow")
 """Libraries ``hessverify conformance --library`` knows."""
 
 NOT_COVERED: dict[str, str] = {
@@ -871,6 +871,9 @@ def add_library_options(parser: Any) -> None:
 def _version(library: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
+    if library == "tensorflow":  # the tensorflow or the tensorflow-cpu distribution
+        return tensorflow_conformance.version()
+
     dist = {"torch.func": "torch", "jax": "jax", "backpack": "backpack-for-pytorch",
             "curvlinops": "curvlinops-for-pytorch"}[library]
     try:
@@ -886,7 +889,7 @@ def check_libraries(libraries: list[str], precision: str) -> None:
         if lib not in LIBRARIES:
             raise UsageError(f"--library {lib!r}: choose from {', '.join(LIBRARIES)}")
         if not _version(lib):
-            extra = {"torch.func": "torch", "jax": "jax"}.get(lib, "conformance")
+            extra = {"torch.func": "torch", "jax": "jax", "tensorflow": "tensorflow"}.get(lib, "conformance")
             raise UsageError(f"--library {lib}: not installed; pip install 'hessverify[{extra}]'")
     if precision not in PRECISION_NAMES:
         raise UsageError(f"--precision {precision}: choose from {', '.join(PRECISION_NAMES)} (the rounding model "
@@ -1332,3 +1335,10 @@ def _escape(text: str) -> str:
     from html import escape
 
     return escape(text)
+
+
+# TensorFlow's rows live in their own module, below this one (it imports TensorFlow only when a row runs)
+from hessverify.adapters import tensorflow_conformance  # noqa: E402
+
+QUANTITIES["tensorflow"] = tuple(Quantity(*row) for row in tensorflow_conformance.ROWS)
+NOT_COVERED["tensorflow"] = tensorflow_conformance.NOT_COVERED
