@@ -38,6 +38,7 @@ import numpy as np
 from hessverify.engine.components import UNKNOWN_COST, Cost
 from hessverify.engine.registry import METHODS
 from hessverify.errors import BudgetError, UsageError
+from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 
 __all__ = ["DEFAULT_MAX_SECONDS", "MAX_DERIVE_DEPTH", "SYMBOLIC_SECONDS", "check_derive", "check_memory",
@@ -217,6 +218,8 @@ def _program_size(problem: Problem) -> int:
     times the units of the sources it sums over); and the forward pass, ``W``.
     """
     arch = problem.architecture
+    if arch.is_chain:
+        return _chain_program_size(arch)
     u = {l: arch.layer(l).units for l in arch.bottom_up}
     size = arch.n_params
     for m in arch.bottom_up:
@@ -225,6 +228,25 @@ def _program_size(problem: Problem) -> int:
         size += sum(u[m] * u[l] * u[l] for l in later)
         for l in arch.above(m):
             size += u[l] * u[m] * sum(1 if p == m else u[p] for p in arch.parents(l) if p == m or p in arch.above(m))
+    return size
+
+
+def _chain_program_size(arch: Architecture) -> int:
+    """:func:`_program_size` of a chain in one pass from the top (suffix sums), not a pass per pair of layers: a
+    chain of 10,000 layers is counted in milliseconds.  Layer ``l`` above ``m`` reads ``l - 1`` alone, so
+    ``B_{l,m}`` sums over ``1`` unit when ``l = m + 1`` and over ``u_{l-1}`` above that."""
+    u = [arch.layer(l).units for l in arch.bottom_up]
+    size = arch.n_params
+    squares = 0  # sum over the layers above m of u_l^2
+    pairs = 0  # sum over the layers l >= m + 2 of u_l u_{l-1}
+    for i in range(len(u) - 1, -1, -1):
+        if i + 1 < len(u):
+            size += u[i] * u[i + 1] * (1 + u[i + 1] + u[i])  # delta, R and Q of the one layer that reads it
+            size += u[i] * u[i + 1] * 1 + u[i] * pairs  # B over the layers above
+        size += u[i] * squares  # K over the layers above
+        if i + 1 < len(u):
+            pairs += u[i + 1] * u[i]
+        squares += u[i] * u[i]
     return size
 
 

@@ -179,3 +179,28 @@ def test_derive_refuses_a_network_deeper_than_sympy_can_walk() -> None:
     check_derive(_chain(MAX_DERIVE_DEPTH), explicit=False)
     with pytest.raises(BudgetError, match=f"{MAX_DERIVE_DEPTH + 1} layers, more than the {MAX_DERIVE_DEPTH}"):
         check_derive(_chain(MAX_DERIVE_DEPTH + 1), explicit=False)
+
+
+def test_a_chains_program_is_counted_as_the_recursions_say_in_one_pass() -> None:
+    """The chain's count in one pass equals the recursions' count pair by pair, written out here from the
+    docstring of ``_program_size`` (delta, R and Q per reader; K per later layer; B over the sources)."""
+    from hessverify.engine.budget import _chain_program_size
+    from hessverify.model.network import Architecture, Layer
+
+    def pair_by_pair(arch: Architecture) -> int:
+        u = {l: arch.layer(l).units for l in arch.bottom_up}
+        size = arch.n_params
+        for m in arch.bottom_up:
+            size += sum(u[m] * u[c] * (1 + u[c] + u[m]) for c in arch.children(m))
+            size += sum(u[m] * u[l] * u[l] for l in arch.above(m))
+            for l in arch.above(m):
+                size += u[l] * u[m] * (1 if l == m + 1 else u[l - 1])
+        return size
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        layers = tuple(Layer(int(rng.integers(1, 6)), "tanh") for _ in range(int(rng.integers(1, 7))))
+        arch = Architecture(int(rng.integers(1, 5)), layers)
+        assert _chain_program_size(arch) == pair_by_pair(arch)
