@@ -239,3 +239,13 @@ def test_a_long_case_id_keeps_the_table_in_line(tmp_path: Path, capsys: pytest.C
     rows = [x for x in lines if x.startswith(("xor-2-2-1-sigmoid ", long_id + " "))]
     assert len(rows) == 2
     assert {x.index(" passed") for x in rows} == {len(header.split("comparisons")[0]) + 3}
+
+
+def test_verify_of_the_shipped_layer_kinds_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    """`make report` verifies every shipped case; the layer kinds' among them (each component's cost asks the
+    layers' sizes, which a conv or norm layer gives by its output shape, not by ``units``)."""
+    kinds = [str(p) for p in sorted(CASES_DIR.glob("*.toml"))
+             if not hessverify.load_case(p).architecture.is_dense]
+    assert len(kinds) >= 8
+    assert main(["verify", *kinds]) == 0
+    assert f"{len(kinds)} case(s)" in capsys.readouterr().out

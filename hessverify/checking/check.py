@@ -264,7 +264,7 @@ def _dropped(first: Problem, final: Problem) -> str:
     counts = [
         (a.depth - b.depth, "layer"),
         (sum(layer.bias for layer in a.layers) - sum(layer.bias for layer in b.layers), "bias vector"),
-        (sum(layer.units for layer in a.layers) - sum(layer.units for layer in b.layers), "unit"),
+        (sum(int(np.prod(s)) for s in a.shapes[1:]) - sum(int(np.prod(s)) for s in b.shapes[1:]), "unit"),
         (a.inputs - b.inputs, "input"),
         (first.n_patterns - final.n_patterns, "pattern"),
         (sum(len(a.parents(i)) for i in range(1, a.depth + 1)) - sum(len(b.parents(i)) for i in range(1, b.depth + 1))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import math
 import os
 import random
 import re
@@ -123,7 +124,8 @@ def _load_file(path: Path, spec: str) -> Any:
 def _found_case(problem: Problem, spec: str, result: CheckResult) -> Problem:
     """The minimal problem with an id and description that say where it came from."""
     func = re.sub(r"[^a-z0-9]+", "-", spec.rpartition(":")[2].lower()).strip("-") or "method"
-    sizes = "-".join(str(n) for n in [problem.architecture.inputs] + [lay.units for lay in problem.architecture.layers])
+    arch = problem.architecture
+    sizes = "-".join(str(n) for n in [arch.inputs] + [math.prod(shape) for shape in arch.shapes[1:]])
     worst = max(result.failures, key=lambda c: c.margin, default=None)
     where = (f", worst entry {worst.worst_entry.row} x {worst.worst_entry.col} against {worst.reference}"
              if worst is not None and worst.bound_kind != "none" else "")

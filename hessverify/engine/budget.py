@@ -323,7 +323,7 @@ def check_derive(problem: Problem, *, explicit: bool) -> None:
     # input-to-output paths through the units: a layer's units times the paths into its sources
     into = {0: arch.inputs}
     for l in arch.bottom_up:
-        into[l] = arch.layer(l).units * sum(into[p] for p in arch.parents(l))
+        into[l] = int(np.prod(arch.shapes[l])) * sum(into[p] for p in arch.parents(l))
     paths = into[arch.output_layer]
     budget = current_time_limit()
     too_slow = 0 < budget < seconds

@@ -102,13 +102,15 @@ def layer_passes(problem: Problem, passes: Passes) -> float:
     """
     arch = problem.architecture
     depth = float(max(arch.depth - CALIBRATED_DEPTH, 0))
+    # a layer's units: its output's size per pattern (a dense layer's units; any kind's output entries)
+    sizes = [int(np.prod(shape)) for shape in arch.shapes[1:]]
     if passes == "column":
         return depth * problem.n_params
     if passes == "unit":
-        return depth * sum(layer.units for layer in arch.layers)
+        return depth * sum(sizes)
     if passes == "chunk":  # rop's chunks: a (P, N, units) array of about 2^22 floats, all layers' 2^24 at most
-        widest = max([arch.inputs] + [layer.units for layer in arch.layers])
-        units = sum(layer.units for layer in arch.layers)
+        widest = max([arch.inputs] + sizes)
+        units = sum(sizes)
         return depth * (1.0 + problem.n_params * problem.n_patterns * max(widest, units / 2) / 2**22)
     return depth
 

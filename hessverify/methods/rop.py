@@ -160,9 +160,10 @@ STORED_FLOATS = 2**24
 def chunk_size(problem: Problem) -> int:
     """Directions per chunk: one ``(P, N, units)`` array under :data:`CHUNK_FLOATS`, all of them under
     :data:`STORED_FLOATS`."""
-    layers = problem.architecture.layers
-    widest = max([problem.architecture.inputs] + [layer.units for layer in layers])
-    stored = 2 * sum(layer.units for layer in layers)
+    arch = problem.architecture
+    sizes = [int(np.prod(shape)) for shape in arch.shapes[1:]]  # a layer's outputs per pattern (dense: its units)
+    widest = max([arch.inputs] + sizes)
+    stored = 2 * sum(sizes)
     return int(max(1, min(problem.n_params, CHUNK_FLOATS // (problem.n_patterns * widest),
                           STORED_FLOATS // (problem.n_patterns * stored))))
 
