@@ -653,7 +653,7 @@ def import_module(model: nn.Module, loss_fn: Any, inputs: torch.Tensor, targets:
     >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
     >>> problem = import_module(net, torch.nn.MSELoss(), torch.ones(5, 3, dtype=torch.float64),
     ...                         torch.zeros(5, 2, dtype=torch.float64))
-    >>> problem.architecture.describe(), problem.loss, problem.reduction
+    >>> problem.architecture.describe(), problem.loss, str(problem.reduction)
     ('3-4(tanh)-2(identity)', 'mse', 'mean')
     """
     if not isinstance(model, nn.Module):

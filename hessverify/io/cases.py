@@ -515,6 +515,6 @@ def shipped_cases() -> list[Path]:
     Examples
     --------
     >>> [p.stem for p in shipped_cases()][:2]
-    ['bce-saturated-output-1-1', 'deep-chain-tanh-1-1-1-1-1']
+    ['attention-3x4-2heads', 'batchnorm-eval-2x3-1']
     """
     return sorted(SHIPPED_CASES.glob("*.toml"))

@@ -108,15 +108,15 @@ def _check_kinks(problem: Problem, q: dict[tuple[Any, ...], np.ndarray]) -> None
 
 
 def _evaluate(problem: Problem, bits: int) -> np.ndarray:
-    from hessverify.symbolic.reference import block_formula, per_pattern  # SymPy: only when it runs
+    from hessverify.symbolic.reference import _scale, block_formula, per_pattern  # SymPy: only when it runs
 
     arb = _arb()
     with _precision(bits):
         q = per_pattern(problem, "arb", arb)
         _check_kinks(problem, q)
         H = block_formula(problem, q, arb)
-        if problem.reduction == "mean":
-            H = H * (arb(1) / problem.n_patterns)
+        if problem.reduction == "mean":  # 1/N, or 1/(N K) for PyTorch's element-wise means (mse, huber)
+            H = H * _scale(problem, arb(1))
         # an entry that is a product of exact integers (a relu's f' = 0) comes out as an int: a point ball
         return np.frompyfunc(arb, 1, 1)(np.asarray(H, dtype=object))
 

@@ -65,8 +65,6 @@ def test_every_quantity_agrees_on_a_few_problems(library: str, request: pytest.F
     rows = conformance.run([library], examples=3, seed=3, networks=networks)
     assert [r.quantity for r in rows] == [conformance.QUANTITIES[library][k].name
                                           for k in conformance.selected(library, networks)]
-    assert thorough or all("dense" in conformance.families(q) for q in conformance.QUANTITIES[library]
-                           if q.name in {r.quantity for r in rows})
     for r in rows:
         assert r.tried >= 1 and r.version and 0 <= r.worst_margin
         if r.failures:  # only the known faults, each on the problems it is diagnosed for

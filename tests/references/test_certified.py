@@ -131,6 +131,8 @@ def test_the_error_covers_radius_and_rounding() -> None:
 
 
 def test_verify_with_the_certified_reference_passes(shipped_case: hessverify.Problem) -> None:
+    if not shipped_case.architecture.is_dense or shipped_case.loss_options:
+        pytest.skip("the certified reference encloses the dense closed form; layer kinds and loss settings are not in it")
     comps = verify_problem(shipped_case, methods=["backprop", "pairwise"], references=["certified"])
     assert comps and all(c.passed and c.bound_kind == "certified" for c in comps), [
         (c.method, c.reference, c.margin) for c in comps]

@@ -198,6 +198,8 @@ def _enclosure(problem: hessverify.Problem) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_gold_bound_holds_against_proven_enclosures(shipped_case: hessverify.Problem) -> None:
     # |value - truth| <= err, with the truth somewhere in a ball: |value - mid| <= err + rad
+    if not shipped_case.architecture.is_dense or shipped_case.loss_options:
+        pytest.skip("the proven enclosures are of the dense closed form")
     value, err = gold(shipped_case)
     mid, rad = _enclosure(shipped_case)
     for idx in np.ndindex(value.shape):

@@ -16,7 +16,9 @@ from tests.conftest import CASE_PATHS
 
 @pytest.fixture(scope="module")
 def references() -> list[tuple[hessverify.Problem, np.ndarray, np.ndarray]]:
-    cases = [hessverify.load_case(p) for p in CASE_PATHS]
+    # the catalogue mutates the dense kernel's second-order backpropagation: the dense cases with the classic losses
+    cases = [c for c in (hessverify.load_case(p) for p in CASE_PATHS)
+             if c.architecture.is_dense and not c.loss_options and c.loss not in ("mse", "huber")]
     return [(c, autograd_ref.hessian(c), rounding_bound(c)) for c in cases]
 
 
