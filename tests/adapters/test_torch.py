@@ -160,8 +160,8 @@ def test_cases_strategy_yields_torch_cases() -> None:
 
 
 def test_an_unknown_attribute_of_hessverify_is_still_an_attribute_error() -> None:
-    with pytest.raises(AttributeError, match="no attribute 'tensorflow'"):
-        hessverify.tensorflow  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'theano'"):
+        hessverify.theano  # noqa: B018
     from hessverify.checking.check import RETURNS
 
     assert hvt.RETURNS is RETURNS  # one vocabulary of result forms

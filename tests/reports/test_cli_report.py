@@ -20,7 +20,8 @@ def test_report_writes_three_files_and_no_leftovers(tmp_path: Path, capsys: pyte
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.md", "results.json"]
     doc = json.loads((out / "results.json").read_text())
     exact = [r for r in doc["results"] if r["bound_kind"] != "approximation"]
-    assert {r["reference"] for r in exact} == {m.name for m in methods_with_role("reference")}
+    # every reference that serves by default (certified is named to run: it needs python-flint)
+    assert {r["reference"] for r in exact} == {m.name for m in methods_with_role("reference") if m.name != "certified"}
     assert doc["cases"][0]["inertia"]["positive"] + doc["cases"][0]["inertia"]["negative"] \
         + doc["cases"][0]["inertia"]["zero"] == 9
     printed = capsys.readouterr().out
@@ -42,7 +43,8 @@ def test_unwritable_report_dir_is_a_usage_error(tmp_path: Path, capsys: pytest.C
     target = blocker / "report" if where == "under a file" else blocker
     assert main(["verify", CASE, "--report", str(target)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"hessverify: error: --report {target}: cannot write a report there")
+    assert err.startswith(f"hessverify: error: --report {target}: ")  # why, in the rest of the one line
+    assert err.count("\n") == 1
     assert "Traceback" not in err
 
 
