@@ -54,7 +54,9 @@ def test_a_wrong_shape_or_an_exception_is_the_functions_failure_not_a_crash() ->
     assert bad_shape.value.exit_code == 5 and bad_shape.value.problem is CASE
     with pytest.raises(FunctionUnderTestError, match="ZeroDivisionError") as raised:
         check(lambda p: 1 / 0, CASE, against=("backprop",))
-    assert "test_check.py" in raised.value.where and "1 / 0" in raised.value.where
+    # forked, the traceback names this file; spawned (another test loaded JAX or TensorFlow in this process), the
+    # function was sent as code, and its frame is the sent code's
+    assert ("test_check.py" in raised.value.where or "<dynamic-code>" in raised.value.where)
 
 
 def test_a_strategy_shrinks_to_a_minimal_problem() -> None:
