@@ -625,8 +625,8 @@ class Sandbox:
     >>> import hessverify
     >>> case = hessverify.load_case("cases/xor-2-2-1-sigmoid.toml")
     >>> with Sandbox(hessverify.hessian, timeout=30) as box:
-    ...     box(case, "autograd").shape, box.starts
-    ((9, 9), 1)
+    ...     box(case, "autograd").shape
+    (9, 9)
     """
 
     def __init__(self, fn: Callable[..., Any], *, isolation: str = DEFAULT_ISOLATION,

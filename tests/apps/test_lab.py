@@ -30,7 +30,9 @@ def _autograd_norm(p: Problem, theta: np.ndarray) -> float:
 def _symbolic_inertia(p: Problem) -> tuple[int, int, int]:
     H = np.asarray(METHODS["symbolic"].fn(p), dtype=np.float64)
     ev = np.linalg.eigvalsh((H + H.T) / 2)
-    tol = 1e-9 * max(1.0, float(np.abs(ev).max()))  # far above rounding, far below every nonzero eigenvalue here
+    # the 50-digit Hessian at the float64 point: exact far below 1e-12; the XOR saddle's negative curvature is
+    # about -5e-10 of the largest eigenvalue, so the cut sits below it
+    tol = 1e-12 * max(1.0, float(np.abs(ev).max()))
     return int(np.sum(ev < -tol)), int(np.sum(np.abs(ev) <= tol)), int(np.sum(ev > tol))
 
 
