@@ -415,6 +415,12 @@ def hessian_of_program(nodes: Sequence[Node], params: Sequence[sympy.Symbol], le
 def _hessian(nodes: Sequence[Node], params: Sequence[sympy.Symbol], leaves: dict[sympy.Symbol, Any],
              output: sympy.Symbol, numbers: Numbers, P: int, names: dict[sympy.Symbol, str] | None) -> Result:
     counts = {"evaluations": 0, "jacobian": 0, "rows": 0, "products": 0}
+    if output not in leaves and all(node.symbol != output for node in nodes):
+        # no line computes the output: the program folded it to a constant (cross-entropy over one class, say),
+        # so its gradient and Hessian are exactly zero
+        W = len(params)
+        zero = np.zeros((W, W), dtype=np.float64) if numbers.dtype == np.float64 else np.full((W, W), 0, dtype=object)
+        return Result(zero, 1, numbers.zeros((W,)), 0, counts)
     local = _forward(nodes, params, leaves, output, numbers, P, names, counts)
     varies = _varying(nodes, params)
     adj = _adjoints(nodes, local, varies, output, numbers, P)
@@ -462,7 +468,7 @@ def _forward(nodes: Sequence[Node], params: Sequence[sympy.Symbol], leaves: dict
             _check_kinks(node, args[0], names)
         local.append(([_take(plan, out, args, numbers, P) for plan in grads],
                       [(s, u, _take(plan, out, args, numbers, P)) for s, u, plan in hess]))
-    if output not in values:
+    if output not in values and isinstance(output, sympy.Symbol):  # a constant output: a Hessian of zeros
         raise ValueError("the program does not compute its output")
     return local
 
