@@ -248,13 +248,15 @@ def _run(problem: Problem, numbers: Any) -> Result:
         if prog.inputs is not None:
             for sym, v in zip(prog.inputs.ravel(), x.ravel(), strict=True):
                 leaves[sym] = numbers.full(1, numbers.number(float(v)))
-        for sym, v in zip(prog.targets.ravel(), t.ravel(), strict=True):
+        for sym, v in zip(() if prog.targets is None else prog.targets.ravel(), t.ravel() if prog.targets is not None
+                          else (), strict=True):
             leaves[sym] = numbers.full(1, numbers.number(float(v)))
     else:
         P = N
-        for j, sym in enumerate(prog.inputs.ravel()):  # type: ignore[union-attr]
+        # a program that reads no inputs (or no targets) has none among its leaves
+        for j, sym in enumerate(() if prog.inputs is None else prog.inputs.ravel()):
             leaves[sym] = np.asarray(convert(x[:, j]), dtype=numbers.dtype)
-        for k, sym in enumerate(prog.targets.ravel()):
+        for k, sym in enumerate(() if prog.targets is None else prog.targets.ravel()):
             leaves[sym] = np.asarray(convert(t[:, k]), dtype=numbers.dtype)
     return hessian_of_program(prog.tape.nodes, prog.params, leaves, prog.error, numbers, P, names=prog.tape.labels)
 
