@@ -203,7 +203,10 @@ def _shares(E2: FloatArray, over: np.ndarray, groups: list[tuple[str, slice]]) -
     starts = np.array([s.start for _, s in groups])
     sizes = np.array([s.stop - s.start for _, s in groups])
     # which group each parameter is in, as a 0/1 matrix: sums over groups are products with it
-    member = csr_matrix((np.ones(W), (np.arange(W), np.repeat(np.arange(len(groups)), sizes))), shape=(W, len(groups)))
+    # (a group is a slice of the flat vector; a parameter in no group, as a kind's tensor the groups do not name,
+    # belongs to none)
+    rows = np.concatenate([np.arange(s.start, s.stop) for _, s in groups]) if groups else np.empty(0, dtype=np.intp)
+    member = csr_matrix((np.ones(rows.size), (rows, np.repeat(np.arange(len(groups)), sizes))), shape=(W, len(groups)))
     found: list[tuple[np.ndarray, ...]] = []
     quiet: tuple[np.ndarray, ...] = (np.empty(0, dtype=np.intp),) * 2 + (np.empty(0),)
     ga = 0
