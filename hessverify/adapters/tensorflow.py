@@ -55,7 +55,7 @@ except ImportError as exc:  # one line that says what to install
 import tensorflow as _tf  # noqa: E402  (the TensorFlow package, not this module)
 
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check  # noqa: E402
-from hessverify.checking.sandbox import DEFAULT_TIMEOUT  # noqa: E402
+from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT  # noqa: E402
 from hessverify.errors import FunctionUnderTestError, UsageError  # noqa: E402
 from hessverify.model.problem import Problem  # noqa: E402
 
@@ -288,6 +288,7 @@ def check_model(
     seed: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     precision: Any = None,
+    isolation: str = DEFAULT_ISOLATION,
 ) -> CheckResult:
     """Hold TensorFlow curvature code to hessverify's references, as :func:`hessverify.adapters.torch.check_model`.
 
@@ -327,4 +328,4 @@ def check_model(
     if precision is None:
         precision = dtype.name
     return check(under_test, problems, against=against, returns=returns,  # type: ignore[arg-type]
-                 max_examples=max_examples, seed=seed, timeout=timeout, precision=precision)
+                 max_examples=max_examples, seed=seed, timeout=timeout, precision=precision, isolation=isolation)
