@@ -156,11 +156,8 @@ def _tick_labels(problem: Problem) -> tuple[list[float], list[str], float, bool]
     W = problem.n_params
     if W <= MAX_NAMED_TICKS:
         return [i + 0.5 for i in range(W)], list(problem.param_names), (9 if W <= 20 else 7), True
-    groups: list[tuple[str, int, int]] = []
-    for blk in problem.architecture.blocks:
-        groups.append((f"W{blk.layer}", blk.w_slice.start, blk.w_slice.stop))
-        if blk.bias:
-            groups.append((f"b{blk.layer}", blk.b_slice.start, blk.b_slice.stop))
+    # every parameter tensor, a layer kind's (gamma2, Win3, ...) as a dense layer's W and b
+    groups = [(t.label, t.offset, t.offset + t.size) for t in problem.architecture.tensors]
     return [(a + b) / 2 for _, a, b in groups], [g for g, _, _ in groups], 10, False
 
 
@@ -242,7 +239,8 @@ def heatmaps_svg(analysis: CaseAnalysis) -> str | None:
     out = [f'<svg class="heat" viewBox="0 0 {_x(width)} {_x(height)}" width="{_x(width)}" height="{_x(height)}" '
            f'role="img" font-family="sans-serif"><title>heatmaps of {_esc(p.id)}</title>']
     cuts = [b.offset for b in p.architecture.blocks[1:]]
-    biases = [b.b_slice.start for b in p.architecture.blocks if b.bias]
+    # the thin lines: where a tensor begins inside its layer (a dense layer's b, a kind's second tensor, ...)
+    biases = [t.offset for t in p.architecture.tensors if t.offset and t.offset not in cuts]
     for k, panel in enumerate(panels):
         x0 = left + (k % cols) * cell_w
         y0 = top + (k // cols) * cell_h  # the matrix's top edge

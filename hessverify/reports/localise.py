@@ -167,15 +167,10 @@ class Localisation:
 
 def _groups(problem: Problem, level: str) -> list[tuple[str, slice]]:
     """Contiguous parameter groups: tensors (``W1``, ``b1``, ...) or layers."""
-    out = []
-    for blk in problem.architecture.blocks:
-        if level == "layer":
-            out.append((f"layer {blk.layer}", blk.slice))
-        else:
-            out.append((f"W{blk.layer}", blk.w_slice))
-            if blk.bias:
-                out.append((f"b{blk.layer}", blk.b_slice))
-    return out
+    if level == "layer":
+        return [(f"layer {blk.layer}", blk.slice) for blk in problem.architecture.blocks]
+    # every parameter tensor, a layer kind's (``gamma2``, ``Win3``, ...) as a dense layer's ``W``/``b``
+    return [(t.label, t.slice) for t in problem.architecture.tensors]
 
 
 LISTED_PAIRS = 4096
@@ -250,7 +245,7 @@ def _named(names: list[str], count: int | None = None) -> str:
 
 
 def _group_index(n: int, groups: list[tuple[str, slice]]) -> np.ndarray:
-    out = np.empty(n, dtype=np.int64)
+    out = np.full(n, -1, dtype=np.int64)  # groups cover every parameter (see _groups); -1 would say one is left out
     for k, (_, s) in enumerate(groups):
         out[s] = k
     return out

@@ -277,3 +277,19 @@ def test_a_deep_network_is_localised_in_bounded_words() -> None:
     loc = localise(p, (A + A.T) / 2, H)
     assert loc.shape == "scattered" and "more agree" in loc.words and len(loc.words) < 4000
     assert len(loc.blocks) <= LISTED_PAIRS + len([b for b in loc.blocks if b.over]) and NAMED < 100
+
+
+def test_a_layer_kinds_tensors_are_named_by_their_own_labels() -> None:
+    # a layer-norm network, a graph of layer kinds: each tensor (the norm's weight W2 and bias b2 too) is a group
+    # of its own (a diagonal error there once indexed past the tensor list: the groups came from the dense blocks)
+    p = hessverify.load_case(ROOT / "cases" / "layernorm-mlp-3-4-2-ce.toml")
+    assert not p.architecture.is_dense
+    t = p.architecture.layer_tensors(2)[0]
+    H = hessverify.hessian(p)
+    A = H.copy()
+    k = t.offset
+    A[k, k] += 0.05
+    loc = localise(p, A, H, rounding_bound(p))
+    assert loc.shape == "diagonal"
+    assert f"in {t.label};" in loc.words
+    assert loc.blocks[0].name == f"{t.label} x {t.label}"
