@@ -104,6 +104,16 @@ class Op:
         """Zero for a map that is linear in all its inputs jointly."""
         return [None] * len(xs)
 
+    def vjp_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, wanted: Sequence[bool]) -> list[Tangent]:
+        """:meth:`vjp` for the inputs ``wanted`` only (``None`` for the others): a reverse pass that stops
+        early needs no cotangent of an input below it.  A primitive whose inputs cost apart says so here."""
+        return [g if w else None for g, w in zip(self.vjp(xs, y, gy), wanted)]
+
+    def second_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, dxs: Sequence[Tangent],
+                      wanted: Sequence[bool]) -> list[Tangent]:
+        """:meth:`second` for the inputs ``wanted`` only, as :meth:`vjp_wanted`."""
+        return [s if w else None for s, w in zip(self.second(xs, y, gy, dxs), wanted)]
+
     def second_forward(self, xs: Sequence[Arr], y: Arr, a: Sequence[Tangent], b: Sequence[Tangent]) -> Tangent:
         return None
 
@@ -214,13 +224,21 @@ class Einsum(Op):
         return contract(spec, gy, other)
 
     def vjp(self, xs: Sequence[Arr], y: Arr, gy: Arr) -> list[Tangent]:
+        return self.vjp_wanted(xs, y, gy, (True, True))
+
+    def vjp_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, wanted: Sequence[bool]) -> list[Tangent]:
         x1, x2 = xs
-        return [self._back(0, gy, x2, False), self._back(1, gy, x1, False)]
+        return [self._back(0, gy, x2, False) if wanted[0] else None,
+                self._back(1, gy, x1, False) if wanted[1] else None]
 
     def second(self, xs: Sequence[Arr], y: Arr, gy: Arr, dxs: Sequence[Tangent]) -> list[Tangent]:
+        return self.second_wanted(xs, y, gy, dxs, (True, True))
+
+    def second_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, dxs: Sequence[Tangent],
+                      wanted: Sequence[bool]) -> list[Tangent]:
         d1, d2 = dxs
-        return [None if d2 is None else self._back(0, gy, d2, True),
-                None if d1 is None else self._back(1, gy, d1, True)]
+        return [None if d2 is None or not wanted[0] else self._back(0, gy, d2, True),
+                None if d1 is None or not wanted[1] else self._back(1, gy, d1, True)]
 
     def second_forward(self, xs: Sequence[Arr], y: Arr, a: Sequence[Tangent], b: Sequence[Tangent]) -> Tangent:
         spec = self._P(self.spec, (0, 1))
