@@ -279,7 +279,7 @@ class Run:
     log_unit: str = "iteration"
     library: dict[str, Any] | None = None
     memory_traced: bool = True  # False: the library allocates outside Python's tracemalloc (peak_memory is a floor)
-    param_names: tuple[str, ...] | None = None  # when they differ from the case's (gains appended)
+    param_names: tuple[str, ...] | None = None  # when they differ from the case's (the gain network's, c1 after b1)
 
     @property
     def negative_curvature(self) -> bool:
@@ -504,7 +504,7 @@ class Optimizer:
     ``memory(n, m)`` is the bytes of the dense state the lecture counts;
     ``forms_hessian`` says whether each iteration forms the exact Hessian
     (and so logs its inertia); ``base`` is the optimiser an adaptive-gain
-    variant runs on the extended vector ``(w, b, c)`` (``gains``,
+    variant runs on, over ``(w, b, c)`` of the case's network with gain layers (``gains``,
     :class:`~hessverify.apps.lab.objectives.GainObjective`); ``library`` names
     the package whose own optimiser it runs (:mod:`hessverify.apps.lab.library`).
     """
