@@ -76,6 +76,7 @@ def _dtype(dtype: Any) -> Any:
 
 def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
     """``E(outputs, targets)``: the problem's loss summed or averaged (``problem.scale``) over patterns."""
+    _table.require(problem)
     row = _table.LOSSES[problem.loss]
     delta = _table._delta(problem)
     scale = problem.scale
@@ -88,6 +89,7 @@ def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
 
 def _dense_forward(problem: Problem, theta: Tensor, x: Tensor) -> Tensor:
     """A dense network's outputs with its parameters read from the flat vector in the public order."""
+    _table.require(problem)
     arch = problem.architecture
     outs = [x]
     for blk, layer in zip(arch.blocks, arch.layers):
@@ -264,7 +266,7 @@ def cases(*, dtype: Any = _tf.float64, **kwargs: Any) -> Any:
     mapped, the networks Keras cannot express left out."""
     from hessverify.checking.strategies import problems
 
-    return problems(**{"kinds": False, **kwargs}).filter(
+    return problems(**_table.within({"kinds": False, **kwargs})).filter(
         lambda p: _table.unsupported(p.architecture) is None).map(lambda p: to_case(p, dtype=dtype))
 
 

@@ -261,3 +261,18 @@ def test_kinds_false_draws_no_gains(p: Problem) -> None:
 def test_the_gains_switch_is_checked() -> None:
     with pytest.raises(InvalidArgument, match="gains"):
         problems(gains="yes")  # type: ignore[arg-type]
+
+
+@given(problems(min_layers=4, max_layers=4))
+def test_min_layers_holds_for_networks_of_layer_kinds_too(p: Problem) -> None:
+    # every layer of the depth counts (a flatten, an embedding, the output layer); the kinds' draws add
+    # their own, so only the lower bound is shared with the dense draws
+    assert p.architecture.depth >= 4, p.architecture.describe()
+
+
+def test_the_simplest_network_of_kinds_drawn_with_min_layers_has_them() -> None:
+    # the shrunk example: the fewest, simplest layers a draw of kinds allows (before: two, whatever min_layers)
+    p = find(problems(min_layers=4, max_layers=4), lambda p: any(layer.kind != "dense" for layer in p.architecture.layers),
+             settings=SHRINK)  # a dense network with a gain layer is not is_dense either
+    assert p.architecture.depth == 4, p.architecture.describe()
+    assert any(layer.kind != "dense" for layer in p.architecture.layers)
