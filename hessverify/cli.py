@@ -540,7 +540,11 @@ that allocate outside it).
 """
 
 STATIONARY_EPILOG = """prints 'inertia: N negative, Z zero, P positive' and what the point is: minimum, saddle,
-maximum or degenerate (zero eigenvalues and one sign only: the second-order test cannot decide).
+maximum or degenerate (zero eigenvalues and one sign only: the second-order test cannot decide). With gain
+layers (gain = true) it prints the gain/weight-scale redundancy (Thimm et al. 1996): E is constant along
+v_j = (w_j, b_j, -c_j) for every gain unit j, so H v_j = 0 at a stationary point; per unit |H v_j| / (|H| |v_j|),
+how many zero eigenvalues the redundancy forces, and the inertia of H across it (on the directions orthogonal
+to every v_j): positive there is a minimum up to the redundancy. --json FILE writes the same (docs/lab.md).
 exit status: 0 found and written, 2 invalid input or usage, 3 not differentiable, 4 overflow,
 6 no stationary point found within --max-iter (one line on stderr, nothing written).
 """
@@ -578,6 +582,7 @@ def _add_lab_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     st.add_argument("--tol", type=float, default=1e-12, help="a stationary point has |g|_2 < TOL (default 1e-12)")
     st.add_argument("--max-iter", type=int, default=200, help="damped Newton iterations allowed (default 200)")
     st.add_argument("--id", default=None, help="the new case's id (default CASE-ID-stationary)")
+    st.add_argument("--json", metavar="FILE", help="write the point, its inertia, eigenvalues and gain redundancy as JSON")
     st.set_defaults(func=_cmd_stationary)
 
 
@@ -784,6 +789,11 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _writable(out, "--out", (".toml",))
     _hold(args, args.out, "--out")
+    if args.json:
+        if Path(args.json) == out:
+            raise UsageError("--json and --out name the same file; give two")
+        _writable(Path(args.json), "--json", (".json",))
+        _hold(args, args.json, "--json")
     case = load_case(args.case)
     ensure_well_posed(case)
     s = find_stationary(case, tol=args.tol, max_iter=args.max_iter)
@@ -793,9 +803,17 @@ def _cmd_stationary(args: argparse.Namespace) -> int:
         f"{s.inertia.negative} negative, {s.inertia.zero} zero, {s.inertia.positive} positive eigenvalues"))
     print(f"{case.id}: stationary point after {s.iterations} iteration(s): E = {s.error:.17g}, |g| = {s.grad_norm:.3e}")
     print(s.inertia_line())
+    for line in s.redundancy_lines():
+        print(line)
     print(s.describe())
     _write_text(out, "--out", written.to_toml())
     print(f"written to {out} (id {new_id})")
+    if args.json:
+        from hessverify.io.files import strict_json
+
+        doc = {"from": case.id, "id": new_id, "out": str(out), "tol": args.tol} | s.to_dict()
+        _write_text(Path(args.json), "--json", strict_json(doc, indent=1))
+        print(f"point written to {args.json}")
     return EXIT_OK
 
 

@@ -461,6 +461,7 @@ def problems(
     graphs: bool = True,
     saturation: bool = True,
     kinds: bool = True,
+    gains: bool | None = None,
 ) -> st.SearchStrategy[Problem]:
     """Whole problems: an architecture, a loss, parameters and data.
 
@@ -471,6 +472,13 @@ def problems(
     handles only those.  ``min_layers`` holds for both (every layer of
     ``Architecture.depth`` counts, a flatten too; a short network of kinds gets
     dense layers before its output).
+
+    ``gains`` (default: as ``kinds``): about one dense layer in four gets
+    ``gain = true``, ``f(c_j a_j)`` with a drawn gain per unit (parameters
+    ``W``, ``b``, ``c``; shrinking towards no gain).  A network with a gain
+    layer is not :attr:`~hessverify.model.network.Architecture.is_dense` (it
+    goes through the graph), so ``kinds=False`` leaves gains out unless
+    ``gains=True``; its output is not saturated.
 
     The keyword arguments are those of :func:`architectures`,
     :func:`parameters` and :func:`datasets`, plus the choices of ``losses``
@@ -509,6 +517,10 @@ def problems(
     input_magnitude = _check_magnitude("max_input", max_input)
     if not isinstance(saturation, bool):
         raise InvalidArgument(f"saturation must be True (draw saturated outputs too) or False, got {saturation!r}")
+    if gains is None:
+        gains = kinds if isinstance(kinds, bool) else False
+    if not isinstance(gains, bool):
+        raise InvalidArgument(f"gains must be True (draw gain layers too), False or None (as kinds), got {gains!r}")
     max_fan = max(max_inputs, max_units)
     if graphs:  # the widest input: the inputs and every layer but the last side by side
         max_fan = max_inputs + (max_layers - 1) * max_units
@@ -525,6 +537,9 @@ def problems(
         st.lists(_floats(magnitude), min_size=max_units * max_fan, max_size=max_units * max_fan),
         st.lists(_floats(magnitude), min_size=max_units, max_size=max_units),
         _edges(max_layers) if graphs else st.just(None),
+        # a gain layer about one time in four (0 first: shrinks to no gain), its gains beside it
+        st.integers(0, 3).map(lambda k: k == 3) if gains else st.just(False),
+        st.lists(_floats(magnitude), min_size=max_units, max_size=max_units) if gains else st.just([]),
     )
 
     @st.composite
@@ -538,15 +553,18 @@ def problems(
                                        _targets(loss, max_units, input_magnitude, normalise=False)),
                              min_size=min_patterns, max_size=max_patterns))
         layers = [Layer(units, out_act if index == len(blocks) - 1 else act, has_bias,
-                        None if edges is None else _layer_sources(index + 1, edges))
-                  for index, (units, act, has_bias, _, _, edges) in enumerate(blocks)]
+                        None if edges is None else _layer_sources(index + 1, edges),
+                        options=(("gain", True),) if gain else ())
+                  for index, (units, act, has_bias, _, _, edges, gain, _) in enumerate(blocks)]
         arch = Architecture(n_in, tuple(layers))
         parts = []
-        for index, (units, _, has_bias, w, b, _) in enumerate(blocks, start=1):
+        for index, (units, _, has_bias, w, b, _, gain, c) in enumerate(blocks, start=1):
             fan = arch.fan_in(index)
             parts.append(np.array(w).reshape(max_units, max_fan)[max_units - units:, max_fan - fan:].reshape(-1))
             if has_bias:
                 parts.append(np.array(b[max_units - units:]))
+            if gain:  # W, b, c: the dense kind's order
+                parts.append(np.array(c[max_units - units:]))
         params = np.concatenate(parts).astype(np.float64)
         k = arch.outputs
         x = np.array([r[max_inputs - n_in:] for r, _ in rows], dtype=np.float64)
@@ -554,7 +572,7 @@ def problems(
         problem = Problem(arch, loss, params, x, t, reduction, _case_id(arch),
                           f"drawn by hessverify.strategies: {arch.describe()}, {loss}, {reduction}")
         # saturated about every third draw (where the output can saturate); shrinks to False: not saturated
-        if saturation and draw(st.booleans()):
+        if saturation and draw(st.booleans()) and arch.is_dense:
             problem = saturate(problem, draw(st.floats(*SATURATION_LEVELS)))
         # fd must not straddle a kink, and the Hessian must exist and be finite
         assume(not near_kink(problem))

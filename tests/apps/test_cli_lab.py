@@ -18,6 +18,7 @@ from tests.conftest import CASES_DIR
 SOFT = str(CASES_DIR / "xor-2-2-1-sigmoid-soft.toml")
 XOR = str(CASES_DIR / "xor-2-2-1-sigmoid.toml")
 SADDLE = str(CASES_DIR / "saddle-2-3-1-tanh-zero.toml")
+CURVE = str(CASES_DIR / "curve-1-2-1-sigmoid-gain.toml")
 
 
 def test_lab_help_lists_every_optimizer(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,6 +112,35 @@ def test_stationary_on_the_shipped_saddle(tmp_path: Path, capsys: pytest.Capture
     assert hessverify.load_case(tmp_path / "s.toml").id == "my-saddle"
 
 
+def test_stationary_reports_the_gain_redundancy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On the shipped gain case: a minimum up to the redundancy, |H v_j| / (|H| |v_j|) per gain, 3 zeros forced."""
+    js = tmp_path / "s.json"
+    assert main(["stationary", CURVE, "--out", str(tmp_path / "s.toml"), "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "inertia: 0 negative, 3 zero, 7 positive" in text
+    assert "3 gain unit(s), v_j = (w_j, b_j, -c_j), force 3 zero eigenvalue(s)" in text
+    ratios = re.findall(r"^  (c\d\[\d\]) +\|H v\|/\(\|H\| \|v\|\) = (\S+)$", text, re.M)
+    assert [u for u, _ in ratios] == ["c1[0]", "c1[1]", "c2[0]"] and all(float(r) < 1e-12 for _, r in ratios)
+    assert "across the redundancy (H on the 7 directions orthogonal to every v_j): 0 negative, 0 zero, 7 positive" in text
+    assert re.search(r"^minimum up to the gain redundancy", text, re.M)
+    doc = json.loads(js.read_text())
+    assert doc["kind"] == "degenerate" and doc["kind_across"] == "minimum"
+    red = doc["gain_redundancy"]
+    assert red["forced_zeros"] == 3 and [u["gain"] for u in red["units"]] == ["c1[0]", "c1[1]", "c2[0]"]
+    for u, (_, printed) in zip(red["units"], ratios):  # printed to two digits
+        assert u["residual"] == pytest.approx(float(printed), rel=0.05)
+    found = hessverify.load_case(tmp_path / "s.toml")
+    assert doc["params"] == list(found.params) and doc["param_names"] == list(found.param_names)
+
+
+def test_stationary_without_gains_has_no_redundancy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    js = tmp_path / "s.json"
+    assert main(["stationary", SADDLE, "--out", str(tmp_path / "s.toml"), "--json", str(js)]) == 0
+    assert "gain redundancy" not in capsys.readouterr().out
+    doc = json.loads(js.read_text())
+    assert doc["gain_redundancy"] is None and doc["kind_across"] is None and doc["kind"] == "saddle"
+
+
 def test_stationary_not_found_exits_5_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "s.toml"
     assert main(["stationary", XOR, "--out", str(out), "--max-iter", "1"]) == 6
@@ -124,6 +154,8 @@ def test_stationary_not_found_exits_5_and_writes_nothing(tmp_path: Path, capsys:
     (["--out", "/nonexistent-dir/x.toml"], "does not exist"),
     (["--out", "x.toml", "--tol", "0"], "--tol must be a number > 0"),
     (["--out", "x.toml", "--id", "Bad Id"], "--id 'Bad Id'"),
+    (["--out", "x.toml", "--json", "x.txt"], "/x.txt: the file must end in .json"),
+    (["--out", "x.toml", "--json", "x.toml"], "--json and --out name the same file"),
 ])
 def test_stationary_bad_usage(args: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
                               monkeypatch: pytest.MonkeyPatch) -> None:

@@ -225,6 +225,44 @@ def test_the_saturation_switch_is_checked() -> None:
         problems(saturation="yes")  # type: ignore[arg-type]
 
 
+def _has_gain(p: Problem) -> bool:
+    return any(layer.kind == "dense" and layer.opts["gain"] for layer in p.architecture.layers)
+
+
+def test_gain_layers_are_drawn_and_shrink_to_one_unit() -> None:
+    """The dense networks sometimes have gain layers (f(c_j a_j)); shrinking finds a small one."""
+    p = find(problems(), _has_gain, settings=SHRINK)
+    layers = p.architecture.layers
+    assert all(layer.units == 1 and not layer.bias for layer in layers) and p.architecture.inputs == 1
+    assert sum(layer.opts["gain"] for layer in layers) == 1 and p.param_names[-1].startswith("c")
+    seen: list[Problem] = []
+
+    @settings(max_examples=120, database=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(problems(kinds=False, gains=True))
+    def draw(q: Problem) -> None:
+        seen.append(q)
+
+    draw()
+    gained = [q for q in seen if _has_gain(q)]
+    assert len(gained) >= len(seen) // 10, f"{len(gained)} of {len(seen)} draws with a gain layer"
+    for q in gained:
+        assert not q.architecture.is_dense
+        assert np.all(np.abs(q.params) <= PARAM_MAGNITUDE)  # not saturated: every value in the drawn range
+        for index, layer in enumerate(q.architecture.layers, start=1):
+            names = [t.name for t in q.architecture.layer_tensors(index)]
+            assert names == ["W"] + (["b"] if layer.bias else []) + (["c"] if layer.opts["gain"] else [])
+
+
+@given(problems(kinds=False))
+def test_kinds_false_draws_no_gains(p: Problem) -> None:
+    assert p.architecture.is_dense and not _has_gain(p)
+
+
+def test_the_gains_switch_is_checked() -> None:
+    with pytest.raises(InvalidArgument, match="gains"):
+        problems(gains="yes")  # type: ignore[arg-type]
+
+
 @given(problems(min_layers=4, max_layers=4))
 def test_min_layers_holds_for_networks_of_layer_kinds_too(p: Problem) -> None:
     # every layer of the depth counts (a flatten, an embedding, the output layer); the kinds' draws add
@@ -234,6 +272,7 @@ def test_min_layers_holds_for_networks_of_layer_kinds_too(p: Problem) -> None:
 
 def test_the_simplest_network_of_kinds_drawn_with_min_layers_has_them() -> None:
     # the shrunk example: the fewest, simplest layers a draw of kinds allows (before: two, whatever min_layers)
-    p = find(problems(min_layers=4, max_layers=4), lambda p: not p.architecture.is_dense, settings=SHRINK)
+    p = find(problems(min_layers=4, max_layers=4), lambda p: any(layer.kind != "dense" for layer in p.architecture.layers),
+             settings=SHRINK)  # a dense network with a gain layer is not is_dense either
     assert p.architecture.depth == 4, p.architecture.describe()
     assert any(layer.kind != "dense" for layer in p.architecture.layers)

@@ -24,7 +24,7 @@ from hessverify.model.problem import Problem
 ROOT = Path(__file__).resolve().parents[2]
 KIND_CASES = ["conv1d-2x8-3-pool-2-tanh", "conv2d-1x5x5-2-stride-bce", "layernorm-mlp-3-4-2-ce",
               "residual-mlp-3-3-add-1-gelu", "batchnorm-train-4-3-1", "batchnorm-eval-2x3-1", "attention-3x4-2heads",
-              "transformer-block-embedding", "xor-2-2-1-sigmoid-gain"]
+              "transformer-block-embedding", "xor-2-2-1-sigmoid-gain", "curve-1-2-1-sigmoid-gain"]
 EXACT = ["backprop", "rop", "pairwise"]
 
 

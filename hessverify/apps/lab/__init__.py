@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from hessverify.apps.lab.gains import GainRedundancy, gain_directions, gain_redundancy, with_gains
 from hessverify.apps.lab.objectives import GainObjective, ModelObjective, Objective, objective_for
 from hessverify.base.arguments import positive_number, whole_number
 from hessverify.base.typing import FloatArray
@@ -78,6 +79,7 @@ __all__ = [
     "FAR",
     "FLAT",
     "GainObjective",
+    "GainRedundancy",
     "INERTIA_MAX_PARAMS",
     "ModelObjective",
     "Objective",
@@ -96,6 +98,8 @@ __all__ = [
     "check_budget",
     "classify",
     "find_stationary",
+    "gain_directions",
+    "gain_redundancy",
     "get_optimizer",
     "hessian_at",
     "inertia",
@@ -103,6 +107,7 @@ __all__ = [
     "run",
     "run_all",
     "spectrum",
+    "with_gains",
 ]
 
 DEFAULT_TOL = 1e-8
@@ -274,7 +279,7 @@ class Run:
     log_unit: str = "iteration"
     library: dict[str, Any] | None = None
     memory_traced: bool = True  # False: the library allocates outside Python's tracemalloc (peak_memory is a floor)
-    param_names: tuple[str, ...] | None = None  # when they differ from the case's (gains appended)
+    param_names: tuple[str, ...] | None = None  # when they differ from the case's (the gain network's, c1 after b1)
 
     @property
     def negative_curvature(self) -> bool:
@@ -499,7 +504,7 @@ class Optimizer:
     ``memory(n, m)`` is the bytes of the dense state the lecture counts;
     ``forms_hessian`` says whether each iteration forms the exact Hessian
     (and so logs its inertia); ``base`` is the optimiser an adaptive-gain
-    variant runs on the extended vector ``(w, b, c)`` (``gains``,
+    variant runs on, over ``(w, b, c)`` of the case's network with gain layers (``gains``,
     :class:`~hessverify.apps.lab.objectives.GainObjective`); ``library`` names
     the package whose own optimiser it runs (:mod:`hessverify.apps.lab.library`).
     """
@@ -1131,19 +1136,62 @@ class Stationary:
     error: float
     grad_norm: float
     inertia: Inertia
+    redundancy: GainRedundancy | None = None  # with gain layers: the gain/weight-scale redundancy there
 
     @property
     def kind(self) -> str:
         """``minimum``, ``saddle``, ``maximum`` or ``degenerate`` (:func:`classify`)."""
         return classify(self.inertia)
 
+    @property
+    def kind_across(self) -> str | None:
+        """With gain layers, what the point is across the redundancy: :func:`classify` of ``H`` on the
+        directions orthogonal to every ``v_j`` (a minimum there is a minimum up to the redundancy)."""
+        return None if self.redundancy is None else classify(self.redundancy.across)
+
     def inertia_line(self) -> str:
         i = self.inertia
         return f"inertia: {i.negative} negative, {i.zero} zero, {i.positive} positive"
 
+    def redundancy_lines(self) -> list[str]:
+        """With gain layers: per gain unit ``|H v_j| / (|H| |v_j|)``, the zeros forced, the inertia across."""
+        r = self.redundancy
+        if r is None:
+            return []
+        out = [f"gain redundancy (Thimm et al. 1996): {len(r.units)} gain unit(s), v_j = (w_j, b_j, -c_j), "
+               f"force {r.forced} zero eigenvalue(s); {r.near_zero} eigenvalue(s) lie within "
+               f"{max(r.radius, self.inertia.threshold):.1e} of 0"]
+        width = max(len(u) for u in r.units)
+        for u, res in zip(r.units, r.residuals):
+            out.append(f"  {u:{width}s}  |H v|/(|H| |v|) = " + ("n/a (v = 0)" if not np.isfinite(res) else f"{res:.1e}"))
+        a = r.across
+        out.append(f"across the redundancy (H on the {a.eigenvalues.size} directions orthogonal to every v_j): "
+                   f"{a.negative} negative, {a.zero} zero, {a.positive} positive")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The point's numbers, for ``hessverify stationary --json``."""
+        i = self.inertia
+        return {"case": self.problem.id, "iterations": self.iterations, "error": self.error,
+                "grad_norm": self.grad_norm, "kind": self.kind, "kind_across": self.kind_across,
+                "inertia": {"negative": i.negative, "zero": i.zero, "positive": i.positive,
+                            "zero_threshold": i.threshold},
+                "eigenvalues": [float(v) for v in i.eigenvalues], "param_names": list(self.problem.param_names),
+                "params": [float(v) for v in self.problem.params],
+                "gain_redundancy": None if self.redundancy is None else self.redundancy.to_dict()}
+
     def describe(self) -> str:
         """What the point is, in a sentence that starts with its kind."""
         i = self.inertia
+        r = self.redundancy
+        if r is not None and r.forced and self.kind_across in ("minimum", "maximum"):
+            # H definite across the v_j: at most `forced` eigenvalues of H are not of that sign (interlacing)
+            what = self.kind_across
+            sign = "positive" if what == "minimum" else "negative"
+            return (f"{what} up to the gain redundancy: the {r.forced} eigenvalue(s) along the v_j are forced to 0 "
+                    f"(E is constant along each v_j; here they lie within {max(r.radius, i.threshold):.1e} of 0) and "
+                    f"every eigenvalue across them is {sign}: a local {what}, not a strict one (one point of a "
+                    f"{r.forced}-dimensional set of equal {'minima' if what == 'minimum' else 'maxima'})")
         if self.kind == "saddle":
             return "saddle: the Hessian has eigenvalues of both signs (E falls along some directions, rises along others)"
         if self.kind == "minimum":
@@ -1228,4 +1276,5 @@ def _find_stationary(problem: Problem, tol: float, max_iter: int, params: FloatA
     at = problem.with_params(theta)
     H = hessian_at(problem, theta)
     ev = spectrum(H)
-    return Stationary(at, k, error(problem, theta), gn, inertia(H, zero_threshold(at, ev)))
+    tau = zero_threshold(at, ev)
+    return Stationary(at, k, error(problem, theta), gn, inertia(H, tau), gain_redundancy(at, H, tau))

@@ -23,28 +23,46 @@ from hessverify.model.problem import Problem
 from tests.conftest import CASES_DIR
 
 
+def layout(problem: Problem) -> list[tuple[slice, slice | None, slice | None]]:
+    """Per layer, where ``W``, ``b`` and the gains ``c`` sit in the gain network's vector.
+
+    Written from the documented order (docs/cases.md: a dense layer's ``W``, ``b``, ``c``, layer by layer),
+    a gain on every sigmoid layer, not from the model's tables.
+    """
+    arch = problem.architecture
+    sizes = [arch.inputs] + [layer.units for layer in arch.layers]
+    out = []
+    at = 0
+    for l, layer in enumerate(arch.layers):
+        fan_in, units = sizes[l], sizes[l + 1]
+        W = slice(at, at + units * fan_in)
+        at = W.stop
+        b = slice(at, at + units) if layer.bias else None
+        at += units if layer.bias else 0
+        c = slice(at, at + units) if layer.activation == "sigmoid" else None
+        at += units if c is not None else 0
+        out.append((W, b, c))
+    return out
+
+
 def gain_error(problem: Problem) -> Any:
     """``E(w, b, c)`` of a chain network, a gain on every sigmoid unit, written from the definition."""
     arch = problem.architecture
     sizes = [arch.inputs] + [layer.units for layer in arch.layers]
     x, t = problem.inputs, problem.targets
-    n0 = problem.n_params
     scale = 1.0 / x.shape[0] if problem.reduction == "mean" else 1.0
+    places = layout(problem)
 
     def E(theta: Any) -> Any:
-        at, gat = 0, n0
         z = x
         for l, layer in enumerate(arch.layers):
             fan_in, units = sizes[l], sizes[l + 1]
-            W = anp.reshape(theta[at:at + units * fan_in], (units, fan_in))
-            at += units * fan_in
-            b = theta[at:at + units] if layer.bias else anp.zeros(units)
-            at += units if layer.bias else 0
+            Ws, bs, cs = places[l]
+            W = anp.reshape(theta[Ws], (units, fan_in))
+            b = theta[bs] if bs is not None else anp.zeros(units)
             a = anp.dot(z, W.T) + b
             if layer.activation == "sigmoid":
-                c = theta[gat:gat + units]
-                gat += units
-                z = 1.0 / (1.0 + anp.exp(-c * a))
+                z = 1.0 / (1.0 + anp.exp(-theta[cs] * a))
             elif layer.activation == "tanh":
                 z = anp.tanh(a)
             else:
@@ -54,6 +72,23 @@ def gain_error(problem: Problem) -> Any:
         return scale * 0.5 * anp.sum((z - t) ** 2)
 
     return E
+
+
+def directions(problem: Problem, theta: np.ndarray) -> np.ndarray:
+    """``v_j = (w_j, b_j, -c_j)`` per sigmoid unit, from :func:`layout` (Thimm et al. 1996)."""
+    rows = []
+    for (Ws, bs, cs), layer in zip(layout(problem), problem.architecture.layers):
+        if cs is None:
+            continue
+        W = np.arange(Ws.start, Ws.stop).reshape(layer.units, -1)
+        for j in range(layer.units):
+            v = np.zeros(theta.size)
+            v[W[j]] = theta[W[j]]
+            if bs is not None:
+                v[bs.start + j] = theta[bs.start + j]
+            v[cs.start + j] = -theta[cs.start + j]
+            rows.append(v)
+    return np.array(rows)
 
 
 def _held_out() -> list[Problem]:
@@ -70,8 +105,13 @@ def _held_out() -> list[Problem]:
 def _point(obj: GainObjective, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     theta = obj.start()
-    theta[obj.problem.n_params:] = rng.uniform(0.5, 2.0, obj.m)  # gains away from 1
-    theta[:obj.problem.n_params] += 0.3 * rng.standard_normal(obj.problem.n_params)
+    gains = np.zeros(theta.size, dtype=bool)
+    for _, _, cs in layout(obj.case):
+        if cs is not None:
+            gains[cs] = True
+    assert gains.sum() == obj.m
+    theta[gains] = rng.uniform(0.5, 2.0, obj.m)  # gains away from 1
+    theta[~gains] += 0.3 * rng.standard_normal(theta.size - obj.m)
     return theta
 
 
@@ -104,10 +144,13 @@ def test_gain_gradient_by_central_differences() -> None:
 def test_gains_of_one_are_the_model_and_names_follow_the_parameters() -> None:
     p = _held_out()[2]
     obj = GainObjective(p)
-    assert obj.m == 4 and obj.names[-4:] == ("c2[0]", "c2[1]", "c2[2]", "c2[3]")  # only the sigmoid layer
+    assert obj.m == 4 and [n for n in obj.names if n.startswith("c")] == ["c2[0]", "c2[1]", "c2[2]", "c2[3]"]
+    assert obj.names[:24] == p.param_names[:24] and obj.names[24:28] == ("c2[0]", "c2[1]", "c2[2]", "c2[3]")
     theta = obj.start()
-    assert obj.E(theta) == hessverify.error(p)
-    np.testing.assert_array_equal(obj.g(theta)[:p.n_params], hessverify.gradient(p))
+    assert obj.E(theta) == pytest.approx(hessverify.error(p), rel=1e-15)
+    g = dict(zip(obj.names, obj.g(theta)))
+    # every gain 1: the case's own gradient (through the graph instead of the dense kernel: to rounding)
+    np.testing.assert_allclose([g[n] for n in p.param_names], hessverify.gradient(p), rtol=1e-13, atol=1e-16)
     # a gain scales its unit's incoming weights and bias: the same function as the model at c w
     theta = _point(obj, 1)
     assert obj.E(theta) == pytest.approx(hessverify.error(p, obj.model_params(theta)), rel=1e-15)
@@ -119,6 +162,7 @@ def test_gain_and_weight_scale_are_redundant() -> None:
     obj = GainObjective(p)
     theta = _point(obj, 2)
     V = obj.redundant_directions(theta)
+    np.testing.assert_array_equal(V, directions(p, theta))
     g = autograd.grad(gain_error(p))(theta)
     assert np.all(np.abs(V @ g) <= 1e-12 * np.linalg.norm(g) * np.linalg.norm(V, axis=1))
     # at a minimum (soft XOR: E = 0 at finite weights) H v_j vanishes
@@ -127,9 +171,8 @@ def test_gain_and_weight_scale_are_redundant() -> None:
 
     r = lab.run(soft, "bfgs-ag", tol=1e-11, max_iter=3000)
     assert r.converged
-    obj = GainObjective(soft)
     H = autograd.hessian(gain_error(soft))(r.final_params)
-    for v in obj.redundant_directions(r.final_params):
+    for v in directions(soft, r.final_params):
         assert np.linalg.norm(H @ v) <= 1e-6 * np.linalg.norm(H, 2) * np.linalg.norm(v)
 
 
