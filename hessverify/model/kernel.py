@@ -356,7 +356,7 @@ PAIR_TASK_FLOATS = 2**19
 
 
 def _diagonal_rows(H: FloatArray, bm: ParamBlock, Q: FloatArray, x: FloatArray, first: bool) -> None:
-    """The upper triangle of one layer's diagonal block (:func:`symmetric_sums`), a few units' rows at a time.
+    """The upper triangle of one layer's diagonal block (:func:`symmetric_sums`), one unit's rows at a time.
 
     Only the unit pairs ``k <= k'`` are read from the distinct sums (every
     weight row's block with the weights of its own and later units, and with
@@ -365,25 +365,21 @@ def _diagonal_rows(H: FloatArray, bm: ParamBlock, Q: FloatArray, x: FloatArray, 
     """
     u, d, f = bm.units, x.shape[1], bm.fan_in
     S = _pair_sums(Q, x)
-    (ka, kb), pk = _pair_table(u)
+    (ka, _), pk = _pair_table(u)
     _, pj = _pair_table(d)
     starts = np.searchsorted(ka, np.arange(u + 1))  # the pairs (k, k' >= k) of unit k: starts[k] .. starts[k + 1]
     ww = _view(H, bm.w_slice, bm.w_slice, (u, f, u, f))
-    step = max(1, BLOCK_FLOATS // (u * d * d))
-    for k0 in range(0, u, step):
-        p0, p1 = starts[k0], starts[min(u, k0 + step)]
-        G = np.take(S[p0:p1], pj[:f, :f], axis=1)  # (pairs, j, j'): ww[k, j, k', j'] for the pairs of k0 .. k1
-        if first:
-            ww[ka[p0:p1], :, kb[p0:p1], :] = G
-        else:
-            ww[ka[p0:p1], :, kb[p0:p1], :] += G
+    inputs = pj[:f, :f]
+    for k in range(u):  # ww[k, j, k', j'] for k' >= k: one gather and one strided copy per unit
+        G = np.take(S[starts[k]:starts[k + 1]], inputs, axis=1)  # (k', j, j')
+        _put(ww[k, :, k:, :], G.transpose(1, 0, 2), first)
     if bm.bias:  # weights with biases (every unit pair: all of it is upper), biases with biases
         Sb = np.take(S, pj[:, f], axis=1)[pk]  # (k, k', j): the sum with x_j and the constant 1
         _put(_view(H, bm.w_slice, bm.b_slice, (u, f, u)), Sb[:, :, :f].transpose(0, 2, 1), first)
         _put(H[bm.b_slice, bm.b_slice], Sb[:, :, f], first)
 
 
-MIRROR_TILE = 256
+MIRROR_TILE = 512
 """Side of the tiles in which the lower triangle is copied from the upper one (cache-sized)."""
 
 PAIR_MIN_SIZE = 64
