@@ -717,7 +717,7 @@ def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[Flo
 
 def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, m: int, mp: int, row: Row,
                 zz: FloatArray, x: FloatArray, depends: set[int], first: bool, k0: int, k1: int) -> None:
-    r"""The rows of units ``k0 .. k1`` of layer ``m`` in the blocks with a wide layer ``m'`` above, both triangles.
+    r"""The rows of units ``k0 .. k1`` of layer ``m`` in the blocks with a wide layer ``m'`` above (upper triangle).
 
     For weights ``W_m[k, j]`` (input ``x_m[j]``) and ``W_m'[k', j']``:
 
@@ -734,7 +734,7 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
     main term is a product ``(u u') x N x (d d')``, taken a few units ``k``
     at a time; the bilinear term (a product ``(u' d) x N x u`` where ``m``
     feeds ``m'``, ``(u' d) x N x (u_s u)`` otherwise) is added to each piece,
-    which is then written into both triangles of ``H`` while in cache.
+    which is then written into ``H`` while in cache: the upper triangle, and the lower one only where ``m'`` comes first in ``H``.
     """
     n = zz.shape[0]
     bm, bmp = arch.block(m), arch.block(mp)
