@@ -356,16 +356,30 @@ PAIR_TASK_FLOATS = 2**19
 
 
 def _diagonal_rows(H: FloatArray, bm: ParamBlock, Q: FloatArray, x: FloatArray, first: bool) -> None:
-    """The diagonal block of one layer (:func:`symmetric_sums`), written a few units' rows at a time."""
-    u, d = bm.units, x.shape[1]
+    """The upper triangle of one layer's diagonal block (:func:`symmetric_sums`), one unit's rows at a time.
+
+    Only the unit pairs ``k <= k'`` are read from the distinct sums (every
+    weight row's block with the weights of its own and later units, and with
+    every bias); the lower triangle is copied afterwards with the rest of ``H``
+    (:func:`_mirror_tasks`).  The values are the same sums either way.
+    """
+    u, d, f = bm.units, x.shape[1], bm.fan_in
     S = _pair_sums(Q, x)
-    step = max(1, BLOCK_FLOATS // (u * d * d))
-    for k0 in range(0, u, step):
-        k1 = min(u, k0 + step)
-        _put_pair(H, bm, bm, _expand(S, u, d, k0, k1), first, k0)
+    (ka, _), pk = _pair_table(u)
+    _, pj = _pair_table(d)
+    starts = np.searchsorted(ka, np.arange(u + 1))  # the pairs (k, k' >= k) of unit k: starts[k] .. starts[k + 1]
+    ww = _view(H, bm.w_slice, bm.w_slice, (u, f, u, f))
+    inputs = pj[:f, :f]
+    for k in range(u):  # ww[k, j, k', j'] for k' >= k: one gather and one strided copy per unit
+        G = np.take(S[starts[k]:starts[k + 1]], inputs, axis=1)  # (k', j, j')
+        _put(ww[k, :, k:, :], G.transpose(1, 0, 2), first)
+    if bm.bias:  # weights with biases (every unit pair: all of it is upper), biases with biases
+        Sb = np.take(S, pj[:, f], axis=1)[pk]  # (k, k', j): the sum with x_j and the constant 1
+        _put(_view(H, bm.w_slice, bm.b_slice, (u, f, u)), Sb[:, :, :f].transpose(0, 2, 1), first)
+        _put(H[bm.b_slice, bm.b_slice], Sb[:, :, f], first)
 
 
-MIRROR_TILE = 256
+MIRROR_TILE = 512
 """Side of the tiles in which the lower triangle is copied from the upper one (cache-sized)."""
 
 PAIR_MIN_SIZE = 64
@@ -489,37 +503,31 @@ def hessian_from_quantities(arch: Architecture, q: Quantities) -> FloatArray:
     with _runner(n * W * W) as run:
         for i, rows in enumerate(pattern_chunks(arch, n)):
             _accumulate(H, arch, q if rows == slice(0, n) else _subset(q, rows), i == 0, run)
-        run.submit(_mirror_tasks(H, arch))
+        run.submit(_mirror_tasks(H))
         run.wait()
     return H
 
 
-def _mirror_tasks(H: FloatArray, arch: Architecture) -> list[Callable[[], None]]:
-    """Tasks that copy the lower triangle of ``H`` from the upper one where only the upper was written.
+def _mirror_tasks(H: FloatArray) -> list[Callable[[], None]]:
+    """Tasks that copy the lower triangle of ``H`` from the upper one, a strip of cache-sized tiles each.
 
-    A strip of tiles each.  Blocks between two wide layers are written in both
-    triangles (:func:`_pair_block`) and every diagonal block whole, so a tile
-    is copied only where a narrow layer's rows or columns meet it and it is
-    not inside one layer's diagonal block.  A tile on the diagonal copies its
-    own lower triangle (harmless where it already holds it: the values are
-    the same).
+    Every block is written in the upper triangle (a block between two wide
+    layers also in the lower one where its rows come after its columns,
+    :func:`_pair_block`), so the whole lower triangle is copied in tiles: a
+    transposed tile copy costs about half of writing the transposed entries
+    one small block at a time.  A tile on the diagonal copies its own lower
+    triangle.
     """
     W, T = H.shape[0], MIRROR_TILE
-    layer_of = arch.layer_of_param
-    wide = pair_layers(arch)
-    narrow = np.concatenate([[0], np.cumsum([layer not in wide for layer in layer_of])])
     lower = np.tril(np.ones((T, T), dtype=bool), -1)
 
     def strip(i0: int) -> None:
         i1 = min(W, i0 + T)
-        rows_narrow = narrow[i1] > narrow[i0]
-        if rows_narrow:
-            tile = H[i0:i1, i0:i1]
-            np.copyto(tile, tile.T, where=lower[:i1 - i0, :i1 - i0])
+        tile = H[i0:i1, i0:i1]
+        np.copyto(tile, tile.T, where=lower[:i1 - i0, :i1 - i0])
         for j0 in range(i1, W, T):
             j1 = min(W, j0 + T)
-            if (rows_narrow or narrow[j1] > narrow[j0]) and layer_of[i0] != layer_of[j1 - 1]:
-                H[j0:j1, i0:i1] = H[i0:i1, j0:j1].T
+            H[j0:j1, i0:i1] = H[i0:i1, j0:j1].T
 
     return [lambda i0=i0: strip(i0) for i0 in range(0, W, T)]
 
@@ -709,7 +717,7 @@ def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[Flo
 
 def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, m: int, mp: int, row: Row,
                 zz: FloatArray, x: FloatArray, depends: set[int], first: bool, k0: int, k1: int) -> None:
-    r"""The rows of units ``k0 .. k1`` of layer ``m`` in the blocks with a wide layer ``m'`` above, both triangles.
+    r"""The rows of units ``k0 .. k1`` of layer ``m`` in the blocks with a wide layer ``m'`` above (upper triangle).
 
     For weights ``W_m[k, j]`` (input ``x_m[j]``) and ``W_m'[k', j']``:
 
@@ -726,7 +734,7 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
     main term is a product ``(u u') x N x (d d')``, taken a few units ``k``
     at a time; the bilinear term (a product ``(u' d) x N x u`` where ``m``
     feeds ``m'``, ``(u' d) x N x (u_s u)`` otherwise) is added to each piece,
-    which is then written into both triangles of ``H`` while in cache.
+    which is then written into ``H`` while in cache: the upper triangle, and the lower one only where ``m'`` comes first in ``H``.
     """
     n = zz.shape[0]
     bm, bmp = arch.block(m), arch.block(mp)
@@ -758,7 +766,7 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
                 G[ks, :, :, cols.start + a + ks] += r[:, :, a - k0:b - k0].transpose(2, 0, 1)
             else:
                 G[:, :, :, cols] += r[:, :, :, a - k0:b - k0].transpose(3, 0, 1, 2)
-        _put_pair(H, bm, bmp, G, first, a, mirror=True)
+        _put_pair(H, bm, bmp, G, first, a, mirror=bmp.offset < bm.offset)
 
 
 # -- the narrow blocks of a row, all at once ----------------------------------------------------------
