@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,44 +50,21 @@ from torch import nn
 
 from hessverify.adapters.torch_import import import_module, loss_spec, torch_index
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
+from hessverify.checking.forward_refs import (
+    ESTIMATED_FACTOR,
+    ModuleCheckResult,
+    fd_hessian,
+    judge_user,
+    module_result,
+    serving_references,
+)
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
-from hessverify.engine.compare import Comparison, compare
 from hessverify.errors import FunctionUnderTestError, UnsupportedModel, UsageError
 from hessverify.model.problem import Problem
 
 __all__ = ["ESTIMATED_FACTOR", "FlatModel", "ModuleCheckResult", "check_module", "module_references"]
 
-ESTIMATED_FACTOR = 64.0
-"""``C`` of the estimated bound ``C u sqrt(r_i r_j)`` (``u`` the unit roundoff of the user's format, ``r_i`` the
-largest ``|H|`` of row ``i``) for models with no rounding model: a few dozen roundings of the largest terms of the
-two rows.  Measured: a correct float32 Hessian of the tests' custom-Function MLP reaches margin 0.07 (float64:
-0.02 against fd, 0 against rev-rev)."""
-
 _UNIT = {torch.float64: 2.0 ** -53, torch.float32: 2.0 ** -24, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
-
-
-@dataclass
-class ModuleCheckResult(CheckResult):
-    """A :class:`~hessverify.checking.check.CheckResult` that also says which references served and why others
-    did not (``served``, ``not_served``), and how the model was judged (``route``: ``"imported"`` or
-    ``"module references"``)."""
-
-    route: str = ""
-    served: tuple[str, ...] = ()
-    not_served: dict[str, str] = field(default_factory=dict)
-    model: str = ""
-
-    def summary(self) -> str:
-        head = f"{self.model}: judged by {self.route} ({', '.join(self.served) or 'none'} served"
-        if self.not_served:
-            head += "; not served: " + "; ".join(f"{k}: {v}" for k, v in self.not_served.items())
-        head += ")"
-        if self.problem is None and not self.passed:
-            from hessverify.checking.check import describe
-            lines = [f"check FAILED: the user {self.returns} on {self.model}"]
-            lines += ["  " + self.error] if self.error else ["  " + describe(c) for c in self.failures]
-            return head + "\n" + "\n".join(lines)
-        return head + "\n" + super().summary()
 
 
 # -- the user's model as a function of one flat vector ---------------------------------------------------------
@@ -190,14 +166,6 @@ def written_loss(loss_fn: Any, targets: torch.Tensor, model: nn.Module,
     return E
 
 
-@dataclass(frozen=True)
-class _Names:
-    """What a comparison reads of a problem: the id and the parameter names."""
-
-    id: str
-    param_names: tuple[str, ...]
-
-
 def reverse_over_reverse(flat: FlatModel) -> np.ndarray:
     """Row ``i``: the gradient of ``g_i`` by a second backward pass through the first one's graph."""
     th = flat.theta.clone().requires_grad_(True)
@@ -226,47 +194,9 @@ def forward_over_reverse(flat: FlatModel) -> np.ndarray:
 
 
 def fd_of_gradient(flat: FlatModel) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences of the gradient, Richardson-extrapolated from steps ``h`` and ``2h``, and their error.
-
-    .. math::
-
-       D(h)_{:,j} = \\frac{g(\\theta + h e_j) - g(\\theta - h e_j)}{2h},\\qquad
-       H \\approx \\frac{4 D(h) - D(2h)}{3},\\qquad
-       |\\text{error}| \\lesssim \\frac{|D(h) - D(2h)|}{3} + \\frac{c\\,u\\,|g|}{h}
-
-    (the truncation of ``D(h)`` is ``O(h^2)``, so ``D(2h)``'s is four times
-    as large: their difference measures it; Press et al., Numerical Recipes
-    5.7).  ``h = u^{1/3} max(1, |theta_j|)``.  The estimate is the largest of
-    its column (one direction), since one entry's two differences can agree by
-    accident.  The result is symmetrised; the asymmetry joins the error.
-    """
-    u = 2.0 ** -53
-    W = flat.n
-    D1, D2, R = np.empty((W, W)), np.empty((W, W)), np.empty((W, W))
-    for j in range(W):
-        h = u ** (1 / 3) * max(1.0, abs(float(flat.theta[j])))
-        cols = []
-        for step in (h, 2 * h):
-            e = torch.zeros_like(flat.theta)
-            e[j] = step
-            gp, gm = flat.grad(flat.theta + e), flat.grad(flat.theta - e)
-            cols.append(((gp - gm) / (2 * step)).numpy())
-            if step == h:
-                R[:, j] = 64 * u * (np.abs(gp.numpy()) + np.abs(gm.numpy())) / (2 * h)
-        D1[:, j], D2[:, j] = cols
-    H = (4 * D1 - D2) / 3
-    err = np.abs(D1 - D2) / 3 * 2 + R * 5 / 3
-    err = np.broadcast_to(err.max(axis=0), err.shape)  # per column (one direction), as one entry's can vanish
-    asym = np.abs(H - H.T) / 2
-    H = (H + H.T) / 2
-    return H, np.maximum(err, err.T) + asym
-
-
-def _scale(R: np.ndarray) -> np.ndarray:
-    """``sqrt(r_i r_j)``, ``r_i`` the largest ``|R|`` of row ``i`` (a floor of the largest entry's ``1e-3``)."""
-    r = np.max(np.abs(R), axis=1)
-    r = np.maximum(r, 1e-3 * (r.max() if r.size else 0.0))
-    return np.sqrt(np.outer(r, r))
+    """Central differences of the gradient, Richardson-extrapolated, and their error
+    (:func:`hessverify.checking.forward_refs.fd_hessian` of the model's float64 gradient)."""
+    return fd_hessian(lambda th: flat.grad(torch.as_tensor(th)).numpy(), flat.theta.numpy())
 
 
 def module_references(flat: FlatModel) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
@@ -275,9 +205,7 @@ def module_references(flat: FlatModel) -> tuple[dict[str, tuple[np.ndarray, np.n
     ``fd`` always serves (it needs the gradient only); an AD reference serves
     when it agrees with ``fd`` within ``fd``'s error plus its own rounding.
     """
-    u = 2.0 ** -53
     fd, fd_err = fd_of_gradient(flat)
-    served: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     not_served: dict[str, str] = {}
     ad: dict[str, np.ndarray] = {}
     for name, compute in (("rev-rev", reverse_over_reverse), ("fwd-rev", forward_over_reverse)):
@@ -285,21 +213,7 @@ def module_references(flat: FlatModel) -> tuple[dict[str, tuple[np.ndarray, np.n
             ad[name] = compute(flat)
         except Exception as exc:  # a Function without jvp, a kernel without double backward
             not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-    spread = np.abs(ad["rev-rev"] - ad["fwd-rev"]) if len(ad) == 2 else 0.0
-    for name, H in ad.items():
-        err = ESTIMATED_FACTOR * u * _scale(fd) + spread
-        over = np.abs(H - fd) > fd_err + err
-        if over.any():
-            i, j = np.unravel_index(np.argmax(np.abs(H - fd) / (fd_err + err)), H.shape)
-            names = flat.param_names
-            zero = " (zero where fd is not: a second-order path cut, a backward that is not differentiable?)" \
-                if H[i, j] == 0 and fd[i, j] != 0 else " (a second-order path cut or a wrong double backward?)"
-            not_served[name] = (f"disagrees with fd at {int(over.sum())} entries beyond fd's error estimate; worst "
-                                f"{names[i]} x {names[j]}: {H[i, j]:.6g} vs fd {fd[i, j]:.6g}{zero}")
-            continue
-        served[name] = (H, err)
-    served["fd"] = (fd, fd_err)
-    return served, not_served
+    return serving_references(fd, fd_err, ad, not_served, flat.param_names), not_served
 
 
 # -- the user's function ---------------------------------------------------------------------------------------------
@@ -358,14 +272,6 @@ def _user_matrix(fn: Callable[..., Any], args: tuple, returns: str, groups: np.n
             M[np.ix_(idx, idx)] = _as_array(block, (idx.size, idx.size), f"block {k}")
         return M
     return _as_array(out, (W, W), "fn(model, loss_fn, inputs, targets)")
-
-
-def _mask(returns: str, groups: np.ndarray) -> np.ndarray | None:
-    if returns == "diagonal":
-        return np.eye(groups.size, dtype=bool)
-    if returns == "blocks":
-        return groups[:, None] == groups[None, :]
-    return None
 
 
 # -- check_module -------------------------------------------------------------------------------------------------
@@ -480,18 +386,6 @@ def _check_by_module_references(fn: Callable[..., Any], model: nn.Module, loss_f
     flat = FlatModel(model, loss_fn, x, t)
     refs, not_served = module_references(flat)
     not_served = {"import": why, **not_served}
-    W = flat.n
-    A = _user_matrix(fn, _user_args(model, loss_fn, x, t, dtype), returns, flat.groups, dtype, W)
-    mask = _mask(returns, flat.groups)
-    names = _Names(f"{name}", flat.param_names)
-    u = _UNIT[dtype]
-    comparisons: list[Comparison] = []
-    for ref, (R, err) in refs.items():
-        bound = err + ESTIMATED_FACTOR * u * _scale(R)
-        a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
-        c = compare(names, "user", ref, a, r, bound, "estimated")  # type: ignore[arg-type]
-        comparisons.append(c)
-    passed = all(c.passed for c in comparisons)
-    return ModuleCheckResult(passed, 1, returns, tuple(refs), None, comparisons,
-                             {k: "estimated: error estimate + C u scale" for k in refs}, route="module references",
-                             served=tuple(refs), not_served=not_served, model=name)
+    A = _user_matrix(fn, _user_args(model, loss_fn, x, t, dtype), returns, flat.groups, dtype, flat.n)
+    comparisons = judge_user(A, refs, returns, flat.groups, _UNIT[dtype], name, flat.param_names)
+    return module_result(comparisons, returns, refs, not_served, name)

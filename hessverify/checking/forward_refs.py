@@ -1,0 +1,284 @@
+r"""References built from a user's own forward, framework-neutral: what the module adapters share.
+
+:func:`hessverify.adapters.torch_check.check_module` and
+:func:`hessverify.adapters.jax_check.check_module` judge a model that does not
+import into the case schema by references from the user's own forward (the
+framework's two AD orders and finite differences of its gradient).  What does
+not depend on the framework is here, on NumPy arrays:
+
+* :func:`fd_hessian`: central differences of a gradient, Richardson-extrapolated, with their error estimate;
+* :func:`fd_hvp`: the same along one direction (matrix-free), with a normwise estimate;
+* :func:`serving_references`: each AD reference held to ``fd`` within ``fd``'s error, so a cut second-order
+  path (zero where ``fd`` is not) is caught rather than trusted;
+* :func:`judge_user`: the user's matrix against every serving reference within the estimated bound;
+* :class:`ModuleCheckResult`, and for the matrix-free check :class:`ProbeRecord`, :class:`HvpCheckResult`,
+  :func:`judge_probe`, :func:`serving_hvp_references`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hessverify.checking.check import CheckResult, describe
+from hessverify.engine.compare import Comparison, compare
+
+__all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "fd_hessian",
+           "fd_hvp", "judge_probe", "judge_user", "mask_of", "scale_of", "serving_hvp_references",
+           "serving_references"]
+
+ESTIMATED_FACTOR = 64.0
+"""``C`` of the estimated bound ``C u sqrt(r_i r_j)`` (``u`` the unit roundoff of the user's format, ``r_i`` the
+largest ``|H|`` of row ``i``) for models with no rounding model: a few dozen roundings of the largest terms of the
+two rows.  Measured: a correct float32 Hessian of the tests' custom-Function MLP reaches margin 0.07 (float64:
+0.02 against fd, 0 against rev-rev)."""
+
+HVP_FACTOR = 256.0
+"""``C`` of a probe's normwise bound.  Measured on ``benchmarks/hvp_at_scale.py`` (W = 1,070,794, float32): at
+``C = 64`` a correct HVP reached margin 0.92 (a random probe) and the HVP with one block 0.1 % off 231 (that
+layer's probe); 256 puts the correct one near a quarter of its bound and the faulty one near 58 times over."""
+
+_U64 = 2.0 ** -53
+
+
+@dataclass
+class ModuleCheckResult(CheckResult):
+    """A :class:`~hessverify.checking.check.CheckResult` that also says which references served and why others
+    did not (``served``, ``not_served``), and how the model was judged (``route``: ``"imported"`` or
+    ``"module references"``)."""
+
+    route: str = ""
+    served: tuple[str, ...] = ()
+    not_served: dict[str, str] = field(default_factory=dict)
+    model: str = ""
+
+    def summary(self) -> str:
+        head = f"{self.model}: judged by {self.route} ({', '.join(self.served) or 'none'} served"
+        if self.not_served:
+            head += "; not served: " + "; ".join(f"{k}: {v}" for k, v in self.not_served.items())
+        head += ")"
+        if self.problem is None and not self.passed:
+            lines = [f"check FAILED: the user {self.returns} on {self.model}"]
+            lines += ["  " + self.error] if self.error else ["  " + describe(c) for c in self.failures]
+            return head + "\n" + "\n".join(lines)
+        return head + "\n" + super().summary()
+
+
+@dataclass(frozen=True)
+class Names:
+    """What a comparison reads of a problem: the id and the parameter names."""
+
+    id: str
+    param_names: tuple[str, ...]
+
+
+def fd_hessian(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences of the float64 gradient ``grad``, Richardson-extrapolated from steps ``h`` and ``2h``,
+    and their error.
+
+    .. math::
+
+       D(h)_{:,j} = \\frac{g(\\theta + h e_j) - g(\\theta - h e_j)}{2h},\\qquad
+       H \\approx \\frac{4 D(h) - D(2h)}{3},\\qquad
+       |\\text{error}| \\lesssim \\frac{|D(h) - D(2h)|}{3} + \\frac{c\\,u\\,|g|}{h}
+
+    (the truncation of ``D(h)`` is ``O(h^2)``, so ``D(2h)``'s is four times
+    as large: their difference measures it; Press et al., Numerical Recipes
+    5.7).  ``h = u^{1/3} max(1, |theta_j|)``.  The estimate is the largest of
+    its column (one direction), since one entry's two differences can agree by
+    accident.  The result is symmetrised; the asymmetry joins the error.
+    """
+    u = _U64
+    theta = np.asarray(theta, dtype=np.float64)
+    W = theta.size
+    D1, D2, R = np.empty((W, W)), np.empty((W, W)), np.empty((W, W))
+    for j in range(W):
+        h = u ** (1 / 3) * max(1.0, abs(float(theta[j])))
+        cols = []
+        for step in (h, 2 * h):
+            e = np.zeros_like(theta)
+            e[j] = step
+            gp, gm = np.asarray(grad(theta + e), np.float64), np.asarray(grad(theta - e), np.float64)
+            cols.append((gp - gm) / (2 * step))
+            if step == h:
+                R[:, j] = 64 * u * (np.abs(gp) + np.abs(gm)) / (2 * h)
+        D1[:, j], D2[:, j] = cols
+    H = (4 * D1 - D2) / 3
+    err = np.abs(D1 - D2) / 3 * 2 + R * 5 / 3
+    err = np.broadcast_to(err.max(axis=0), err.shape)  # per column (one direction), as one entry's can vanish
+    asym = np.abs(H - H.T) / 2
+    H = (H + H.T) / 2
+    return H, np.maximum(err, err.T) + asym
+
+
+def scale_of(R: np.ndarray) -> np.ndarray:
+    """``sqrt(r_i r_j)``, ``r_i`` the largest ``|R|`` of row ``i`` (a floor of the largest entry's ``1e-3``)."""
+    r = np.max(np.abs(R), axis=1)
+    r = np.maximum(r, 1e-3 * (r.max() if r.size else 0.0))
+    return np.sqrt(np.outer(r, r))
+
+
+def serving_references(fd: np.ndarray, fd_err: np.ndarray, ad: dict[str, np.ndarray], not_served: dict[str, str],
+                       param_names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The references that serve, ``name -> (H, error)``; ``not_served`` gains why the others did not.
+
+    ``fd`` always serves (it needs the gradient only); an AD reference serves
+    when it agrees with ``fd`` within ``fd``'s error plus its own rounding
+    (``C u`` of the scale, plus the spread of the two AD references).
+    """
+    u = _U64
+    served: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    names = list(ad)
+    spread = np.abs(ad[names[0]] - ad[names[1]]) if len(ad) == 2 else 0.0
+    for name, H in ad.items():
+        err = ESTIMATED_FACTOR * u * scale_of(fd) + spread
+        over = np.abs(H - fd) > fd_err + err
+        if over.any():
+            i, j = np.unravel_index(np.argmax(np.abs(H - fd) / (fd_err + err)), H.shape)
+            zero = " (zero where fd is not: a second-order path cut, a backward that is not differentiable?)" \
+                if H[i, j] == 0 and fd[i, j] != 0 else " (a second-order path cut or a wrong double backward?)"
+            not_served[name] = (f"disagrees with fd at {int(over.sum())} entries beyond fd's error estimate; worst "
+                                f"{param_names[i]} x {param_names[j]}: {H[i, j]:.6g} vs fd {fd[i, j]:.6g}{zero}")
+            continue
+        served[name] = (H, err)
+    served["fd"] = (fd, fd_err)
+    return served
+
+
+def mask_of(returns: str, groups: np.ndarray) -> np.ndarray | None:
+    """The entries a result of ``returns`` gives: the diagonal, the groups' blocks, or all (``None``)."""
+    if returns == "diagonal":
+        return np.eye(groups.size, dtype=bool)
+    if returns == "blocks":
+        return groups[:, None] == groups[None, :]
+    return None
+
+
+def judge_user(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], returns: str, groups: np.ndarray,
+               unit: float, model: str, param_names: tuple[str, ...]) -> list[Comparison]:
+    """The user's ``(W, W)`` matrix against each serving reference within ``error + C u sqrt(r_i r_j)``."""
+    mask = mask_of(returns, groups)
+    names = Names(model, param_names)
+    out = []
+    for ref, (R, err) in refs.items():
+        bound = err + ESTIMATED_FACTOR * unit * scale_of(R)
+        a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
+        out.append(compare(names, "user", ref, a, r, bound, "estimated"))  # type: ignore[arg-type]
+    return out
+
+
+def module_result(comparisons: list[Comparison], returns: str, refs: dict[str, tuple[np.ndarray, np.ndarray]],
+                  not_served: dict[str, str], model: str) -> ModuleCheckResult:
+    """The result of the route by module references."""
+    passed = all(c.passed for c in comparisons)
+    return ModuleCheckResult(passed, 1, returns, tuple(refs), None, comparisons,
+                             {k: "estimated: error estimate + C u scale" for k in refs}, route="module references",
+                             served=tuple(refs), not_served=not_served, model=model)
+
+
+# -- matrix-free ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeRecord:
+    """One probe: its name, the references that served and why others did not, the worst ratio to the bound."""
+
+    name: str
+    passed: bool
+    served: tuple[str, ...]
+    not_served: dict[str, str]
+    margin: float  # max over references and entries of |error| / bound
+    worst: str  # "rev-rev at conv1.weight[0,0,1,2]: user 1.2, reference 1.3, bound 1e-9"
+
+
+@dataclass
+class HvpCheckResult:
+    """The outcome of a matrix-free ``check_hvp``: every probe, and the estimate beside the measurement."""
+
+    passed: bool
+    n_params: int
+    probes: list[ProbeRecord]
+    estimate: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failures(self) -> list[ProbeRecord]:
+        return [p for p in self.probes if not p.passed]
+
+    def summary(self) -> str:
+        est, got = self.estimate, self.measured
+        head = (f"check_hvp {'passed' if self.passed else 'FAILED'}: W = {self.n_params}, {len(self.probes)} probes; "
+                f"estimated {est.get('seconds', 0):.1f} s, {est.get('bytes', 0) / 2**20:.0f} MiB; "
+                f"measured {got.get('seconds', 0):.1f} s, peak RSS +{got.get('rss_bytes', 0) / 2**20:.0f} MiB")
+        rows = self.failures if not self.passed else [max(self.probes, key=lambda p: p.margin)] if self.probes else []
+        lines = [f"  {p.name}: {'ok' if p.passed else 'FAIL'} margin {p.margin:.3g}; {p.worst}; served "
+                 f"{', '.join(p.served)}" + (f"; not served: {p.not_served}" if p.not_served else "") for p in rows]
+        return "\n".join([head, *lines])
+
+
+def fd_hvp(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
+           v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Richardson-extrapolated central differences of the gradient along ``v``, and their error estimate
+    (as :func:`fd_hessian`, one direction; the estimate is normwise: one entry's two differences can agree by
+    accident where its truncation is not small)."""
+    u = _U64
+    theta, v = np.asarray(theta, np.float64), np.asarray(v, np.float64)
+    scale = max(1.0, float(np.max(np.abs(theta), initial=0.0))) / max(float(np.max(np.abs(v), initial=0.0)), 1e-300)
+    h = u ** (1 / 3) * scale
+    D = []
+    rounding = None
+    for step in (h, 2 * h):
+        gp, gm = np.asarray(grad(theta + step * v), np.float64), np.asarray(grad(theta - step * v), np.float64)
+        D.append((gp - gm) / (2 * step))
+        if rounding is None:
+            rounding = 64 * u * (np.abs(gp) + np.abs(gm)) / (2 * h)
+    err = np.abs(D[0] - D[1]) / 3 * 2 + rounding * 5 / 3
+    return (4 * D[0] - D[1]) / 3, np.full_like(err, float(err.max()))
+
+
+def serving_hvp_references(fd: np.ndarray, fd_err: np.ndarray, ad: dict[str, np.ndarray],
+                           not_served: dict[str, str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """As :func:`serving_references`, for one probe's ``H v`` (normwise)."""
+    u = _U64
+    names = list(ad)
+    spread = np.abs(ad[names[0]] - ad[names[1]]) if len(ad) == 2 else 0.0
+    refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, R in ad.items():
+        err = spread + ESTIMATED_FACTOR * u * float(np.max(np.abs(fd), initial=0.0))
+        over = np.abs(R - fd) > fd_err + err
+        if over.any():
+            not_served[name] = f"disagrees with fd at {int(over.sum())} entries beyond fd's error estimate " \
+                               "(a second-order path cut?)"
+            continue
+        refs[name] = (R, err)
+    refs["fd"] = (fd, fd_err)
+    return refs
+
+
+def tensor_max(a: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each entry's tensor's largest value: ``sizes`` the offsets of the tensors in the flat vector (and its end)."""
+    return np.repeat(np.maximum.reduceat(a, sizes[:-1]), np.diff(sizes))
+
+
+def judge_probe(name: str, A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]],
+                not_served: dict[str, str], u: float, names: Callable[[int], str],
+                sizes: np.ndarray) -> ProbeRecord:
+    """One probe's ``A = H v`` against every serving reference, normwise per tensor:
+    ``|A_i - R_i| <= e_i + C u max |R_T(i)|``, ``T(i)`` the tensor of entry ``i``."""
+    margin, worst, passed = 0.0, "", True
+    for ref, (R, err) in refs.items():
+        bound = np.broadcast_to(err + HVP_FACTOR * u * tensor_max(np.abs(R), sizes), R.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(np.isfinite(A), np.abs(A - R) / np.maximum(bound, 1e-300), np.inf)
+        i = int(np.argmax(ratio))
+        if ratio[i] > 1:
+            passed = False
+        if ratio[i] >= margin:
+            margin = float(ratio[i])
+            worst = f"{ref} at {names(i)}: user {A[i]:.10g}, reference {R[i]:.10g}, bound {bound[i]:.3g}"
+    return ProbeRecord(name, passed and bool(refs), tuple(refs), not_served, margin, worst)
