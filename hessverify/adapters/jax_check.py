@@ -46,6 +46,7 @@ these functions raise a :class:`~hessverify.errors.UsageError` saying so.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,30 +100,18 @@ def _data(a: Any, dtype: Any) -> Any:
     return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
 
 
-class FlatModel:
-    """``E(theta)`` of the user's model in float64, ``theta`` the flat vector of its inexact leaves (module text)."""
+@dataclass(frozen=True)
+class _Spec:
+    """What ``E(theta)`` needs besides the arrays, hashable: a static argument of ``jax.jit``, so that the
+    compiled references serve every check of the same model structure."""
 
-    def __init__(self, model: Any, loss_fn: Any, inputs: Any, targets: Any) -> None:
-        jax, jnp, eqx = _modules()
-        _need_x64()
-        params, self.static = eqx.partition(_cast(model, jnp.float64), eqx.is_inexact_array)
-        paths_leaves, self.treedef = jax.tree_util.tree_flatten_with_path(params)
-        self.paths = [p for p, _ in paths_leaves]
-        self.names = [jax.tree_util.keystr(p) for p in self.paths]
-        self.shapes = [tuple(leaf.shape) for _, leaf in paths_leaves]
-        self.theta = np.concatenate([np.asarray(leaf, np.float64).reshape(-1) for _, leaf in paths_leaves])
-        self.loss_fn = loss_fn
-        self.x, self.t = _data(inputs, jnp.float64), _data(targets, jnp.float64)
-        reduce = batch_loss(loss_fn)
+    treedef: Any
+    shapes: tuple[tuple[int, ...], ...]
+    static: Any
+    loss_fn: Any
 
-        def E(theta: Any) -> Any:
-            m = eqx.combine(self.unflatten(theta), self.static)
-            return reduce(jax.vmap(m)(self.x), self.t)
-
-        self.E = E
-        self._grad = jax.jit(jax.grad(E))
-
-    def unflatten(self, theta: Any) -> Any:
+    def E(self, theta: Any, x: Any, t: Any) -> Any:
+        import equinox as eqx
         import jax
 
         leaves, pos = [], 0
@@ -130,14 +119,74 @@ class FlatModel:
             k = int(np.prod(shape, dtype=np.int64))
             leaves.append(theta[pos:pos + k].reshape(shape))
             pos += k
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+        m = eqx.combine(jax.tree_util.tree_unflatten(self.treedef, leaves), self.static)
+        return batch_loss(self.loss_fn)(jax.vmap(m)(x), t)
+
+
+def _derivatives() -> dict[str, Callable[..., Any]]:
+    """``grad``, ``rev-rev``, ``fwd-rev`` and the two HVPs of ``E(theta, spec, x, t)``, not yet compiled."""
+    import jax
+
+    def E(theta: Any, spec: _Spec, x: Any, t: Any) -> Any:
+        return spec.E(theta, x, t)
+
+    def grad(s: Any, spec: _Spec, x: Any, t: Any) -> Any:
+        return jax.grad(E)(s, spec, x, t)
+
+    return {
+        "grad": grad,
+        "rev-rev": jax.jacrev(jax.jacrev(E)),
+        "fwd-rev": jax.jacfwd(jax.jacrev(E)),
+        "hvp rev-rev": lambda th, spec, x, t, v: jax.grad(lambda s: grad(s, spec, x, t) @ v)(th),
+        "hvp fwd-rev": lambda th, spec, x, t, v: jax.jvp(lambda s: grad(s, spec, x, t), (th,), (v,))[1],
+    }
+
+
+_JITTED: dict[str, Callable[..., Any]] = {}
+
+
+class FlatModel:
+    """``E(theta)`` of the user's model in float64, ``theta`` the flat vector of its inexact leaves (module text)."""
+
+    def __init__(self, model: Any, loss_fn: Any, inputs: Any, targets: Any) -> None:
+        jax, jnp, eqx = _modules()
+        _need_x64()
+        params, static = eqx.partition(_cast(model, jnp.float64), eqx.is_inexact_array)
+        paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+        self.paths = [p for p, _ in paths_leaves]
+        self.names = [jax.tree_util.keystr(p) for p in self.paths]
+        self.shapes = [tuple(leaf.shape) for _, leaf in paths_leaves]
+        self.theta = np.concatenate([np.asarray(leaf, np.float64).reshape(-1) for _, leaf in paths_leaves])
+        self.loss_fn = loss_fn
+        self.x, self.t = _data(inputs, jnp.float64), _data(targets, jnp.float64)
+        self.spec = _Spec(treedef, tuple(self.shapes), static, loss_fn)
+        try:  # a static argument of jax.jit: compiled once for every check of the same structure
+            self.cached = bool(hash(self.spec) == hash(self.spec) and self.spec == self.spec)
+        except Exception:  # a static field that does not hash or compare (an integer array, say)
+            self.cached = False
+
+    def E(self, theta: Any) -> Any:
+        return self.spec.E(theta, self.x, self.t)
+
+    def run(self, name: str, theta: Any, *vectors: Any) -> np.ndarray:
+        """A compiled derivative of ``E`` (``grad``, ``rev-rev``, ``fwd-rev``, ``hvp rev-rev``, ``hvp fwd-rev``)."""
+        import jax
+
+        if self.cached:
+            if not _JITTED:
+                _JITTED.update({k: jax.jit(f, static_argnums=1) for k, f in _derivatives().items()})
+            out = _JITTED[name](theta, self.spec, self.x, self.t, *vectors)
+        else:
+            raw, spec = _derivatives()[name], self.spec
+            out = jax.jit(lambda th, x, t, *v: raw(th, spec, x, t, *v))(theta, self.x, self.t, *vectors)
+        return np.asarray(out, dtype=np.float64)
 
     @property
     def n(self) -> int:
         return int(self.theta.size)
 
     def grad(self, theta: np.ndarray) -> np.ndarray:
-        return np.asarray(self._grad(theta), dtype=np.float64)
+        return self.run("grad", theta)
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -173,16 +222,12 @@ class FlatModel:
 
 def reverse_over_reverse(flat: FlatModel) -> np.ndarray:
     """``jax.jacrev(jax.jacrev(E))``: each row a reverse pass through the gradient's reverse pass."""
-    import jax
-
-    return np.asarray(jax.jacrev(jax.jacrev(flat.E))(flat.theta), dtype=np.float64)
+    return flat.run("rev-rev", flat.theta)
 
 
 def forward_over_reverse(flat: FlatModel) -> np.ndarray:
     """``jax.jacfwd(jax.jacrev(E))``: each column the tangent of the gradient along one direction."""
-    import jax
-
-    return np.asarray(jax.jacfwd(jax.jacrev(flat.E))(flat.theta), dtype=np.float64)
+    return flat.run("fwd-rev", flat.theta)
 
 
 def fd_of_gradient(flat: FlatModel) -> tuple[np.ndarray, np.ndarray]:
@@ -242,8 +287,7 @@ class _UserCall:
     def __init__(self, fn: Callable[..., Any], model: Any, loss_fn: Any, x: Any, t: Any, dtype: str) -> None:
         jax, _, eqx = _modules()
         params, self.static = eqx.partition(model, eqx.is_inexact_array)
-        leaves, self.treedef = jax.tree_util.tree_flatten(params)
-        self.leaves = [np.asarray(leaf) for leaf in leaves]
+        self.params = jax.tree_util.tree_map(np.asarray, params)  # a pytree of NumPy leaves (its treedef does not pickle)
         self.fn, self.loss_fn, self.dtype = fn, loss_fn, dtype
         self.x, self.t = np.asarray(x), np.asarray(t)
         self.__wrapped__ = fn
@@ -256,7 +300,7 @@ class _UserCall:
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
             jax.config.update("jax_enable_x64", True)  # a fresh process: as the caller had it
         dt = jnp.dtype(self.dtype)
-        params = jax.tree_util.tree_unflatten(self.treedef, [jnp.asarray(leaf, dtype=dt) for leaf in self.leaves])
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=dt), self.params)
         return eqx.combine(params, self.static), self.loss_fn, _data(self.x, dt), _data(self.t, dt)
 
     def __call__(self, *vectors: Any) -> Any:

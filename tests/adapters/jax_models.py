@@ -137,34 +137,22 @@ def custom_mlp(act: Callable[[Any], Any] = my_tanh) -> tuple[Any, Any, Any, Any]
     return CustomMLP(k, act), huber, jax.random.normal(kx, (4, 3), F64), jax.random.normal(kt, (4, 2), F64)
 
 
-def _flat(model: Any, loss_fn: Any, x: Any, t: Any) -> tuple[Any, Any]:
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    theta, unravel = jax.flatten_util.ravel_pytree(params)
-
-    def E(th: Any) -> Any:
-        out = loss_fn(jax.vmap(eqx.combine(unravel(th), static))(x), t)
-        return jnp.mean(out)
-
-    return E, theta
+def _E(theta: Any, unravel: Any, static: Any, loss_fn: Any, x: Any, t: Any) -> Any:
+    return jnp.mean(loss_fn(jax.vmap(eqx.combine(unravel(theta), static))(x), t))
 
 
-def users_hessian(model: Any, loss_fn: Any, x: Any, t: Any) -> Any:
-    """A user's Hessian code: jax.hessian of the error of the flat leaves, at the model's dtype."""
-    E, theta = _flat(model, loss_fn, x, t)
-    return jax.hessian(E)(theta)
+@eqx.filter_jit
+def _hessian(theta: Any, unravel: Any, static: Any, loss_fn: Any, x: Any, t: Any) -> Any:
+    return jax.hessian(_E)(theta, unravel, static, loss_fn, x, t)
 
 
-def users_hvp(model: Any, loss_fn: Any, x: Any, t: Any, v: Any) -> Any:
-    """A user's H v: forward over reverse, jax.jvp of jax.grad."""
-    E, theta = _flat(model, loss_fn, x, t)
-    return jax.jvp(jax.grad(E), (theta,), (v,))[1]
+@eqx.filter_jit
+def _hvp(theta: Any, unravel: Any, static: Any, loss_fn: Any, x: Any, t: Any, v: Any) -> Any:
+    return jax.jvp(lambda th: jax.grad(_E)(th, unravel, static, loss_fn, x, t), (theta,), (v,))[1]
 
 
-def users_ggn(model: Any, loss_fn: Any, x: Any, t: Any) -> Any:
-    """J^T H_loss J: the Hessian with the outputs' second-derivative term missing."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    theta, unravel = jax.flatten_util.ravel_pytree(params)
-
+@eqx.filter_jit
+def _ggn(theta: Any, unravel: Any, static: Any, loss_fn: Any, x: Any, t: Any) -> Any:
     def outputs(th: Any) -> Any:
         return jax.vmap(eqx.combine(unravel(th), static))(x)
 
@@ -172,6 +160,28 @@ def users_ggn(model: Any, loss_fn: Any, x: Any, t: Any) -> Any:
     J = jax.jacrev(lambda th: outputs(th).reshape(-1))(theta)
     Hl = jax.hessian(lambda z: jnp.mean(loss_fn(z.reshape(y.shape), t)))(y.reshape(-1))
     return J.T @ Hl @ J
+
+
+def _split(model: Any) -> tuple[Any, Any, Any]:
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    theta, unravel = jax.flatten_util.ravel_pytree(params)
+    return theta, unravel, static
+
+
+def users_hessian(model: Any, loss_fn: Any, x: Any, t: Any) -> Any:
+    """A user's Hessian code: jax.hessian of the error of the flat leaves, at the model's dtype (compiled once a
+    structure, as a user would)."""
+    return _hessian(*_split(model), loss_fn, x, t)
+
+
+def users_hvp(model: Any, loss_fn: Any, x: Any, t: Any, v: Any) -> Any:
+    """A user's H v: forward over reverse, jax.jvp of jax.grad."""
+    return _hvp(*_split(model), loss_fn, x, t, v)
+
+
+def users_ggn(model: Any, loss_fn: Any, x: Any, t: Any) -> Any:
+    """J^T H_loss J: the Hessian with the outputs' second-derivative term missing."""
+    return _ggn(*_split(model), loss_fn, x, t)
 
 
 IMPORTABLE: dict[str, Callable[[], tuple[Any, Any, Any, Any]]] = {
