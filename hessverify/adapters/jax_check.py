@@ -406,7 +406,7 @@ def check_module(fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any, 
     >>> import jax, jax.numpy as jnp, equinox as eqx
     >>> jax.config.update("jax_enable_x64", True)
     >>> mlp = eqx.nn.MLP(2, 1, 2, 1, activation=jnp.tanh, key=jax.random.key(0), dtype=jnp.float64)
-    >>> x, t = jnp.ones((3, 2)), jnp.zeros((3, 1))
+    >>> x, t = jax.random.normal(jax.random.key(1), (3, 2)), jax.random.normal(jax.random.key(2), (3, 1))
     >>> def mine(model, loss_fn, x, t):
     ...     params, static = eqx.partition(model, eqx.is_inexact_array)
     ...     flat, unravel = jax.flatten_util.ravel_pytree(params)
