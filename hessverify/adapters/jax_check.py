@@ -51,7 +51,15 @@ from typing import Any
 
 import numpy as np
 
-from hessverify.adapters.jax_import import batch_loss, import_module, jax_index
+from hessverify.adapters.jax_import import (
+    apply_batch,
+    batch_loss,
+    import_module,
+    jax_index,
+    merge_model,
+    model_kind,
+    split_model,
+)
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.forward_refs import (
     ModuleCheckResult,
@@ -69,15 +77,19 @@ __all__ = ["FlatModel", "ModuleCheckResult", "check_module", "module_references"
 _UNIT = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 
 
-def _modules() -> tuple[Any, Any, Any]:
+def _modules() -> tuple[Any, Any]:
     import jax
     import jax.numpy as jnp
 
+    return jax, jnp
+
+
+def _is_model(model: Any) -> str:
+    """The model's kind (:func:`~hessverify.adapters.jax_import.model_kind`), or a UsageError naming what it is."""
     try:
-        import equinox as eqx
-    except ImportError:
-        raise UsageError("hessverify.jax.check_module needs equinox: pip install 'hessverify[jax]'") from None
-    return jax, jnp, eqx
+        return model_kind(model)
+    except UnsupportedModel as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _need_x64() -> None:
@@ -88,14 +100,8 @@ def _need_x64() -> None:
                          'jax.config.update("jax_enable_x64", True) first (hessverify.jax)')
 
 
-def _cast(model: Any, dtype: Any) -> Any:
-    """The model with every inexact leaf at ``dtype``."""
-    jax, jnp, eqx = _modules()
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=dtype) if eqx.is_inexact_array(a) else a, model)
-
-
 def _data(a: Any, dtype: Any) -> Any:
-    _, jnp, _ = _modules()
+    _, jnp = _modules()
     a = jnp.asarray(a)
     return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
 
@@ -111,7 +117,6 @@ class _Spec:
     loss_fn: Any
 
     def E(self, theta: Any, x: Any, t: Any) -> Any:
-        import equinox as eqx
         import jax
 
         leaves, pos = [], 0
@@ -119,8 +124,8 @@ class _Spec:
             k = int(np.prod(shape, dtype=np.int64))
             leaves.append(theta[pos:pos + k].reshape(shape))
             pos += k
-        m = eqx.combine(jax.tree_util.tree_unflatten(self.treedef, leaves), self.static)
-        return batch_loss(self.loss_fn)(jax.vmap(m)(x), t)
+        m = merge_model(jax.tree_util.tree_unflatten(self.treedef, leaves), self.static)
+        return batch_loss(self.loss_fn)(apply_batch(m, x, self.static), t)
 
 
 def _derivatives() -> dict[str, Callable[..., Any]]:
@@ -149,11 +154,13 @@ class FlatModel:
     """``E(theta)`` of the user's model in float64, ``theta`` the flat vector of its inexact leaves (module text)."""
 
     def __init__(self, model: Any, loss_fn: Any, inputs: Any, targets: Any) -> None:
-        jax, jnp, eqx = _modules()
+        jax, jnp = _modules()
         _need_x64()
-        params, static = eqx.partition(_cast(model, jnp.float64), eqx.is_inexact_array)
+        params, static = split_model(model)
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=jnp.float64), params)
         paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-        self.paths = [p for p, _ in paths_leaves]
+        # nnx's leaves end in the variable's ``.value``: the path is the variable's
+        self.paths = [p[:-1] if len(p) > 1 and str(p[-1]) == ".value" else p for p, _ in paths_leaves]
         self.names = [jax.tree_util.keystr(p) for p in self.paths]
         self.shapes = [tuple(leaf.shape) for _, leaf in paths_leaves]
         self.theta = np.concatenate([np.asarray(leaf, np.float64).reshape(-1) for _, leaf in paths_leaves])
@@ -253,9 +260,9 @@ def module_references(flat: FlatModel) -> tuple[dict[str, tuple[np.ndarray, np.n
 
 
 def _dtype_of(model: Any, dtype: Any) -> str:
-    jax, _, eqx = _modules()
+    jax, _ = _modules()
     if dtype is None:
-        leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+        leaves = jax.tree_util.tree_leaves(split_model(model)[0])
         dtype = leaves[0].dtype if leaves else np.float64
     try:
         name = np.dtype(dtype).name
@@ -285,15 +292,14 @@ class _UserCall:
     """
 
     def __init__(self, fn: Callable[..., Any], model: Any, loss_fn: Any, x: Any, t: Any, dtype: str) -> None:
-        jax, _, eqx = _modules()
-        params, self.static = eqx.partition(model, eqx.is_inexact_array)
+        jax, _ = _modules()
+        params, self.static = split_model(model)
         self.params = jax.tree_util.tree_map(np.asarray, params)  # a pytree of NumPy leaves (its treedef does not pickle)
         self.fn, self.loss_fn, self.dtype = fn, loss_fn, dtype
         self.x, self.t = np.asarray(x), np.asarray(t)
         self.__wrapped__ = fn
 
     def args(self) -> tuple[Any, ...]:
-        import equinox as eqx
         import jax
         import jax.numpy as jnp
 
@@ -301,7 +307,7 @@ class _UserCall:
             jax.config.update("jax_enable_x64", True)  # a fresh process: as the caller had it
         dt = jnp.dtype(self.dtype)
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=dt), self.params)
-        return eqx.combine(params, self.static), self.loss_fn, _data(self.x, dt), _data(self.t, dt)
+        return merge_model(params, self.static), self.loss_fn, _data(self.x, dt), _data(self.t, dt)
 
     def __call__(self, *vectors: Any) -> Any:
         import jax.numpy as jnp
@@ -419,9 +425,7 @@ def check_module(fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any, 
         raise UsageError(f"returns={returns!r}: choose one of {', '.join(RETURNS)}")
     if not callable(fn):
         raise UsageError(f"fn: a {type(fn).__name__} is not callable; pass the function under test")
-    _, _, eqx = _modules()
-    if not isinstance(model, eqx.Module):
-        raise UsageError(f"model: a {type(model).__name__}, not an eqx.Module")
+    _is_model(model)
     _need_x64()
     dtype = _dtype_of(model, dtype)
     name = type(model).__name__

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hessverify.adapters.jax_check import _UNIT, FlatModel, _dtype_of, _modules, _need_x64, _UserCall
+from hessverify.adapters.jax_check import _UNIT, FlatModel, _dtype_of, _is_model, _need_x64, _UserCall
 from hessverify.checking.forward_refs import (
     HVP_FACTOR,
     HvpCheckResult,
@@ -121,9 +121,7 @@ def check_hvp(hvp_fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any,
     """
     if not callable(hvp_fn):
         raise UsageError(f"hvp_fn: a {type(hvp_fn).__name__} is not callable")
-    _, _, eqx = _modules()
-    if not isinstance(model, eqx.Module):
-        raise UsageError(f"model: a {type(model).__name__}, not an eqx.Module")
+    _is_model(model)
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 0:
         raise UsageError(f"probes={probes!r}: a whole number of random probes, 0 or more")
     _need_x64()

@@ -22,7 +22,12 @@ equinox                                      layer kind
 ``eqx.nn.Identity``, ``eqx.nn.Dropout``      nothing (dropout must be inference-mode)
 ===========================================  ==========================================
 
-A user ``eqx.Module`` with its own ``__call__`` (residual adds, say) is not
+flax nnx models (batch functions, ``model(inputs)``; their parameters the
+``nnx.Param`` leaves): ``nnx.Sequential`` of ``nnx.Linear`` (its kernel
+``(in, out)`` is the schema's ``W`` transposed: ``jax_index`` maps it),
+activation functions and ``nnx.LayerNorm`` of the last axis.
+
+A user ``eqx.Module`` (or ``nnx.Module``) with its own ``__call__`` (residual adds, say) is not
 walked: its composition lives in Python code this import does not read.  It
 raises :class:`~hessverify.errors.UnsupportedModel`, and
 :func:`hessverify.adapters.jax_check.check_module` judges such a model by
@@ -64,7 +69,8 @@ from hessverify.model.losses import get_loss, huber
 from hessverify.model.network import Architecture, Layer
 from hessverify.model.problem import Problem
 
-__all__ = ["LossSpec", "batch_loss", "flat_leaves", "import_module", "jax_index", "loss_spec"]
+__all__ = ["LossSpec", "apply_batch", "batch_loss", "flat_leaves", "import_module", "jax_index", "loss_spec",
+           "merge_model", "model_kind", "split_model"]
 
 
 def _eqx() -> Any:
@@ -82,11 +88,62 @@ def _jax() -> tuple[Any, Any]:
     return jax, jnp
 
 
-def flat_leaves(model: Any) -> list[Any]:
-    """The model's parameters: its inexact-array leaves, in ``jax.tree_util`` order."""
+def _nnx() -> Any:
+    try:
+        from flax import nnx
+    except ImportError:
+        return None
+    return nnx
+
+
+def model_kind(model: Any) -> str:
+    """``"equinox"`` for an ``eqx.Module``, ``"nnx"`` for a flax ``nnx.Module``; else ``UnsupportedModel``."""
+    try:
+        import equinox as eqx
+    except ImportError:
+        eqx = None
+    if eqx is not None and isinstance(model, eqx.Module):
+        return "equinox"
+    nnx = _nnx()
+    if nnx is not None and isinstance(model, nnx.Module):
+        return "nnx"
+    raise UnsupportedModel(f"model: a {type(model).__name__}, not an eqx.Module or a flax nnx.Module "
+                           "(pip install 'hessverify[jax]' for equinox)")
+
+
+def split_model(model: Any) -> tuple[Any, Any]:
+    """``(params, static)``: the trained arrays as a pytree (equinox: the inexact-array leaves; nnx: the
+    ``nnx.Param`` state), and what :func:`merge_model` rebuilds the model from with them."""
+    if model_kind(model) == "equinox":
+        import equinox as eqx
+
+        params, static = eqx.partition(model, eqx.is_inexact_array)
+        return params, ("equinox", static)
+    nnx = _nnx()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return params, ("nnx", graphdef, rest)
+
+
+def merge_model(params: Any, static: Any) -> Any:
+    """The model of :func:`split_model`'s parts (``params`` may be traced, or at another dtype)."""
+    if static[0] == "equinox":
+        import equinox as eqx
+
+        return eqx.combine(params, static[1])
+    return _nnx().merge(static[1], params, static[2])
+
+
+def apply_batch(model: Any, x: Any, static: Any = None) -> Any:
+    """The batch's outputs: ``jax.vmap(model)(x)`` for equinox (a function of one pattern), ``model(x)`` for nnx."""
     jax, _ = _jax()
-    eqx = _eqx()
-    return jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+    kind = static[0] if static is not None else model_kind(model)
+    return jax.vmap(model)(x) if kind == "equinox" else model(x)
+
+
+def flat_leaves(model: Any) -> list[Any]:
+    """The model's parameters: the leaves of :func:`split_model`'s ``params``, in ``jax.tree_util`` order."""
+    jax, _ = _jax()
+    return jax.tree_util.tree_leaves(split_model(model)[0])
 
 
 # -- the loss -------------------------------------------------------------------------------------------------
@@ -228,6 +285,14 @@ def _is_flatten(f: Callable[[Any], Any], shape: tuple[int, ...]) -> bool:
     return out.shape == (probe.size,) and bool(np.all(out == probe.ravel()))
 
 
+def _value(v: Any) -> Any:
+    """An nnx variable's array (the array itself elsewhere)."""
+    get = getattr(v, "get_value", None)  # flax >= 0.12 (``.value`` is deprecated there)
+    if callable(get):
+        return get()
+    return v.value if hasattr(v, "value") else v
+
+
 class _Walker:
     """The model's modules in the order they run, as layer specs (module text)."""
 
@@ -252,6 +317,15 @@ class _Walker:
         return shape
 
     def walk(self, m: Any, where: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        nnx = _nnx()
+        if nnx is not None and isinstance(m, nnx.Module):
+            return self.nnx(m, where, shape)
+        try:
+            import equinox
+        except ImportError:
+            equinox = None
+        if (equinox is None or not isinstance(m, equinox.Module)) and callable(m):  # a function in a Sequential
+            return self.activation(m, where, shape)
         eqx = _eqx()
         nn = eqx.nn
         if isinstance(m, nn.Sequential):
@@ -269,7 +343,7 @@ class _Walker:
         if isinstance(m, nn.LayerNorm):
             return self.layer_norm(m, where, shape)
         if isinstance(m, nn.Lambda):
-            if eqx.filter(m.fn, eqx.is_inexact_array) is not None and flat_leaves(m.fn):
+            if _jax()[0].tree_util.tree_leaves(eqx.filter(m.fn, eqx.is_inexact_array)):
                 raise UnsupportedModel(f"{where}: Lambda of a function with parameters")
             return self.activation(m.fn, where, shape)
         if isinstance(m, nn.Identity):
@@ -287,6 +361,36 @@ class _Walker:
             return self.activation(m, where, shape)
         raise UnsupportedModel(f"{where}: a {type(m).__name__} is not a module")
 
+    def nnx(self, m: Any, where: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        nnx = _nnx()
+        if isinstance(m, nnx.Sequential):
+            for k, sub in enumerate(m.layers):
+                shape = self.walk(sub, f"{where}.layers[{k}]", shape)
+            return shape
+        if isinstance(m, nnx.Linear):
+            if len(shape) != 1:
+                raise UnsupportedModel(f"{where}: nnx.Linear on an input of shape {shape}; flatten first")
+            n_in, n_out = int(m.in_features), int(m.out_features)
+            transposed = np.arange(n_in * n_out).reshape(n_in, n_out).T.reshape(-1)  # kernel (in, out): W is (out, in)
+            params: list[Any] = [(_value(m.kernel), transposed)] + ([_value(m.bias)] if m.use_bias else [])
+            self.specs.append(_Spec("dense", where, params=params, units=n_out, bias=bool(m.use_bias)))
+            return (n_out,)
+        if isinstance(m, nnx.LayerNorm):
+            axes = tuple(np.atleast_1d(m.reduction_axes)), tuple(np.atleast_1d(m.feature_axes))
+            if len(shape) != 1 or axes != ((-1,), (-1,)):
+                raise UnsupportedModel(f"{where}: nnx.LayerNorm over axes {axes} on an input of shape {shape}; the "
+                                       "import takes a LayerNorm of a vector's last axis")
+            if m.use_scale != m.use_bias:
+                raise UnsupportedModel(f"{where}: nnx.LayerNorm with only one of scale and bias; the schema's affine "
+                                       "LayerNorm has both or neither")
+            affine = bool(m.use_scale)
+            self.specs.append(_Spec("layer_norm", where, {"affine": affine, "eps": float(m.epsilon)},
+                                    [_value(m.scale), _value(m.bias)] if affine else []))
+            return shape
+        raise UnsupportedModel(f"{where}: nnx.{type(m).__name__} is not walked (the import takes nnx.Sequential, "
+                               "nnx.Linear, nnx.LayerNorm and activation functions); check_module judges it by "
+                               "references from its forward")
+
     def mlp(self, m: Any, where: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         eqx = _eqx()
         if getattr(m, "scan", False):
@@ -294,7 +398,7 @@ class _Walker:
         if m.in_size == "scalar" or m.out_size == "scalar":
             raise UnsupportedModel(f"{where}: eqx.nn.MLP with a 'scalar' input or output; give sizes")
         for f, label in ((m.activation, "activation"), (m.final_activation, "final_activation")):
-            if flat_leaves(eqx.filter(f, eqx.is_inexact_array)):
+            if _jax()[0].tree_util.tree_leaves(eqx.filter(f, eqx.is_inexact_array)):
                 raise UnsupportedModel(f"{where}.{label}: an activation with parameters is not in the schema")
         for k, layer in enumerate(m.layers):
             shape = self.linear(layer, f"{where}.layers[{k}]", shape)
@@ -384,14 +488,15 @@ def _flat_params(model: Any, specs: list[_Spec]) -> tuple[np.ndarray, np.ndarray
     seen: set[int] = set()
     values, index = [], []
     for s in specs:
-        for p in s.params:
+        for entry in s.params:
+            p, order = entry if isinstance(entry, tuple) else (entry, np.arange(int(np.size(entry))))
             if id(p) not in offsets:
                 raise UnsupportedModel(f"{s.where}: uses an array that is not among the model's inexact leaves")
             if id(p) in seen:
                 raise UnsupportedModel(f"{s.where}: an array is used twice (shared weights are not in the schema)")
             seen.add(id(p))
-            values.append(np.asarray(p, dtype=np.float64).reshape(-1))
-            index.append(offsets[id(p)] + np.arange(int(np.size(p))))
+            values.append(np.asarray(p, dtype=np.float64).reshape(-1)[order])
+            index.append(offsets[id(p)] + order)
     if len(seen) != len(leaves):
         raise UnsupportedModel(f"the model has {len(leaves) - len(seen)} inexact array leaves that no walked layer "
                                "uses (a buffer or a frozen array?); the schema's parameters are all trained")
@@ -427,9 +532,7 @@ def import_module(model: Any, loss_fn: Any, inputs: Any, targets: Any, *, id: st
     ('3-4(tanh)-2(identity)', 'mse', 'mean')
     """
     jax, jnp = _jax()
-    eqx = _eqx()
-    if not isinstance(model, eqx.Module):
-        raise UnsupportedModel(f"model: a {type(model).__name__}, not an eqx.Module")
+    kind = model_kind(model)
     x = np.asarray(inputs)
     if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2:
         raise UnsupportedModel(f"inputs: a batch (N, ...) of floating-point values, got {x.dtype} {x.shape}")
@@ -445,7 +548,7 @@ def import_module(model: Any, loss_fn: Any, inputs: Any, targets: Any, *, id: st
         raise UnsupportedModel(f"{type(model).__name__}: {exc}") from None
     params, index = _flat_params(model, walker.specs)
     try:
-        y = np.asarray(jax.vmap(model)(jnp.asarray(x)), dtype=np.float64)
+        y = np.asarray(apply_batch(model, jnp.asarray(x)), dtype=np.float64)
     except Exception as exc:
         raise UnsupportedModel(f"{type(model).__name__}: does not run on the inputs ({type(exc).__name__})") from None
     if y.shape[1:] != tuple(out_shape) or int(np.prod(out_shape)) != arch.outputs:
@@ -454,7 +557,7 @@ def import_module(model: Any, loss_fn: Any, inputs: Any, targets: Any, *, id: st
     N = x.shape[0]
     rows = spec.targets(targets, y.shape)
     return Problem(arch, spec.name, params, x.astype(np.float64).reshape(N, -1).copy(), rows, spec.reduction, id=id,
-                   description=f"imported from {type(model).__name__}", meta={"jax_index": index},
+                   description=f"imported from {type(model).__name__} ({kind})", meta={"jax_index": index},
                    loss_options=spec.options)
 
 
