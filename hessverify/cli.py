@@ -312,9 +312,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _add_check_module_command(sub: Any) -> None:
     cm = sub.add_parser(
-        "check-module", help="check your curvature code on your own PyTorch model",
+        "check-module", help="check your curvature code on your own PyTorch or Keras model",
         description="BUILD:FUNCTION returns (model, loss_fn, inputs, targets); the function under test gets the "
-                    "same four (and v for --returns hvp) and returns the Hessian, H v, ... in model.parameters() order",
+                    "same four (and v for --returns hvp) and returns the Hessian, H v, ... in model.parameters() order "
+                    "(a Keras model: model.trainable_variables order, hessverify.tensorflow.check_module)",
         epilog="exit status: 0 passed, 1 a discrepancy, 2 invalid usage (an unsupported model with --returns ggn), "
                "5 the function under test failed")
     cm.add_argument("build", metavar="BUILD:FUNCTION", help="e.g. build.py:make; MODULE is dotted or a .py path")
@@ -348,7 +349,12 @@ def _cmd_check_module(args: argparse.Namespace) -> int:
                          ) from None
     if not isinstance(made, tuple) or len(made) != 4:
         raise UsageError(f"{args.build}: must return (model, loss_fn, inputs, targets), got {type(made).__name__}")
-    import hessverify.adapters.torch as hvt
+    if any(c.__module__.split(".")[0] == "keras" for c in type(made[0]).__mro__):  # a Keras model
+        if args.probes is not None:
+            raise UsageError("--probes K: matrix-free checking is for PyTorch models only")
+        import hessverify.adapters.tensorflow as hvt
+    else:
+        import hessverify.adapters.torch as hvt  # type: ignore[no-redef]
 
     if args.probes is not None:
         result: Any = hvt.check_hvp(fn, *made, probes=args.probes)

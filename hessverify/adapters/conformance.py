@@ -1103,6 +1103,11 @@ def _run_quantity(q: Quantity, examples: int, seed: int | None, precision: str =
     return row
 
 
+_TABLES = {"torch.func": "torch_table", "backpack": "torch_table", "curvlinops": "torch_table", "jax": "jax_table",
+           "tensorflow": "tensorflow_table"}
+"""The table each library's rows are written from (:mod:`hessverify.adapters.rows`)."""
+
+
 def _strategy(q: Quantity) -> Any:
     """The problems a row draws: dense networks (:func:`hessverify.checking.strategies.problems`), or networks of
     the other layer kinds (:func:`hessverify.adapters.kind_problems.kind_problems`, until the default strategies
@@ -1110,11 +1115,13 @@ def _strategy(q: Quantity) -> Any:
     from hessverify.adapters.kind_problems import kind_problems
     from hessverify.checking.strategies import problems
 
+    # only the activations and losses the library's table writes (a new one without a row is left out, not failed)
+    draw = importlib.import_module(f"hessverify.adapters.{_TABLES[q.library]}").within(dict(q.draw))
     if q.families:
         keys = ("activations", "output_activations", "losses", "reductions", "min_patterns", "max_patterns")
-        strategy = kind_problems(families=q.families, **{k: v for k, v in q.draw.items() if k in keys})
+        strategy = kind_problems(families=q.families, **{k: v for k, v in draw.items() if k in keys})
     else:
-        strategy = problems(**{"kinds": False, **q.draw})  # dense networks: the kind families are drawn above
+        strategy = problems(**{"kinds": False, **draw})  # dense networks: the kind families are drawn above
     if q.adapt is not None:
         strategy = strategy.map(q.adapt).filter(lambda p: p is not None)
     if q.exclude:

@@ -137,6 +137,7 @@ def _dtype(dtype: Any) -> Any:
 def loss_fn(problem: Problem) -> Callable[[Array, Array], Array]:
     """``E(outputs, targets)``: the loss summed (``sum``) or averaged (``mean``) over patterns (over patterns and
     outputs for ``mse`` and ``huber``, as PyTorch's classes average)."""
+    _table.require(problem)
     row, options = _table.LOSSES[str(problem.loss)], dict(problem.loss_options)
     mean, per_output = problem.reduction == "mean", get_loss(problem.loss).mean_over_outputs
 
@@ -179,6 +180,7 @@ def to_function(problem: Problem, *, dtype: Any = np.float64) -> tuple[Callable[
     {'W1': (0, 'W'), 'W2': (1, 'W'), 'b2': (1, 'b')}
     """
     dtype = _dtype(dtype)
+    _table.require(problem)
     arch = problem.architecture
     params = _table.unflatten(arch, _jnp.asarray(problem.params, dtype=dtype))
     param_map = {t.label: (t.layer - 1, t.name) for t in arch.tensors}
@@ -204,7 +206,8 @@ def loss(problem: Problem, *, dtype: Any = np.float64) -> Callable[[Array], Arra
     arch = problem.architecture
     x = _inputs(problem, dtype)
     t = _jnp.asarray(problem.targets, dtype=dtype)
-    apply, reduce = _table.apply_fn(arch), loss_fn(problem)
+    reduce = loss_fn(problem)  # refuses first what the table has no row for
+    apply = _table.apply_fn(arch)
 
     def E(theta: Array) -> Array:
         return reduce(apply(_table.unflatten(arch, _jnp.asarray(theta, dtype=dtype)), x), t)
@@ -266,7 +269,7 @@ def cases(*, dtype: Any = np.float64, **kwargs: Any) -> Any:
     from hessverify.checking.strategies import problems
 
     _dtype(dtype)  # refuse float64 without x64 now, not inside the test run
-    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**_table.within({"kinds": False, **kwargs})).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any) -> Any:

@@ -29,7 +29,7 @@ forward in float64 (:func:`module_references`):
 * ``fwd-rev``: ``jax.jacfwd(jax.jacrev(E))``, forward over reverse: the
   tangents of the backward pass's operations, not their adjoints;
 * ``fd``: central differences of ``jax.grad(E)`` at ``h`` and ``2h``, extrapolated,
-  with the Richardson error estimate (:func:`hessverify.checking.forward_refs.fd_hessian`).
+  with the Richardson error estimate (:func:`hessverify.checking.module_refs.fd_of_gradient`).
 
 Finite differences use the first derivative only, so a second-order path the
 backward cuts (a ``jax.custom_vjp`` whose ``bwd`` applies ``stop_gradient``)
@@ -37,7 +37,7 @@ makes both AD references disagree with ``fd``: each AD reference is first
 held to ``fd`` within ``fd``'s error estimate and serves only if it agrees;
 the result names the references that served and why the others did not.  The
 user's result is held to each serving reference within the estimated bound of
-:data:`~hessverify.checking.forward_refs.ESTIMATED_FACTOR`.
+:data:`~hessverify.checking.module_refs.ESTIMATED_FACTOR`.
 
 float64 needs ``jax.config.update("jax_enable_x64", True)`` first; without it
 these functions raise a :class:`~hessverify.errors.UsageError` saying so.
@@ -60,14 +60,9 @@ from hessverify.adapters.jax_import import (
     model_kind,
     split_model,
 )
+from hessverify.checking import module_refs
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
-from hessverify.checking.forward_refs import (
-    ModuleCheckResult,
-    fd_hessian,
-    judge_user,
-    module_result,
-    serving_references,
-)
+from hessverify.checking.module_refs import ModuleCheckResult
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UnsupportedModel, UsageError
 from hessverify.model.problem import Problem
@@ -238,22 +233,16 @@ def forward_over_reverse(flat: FlatModel) -> np.ndarray:
 
 
 def fd_of_gradient(flat: FlatModel) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`hessverify.checking.forward_refs.fd_hessian` of the model's float64 gradient."""
-    return fd_hessian(flat.grad, flat.theta)
+    """:func:`hessverify.checking.module_refs.fd_of_gradient` of the model's float64 gradient."""
+    return module_refs.fd_of_gradient(flat.grad, flat.theta)
 
 
 def module_references(flat: FlatModel) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
     """The references from the user's own forward that serve, ``name -> (H, error)``, and why the others did not
-    (:func:`hessverify.checking.forward_refs.serving_references`)."""
-    fd, fd_err = fd_of_gradient(flat)
-    not_served: dict[str, str] = {}
-    ad: dict[str, np.ndarray] = {}
-    for name, compute in (("rev-rev", reverse_over_reverse), ("fwd-rev", forward_over_reverse)):
-        try:
-            ad[name] = compute(flat)
-        except Exception as exc:  # a custom_jvp without a second derivative, a primitive without one
-            not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-    return serving_references(fd, fd_err, ad, not_served, flat.param_names), not_served
+    (:func:`hessverify.checking.module_refs.serving_references`)."""
+    return module_refs.serving_references(fd_of_gradient(flat), {"rev-rev": lambda: reverse_over_reverse(flat),
+                                                                 "fwd-rev": lambda: forward_over_reverse(flat)},
+                                          flat.param_names)
 
 
 # -- the user's function ---------------------------------------------------------------------------------------------
@@ -443,5 +432,5 @@ def check_module(fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any, 
     refs, not_served = module_references(flat)
     not_served = {"import": why, **not_served}
     A = _user_matrix(call, returns, flat.groups, flat.n)
-    comparisons = judge_user(A, refs, returns, flat.groups, _UNIT[dtype], name, flat.param_names)
-    return module_result(comparisons, returns, refs, not_served, name)
+    return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups), _UNIT[dtype], returns,
+                             name, flat.param_names)

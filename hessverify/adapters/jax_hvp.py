@@ -10,14 +10,14 @@ user's own forward, computed in float64:
 * ``rev-rev``: ``jax.grad(lambda th: jax.grad(E)(th) @ v)``, reverse over reverse;
 * ``fwd-rev``: ``jax.jvp(jax.grad(E), (theta,), (v,))``, the tangent of the gradient along ``v``;
 * ``fd``: ``(g(theta + h v) - g(theta - h v)) / 2h`` at ``h`` and ``2h``, Richardson-extrapolated,
-  with its error estimate (:func:`hessverify.checking.forward_refs.fd_hvp`).
+  with its error estimate (:func:`hessverify.checking.module_refs.fd_hvp`).
 
 As in :func:`~hessverify.adapters.jax_check.check_module`, an AD reference
 serves on a probe only where it agrees with ``fd`` within ``fd``'s error, so a
 cut second-order path is caught.  The bound of a probe is normwise per leaf
-(:func:`hessverify.checking.forward_refs.judge_probe`):
+(:func:`hessverify.checking.module_refs.judge_probe`):
 ``|(A v)_i - (R v)_i| <= e_i + C u ||(R v)_{T(i)}||_inf``, ``T(i)`` the leaf of entry ``i``,
-``C`` :data:`~hessverify.checking.forward_refs.HVP_FACTOR`.
+``C`` :data:`~hessverify.checking.module_refs.HVP_FACTOR`.
 
 Before any probe one gradient is compiled and timed, and XLA's memory
 analysis of it read where the backend gives one; the time and memory of the
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from hessverify.adapters.jax_check import _UNIT, FlatModel, _dtype_of, _is_model, _need_x64, _UserCall
-from hessverify.checking.forward_refs import (
+from hessverify.checking.module_refs import (
     HVP_FACTOR,
     HvpCheckResult,
     ProbeRecord,

@@ -35,7 +35,9 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 
+from hessverify.adapters import rows
 from hessverify.model.network import Architecture
+from hessverify.model.problem import Problem
 
 __all__ = ["ACTIVATIONS", "BUILTINS", "LAYERS", "LOSSES", "Activation", "Loss", "apply_fn", "flatten", "softplus", "stable_gelu",
            "unflatten"]
@@ -250,6 +252,19 @@ BUILTINS: dict[str, str] = {
     "attention": "jax.nn.dot_product_attention (builtin; the adapter writes the softmax out)", "embedding": "jnp.take",
 }
 """What each kind is written with (the docs and the conformance rows name it)."""
+
+
+def require(problem: Problem) -> None:
+    """Refuse in one line (:class:`~hessverify.errors.UnsupportedModel`) a problem with an activation, loss or
+    layer kind this table has no row for (:mod:`hessverify.adapters.rows`: the table is optional for them)."""
+    rows.require(problem, "JAX", "hessverify/adapters/jax_table.py", activations=ACTIVATIONS, losses=LOSSES,
+                 kinds=LAYERS)
+
+
+def within(draw: dict[str, Any]) -> dict[str, Any]:
+    """Keywords of :func:`hessverify.checking.strategies.problems` drawing only what this table has rows for
+    (:func:`hessverify.adapters.rows.within`)."""
+    return rows.within(draw, "JAX", "hessverify/adapters/jax_table.py", activations=ACTIVATIONS, losses=LOSSES)
 
 
 def apply_fn(arch: Architecture, *, builtin: bool = False) -> Callable[[Params, Array], Array]:

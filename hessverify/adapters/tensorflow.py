@@ -14,7 +14,12 @@ takes about 10 s), and ``hessverify.adapters.tensorflow`` is loaded on first acc
 * :func:`loss_fn`: ``E`` from the outputs and targets, with the reduction;
 * :func:`to_case`: all of these for one problem, as a :class:`KerasCase`;
 * :func:`check_model`: hold a user's TensorFlow curvature code (full Hessian, Hessian-vector product,
-  diagonal, layer blocks, Gauss-Newton matrix) to hessverify's references, as the torch adapter does.
+  diagonal, layer blocks, Gauss-Newton matrix) to hessverify's references, as the torch adapter does;
+* :func:`import_module`: a user's Keras ``Sequential`` or functional model and Keras loss as a problem
+  (:mod:`hessverify.adapters.tensorflow_import`);
+* :func:`check_module`: hold the user's curvature code for the user's own Keras model to references, on the
+  import or, where it does not import, from the model's own forward
+  (:mod:`hessverify.adapters.tensorflow_check`).
 
 The activations and losses here are the accurate ones of :mod:`hessverify.adapters.tensorflow_table`
 (softplus branched on the sign, gelu through ``erfc``); the ``tf.nn`` builtins are what
@@ -54,12 +59,15 @@ except ImportError as exc:  # one line that says what to install
 
 import tensorflow as _tf  # noqa: E402  (the TensorFlow package, not this module)
 
+from hessverify.adapters.tensorflow_check import ModuleCheckResult, check_module  # noqa: E402
+from hessverify.adapters.tensorflow_import import import_module  # noqa: E402
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check  # noqa: E402
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT  # noqa: E402
 from hessverify.errors import FunctionUnderTestError, UsageError  # noqa: E402
 from hessverify.model.problem import Problem  # noqa: E402
 
-__all__ = ["RETURNS", "KerasCase", "cases", "check_model", "loss", "loss_fn", "to_case", "to_keras"]
+__all__ = ["RETURNS", "KerasCase", "ModuleCheckResult", "cases", "check_model", "check_module", "import_module", "loss",
+           "loss_fn", "to_case", "to_keras"]
 
 Tensor = Any
 
@@ -76,6 +84,7 @@ def _dtype(dtype: Any) -> Any:
 
 def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
     """``E(outputs, targets)``: the problem's loss summed or averaged (``problem.scale``) over patterns."""
+    _table.require(problem)
     row = _table.LOSSES[problem.loss]
     delta = _table._delta(problem)
     scale = problem.scale
@@ -88,6 +97,7 @@ def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
 
 def _dense_forward(problem: Problem, theta: Tensor, x: Tensor) -> Tensor:
     """A dense network's outputs with its parameters read from the flat vector in the public order."""
+    _table.require(problem)
     arch = problem.architecture
     outs = [x]
     for blk, layer in zip(arch.blocks, arch.layers):
@@ -264,7 +274,7 @@ def cases(*, dtype: Any = _tf.float64, **kwargs: Any) -> Any:
     mapped, the networks Keras cannot express left out."""
     from hessverify.checking.strategies import problems
 
-    return problems(**{"kinds": False, **kwargs}).filter(
+    return problems(**_table.within({"kinds": False, **kwargs})).filter(
         lambda p: _table.unsupported(p.architecture) is None).map(lambda p: to_case(p, dtype=dtype))
 
 

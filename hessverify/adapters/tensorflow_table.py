@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up noti
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from hessverify.adapters import rows  # noqa: E402
 from hessverify.model.network import Architecture  # noqa: E402
 from hessverify.model.problem import Problem  # noqa: E402
 
@@ -352,6 +353,20 @@ def _layer_output(kind: str, o: dict[str, Any], xs: list[Any], shapes: Sequence[
     raise ValueError(f"{kind}: Keras has no layer for this kind here")
 
 
+def require(problem: Problem) -> None:
+    """Refuse in one line (:class:`~hessverify.errors.UnsupportedModel`) a problem with an activation or loss this
+    table has no row for (:mod:`hessverify.adapters.rows`: the table is optional for them; the layer kinds Keras
+    lacks are :func:`unsupported`'s)."""
+    rows.require(problem, "TensorFlow", "hessverify/adapters/tensorflow_table.py", activations=ACTIVATIONS,
+                 losses=LOSSES)
+
+
+def within(draw: dict[str, Any]) -> dict[str, Any]:
+    """Keywords of :func:`hessverify.checking.strategies.problems` drawing only what this table has rows for
+    (:func:`hessverify.adapters.rows.within`)."""
+    return rows.within(draw, "TensorFlow", "hessverify/adapters/tensorflow_table.py", activations=ACTIVATIONS, losses=LOSSES)
+
+
 def unsupported(arch: Architecture) -> str | None:
     """Why the network cannot be a Keras model of :func:`build_model` (``None``: it can)."""
     for index, layer in enumerate(arch.layers, start=1):
@@ -371,6 +386,7 @@ def build_model(problem: Problem, *, dtype: Any = tf.float64, builtin: bool = Tr
     ``(N, *input_shape)`` (token ids for an embedding network) to ``(N, outputs)``, PyTorch's flattening.
     """
     arch = problem.architecture
+    require(problem)
     why = unsupported(arch)
     if why is not None:
         raise ValueError(why)

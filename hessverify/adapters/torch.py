@@ -116,6 +116,7 @@ def _dtype(dtype: Any) -> Any:
 def loss_fn(problem: Problem) -> Callable[[Tensor, Tensor], Tensor]:
     """``E(outputs, targets)``: the problem's loss summed (``sum``) or averaged (``mean``) over patterns (over
     patterns and outputs for ``mse`` and ``huber``, as ``nn.MSELoss`` and ``nn.HuberLoss`` average)."""
+    _table.require(problem)
     per_pattern, options = _table.LOSSES[str(problem.loss)].per_pattern, dict(problem.loss_options)
     mean, per_output = problem.reduction == "mean", get_loss(problem.loss).mean_over_outputs
 
@@ -231,7 +232,7 @@ def cases(*, dtype: Any = _torch.float64, **kwargs: Any) -> Any:
     """A Hypothesis strategy of :class:`TorchCase`: :func:`hessverify.checking.strategies.problems` (same keywords) mapped."""
     from hessverify.checking.strategies import problems
 
-    return problems(**{"kinds": False, **kwargs}).map(lambda p: to_case(p, dtype=dtype))
+    return problems(**_table.within({"kinds": False, **kwargs})).map(lambda p: to_case(p, dtype=dtype))
 
 
 def _to_numpy(value: Any, problem: Problem) -> Any:

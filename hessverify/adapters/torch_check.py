@@ -49,15 +49,9 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from hessverify.adapters.torch_import import import_module, loss_spec, torch_index
+from hessverify.checking import module_refs
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
-from hessverify.checking.forward_refs import (
-    ESTIMATED_FACTOR,
-    ModuleCheckResult,
-    fd_hessian,
-    judge_user,
-    module_result,
-    serving_references,
-)
+from hessverify.checking.module_refs import ESTIMATED_FACTOR, ModuleCheckResult
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
 from hessverify.errors import FunctionUnderTestError, UnsupportedModel, UsageError
 from hessverify.model.problem import Problem
@@ -194,26 +188,21 @@ def forward_over_reverse(flat: FlatModel) -> np.ndarray:
 
 
 def fd_of_gradient(flat: FlatModel) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences of the gradient, Richardson-extrapolated, and their error
-    (:func:`hessverify.checking.forward_refs.fd_hessian` of the model's float64 gradient)."""
-    return fd_hessian(lambda th: flat.grad(torch.as_tensor(th)).numpy(), flat.theta.numpy())
+    """Central differences of the gradient with their error estimate
+    (:func:`hessverify.checking.module_refs.fd_of_gradient`)."""
+    return module_refs.fd_of_gradient(lambda th: flat.grad(torch.as_tensor(th)).numpy(), flat.theta.numpy())
 
 
 def module_references(flat: FlatModel) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
     """The references from the user's own forward that serve, ``name -> (H, error)``, and why the others did not.
 
     ``fd`` always serves (it needs the gradient only); an AD reference serves
-    when it agrees with ``fd`` within ``fd``'s error plus its own rounding.
+    when it agrees with ``fd`` within ``fd``'s error plus its own rounding
+    (:func:`hessverify.checking.module_refs.serving_references`).
     """
-    fd, fd_err = fd_of_gradient(flat)
-    not_served: dict[str, str] = {}
-    ad: dict[str, np.ndarray] = {}
-    for name, compute in (("rev-rev", reverse_over_reverse), ("fwd-rev", forward_over_reverse)):
-        try:
-            ad[name] = compute(flat)
-        except Exception as exc:  # a Function without jvp, a kernel without double backward
-            not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-    return serving_references(fd, fd_err, ad, not_served, flat.param_names), not_served
+    return module_refs.serving_references(
+        fd_of_gradient(flat), {"rev-rev": lambda: reverse_over_reverse(flat),
+                               "fwd-rev": lambda: forward_over_reverse(flat)}, flat.param_names)
 
 
 # -- the user's function ---------------------------------------------------------------------------------------------
@@ -386,6 +375,7 @@ def _check_by_module_references(fn: Callable[..., Any], model: nn.Module, loss_f
     flat = FlatModel(model, loss_fn, x, t)
     refs, not_served = module_references(flat)
     not_served = {"import": why, **not_served}
-    A = _user_matrix(fn, _user_args(model, loss_fn, x, t, dtype), returns, flat.groups, dtype, flat.n)
-    comparisons = judge_user(A, refs, returns, flat.groups, _UNIT[dtype], name, flat.param_names)
-    return module_result(comparisons, returns, refs, not_served, name)
+    W = flat.n
+    A = _user_matrix(fn, _user_args(model, loss_fn, x, t, dtype), returns, flat.groups, dtype, W)
+    return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups), _UNIT[dtype], returns,
+                             name, flat.param_names)

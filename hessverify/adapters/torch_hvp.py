@@ -47,7 +47,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from hessverify.adapters.torch_check import _UNIT, FlatModel, _dtype_of
-from hessverify.checking.forward_refs import (
+from hessverify.checking.module_refs import (
     HVP_FACTOR,
     HvpCheckResult,
     ProbeRecord,
@@ -85,7 +85,7 @@ def hvp_fwd_rev(flat: FlatModel, v: torch.Tensor) -> torch.Tensor:
 
 def hvp_fd(flat: FlatModel, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Richardson-extrapolated central differences of the gradient along ``v``, and their (normwise) error
-    estimate: :func:`hessverify.checking.forward_refs.fd_hvp` of the model's float64 gradient."""
+    estimate: :func:`hessverify.checking.module_refs.fd_hvp` of the model's float64 gradient."""
     hv, err = fd_hvp(lambda th: flat.grad(torch.as_tensor(th)).numpy(), flat.theta.numpy(), v.numpy())
     return torch.as_tensor(hv), torch.as_tensor(err)
 

@@ -20,7 +20,7 @@ import numpy as np
 from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
 
-__all__ = ["available", "hessian", "softplus", "stable_gelu"]
+__all__ = ["available", "hessian", "softplus", "stable_gelu", "writes"]
 
 
 def available() -> bool:
@@ -43,6 +43,19 @@ def stable_gelu(a: Any) -> Any:
     from hessverify.adapters.torch_table import stable_gelu as table_gelu
 
     return table_gelu(a)
+
+
+def writes(problem: Problem) -> bool:
+    """Whether PyTorch's table has a row for every activation, loss and layer kind of ``problem``
+    (:mod:`hessverify.adapters.rows`: a new activation need not have one)."""
+    from hessverify.adapters.torch_table import require
+    from hessverify.errors import UnsupportedModel
+
+    try:
+        require(problem)
+    except UnsupportedModel:
+        return False
+    return True
 
 
 def hessian(problem: Problem, *, builtin_gelu: bool = False) -> FloatArray:

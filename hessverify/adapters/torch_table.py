@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hessverify.adapters import rows
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 
@@ -322,6 +323,19 @@ def _math_attention() -> contextlib.AbstractContextManager[Any]:
     return sdpa_kernel(SDPBackend.MATH)
 
 
+def require(problem: Problem) -> None:
+    """Refuse in one line (:class:`~hessverify.errors.UnsupportedModel`) a problem with an activation, loss or
+    layer kind this table has no row for (:mod:`hessverify.adapters.rows`: the table is optional for them)."""
+    rows.require(problem, "PyTorch", "hessverify/adapters/torch_table.py", activations=ACTIVATIONS, losses=LOSSES,
+                 kinds=LAYERS)
+
+
+def within(draw: dict[str, Any]) -> dict[str, Any]:
+    """Keywords of :func:`hessverify.checking.strategies.problems` drawing only what this table has rows for
+    (:func:`hessverify.adapters.rows.within`)."""
+    return rows.within(draw, "PyTorch", "hessverify/adapters/torch_table.py", activations=ACTIVATIONS, losses=LOSSES)
+
+
 class Network(nn.Module):
     """A problem's network of PyTorch modules (:data:`LAYERS`), at the problem's parameters.
 
@@ -340,6 +354,8 @@ class Network(nn.Module):
                  builtin: bool | Collection[str] = False, attention: str = "math") -> None:
         super().__init__()
         arch = problem.architecture if isinstance(problem, Problem) else problem
+        if isinstance(problem, Problem):
+            require(problem)
         if attention not in ATTENTION_CALLS:
             raise ValueError(f"attention={attention!r}: choose one of {', '.join(ATTENTION_CALLS)}")
         self.architecture = arch

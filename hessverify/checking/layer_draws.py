@@ -112,8 +112,15 @@ def _layer(draw: st.DrawFn, shapes: list[tuple[int, ...]], index: int, family: s
 @st.composite
 def layered_architectures(draw: st.DrawFn, *, max_layers: int = 3, max_size: int = 3,
                           activations: Sequence[str] = ("identity", "tanh"),
-                          output_activations: Sequence[str] = ("identity", "tanh")) -> Architecture:
-    """A network of layer kinds (module text): up to ``max_layers`` layers before the output layer."""
+                          output_activations: Sequence[str] = ("identity", "tanh"),
+                          min_layers: int = 1) -> Architecture:
+    """A network of layer kinds (module text): up to ``max_layers`` layers before the output layer.
+
+    ``min_layers``: at least that many layers in all (``Architecture.depth``: an
+    embedding, a flatten and the output layer count), as for the dense
+    :func:`hessverify.checking.strategies.architectures`; a network drawn
+    shorter gets dense layers (the simplest kind) before its output layer.
+    """
     signature = draw(st.sampled_from(SIGNATURES))
     family = FAMILY[signature]
     small = st.integers(1, max_size)
@@ -151,5 +158,7 @@ def layered_architectures(draw: st.DrawFn, *, max_layers: int = 3, max_size: int
         shapes = list(trial.shapes)
     if len(shapes[-1]) > 1:
         layers.append(Layer(kind="flatten"))
+    while len(layers) + 1 < min_layers:  # flat by now: dense layers fit
+        layers.append(Layer(draw(st.integers(1, max_size)), draw(_activation(activations)), draw(st.booleans())))
     layers.append(Layer(draw(st.integers(1, max_size)), draw(_activation(output_activations)), draw(st.booleans())))
     return Architecture(int(np.prod(shape)), tuple(layers), shape)

@@ -468,7 +468,9 @@ def problems(
     kinds than dense (:mod:`hessverify.checking.layer_draws`: convolutions,
     pooling, norms, residual adds, attention, embeddings; shrinking prefers the
     dense ones); ``kinds=False`` draws dense networks only, for code that
-    handles only those.
+    handles only those.  ``min_layers`` holds for both (every layer of
+    ``Architecture.depth`` counts, a flatten too; a short network of kinds gets
+    dense layers before its output).
 
     The keyword arguments are those of :func:`architectures`,
     :func:`parameters` and :func:`datasets`, plus the choices of ``losses``
@@ -564,18 +566,19 @@ def problems(
         return draw_problem()
     return st.one_of(draw_problem(), _layered_problems(hidden, output, loss_names, reduction_names, min_patterns,
                                                       max_patterns, magnitude, input_magnitude, max_layers,
-                                                      min(max_units, 3)))
+                                                      min(max_units, 3), min_layers))
 
 
 def _layered_problems(hidden: Sequence[str], output: Sequence[str], loss_names: Sequence[str],
                       reduction_names: Sequence[str], min_patterns: int, max_patterns: int, magnitude: float,
-                      input_magnitude: float, max_layers: int, max_size: int) -> st.SearchStrategy[Problem]:
+                      input_magnitude: float, max_layers: int, max_size: int,
+                      min_layers: int = 1) -> st.SearchStrategy[Problem]:
     """Problems whose networks have layers of other kinds (:func:`hessverify.checking.layer_draws.layered_architectures`)."""
 
     @st.composite
     def draw_problem(draw: st.DrawFn) -> Problem:
         arch = draw(layered_architectures(max_layers=max_layers, max_size=max_size, activations=hidden,
-                                          output_activations=output))
+                                          output_activations=output, min_layers=min_layers))
         loss = draw(st.sampled_from(loss_names))
         reduction = draw(st.sampled_from(reduction_names))
         coupled = any(layer.kind_def.couples_patterns(layer.opts) for layer in arch.layers)

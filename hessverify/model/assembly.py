@@ -16,7 +16,9 @@ dense one (which has second-order backpropagation's own kernel,
 * :func:`output_jacobian`: ``dy_n/dtheta`` of every output, for Gauss-Newton and
   the empirical Fisher.
 
-Directions are taken in chunks whose tangents stay within :data:`CHUNK_BYTES`.
+Directions are taken in chunks whose tangents stay within :data:`CHUNK_BYTES`;
+the chunks of a large problem run side by side, with single-threaded BLAS
+(:mod:`hessverify.model.pool`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.model.graph import Graph, Values
+from hessverify.model.pool import run_tasks
 
 __all__ = ["CHUNK_BYTES", "diagonal_blocks", "hessian_by_blocks", "hessian_by_rows", "hessian_forward_forward",
            "layer_spans", "output_jacobian"]
@@ -63,17 +66,36 @@ def _unit_rows(W: int, a: int, b: int) -> FloatArray:
     return V
 
 
+def _work(graph: Graph, values: Values) -> float:
+    """About the multiply-adds of a full Hessian by the R-operator, ``N W^2`` (what :func:`~hessverify.model.pool.run_tasks`
+    weighs against its pool)."""
+    y = values[graph.output]
+    return float(np.shape(y)[0] if np.ndim(y) else 1) * float(graph.n_params) ** 2
+
+
 def hessian_by_blocks(graph: Graph, values: Values) -> FloatArray:
-    """The full Hessian, block row by block row, each computed for the layers at or above it and mirrored."""
+    """The full Hessian, block row by block row, each computed for the layers at or above it and mirrored.
+
+    Each chunk of a layer's directions fills its own rows ``H[a:b, lo:]``, so
+    the chunks run side by side (:func:`~hessverify.model.pool.run_tasks`);
+    the mirroring waits for all of them.
+    """
     W = graph.n_params
     H = np.zeros((W, W), dtype=np.result_type(values.error, 1.0))
     g = graph.cotangents(values)
     step = _chunk(graph, values)
-    for layer, lo, hi in layer_spans(graph):
+    spans = layer_spans(graph)
+    tasks = []
+    for layer, lo, hi in spans:
         first = graph.first_node(layer)
-        for a, b in _ranges(lo, hi, step):
-            rows = graph.hvp(values, _unit_rows(W, a, b), stop=first - 1, grad=g, start=first)
-            H[a:b, lo:] = rows[:, lo:]
+        graph.reached(first - 1)  # computed here, once, not by the tasks at the same time
+
+        def rows(a: int, b: int, lo: int = lo, first: int = first) -> None:
+            H[a:b, lo:] = graph.hvp(values, _unit_rows(W, a, b), stop=first - 1, grad=g, start=first)[:, lo:]
+
+        tasks += [lambda a=a, b=b, rows=rows: rows(a, b) for a, b in _ranges(lo, hi, step)]
+    run_tasks(tasks, _work(graph, values))
+    for _, lo, hi in spans:
         block = H[lo:hi, lo:hi]
         block[...] = np.tril(block) + np.tril(block, -1).T  # the layer's own block: its lower triangle, mirrored
         H[lo:, lo:hi] = H[lo:hi, lo:].T
@@ -86,12 +108,19 @@ def diagonal_blocks(graph: Graph, values: Values) -> list[FloatArray]:
     g = graph.cotangents(values)
     step = _chunk(graph, values)
     out = []
+    tasks = []
     for layer, lo, hi in layer_spans(graph):
         first = graph.first_node(layer)
+        graph.reached(first - 1)
         block = np.empty((hi - lo, hi - lo), dtype=np.result_type(values.error, 1.0))
-        for a, b in _ranges(lo, hi, step):
+
+        def rows(a: int, b: int, lo: int = lo, hi: int = hi, first: int = first, block: FloatArray = block) -> None:
             block[a - lo:b - lo] = graph.hvp(values, _unit_rows(W, a, b), stop=first - 1, grad=g, start=first)[:, lo:hi]
+
+        tasks += [lambda a=a, b=b, rows=rows: rows(a, b) for a, b in _ranges(lo, hi, step)]
         out.append(block)
+    sizes = sum((hi - lo) ** 2 for _, lo, hi in layer_spans(graph))
+    run_tasks(tasks, _work(graph, values) * sizes / max(W * W, 1))
     return out
 
 
@@ -100,8 +129,12 @@ def hessian_by_rows(graph: Graph, values: Values) -> FloatArray:
     W = graph.n_params
     H = np.empty((W, W), dtype=np.result_type(values.error, 1.0))
     g = graph.cotangents(values)
-    for a, b in _ranges(0, W, _chunk(graph, values)):
+    graph.reached()
+
+    def rows(a: int, b: int) -> None:
         H[a:b] = graph.hvp(values, _unit_rows(W, a, b), grad=g)
+
+    run_tasks([lambda a=a, b=b: rows(a, b) for a, b in _ranges(0, W, _chunk(graph, values))], _work(graph, values))
     return H
 
 

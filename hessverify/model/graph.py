@@ -102,6 +102,7 @@ class Graph:
     output: int  # the network's output y, (N, K)
     error: int  # E, a scalar (unbatched, shape ())
     n_params: int = 0
+    _reached: dict[int, list[bool]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- the forward pass -----------------------------------------------------------------------
 
@@ -150,6 +151,23 @@ class Graph:
                 if gj is not None and self._differentiable(j):
                     cot[j] = gj if cot[j] is None else cot[j] + gj
 
+    def reached(self, stop: int = -1) -> list[bool]:
+        """Per node: whether a parameter leaf after node ``stop`` is it or one of its ancestors.
+
+        The reverse pass of :meth:`hvp` with that ``stop`` carries cotangents
+        into these nodes only: the others (the data, constants, everything
+        computed from them and from the parameters before ``stop`` alone, as a
+        convolution's patches of the layer below) feed no parameter it fills,
+        so their cotangents are never computed (they would be discarded).
+        """
+        if stop not in self._reached:
+            leaves = {p.node for p in self.params if p.node > stop}
+            out = [False] * len(self.nodes)
+            for i, node in enumerate(self.nodes):
+                out[i] = i in leaves or (node.op is not None and any(out[j] for j in node.inputs))
+            self._reached[stop] = out
+        return self._reached[stop]
+
     def _differentiable(self, j: int) -> bool:
         """Whether cotangents are carried into node ``j`` (not into the data or a constant)."""
         node = self.nodes[j]
@@ -195,23 +213,30 @@ class Graph:
         P = V.shape[0]
         dot = self.tangents(values, V, start)
         g = self.cotangents(values) if grad is None else grad
+        reached = self.reached(stop)
         Rg: list[Arr] = [None] * len(self.nodes)
         for i in range(len(self.nodes) - 1, stop, -1):
             node, r = self.nodes[i], Rg[i]
-            if node.op is None:
+            if node.op is None or not reached[i]:
                 continue
+            wanted = [reached[j] for j in node.inputs]
+            if not any(wanted):
+                continue
+            every = all(wanted)
             xs = [values[j] for j in node.inputs]
             parts: list[Arr] = [None] * len(node.inputs)
             if r is not None:
-                parts = list(node.op.vjp(xs, values[i], r))
+                parts = list(node.op.vjp(xs, values[i], r) if every else node.op.vjp_wanted(xs, values[i], r, wanted))
             ds = [dot[j] for j in node.inputs]
             if g[i] is not None and any(d is not None for d in ds):
                 gi = np.broadcast_to(g[i], (P,) + np.shape(g[i])[1:]) if np.shape(g[i])[0] == 1 else g[i]
-                for k, s in enumerate(node.op.second(xs, values[i], gi, ds)):
+                second = (node.op.second(xs, values[i], gi, ds) if every
+                          else node.op.second_wanted(xs, values[i], gi, ds, wanted))
+                for k, s in enumerate(second):
                     if s is not None:
                         parts[k] = s if parts[k] is None else parts[k] + s
-            for j, part in zip(node.inputs, parts):
-                if part is not None and self._differentiable(j):
+            for j, part, w in zip(node.inputs, parts, wanted):
+                if part is not None and w:
                     Rg[j] = part if Rg[j] is None else Rg[j] + part
         return self._flat_params(Rg, P, np.result_type(values.error, V))
 

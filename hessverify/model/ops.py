@@ -104,6 +104,16 @@ class Op:
         """Zero for a map that is linear in all its inputs jointly."""
         return [None] * len(xs)
 
+    def vjp_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, wanted: Sequence[bool]) -> list[Tangent]:
+        """:meth:`vjp` for the inputs ``wanted`` only (``None`` for the others): a reverse pass that stops
+        early needs no cotangent of an input below it.  A primitive whose inputs cost apart says so here."""
+        return [g if w else None for g, w in zip(self.vjp(xs, y, gy), wanted)]
+
+    def second_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, dxs: Sequence[Tangent],
+                      wanted: Sequence[bool]) -> list[Tangent]:
+        """:meth:`second` for the inputs ``wanted`` only, as :meth:`vjp_wanted`."""
+        return [s if w else None for s, w in zip(self.second(xs, y, gy, dxs), wanted)]
+
     def second_forward(self, xs: Sequence[Arr], y: Arr, a: Sequence[Tangent], b: Sequence[Tangent]) -> Tangent:
         return None
 
@@ -214,13 +224,21 @@ class Einsum(Op):
         return contract(spec, gy, other)
 
     def vjp(self, xs: Sequence[Arr], y: Arr, gy: Arr) -> list[Tangent]:
+        return self.vjp_wanted(xs, y, gy, (True, True))
+
+    def vjp_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, wanted: Sequence[bool]) -> list[Tangent]:
         x1, x2 = xs
-        return [self._back(0, gy, x2, False), self._back(1, gy, x1, False)]
+        return [self._back(0, gy, x2, False) if wanted[0] else None,
+                self._back(1, gy, x1, False) if wanted[1] else None]
 
     def second(self, xs: Sequence[Arr], y: Arr, gy: Arr, dxs: Sequence[Tangent]) -> list[Tangent]:
+        return self.second_wanted(xs, y, gy, dxs, (True, True))
+
+    def second_wanted(self, xs: Sequence[Arr], y: Arr, gy: Arr, dxs: Sequence[Tangent],
+                      wanted: Sequence[bool]) -> list[Tangent]:
         d1, d2 = dxs
-        return [None if d2 is None else self._back(0, gy, d2, True),
-                None if d1 is None else self._back(1, gy, d1, True)]
+        return [None if d2 is None or not wanted[0] else self._back(0, gy, d2, True),
+                None if d1 is None or not wanted[1] else self._back(1, gy, d1, True)]
 
     def second_forward(self, xs: Sequence[Arr], y: Arr, a: Sequence[Tangent], b: Sequence[Tangent]) -> Tangent:
         spec = self._P(self.spec, (0, 1))
@@ -428,6 +446,15 @@ class Gather(Op):
             object.__setattr__(self, "_mask", (idx < total).reshape(np.shape(self.index)) if padded else None)
             object.__setattr__(self, "_permutation", (not padded) and np.unique(idx).size == idx.size)
             object.__setattr__(self, "_transpose", None)
+        # a reshape (a flatten, a conv's output and kernel regrouped): every entry in place, so every rule is a
+        # reshape too, with no copy of a contiguous array
+        identity = (self.rows is None and len(self.sizes) == 1 and np.size(self.index) == self.sizes[0]
+                    and bool(np.array_equal(np.asarray(self.index).reshape(-1), np.arange(self.sizes[0]))))
+        object.__setattr__(self, "_identity", identity)
+
+    def _reshaped(self, x: Arr, lead: int) -> Arr:
+        """An input of the identity index as the result: ``lead`` leading axes kept, the rest reshaped."""
+        return x.reshape(x.shape[:lead] + np.shape(self.index))
 
     def _gather(self, flat: Arr, lead: int) -> Arr:
         out = np.take(flat, self._take, axis=lead)
@@ -450,6 +477,8 @@ class Gather(Op):
             flat = np.append(xs[0].reshape(-1), 0.0)
             return flat[self.rows]
         lead = 1 if self.out_batched else 0
+        if self._identity:
+            return self._reshaped(xs[0], lead)
         return self._gather(self._flat(xs, lead), lead)
 
     def jvp(self, xs: Sequence[Arr], y: Arr, dxs: Sequence[Tangent]) -> Tangent:
@@ -457,6 +486,8 @@ class Gather(Op):
             return None
         first = next(d for d in dxs if d is not None)
         P = first.shape[0]
+        if self._identity:
+            return self._reshaped(first, 2 if self.out_batched else 1)
         full = [np.zeros((P,) + np.shape(x), dtype=np.result_type(x, first)) if d is None else d
                 for x, d in zip(xs, dxs)]
         if self.rows is not None:
@@ -474,6 +505,8 @@ class Gather(Op):
             np.add.at(out, (slice(None), idx), gy.reshape(P, -1))
             return [out[:, :total].reshape((P,) + np.shape(xs[0]))]
         lead = (P, gy.shape[1]) if self.out_batched else (P,)
+        if self._identity:
+            return [gy.reshape((P,) + np.shape(xs[0]))]
         g = gy.reshape((-1, int(np.size(self.index))))
         if self._permutation:  # a reshape, a transpose: every input read once
             idx = self.index.reshape(-1)

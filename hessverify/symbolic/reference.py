@@ -75,6 +75,7 @@ import sympy
 from hessverify.base.typing import FloatArray
 from hessverify.engine.budget import estimated_cost  # the cost model lives with the other budgets
 from hessverify.errors import NotDifferentiableError, OverflowReport
+from hessverify.model.losses import get_loss
 from hessverify.model.network import Architecture
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import kinked_net_inputs
@@ -415,7 +416,8 @@ def block_formula(problem: Problem, q: dict[tuple[Any, ...], np.ndarray], conver
 def _scale(problem: Problem, one: Any) -> Any:
     if problem.reduction != "mean":
         return one
-    per_output = problem.targets.shape[1] if problem.loss in ("mse", "huber") else 1  # PyTorch's element-wise means
+    # PyTorch's element-wise means (mse, huber): the loss's row says whether its mean is over every output
+    per_output = problem.targets.shape[1] if get_loss(problem.loss).mean_over_outputs else 1
     return one / (problem.n_patterns * per_output)
 
 

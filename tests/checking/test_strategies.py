@@ -223,3 +223,17 @@ def test_a_default_draw_often_has_a_saturated_output() -> None:
 def test_the_saturation_switch_is_checked() -> None:
     with pytest.raises(InvalidArgument, match="saturation"):
         problems(saturation="yes")  # type: ignore[arg-type]
+
+
+@given(problems(min_layers=4, max_layers=4))
+def test_min_layers_holds_for_networks_of_layer_kinds_too(p: Problem) -> None:
+    # every layer of the depth counts (a flatten, an embedding, the output layer); the kinds' draws add
+    # their own, so only the lower bound is shared with the dense draws
+    assert p.architecture.depth >= 4, p.architecture.describe()
+
+
+def test_the_simplest_network_of_kinds_drawn_with_min_layers_has_them() -> None:
+    # the shrunk example: the fewest, simplest layers a draw of kinds allows (before: two, whatever min_layers)
+    p = find(problems(min_layers=4, max_layers=4), lambda p: not p.architecture.is_dense, settings=SHRINK)
+    assert p.architecture.depth == 4, p.architecture.describe()
+    assert any(layer.kind != "dense" for layer in p.architecture.layers)

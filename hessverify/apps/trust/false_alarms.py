@@ -280,7 +280,7 @@ def judge(seed: int, index: int, *, special_share: float = 0.5, use_torch: bool 
     candidates = {name: (METHODS[name].kind, METHODS[name].compute(point), None) for name in exact}
     if "complex_step" in refs:
         candidates["complex_step"] = ("matrix", *refs["complex_step"])
-    if use_torch:
+    if use_torch and torch_ref.writes(p):  # a problem PyTorch's table has no row for is not a torch candidate
         candidates[TORCH] = ("matrix", torch_ref.hessian(p), None)
         if any(layer.activation == "gelu" for layer in p.architecture.layers):
             candidates[TORCH_BUILTIN_GELU] = ("matrix", torch_ref.hessian(p, builtin_gelu=True), None)

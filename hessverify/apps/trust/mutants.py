@@ -31,9 +31,14 @@ __all__ = ["MUTANTS", "SATURATION_BUGS", "Mutant", "hessian"]
 _EPS = 1e-7
 """The clipping epsilon of the saturation bugs: Keras' ``epsilon()``, what a loss clips probabilities by."""
 
-# the f'' that a confused implementation might take from the wrong row of the table
+# the f'' that a confused implementation might take from the wrong row of the table (a row not named here,
+# a new activation's, is confused with tanh's, and tanh's with sigmoid's)
 _OTHER = {"tanh": "sigmoid", "sigmoid": "tanh", "softplus": "tanh", "sin": "tanh",
           "gelu": "silu", "silu": "gelu", "identity": "tanh", "relu": "tanh"}
+
+
+def _other(activation: str) -> str:
+    return _OTHER.get(activation, "tanh")
 
 
 def hessian(problem: Problem, bug: str | None = None) -> FloatArray:  # noqa: C901 - one switch per bug
@@ -52,7 +57,7 @@ def hessian(problem: Problem, bug: str | None = None) -> FloatArray:  # noqa: C9
                 z = np.clip(fp.z[l], _EPS, 1.0 - _EPS)
                 F1[l], F2[l] = z * (1.0 - z), z * (1.0 - z) * (1.0 - 2.0 * z)
     if bug == "f2_of_other_activation":
-        F2 = [F2[0]] + [ACTIVATIONS[_OTHER[a]].d2f(fp.a[l]) for l, a in enumerate(acts, start=1)]
+        F2 = [F2[0]] + [ACTIVATIONS[_other(a)].d2f(fp.a[l]) for l, a in enumerate(acts, start=1)]
     if bug == "f1_in_place_of_f2":
         F2 = [F2[0]] + [F1[l] for l in range(1, L + 1)]
     if bug == "f2_at_output_not_net_input":

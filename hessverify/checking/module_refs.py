@@ -1,32 +1,39 @@
-r"""References built from a user's own forward, framework-neutral: what the module adapters share.
+r"""References from a user's own forward, whatever the framework: what ``check_module`` falls back to.
 
-:func:`hessverify.adapters.torch_check.check_module` and
-:func:`hessverify.adapters.jax_check.check_module` judge a model that does not
-import into the case schema by references from the user's own forward (the
-framework's two AD orders and finite differences of its gradient).  What does
-not depend on the framework is here, on NumPy arrays:
+A model that does not import (a custom derivative, an op outside the schema)
+has no rounding model and no second implementation; what is left is its own
+forward. The framework adapters (:mod:`hessverify.adapters.torch_check`,
+:mod:`hessverify.adapters.tensorflow_check`) compute, in float64, two AD
+Hessians (reverse over reverse, forward over reverse) and the gradient;
+this module holds the parts that need no framework:
 
-* :func:`fd_hessian`: central differences of a gradient, Richardson-extrapolated, with their error estimate;
-* :func:`fd_hvp`: the same along one direction (matrix-free), with a normwise estimate;
-* :func:`serving_references`: each AD reference held to ``fd`` within ``fd``'s error, so a cut second-order
-  path (zero where ``fd`` is not) is caught rather than trusted;
-* :func:`judge_user`: the user's matrix against every serving reference within the estimated bound;
-* :class:`ModuleCheckResult`, and for the matrix-free check :class:`ProbeRecord`, :class:`HvpCheckResult`,
-  :func:`judge_probe`, :func:`serving_hvp_references`.
+* :func:`fd_of_gradient`: central differences of the gradient at steps ``h``
+  and ``2h``, Richardson-extrapolated, with the error estimate of the
+  extrapolation (``|D(h) - D(2h)| / 3``) plus the gradients' rounding over
+  the step;
+* :func:`serving_references`: each AD reference first held to ``fd`` within
+  ``fd``'s estimate (a custom derivative that cuts the second-order path makes
+  both AD references disagree with ``fd``, which reads the first derivative
+  only); those that agree serve, the others are named with why;
+* :func:`judge`: the user's matrix held to every serving reference within an
+  estimated bound (:data:`ESTIMATED_FACTOR`), as a :class:`ModuleCheckResult`;
+* matrix-free (:mod:`hessverify.adapters.torch_hvp`, :mod:`hessverify.adapters.jax_hvp`): :func:`fd_hvp`
+  along one direction, :func:`serving_hvp_references`, :func:`judge_probe` (normwise per tensor,
+  :data:`HVP_FACTOR`), :class:`ProbeRecord`, :class:`HvpCheckResult`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from hessverify.checking.check import CheckResult, describe
+from hessverify.checking.check import CheckResult
 from hessverify.engine.compare import Comparison, compare
 
-__all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "fd_hessian",
-           "fd_hvp", "judge_probe", "judge_user", "mask_of", "scale_of", "serving_hvp_references",
+__all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "fd_hvp",
+           "fd_of_gradient", "judge", "judge_probe", "mask_of", "scale", "serving_hvp_references",
            "serving_references"]
 
 ESTIMATED_FACTOR = 64.0
@@ -34,13 +41,6 @@ ESTIMATED_FACTOR = 64.0
 largest ``|H|`` of row ``i``) for models with no rounding model: a few dozen roundings of the largest terms of the
 two rows.  Measured: a correct float32 Hessian of the tests' custom-Function MLP reaches margin 0.07 (float64:
 0.02 against fd, 0 against rev-rev)."""
-
-HVP_FACTOR = 256.0
-"""``C`` of a probe's normwise bound.  Measured on ``benchmarks/hvp_at_scale.py`` (W = 1,070,794, float32): at
-``C = 64`` a correct HVP reached margin 0.92 (a random probe) and the HVP with one block 0.1 % off 231 (that
-layer's probe); 256 puts the correct one near a quarter of its bound and the faulty one near 58 times over."""
-
-_U64 = 2.0 ** -53
 
 
 @dataclass
@@ -60,6 +60,7 @@ class ModuleCheckResult(CheckResult):
             head += "; not served: " + "; ".join(f"{k}: {v}" for k, v in self.not_served.items())
         head += ")"
         if self.problem is None and not self.passed:
+            from hessverify.checking.check import describe
             lines = [f"check FAILED: the user {self.returns} on {self.model}"]
             lines += ["  " + self.error] if self.error else ["  " + describe(c) for c in self.failures]
             return head + "\n" + "\n".join(lines)
@@ -67,14 +68,14 @@ class ModuleCheckResult(CheckResult):
 
 
 @dataclass(frozen=True)
-class Names:
+class _Names:
     """What a comparison reads of a problem: the id and the parameter names."""
 
     id: str
     param_names: tuple[str, ...]
 
 
-def fd_hessian(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fd_of_gradient(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Central differences of the float64 gradient ``grad``, Richardson-extrapolated from steps ``h`` and ``2h``,
     and their error.
 
@@ -90,7 +91,7 @@ def fd_hessian(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> t
     its column (one direction), since one entry's two differences can agree by
     accident.  The result is symmetrised; the asymmetry joins the error.
     """
-    u = _U64
+    u = 2.0 ** -53
     theta = np.asarray(theta, dtype=np.float64)
     W = theta.size
     D1, D2, R = np.empty((W, W)), np.empty((W, W)), np.empty((W, W))
@@ -98,9 +99,9 @@ def fd_hessian(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> t
         h = u ** (1 / 3) * max(1.0, abs(float(theta[j])))
         cols = []
         for step in (h, 2 * h):
-            e = np.zeros_like(theta)
+            e = np.zeros(W)
             e[j] = step
-            gp, gm = np.asarray(grad(theta + e), np.float64), np.asarray(grad(theta - e), np.float64)
+            gp, gm = np.asarray(grad(theta + e), dtype=np.float64), np.asarray(grad(theta - e), dtype=np.float64)
             cols.append((gp - gm) / (2 * step))
             if step == h:
                 R[:, j] = 64 * u * (np.abs(gp) + np.abs(gm)) / (2 * h)
@@ -113,42 +114,67 @@ def fd_hessian(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> t
     return H, np.maximum(err, err.T) + asym
 
 
-def scale_of(R: np.ndarray) -> np.ndarray:
+def scale(R: np.ndarray) -> np.ndarray:
     """``sqrt(r_i r_j)``, ``r_i`` the largest ``|R|`` of row ``i`` (a floor of the largest entry's ``1e-3``)."""
     r = np.max(np.abs(R), axis=1)
     r = np.maximum(r, 1e-3 * (r.max() if r.size else 0.0))
     return np.sqrt(np.outer(r, r))
 
 
-def serving_references(fd: np.ndarray, fd_err: np.ndarray, ad: dict[str, np.ndarray], not_served: dict[str, str],
-                       param_names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The references that serve, ``name -> (H, error)``; ``not_served`` gains why the others did not.
+def serving_references(fd: tuple[np.ndarray, np.ndarray], ad: dict[str, Callable[[], np.ndarray]],
+                       param_names: Sequence[str]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    """The references that serve, ``name -> (H, error)``, and why the others did not.
 
-    ``fd`` always serves (it needs the gradient only); an AD reference serves
-    when it agrees with ``fd`` within ``fd``'s error plus its own rounding
-    (``C u`` of the scale, plus the spread of the two AD references).
+    ``fd`` (:func:`fd_of_gradient`) always serves (it needs the gradient only); an AD reference (``ad[name]()``
+    computes it in float64) serves when it agrees with ``fd`` within ``fd``'s error plus its own rounding
+    (``C u`` of the scale, and the spread between the AD references).
     """
-    u = _U64
+    u = 2.0 ** -53
+    H_fd, fd_err = fd
     served: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    names = list(ad)
-    spread = np.abs(ad[names[0]] - ad[names[1]]) if len(ad) == 2 else 0.0
-    for name, H in ad.items():
-        err = ESTIMATED_FACTOR * u * scale_of(fd) + spread
-        over = np.abs(H - fd) > fd_err + err
+    not_served: dict[str, str] = {}
+    got: dict[str, np.ndarray] = {}
+    for name, compute in ad.items():
+        try:
+            got[name] = np.asarray(compute(), dtype=np.float64)
+        except Exception as exc:  # a custom derivative without jvp, a kernel without a second derivative
+            not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    values = list(got.values())
+    spread = np.abs(values[0] - values[1]) if len(values) == 2 else 0.0
+    for name, H in got.items():
+        err = ESTIMATED_FACTOR * u * scale(H_fd) + spread
+        over = np.abs(H - H_fd) > fd_err + err
         if over.any():
-            i, j = np.unravel_index(np.argmax(np.abs(H - fd) / (fd_err + err)), H.shape)
-            zero = " (zero where fd is not: a second-order path cut, a backward that is not differentiable?)" \
-                if H[i, j] == 0 and fd[i, j] != 0 else " (a second-order path cut or a wrong double backward?)"
+            i, j = np.unravel_index(np.argmax(np.abs(H - H_fd) / (fd_err + err)), H.shape)
+            zero = " (zero where fd is not: a second-order path cut, a derivative that is not differentiable?)" \
+                if H[i, j] == 0 and H_fd[i, j] != 0 else " (a second-order path cut or a wrong second derivative?)"
             not_served[name] = (f"disagrees with fd at {int(over.sum())} entries beyond fd's error estimate; worst "
-                                f"{param_names[i]} x {param_names[j]}: {H[i, j]:.6g} vs fd {fd[i, j]:.6g}{zero}")
+                                f"{param_names[i]} x {param_names[j]}: {H[i, j]:.6g} vs fd {H_fd[i, j]:.6g}{zero}")
             continue
         served[name] = (H, err)
-    served["fd"] = (fd, fd_err)
-    return served
+    served["fd"] = (H_fd, fd_err)
+    return served, not_served
+
+
+def judge(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_served: dict[str, str],
+          mask: np.ndarray | None, u: float, returns: str, model: str,
+          param_names: Sequence[str]) -> ModuleCheckResult:
+    """The user's ``(W, W)`` matrix ``A`` (only ``mask``'s entries given) held to each serving reference within
+    its error plus ``C u`` of the scale (``u`` the unit roundoff of the user's format)."""
+    names = _Names(model, tuple(param_names))
+    comparisons: list[Comparison] = []
+    for ref, (R, err) in refs.items():
+        bound = err + ESTIMATED_FACTOR * u * scale(R)
+        a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
+        comparisons.append(compare(names, "user", ref, a, r, bound, "estimated"))  # type: ignore[arg-type]
+    passed = all(c.passed for c in comparisons)
+    return ModuleCheckResult(passed, 1, returns, tuple(refs), None, comparisons,
+                             {k: "estimated: error estimate + C u scale" for k in refs}, route="module references",
+                             served=tuple(refs), not_served=not_served, model=model)
 
 
 def mask_of(returns: str, groups: np.ndarray) -> np.ndarray | None:
-    """The entries a result of ``returns`` gives: the diagonal, the groups' blocks, or all (``None``)."""
+    """The entries a ``returns`` gives: the diagonal, the blocks of ``groups`` (one group index per entry), or all."""
     if returns == "diagonal":
         return np.eye(groups.size, dtype=bool)
     if returns == "blocks":
@@ -156,27 +182,10 @@ def mask_of(returns: str, groups: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def judge_user(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], returns: str, groups: np.ndarray,
-               unit: float, model: str, param_names: tuple[str, ...]) -> list[Comparison]:
-    """The user's ``(W, W)`` matrix against each serving reference within ``error + C u sqrt(r_i r_j)``."""
-    mask = mask_of(returns, groups)
-    names = Names(model, param_names)
-    out = []
-    for ref, (R, err) in refs.items():
-        bound = err + ESTIMATED_FACTOR * unit * scale_of(R)
-        a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
-        out.append(compare(names, "user", ref, a, r, bound, "estimated"))  # type: ignore[arg-type]
-    return out
-
-
-def module_result(comparisons: list[Comparison], returns: str, refs: dict[str, tuple[np.ndarray, np.ndarray]],
-                  not_served: dict[str, str], model: str) -> ModuleCheckResult:
-    """The result of the route by module references."""
-    passed = all(c.passed for c in comparisons)
-    return ModuleCheckResult(passed, 1, returns, tuple(refs), None, comparisons,
-                             {k: "estimated: error estimate + C u scale" for k in refs}, route="module references",
-                             served=tuple(refs), not_served=not_served, model=model)
-
+HVP_FACTOR = 256.0
+"""``C`` of a probe's normwise bound.  Measured on ``benchmarks/hvp_at_scale.py`` (W = 1,070,794, float32): at
+``C = 64`` a correct HVP reached margin 0.92 (a random probe) and the HVP with one block 0.1 % off 231 (that
+layer's probe); 256 puts the correct one near a quarter of its bound and the faulty one near 58 times over."""
 
 # -- matrix-free ------------------------------------------------------------------------------------------------
 
@@ -226,7 +235,7 @@ def fd_hvp(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
     """Richardson-extrapolated central differences of the gradient along ``v``, and their error estimate
     (as :func:`fd_hessian`, one direction; the estimate is normwise: one entry's two differences can agree by
     accident where its truncation is not small)."""
-    u = _U64
+    u = 2.0 ** -53
     theta, v = np.asarray(theta, np.float64), np.asarray(v, np.float64)
     scale = max(1.0, float(np.max(np.abs(theta), initial=0.0))) / max(float(np.max(np.abs(v), initial=0.0)), 1e-300)
     h = u ** (1 / 3) * scale
@@ -244,7 +253,7 @@ def fd_hvp(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
 def serving_hvp_references(fd: np.ndarray, fd_err: np.ndarray, ad: dict[str, np.ndarray],
                            not_served: dict[str, str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """As :func:`serving_references`, for one probe's ``H v`` (normwise)."""
-    u = _U64
+    u = 2.0 ** -53
     names = list(ad)
     spread = np.abs(ad[names[0]] - ad[names[1]]) if len(ad) == 2 else 0.0
     refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
