@@ -120,8 +120,10 @@ def split_model(model: Any) -> tuple[Any, Any]:
         params, static = eqx.partition(model, eqx.is_inexact_array)
         return params, ("equinox", static)
     nnx = _nnx()
+    jax, _ = _jax()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return params, ("nnx", graphdef, rest)
+    # no other state (the walked layers have none): the parts hash (graphdef does), so jit compiles once a structure
+    return params, ("nnx", graphdef, rest if jax.tree_util.tree_leaves(rest) else None)
 
 
 def merge_model(params: Any, static: Any) -> Any:
@@ -130,6 +132,8 @@ def merge_model(params: Any, static: Any) -> Any:
         import equinox as eqx
 
         return eqx.combine(params, static[1])
+    if static[2] is None:
+        return _nnx().merge(static[1], params)
     return _nnx().merge(static[1], params, static[2])
 
 
