@@ -41,9 +41,9 @@ FRAMEWORKS := $(VENV)/.frameworks
 frameworks: $(FRAMEWORKS)
 
 $(FRAMEWORKS): $(STAMP)
-	@echo "make: installing the CPU builds of torch and jax, backpack, curvlinops and psgd (a few minutes)"
-	$(BIN)/python -m pip install 'torch==2.13.0' 'jax>=0.4.30' backpack-for-pytorch curvlinops-for-pytorch \
-		'psgd-torch==0.6.1' || \
+	@echo "make: installing the CPU builds of torch and jax (with equinox, flax and optax), backpack, curvlinops and psgd (a few minutes)"
+	$(BIN)/python -m pip install 'torch==2.13.0' 'jax>=0.4.30' 'equinox>=0.11' 'flax>=0.10' 'optax>=0.2' \
+		backpack-for-pytorch curvlinops-for-pytorch 'psgd-torch==0.6.1' || \
 		echo "make frameworks: could not install the frameworks; the adapter and conformance tests will be skipped"
 	$(BIN)/python -m pip install --quiet 'python-flint>=0.6' || \
 		echo "make frameworks: could not install python-flint; the certified reference's tests will be skipped"

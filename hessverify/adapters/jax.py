@@ -32,7 +32,10 @@ saying so (rather than handing back float32 silently).
 * :func:`check_model`: hold a user's JAX curvature code (full Hessian,
   Hessian-vector product, diagonal, layer blocks, Gauss-Newton matrix) to
   hessverify's references, as ``jax.test_util.check_grads`` is called;
-* :func:`cases`: Hypothesis problems converted to :class:`JaxCase`.
+* :func:`cases`: Hypothesis problems converted to :class:`JaxCase`;
+* :func:`import_module`, :func:`check_module`, :func:`check_hvp`: the user's own equinox model and loss, imported
+  into the schema or judged by references from its own forward (:mod:`hessverify.adapters.jax_import`,
+  :mod:`hessverify.adapters.jax_check`, :mod:`hessverify.adapters.jax_hvp`; equinox needed for these).
 
 The layers are JAX's own functions where it has them (``jax.lax.conv_general_dilated``,
 ``jax.lax.reduce_window``, ``jax.nn.standardize``, ``jax.nn.dot_product_attention``),
@@ -71,6 +74,9 @@ except ImportError as exc:  # one line that says what to install
     raise ImportError("hessverify.adapters.jax needs JAX: pip install 'hessverify[jax]'") from exc
 
 from hessverify.adapters import jax_table as _table
+from hessverify.adapters.jax_check import ModuleCheckResult, check_module
+from hessverify.adapters.jax_hvp import HvpCheckResult, check_hvp
+from hessverify.adapters.jax_import import import_module
 from hessverify.adapters.jax_table import softplus, stable_gelu
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.sandbox import DEFAULT_ISOLATION, DEFAULT_TIMEOUT
@@ -82,10 +88,15 @@ __all__ = [
     "ACTIVATIONS",
     "LOSSES",
     "RETURNS",
+    "HvpCheckResult",
     "JaxCase",
+    "ModuleCheckResult",
     "cases",
+    "check_hvp",
     "check_model",
+    "check_module",
     "flat_params",
+    "import_module",
     "loss",
     "loss_fn",
     "softplus",

@@ -39,7 +39,6 @@ import copy
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,58 +46,21 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from hessverify.adapters.torch_check import _UNIT, ESTIMATED_FACTOR, FlatModel, _dtype_of
+from hessverify.adapters.torch_check import _UNIT, FlatModel, _dtype_of
+from hessverify.checking.module_refs import (
+    HVP_FACTOR,
+    HvpCheckResult,
+    ProbeRecord,
+    fd_hvp,
+    judge_probe,
+    serving_hvp_references,
+)
 from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError
 
 __all__ = ["HVP_FACTOR", "HvpCheckResult", "ProbeRecord", "check_hvp", "estimate_hvp_check"]
 
-HVP_FACTOR = 256.0
-"""``C`` of a probe's normwise bound.  Measured on ``benchmarks/hvp_at_scale.py`` (W = 1,070,794, float32): at
-``C = 64`` a correct HVP reached margin 0.92 (a random probe) and the HVP with one block 0.1 % off 231 (that
-layer's probe); 256 puts the correct one near a quarter of its bound and the faulty one near 58 times over."""
-
 DEFAULT_MAX_MEMORY = 4 * 2 ** 30
 DEFAULT_MAX_SECONDS = 600.0
-
-
-@dataclass
-class ProbeRecord:
-    """One probe: its name, the references that served and why others did not, the worst ratio to the bound."""
-
-    name: str
-    passed: bool
-    served: tuple[str, ...]
-    not_served: dict[str, str]
-    margin: float  # max over references and entries of |error| / bound
-    worst: str  # "rev-rev at conv1.weight[0,0,1,2]: user 1.2, reference 1.3, bound 1e-9"
-
-
-@dataclass
-class HvpCheckResult:
-    """The outcome of :func:`check_hvp`: every probe, and the estimate beside the measurement."""
-
-    passed: bool
-    n_params: int
-    probes: list[ProbeRecord]
-    estimate: dict[str, float] = field(default_factory=dict)
-    measured: dict[str, float] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    @property
-    def failures(self) -> list[ProbeRecord]:
-        return [p for p in self.probes if not p.passed]
-
-    def summary(self) -> str:
-        est, got = self.estimate, self.measured
-        head = (f"check_hvp {'passed' if self.passed else 'FAILED'}: W = {self.n_params}, {len(self.probes)} probes; "
-                f"estimated {est.get('seconds', 0):.1f} s, {est.get('bytes', 0) / 2**20:.0f} MiB; "
-                f"measured {got.get('seconds', 0):.1f} s, peak RSS +{got.get('rss_bytes', 0) / 2**20:.0f} MiB")
-        rows = self.failures if not self.passed else [max(self.probes, key=lambda p: p.margin)] if self.probes else []
-        lines = [f"  {p.name}: {'ok' if p.passed else 'FAIL'} margin {p.margin:.3g}; {p.worst}; served "
-                 f"{', '.join(p.served)}" + (f"; not served: {p.not_served}" if p.not_served else "") for p in rows]
-        return "\n".join([head, *lines])
 
 
 # -- three HVPs from the user's forward ----------------------------------------------------------------------------
@@ -122,22 +84,10 @@ def hvp_fwd_rev(flat: FlatModel, v: torch.Tensor) -> torch.Tensor:
 
 
 def hvp_fd(flat: FlatModel, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Richardson-extrapolated central differences of the gradient along ``v``, and their error estimate
-    (as :func:`hessverify.adapters.torch_check.fd_of_gradient`, one direction; the estimate is
-    normwise: one entry's two differences can agree by accident where its truncation is not small)."""
-    u = 2.0 ** -53
-    scale = max(1.0, float(flat.theta.abs().max())) / max(float(v.abs().max()), 1e-300)
-    h = u ** (1 / 3) * scale
-    D = []
-    rounding = None
-    for step in (h, 2 * h):
-        gp, gm = flat.grad(flat.theta + step * v), flat.grad(flat.theta - step * v)
-        D.append((gp - gm) / (2 * step))
-        if rounding is None:
-            rounding = 64 * u * (gp.abs() + gm.abs()) / (2 * h)
-    err = (D[0] - D[1]).abs() / 3 * 2 + rounding * 5 / 3
-    # normwise: one entry's two differences can agree by accident where its truncation is not small
-    return (4 * D[0] - D[1]) / 3, torch.full_like(err, float(err.max()))
+    """Richardson-extrapolated central differences of the gradient along ``v``, and their (normwise) error
+    estimate: :func:`hessverify.checking.module_refs.fd_hvp` of the model's float64 gradient."""
+    hv, err = fd_hvp(lambda th: flat.grad(torch.as_tensor(th)).numpy(), flat.theta.numpy(), v.numpy())
+    return torch.as_tensor(hv), torch.as_tensor(err)
 
 
 # -- probes ----------------------------------------------------------------------------------------------------------
@@ -201,29 +151,7 @@ def _rss() -> float:
 # -- check_hvp --------------------------------------------------------------------------------------------------------
 
 
-def _tensor_max(a: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Each entry's tensor's largest value: ``sizes`` the offsets of the tensors in the flat vector (and its end)."""
-    return np.repeat(np.maximum.reduceat(a, sizes[:-1]), np.diff(sizes))
-
-
-def _judge(name: str, A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_served: dict[str, str],
-           u: float, names: Callable[[int], str], sizes: np.ndarray) -> ProbeRecord:
-    margin, worst, passed = 0.0, "", True
-    for ref, (R, err) in refs.items():
-        bound = np.broadcast_to(err + HVP_FACTOR * u * _tensor_max(np.abs(R), sizes), R.shape)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(np.isfinite(A), np.abs(A - R) / np.maximum(bound, 1e-300), np.inf)
-        i = int(np.argmax(ratio))
-        if ratio[i] > 1:
-            passed = False
-        if ratio[i] >= margin:
-            margin = float(ratio[i])
-            worst = f"{ref} at {names(i)}: user {A[i]:.10g}, reference {R[i]:.10g}, bound {bound[i]:.3g}"
-    return ProbeRecord(name, passed and bool(refs), tuple(refs), not_served, margin, worst)
-
-
 def _references(flat: FlatModel, v: torch.Tensor) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
-    u = 2.0 ** -53
     fd, fd_err = (t.numpy() for t in hvp_fd(flat, v))
     ad: dict[str, np.ndarray] = {}
     not_served: dict[str, str] = {}
@@ -232,18 +160,7 @@ def _references(flat: FlatModel, v: torch.Tensor) -> tuple[dict[str, tuple[np.nd
             ad[name] = compute(flat, v).numpy()
         except Exception as exc:
             not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
-    spread = np.abs(ad["rev-rev"] - ad["fwd-rev"]) if len(ad) == 2 else 0.0
-    refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, R in ad.items():
-        err = spread + ESTIMATED_FACTOR * u * float(np.max(np.abs(fd), initial=0.0))
-        over = np.abs(R - fd) > fd_err + err
-        if over.any():
-            not_served[name] = f"disagrees with fd at {int(over.sum())} entries beyond fd's error estimate " \
-                               "(a second-order path cut?)"
-            continue
-        refs[name] = (R, err)
-    refs["fd"] = (fd, fd_err)
-    return refs, not_served
+    return serving_hvp_references(fd, fd_err, ad, not_served), not_served
 
 
 def check_hvp(hvp_fn: Callable[..., Any], model: nn.Module, loss_fn: Any, inputs: torch.Tensor,
@@ -310,6 +227,6 @@ def check_hvp(hvp_fn: Callable[..., Any], model: nn.Module, loss_fn: Any, inputs
         if A.shape != (flat.n,):
             raise FunctionUnderTestError(f"hvp_fn returned shape {A.shape}, expected ({flat.n},) (probe {label})")
         refs, not_served = _references(flat, v)
-        records.append(_judge(label, A, refs, not_served, _UNIT[dtype], name_of, sizes))
+        records.append(judge_probe(label, A, refs, not_served, _UNIT[dtype], name_of, sizes))
     measured = {"seconds": time.perf_counter() - start, "rss_bytes": max(0.0, _rss() - rss0)}
     return HvpCheckResult(all(r.passed for r in records), flat.n, records, est, measured)
