@@ -95,6 +95,10 @@ conformance: $(STAMP) frameworks
 		status=$$?; [ $$status -le 1 ]
 	$(BIN)/hessverify conformance --library torch.func jax backpack curvlinops --examples 100 --seed 0 --precision float32 \
 		--report reports/conformance-float32; status=$$?; [ $$status -le 1 ]
+	$(BIN)/hessverify conformance --library tensorflow --examples 20 --seed 0 --report reports/conformance-tensorflow; \
+		status=$$?; [ $$status -le 1 ]
+	$(BIN)/hessverify conformance --library tensorflow --examples 20 --seed 0 --precision float32 \
+		--report reports/conformance-tensorflow-float32; status=$$?; [ $$status -le 1 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
