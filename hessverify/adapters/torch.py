@@ -31,6 +31,9 @@ imported only when used: ``import hessverify`` never imports PyTorch, and
   import where it imports, else by references from the model's own forward;
 * :func:`check_hvp`: matrix-free, hold a user's ``H v`` to independent HVPs on
   random and per-layer probes (:mod:`hessverify.adapters.torch_hvp`);
+* :func:`check_diagonal`: matrix-free, hold a user's Hessian diagonal or trace
+  to exact entries and Hutchinson block traces with confidence intervals
+  (:mod:`hessverify.adapters.torch_diag`);
 * :func:`cases`: Hypothesis problems (:func:`hessverify.checking.strategies.problems`)
   converted to :class:`TorchCase`.
 
@@ -72,6 +75,7 @@ except ImportError as exc:  # one line that says what to install
 
 from hessverify.adapters import torch_table as _table
 from hessverify.adapters.torch_check import ModuleCheckResult, check_module
+from hessverify.adapters.torch_diag import check_diagonal
 from hessverify.adapters.torch_hvp import HvpCheckResult, check_hvp
 from hessverify.adapters.torch_import import import_module
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
@@ -88,6 +92,7 @@ __all__ = [
     "cases",
     "ModuleCheckResult",
     "HvpCheckResult",
+    "check_diagonal",
     "check_hvp",
     "check_model",
     "check_module",

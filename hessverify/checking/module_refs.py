@@ -211,6 +211,7 @@ class HvpCheckResult:
     probes: list[ProbeRecord]
     estimate: dict[str, float] = field(default_factory=dict)
     measured: dict[str, float] = field(default_factory=dict)
+    what: str = "check_hvp"  # or check_diagonal (hessverify.adapters.torch_diag), whose probes are entries and sums
 
     def __bool__(self) -> bool:
         return self.passed
@@ -221,7 +222,7 @@ class HvpCheckResult:
 
     def summary(self) -> str:
         est, got = self.estimate, self.measured
-        head = (f"check_hvp {'passed' if self.passed else 'FAILED'}: W = {self.n_params}, {len(self.probes)} probes; "
+        head = (f"{self.what} {'passed' if self.passed else 'FAILED'}: W = {self.n_params}, {len(self.probes)} probes; "
                 f"estimated {est.get('seconds', 0):.1f} s, {est.get('bytes', 0) / 2**20:.0f} MiB; "
                 f"measured {got.get('seconds', 0):.1f} s, peak RSS +{got.get('rss_bytes', 0) / 2**20:.0f} MiB")
         rows = self.failures if not self.passed else [max(self.probes, key=lambda p: p.margin)] if self.probes else []
