@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_NOT_DIFFERENTIABLE",
     "EXIT_OK",
     "EXIT_OVERFLOW",
+    "exception_line",
     "BudgetError",
     "CaseError",
     "FunctionUnderTestError",
@@ -128,3 +129,12 @@ def signal_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
         link = link.__cause__ if link.__cause__ is not None else (
             None if link.__suppress_context__ else link.__context__)
     return None
+
+
+def exception_line(exc: BaseException) -> str:
+    """One line for ``exc``'s message: its first, unless that line only introduces what follows (TensorFlow's
+    ``"in user code:"`` before the traced frames), then the last non-empty one, where the error itself is."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]

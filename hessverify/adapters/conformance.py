@@ -52,7 +52,7 @@ import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.engine.compare import Comparison
-from hessverify.errors import FunctionUnderTestError, UsageError
+from hessverify.errors import FunctionUnderTestError, UsageError, exception_line
 from hessverify.model.problem import Problem
 
 __all__ = ["FAULTS", "JAX_COMPOSITIONS", "KIND_FAMILIES", "LIBRARIES", "NOT_COVERED", "PRECISION_NAMES", "QUANTITIES",
@@ -967,7 +967,7 @@ def _call(q: Quantity, problem: Problem, precision: str) -> FloatArray:
     try:
         return np.asarray(q.fn(problem, precision), dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - any exception of the library is the finding
-        message = str(exc).splitlines()[0] if str(exc).strip() else ""
+        message = exception_line(exc)
         if not message:  # a bare raise: say where, which is the diagnosis's starting point
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             message = f"(no message) in {frame.name}, {'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno}"

@@ -43,7 +43,7 @@ from hessverify.checking.module_refs import (
     judge_probe,
     serving_hvp_references,
 )
-from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError
+from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_line
 
 __all__ = ["HVP_FACTOR", "HvpCheckResult", "ProbeRecord", "check_hvp", "estimate_hvp_check"]
 
@@ -163,7 +163,7 @@ def check_hvp(hvp_fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any,
             try:
                 ad[name] = flat.run(f"hvp {name}", flat.theta, v)
             except Exception as exc:
-                not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
+                not_served[name] = f"{type(exc).__name__}: {exception_line(exc)[:100]}"
         refs = serving_hvp_references(fd, fd_err, ad, not_served)
         records.append(judge_probe(label, A, refs, not_served, _UNIT[dtype], name_of, sizes))
     measured = {"seconds": time.perf_counter() - start, "rss_bytes": max(0.0, _rss() - rss0)}

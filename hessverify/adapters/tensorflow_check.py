@@ -48,7 +48,7 @@ from hessverify.checking import module_refs
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.module_refs import ModuleCheckResult
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
-from hessverify.errors import FunctionUnderTestError, UnsupportedModel, UsageError
+from hessverify.errors import FunctionUnderTestError, UnsupportedModel, UsageError, exception_line
 from hessverify.model.problem import Problem
 
 keras, tf = _table.keras, _table.tf  # Keras 3 on TensorFlow, as the table set it up (KERAS_BACKEND)
@@ -90,7 +90,7 @@ def at_dtype(model: Any, dtype: Any) -> Any:
                           np.floating) else w for w in model.get_weights()])
     except Exception as exc:
         raise UsageError(f"{model.name}: cannot make a {name} copy of the model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); build it at {name} (dtype= on "
+                         f"{exception_line(exc)[:160]}); build it at {name} (dtype= on "
                          "each layer), or give custom layers a get_config") from None
     return copy
 

@@ -246,7 +246,7 @@ def _channels_last(rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return (2, 3, 1), (3, 1, 2)
 
 
-class _EvalBatchNorm(keras.layers.BatchNormalization):
+class EvalBatchNorm(keras.layers.BatchNormalization):
     """``BatchNormalization`` with its moving statistics whatever ``training`` the model is called with (PyTorch's
     ``.eval()``): a functional model passes its own ``training`` to every layer, over the one given when built."""
 
@@ -266,7 +266,7 @@ def exact_moments(x: Tensor, axes: Sequence[int]) -> tuple[Tensor, Tensor]:
     return mean, tf.reduce_mean(tf.square(x - mean), axis=axes, keepdims=True)
 
 
-class _ExactLayerNorm(keras.layers.LayerNormalization):
+class ExactLayerNorm(keras.layers.LayerNormalization):
     """``LayerNormalization`` on the last axis with :func:`exact_moments` (the adapter's, not the builtin)."""
 
     def call(self, inputs: Any) -> Any:
@@ -279,7 +279,7 @@ class _ExactLayerNorm(keras.layers.LayerNormalization):
         return y
 
 
-class _ExactBatchNorm(keras.layers.BatchNormalization):
+class ExactBatchNorm(keras.layers.BatchNormalization):
     """``BatchNormalization`` whose batch statistics are :func:`exact_moments` (the adapter's, not the builtin)."""
 
     def _moments(self, inputs: Any, mask: Any) -> Any:
@@ -287,7 +287,7 @@ class _ExactBatchNorm(keras.layers.BatchNormalization):
         return tf.squeeze(mean, self._reduction_axes), tf.squeeze(var, self._reduction_axes)
 
 
-class _ExactAttention(keras.layers.MultiHeadAttention):
+class ExactAttention(keras.layers.MultiHeadAttention):
     """``MultiHeadAttention`` with the scale ``1/sqrt(d_h)`` in the format of the query (the adapter's).
 
     Keras' TensorFlow backend multiplies the logits by ``tf.cast(scale, dtype)`` of a Python float, which
@@ -332,19 +332,19 @@ def _layer_output(kind: str, o: dict[str, Any], xs: list[Any], shapes: Sequence[
     if kind == "flatten":
         return L.Flatten(dtype=dtype)(xs[0]), []
     if kind == "layer_norm":
-        layer = (L.LayerNormalization if builtin else _ExactLayerNorm)(axis=-1, epsilon=o["eps"], center=o["affine"],
+        layer = (L.LayerNormalization if builtin else ExactLayerNorm)(axis=-1, epsilon=o["eps"], center=o["affine"],
                                                                        scale=o["affine"], dtype=dtype)
         return layer(xs[0]), [layer]
     if kind == "batch_norm":
-        cls = (L.BatchNormalization if builtin else _ExactBatchNorm) if o["mode"] == "train" and training \
-            else _EvalBatchNorm
+        cls = (L.BatchNormalization if builtin else ExactBatchNorm) if o["mode"] == "train" and training \
+            else EvalBatchNorm
         layer = cls(axis=1, epsilon=o["eps"], center=o["affine"], scale=o["affine"], dtype=dtype)
         return layer(xs[0]), [layer]
     if kind == "add":
         return L.Add(dtype=dtype)(xs), []
     if kind == "attention":
         d = shapes[0][1]
-        layer = (L.MultiHeadAttention if builtin else _ExactAttention)(o["heads"], d // o["heads"], use_bias=o["bias"],
+        layer = (L.MultiHeadAttention if builtin else ExactAttention)(o["heads"], d // o["heads"], use_bias=o["bias"],
                                                                        dtype=dtype)
         return layer(xs[0], xs[0]), [layer]
     if kind == "embedding":

@@ -55,7 +55,7 @@ from hessverify.checking.module_refs import (
     judge_probe,
     serving_hvp_references,
 )
-from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError
+from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_line
 
 __all__ = ["HVP_FACTOR", "HvpCheckResult", "ProbeRecord", "check_hvp", "estimate_hvp_check"]
 
@@ -159,7 +159,7 @@ def _references(flat: FlatModel, v: torch.Tensor) -> tuple[dict[str, tuple[np.nd
         try:
             ad[name] = compute(flat, v).numpy()
         except Exception as exc:
-            not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
+            not_served[name] = f"{type(exc).__name__}: {exception_line(exc)[:100]}"
     return serving_hvp_references(fd, fd_err, ad, not_served), not_served
 
 

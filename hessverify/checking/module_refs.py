@@ -31,6 +31,7 @@ import numpy as np
 
 from hessverify.checking.check import CheckResult
 from hessverify.engine.compare import Comparison, compare
+from hessverify.errors import exception_line
 
 __all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "fd_hvp",
            "fd_of_gradient", "judge", "judge_probe", "mask_of", "scale", "serving_hvp_references",
@@ -138,7 +139,7 @@ def serving_references(fd: tuple[np.ndarray, np.ndarray], ad: dict[str, Callable
         try:
             got[name] = np.asarray(compute(), dtype=np.float64)
         except Exception as exc:  # a custom derivative without jvp, a kernel without a second derivative
-            not_served[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+            not_served[name] = f"{type(exc).__name__}: {exception_line(exc)[:120]}"
     values = list(got.values())
     spread = np.abs(values[0] - values[1]) if len(values) == 2 else 0.0
     for name, H in got.items():

@@ -71,7 +71,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from hessverify.errors import FunctionUnderTestError, Terminated, UsageError, signal_behind
+from hessverify.errors import FunctionUnderTestError, Terminated, UsageError, exception_line, signal_behind
 from hessverify.model.problem import Problem
 
 __all__ = ["DEFAULT_ISOLATION", "DEFAULT_TIMEOUT", "ISOLATIONS", "Sandbox", "call_user", "check_isolation",
@@ -257,7 +257,7 @@ def _portable(fn: Callable[..., Any]) -> bytes:
     try:
         return cloudpickle.dumps(fn) if cloudpickle is not None else pickle.dumps(fn)  # type: ignore[no-any-return]
     except Exception as exc:  # lambdas, closures, functions of a notebook: pickle cannot take them by reference
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        reason = f"{type(exc).__name__}: {exception_line(exc)}".rstrip(": ")
         hint = "" if cloudpickle is not None else "; pip install cloudpickle lets such functions travel"
         raise _NotPortable(reason + hint) from None
 
@@ -327,7 +327,7 @@ def _spawned(fd: int, dump_fd: int) -> None:
         _load_user_modules(modules)
         fn = pickle.loads(payload)
     except BaseException as exc:  # the function could not be rebuilt here: the parent runs it itself
-        text = str(exc).splitlines()[0] if str(exc) else ""
+        text = exception_line(exc)
         conn.send(("unusable", f"{type(exc).__name__}: {text}".rstrip(": ")))
         return
     _serve(conn, fn)
@@ -368,7 +368,7 @@ def _run_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) or signal_behind(exc) is not None:
             return ("interrupt",)
-        text = str(exc).splitlines()[0] if str(exc) else ""
+        text = exception_line(exc)
         where = user_frames(exc, fn)
         try:
             cause = pickle.dumps(exc.with_traceback(None))
@@ -754,6 +754,7 @@ def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...], seconds: float) ->
     return box["value"]
 
 
+
 def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, problem: Problem | None) -> Any:
     """``fn(*args)`` in this process (isolation ``"thread"`` or ``"none"``), faults raised as the function's."""
     try:
@@ -775,7 +776,7 @@ def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | N
         signalled = signal_behind(exc)
         if signalled is not None:  # an interrupt that landed in an import inside the function
             raise signalled from None
-        text = str(exc).splitlines()[0] if str(exc) else ""
+        text = exception_line(exc)
         raise FunctionUnderTestError(f"{type(exc).__name__}: {text}".rstrip(": "), problem=problem,
                                      where=user_frames(exc, fn), cause=exc) from None
 

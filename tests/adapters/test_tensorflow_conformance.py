@@ -80,3 +80,69 @@ def test_tf_nn_gelu_at_float64_carries_a_float32_constant() -> None:
     exact = 0.5 * x.numpy() * erfc(-x.numpy() / np.sqrt(2.0))
     err = np.max(np.abs(tf.nn.gelu(x, approximate=False).numpy() - exact) / np.abs(exact))
     assert 1e-12 < err < 1e-6
+
+
+def test_tf_hessians_raises_on_a_loss_linear_in_a_variable() -> None:
+    problem = hessverify.load_case(FINDINGS / "tensorflow-hessians-linear.toml")
+    with pytest.raises(FunctionUnderTestError, match="None values not supported"):
+        conformance.check_quantity(_row("tf.hessians", kinds=False), problem)
+    # the other routes give the zero Hessian
+    assert all(c.passed for c in conformance.check_quantity(_row("GradientTape.jacobian(GradientTape.gradient), eager",
+                                                                  kinds=False), problem))
+
+    @tf.function
+    def plain(w):  # TensorFlow alone: d^2 (3 w) / dw^2 = 0, yet tf.hessians raises
+        return tf.hessians(tf.reduce_sum(3.0 * w), [w])
+
+    with pytest.raises(ValueError, match="None values not supported"):
+        plain(tf.constant([0.5], tf.float64))
+
+
+def test_nested_forward_accumulators_in_tf_function_fail_on_a_comparison() -> None:
+    problem = hessverify.load_case(FINDINGS / "tensorflow-nested-forward-comparison.toml")
+    graph = _row("ForwardAccumulator over ForwardAccumulator (e_j^T H e_j) in tf.function", kinds=False)
+    eager = _row("ForwardAccumulator over ForwardAccumulator (e_j^T H e_j), eager", kinds=False)
+    with pytest.raises(FunctionUnderTestError, match="IndexError"):
+        conformance.check_quantity(graph, problem)
+    assert all(c.passed for c in conformance.check_quantity(eager, problem))
+
+    def second(x, v):  # TensorFlow alone: the second derivative of max(x, 0) through tf.where
+        with tf.autodiff.ForwardAccumulator(x, v) as outer:
+            with tf.autodiff.ForwardAccumulator(x, v) as inner:
+                y = tf.where(x >= 0, x * x, tf.zeros_like(x))
+            d = inner.jvp(y)
+        return outer.jvp(d)
+
+    x, v = tf.constant([0.3], tf.float64), tf.constant([1.0], tf.float64)
+    assert second(x, v).numpy()[0] == 2.0  # eager: right
+    with pytest.raises(Exception, match="list index out of range"):
+        tf.function(second)(x, v)
+
+
+BATCH_NORM_EVAL = """
+[network]
+inputs = 2
+layers = [
+  { kind = "batch_norm", affine = true, mode = "eval", running_mean = [0.1, -0.2], running_var = [1.5, 0.5] },
+  { units = 1, activation = "tanh" },
+]
+loss = "sse"
+reduction = "sum"
+
+[data]
+inputs = [[0.3, -0.7], [1.1, 0.4]]
+targets = [[0.2], [-0.1]]
+
+[params]
+values = [1.2, 0.8, 0.1, -0.3, 0.5, -0.4, 0.05]
+"""
+
+
+def test_an_eval_batch_norm_runs_in_tf_function(tmp_path: Path) -> None:
+    # hessverify's own bug, fixed: Keras named the private layer class _EvalBatchNorm "__eval_batch_norm", a name
+    # tf.function's name scopes refuse ("not a valid root scope name"): every tf.function row raised on it
+    (tmp_path / "bn.toml").write_text(BATCH_NORM_EVAL)
+    problem = hessverify.load_case(tmp_path / "bn.toml")
+    for words in ("tf.hessians", "ForwardAccumulator over GradientTape (H e_j) in tf.function"):
+        comps = conformance.check_quantity(_row(words), problem)
+        assert comps and all(c.passed for c in comps), [c.margin for c in comps]

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from hessverify.engine.budget import format_duration
 from hessverify.engine.compare import Comparison
-from hessverify.errors import HessverifyError, UsageError
+from hessverify.errors import HessverifyError, UsageError, exception_line
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -237,7 +237,7 @@ def _client(workers: int | None, scheduler: str | None, err: TextIO) -> Iterator
         try:
             client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = exception_line(exc) or type(exc).__name__
             raise UsageError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there within "
                              f"{CONNECT_TIMEOUT:g} s ({reason}); is 'dask scheduler' running?") from None
         try:
@@ -534,7 +534,7 @@ def _next_batch(finished: Any, json_path: Path | None) -> list[Any]:
     except HessverifyError:
         raise
     except (Exception, asyncio.CancelledError) as exc:
-        said = str(exc).splitlines()[0] if str(exc) else ""
+        said = exception_line(exc)
         keep = f"; the units done are in {json_path}, go on with --resume {json_path}" if json_path else ""
         raise ClusterError(f"the Dask cluster failed: {type(exc).__name__}{': ' + said if said else ''}{keep}") from None
 
