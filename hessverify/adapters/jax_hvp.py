@@ -41,6 +41,7 @@ from hessverify.checking.module_refs import (
     ProbeRecord,
     fd_hvp,
     judge_probe,
+    probe_vector,
     serving_hvp_references,
 )
 from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_line
@@ -58,7 +59,7 @@ def _probes(flat: FlatModel, k: int, seed: int) -> list[tuple[str, np.ndarray]]:
     for j, owner in enumerate(flat.owners):
         v = np.zeros(flat.n)
         idx = np.flatnonzero(groups == j)
-        v[idx] = rng.standard_normal(idx.size)
+        v[idx] = probe_vector(rng.standard_normal(idx.size))
         out.append((f"layer {owner or '(root)'}", v))
     return out
 

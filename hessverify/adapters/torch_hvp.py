@@ -53,6 +53,7 @@ from hessverify.checking.module_refs import (
     ProbeRecord,
     fd_hvp,
     judge_probe,
+    probe_vector,
     serving_hvp_references,
 )
 from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_line
@@ -103,7 +104,7 @@ def _probes(flat: FlatModel, k: int, seed: int) -> list[tuple[str, torch.Tensor]
     for j, owner in enumerate(owners):
         v = torch.zeros(flat.n, dtype=torch.float64)
         idx = torch.as_tensor(np.flatnonzero(groups == j))
-        v[idx] = torch.randn(idx.numel(), generator=g, dtype=torch.float64)
+        v[idx] = torch.as_tensor(probe_vector(torch.randn(idx.numel(), generator=g, dtype=torch.float64).numpy()))
         out.append((f"layer {owner or '(root)'}", v))
     return out
 

@@ -33,8 +33,9 @@ from hessverify.checking.check import CheckResult
 from hessverify.engine.compare import Comparison, compare
 from hessverify.errors import exception_line
 
-__all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "fd_hvp",
-           "fd_of_gradient", "judge", "judge_probe", "mask_of", "scale", "serving_hvp_references",
+__all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "exact_step", "fd_hvp",
+           "probe_vector",
+           "fd_of_gradient", "gradient_noise", "judge", "judge_probe", "mask_of", "scale", "serving_hvp_references",
            "serving_references"]
 
 ESTIMATED_FACTOR = 64.0
@@ -76,6 +77,84 @@ class _Names:
     param_names: tuple[str, ...]
 
 
+def exact_step(theta: np.ndarray, v: np.ndarray, h: float, tries: int = 4) -> tuple[float, float]:
+    """A power of two ``s <= h`` for the central differences along ``v``, and the largest relative error of their
+    steps, ``max |((theta +- s v) - theta) -+ s v| / (s max |v|)`` at ``s`` and ``2 s`` (0.0: exact).
+
+    A central difference divides by the step it means to take; the step it takes is what ``theta + s v``
+    rounds to.  For ``h`` not a power of two, or ``v`` with more bits than the room left below ``theta``'s,
+    the two differ by about ``u |theta| / s`` relative, about ``1e-10`` at ``s = u^{1/3}``: an error of the
+    quotient that its Richardson estimate does not see, and that made a correct HVP fail against fd (margin
+    1.57, a ``tanh`` MLP at all-equal inputs).  A power of two times a vector of few bits (signs, or the probes'
+    rounded entries, :func:`probe_vector`) adds exactly to ``theta``, unless a sum crosses a power of two of
+    ``theta_j``; then a smaller ``s`` is tried, at most ``tries`` times, and the least error kept.
+    """
+    theta, v = np.asarray(theta, np.float64), np.asarray(v, np.float64)
+    s = 2.0 ** np.floor(np.log2(h))
+    vmax = max(float(np.max(np.abs(v), initial=0.0)), 1e-300)
+    best = (float(s), np.inf)
+    for _ in range(tries):
+        worst = 0.0
+        for step in (s, 2 * s):
+            sv = step * v
+            for taken in ((theta + sv) - theta, theta - (theta - sv)):
+                worst = max(worst, float(np.max(np.abs(taken - sv), initial=0.0)) / (step * vmax))
+        if worst < best[1]:
+            best = (float(s), worst)
+        if worst == 0.0:
+            break
+        s /= 2
+    return best
+
+
+PROBE_BITS = 8
+"""Significant bits of a drawn probe entry (:func:`probe_vector`)."""
+
+
+def probe_vector(z: np.ndarray) -> np.ndarray:
+    """``z`` rounded to ``PROBE_BITS`` significant bits relative to its largest entry: a probe direction whose
+    steps ``theta +- s v`` are exact for a power-of-two ``s`` (:func:`exact_step`), and as random."""
+    z = np.asarray(z, np.float64)
+    top = float(np.max(np.abs(z), initial=0.0))
+    if top == 0.0:
+        return z
+    grain = 2.0 ** (np.floor(np.log2(top)) - PROBE_BITS + 1)
+    return np.round(z / grain) * grain
+
+
+NOISE_DIRECTIONS = 3
+"""Random sign directions over every parameter of :func:`gradient_noise`."""
+
+NOISE_STEP = 2.0 ** -30 * 1.3819660112501051
+"""The relative step of :func:`gradient_noise`: the exact second difference over it, ``|d|^2`` times the third
+derivative (about ``1e-18`` of it), is far below the rounding it measures.  Not a power of two (the factor is
+``(5 - sqrt 5) / 2``): a dyadic step can be a whole number of a result's ulps, and then every perturbed value
+rounds as the unperturbed one and the noise reads 0."""
+
+
+def gradient_noise(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> np.ndarray:
+    """Per component, the largest ``|g(theta + d) - 2 g(theta) + g(theta - d)|`` over ``NOISE_DIRECTIONS`` tiny
+    random steps ``d`` (signs times ``NOISE_STEP max(1, |theta|)``): the rounding noise of the float64 gradient,
+    measured (``2 NOISE_DIRECTIONS + 1`` gradients).
+
+    Central differences divide the part of the gradient's rounding error that does not vary smoothly with
+    ``theta`` by their step.  A second difference over a tiny step cancels the smooth part (the gradient and its
+    exact change, up to ``|d|^2`` times the third derivative) and leaves that noise, about twice its size.  An
+    estimate from ``|g|`` alone misses it where the gradient cancels, a sum of terms far larger than itself: on
+    a ``tanh`` MLP at all-equal inputs ``|g|`` is ``1e-4`` and its noise ``4e-16``, the rounding of terms of size 1.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    size = NOISE_STEP * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
+    g0 = np.asarray(grad(theta), dtype=np.float64)
+    noise = np.zeros_like(g0)
+    for _ in range(NOISE_DIRECTIONS):
+        d = rng.choice([-size, size], theta.size)
+        gp, gm = np.asarray(grad(theta + d), np.float64), np.asarray(grad(theta - d), np.float64)
+        noise = np.maximum(noise, np.abs(gp - 2 * g0 + gm))
+    return noise
+
+
 def fd_of_gradient(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Central differences of the float64 gradient ``grad``, Richardson-extrapolated from steps ``h`` and ``2h``,
     and their error.
@@ -88,16 +167,21 @@ def fd_of_gradient(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) 
 
     (the truncation of ``D(h)`` is ``O(h^2)``, so ``D(2h)``'s is four times
     as large: their difference measures it; Press et al., Numerical Recipes
-    5.7).  ``h = u^{1/3} max(1, |theta_j|)``.  The estimate is the largest of
+    5.7).  ``h`` is the power of two at most ``u^{1/3} max(1, |theta_j|)`` whose steps are exact
+    (:func:`exact_step`).  The estimate is the largest of
     its column (one direction), since one entry's two differences can agree by
-    accident.  The result is symmetrised; the asymmetry joins the error.
+    accident.  The result is symmetrised; the asymmetry joins the error.  The rounding term is the larger of
+    ``c u |g| / h`` and ``nu / h``, ``nu`` the gradient's measured rounding noise (:func:`gradient_noise`).
     """
     u = 2.0 ** -53
     theta = np.asarray(theta, dtype=np.float64)
     W = theta.size
+    noise = gradient_noise(grad, theta)
     D1, D2, R = np.empty((W, W)), np.empty((W, W)), np.empty((W, W))
     for j in range(W):
-        h = u ** (1 / 3) * max(1.0, abs(float(theta[j])))
+        e_j = np.zeros(W)
+        e_j[j] = 1.0
+        h, _ = exact_step(theta, e_j, u ** (1 / 3) * max(1.0, abs(float(theta[j]))))
         cols = []
         for step in (h, 2 * h):
             e = np.zeros(W)
@@ -105,7 +189,7 @@ def fd_of_gradient(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) 
             gp, gm = np.asarray(grad(theta + e), dtype=np.float64), np.asarray(grad(theta - e), dtype=np.float64)
             cols.append((gp - gm) / (2 * step))
             if step == h:
-                R[:, j] = 64 * u * (np.abs(gp) + np.abs(gm)) / (2 * h)
+                R[:, j] = np.maximum(64 * u * (np.abs(gp) + np.abs(gm)) / 2, noise) / h
         D1[:, j], D2[:, j] = cols
     H = (4 * D1 - D2) / 3
     err = np.abs(D1 - D2) / 3 * 2 + R * 5 / 3
@@ -240,15 +324,18 @@ def fd_hvp(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
     u = 2.0 ** -53
     theta, v = np.asarray(theta, np.float64), np.asarray(v, np.float64)
     scale = max(1.0, float(np.max(np.abs(theta), initial=0.0))) / max(float(np.max(np.abs(v), initial=0.0)), 1e-300)
-    h = u ** (1 / 3) * scale
+    h, inexact = exact_step(theta, v, u ** (1 / 3) * scale)
+    noise = gradient_noise(grad, theta)
     D = []
     rounding = None
     for step in (h, 2 * h):
         gp, gm = np.asarray(grad(theta + step * v), np.float64), np.asarray(grad(theta - step * v), np.float64)
         D.append((gp - gm) / (2 * step))
         if rounding is None:
-            rounding = 64 * u * (np.abs(gp) + np.abs(gm)) / (2 * h)
+            rounding = np.maximum(64 * u * (np.abs(gp) + np.abs(gm)) / 2, noise) / h
     err = np.abs(D[0] - D[1]) / 3 * 2 + rounding * 5 / 3
+    if inexact:  # steps that are not s v: the quotient is along a nearby direction (an estimate of the difference)
+        err = err + 4 * inexact * float(np.max(np.abs(D[0]), initial=0.0)) / max(float(np.max(np.abs(v))), 1e-300)
     return (4 * D[0] - D[1]) / 3, np.full_like(err, float(err.max()))
 
 
