@@ -288,8 +288,9 @@ def check_module(fn: Callable[..., Any], model: Any, loss: Any, inputs: Any, tar
     timeout, isolation:
         As :func:`hessverify.check`, on the imported route.  ``isolation`` is ``"thread"`` by default, not
         ``"process"``: with TensorFlow loaded the sandbox spawns its child (no fork), which imports TensorFlow
-        again (tens of seconds: 47 s for a 26-weight MLP) and receives the Keras model by pickle; measured there,
-        a correct float64 Hessian of a Dense MLP failed by 6e-8, float32's level (not diagnosed further).
+        again (tens of seconds: 47 s for a 26-weight MLP) and receives the Keras model and loss by pickle.  A
+        pickled Keras loss comes back at floatx (Keras 3's ``Loss.get_config()`` has no ``dtype``), so the loss is
+        set to ``dtype`` again in the child (a correct float64 Hessian failed there by 1e-7 before).
 
     Returns
     -------
@@ -341,9 +342,11 @@ def _check_imported(fn: Callable[..., Any], model: Any, loss: Any, x: Any, t: An
     """Judge on the import with :func:`~hessverify.checking.check.check`, translating between the two orders."""
     idx = keras_index(problem)  # problem entry i is Keras' flat entry idx[i]
     W = problem.n_params
-    args = _user_args(model, loss, x, t, dtype)
 
     def under_test(p: Problem, *vectors: Any) -> Any:
+        # made here, in the process that runs fn: a Keras loss sent to a sandbox child by pickle comes back at
+        # floatx (Keras 3's Loss.get_config() has no dtype), so a float64 check computed E in float32 there
+        args = _user_args(model, loss, x, t, dtype)
         if returns == "hvp":
             v = np.zeros(W)
             v[idx] = vectors[0]
