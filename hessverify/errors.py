@@ -137,4 +137,8 @@ def exception_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return ""
-    return lines[-1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        last = lines[-1]
+        own = f"{type(exc).__name__}: "  # the caller names the type: not twice
+        return last[len(own):] if last.startswith(own) else last
+    return lines[0]
