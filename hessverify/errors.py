@@ -132,13 +132,16 @@ def signal_behind(exc: BaseException) -> KeyboardInterrupt | Terminated | None:
 
 
 def exception_line(exc: BaseException) -> str:
-    """One line for ``exc``'s message: its first, unless that line only introduces what follows (TensorFlow's
-    ``"in user code:"`` before the traced frames), then the last non-empty one, where the error itself is."""
+    """One line for ``exc``'s message: its first, except for TensorFlow's two wrappers, whose first line only
+    introduces the error: ``"in user code:"`` (tracing a ``tf.function``; the error is the last line) and
+    ``"Graph execution error:"`` (running one; the error is the last line before the ``[[{{node ...}}]]``
+    trailer).  A type the caller names anyway (``exc``'s own) is not repeated."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return ""
-    if len(lines) > 1 and lines[0].endswith(":"):
-        last = lines[-1]
-        own = f"{type(exc).__name__}: "  # the caller names the type: not twice
+    if len(lines) > 1 and lines[0] in ("in user code:", "Graph execution error:"):
+        body = [line for line in lines[1:] if not line.startswith("[[")] or lines[1:]
+        last = body[-1]
+        own = f"{type(exc).__name__}: "
         return last[len(own):] if last.startswith(own) else last
     return lines[0]

@@ -37,6 +37,7 @@ fails here, correctly, on the imported route.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -342,11 +343,13 @@ def _check_imported(fn: Callable[..., Any], model: Any, loss: Any, x: Any, t: An
     """Judge on the import with :func:`~hessverify.checking.check.check`, translating between the two orders."""
     idx = keras_index(problem)  # problem entry i is Keras' flat entry idx[i]
     W = problem.n_params
+    made = _user_args(model, loss, x, t, dtype)
+    here = os.getpid()
 
     def under_test(p: Problem, *vectors: Any) -> Any:
-        # made here, in the process that runs fn: a Keras loss sent to a sandbox child by pickle comes back at
+        # in a sandbox child the loss is set to dtype again: a Keras loss sent there by pickle comes back at
         # floatx (Keras 3's Loss.get_config() has no dtype), so a float64 check computed E in float32 there
-        args = _user_args(model, loss, x, t, dtype)
+        args = made if os.getpid() == here else (made[0], loss_at(made[1], dtype), *made[2:])
         if returns == "hvp":
             v = np.zeros(W)
             v[idx] = vectors[0]

@@ -87,7 +87,7 @@ def exact_step(theta: np.ndarray, v: np.ndarray, h: float, tries: int = 4) -> tu
     quotient that its Richardson estimate does not see, and that made a correct HVP fail against fd (margin
     1.57, a ``tanh`` MLP at all-equal inputs).  A power of two times a vector of few bits (signs, or the probes'
     rounded entries, :func:`probe_vector`) adds exactly to ``theta``, unless a sum crosses a power of two of
-    ``theta_j``; then a smaller ``s`` is tried, at most ``tries`` times, and the least error kept.
+    ``theta_j``; then a smaller ``s`` is tried (``tries`` steps in all, ``h``'s power of two the first), and the least error kept.
     """
     theta, v = np.asarray(theta, np.float64), np.asarray(v, np.float64)
     s = 2.0 ** np.floor(np.log2(h))
@@ -113,13 +113,15 @@ PROBE_BITS = 8
 
 def probe_vector(z: np.ndarray) -> np.ndarray:
     """``z`` rounded to ``PROBE_BITS`` significant bits relative to its largest entry: a probe direction whose
-    steps ``theta +- s v`` are exact for a power-of-two ``s`` (:func:`exact_step`), and as random."""
+    steps ``theta +- s v`` are exact for a power-of-two ``s`` (:func:`exact_step`), and as random; an entry that
+    would round to 0 is one grain of its sign, so that no column of ``H`` goes unprobed."""
     z = np.asarray(z, np.float64)
     top = float(np.max(np.abs(z), initial=0.0))
     if top == 0.0:
         return z
     grain = 2.0 ** (np.floor(np.log2(top)) - PROBE_BITS + 1)
-    return np.round(z / grain) * grain
+    v = np.round(z / grain) * grain
+    return np.where(v == 0.0, np.where(z < 0, -grain, grain), v)  # no zero entry: every column is probed
 
 
 NOISE_DIRECTIONS = 3
@@ -134,22 +136,23 @@ rounds as the unperturbed one and the noise reads 0."""
 
 def gradient_noise(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) -> np.ndarray:
     """Per component, the largest ``|g(theta + d) - 2 g(theta) + g(theta - d)|`` over ``NOISE_DIRECTIONS`` tiny
-    random steps ``d`` (signs times ``NOISE_STEP max(1, |theta|)``): the rounding noise of the float64 gradient,
+    random steps ``d`` (signs times ``NOISE_STEP max(1, |theta_j|)``, per parameter): the rounding noise of the float64 gradient,
     measured (``2 NOISE_DIRECTIONS + 1`` gradients).
 
     Central differences divide the part of the gradient's rounding error that does not vary smoothly with
     ``theta`` by their step.  A second difference over a tiny step cancels the smooth part (the gradient and its
     exact change, up to ``|d|^2`` times the third derivative) and leaves that noise, about twice its size.  An
     estimate from ``|g|`` alone misses it where the gradient cancels, a sum of terms far larger than itself: on
-    a ``tanh`` MLP at all-equal inputs ``|g|`` is ``1e-4`` and its noise ``4e-16``, the rounding of terms of size 1.
+    a ``tanh`` MLP at all-equal inputs a gradient entry of ``5e-3`` carries ``4e-16`` of rounding, ten times the
+    ``64 u |g|`` once assumed.  Computed once per check (``fd_hvp``'s ``noise``): it depends on ``theta`` only.
     """
     theta = np.asarray(theta, dtype=np.float64)
     rng = np.random.default_rng(0)
-    size = NOISE_STEP * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
+    size = NOISE_STEP * np.maximum(1.0, np.abs(theta))  # per parameter: one large one must not widen the rest
     g0 = np.asarray(grad(theta), dtype=np.float64)
     noise = np.zeros_like(g0)
     for _ in range(NOISE_DIRECTIONS):
-        d = rng.choice([-size, size], theta.size)
+        d = rng.choice([-1.0, 1.0], theta.size) * size
         gp, gm = np.asarray(grad(theta + d), np.float64), np.asarray(grad(theta - d), np.float64)
         noise = np.maximum(noise, np.abs(gp - 2 * g0 + gm))
     return noise
@@ -317,15 +320,17 @@ class HvpCheckResult:
 
 
 def fd_hvp(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
-           v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+           v: np.ndarray, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Richardson-extrapolated central differences of the gradient along ``v``, and their error estimate
     (as :func:`fd_hessian`, one direction; the estimate is normwise: one entry's two differences can agree by
-    accident where its truncation is not small)."""
+    accident where its truncation is not small).  ``noise``: :func:`gradient_noise` at ``theta``, if the caller
+    has it (one per check, not one per probe)."""
     u = 2.0 ** -53
     theta, v = np.asarray(theta, np.float64), np.asarray(v, np.float64)
     scale = max(1.0, float(np.max(np.abs(theta), initial=0.0))) / max(float(np.max(np.abs(v), initial=0.0)), 1e-300)
     h, inexact = exact_step(theta, v, u ** (1 / 3) * scale)
-    noise = gradient_noise(grad, theta)
+    if noise is None:
+        noise = gradient_noise(grad, theta)
     D = []
     rounding = None
     for step in (h, 2 * h):
@@ -335,7 +340,7 @@ def fd_hvp(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
             rounding = np.maximum(64 * u * (np.abs(gp) + np.abs(gm)) / 2, noise) / h
     err = np.abs(D[0] - D[1]) / 3 * 2 + rounding * 5 / 3
     if inexact:  # steps that are not s v: the quotient is along a nearby direction (an estimate of the difference)
-        err = err + 4 * inexact * float(np.max(np.abs(D[0]), initial=0.0)) / max(float(np.max(np.abs(v))), 1e-300)
+        err = err + 4 * inexact * float(np.max(np.abs(D[0]), initial=0.0))
     return (4 * D[0] - D[1]) / 3, np.full_like(err, float(err.max()))
 
 

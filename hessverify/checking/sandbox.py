@@ -754,7 +754,6 @@ def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...], seconds: float) ->
     return box["value"]
 
 
-
 def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, problem: Problem | None) -> Any:
     """``fn(*args)`` in this process (isolation ``"thread"`` or ``"none"``), faults raised as the function's."""
     try:

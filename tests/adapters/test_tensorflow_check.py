@@ -161,9 +161,6 @@ def test_a_correct_hessian_passes(name: str, dtype: str) -> None:
 def test_a_keras_loss_keeps_its_dtype_in_the_process_sandbox() -> None:
     # Keras 3's Loss.get_config() has no dtype: a pickled float64 loss comes back computing in float32, and a
     # correct float64 Hessian failed by 1e-7 in the spawned child; the child now sets the dtype again
-    import pickle
-
-    assert pickle.loads(pickle.dumps(loss_at(keras.losses.MeanSquaredError(), "float64"))).dtype == "float32"
     result = hvtf.check_module(users_hessian, *MODELS["mlp"](), dtype="float64", isolation="process")
     assert result.passed and result.route == "imported", result.summary()
 

@@ -43,3 +43,17 @@ def test_steps_are_powers_of_two_and_exact_on_few_bit_probes() -> None:
     assert worst == 0.0 and np.max(np.abs(probe_vector(z) - z)) <= 2.0 ** -7 * np.max(np.abs(z))
     _, worst = exact_step(theta * 1e6, z, 6e-6)  # full-mantissa steps on large parameters round: said
     assert worst > 0.0
+
+
+def test_one_large_parameter_does_not_widen_the_others_noise() -> None:
+    # the steps are per parameter: a step scaled by the largest |theta| measured the others' truncation
+    theta = np.array([0.3, -0.2, 1e5])
+    grad = lambda th: np.array([np.sin(th[0]) * 3, np.tanh(th[1]) * 2, 1e-12 * th[2]])  # noqa: E731
+    noise = gradient_noise(grad, theta)
+    assert np.all(noise[:2] <= 64 * U * 3)
+
+
+def test_a_probe_has_no_zero_entry() -> None:
+    z = np.random.default_rng(2).standard_normal(100_000)
+    v = probe_vector(z)
+    assert np.all(v != 0.0) and np.all(np.sign(v) == np.sign(z))
