@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_OVERFLOW",
     "exception_line",
+    "exception_text",
     "BudgetError",
     "CaseError",
     "FunctionUnderTestError",
@@ -145,3 +146,9 @@ def exception_line(exc: BaseException) -> str:
         own = f"{type(exc).__name__}: "
         return last[len(own):] if last.startswith(own) else last
     return lines[0]
+
+
+def exception_text(exc: BaseException, width: int | None = None) -> str:
+    """``"Type: line"`` for ``exc`` (:func:`exception_line`, cut to ``width`` characters), or the type alone."""
+    line = exception_line(exc)[:width]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

@@ -45,6 +45,7 @@ these functions raise a :class:`~hessverify.errors.UsageError` saying so.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,11 @@ class FlatModel:
     @property
     def n(self) -> int:
         return int(self.theta.size)
+
+    @functools.cached_property
+    def grad_noise(self) -> np.ndarray:
+        """The float64 gradient's rounding noise at ``theta`` (:func:`module_refs.gradient_noise`), once."""
+        return module_refs.gradient_noise(self.grad, self.theta)
 
     def grad(self, theta: np.ndarray) -> np.ndarray:
         return self.run("grad", theta)

@@ -40,12 +40,11 @@ from hessverify.checking.module_refs import (
     HvpCheckResult,
     ProbeRecord,
     fd_hvp,
-    gradient_noise,
     judge_probe,
     probe_vector,
     serving_hvp_references,
 )
-from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_line
+from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_text
 
 __all__ = ["HVP_FACTOR", "HvpCheckResult", "ProbeRecord", "check_hvp", "estimate_hvp_check"]
 
@@ -147,7 +146,6 @@ def check_hvp(hvp_fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any,
         return f"{flat.names[k]}[{','.join(map(str, np.unravel_index(i - sizes[k], flat.shapes[k])))}]"
 
     records = []
-    noise = None
     for label, v in vectors:
         try:
             out = call(v)
@@ -159,16 +157,14 @@ def check_hvp(hvp_fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any,
             A = np.empty(0)
         if A.shape != (flat.n,):
             raise FunctionUnderTestError(f"hvp_fn returned shape {A.shape}, expected ({flat.n},) (probe {label})")
-        if noise is None:  # once per check: it depends on theta only
-            noise = gradient_noise(flat.grad, flat.theta)
-        fd, fd_err = fd_hvp(flat.grad, flat.theta, v, noise)
+        fd, fd_err = fd_hvp(flat.grad, flat.theta, v, flat.grad_noise)
         ad: dict[str, np.ndarray] = {}
         not_served: dict[str, str] = {}
         for name in ("rev-rev", "fwd-rev"):
             try:
                 ad[name] = flat.run(f"hvp {name}", flat.theta, v)
             except Exception as exc:
-                not_served[name] = f"{type(exc).__name__}: {exception_line(exc)[:100]}"
+                not_served[name] = exception_text(exc, 100)
         refs = serving_hvp_references(fd, fd_err, ad, not_served)
         records.append(judge_probe(label, A, refs, not_served, _UNIT[dtype], name_of, sizes))
     measured = {"seconds": time.perf_counter() - start, "rss_bytes": max(0.0, _rss() - rss0)}

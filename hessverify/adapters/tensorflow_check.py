@@ -37,7 +37,6 @@ fails here, correctly, on the imported route.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,7 +48,7 @@ from hessverify.checking import module_refs
 from hessverify.checking.check import DEFAULT_AGAINST, RETURNS, CheckResult, check
 from hessverify.checking.module_refs import ModuleCheckResult
 from hessverify.checking.sandbox import DEFAULT_TIMEOUT
-from hessverify.errors import FunctionUnderTestError, UnsupportedModel, UsageError, exception_line
+from hessverify.errors import FunctionUnderTestError, UnsupportedModel, UsageError, exception_text
 from hessverify.model.problem import Problem
 
 keras, tf = _table.keras, _table.tf  # Keras 3 on TensorFlow, as the table set it up (KERAS_BACKEND)
@@ -90,9 +89,8 @@ def at_dtype(model: Any, dtype: Any) -> Any:
         copy.set_weights([np.asarray(w, dtype=np.float64).astype(name) if np.issubdtype(np.asarray(w).dtype,
                           np.floating) else w for w in model.get_weights()])
     except Exception as exc:
-        raise UsageError(f"{model.name}: cannot make a {name} copy of the model ({type(exc).__name__}: "
-                         f"{exception_line(exc)[:160]}); build it at {name} (dtype= on "
-                         "each layer), or give custom layers a get_config") from None
+        raise UsageError(f"{model.name}: cannot make a {name} copy of the model ({exception_text(exc, 160)}); "
+                         f"build it at {name} (dtype= on each layer), or give custom layers a get_config") from None
     return copy
 
 
@@ -344,12 +342,11 @@ def _check_imported(fn: Callable[..., Any], model: Any, loss: Any, x: Any, t: An
     idx = keras_index(problem)  # problem entry i is Keras' flat entry idx[i]
     W = problem.n_params
     made = _user_args(model, loss, x, t, dtype)
-    here = os.getpid()
 
     def under_test(p: Problem, *vectors: Any) -> Any:
-        # in a sandbox child the loss is set to dtype again: a Keras loss sent there by pickle comes back at
-        # floatx (Keras 3's Loss.get_config() has no dtype), so a float64 check computed E in float32 there
-        args = made if os.getpid() == here else (made[0], loss_at(made[1], dtype), *made[2:])
+        # the loss at dtype where fn runs (loss_at is the loss itself when it is): a Keras loss sent to a sandbox
+        # child by pickle comes back at floatx (Keras 3's Loss.get_config() has no dtype)
+        args = (made[0], loss_at(made[1], dtype), *made[2:])
         if returns == "hvp":
             v = np.zeros(W)
             v[idx] = vectors[0]

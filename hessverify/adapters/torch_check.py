@@ -40,6 +40,7 @@ then held to each serving reference within an estimated bound
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -105,6 +106,14 @@ class FlatModel:
         th = theta.detach().clone().requires_grad_(True)
         (g,) = torch.autograd.grad(self.E(th), th, allow_unused=True)
         return torch.zeros_like(th) if g is None else g.detach()
+
+    def grad_numpy(self, theta: np.ndarray) -> np.ndarray:
+        return self.grad(torch.as_tensor(theta)).numpy()
+
+    @functools.cached_property
+    def grad_noise(self) -> np.ndarray:
+        """The float64 gradient's rounding noise at ``theta`` (:func:`module_refs.gradient_noise`), once."""
+        return module_refs.gradient_noise(self.grad_numpy, self.theta.numpy())
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -190,7 +199,7 @@ def forward_over_reverse(flat: FlatModel) -> np.ndarray:
 def fd_of_gradient(flat: FlatModel) -> tuple[np.ndarray, np.ndarray]:
     """Central differences of the gradient with their error estimate
     (:func:`hessverify.checking.module_refs.fd_of_gradient`)."""
-    return module_refs.fd_of_gradient(lambda th: flat.grad(torch.as_tensor(th)).numpy(), flat.theta.numpy())
+    return module_refs.fd_of_gradient(flat.grad_numpy, flat.theta.numpy())
 
 
 def module_references(flat: FlatModel) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:

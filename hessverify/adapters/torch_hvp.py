@@ -52,12 +52,11 @@ from hessverify.checking.module_refs import (
     HvpCheckResult,
     ProbeRecord,
     fd_hvp,
-    gradient_noise,
     judge_probe,
     probe_vector,
     serving_hvp_references,
 )
-from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_line
+from hessverify.errors import BudgetError, FunctionUnderTestError, UsageError, exception_text
 
 __all__ = ["HVP_FACTOR", "HvpCheckResult", "ProbeRecord", "check_hvp", "estimate_hvp_check"]
 
@@ -88,11 +87,7 @@ def hvp_fwd_rev(flat: FlatModel, v: torch.Tensor) -> torch.Tensor:
 def hvp_fd(flat: FlatModel, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Richardson-extrapolated central differences of the gradient along ``v``, and their (normwise) error
     estimate: :func:`hessverify.checking.module_refs.fd_hvp` of the model's float64 gradient."""
-    grad = lambda th: flat.grad(torch.as_tensor(th)).numpy()  # noqa: E731
-    noise = getattr(flat, "_grad_noise", None)
-    if noise is None:  # once per model and point: it depends on theta only (module_refs.gradient_noise)
-        noise = flat._grad_noise = gradient_noise(grad, flat.theta.numpy())
-    hv, err = fd_hvp(grad, flat.theta.numpy(), v.numpy(), noise)
+    hv, err = fd_hvp(flat.grad_numpy, flat.theta.numpy(), v.numpy(), flat.grad_noise)
     return torch.as_tensor(hv), torch.as_tensor(err)
 
 
@@ -165,7 +160,7 @@ def _references(flat: FlatModel, v: torch.Tensor) -> tuple[dict[str, tuple[np.nd
         try:
             ad[name] = compute(flat, v).numpy()
         except Exception as exc:
-            not_served[name] = f"{type(exc).__name__}: {exception_line(exc)[:100]}"
+            not_served[name] = exception_text(exc, 100)
     return serving_hvp_references(fd, fd_err, ad, not_served), not_served
 
 

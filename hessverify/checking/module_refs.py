@@ -31,12 +31,11 @@ import numpy as np
 
 from hessverify.checking.check import CheckResult
 from hessverify.engine.compare import Comparison, compare
-from hessverify.errors import exception_line
+from hessverify.errors import exception_text
 
-__all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "exact_step", "fd_hvp",
-           "probe_vector",
-           "fd_of_gradient", "gradient_noise", "judge", "judge_probe", "mask_of", "scale", "serving_hvp_references",
-           "serving_references"]
+__all__ = ["ESTIMATED_FACTOR", "HVP_FACTOR", "HvpCheckResult", "ModuleCheckResult", "ProbeRecord", "exact_step",
+           "fd_hvp", "fd_of_gradient", "gradient_noise", "judge", "judge_probe", "mask_of", "probe_vector", "scale",
+           "serving_hvp_references", "serving_references"]
 
 ESTIMATED_FACTOR = 64.0
 """``C`` of the estimated bound ``C u sqrt(r_i r_j)`` (``u`` the unit roundoff of the user's format, ``r_i`` the
@@ -187,8 +186,7 @@ def fd_of_gradient(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray) 
         h, _ = exact_step(theta, e_j, u ** (1 / 3) * max(1.0, abs(float(theta[j]))))
         cols = []
         for step in (h, 2 * h):
-            e = np.zeros(W)
-            e[j] = step
+            e = step * e_j
             gp, gm = np.asarray(grad(theta + e), dtype=np.float64), np.asarray(grad(theta - e), dtype=np.float64)
             cols.append((gp - gm) / (2 * step))
             if step == h:
@@ -226,7 +224,7 @@ def serving_references(fd: tuple[np.ndarray, np.ndarray], ad: dict[str, Callable
         try:
             got[name] = np.asarray(compute(), dtype=np.float64)
         except Exception as exc:  # a custom derivative without jvp, a kernel without a second derivative
-            not_served[name] = f"{type(exc).__name__}: {exception_line(exc)[:120]}"
+            not_served[name] = exception_text(exc, 120)
     values = list(got.values())
     spread = np.abs(values[0] - values[1]) if len(values) == 2 else 0.0
     for name, H in got.items():

@@ -71,7 +71,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from hessverify.errors import FunctionUnderTestError, Terminated, UsageError, exception_line, signal_behind
+from hessverify.errors import FunctionUnderTestError, Terminated, UsageError, exception_line, exception_text, signal_behind
 from hessverify.model.problem import Problem
 
 __all__ = ["DEFAULT_ISOLATION", "DEFAULT_TIMEOUT", "ISOLATIONS", "Sandbox", "call_user", "check_isolation",
@@ -257,7 +257,7 @@ def _portable(fn: Callable[..., Any]) -> bytes:
     try:
         return cloudpickle.dumps(fn) if cloudpickle is not None else pickle.dumps(fn)  # type: ignore[no-any-return]
     except Exception as exc:  # lambdas, closures, functions of a notebook: pickle cannot take them by reference
-        reason = f"{type(exc).__name__}: {exception_line(exc)}".rstrip(": ")
+        reason = exception_text(exc)
         hint = "" if cloudpickle is not None else "; pip install cloudpickle lets such functions travel"
         raise _NotPortable(reason + hint) from None
 
@@ -327,8 +327,7 @@ def _spawned(fd: int, dump_fd: int) -> None:
         _load_user_modules(modules)
         fn = pickle.loads(payload)
     except BaseException as exc:  # the function could not be rebuilt here: the parent runs it itself
-        text = exception_line(exc)
-        conn.send(("unusable", f"{type(exc).__name__}: {text}".rstrip(": ")))
+        conn.send(("unusable", exception_text(exc)))
         return
     _serve(conn, fn)
 
@@ -775,8 +774,7 @@ def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | N
         signalled = signal_behind(exc)
         if signalled is not None:  # an interrupt that landed in an import inside the function
             raise signalled from None
-        text = exception_line(exc)
-        raise FunctionUnderTestError(f"{type(exc).__name__}: {text}".rstrip(": "), problem=problem,
+        raise FunctionUnderTestError(exception_text(exc), problem=problem,
                                      where=user_frames(exc, fn), cause=exc) from None
 
 

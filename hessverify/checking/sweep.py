@@ -32,7 +32,7 @@ from hessverify.checking.sandbox import (
     check_timeout,
     register_user_module,
 )
-from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, FunctionUnderTestError, UsageError, exception_line
+from hessverify.errors import EXIT_DISCREPANCY, EXIT_OK, FunctionUnderTestError, UsageError, exception_text
 from hessverify.model.problem import Problem
 
 REPORT_EXAMPLES = 20
@@ -73,8 +73,7 @@ def load_function(spec: str) -> Callable[..., Any]:
 
 
 def _import_failed(spec: str, what: str, exc: BaseException) -> UsageError:
-    message = exception_line(exc)
-    return UsageError(f"--method-under-test {spec!r}: importing {what} failed: {type(exc).__name__}: {message}")
+    return UsageError(f"--method-under-test {spec!r}: importing {what} failed: {exception_text(exc)}")
 
 
 def _load_module(dotted: str, spec: str) -> Any:

@@ -27,3 +27,11 @@ def test_tensorflows_preambles_give_way_to_the_error() -> None:
 
 def test_an_empty_message_is_empty() -> None:
     assert exception_line(RuntimeError()) == "" and exception_line(RuntimeError("  \n ")) == ""
+
+
+def test_exception_text_names_the_type_once() -> None:
+    from hessverify.errors import exception_text
+
+    assert exception_text(ValueError("bad shape\nmore")) == "ValueError: bad shape"
+    assert exception_text(ValueError("x" * 300), 10) == "ValueError: " + "x" * 10
+    assert exception_text(RuntimeError()) == "RuntimeError"
