@@ -19,7 +19,10 @@ from hessverify.model.losses import loss_of
 from hessverify.model.network import Architecture, layer_input
 from hessverify.model.problem import Problem
 
-__all__ = ["ForwardPass", "backward_deltas", "dE_dz", "deltas_from", "error", "forward", "gradient", "gradient_from"]
+__all__ = [
+    "ForwardPass", "backward_deltas", "dE_dz", "deltas_from", "error", "forward", "gradient", "gradient_from",
+    "gradients",
+]
 
 
 @dataclass
@@ -141,3 +144,77 @@ def gradient(problem: Problem, params: FloatArray | None = None) -> FloatArray:
         return values.graph.gradient(values)
     fp = forward(problem, problem.params if params is None else params)
     return gradient_from(problem.architecture, fp.z, fp.df, fp.weights, fp.g_y)
+
+
+GRADIENTS_BATCH_FLOATS = 2**20
+"""Most floats (8 MiB) the per-layer arrays of one batch of :func:`gradients` may take: a few hundred points of a
+small network, one of a large one."""
+
+
+def gradients(problem: Problem, thetas: FloatArray) -> FloatArray:
+    """The gradient at every row of ``thetas`` ``(B, W)``, as rows ``(B, W)``: :func:`gradient`, batched.
+
+    What a difference quotient of the gradient needs: ``2 W`` gradients at
+    nearby points.  A dense network runs the same forward and backward pass
+    on all of them at once, every per-layer product a stack of the products
+    :func:`gradient` forms one point at a time (the same shapes, so the same
+    sums), in batches of at most :data:`GRADIENTS_BATCH_FLOATS` floats.  Other
+    layer kinds take the points one at a time.
+    """
+    thetas = np.asarray(thetas)
+    arch = problem.architecture
+    if not arch.is_dense:
+        return np.stack([gradient(problem, t) for t in thetas]) if len(thetas) else np.empty((0, arch.n_params))
+    n = np.asarray(problem.inputs).shape[0]
+    # a, z, f'(a), delta and a product per layer, the inputs of a layer of several sources, the gradient
+    per_point = n * (5 * sum(blk.units for blk in arch.blocks) + sum(blk.fan_in for blk in arch.blocks)) \
+        + 2 * arch.n_params
+    step = max(1, GRADIENTS_BATCH_FLOATS // max(per_point, 1))
+    out = np.empty(thetas.shape, dtype=np.result_type(thetas, 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):  # as in forward: the caller judges what overflowed
+        for a in range(0, len(thetas), step):
+            out[a:a + step] = _batched_gradient(problem, thetas[a:a + step])
+    return out
+
+
+def _batched_gradient(problem: Problem, thetas: FloatArray) -> FloatArray:
+    """:func:`forward` and :func:`gradient_from` with a leading axis of parameter vectors on every array."""
+    arch = problem.architecture
+    B = thetas.shape[0]
+    x = np.asarray(problem.inputs, dtype=np.float64)
+    z: list[FloatArray] = [np.broadcast_to(x, (B, *x.shape))] + [np.empty((0,))] * arch.depth
+    df: list[FloatArray] = [np.empty((0,))] * (arch.depth + 1)
+    weights: list[FloatArray] = [np.empty((0,))] * (arch.depth + 1)
+    for blk in arch.blocks:  # bottom up, as unpack lists them
+        l = blk.layer
+        w = thetas[:, blk.w_slice].reshape(B, blk.units, blk.fan_in)
+        act = get_activation(arch.layer(l).activation)
+        a = layer_input(z, l, arch) @ w.transpose(0, 2, 1)
+        if blk.bias:
+            a = a + thetas[:, None, blk.b_slice]
+        z[l] = act.f(a)
+        df[l] = act.df(a)
+        weights[l] = w
+    y = z[arch.output_layer]
+    t = np.asarray(problem.targets)
+    flat_y = y.reshape(-1, y.shape[-1])
+    flat_t = np.broadcast_to(t, (B, *t.shape)).reshape(flat_y.shape)
+    g_y = (problem.scale * loss_of(problem).grad(flat_y, flat_t)).reshape(y.shape)
+    delta: list[FloatArray] = [np.empty((0,))] * (arch.depth + 1)
+    for l in arch.top_down:
+        if l == arch.output_layer:
+            dz = g_y
+        else:
+            dz = None
+            for c in arch.children(l):
+                part = delta[c] @ weights[c][:, :, arch.source_slice(c, l)]
+                dz = part if dz is None else dz + part
+            if dz is None:
+                dz = np.zeros((B, y.shape[1], arch.layer(l).units), dtype=g_y.dtype)
+        delta[l] = dz * df[l]
+    parts: list[FloatArray] = []
+    for l in arch.bottom_up:
+        parts.append((delta[l].transpose(0, 2, 1) @ layer_input(z, l, arch)).reshape(B, -1))
+        if arch.block(l).bias:
+            parts.append(delta[l].sum(axis=1))
+    return np.concatenate(parts, axis=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,18 +27,42 @@ from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_problem
 from hessverify.model.problem import Problem
 
-# imported on first use: autograd with its SciPy parts takes seconds (the registry reads this module)
+# imported on first use (the registry reads this module).  Not autograd.scipy: importing any part of
+# it runs its package's __init__, which imports scipy.stats (0.7 s) for the two functions written below.
 autograd = lazy("autograd")
 anp = lazy("autograd.numpy")
-_special = lazy("autograd.scipy.special")
+
+
+@lru_cache(maxsize=1)
+def _erf() -> Callable[[Any], Any]:
+    """``erf`` as an autograd primitive: SciPy's values, derivative ``2 / sqrt(pi) exp(-x^2)`` in autograd.numpy.
+
+    The derivative is written with differentiable operations, so autograd
+    differentiates it again for the Hessian.
+    """
+    from autograd.extend import defvjp, primitive
+    from scipy.special import erf as scipy_erf
+
+    f = primitive(scipy_erf)
+    defvjp(f, lambda ans, x: lambda g: g * (2.0 / np.sqrt(np.pi)) * anp.exp(-(x**2)))
+    return f
 
 
 def erf(x: Any) -> Any:
-    return _special.erf(x)
+    return _erf()(x)
 
 
-def logsumexp(x: Any, **kwargs: Any) -> Any:
-    return _special.logsumexp(x, **kwargs)
+def logsumexp(x: Any, axis: int) -> Any:
+    """``log sum_i exp(x_i)`` along ``axis`` (kept), shifted by the maximum, which is held constant.
+
+    The shift cancels in exact arithmetic, so it is taken from the values
+    (``getval``) and not differentiated: the derivatives are those of the
+    definition.
+    """
+    from autograd.tracer import getval
+
+    m = np.max(getval(x), axis=axis, keepdims=True)
+    return m + anp.log(anp.sum(anp.exp(x - m), axis=axis, keepdims=True))
 
 __all__ = ["error_function", "hessian", "gradient"]
 
@@ -73,7 +98,7 @@ def _loss(name: str, y: Any, t: FloatArray, delta: float = 1.0) -> Any:
     if name == "sse":
         return 0.5 * anp.sum((y - t) ** 2)
     if name == "cross_entropy":
-        return -anp.sum(t * (y - logsumexp(y, axis=1, keepdims=True)))
+        return -anp.sum(t * (y - logsumexp(y, axis=1)))
     if name == "binary_cross_entropy":
         return anp.sum(_softplus(y) - t * y)
     if name == "output":

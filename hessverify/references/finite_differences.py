@@ -54,7 +54,7 @@ from hessverify.engine.bounds import UNIT_ROUNDOFF
 from hessverify.engine.components import BoundKind, Component, Cost, Role, Tolerance
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_point
-from hessverify.model.forward import gradient
+from hessverify.model.forward import gradients
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import kinked_values
 
@@ -76,16 +76,27 @@ def steps(theta: FloatArray) -> FloatArray:
     return exact_steps(theta, np.cbrt(UNIT_ROUNDOFF))
 
 
+COLUMN_BATCH_FLOATS = 2**20
+"""Most floats (8 MiB) of the parameter vectors whose gradients :func:`central_differences` asks for at once
+(their gradients take as much again, and :func:`~hessverify.model.forward.gradients` at most as much besides)."""
+
+
 def central_differences(problem: Problem, theta: FloatArray, h: FloatArray,
                         scales: tuple[float, ...] = (1.0,)) -> list[FloatArray]:
     """``D(s h)`` for each ``s`` in ``scales``: column ``j`` is ``(g(theta + s h_j e_j) - g(theta - s h_j e_j)) / (2 s h_j)``."""
     n = theta.size
     out = [np.empty((n, n)) for _ in scales]
-    for j in range(n):
-        for D, s in zip(out, scales):
-            e = np.zeros(n)
-            e[j] = s * h[j]
-            D[:, j] = (gradient(problem, theta + e) - gradient(problem, theta - e)) / (2.0 * s * h[j])
+    # the points theta +- s h_j e_j of a few columns at a time, their gradients in one batch (gradients)
+    step = max(1, COLUMN_BATCH_FLOATS // (2 * len(scales) * max(n, 1)))
+    for a in range(0, n, step):
+        cols = np.arange(a, min(n, a + step))
+        points = np.repeat(theta[None, :], 2 * len(scales) * cols.size, axis=0).reshape(len(scales), 2, cols.size, n)
+        for k, s in enumerate(scales):
+            points[k, 0, np.arange(cols.size), cols] += s * h[cols]
+            points[k, 1, np.arange(cols.size), cols] -= s * h[cols]
+        g = gradients(problem, points.reshape(-1, n)).reshape(points.shape)
+        for k, (D, s) in enumerate(zip(out, scales)):
+            D[:, cols] = ((g[k, 0] - g[k, 1]) / (2.0 * s * h[cols])[:, None]).T
     return out
 
 
@@ -151,6 +162,7 @@ COMPONENT = Component(
     tolerance=Tolerance(BoundKind.FD_ESTIMATE,
                         f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding gamma_k (G / h + M) "
                         "+ asymmetry), plus gamma_k M for the exact side", rounding_sides=0, safety=FD_SAFETY),
-    cost=Cost(memory=(8.5, 3.5), seconds=(1.3e-8, 1e-4), per_layer=1.2e-3, passes="column"),
+    # fixed: the batches of points and their gradients (COLUMN_BATCH_FLOATS, GRADIENTS_BATCH_FLOATS), 3 x 8 MiB
+    cost=Cost(memory=(8.5, 3.5), seconds=(1.3e-8, 1e-4), fixed_bytes=3.2e7, per_layer=1.2e-3, passes="column"),
     rank=120,
 )

@@ -114,6 +114,7 @@ COMPONENT = Component(
                         f"Richardson-extrapolated central differences: {FD_SAFETY:g} x (|R(h) - R(2h)| "
                         "+ gamma_k (1.5 G / h + 2 M) + asymmetry), plus gamma_k M for the exact side",
                         rounding_sides=0, safety=FD_SAFETY),
-    cost=Cost(memory=(11.5, 3.5), seconds=(2.4e-8, 3e-4), per_layer=2e-3, passes="column"),
+    # fixed: the batches of points and their gradients (finite_differences.central_differences), 3 x 8 MiB
+    cost=Cost(memory=(11.5, 3.5), seconds=(2.4e-8, 3e-4), fixed_bytes=3.2e7, per_layer=2e-3, passes="column"),
     rank=140,
 )

@@ -1,11 +1,13 @@
-"""Pictures for ``report.html``: heatmaps as inline SVG over one-pixel-per-entry PNGs, spectra as PNG.
+"""Pictures for ``report.html``, as inline SVG: heatmaps over one-pixel-per-entry PNGs, and spectra.
 
 A heatmap's matrix is a raster, one pixel per entry in a palette PNG of
 :data:`LEVELS` colours, scaled up by the browser without smoothing; its lines,
 rings, names and colour scale are SVG.  Exact, sharp at any zoom, and a few
 kilobytes where a drawn picture of the same panel took hundreds.  The
-spectrum, a scatter plot, is drawn with matplotlib's Agg backend and stored
-as a palette PNG.
+spectrum, a scatter plot on a symmetric log axis, is SVG throughout.  Only
+matplotlib's colour maps and norms are used; nothing is laid out or drawn by
+a plotting library (drawing the spectrum with matplotlib took 0.25 s a case,
+most of a report's time).
 
 Every heatmap has the same axes: parameters in the public order, solid lines
 at layer boundaries, dotted lines between a layer's ``W`` and ``b``; tick
@@ -21,62 +23,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
+import numpy as np
+import numpy.typing as npt
+from matplotlib.colors import LogNorm, SymLogNorm
 
-matplotlib.use("Agg")  # no display, no GUI toolkit: the report is written on servers and in CI
+from hessverify.base.typing import FloatArray
+from hessverify.engine.compare import Comparison
+from hessverify.model.problem import Problem
+from hessverify.reports.analysis import CaseAnalysis, is_approximation
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-from matplotlib.colors import LogNorm, SymLogNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
-
-from hessverify.base.typing import FloatArray  # noqa: E402
-from hessverify.engine.compare import Comparison  # noqa: E402
-from hessverify.model.problem import Problem  # noqa: E402
-from hessverify.reports.analysis import CaseAnalysis, is_approximation  # noqa: E402
-
-__all__ = ["LEVELS", "MAX_NAMED_TICKS", "drawn_comparisons", "heatmaps_svg", "spectrum_png"]
+__all__ = ["LEVELS", "MAX_NAMED_TICKS", "drawn_comparisons", "heatmaps_svg", "spectrum_svg"]
 
 MAX_NAMED_TICKS = 40
 """Up to this many parameters every tick is labelled with its name."""
 
-DPI = 90
-
-PNG_COLOURS = 64
-"""Colours of a plot's palette PNG (the spectrum: a few marker colours, grey, text): a quarter of the bytes of RGB."""
-
 PANELS_PER_ROW = 3
 """Heatmaps side by side; more wrap onto another row, so each stays readable at page width."""
+
+APPROXIMATION_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+"""Stroke colours of the approximations' markers in the spectrum, in the order of the legend."""
 
 MISSING = "#e8e8e8"
 """Grey: entries with no colour (exact zeros of ``|A - R|``, entries a diagonal or block method does not compute)."""
 
 
-def _png(fig: Any) -> str:
-    """The figure at :data:`DPI` as base64 PNG: a palette of :data:`PNG_COLOURS` colours (the figure is opaque).
-
-    As ``savefig`` draws it, without the alpha channel, quantised to the
-    picture's own colours: a fraction of the bytes of RGB, the same picture
-    to the eye.
-    """
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.set_dpi(DPI)
-    # a symlog axis whose range reaches far below its linear threshold overflows inside
-    # matplotlib's inverse transform while laying out ticks: harmless, and not the user's news
-    with np.errstate(over="ignore", invalid="ignore"):
-        fig.canvas.draw()
-    rgb = np.ascontiguousarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
-    plt.close(fig)
-    # a palette of the picture's own colours: a plot's few colours and the anti-aliasing between them
-    image = Image.fromarray(rgb).quantize(PNG_COLOURS, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-    image.save(buf, format="png", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _sci(value: float, _pos: int | None = None) -> str:
-    """Plain ``1e-12`` labels: matplotlib's mathtext ``10^x`` costs most of the drawing time."""
+    """Plain ``1e-12`` labels."""
     if value == 0:
         return "0"
     if 1e-2 <= abs(value) < 1e3:
@@ -298,33 +270,129 @@ def heatmaps_svg(analysis: CaseAnalysis) -> str | None:
     return "".join(out)
 
 
-def spectrum_png(analysis: CaseAnalysis) -> str | None:
-    """Sorted eigenvalues of the exact Hessian (symlog axis, +-threshold band) and of each approximation."""
+SPECTRUM_MARKERS = ("x", "+", "triangle", "square", "diamond", "star")
+"""The markers of the approximations' eigenvalues, in the order of the legend."""
+
+
+def _symlog(y: FloatArray | float, t: float) -> Any:
+    """The spectrum's vertical axis: ``sign(y) log10(1 + |y| / t)``, linear within ``t`` of 0 and logarithmic beyond."""
+    return np.sign(y) * np.log10(1.0 + np.abs(y) / t)
+
+
+def _marker(kind: str, x: float, y: float) -> str:
+    """One marker as an SVG path (``x``, ``+``) or shape, centred at ``(x, y)``, about 7 px across."""
+    r = 3.5
+    if kind == "x":
+        return f"M{_x(x - r)} {_x(y - r)}l{_x(2 * r)} {_x(2 * r)}M{_x(x - r)} {_x(y + r)}l{_x(2 * r)} {_x(-2 * r)}"
+    if kind == "+":
+        return f"M{_x(x - r)} {_x(y)}h{_x(2 * r)}M{_x(x)} {_x(y - r)}v{_x(2 * r)}"
+    if kind == "triangle":
+        return f"M{_x(x)} {_x(y - r)}L{_x(x + r)} {_x(y + r)}H{_x(x - r)}Z"
+    if kind == "square":
+        return f"M{_x(x - r)} {_x(y - r)}h{_x(2 * r)}v{_x(2 * r)}h{_x(-2 * r)}Z"
+    if kind == "diamond":
+        return f"M{_x(x)} {_x(y - r)}L{_x(x + r)} {_x(y)}L{_x(x)} {_x(y + r)}L{_x(x - r)} {_x(y)}Z"
+    return (f"M{_x(x - r)} {_x(y)}h{_x(2 * r)}M{_x(x)} {_x(y - r)}v{_x(2 * r)}"  # star: + and x
+            f"M{_x(x - 0.7 * r)} {_x(y - 0.7 * r)}l{_x(1.4 * r)} {_x(1.4 * r)}"
+            f"M{_x(x - 0.7 * r)} {_x(y + 0.7 * r)}l{_x(1.4 * r)} {_x(-1.4 * r)}")
+
+
+def _spectrum_ticks(top: float, t: float) -> list[float]:
+    """Tick values of the symlog axis: 0 and powers of ten above the linear part up to ``top``, at most 4 a side."""
+    lo = int(np.floor(np.log10(t))) + 1
+    hi = max(int(np.floor(np.log10(top))), lo)
+    decades = list(range(lo, hi + 1))
+    step = max(1, -(-len(decades) // 4))
+    positive = sorted(10.0**d for d in decades[::-1][::step])
+    return [-v for v in positive[::-1]] + [0.0] + positive
+
+
+def spectrum_svg(analysis: CaseAnalysis) -> str | None:
+    """Sorted eigenvalues of the exact Hessian (symlog axis, +-threshold band) and of each approximation, as SVG.
+
+    The exact eigenvalues are dots, blue above the zero threshold, red below
+    its negative, grey within it (the shaded band); each approximation's
+    eigenvalues are overlaid with a marker of its own, named in the legend
+    with its inertia.  Written directly as SVG, like the heatmaps: a few
+    kilobytes, drawn by the browser, and no plotting library to lay out.
+    """
     s = analysis.spectrum
     if s is None:
         return None
-    ev, tau = s.eigenvalues, s.threshold
-    fig, ax = plt.subplots(figsize=(8.6, 3.4))
-    fig.subplots_adjust(left=0.1, right=0.66, bottom=0.15, top=0.9)  # the legend sits right of the axes
-    idx = np.arange(ev.size)
-    colours = np.where(ev > tau, "#1f5fbf", np.where(ev < -tau, "#c0392b", "#888888"))
-    ax.axhspan(-tau, tau, color="#dddddd", zorder=0, label=f"|λ| ≤ {tau:.1e} (counted zero)")
-    ax.scatter(idx, ev, c=colours, s=18, zorder=3, label=f"exact ({analysis.exact_name}): "
-               f"+{s.positive} / −{s.negative} / 0×{s.zero}")
-    markers = ["x", "+", "1", "^", "s", "d"]
-    for k, a in enumerate(x for x in analysis.approximations if x.inertia is not None):
+    ev, tau = np.asarray(s.eigenvalues, dtype=np.float64), float(s.threshold)
+    approximations = [a for a in analysis.approximations if a.inertia is not None]
+    finite = np.abs(np.concatenate([ev, *(a.inertia.eigenvalues for a in approximations if a.inertia is not None)]))
+    finite = finite[np.isfinite(finite)]
+    top = float(np.max(finite, initial=0.0))
+    t = max(tau, float(np.max(np.abs(ev[np.isfinite(ev)]), initial=0.0)) * 1e-6, float(np.finfo(np.float64).tiny))
+    ticks = _spectrum_ticks(max(top, t), t)
+    span = float(_symlog(max(top, t), t)) * 1.05
+    left, top_px, plot_w, plot_h, legend_w = 62.0, 26.0, 520.0, 240.0, 300.0
+    width, height = left + plot_w + 16.0 + legend_w, top_px + plot_h + 40.0
+    n = ev.size
+
+    def px(i: Any) -> Any:
+        return left + plot_w * (np.asarray(i) + 0.5) / max(n, 1)
+
+    def py(y: Any) -> Any:
+        return top_px + plot_h * (0.5 - np.clip(_symlog(np.asarray(y, dtype=np.float64), t), -span, span) / (2 * span))
+
+    out = [f'<svg class="spectrum" viewBox="0 0 {_x(width)} {_x(height)}" width="{_x(width)}" '
+           f'height="{_x(height)}" role="img" font-family="sans-serif"><title>eigenvalue spectrum of '
+           f"{_esc(analysis.problem.id)}</title>",
+           f'<text x="{_x(left + plot_w / 2)}" y="16" text-anchor="middle" font-size="12">'
+           f"spectrum: {_esc(analysis.point)}</text>"]
+    band_top, band_bottom = float(py(tau)), float(py(-tau))
+    out.append(f'<rect x="{_x(left)}" y="{_x(band_top)}" width="{_x(plot_w)}" height="{_x(band_bottom - band_top)}" '
+               'fill="#dddddd"/>')
+    out.append(f'<path d="M{_x(left)} {_x(float(py(0.0)))}h{_x(plot_w)}" stroke="#000" stroke-width="0.6"/>')
+    for v in ticks:  # the vertical axis: a tick and a label per value, a faint line across
+        y = float(py(v))
+        if v != 0 and abs(y - float(py(0.0))) < 12:  # would sit on the label of 0 (a narrow linear part)
+            continue
+        out.append(f'<path d="M{_x(left - 4)} {_x(y)}h4" stroke="#000" stroke-width="0.6"/>'
+                   f'<path d="M{_x(left)} {_x(y)}h{_x(plot_w)}" stroke="#eee" stroke-width="0.5"/>'
+                   f'<text x="{_x(left - 7)}" y="{_x(y)}" text-anchor="end" dominant-baseline="middle" '
+                   f'font-size="9">{_esc(_sci(v))}</text>')
+    step = max(1, int(10.0 ** np.floor(np.log10(max(n, 1)))) // (2 if n / 10.0 ** np.floor(np.log10(max(n, 1))) < 3
+                                                                  else 1))
+    indices = list(range(0, n, step))
+    if n and n - 1 - indices[-1] >= step / 2:  # the last index too, unless it would crowd the last tick
+        indices.append(n - 1)
+    for i in indices:  # the horizontal axis: indices
+        x = float(px(i))
+        out.append(f'<path d="M{_x(x)} {_x(top_px + plot_h)}v4" stroke="#000" stroke-width="0.6"/>'
+                   f'<text x="{_x(x)}" y="{_x(top_px + plot_h + 14)}" text-anchor="middle" font-size="9">{i}</text>')
+    out.append(f'<rect x="{_x(left)}" y="{_x(top_px)}" width="{_x(plot_w)}" height="{_x(plot_h)}" fill="none" '
+               'stroke="#000" stroke-width="0.8"/>')
+    out.append(f'<text x="{_x(left + plot_w / 2)}" y="{_x(height - 6)}" text-anchor="middle" font-size="10">'
+               "eigenvalue index (ascending)</text>")
+    out.append(f'<text transform="translate(12 {_x(top_px + plot_h / 2)}) rotate(-90)" text-anchor="middle" '
+               'font-size="10">eigenvalue (symlog)</text>')
+    groups = {"positive": ("#1f5fbf", ev > tau), "negative": ("#c0392b", ev < -tau),
+              "zero": ("#888888", ~(ev > tau) & ~(ev < -tau))}
+    for name, (colour, where) in groups.items():
+        dots = "".join(f'<circle cx="{_x(float(px(i)))}" cy="{_x(float(py(ev[i])))}" r="2.5"/>'
+                       for i in np.flatnonzero(where & np.isfinite(ev)))
+        out.append(f'<g class="exact {name}" fill="{colour}">{dots}</g>')
+    legend = [(f"|λ| ≤ {tau:.1e} (counted zero)", '<rect x="-5" y="-4" width="10" height="8" fill="#dddddd"/>'),
+              (f"exact ({analysis.exact_name}): +{s.positive} / −{s.negative} / 0×{s.zero}",
+               '<circle r="2.5" fill="#1f5fbf"/>')]
+    for k, a in enumerate(approximations):
         assert a.inertia is not None
-        ax.scatter(idx, a.inertia.eigenvalues, marker=markers[k % len(markers)], s=22, zorder=4, lw=0.9,
-                   label=f"{a.name}: +{a.inertia.positive} / −{a.inertia.negative} / 0×{a.inertia.zero}")
-    top = float(np.max(np.abs(ev), initial=0.0))
-    ax.set_yscale("symlog", linthresh=max(tau, top * 1e-6, np.finfo(np.float64).tiny))
-    ax.yaxis.set_major_formatter(FuncFormatter(_sci))
-    ax.yaxis.set_minor_locator(NullLocator())
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xlabel("eigenvalue index (ascending)", fontsize=8)
-    ax.set_ylabel("eigenvalue (symlog)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    # a title at a fixed height: placing it above the tick labels would lay them all out once more
-    ax.set_title(f"spectrum: {analysis.point}", fontsize=9, y=1.0, pad=6)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
-    return _png(fig)
+        kind = SPECTRUM_MARKERS[k % len(SPECTRUM_MARKERS)]
+        values = np.asarray(a.inertia.eigenvalues, dtype=np.float64)
+        shown = np.flatnonzero(np.isfinite(values))
+        path = "".join(_marker(kind, float(px(i)), float(py(values[i]))) for i in shown)
+        out.append(f'<path class="approximation" data-name="{_esc(a.name)}" d="{path}" fill="none" '
+                   f'stroke="{APPROXIMATION_COLOURS[k % len(APPROXIMATION_COLOURS)]}" stroke-width="1"/>')
+        legend.append((f"{a.name}: +{a.inertia.positive} / −{a.inertia.negative} / 0×{a.inertia.zero}",
+                       f'<path d="{_marker(kind, 0.0, 0.0)}" fill="none" '
+                       f'stroke="{APPROXIMATION_COLOURS[k % len(APPROXIMATION_COLOURS)]}" stroke-width="1"/>'))
+    lx = left + plot_w + 16.0
+    for k, (label, symbol) in enumerate(legend):
+        y = top_px + 8 + 15 * k
+        out.append(f'<g transform="translate({_x(lx + 6)} {_x(y)})">{symbol}</g>'
+                   f'<text x="{_x(lx + 16)}" y="{_x(y)}" dominant-baseline="middle" font-size="9">{_esc(label)}</text>')
+    out.append("</svg>")
+    return "".join(out)

@@ -9,7 +9,8 @@ import pytest
 
 import hessverify
 from hessverify.errors import NotDifferentiableError, OverflowReport
-from hessverify.model.forward import error, gradient
+from hessverify.model import forward
+from hessverify.model.forward import error, gradient, gradients
 from hessverify.model.well_posed import ensure_well_posed
 from hessverify.references import autograd_ref
 
@@ -18,6 +19,19 @@ def test_gradient_matches_autograd_on_every_case(shipped_case: hessverify.Proble
     g = gradient(shipped_case)
     ref = autograd_ref.gradient(shipped_case)
     np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-14 * max(1.0, np.abs(ref).max()))
+
+
+def test_batched_gradients_are_the_gradients_one_at_a_time(shipped_case: hessverify.Problem,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """gradients(problem, thetas) is gradient at each row, bitwise (the same products, stacked), across batches."""
+    theta = np.asarray(shipped_case.params, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    thetas = theta + 1e-3 * np.maximum(np.abs(theta), 1.0) * rng.standard_normal((5, theta.size))
+    one_at_a_time = np.stack([gradient(shipped_case, t) for t in thetas])
+    assert np.array_equal(gradients(shipped_case, thetas), one_at_a_time)
+    monkeypatch.setattr(forward, "GRADIENTS_BATCH_FLOATS", 1)  # one point a batch
+    assert np.array_equal(gradients(shipped_case, thetas), one_at_a_time)
+    assert gradients(shipped_case, thetas[:0]).shape == (0, theta.size)
 
 
 def test_error_matches_autograd_on_every_case(shipped_case: hessverify.Problem) -> None:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from props_util import assert_property, note_problem, quiet_autograd
 
 from hessverify import Problem, verify_problem
-from hessverify.checking.strategies import SATURATION_LEVELS, problems, saturate, special_problems
+from hessverify.checking.strategies import SATURATION_LEVELS, near_kink, problems, saturate, special_problems
 
 QUICK_EXAMPLES = 25
 THOROUGH = 5000
@@ -53,7 +53,11 @@ def test_nothing_disagrees_with_the_gold_reference_on_special_values(problem: Pr
 
 SATURATED = st.tuples(problems(max_layers=2, max_units=3, max_inputs=2, max_patterns=3, saturation=False,
                                kinds=False),  # saturate() scales a dense output layer
-                      st.floats(*SATURATION_LEVELS)).map(lambda drawn: saturate(*drawn))
+                      st.floats(*SATURATION_LEVELS)).map(lambda drawn: saturate(*drawn)).filter(
+                          # saturating can carry a residual onto a loss's kink (a sigmoid output at 1 - 5e-15, a
+                          # target of 0, Huber's delta of 1), where the Hessian does not exist and verify refuses
+                          # the problem (exit 3): the draws keep away from kinks, as problems() does
+                          lambda problem: not near_kink(problem))
 
 
 @settings(max_examples=_examples())

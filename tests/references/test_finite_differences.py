@@ -60,3 +60,22 @@ def test_verify_reports_unchecked_entries_not_agreement() -> None:
     fd = results["fd"]
     assert fd.passed and fd.unchecked_entries > 0 and "not trusted" in fd.note
     assert results["autograd"].unchecked_entries == 0 and results["autograd"].passed
+
+
+def test_central_differences_are_the_difference_quotients_column_by_column(monkeypatch) -> None:
+    """Column j of D(s h) is (g(theta + s h_j e_j) - g(theta - s h_j e_j)) / (2 s h_j), bitwise, whether the
+    gradients come in one batch or a column at a time."""
+    from hessverify.model.forward import gradient
+
+    case = hessverify.load_case("cases/tanh-6-12-8-2.toml")
+    theta = np.asarray(case.params, dtype=np.float64)
+    h = steps(theta)
+    cols = [0, 7, theta.size - 1]
+    for s, D in zip((1.0, 2.0), finite_differences.central_differences(case, theta, h, (1.0, 2.0)), strict=True):
+        for j in cols:
+            e = np.zeros(theta.size)
+            e[j] = s * h[j]
+            assert np.array_equal(D[:, j], (gradient(case, theta + e) - gradient(case, theta - e)) / (2.0 * s * h[j]))
+    whole = finite_differences.central_differences(case, theta, h, (1.0,))[0]
+    monkeypatch.setattr(finite_differences, "COLUMN_BATCH_FLOATS", 1)  # one column a batch
+    assert np.array_equal(finite_differences.central_differences(case, theta, h, (1.0,))[0], whole)

@@ -15,7 +15,7 @@ import hessverify
 from hessverify.engine.registry import METHODS
 from hessverify.engine.run import Run, run_problem
 from hessverify.reports.analysis import analyse_case
-from hessverify.reports.figures import LEVELS, drawn_comparisons, heatmaps_svg, spectrum_png
+from hessverify.reports.figures import LEVELS, drawn_comparisons, heatmaps_svg, spectrum_svg
 from tests.reports.conftest import BUG, EXTRA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,4 +80,27 @@ def test_a_large_case_is_labelled_by_tensor_and_drawn() -> None:
     (matrix,) = _matrices(svg)
     assert matrix.shape[:2] == (case.n_params, case.n_params) and _rings(svg) == 0
     assert ">W1<" in svg and ">b3<" in svg and "W1[0,0]" not in svg
-    assert spectrum_png(a)
+    assert spectrum_svg(a)
+
+
+def test_the_spectrum_shows_each_eigenvalue_once_in_its_colour_and_order() -> None:
+    """One dot per exact eigenvalue, coloured by the inertia's count, heights in the eigenvalues' order; one marker
+    path per approximation, named in the legend with its inertia."""
+    case = hessverify.load_case(ROOT / "cases" / "tanh-6-12-8-2.toml")
+    a = analyse_case(run_problem(case, ["backprop", "gauss_newton"], ["autograd"]))
+    s = a.spectrum
+    assert s is not None
+    svg = spectrum_svg(a)
+    assert svg is not None and svg.startswith('<svg class="spectrum"')
+    dots = {name: re.findall(r'<circle cx="([^"]+)" cy="([^"]+)"', group)
+            for name, group in re.findall(r'<g class="exact (\w+)"[^>]*>(.*?)</g>', svg)}
+    assert (len(dots["positive"]), len(dots["negative"]), len(dots["zero"])) == (s.positive, s.negative, s.zero)
+    points = sorted((float(x), float(y)) for group in dots.values() for x, y in group)
+    assert len(points) == case.n_params
+    heights = [y for _, y in points]  # ascending eigenvalues: the dots go up (SVG y grows downwards)
+    assert all(b <= a_ + 1e-9 for a_, b in zip(heights, heights[1:]))
+    names = re.findall(r'<path class="approximation" data-name="([^"]+)"', svg)
+    assert names == [x.name for x in a.approximations if x.inertia is not None] and names
+    for x in a.approximations:
+        if x.inertia is not None:
+            assert f"{x.name}: +{x.inertia.positive} / −{x.inertia.negative} / 0×{x.inertia.zero}" in svg

@@ -34,7 +34,7 @@ def test_self_contained(page: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page, re.I)
     images = re.findall(r'(?:src|href)="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
-    assert page.count('<img alt="eigenvalue spectrum') == 3  # the spectrum of each of the three cases
+    assert page.count('<svg class="spectrum"') == 3  # the spectrum of each of the three cases
     assert page.count('<svg class="heat"') == 3  # and its heatmaps
 
 
@@ -115,7 +115,7 @@ def test_browser_sees_the_summary_table(browser: tuple[Path, str, str], small_ca
     for c in small_cases:
         assert f'href="#{c.id}"' in table
     assert table.count('class="fail"') == len(small_cases)
-    assert dom.count("<img") == len(small_cases) and dom.count('<svg class="heat"') == len(small_cases)
+    assert dom.count('<svg class="spectrum"') == len(small_cases) and dom.count('<svg class="heat"') == len(small_cases)
     assert re.search(rf'<details><summary>Comparisons[^<]*</summary><div id="{small_cases[0].id}-comparisons">', dom)
 
 
@@ -141,8 +141,8 @@ addEventListener("load", () => {
   document.querySelectorAll("details > summary").forEach(s => { if (!s.parentElement.open) s.click(); });
   const all = document.querySelectorAll("details").length;
   const open = document.querySelectorAll("details[open]").length;
-  const drawn = [...document.querySelectorAll("details img")]
-    .filter(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().height > 100).length;
+  const drawn = [...document.querySelectorAll("details svg.spectrum")]
+    .filter(s => s.getBoundingClientRect().height > 100).length;
   const heat = [...document.querySelectorAll("details svg.heat")]
     .filter(s => s.getBoundingClientRect().width > 300).length;
   const grew = document.documentElement.scrollHeight - before;
@@ -170,7 +170,7 @@ def test_browser_opens_every_folded_section_with_its_pictures(report_dir: Path, 
 
 
 def test_pictures_drawn_in_parallel_are_those_drawn_here(small_cases, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forked drawing processes return exactly the PNGs drawn in this process; large cases stay here."""
+    """Forked drawing processes return exactly the pictures drawn in this process; large cases stay here."""
     from hessverify.reports import html
     from hessverify.reports.analysis import analyse_case
     from hessverify.engine.run import run_problem

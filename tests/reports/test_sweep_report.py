@@ -50,7 +50,7 @@ def test_cases_not_compared_are_listed_not_drawn(tmp_path: Path) -> None:
     assert "Not compared: a relu net input is exactly 0" in md
     page = (tmp_path / "report.html").read_text()
     assert "<p class='skip'>Not compared: a relu net input is exactly 0</p>" in page
-    assert "<img" not in page
+    assert "<img" not in page and "<svg" not in page
     jsonschema.validate(json.loads((tmp_path / "results.json").read_text()), RESULTS_SCHEMA)
 
 
