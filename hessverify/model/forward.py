@@ -21,7 +21,7 @@ from hessverify.model.problem import Problem
 
 __all__ = [
     "ForwardPass", "backward_deltas", "dE_dz", "deltas_from", "error", "forward", "gradient", "gradient_from",
-    "gradients",
+    "gradient_batch_points", "gradients",
 ]
 
 
@@ -165,16 +165,22 @@ def gradients(problem: Problem, thetas: FloatArray) -> FloatArray:
     arch = problem.architecture
     if not arch.is_dense:
         return np.stack([gradient(problem, t) for t in thetas]) if len(thetas) else np.empty((0, arch.n_params))
-    n = np.asarray(problem.inputs).shape[0]
-    # a, z, f'(a), delta and a product per layer, the inputs of a layer of several sources, the gradient
-    per_point = n * (5 * sum(blk.units for blk in arch.blocks) + sum(blk.fan_in for blk in arch.blocks)) \
-        + 2 * arch.n_params
-    step = max(1, GRADIENTS_BATCH_FLOATS // max(per_point, 1))
+    step = gradient_batch_points(problem)
     out = np.empty(thetas.shape, dtype=np.result_type(thetas, 1.0))
     with np.errstate(over="ignore", invalid="ignore"):  # as in forward: the caller judges what overflowed
         for a in range(0, len(thetas), step):
             out[a:a + step] = _batched_gradient(problem, thetas[a:a + step])
     return out
+
+
+def gradient_batch_points(problem: Problem) -> int:
+    """Points per batch of :func:`gradients` on a dense network: as many as fit :data:`GRADIENTS_BATCH_FLOATS`."""
+    arch = problem.architecture
+    n = np.asarray(problem.inputs).shape[0]
+    # a, z, f'(a), delta and a product per layer, the inputs of a layer of several sources, the gradient
+    per_point = n * (5 * sum(blk.units for blk in arch.blocks) + sum(blk.fan_in for blk in arch.blocks)) \
+        + 2 * arch.n_params
+    return max(1, GRADIENTS_BATCH_FLOATS // max(per_point, 1))
 
 
 def _batched_gradient(problem: Problem, thetas: FloatArray) -> FloatArray:

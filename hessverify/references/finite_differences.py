@@ -51,15 +51,15 @@ import numpy as np
 
 from hessverify.base.typing import FloatArray
 from hessverify.engine.bounds import UNIT_ROUNDOFF
-from hessverify.engine.components import BoundKind, Component, Cost, Role, Tolerance
+from hessverify.engine.components import CALIBRATED_DEPTH, BoundKind, Component, Cost, Role, Tolerance, layer_passes
 from hessverify.engine.forms import FullHessian
 from hessverify.engine.point import Point, as_point
-from hessverify.model.forward import gradients
+from hessverify.model.forward import gradient_batch_points, gradients
 from hessverify.model.problem import Problem
 from hessverify.model.well_posed import kinked_values
 
 __all__ = [
-    "FD_SAFETY", "central_differences", "error_estimate", "exact_steps", "hessian", "hessian_with_error",
+    "FD_SAFETY", "central_differences", "difference_seconds", "error_estimate", "exact_steps", "hessian", "hessian_with_error",
     "kink_columns", "steps",
 ]
 
@@ -79,6 +79,30 @@ def steps(theta: FloatArray) -> FloatArray:
 COLUMN_BATCH_FLOATS = 2**20
 """Most floats (8 MiB) of the parameter vectors whose gradients :func:`central_differences` asks for at once
 (their gradients take as much again, and :func:`~hessverify.model.forward.gradients` at most as much besides)."""
+
+
+def difference_seconds(problem: Problem, scales: int, alpha: float, beta: float, per_layer: float,
+                       per_layer_column: float) -> float:
+    """Calibrated seconds of :func:`central_differences` with ``scales`` step sizes, and of what surrounds it.
+
+    ``alpha N W^2 + beta W`` (the products and the columns), plus a pass
+    through the layers beyond :data:`~hessverify.engine.components.CALIBRATED_DEPTH`
+    per batch of points: ``per_layer`` seconds each on a dense network, where
+    the points go in batches (:func:`~hessverify.model.forward.gradients`; a
+    deep chain holds only a few points a batch), and ``per_layer_column`` per
+    column on other layer kinds, whose gradients are taken one point at a time.
+    Fitted with ``benchmarks/reference_costs.py`` (docs/references.md).
+    """
+    W, N = problem.n_params, problem.n_patterns
+    base = alpha * N * W * W + beta * W
+    if not problem.architecture.is_dense:
+        return base + per_layer_column * layer_passes(problem, "column")
+    depth = max(problem.architecture.depth - CALIBRATED_DEPTH, 0)
+    per_batch = gradient_batch_points(problem)
+    cols = max(1, COLUMN_BATCH_FLOATS // (2 * scales * max(W, 1)))
+    full, rest = divmod(W, cols)
+    batches = full * -(-2 * scales * cols // per_batch) + (-(-2 * scales * rest // per_batch) if rest else 0)
+    return base + per_layer * depth * batches
 
 
 def central_differences(problem: Problem, theta: FloatArray, h: FloatArray,
@@ -163,6 +187,7 @@ COMPONENT = Component(
                         f"central differences: {FD_SAFETY:g} x (Richardson truncation estimate + rounding gamma_k (G / h + M) "
                         "+ asymmetry), plus gamma_k M for the exact side", rounding_sides=0, safety=FD_SAFETY),
     # fixed: the batches of points and their gradients (COLUMN_BATCH_FLOATS, GRADIENTS_BATCH_FLOATS), 3 x 8 MiB
-    cost=Cost(memory=(8.5, 3.5), seconds=(1.3e-8, 1e-4), fixed_bytes=3.2e7, per_layer=1.2e-3, passes="column"),
+    cost=Cost(memory=(8.5, 3.5), fixed_bytes=3.2e7,
+              seconds_of=lambda problem: difference_seconds(problem, 2, 1.2e-8, 2.5e-4, 1e-4, 1.2e-3)),
     rank=120,
 )

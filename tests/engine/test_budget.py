@@ -204,3 +204,32 @@ def test_a_chains_program_is_counted_as_the_recursions_say_in_one_pass() -> None
         layers = tuple(Layer(int(rng.integers(1, 6)), "tanh") for _ in range(int(rng.integers(1, 7))))
         arch = Architecture(int(rng.integers(1, 5)), layers)
         assert _chain_program_size(arch) == pair_by_pair(arch)
+
+
+# Seconds of fd's and richardson's hessian_with_error, measured by `python benchmarks/reference_costs.py` (each in a
+# fresh process, load about 1, 7 Dec 2026; chains: one-unit tanh layers, N = 4): (units, N, fd, richardson).  The
+# estimates (finite_differences.difference_seconds) must stay within 3x of each, and not far below.
+DIFFERENCES_MEASURED: list[tuple[tuple[int, ...], int, float, float]] = [
+    ((4, 8, 8, 1), 32, 0.023, 0.032),
+    ((6, 12, 8, 2), 64, 0.086, 0.114),
+    ((10, 30, 30, 3), 64, 1.03, 2.09),
+    ((20, 40, 20, 2), 256, 6.28, 10.46),
+    ((40, 20, 2), 5000, 24.98, 34.94),
+    ((30, 60, 40, 4), 128, 17.82, 22.77),
+    ((1,) * 301, 4, 0.51, 0.59),
+    ((1,) * 1001, 4, 10.85, 21.76),
+]
+
+
+@pytest.mark.parametrize("units,n,fd,richardson", DIFFERENCES_MEASURED)
+def test_the_difference_estimates_are_within_3x_of_measured(units: tuple[int, ...], n: int, fd: float,
+                                                            richardson: float) -> None:
+    from hessverify.engine.budget import estimate_seconds
+
+    chain = len(units) > 10
+    layers = [Layer(u, "tanh") for u in units[1:-1]] + [Layer(units[-1], "tanh" if chain else "identity")]
+    arch = Architecture(units[0], tuple(layers))
+    x, t = seeded_data(arch, "sse", 0, n)
+    problem = Problem(arch, "sse", seeded_params(arch, 2 if chain else 0, 1.0 if chain else 0.5), x, t, id="cost")
+    for name, measured in (("fd", fd), ("richardson", richardson)):
+        assert measured / 1.5 <= estimate_seconds(problem, [name]) <= 3 * measured, name
