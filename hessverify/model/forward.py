@@ -166,7 +166,7 @@ def gradients(problem: Problem, thetas: FloatArray) -> FloatArray:
     if not arch.is_dense:
         return np.stack([gradient(problem, t) for t in thetas]) if len(thetas) else np.empty((0, arch.n_params))
     step = gradient_batch_points(problem)
-    out = np.empty(thetas.shape, dtype=np.result_type(thetas, 1.0))
+    out = np.empty(thetas.shape, dtype=np.result_type(thetas, np.asarray(problem.inputs), 1.0))
     with np.errstate(over="ignore", invalid="ignore"):  # as in forward: the caller judges what overflowed
         for a in range(0, len(thetas), step):
             out[a:a + step] = _batched_gradient(problem, thetas[a:a + step])
@@ -195,7 +195,9 @@ def _batched_gradient(problem: Problem, thetas: FloatArray) -> FloatArray:
         l = blk.layer
         w = thetas[:, blk.w_slice].reshape(B, blk.units, blk.fan_in)
         act = get_activation(arch.layer(l).activation)
-        a = layer_input(z, l, arch) @ w.transpose(0, 2, 1)
+        # contiguous, so that each point's product is the very one gradient() forms (a broadcast input
+        # beside a layer's output, concatenated, would be strided: another BLAS kernel, other roundings)
+        a = np.ascontiguousarray(layer_input(z, l, arch)) @ w.transpose(0, 2, 1)
         if blk.bias:
             a = a + thetas[:, None, blk.b_slice]
         z[l] = act.f(a)
@@ -220,7 +222,7 @@ def _batched_gradient(problem: Problem, thetas: FloatArray) -> FloatArray:
         delta[l] = dz * df[l]
     parts: list[FloatArray] = []
     for l in arch.bottom_up:
-        parts.append((delta[l].transpose(0, 2, 1) @ layer_input(z, l, arch)).reshape(B, -1))
+        parts.append((delta[l].transpose(0, 2, 1) @ np.ascontiguousarray(layer_input(z, l, arch))).reshape(B, -1))
         if arch.block(l).bias:
             parts.append(delta[l].sum(axis=1))
     return np.concatenate(parts, axis=1)

@@ -276,7 +276,7 @@ SPECTRUM_MARKERS = ("x", "+", "triangle", "square", "diamond", "star")
 
 def _symlog(y: FloatArray | float, t: float) -> Any:
     """The spectrum's vertical axis: ``sign(y) log10(1 + |y| / t)``, linear within ``t`` of 0 and logarithmic beyond."""
-    return np.sign(y) * np.log10(1.0 + np.abs(y) / t)
+    return np.sign(y) * (np.log10(np.abs(y) + t) - np.log10(t))  # no overflow of |y| / t
 
 
 def _marker(kind: str, x: float, y: float) -> str:
@@ -300,8 +300,8 @@ def _marker(kind: str, x: float, y: float) -> str:
 def _spectrum_ticks(top: float, t: float) -> list[float]:
     """Tick values of the symlog axis: 0 and powers of ten above the linear part up to ``top``, at most 4 a side."""
     lo = int(np.floor(np.log10(t))) + 1
-    hi = max(int(np.floor(np.log10(top))), lo)
-    decades = list(range(lo, hi + 1))
+    hi = int(np.floor(np.log10(top))) if top > 0 else lo - 1
+    decades = list(range(lo, hi + 1))  # none when every value is within the linear part
     step = max(1, -(-len(decades) // 4))
     positive = sorted(10.0**d for d in decades[::-1][::step])
     return [-v for v in positive[::-1]] + [0.0] + positive

@@ -83,3 +83,18 @@ def test_relu_within_rounding_of_its_kink_is_not_differentiable() -> None:
         ensure_well_posed(case)
     safe = case.with_params(np.array([0.01, 0.1]))  # net input -0.05 * sigma(-0.497): far from 0
     ensure_well_posed(safe)
+
+
+def test_batched_gradients_of_one_pattern_with_a_skip_connection_are_bitwise_too() -> None:
+    """One pattern, a layer reading the input beside another layer's output: the batched input is a concatenation of
+    a broadcast array and a computed one, which must not change the products' kernel (found in review: 1 ulp)."""
+    from hessverify.io.cases import seeded_data, seeded_params
+    from hessverify.model.network import Architecture, Layer
+
+    arch = Architecture(3, (Layer(1, "tanh", bias=False), Layer(1, "tanh", bias=False, sources=(0, 1))))
+    for seed in range(20):
+        x, t = seeded_data(arch, "sse", seed, 1)
+        problem = hessverify.Problem(arch, "sse", seeded_params(arch, seed, 0.7), x, t)
+        thetas = problem.params + 0.1 * np.random.default_rng(seed).standard_normal((4, arch.n_params))
+        assert np.array_equal(gradients(problem, thetas), np.stack([gradient(problem, th) for th in thetas]))
+    assert gradients(problem, thetas.astype(np.float32)).dtype == np.float64  # as gradient() gives

@@ -104,3 +104,26 @@ def test_the_spectrum_shows_each_eigenvalue_once_in_its_colour_and_order() -> No
     for x in a.approximations:
         if x.inertia is not None:
             assert f"{x.name}: +{x.inertia.positive} / −{x.inertia.negative} / 0×{x.inertia.zero}" in svg
+
+
+def test_the_spectrum_has_finite_coordinates_and_no_tick_beyond_the_values() -> None:
+    """Eigenvalues all within the linear part get no power-of-ten tick (it would sit at the edge with the wrong
+    value); an approximation 1e300 times the exact spectrum keeps every coordinate finite (found in review)."""
+    from types import SimpleNamespace
+
+    from hessverify.reports.analysis import Inertia
+
+    def analysis(ev: list[float], tau: float, approx: list[float] | None = None) -> SimpleNamespace:
+        def inertia(values: list[float]) -> Inertia:
+            v = np.sort(np.asarray(values))
+            return Inertia(v, tau, int((v > tau).sum()), int((v < -tau).sum()), int((np.abs(v) <= tau).sum()))
+
+        extra = [SimpleNamespace(name="ggn", inertia=inertia(approx))] if approx is not None else []
+        return SimpleNamespace(spectrum=inertia(ev), approximations=extra, problem=SimpleNamespace(id="fake"),
+                               point="indefinite", exact_name="autograd")
+
+    small = spectrum_svg(analysis([-0.5, 0.2, 0.9], 1.0))  # type: ignore[arg-type]
+    assert small is not None and re.findall(r'font-size="9">([^<]+)</text>', small)[:1] == ["0"]
+    assert ">10<" not in small and ">-10<" not in small
+    huge = spectrum_svg(analysis([-1e-10, 1e-10], 1e-20, [-1e300, 1e300]))  # type: ignore[arg-type]
+    assert huge is not None and not re.search(r"(?<![a-z])(nan|inf)(?![a-z])", huge)  # not in "dominant"
