@@ -111,11 +111,11 @@ def dE_dz(arch: Architecture, l: int, delta: list[FloatArray], weights: list[Flo
     if l == arch.output_layer:
         return g_y
     total = None
-    for c in arch.children(l):
-        part = delta[c] @ weights[c][:, arch.source_slice(c, l)]
+    for c in arch.children(l):  # [..., cols]: a leading axis of points (gradients) passes through
+        part = delta[c] @ weights[c][..., arch.source_slice(c, l)]
         total = part if total is None else total + part
     if total is None:  # a layer that feeds nothing: E does not depend on it
-        return np.zeros((g_y.shape[0], arch.layer(l).units), dtype=g_y.dtype)
+        return np.zeros((*g_y.shape[:-1], arch.layer(l).units), dtype=g_y.dtype)
     return total
 
 
@@ -125,15 +125,17 @@ def gradient_from(arch: Architecture, z: list[FloatArray], df: list[FloatArray],
 
     ``x_l`` is the layer's input (its sources side by side).  Written on plain
     arrays so that the rounding model (:mod:`hessverify.engine.bounds`) runs the same
-    pass on the magnitudes of the same quantities.
+    pass on the magnitudes of the same quantities.  Every array may carry leading axes (:func:`gradients`: one
+    per point), which the result keeps.
     """
     delta = deltas_from(arch, df, weights, g_y)
     parts: list[FloatArray] = []
     for l in arch.bottom_up:
-        parts.append((delta[l].T @ layer_input(z, l, arch)).reshape(-1))
+        lead = delta[l].shape[:-2]
+        parts.append((np.swapaxes(delta[l], -1, -2) @ layer_input(z, l, arch)).reshape(*lead, -1))
         if arch.block(l).bias:
-            parts.append(delta[l].sum(axis=0))
-    return np.concatenate(parts)
+            parts.append(delta[l].sum(axis=-2))
+    return np.concatenate(parts, axis=-1)
 
 
 def gradient(problem: Problem, params: FloatArray | None = None) -> FloatArray:
@@ -184,20 +186,20 @@ def gradient_batch_points(problem: Problem) -> int:
 
 
 def _batched_gradient(problem: Problem, thetas: FloatArray) -> FloatArray:
-    """:func:`forward` and :func:`gradient_from` with a leading axis of parameter vectors on every array."""
+    """:func:`forward` with a leading axis of parameter vectors on every array, then :func:`gradient_from`."""
     arch = problem.architecture
     B = thetas.shape[0]
     x = np.asarray(problem.inputs, dtype=np.float64)
-    z: list[FloatArray] = [np.broadcast_to(x, (B, *x.shape))] + [np.empty((0,))] * arch.depth
+    # a real copy per point, not a broadcast view: a layer that reads the input beside another layer would
+    # concatenate them into a strided array, whose products take another BLAS kernel than gradient()'s
+    z: list[FloatArray] = [np.ascontiguousarray(np.broadcast_to(x, (B, *x.shape)))] + [np.empty((0,))] * arch.depth
     df: list[FloatArray] = [np.empty((0,))] * (arch.depth + 1)
     weights: list[FloatArray] = [np.empty((0,))] * (arch.depth + 1)
     for blk in arch.blocks:  # bottom up, as unpack lists them
         l = blk.layer
         w = thetas[:, blk.w_slice].reshape(B, blk.units, blk.fan_in)
         act = get_activation(arch.layer(l).activation)
-        # contiguous, so that each point's product is the very one gradient() forms (a broadcast input
-        # beside a layer's output, concatenated, would be strided: another BLAS kernel, other roundings)
-        a = np.ascontiguousarray(layer_input(z, l, arch)) @ w.transpose(0, 2, 1)
+        a = layer_input(z, l, arch) @ w.transpose(0, 2, 1)
         if blk.bias:
             a = a + thetas[:, None, blk.b_slice]
         z[l] = act.f(a)
@@ -205,24 +207,7 @@ def _batched_gradient(problem: Problem, thetas: FloatArray) -> FloatArray:
         weights[l] = w
     y = z[arch.output_layer]
     t = np.asarray(problem.targets)
-    flat_y = y.reshape(-1, y.shape[-1])
+    flat_y = y.reshape(-1, y.shape[-1])  # the losses take (patterns, outputs)
     flat_t = np.broadcast_to(t, (B, *t.shape)).reshape(flat_y.shape)
     g_y = (problem.scale * loss_of(problem).grad(flat_y, flat_t)).reshape(y.shape)
-    delta: list[FloatArray] = [np.empty((0,))] * (arch.depth + 1)
-    for l in arch.top_down:
-        if l == arch.output_layer:
-            dz = g_y
-        else:
-            dz = None
-            for c in arch.children(l):
-                part = delta[c] @ weights[c][:, :, arch.source_slice(c, l)]
-                dz = part if dz is None else dz + part
-            if dz is None:
-                dz = np.zeros((B, y.shape[1], arch.layer(l).units), dtype=g_y.dtype)
-        delta[l] = dz * df[l]
-    parts: list[FloatArray] = []
-    for l in arch.bottom_up:
-        parts.append((delta[l].transpose(0, 2, 1) @ np.ascontiguousarray(layer_input(z, l, arch))).reshape(B, -1))
-        if arch.block(l).bias:
-            parts.append(delta[l].sum(axis=1))
-    return np.concatenate(parts, axis=1)
+    return gradient_from(arch, z, df, weights, g_y)

@@ -114,10 +114,11 @@ def central_differences(problem: Problem, theta: FloatArray, h: FloatArray,
     step = max(1, COLUMN_BATCH_FLOATS // (2 * len(scales) * max(n, 1)))
     for a in range(0, n, step):
         cols = np.arange(a, min(n, a + step))
+        rows = np.arange(cols.size)  # point r of a batch moves parameter cols[r]
         points = np.repeat(theta[None, :], 2 * len(scales) * cols.size, axis=0).reshape(len(scales), 2, cols.size, n)
         for k, s in enumerate(scales):
-            points[k, 0, np.arange(cols.size), cols] += s * h[cols]
-            points[k, 1, np.arange(cols.size), cols] -= s * h[cols]
+            points[k, 0, rows, cols] += s * h[cols]
+            points[k, 1, rows, cols] -= s * h[cols]
         g = gradients(problem, points.reshape(-1, n)).reshape(points.shape)
         for k, (D, s) in enumerate(zip(out, scales)):
             D[:, cols] = ((g[k, 0] - g[k, 1]) / (2.0 * s * h[cols])[:, None]).T

@@ -40,6 +40,9 @@ MAX_NAMED_TICKS = 40
 PANELS_PER_ROW = 3
 """Heatmaps side by side; more wrap onto another row, so each stays readable at page width."""
 
+POSITIVE = "#1f5fbf"
+"""The spectrum's colour of a positive exact eigenvalue (and of the exact spectrum in its legend)."""
+
 APPROXIMATION_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 """Stroke colours of the approximations' markers in the spectrum, in the order of the legend."""
 
@@ -320,8 +323,8 @@ def spectrum_svg(analysis: CaseAnalysis) -> str | None:
     if s is None:
         return None
     ev, tau = np.asarray(s.eigenvalues, dtype=np.float64), float(s.threshold)
-    approximations = [a for a in analysis.approximations if a.inertia is not None]
-    finite = np.abs(np.concatenate([ev, *(a.inertia.eigenvalues for a in approximations if a.inertia is not None)]))
+    approximations = [(a.name, a.inertia) for a in analysis.approximations if a.inertia is not None]
+    finite = np.abs(np.concatenate([ev, *(inertia.eigenvalues for _, inertia in approximations)]))
     finite = finite[np.isfinite(finite)]
     top = float(np.max(finite, initial=0.0))
     t = max(tau, float(np.max(np.abs(ev[np.isfinite(ev)]), initial=0.0)) * 1e-6, float(np.finfo(np.float64).tiny))
@@ -354,8 +357,8 @@ def spectrum_svg(analysis: CaseAnalysis) -> str | None:
                    f'<path d="M{_x(left)} {_x(y)}h{_x(plot_w)}" stroke="#eee" stroke-width="0.5"/>'
                    f'<text x="{_x(left - 7)}" y="{_x(y)}" text-anchor="end" dominant-baseline="middle" '
                    f'font-size="9">{_esc(_sci(v))}</text>')
-    step = max(1, int(10.0 ** np.floor(np.log10(max(n, 1)))) // (2 if n / 10.0 ** np.floor(np.log10(max(n, 1))) < 3
-                                                                  else 1))
+    decade = 10 ** int(np.floor(np.log10(max(n, 1))))  # a tick every power of ten below n, or half of one
+    step = max(1, decade // 2 if n < 3 * decade else decade)
     indices = list(range(0, n, step))
     if n and n - 1 - indices[-1] >= step / 2:  # the last index too, unless it would crowd the last tick
         indices.append(n - 1)
@@ -369,7 +372,7 @@ def spectrum_svg(analysis: CaseAnalysis) -> str | None:
                "eigenvalue index (ascending)</text>")
     out.append(f'<text transform="translate(12 {_x(top_px + plot_h / 2)}) rotate(-90)" text-anchor="middle" '
                'font-size="10">eigenvalue (symlog)</text>')
-    groups = {"positive": ("#1f5fbf", ev > tau), "negative": ("#c0392b", ev < -tau),
+    groups = {"positive": (POSITIVE, ev > tau), "negative": ("#c0392b", ev < -tau),
               "zero": ("#888888", ~(ev > tau) & ~(ev < -tau))}
     for name, (colour, where) in groups.items():
         dots = "".join(f'<circle cx="{_x(float(px(i)))}" cy="{_x(float(py(ev[i])))}" r="2.5"/>'
@@ -377,18 +380,15 @@ def spectrum_svg(analysis: CaseAnalysis) -> str | None:
         out.append(f'<g class="exact {name}" fill="{colour}">{dots}</g>')
     legend = [(f"|λ| ≤ {tau:.1e} (counted zero)", '<rect x="-5" y="-4" width="10" height="8" fill="#dddddd"/>'),
               (f"exact ({analysis.exact_name}): +{s.positive} / −{s.negative} / 0×{s.zero}",
-               '<circle r="2.5" fill="#1f5fbf"/>')]
-    for k, a in enumerate(approximations):
-        assert a.inertia is not None
+               f'<circle r="2.5" fill="{POSITIVE}"/>')]
+    for k, (name, inertia) in enumerate(approximations):
         kind = SPECTRUM_MARKERS[k % len(SPECTRUM_MARKERS)]
-        values = np.asarray(a.inertia.eigenvalues, dtype=np.float64)
-        shown = np.flatnonzero(np.isfinite(values))
-        path = "".join(_marker(kind, float(px(i)), float(py(values[i]))) for i in shown)
-        out.append(f'<path class="approximation" data-name="{_esc(a.name)}" d="{path}" fill="none" '
-                   f'stroke="{APPROXIMATION_COLOURS[k % len(APPROXIMATION_COLOURS)]}" stroke-width="1"/>')
-        legend.append((f"{a.name}: +{a.inertia.positive} / −{a.inertia.negative} / 0×{a.inertia.zero}",
-                       f'<path d="{_marker(kind, 0.0, 0.0)}" fill="none" '
-                       f'stroke="{APPROXIMATION_COLOURS[k % len(APPROXIMATION_COLOURS)]}" stroke-width="1"/>'))
+        stroke = f'fill="none" stroke="{APPROXIMATION_COLOURS[k % len(APPROXIMATION_COLOURS)]}" stroke-width="1"'
+        values = np.asarray(inertia.eigenvalues, dtype=np.float64)
+        path = "".join(_marker(kind, float(px(i)), float(py(values[i]))) for i in np.flatnonzero(np.isfinite(values)))
+        out.append(f'<path class="approximation" data-name="{_esc(name)}" d="{path}" {stroke}/>')
+        legend.append((f"{name}: +{inertia.positive} / −{inertia.negative} / 0×{inertia.zero}",
+                       f'<path d="{_marker(kind, 0.0, 0.0)}" {stroke}/>'))
     lx = left + plot_w + 16.0
     for k, (label, symbol) in enumerate(legend):
         y = top_px + 8 + 15 * k
