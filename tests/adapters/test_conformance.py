@@ -130,6 +130,32 @@ def test_the_zero_tensor_fault_is_the_targets_missing_tangent() -> None:
         (2 * torch._efficientzerotensor((5, 3), dtype=torch.float64)).div_(15)
 
 
+def test_torch_func_hessian_escapes_the_mse_fault_through_vmaps_decomposition() -> None:
+    """``torch.func.hessian`` is forward over reverse and runs on MSELoss(mean): ``jacrev`` pulls back under
+    ``vmap``, where torch.func registers ``torch._decomp``'s ``mse_loss_backward`` (sub and mul), so the outer jvp
+    never meets the native op's forward-AD formula.  The same forward over reverse without the vmap
+    (``chunk_size=1``, or ``grad``) raises, and so does autograd.functional's forward-mode outer strategy."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from torch.func import grad, hessian, jacfwd, jacrev
+
+    x, t = torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64)
+    w = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    f = lambda p: F.mse_loss(x @ p, t)  # noqa: E731
+    H = 2 * x.T @ x  # the closed form (the mean over one element)
+    torch.testing.assert_close(hessian(f)(w), H, rtol=1e-15, atol=0)
+    for forward_over_reverse in (jacfwd(jacrev(f, chunk_size=1)), jacfwd(grad(f))):
+        with pytest.raises(RuntimeError, match="ZeroTensors are immutable"):
+            forward_over_reverse(w)
+    written = jacfwd(jacrev(lambda p: ((x @ p - t) ** 2).mean(), chunk_size=1))(w)  # the workaround
+    torch.testing.assert_close(written, H, rtol=1e-15, atol=0)
+    problem = hessverify.load_case(FOUND)  # the minimal case, as the conformance rows run it
+    with pytest.raises(RuntimeError, match="ZeroTensors are immutable"):
+        conformance._torch_composition(
+            "torch.autograd.functional.hessian(outer_jacobian_strategy='forward-mode', vectorize=True)")(problem)
+    _within_rounding(problem, conformance._torch_composition("torch.func.jacfwd(jacrev)")(problem))
+
+
 def test_a_wrong_convention_is_caught_and_shrunk(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
     q = conformance.QUANTITIES["torch.func"][0]
