@@ -280,6 +280,32 @@ def test_the_backpack_faults_reproduce() -> None:
     assert not c.passed and c.margin > 1e5 and c.worst_entry.value == pytest.approx(1 + 2.0**-25, rel=1e-12)
 
 
+def test_the_backpack_pooling_fault_reproduces() -> None:
+    """BackPACK's AvgPool derivatives build their averaging convolution in PyTorch's default dtype, float32: in a
+    float64 network DiagHessian and DiagGGNExact raise below the pooling layer, whatever the loss; with the
+    convolution built in float64 (the default dtype float64 for the call) DiagHessian agrees with backprop."""
+    pytest.importorskip("backpack")
+    import torch
+
+    pool = hessverify.load_case(ROOT / "cases" / "conformance" / "backpack-avg-pool-float64.toml")
+    q = next(q for q in conformance.QUANTITIES["backpack"]
+             if q.name == "backpack DiagHessian" and q.families and not q.exclude)  # the row of the fault itself
+    with pytest.raises(RuntimeError, match="expected scalar type Double but found Float"):
+        conformance.check_quantity(q, pool)
+    with pytest.raises(RuntimeError, match="expected scalar type Double but found Float"):
+        conformance._backpack_diag_ggn_exact(pool)
+    assert conformance._backpack_diag_hessian(pool, "float32").tolist() == [0.0]  # in float32 it runs
+    cnn = hessverify.load_case(ROOT / "cases" / "conv1d-2x8-3-pool-2-tanh.toml")  # conv, tanh, pool, dense; sse
+    with pytest.raises(RuntimeError, match="expected scalar type Double but found Float"):
+        conformance._backpack_diag_hessian(cnn)
+    torch.set_default_dtype(torch.float64)  # BackPACK's nn.ConvTranspose1d is then float64: the only change
+    try:
+        comps = conformance.check_quantity(q, cnn)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert comps and all(c.passed for c in comps)
+
+
 @pytest.mark.parametrize("loss", ["sse", "cross_entropy", "binary_cross_entropy"])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_curvlinops_ef_is_our_fisher_by_the_written_scale(loss: str, reduction: str) -> None:
