@@ -8,8 +8,9 @@ Run from the repository root (a benchmark, not a test; it gates nothing):
 The network: ``benchmarks/hvp_at_scale.py``'s data (``[3, 32, 32]`` images, 10 classes, N = 8,
 ``CrossEntropyLoss``), through ``Flatten``, ``Linear(3072, 330) + tanh``, ``Linear(330, 10)``, in float32.
 Not that benchmark's CNN: BackPACK 1.7's ``DiagHessian`` of it grew past 17 GB (in
-``extract_bias_diagonal`` of the convolutions) and was stopped; and in float64 with ``CrossEntropyLoss``
-it raises "expected scalar type Double but found Float".  The user's diagonal is BackPACK's
+``extract_bias_diagonal`` of the convolutions) and was stopped; and in float64 its ``AvgPool2d`` raises
+"expected scalar type Double but found Float" (BackPACK builds the pooling layer's convolution in float32,
+whatever the loss: docs/conformance.md).  The user's diagonal is BackPACK's
 ``DiagHessian`` (``backpack-for-pytorch``: the exact diagonal by its own second-order backpropagation);
 the faulty one scales one tensor's diagonal (``--bad-tensor``, default the first linear layer's weight)
 by 1.01.  Printed: the estimate beside the measured time and peak memory, each entry's and each
