@@ -298,11 +298,12 @@ def test_the_backpack_pooling_fault_reproduces() -> None:
     cnn = hessverify.load_case(ROOT / "cases" / "conv1d-2x8-3-pool-2-tanh.toml")  # conv, tanh, pool, dense; sse
     with pytest.raises(RuntimeError, match="expected scalar type Double but found Float"):
         conformance._backpack_diag_hessian(cnn)
+    default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # BackPACK's nn.ConvTranspose1d is then float64: the only change
     try:
         comps = conformance.check_quantity(q, cnn)
     finally:
-        torch.set_default_dtype(torch.float32)
+        torch.set_default_dtype(default)
     assert comps and all(c.passed for c in comps)
 
 
