@@ -71,7 +71,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from hessverify.errors import FunctionUnderTestError, Terminated, UsageError, exception_line, exception_text, signal_behind
+from hessverify.errors import FunctionUnderTestError, Terminated, UsageError, exception_text, signal_behind
 from hessverify.model.problem import Problem
 
 __all__ = ["DEFAULT_ISOLATION", "DEFAULT_TIMEOUT", "ISOLATIONS", "Sandbox", "call_user", "check_isolation",
@@ -367,13 +367,19 @@ def _run_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) or signal_behind(exc) is not None:
             return ("interrupt",)
-        text = exception_line(exc)
         where = user_frames(exc, fn)
         try:
             cause = pickle.dumps(exc.with_traceback(None))
         except Exception:
             cause = None
-        return ("raised", f"{type(exc).__name__}: {text}".rstrip(": "), where, cause)
+        return ("raised", _raised_text(exc), where, cause)
+
+
+def _raised_text(exc: BaseException) -> str:
+    """What the function under test raised, in one line: ``"Type: line"``, or the message alone of a
+    :class:`FunctionUnderTestError` raised inside the call (a check of the function's own result, which already
+    says "the function under test failed" once it is raised again here)."""
+    return exc.message if isinstance(exc, FunctionUnderTestError) else exception_text(exc)
 
 
 # -- the parent's side --------------------------------------------------------------------------------------------
@@ -774,7 +780,7 @@ def _call_here(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | N
         signalled = signal_behind(exc)
         if signalled is not None:  # an interrupt that landed in an import inside the function
             raise signalled from None
-        raise FunctionUnderTestError(exception_text(exc), problem=problem,
+        raise FunctionUnderTestError(_raised_text(exc), problem=problem,
                                      where=user_frames(exc, fn), cause=exc) from None
 
 

@@ -270,6 +270,20 @@ def test_in_process_isolation_is_there_for_debugging(isolation: str) -> None:
         call_user(raises, CASE, isolation=isolation)
 
 
+def checks_its_own_result(p: object) -> None:  # what an adapter's wrapper does inside the call
+    raise FunctionUnderTestError("fn(problem) returned (3,), expected (9,)")
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread", "none"])
+def test_a_failure_found_inside_the_call_says_so_once(isolation: str) -> None:
+    """A check of the function's own result, run inside the sandboxed call, is not wrapped again as an exception
+    of the function: the message says "the function under test failed" once, with no class name in it."""
+    with pytest.raises(FunctionUnderTestError) as info:
+        call_user(checks_its_own_result, CASE, isolation=isolation)
+    assert info.value.message == "fn(problem) returned (3,), expected (9,)"
+    assert str(info.value).count("the function under test failed") == 1
+
+
 @pytest.mark.parametrize("kwargs,name", [
     ({"timeout": float("nan")}, "timeout"), ({"timeout": -1}, "timeout"), ({"timeout": "5"}, "timeout"),
     ({"timeout": True}, "timeout"), ({"isolation": "fork"}, "isolation"), ({"isolation": None}, "isolation"),
