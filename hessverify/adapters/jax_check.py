@@ -438,5 +438,5 @@ def check_module(fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any, 
     refs, not_served = module_references(flat)
     not_served = {"import": why, **not_served}
     A = _user_matrix(call, returns, flat.groups, flat.n)
-    return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups), _UNIT[dtype], returns,
+    return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups), dtype, returns,
                              name, flat.param_names)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hessverify.base.precision import get_precision
 from hessverify.checking.check import CheckResult
 from hessverify.engine.compare import Comparison, compare
 from hessverify.errors import exception_text
@@ -243,10 +244,12 @@ def serving_references(fd: tuple[np.ndarray, np.ndarray], ad: dict[str, Callable
 
 
 def judge(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_served: dict[str, str],
-          mask: np.ndarray | None, u: float, returns: str, model: str,
+          mask: np.ndarray | None, precision: str, returns: str, model: str,
           param_names: Sequence[str]) -> ModuleCheckResult:
     """The user's ``(W, W)`` matrix ``A`` (only ``mask``'s entries given) held to each serving reference within
-    its error plus ``C u`` of the scale (``u`` the unit roundoff of the user's format)."""
+    its error plus ``C u`` of the scale, ``u`` the unit roundoff of ``precision``, the format the user's
+    function computes in (the result says it was judged in it)."""
+    u = get_precision(precision).unit_roundoff
     names = _Names(model, tuple(param_names))
     comparisons: list[Comparison] = []
     for ref, (R, err) in refs.items():
@@ -256,7 +259,7 @@ def judge(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_ser
     passed = all(c.passed for c in comparisons)
     return ModuleCheckResult(passed, 1, returns, tuple(refs), None, comparisons,
                              {k: "estimated: error estimate + C u scale" for k in refs}, route="module references",
-                             served=tuple(refs), not_served=not_served, model=model)
+                             served=tuple(refs), not_served=not_served, model=model, precision=precision)
 
 
 def mask_of(returns: str, groups: np.ndarray) -> np.ndarray | None:

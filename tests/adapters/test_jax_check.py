@@ -54,6 +54,7 @@ def test_a_correct_hessian_passes(name: str, dtype: str) -> None:
     else:
         assert result.route == "module references" and result.served == ("rev-rev", "fwd-rev", "fd")
         assert "eqx.Module with its own __call__" in result.not_served["import"]
+    assert result.precision == dtype  # on either route, the format it was judged in
 
 
 def test_the_process_sandbox_serves() -> None:

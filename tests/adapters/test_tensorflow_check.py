@@ -156,6 +156,7 @@ def test_a_correct_hessian_passes(name: str, dtype: str) -> None:
     custom_route = name == "custom-gradient"
     assert result.route == ("module references" if custom_route else "imported")
     assert set(result.served) == ({"rev-rev", "fwd-rev", "fd"} if custom_route else {"backprop", "autograd", "fd"})
+    assert result.precision == dtype  # on either route, the format it was judged in
 
 
 def test_a_keras_loss_keeps_its_dtype_in_the_process_sandbox() -> None:

@@ -25,6 +25,7 @@ def test_a_correct_hessian_passes(name: str, dtype: torch.dtype) -> None:
     assert result.passed, result.summary()
     assert result.route == ("module references" if name == "custom-function" else "imported")
     assert set(result.served) == ({"rev-rev", "fd"} if name == "custom-function" else set(against))
+    assert result.precision == str(dtype).removeprefix("torch.")  # on either route, the format it was judged in
 
 
 def _planted(bug: str, base=tm.users_hessian):
