@@ -225,9 +225,26 @@ def _dtype_of(model: nn.Module, dtype: Any) -> torch.dtype:
     return dtype
 
 
-def _user_args(model: nn.Module, loss_fn: Any, x: torch.Tensor, t: torch.Tensor, dtype: torch.dtype) -> tuple:
-    """What the user's function gets: a copy of the model at ``dtype``, the loss, the data at ``dtype``."""
+def _user_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The copy of the model the user's function gets: at ``dtype``, every parameter requiring grad.
+
+    The Hessian checked is over every parameter of ``model.parameters()``, a
+    frozen one (``requires_grad=False``) too, as the import and the
+    references take them; so the copy has them all on, and the usual
+    ``torch.autograd.grad(E, list(model.parameters()))`` gives that Hessian
+    (on a frozen parameter it raised "One of the differentiated Tensors does
+    not require grad", reported as the function's failure).
+    """
     m = copy.deepcopy(model).to(dtype)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    return m
+
+
+def _user_args(model: nn.Module, loss_fn: Any, x: torch.Tensor, t: torch.Tensor, dtype: torch.dtype) -> tuple:
+    """What the user's function gets: a copy of the model at ``dtype`` (:func:`_user_model`), the loss, the data at
+    ``dtype``."""
+    m = _user_model(model, dtype)
     cast = (lambda a: a.detach().to(dtype) if a.is_floating_point() else a.detach())  # noqa: E731
     return m, loss_fn, cast(x), cast(t)
 

@@ -125,3 +125,34 @@ def test_forward_over_reverse_serves_with_mse() -> None:
     # F.mse_loss's own forward-over-reverse raises in PyTorch 2.13; the written-out loss lets fwd-rev serve
     refs, not_served = module_references(FlatModel(*tm.resmlp()))
     assert set(refs) == {"rev-rev", "fwd-rev", "fd"} and not not_served
+
+
+def _double_backward_hessian(model: nn.Module, loss_fn, x, t) -> torch.Tensor:
+    """A user's Hessian by the usual idiom: the gradient over ``list(model.parameters())``, then each of its rows."""
+    params = list(model.parameters())
+    g = torch.cat([gi.reshape(-1) for gi in torch.autograd.grad(loss_fn(model(x), t), params, create_graph=True)])
+    rows = [torch.cat([r.reshape(-1) for r in torch.autograd.grad(gi, params, retain_graph=True)]) for gi in g]
+    return torch.stack(rows)
+
+
+def _double_backward_hvp(model: nn.Module, loss_fn, x, t, v) -> torch.Tensor:
+    params = list(model.parameters())
+    g = torch.cat([gi.reshape(-1) for gi in torch.autograd.grad(loss_fn(model(x), t), params, create_graph=True)])
+    return torch.cat([r.reshape(-1) for r in torch.autograd.grad(g @ v, params)])
+
+
+def test_a_frozen_parameter_is_checked_like_the_others() -> None:
+    """The Hessian is over every parameter, a frozen one too (as the import and the references take them), and
+    the copy the user's function gets has them all requiring grad: the usual double backward over
+    ``model.parameters()`` gives that Hessian and passes, where it raised "One of the differentiated Tensors does
+    not require grad" before.  The user's own model keeps its flags."""
+    from hessverify.adapters.torch_hvp import check_hvp
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    model[0].weight.requires_grad_(False)
+    x, t = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    result = check_module(_double_backward_hessian, model, nn.MSELoss(), x, t)
+    assert result.passed, result.summary()
+    assert check_hvp(_double_backward_hvp, model, nn.MSELoss(), x, t, probes=2).passed
+    assert not model[0].weight.requires_grad and model[0].bias.requires_grad
