@@ -439,4 +439,4 @@ def check_module(fn: Callable[..., Any], model: Any, loss_fn: Any, inputs: Any, 
     not_served = {"import": why, **not_served}
     A = _user_matrix(call, returns, flat.groups, flat.n)
     return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups), dtype, returns,
-                             name, flat.param_names)
+                             name, flat.param_names, flat.groups)

@@ -332,7 +332,7 @@ def check_module(fn: Callable[..., Any], model: Any, loss: Any, inputs: Any, tar
     refs, not_served = module_references(flat)
     A = _user_matrix(fn, _user_args(model, loss, inputs, targets, name), returns, flat.groups, name, flat.n)
     return module_refs.judge(A, refs, {"import": why, **not_served}, module_refs.mask_of(returns, flat.groups),
-                             name, returns, label, flat.param_names)
+                             name, returns, label, flat.param_names, flat.groups)
 
 
 def _check_imported(fn: Callable[..., Any], model: Any, loss: Any, x: Any, t: Any, problem: Problem, returns: str,

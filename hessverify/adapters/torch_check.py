@@ -405,4 +405,4 @@ def _check_by_module_references(fn: Callable[..., Any], model: nn.Module, loss_f
     A = _user_matrix(fn, _user_args(model, loss_fn, x, t, dtype), returns, flat.groups, dtype, W)
     return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups),
                              str(dtype).replace("torch.", ""), returns,
-                             name, flat.param_names)
+                             name, flat.param_names, flat.groups)

@@ -64,6 +64,8 @@ class ModuleCheckResult(CheckResult):
         if self.problem is None and not self.passed:
             from hessverify.checking.check import describe
             lines = [f"check FAILED: the user {self.returns} on {self.model}"]
+            if self.where and not self.error:
+                lines.append(f"  where {self.where}")
             lines += ["  " + self.error] if self.error else ["  " + describe(c) for c in self.failures]
             return head + "\n" + "\n".join(lines)
         return head + "\n" + super().summary()
@@ -245,10 +247,11 @@ def serving_references(fd: tuple[np.ndarray, np.ndarray], ad: dict[str, Callable
 
 def judge(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_served: dict[str, str],
           mask: np.ndarray | None, precision: str, returns: str, model: str,
-          param_names: Sequence[str]) -> ModuleCheckResult:
+          param_names: Sequence[str], groups: Sequence[int] | None = None) -> ModuleCheckResult:
     """The user's ``(W, W)`` matrix ``A`` (only ``mask``'s entries given) held to each serving reference within
     its error plus ``C u`` of the scale, ``u`` the unit roundoff of ``precision``, the format the user's
-    function computes in (the result says it was judged in it)."""
+    function computes in (the result says it was judged in it).  ``groups[p]``: the tensor of entry ``p``
+    (contiguous), so that a failure says in which blocks its error lives (:func:`hessverify.reports.localise.localise`)."""
     u = get_precision(precision).unit_roundoff
     names = _Names(model, tuple(param_names))
     comparisons: list[Comparison] = []
@@ -257,9 +260,19 @@ def judge(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_ser
         a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
         comparisons.append(compare(names, "user", ref, a, r, bound, "estimated"))  # type: ignore[arg-type]
     passed = all(c.passed for c in comparisons)
+    localisations = {}
+    if groups is not None:
+        from hessverify.reports.localise import Layout, localise
+
+        layout = Layout.of_names(model, names.param_names, groups)
+        for c, (ref, (R, err)) in zip(comparisons, refs.items(), strict=True):
+            if not c.passed:
+                a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
+                localisations[ref] = localise(layout, a, r, err + ESTIMATED_FACTOR * u * scale(R))
     return ModuleCheckResult(passed, 1, returns, tuple(refs), None, comparisons,
                              {k: "estimated: error estimate + C u scale" for k in refs}, route="module references",
-                             served=tuple(refs), not_served=not_served, model=model, precision=precision)
+                             served=tuple(refs), not_served=not_served, model=model, precision=precision,
+                             localisations=localisations)
 
 
 def mask_of(returns: str, groups: np.ndarray) -> np.ndarray | None:

@@ -65,6 +65,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,7 +74,7 @@ import numpy as np
 from hessverify.base.typing import FloatArray
 from hessverify.model.problem import Problem
 
-__all__ = ["ASYMMETRY_SHARE", "BLOCK_FILL", "SHAPES", "SHAPE_PHRASES", "BlockShare", "Localisation", "TopEntry",
+__all__ = ["ASYMMETRY_SHARE", "BLOCK_FILL", "SHAPES", "SHAPE_PHRASES", "BlockShare", "Layout", "Localisation", "TopEntry",
            "localise"]
 
 SHAPES = ("nonfinite", "none", "scaled", "asymmetry", "diagonal", "block", "row_column", "cross_layer", "within_layer",
@@ -163,6 +164,61 @@ class Localisation:
 
 
 # -- groups of parameters ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What :func:`localise` reads of a problem: its parameters' names, their tensors and layers as contiguous
+    ``(name, slice)`` groups, and the pattern count (for the hint at a factor ``N``; None where unknown).
+
+    :meth:`of` reads it off a :class:`Problem`; a model that is not one (an ``nn.Module`` judged by module
+    references) gives its own (:meth:`of_names`).
+    """
+
+    id: str
+    param_names: tuple[str, ...]
+    tensors: tuple[tuple[str, slice], ...]
+    layers: tuple[tuple[str, slice], ...]
+    n_patterns: int | None = None
+
+    @classmethod
+    def of(cls, problem: Problem) -> Layout:
+        return cls(problem.id, tuple(problem.param_names), tuple(_groups(problem, "tensor")),
+                   tuple(_groups(problem, "layer")), problem.n_patterns)
+
+    @classmethod
+    def of_names(cls, model: str, param_names: Sequence[str], groups: Sequence[int]) -> Layout:
+        """Entries named ``tensor[i,j]``, tensors read off the names; ``groups[p]``: the module (the layer) of
+        entry ``p``, contiguous, named by its tensors' common prefix (``0.weight`` and ``0.bias``: module ``0``)."""
+        names = tuple(param_names)
+        return cls(model, names, tuple(_runs([_tensor_name(n) for n in names])),
+                   tuple((_module_name([_tensor_name(n) for n in names[sl]]), sl) for _, sl in _runs(list(groups))))
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+
+def _runs(keys: Sequence[Any]) -> list[tuple[Any, slice]]:
+    """Maximal runs of equal consecutive keys, as ``(key, slice)``."""
+    out: list[tuple[Any, slice]] = []
+    for p, key in enumerate(keys):
+        if out and out[-1][0] == key:
+            out[-1] = (key, slice(out[-1][1].start, p + 1))
+        else:
+            out.append((key, slice(p, p + 1)))
+    return out
+
+
+def _module_name(tensors: Sequence[str]) -> str:
+    """The module that owns these tensors: their common prefix up to a dot (``0`` of ``0.weight``, ``0.bias``)."""
+    prefix = tensors[0].rsplit(".", 1)[0] if "." in tensors[0] else tensors[0]
+    return prefix if all(t == prefix or t.startswith(prefix + ".") for t in tensors) else tensors[0]
+
+
+def _tensor_name(entry: str) -> str:
+    """``c.weight`` of ``c.weight[1,2]``; a name with no index is its own tensor."""
+    return entry[:entry.rindex("[")] if entry.endswith("]") and "[" in entry else entry
 
 
 def _groups(problem: Problem, level: str) -> list[tuple[str, slice]]:
@@ -258,11 +314,11 @@ def _g(x: float) -> str:
     return f"{x:.6g}"
 
 
-def _factor_hint(c: float, n_patterns: int) -> str:
+def _factor_hint(c: float, n_patterns: int | None) -> str:
     """Name a suspicious factor: the usual slips that scale a whole Hessian."""
     candidates = [(-1.0, "a sign error?"), (2.0, "a missing factor 1/2, the one of the sum-of-squares loss?"),
                   (0.5, "an extra factor 1/2, the one of the sum-of-squares loss?")]
-    if n_patterns > 1:
+    if n_patterns is not None and n_patterns > 1:
         candidates += [(float(n_patterns), f"N = {n_patterns} patterns: a sum where the loss takes the mean?"),
                        (1.0 / n_patterns, f"1/N with N = {n_patterns} patterns: a mean where the loss takes the sum?")]
     for value, hint in candidates:
@@ -306,7 +362,7 @@ def _describe_blocks(blocks: list[BlockShare], limit: int = 4) -> str:
 # -- the classifier -------------------------------------------------------------------------
 
 
-def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray | float | None = None, *,
+def localise(problem: Problem | Layout, A: FloatArray, R: FloatArray, bound: FloatArray | float | None = None, *,
              rtol: float = DEFAULT_RTOL, top: int = 5) -> Localisation:
     """Say where ``A - R`` lives, in blocks, entries and a shape (see the module text).
 
@@ -314,7 +370,7 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
     ----------
     problem:
         Names the rows and columns (:attr:`Problem.param_names`) and the
-        layer blocks.
+        layer blocks; or a :class:`Layout` that does.
     A, R:
         The method's and the reference's ``(W, W)`` matrices.
     bound:
@@ -322,14 +378,15 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
     top:
         How many of the largest entries to name.
     """
+    layout = problem if isinstance(problem, Layout) else Layout.of(problem)
     A = np.asarray(A, dtype=np.float64)
     R = np.asarray(R, dtype=np.float64)
-    W = problem.n_params
+    W = layout.n_params
     if A.shape != (W, W) or R.shape != (W, W):
-        raise ValueError(f"localise needs two ({W}, {W}) matrices for {problem.id}, got {A.shape} and {R.shape}")
-    names = problem.param_names
-    tensors = _groups(problem, "tensor")
-    layers = _groups(problem, "layer")
+        raise ValueError(f"localise needs two ({W}, {W}) matrices for {layout.id}, got {A.shape} and {R.shape}")
+    names = layout.param_names
+    tensors = list(layout.tensors)
+    layers = list(layout.layers)
 
     bad = ~np.isfinite(A)
     if bad.any():
@@ -383,7 +440,7 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
             float(np.linalg.norm(resid)) <= SCALE_RESIDUAL * norm_E
         covered = np.abs(R) > thr
         if fits and c != 1.0 and covered.any() and over[covered].mean() >= 0.5:
-            return result("scaled", f"A = {_g(c)} x R{_factor_hint(c, problem.n_patterns)}", factor=c)
+            return result("scaled", f"A = {_g(c)} x R{_factor_hint(c, layout.n_patterns)}", factor=c)
 
     if not symmetric_error:
         # one triangle is off: name the block whose mirror disagrees with it most
@@ -425,17 +482,16 @@ def localise(problem: Problem, A: FloatArray, R: FloatArray, bound: FloatArray |
     # which layer pairs (Bishop's within-layer and cross-layer terms) hold the error, and which agree
     wrong = [b for b in lshares if b.over]
     names_wrong = [b.name for b in wrong]
-    blocks = problem.architecture.blocks
-    depth = len(blocks)
+    depth = len(layers)
     wrong_set = set(names_wrong)
     clean: list[str] = []
-    for i, b in enumerate(blocks):  # the first NAMED + 1 pairs that agree; the others are only counted
-        clean += [name for c in blocks[: i + 1] if (name := f"layer {b.layer} x layer {c.layer}") not in wrong_set]
+    for i, (b, _) in enumerate(layers):  # the first NAMED + 1 pairs that agree; the others are only counted
+        clean += [name for c, _ in layers[: i + 1] if (name := f"{b} x {c}") not in wrong_set]
         if len(clean) > NAMED:
             break
     agree = (f"; layer pairs {_named(clean, depth * (depth + 1) // 2 - len(wrong_set))} agree" if clean
              else "; no layer pair is free of it")
-    if problem.architecture.depth >= 2 and all(b.rows != b.cols for b in wrong):
+    if depth >= 2 and all(b.rows != b.cols for b in wrong):
         return result("cross_layer", f"every entry over the threshold is in a layer pair of two different layers "
                       f"({_named(names_wrong)}), where a later weight meets an earlier layer's output{agree}")
     if len(wrong) > 1 and all(b.rows == b.cols for b in wrong):

@@ -56,9 +56,15 @@ def _planted(bug: str, base=tm.users_hessian):
 @pytest.mark.parametrize("bug", ["scaled-block", "transposed-weight", "missing-term"])
 @pytest.mark.parametrize("name", ["resmlp", "custom-function"])
 def test_planted_bugs_fail(name: str, bug: str, dtype: torch.dtype) -> None:
-    result = check_module(_planted(bug), *MODELS[name](), dtype=dtype)
+    model = MODELS[name]()
+    result = check_module(_planted(bug), *model, dtype=dtype)
     assert not result.passed, result.summary()
     assert result.failures and "FAILED" in result.summary()
+    if bug == "scaled-block":  # on either route the failure says which block: the second layer's weight alone
+        weight = [n for n, _ in model[0].named_parameters()][2] if result.route == "module references" else "W2"
+        assert result.where.startswith(f"(against {result.worst.reference}): by block {weight} x {weight} (100%)"), \
+            result.summary()
+        assert "  where " in result.summary()
 
 
 def test_a_cut_second_order_path_is_caught() -> None:

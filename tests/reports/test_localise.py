@@ -17,7 +17,7 @@ import hessverify
 from hessverify.engine.bounds import rounding_bound
 from hessverify.engine.compare import bound_for
 from hessverify.references import finite_differences
-from hessverify.reports.localise import SHAPE_PHRASES, localise
+from hessverify.reports.localise import SHAPE_PHRASES, Layout, localise
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ["xor-2-2-1-sigmoid", "gelu-silu-3-4-3-2-bce", "nobias-2-3-2-tanh-sigmoid"]
@@ -293,3 +293,24 @@ def test_a_layer_kinds_tensors_are_named_by_their_own_labels() -> None:
     assert loc.shape == "diagonal"
     assert f"in {t.label};" in loc.words
     assert loc.blocks[0].name == f"{t.label} x {t.label}"
+
+
+def test_a_model_that_is_not_a_problem_is_localised_by_its_own_names() -> None:
+    """An ``nn.Module`` judged by module references has no architecture: its layout is read off the entries'
+    names (tensors) and their modules (layers), and a block error is found there as on a problem."""
+    case = hessverify.load_case("cases/tanh-6-12-8-2.toml")
+    blocks = case.architecture.blocks
+    modules = np.concatenate([np.full(blk.size, i) for i, blk in enumerate(blocks)])
+    # torch's names: module "1" owns "1.weight" and "1.bias", entries "1.weight[k,j]"
+    names = [f"{blk.layer}.{'weight' if n.startswith('W') else 'bias'}{n[n.index('['):]}"
+             for blk in blocks for n in case.param_names[blk.slice]]
+    layout = Layout.of_names("model", names, modules)
+    assert [t for t, _ in layout.tensors] == [f"{blk.layer}.{w}" for blk in blocks for w in ("weight", "bias")]
+    assert layout.layers == tuple((str(blk.layer), blk.slice) for blk in blocks)
+    H = hessverify.hessian(case)
+    A = H.copy()
+    w2 = layout.tensors[2][1]
+    A[w2, w2] *= 1.01
+    loc, by_problem = localise(layout, A, H), localise(case, A, H)
+    assert loc.shape == by_problem.shape == "block" and loc.factor == pytest.approx(by_problem.factor)
+    assert loc.head.startswith(f"{SHAPE_PHRASES['block']}: 2.weight x 2.weight, inside 2 x 2")
