@@ -225,6 +225,11 @@ def _dtype_of(model: nn.Module, dtype: Any) -> torch.dtype:
     return dtype
 
 
+def _format(dtype: torch.dtype) -> str:
+    """The name of the floating-point format of a torch dtype (``"float32"`` of ``torch.float32``)."""
+    return str(dtype).removeprefix("torch.")
+
+
 def _user_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """The copy of the model the user's function gets: at ``dtype``, every parameter requiring grad.
 
@@ -390,7 +395,7 @@ def _check_imported(fn: Callable[..., Any], model: nn.Module, loss_fn: Any, x: t
         return M
 
     result = check(under_test, problem, returns=returns, against=against, timeout=timeout,  # type: ignore[arg-type]
-                   precision=str(dtype).replace("torch.", ""))
+                   precision=_format(dtype))
     fields = {k: getattr(result, k) for k in CheckResult.__dataclass_fields__}
     return ModuleCheckResult(**fields, route="imported", served=tuple(result.against), model=name)
 
@@ -403,6 +408,5 @@ def _check_by_module_references(fn: Callable[..., Any], model: nn.Module, loss_f
     not_served = {"import": why, **not_served}
     W = flat.n
     A = _user_matrix(fn, _user_args(model, loss_fn, x, t, dtype), returns, flat.groups, dtype, W)
-    return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups),
-                             str(dtype).replace("torch.", ""), returns,
-                             name, flat.param_names, flat.groups)
+    return module_refs.judge(A, refs, not_served, module_refs.mask_of(returns, flat.groups), _format(dtype),
+                             returns, name, flat.param_names, flat.groups)

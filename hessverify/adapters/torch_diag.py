@@ -44,7 +44,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from hessverify.adapters.torch_check import _UNIT, FlatModel, _dtype_of, _user_model
+from hessverify.adapters.torch_check import _UNIT, FlatModel, _dtype_of, _user_args
 from hessverify.adapters.torch_hvp import (
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_SECONDS,
@@ -176,9 +176,7 @@ def check_diagonal(fn: Callable[..., Any], model: nn.Module, loss_fn: Any, input
     if est["seconds"] > max_seconds:
         raise BudgetError(f"check_diagonal would take about {est['seconds']:.0f} s ({len(coords)} entries, {samples} "
                           f"samples, {est['gradient_seconds']:.2f} s a gradient); allow more with max_seconds= or fewer")
-    user_model = _user_model(model, dtype)
-    cast = (lambda a: a.detach().to(dtype) if a.is_floating_point() else a.detach())  # noqa: E731
-    value = _user_value(fn, user_model, loss_fn, cast(inputs), cast(targets), returns, flat.n)
+    value = _user_value(fn, *_user_args(model, loss_fn, inputs, targets, dtype), returns, flat.n)
     u = _UNIT[dtype]
     sizes = np.cumsum([0] + [int(np.prod(s)) for s in flat.shapes])
 

@@ -45,7 +45,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from hessverify.adapters.torch_check import _UNIT, FlatModel, _dtype_of, _user_model
+from hessverify.adapters.torch_check import _UNIT, FlatModel, _dtype_of, _user_args
 from hessverify.checking.module_refs import (
     HVP_FACTOR,
     HvpCheckResult,
@@ -208,9 +208,7 @@ def check_hvp(hvp_fn: Callable[..., Any], model: nn.Module, loss_fn: Any, inputs
     if est["seconds"] > max_seconds:
         raise BudgetError(f"check_hvp would take about {est['seconds']:.0f} s ({len(vectors)} probes, "
                           f"{est['gradient_seconds']:.2f} s a gradient); allow more with max_seconds= or fewer probes")
-    user_model = _user_model(model, dtype)
-    cast = (lambda a: a.detach().to(dtype) if a.is_floating_point() else a.detach())  # noqa: E731
-    x, t = cast(inputs), cast(targets)
+    user_model, _, x, t = _user_args(model, loss_fn, inputs, targets, dtype)
     sizes = np.cumsum([0] + [int(np.prod(s)) for s in flat.shapes])
 
     def name_of(i: int) -> str:

@@ -255,20 +255,20 @@ def judge(A: np.ndarray, refs: dict[str, tuple[np.ndarray, np.ndarray]], not_ser
     u = get_precision(precision).unit_roundoff
     names = _Names(model, tuple(param_names))
     comparisons: list[Comparison] = []
+    failed = {}
     for ref, (R, err) in refs.items():
         bound = err + ESTIMATED_FACTOR * u * scale(R)
         a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
         comparisons.append(compare(names, "user", ref, a, r, bound, "estimated"))  # type: ignore[arg-type]
+        if not comparisons[-1].passed:
+            failed[ref] = (a, r, bound)
     passed = all(c.passed for c in comparisons)
     localisations = {}
-    if groups is not None:
+    if groups is not None and failed:
         from hessverify.reports.localise import Layout, localise
 
         layout = Layout.of_names(model, names.param_names, groups)
-        for c, (ref, (R, err)) in zip(comparisons, refs.items(), strict=True):
-            if not c.passed:
-                a, r = (A, R) if mask is None else (np.where(mask, A, 0.0), np.where(mask, R, 0.0))
-                localisations[ref] = localise(layout, a, r, err + ESTIMATED_FACTOR * u * scale(R))
+        localisations = {ref: localise(layout, a, r, bound) for ref, (a, r, bound) in failed.items()}
     return ModuleCheckResult(passed, 1, returns, tuple(refs), None, comparisons,
                              {k: "estimated: error estimate + C u scale" for k in refs}, route="module references",
                              served=tuple(refs), not_served=not_served, model=model, precision=precision,

@@ -81,6 +81,11 @@ COLUMN_BATCH_FLOATS = 2**20
 (their gradients take as much again, and :func:`~hessverify.model.forward.gradients` at most as much besides)."""
 
 
+def _columns_per_batch(n: int, scales: int) -> int:
+    """Columns differenced at a time: ``2 scales`` points each, of ``n`` parameters, within :data:`COLUMN_BATCH_FLOATS`."""
+    return max(1, COLUMN_BATCH_FLOATS // (2 * scales * max(n, 1)))
+
+
 def difference_seconds(problem: Problem, scales: int, alpha: float, beta: float, per_layer: float,
                        per_layer_column: float) -> float:
     """Calibrated seconds of :func:`central_differences` with ``scales`` step sizes, and of what surrounds it.
@@ -91,7 +96,7 @@ def difference_seconds(problem: Problem, scales: int, alpha: float, beta: float,
     the points go in batches (:func:`~hessverify.model.forward.gradients`; a
     deep chain holds only a few points a batch), and ``per_layer_column`` per
     column on other layer kinds, whose gradients are taken one point at a time.
-    Fitted with ``benchmarks/reference_costs.py`` (docs/references.md).
+    Fitted with ``benchmarks/reference_costs.py`` (docs/methods.md, "Depth").
     """
     W, N = problem.n_params, problem.n_patterns
     base = alpha * N * W * W + beta * W
@@ -99,7 +104,7 @@ def difference_seconds(problem: Problem, scales: int, alpha: float, beta: float,
         return base + per_layer_column * layer_passes(problem, "column")
     depth = max(problem.architecture.depth - CALIBRATED_DEPTH, 0)
     per_batch = gradient_batch_points(problem)
-    cols = max(1, COLUMN_BATCH_FLOATS // (2 * scales * max(W, 1)))
+    cols = _columns_per_batch(W, scales)
     full, rest = divmod(W, cols)
     batches = full * -(-2 * scales * cols // per_batch) + (-(-2 * scales * rest // per_batch) if rest else 0)
     return base + per_layer * depth * batches
@@ -111,7 +116,7 @@ def central_differences(problem: Problem, theta: FloatArray, h: FloatArray,
     n = theta.size
     out = [np.empty((n, n)) for _ in scales]
     # the points theta +- s h_j e_j of a few columns at a time, their gradients in one batch (gradients)
-    step = max(1, COLUMN_BATCH_FLOATS // (2 * len(scales) * max(n, 1)))
+    step = _columns_per_batch(n, len(scales))
     for a in range(0, n, step):
         cols = np.arange(a, min(n, a + step))
         rows = np.arange(cols.size)  # point r of a batch moves parameter cols[r]

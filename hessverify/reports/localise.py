@@ -191,8 +191,9 @@ class Layout:
         """Entries named ``tensor[i,j]``, tensors read off the names; ``groups[p]``: the module (the layer) of
         entry ``p``, contiguous, named by its tensors' common prefix (``0.weight`` and ``0.bias``: module ``0``)."""
         names = tuple(param_names)
-        return cls(model, names, tuple(_runs([_tensor_name(n) for n in names])),
-                   tuple((_module_name([_tensor_name(n) for n in names[sl]]), sl) for _, sl in _runs(list(groups))))
+        tensor_of = [_tensor_name(n) for n in names]
+        return cls(model, names, tuple(_runs(tensor_of)),
+                   tuple((_module_name(tensor_of[sl]), sl) for _, sl in _runs(list(groups))))
 
     @property
     def n_params(self) -> int:
