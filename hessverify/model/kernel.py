@@ -28,6 +28,7 @@ polynomial with non-negative coefficients, as the rounding model requires
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,7 +45,7 @@ from hessverify.model.network import Architecture, ParamBlock, layer_input
 
 __all__ = [
     "Quantities", "Row", "Units", "backward_second_order", "diagonal_block", "hessian_from_quantities", "pair_layers",
-    "pattern_chunks", "quantities", "sweep", "symmetric_sums",
+    "pattern_chunks", "quantities", "release_working_arrays", "sweep", "symmetric_sums",
 ]
 
 
@@ -137,6 +138,10 @@ def _last_readers(arch: Architecture, units: Units) -> tuple[dict[int, list[int]
     return drop_m, drop_j
 
 
+Take = Callable[[tuple[int, ...], Any], FloatArray]
+"""Where a working array comes from: ``np.empty``, or :data:`_scratch`'s ``take``."""
+
+
 def _w(arch: Architecture, q: Quantities, c: int, i: int) -> FloatArray:
     """``W_{c,i}``: the columns of ``W_c`` that read ``z_i``, ``(units_c, units_i)``."""
     return q.weights[c][:, arch.source_slice(c, i)]
@@ -164,7 +169,7 @@ def _m_above(arch: Architecture, units: Units, rows: dict[int, FloatArray], i: i
 
 
 def _curvature_row(arch: Architecture, q: Quantities, delta: list[FloatArray], units: Units, i: int, end: int,
-                   rows: dict[int, FloatArray], dtype: np.dtype) -> FloatArray:
+                   rows: dict[int, FloatArray], dtype: np.dtype, take: Take = np.empty) -> FloatArray:
     r"""Row ``i`` of ``M`` up to unit ``end`` (Bishop 1992, sec. 3, the ``b`` quantities of a general topology).
 
     With ``W_{c,i}`` the columns of ``W_c`` that read ``z_i`` and ``g_i = dE/dz_i``:
@@ -182,16 +187,20 @@ def _curvature_row(arch: Architecture, q: Quantities, delta: list[FloatArray], u
     f1 = q.df[i]
     n, u = f1.shape
     lo = units.start[i]
-    M = np.empty((u, n, end - lo), dtype=dtype)
+    M = take((u, n, end - lo), dtype)
     total = None
     for c in arch.children(i):
         w = _w(arch, q, c, i)
-        part = w.T @ _m_above(arch, units, rows, i, c, end).reshape(w.shape[0], -1)
-        total = part if total is None else total + part
+        above = _m_above(arch, units, rows, i, c, end).reshape(w.shape[0], -1)
+        if total is None:
+            total = np.matmul(w.T, above, out=take((u, above.shape[1]), dtype))
+        else:
+            total += w.T @ above
     if total is None:  # i feeds nothing: E does not depend on a_i through a later layer
         M[:, :, u:] = 0
     else:
         np.multiply(total.reshape(u, n, -1), f1.T[:, :, None], out=M[:, :, u:])
+        _give(take, total)
     Q = M[:, :, :u]  # written in place: (u n, u) products straight into the row
     if i == arch.output_layer:
         np.multiply(f1.T[:, :, None] * q.h_y.transpose(1, 0, 2), f1[None, :, :], out=Q)
@@ -212,7 +221,7 @@ def _curvature_row(arch: Architecture, q: Quantities, delta: list[FloatArray], u
 
 
 def _jacobian_row(arch: Architecture, q: Quantities, units: Units, i: int, rows: dict[int, FloatArray],
-                  dtype: np.dtype) -> FloatArray:
+                  dtype: np.dtype, take: Take = np.empty) -> FloatArray:
     r"""Row ``i`` of ``J``: ``dz_v/da_i`` for the units of every layer above ``i``, then a 0 column.
 
     :math:`dz_v/da_i = \sum_{c \ni i} (dz_v/da_c)\, W_{c,i}\, \mathrm{diag}(f'_i)`
@@ -225,25 +234,26 @@ def _jacobian_row(arch: Architecture, q: Quantities, units: Units, i: int, rows:
     f1 = q.df[i]
     n, u = f1.shape
     lo = units.end(i)
-    J = np.empty((u, n, units.total - lo + 1), dtype=dtype)
+    J = take((u, n, units.total - lo + 1), dtype)
     children = arch.children(i)  # bottom up: the first child's columns hold the others'
     J[:, :, :units.start[children[0]] - lo if children else None] = 0
     for number, c in enumerate(children):
         w = _w(arch, q, c, i)
         start, end = units.start[c] - lo, units.end(c) - lo
-        own = w.T[:, None, :] * q.df[c][None, :, :]  # through z_c itself: diag(f'_c) W_{c,i}
         above = (w.T @ rows[c].reshape(w.shape[0], -1)).reshape(u, n, -1)  # through the layers above c
-        if number == 0:
-            np.multiply(own, f1.T[:, :, None], out=J[:, :, start:end])
+        if number == 0:  # through z_c itself: diag(f'_c) W_{c,i}, written in place
+            own = np.multiply(w.T[:, None, :], q.df[c][None, :, :], out=J[:, :, start:end])
+            own *= f1.T[:, :, None]
             np.multiply(above, f1.T[:, :, None], out=J[:, :, end:])
         else:
-            J[:, :, start:end] += own * f1.T[:, :, None]
+            J[:, :, start:end] += (w.T[:, None, :] * q.df[c][None, :, :]) * f1.T[:, :, None]
             J[:, :, end:] += above * f1.T[:, :, None]
     return J
 
 
 def sweep(arch: Architecture, q: Quantities, delta: list[FloatArray], *, full: bool = True,
-          jacobians: bool = True) -> Iterator[Row]:
+          jacobians: bool = True, take: Take = np.empty, drop: Callable[[FloatArray], None] | None = None
+          ) -> Iterator[Row]:
     """The :class:`Row` of every layer, top down, each computed from the rows above it without recursion.
 
     ``full``: ``M`` for every layer above (what the full Hessian needs);
@@ -251,7 +261,9 @@ def sweep(arch: Architecture, q: Quantities, delta: list[FloatArray], *, full: b
     ``Q_l``).  ``jacobians``: ``J`` as well.  A row is forgotten as soon as
     the last row that reads it is done (:func:`_last_readers`), so a chain
     holds two rows of each kind whatever its depth; whoever keeps a yielded
-    row keeps it alive.
+    row keeps it alive.  ``take``: where the rows come from; ``drop``: told
+    of every row the sweep forgets (whoever took it from :data:`_scratch`
+    gives it back once nothing reads it).
     """
     units = Units.of(arch)
     drop_m, drop_j = _last_readers(arch, units)
@@ -259,13 +271,15 @@ def sweep(arch: Architecture, q: Quantities, delta: list[FloatArray], *, full: b
     m_rows: dict[int, FloatArray] = {}
     j_rows: dict[int, FloatArray] = {}
     for i in arch.top_down:
-        M = m_rows[i] = _curvature_row(arch, q, delta, units, i, _window_end(arch, units, i, full), m_rows, dtype)
-        J = j_rows[i] = _jacobian_row(arch, q, units, i, j_rows, dtype) if jacobians else None
+        M = m_rows[i] = _curvature_row(arch, q, delta, units, i, _window_end(arch, units, i, full), m_rows, dtype,
+                                       take)
+        J = j_rows[i] = _jacobian_row(arch, q, units, i, j_rows, dtype, take) if jacobians else None
         yield Row(i, units.count[i], M, J, q.df[i])
-        for j in drop_m.get(i, ()):
-            del m_rows[j]
-        for j in drop_j.get(i, ()):
-            del j_rows[j]
+        for rows, j in [(m_rows, j) for j in drop_m.get(i, ())] + [(j_rows, j) for j in drop_j.get(i, ())]:
+            if drop is None:
+                del rows[j]
+            else:  # no name keeps the row alive here: the caller decides
+                drop(rows.pop(j))
 
 
 def backward_second_order(arch: Architecture, q: Quantities) -> tuple[list[FloatArray], list[FloatArray]]:
@@ -288,6 +302,81 @@ def backward_second_order(arch: Architecture, q: Quantities) -> tuple[list[Float
     return delta, Q
 
 
+# -- working arrays kept between calls -----------------------------------------------------------------
+
+SCRATCH_KEEP_BYTES = 2**26
+"""Most bytes of working arrays kept for the next call (:class:`_Scratch`)."""
+
+
+class _Scratch:
+    """Working arrays of the assembly, handed out and taken back, and kept for the next call.
+
+    A fresh array of a few MiB costs a page fault per 4 KiB the first time it
+    is written, and glibc gives the pages back when it is freed, so every call
+    faulted its temporaries in again: about 4,500 faults a call at W = 2974,
+    N = 256, against 530 with this store and 460 for one matmul of the same
+    size (docs/methods.md, "Issue 21, this session").  An array given back
+    serves the next request of at most its size and at least about half of
+    it, in this call or the next; at most ``keep`` bytes are kept.
+    Thread-safe: the tasks of the pool take and give at once.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.lock = threading.Lock()
+        self.free: list[np.ndarray] = []
+
+    def take(self, shape: tuple[int, ...], dtype: Any) -> FloatArray:
+        """An uninitialised array of this shape and dtype, from a kept one where one fits."""
+        dtype = np.dtype(dtype)
+        if dtype.hasobject:  # references, not numbers: never from raw bytes
+            return np.empty(shape, dtype=dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        with self.lock:
+            fits = [i for i, b in enumerate(self.free) if nbytes <= b.size <= 2 * nbytes + 2**16]
+            buf = self.free.pop(min(fits, key=lambda i: self.free[i].size)) if fits else None
+        if buf is None:
+            buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    def give(self, *arrays: FloatArray) -> None:
+        """Take back arrays from :meth:`take` (views of them too) that nothing reads any more; others are ignored."""
+        with self.lock:
+            for a in arrays:
+                root = a
+                while root.base is not None:
+                    root = root.base
+                if not isinstance(root, np.ndarray) or root.dtype != np.uint8 or any(root is b for b in self.free):
+                    continue
+                if sum(b.size for b in self.free) + root.size <= self.keep:
+                    self.free.append(root)
+
+    def release(self) -> None:
+        """Let every kept array go."""
+        with self.lock:
+            self.free = []
+
+    @property
+    def kept(self) -> int:
+        """Bytes kept now."""
+        with self.lock:
+            return sum(b.size for b in self.free)
+
+
+_scratch = _Scratch(SCRATCH_KEEP_BYTES)
+
+
+def release_working_arrays() -> None:
+    """Free the working arrays the kernel keeps between calls (at most :data:`SCRATCH_KEEP_BYTES`)."""
+    _scratch.release()
+
+
+def _give(take: Take, *arrays: FloatArray) -> None:
+    """Give working arrays back to :data:`_scratch` if they came from it."""
+    if getattr(take, "__self__", None) is _scratch:
+        _scratch.give(*arrays)
+
+
 # -- a diagonal layer block from its symmetric factors ------------------------------------------
 
 
@@ -306,11 +395,25 @@ def _pair_table(n: int) -> tuple[tuple[IntArray, IntArray], IntArray]:
     return iu, table
 
 
-def _pair_sums(Q: FloatArray, x: FloatArray) -> FloatArray:
-    """``S[(k<=k'), (j<=j')] = sum_n Q[n,k,k'] x[n,j] x[n,j']``: the distinct sums of a diagonal block, one product."""
-    (ka, kb), _ = _pair_table(Q.shape[1])
-    (ja, jb), _ = _pair_table(x.shape[1])
-    return Q[:, ka, kb].T @ (x[:, ja] * x[:, jb])
+def _pair_sums(Q: FloatArray, x: FloatArray, take: Take = np.empty, work: list[FloatArray] | None = None
+               ) -> FloatArray:
+    """``S[(k<=k'), (j<=j')] = sum_n Q[n,k,k'] x[n,j] x[n,j']``: the distinct sums of a diagonal block, one product.
+
+    ``take``: where ``S`` and the factors come from; the factors are put on ``work``.
+    """
+    n, u, d = Q.shape[0], Q.shape[1], x.shape[1]
+    (ka, kb), _ = _pair_table(u)
+    (ja, jb), _ = _pair_table(d)
+    flat = take((n, u, u), Q.dtype)
+    np.copyto(flat, Q)
+    qs = np.take(flat.reshape(n, u * u), ka * u + kb, axis=1, out=take((n, ka.size), Q.dtype), mode="clip")
+    xa = np.take(x, ja, axis=1, out=take((n, ja.size), x.dtype), mode="clip")
+    xx = np.take(x, jb, axis=1, out=take((n, ja.size), x.dtype), mode="clip")
+    xx *= xa  # x_j' x_j, the same product as x_j x_j'
+    S = np.matmul(qs.T, xx, out=take((ka.size, ja.size), np.result_type(Q, x)))
+    if work is not None:
+        work += [flat, qs, xa, xx]
+    return S
 
 
 def _expand(S: FloatArray, units: int, d: int, k0: int, k1: int) -> FloatArray:
@@ -364,19 +467,23 @@ def _diagonal_rows(H: FloatArray, bm: ParamBlock, Q: FloatArray, x: FloatArray, 
     (:func:`_mirror_tasks`).  The values are the same sums either way.
     """
     u, d, f = bm.units, x.shape[1], bm.fan_in
-    S = _pair_sums(Q, x)
+    work: list[FloatArray] = []
+    S = _pair_sums(Q, x, _scratch.take, work)
     (ka, _), pk = _pair_table(u)
     _, pj = _pair_table(d)
     starts = np.searchsorted(ka, np.arange(u + 1))  # the pairs (k, k' >= k) of unit k: starts[k] .. starts[k + 1]
     ww = _view(H, bm.w_slice, bm.w_slice, (u, f, u, f))
     inputs = pj[:f, :f]
+    gathered = _scratch.take((u, f, f), S.dtype)
     for k in range(u):  # ww[k, j, k', j'] for k' >= k: one gather and one strided copy per unit
-        G = np.take(S[starts[k]:starts[k + 1]], inputs, axis=1)  # (k', j, j')
+        G = np.take(S[starts[k]:starts[k + 1]], inputs, axis=1, out=gathered[:u - k], mode="clip")  # (k', j, j')
         _put(ww[k, :, k:, :], G.transpose(1, 0, 2), first)
+    work += [S, gathered]
     if bm.bias:  # weights with biases (every unit pair: all of it is upper), biases with biases
         Sb = np.take(S, pj[:, f], axis=1)[pk]  # (k, k', j): the sum with x_j and the constant 1
         _put(_view(H, bm.w_slice, bm.b_slice, (u, f, u)), Sb[:, :, :f].transpose(0, 2, 1), first)
         _put(H[bm.b_slice, bm.b_slice], Sb[:, :, f], first)
+    _scratch.give(*work)
 
 
 MIRROR_TILE = 512
@@ -524,7 +631,10 @@ def _mirror_tasks(H: FloatArray) -> list[Callable[[], None]]:
     def strip(i0: int) -> None:
         i1 = min(W, i0 + T)
         tile = H[i0:i1, i0:i1]
-        np.copyto(tile, tile.T, where=lower[:i1 - i0, :i1 - i0])
+        upper = _scratch.take(tile.shape, H.dtype)  # the tile's transpose, apart: it overlaps the tile
+        np.copyto(upper, tile.T)
+        np.copyto(tile, upper, where=lower[:i1 - i0, :i1 - i0])
+        _scratch.give(upper)
         for j0 in range(i1, W, T):
             j1 = min(W, j0 + T)
             H[j0:j1, i0:i1] = H[i0:i1, j0:j1].T
@@ -664,20 +774,27 @@ def _accumulate(H: FloatArray, arch: Architecture, q: Quantities, first: bool, r
     cols = _Columns.of(arch, q, delta, units, wide) if len(wide) < arch.depth else None
     runs = _narrow_runs(arch, wide)
     held, cap = 0, max(_budget(arch) // HELD_SHARE, 1)
-    for row in sweep(arch, q, delta):
-        tasks = _row_tasks(H, arch, q, delta, units, wide, cols, runs, row, first)
+    done: list[FloatArray] = []  # working arrays that no task submitted later reads: given back after a wait
+    for row in sweep(arch, q, delta, take=_scratch.take, drop=done.append):
+        tasks = _row_tasks(H, arch, q, delta, units, wide, cols, runs, row, first, done)
         run.submit([task for _, task in sorted(tasks, key=lambda t: -t[0])])  # the largest first: balanced workers
         held += row.M.size + (row.J.size if row.J is not None else 0)
         if held > cap:  # let the rows go once their tasks are done
             run.wait()
+            _scratch.give(*done)
+            done.clear()
             held = 0
     run.wait()  # the next chunk of patterns adds to what this one wrote
+    _scratch.give(*done)
 
 
 def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[FloatArray], units: Units,
                wide: frozenset[int], cols: _Columns | None, runs: list[tuple[int, int, int]], row: Row,
-               first: bool) -> list[tuple[float, Callable[[], None]]]:
-    """The tasks, with their sizes, that form the upper blocks in the rows of layer ``row.layer``."""
+               first: bool, done: list[FloatArray]) -> list[tuple[float, Callable[[], None]]]:
+    """The tasks, with their sizes, that form the upper blocks in the rows of layer ``row.layer``.
+
+    The factors shared by a pair's tasks are working arrays of :data:`_scratch`, put on ``done``.
+    """
     m = row.layer
     bm = arch.block(m)
     x = input_with_bias(arch, q.z, m)
@@ -699,8 +816,12 @@ def _row_tasks(H: FloatArray, arch: Architecture, q: Quantities, delta: list[Flo
     for mp in units.order[units.pos[m] + 1:]:
         if mp in wide:
             xp = input_with_bias(arch, q.z, mp)
-            zz = (x[:, :, None] * xp[:, None, :]).reshape(x.shape[0], -1)  # shared by the pieces
-            bilinear = (delta[mp][:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
+            n = x.shape[0]
+            zz = _scratch.take((n, x.shape[1] * xp.shape[1]), np.result_type(x, xp))  # shared by the pieces
+            np.multiply(x[:, :, None], xp[:, None, :], out=zz.reshape(n, x.shape[1], xp.shape[1]))
+            bilinear = _scratch.take((n, delta[mp].shape[1] * x.shape[1]), np.result_type(delta[mp], x))
+            np.multiply(delta[mp][:, :, None], x[:, None, :], out=bilinear.reshape(n, delta[mp].shape[1], -1))
+            done += [zz, bilinear]
             step = max(1, PAIR_TASK_FLOATS // zz.shape[1] // arch.block(mp).units)
             for k0 in range(0, bm.units, step):
                 k1 = min(bm.units, k0 + step)
@@ -743,7 +864,9 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
     dmp = zz.shape[1] // dm
     lo = units.start[m]
     M = row.M[k0:k1, :, units.start[mp] - lo:units.end(mp) - lo]  # (k1 - k0, N, u')
-    M2 = np.ascontiguousarray(M.transpose(0, 2, 1)).reshape(-1, n)
+    M2 = _scratch.take((k1 - k0, up, n), row.M.dtype)
+    np.copyto(M2, M.transpose(0, 2, 1))
+    M2 = M2.reshape(-1, n)
     bilinear = []
     for s in arch.parents(mp):
         if s not in depends:  # z_s does not depend on W_m: no bilinear term
@@ -757,9 +880,10 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
             y = row.J[k0:k1, :, units.start[s] - above:units.end(s) - above].transpose(1, 2, 0).reshape(n, -1)
             bilinear.append((cols, False, (x.T @ y).reshape(up, dm, us, k1 - k0)))
     step = max(1, BLOCK_FLOATS // (up * dm * dmp))
+    out = _scratch.take((min(step, k1 - k0) * up, dm * dmp), np.result_type(M2, zz))
     for a in range(k0, k1, step):
         b = min(k1, a + step)
-        G = (M2[(a - k0) * up:(b - k0) * up] @ zz).reshape(b - a, up, dm, dmp)
+        G = np.matmul(M2[(a - k0) * up:(b - k0) * up], zz, out=out[:(b - a) * up]).reshape(b - a, up, dm, dmp)
         for cols, own, r in bilinear:
             if own:  # only j' = the column of unit k itself
                 ks = np.arange(b - a)
@@ -767,6 +891,7 @@ def _pair_block(H: FloatArray, arch: Architecture, q: Quantities, units: Units, 
             else:
                 G[:, :, :, cols] += r[:, :, :, a - k0:b - k0].transpose(3, 0, 1, 2)
         _put_pair(H, bm, bmp, G, first, a, mirror=bmp.offset < bm.offset)
+    _scratch.give(out, M2)
 
 
 # -- the narrow blocks of a row, all at once ----------------------------------------------------------

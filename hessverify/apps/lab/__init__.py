@@ -72,6 +72,7 @@ from hessverify.base.arguments import positive_number, whole_number
 from hessverify.base.typing import FloatArray
 from hessverify.engine.objective import as_params, error
 from hessverify.errors import HessverifyError, UsageError
+from hessverify.model.kernel import release_working_arrays
 from hessverify.model.problem import Problem
 from hessverify.reports.analysis import Inertia
 
@@ -987,6 +988,7 @@ def _run(problem: Problem, optimizer: str, obj: Objective, theta: FloatArray, op
 
     shown = ExitStack()  # a bar over the iterations, on a terminal (hessverify.reports.progress)
     bar = shown.enter_context(progress(max_iter, f"{optimizer} on {problem.id}"))
+    release_working_arrays()  # the kernel's kept arrays are allocated again in the run, and counted
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
