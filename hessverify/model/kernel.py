@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -315,7 +316,7 @@ class _Scratch:
     is written, and glibc gives the pages back when it is freed, so every call
     faulted its temporaries in again: about 4,500 faults a call at W = 2974,
     N = 256, against 530 with this store and 460 for one matmul of the same
-    size (docs/methods.md, "Issue 21, this session").  An array given back
+    size (docs/methods.md, "the kernel's working arrays kept between calls").  An array given back
     serves the next request of at most its size and at least about half of
     it, in this call or the next; at most ``keep`` bytes are kept.
     Thread-safe: the tasks of the pool take and give at once.
@@ -325,6 +326,7 @@ class _Scratch:
         self.keep = keep
         self.lock = threading.Lock()
         self.free: list[np.ndarray] = []
+        self.lent: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 
     def take(self, shape: tuple[int, ...], dtype: Any) -> FloatArray:
         """An uninitialised array of this shape and dtype, from a kept one where one fits."""
@@ -337,17 +339,23 @@ class _Scratch:
             buf = self.free.pop(min(fits, key=lambda i: self.free[i].size)) if fits else None
         if buf is None:
             buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+        with self.lock:
+            self.lent[id(buf)] = buf
         return buf[:nbytes].view(dtype).reshape(shape)
 
     def give(self, *arrays: FloatArray) -> None:
-        """Take back arrays from :meth:`take` (views of them too) that nothing reads any more; others are ignored."""
+        """Take back arrays from :meth:`take` (views of them too) that nothing reads any more.
+
+        An array this store did not lend, or has been given back already, is ignored.
+        """
         with self.lock:
             for a in arrays:
                 root = a
                 while root.base is not None:
                     root = root.base
-                if not isinstance(root, np.ndarray) or root.dtype != np.uint8 or any(root is b for b in self.free):
+                if self.lent.get(id(root)) is not root:
                     continue
+                del self.lent[id(root)]
                 if sum(b.size for b in self.free) + root.size <= self.keep:
                     self.free.append(root)
 
@@ -406,11 +414,14 @@ def _pair_sums(Q: FloatArray, x: FloatArray, take: Take = np.empty, work: list[F
     (ja, jb), _ = _pair_table(d)
     flat = take((n, u, u), Q.dtype)
     np.copyto(flat, Q)
-    qs = np.take(flat.reshape(n, u * u), ka * u + kb, axis=1, out=take((n, ka.size), Q.dtype), mode="clip")
-    xa = np.take(x, ja, axis=1, out=take((n, ja.size), x.dtype), mode="clip")
-    xx = np.take(x, jb, axis=1, out=take((n, ja.size), x.dtype), mode="clip")
-    xx *= xa  # x_j' x_j, the same product as x_j x_j'
-    S = np.matmul(qs.T, xx, out=take((ka.size, ja.size), np.result_type(Q, x)))
+    # the factors pattern-last, as Q[:, ka, kb] and x[:, ja] * x[:, jb] came out before: the same products,
+    # summed by BLAS in the same order, so S is bit for bit what it was (x_j x_j' in that order: a complex
+    # product need not commute in the last bit)
+    qs = np.take(flat.reshape(n, u * u).T, ka * u + kb, axis=0, out=take((ka.size, n), Q.dtype), mode="clip")
+    xa = np.take(x.T, ja, axis=0, out=take((ja.size, n), x.dtype), mode="clip")
+    xx = np.take(x.T, jb, axis=0, out=take((ja.size, n), x.dtype), mode="clip")
+    np.multiply(xa, xx, out=xx)
+    S = np.matmul(qs, xx.T, out=take((ka.size, ja.size), np.result_type(Q, x)))
     if work is not None:
         work += [flat, qs, xa, xx]
     return S
