@@ -63,7 +63,7 @@ class ModuleCheckResult(CheckResult):
         head += ")"
         if self.problem is None and not self.passed:
             from hessverify.checking.check import describe
-            lines = [f"check FAILED: the user {self.returns} on {self.model}"]
+            lines = [f"check FAILED: the user's {self.returns} on {self.model}"]  # as check.CheckResult says
             if self.where and not self.error:
                 lines.append(f"  where {self.where}")
             lines += ["  " + self.error] if self.error else ["  " + describe(c) for c in self.failures]
