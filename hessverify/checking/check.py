@@ -202,6 +202,11 @@ class CheckResult:
         blocks = f"by block {loc.by_block()}; " if loc.blocks else ""
         return f"(against {worst.reference}): {blocks}{loc.head}"
 
+    @property
+    def subject(self) -> str:
+        """What the failure line names: the problem's id, or what the result knows of it instead."""
+        return self.problem.id if self.problem is not None else "a problem"
+
     def summary(self, *, case_file: str | None = None) -> str:
         """A few lines for people.
 
@@ -223,7 +228,7 @@ class CheckResult:
             return (f"check passed: {self.returns} on {self.n_problems} problem(s) against "
                     f"{', '.join(self.against)}, {judged}{where}")
         p = self.problem
-        lines = [f"check FAILED: the user's {self.returns} on {p.id if p is not None else 'a problem'}"
+        lines = [f"check FAILED: the user's {self.returns} on {self.subject}"
                  + (f" (example {self.n_problems}, shrunk in {self.shrink_calls} more call(s))"
                     if self.shrunk_from is not None else
                     f" (problem {self.n_problems} of those given)" if self.n_problems > 1 else "")]

@@ -61,14 +61,12 @@ class ModuleCheckResult(CheckResult):
         if self.not_served:
             head += "; not served: " + "; ".join(f"{k}: {v}" for k, v in self.not_served.items())
         head += ")"
-        if self.problem is None and not self.passed:
-            from hessverify.checking.check import describe
-            lines = [f"check FAILED: the user's {self.returns} on {self.model}"]  # as check.CheckResult says
-            if self.where and not self.error:
-                lines.append(f"  where {self.where}")
-            lines += ["  " + self.error] if self.error else ["  " + describe(c) for c in self.failures]
-            return head + "\n" + "\n".join(lines)
         return head + "\n" + super().summary()
+
+    @property
+    def subject(self) -> str:
+        """The model judged by module references (it has no problem), as the imported route names its problem."""
+        return self.problem.id if self.problem is not None else self.model
 
 
 @dataclass(frozen=True)

@@ -193,15 +193,15 @@ def _curvature_row(arch: Architecture, q: Quantities, delta: list[FloatArray], u
     for c in arch.children(i):
         w = _w(arch, q, c, i)
         above = _m_above(arch, units, rows, i, c, end).reshape(w.shape[0], -1)
-        if total is None:
-            total = np.matmul(w.T, above, out=take((u, above.shape[1]), dtype))
+        if total is None:  # read only here: from the store whoever took the row
+            total = np.matmul(w.T, above, out=_scratch.take((u, above.shape[1]), dtype))
         else:
             total += w.T @ above
     if total is None:  # i feeds nothing: E does not depend on a_i through a later layer
         M[:, :, u:] = 0
     else:
         np.multiply(total.reshape(u, n, -1), f1.T[:, :, None], out=M[:, :, u:])
-        _give(take, total)
+        _scratch.give(total)
     Q = M[:, :, :u]  # written in place: (u n, u) products straight into the row
     if i == arch.output_layer:
         np.multiply(f1.T[:, :, None] * q.h_y.transpose(1, 0, 2), f1[None, :, :], out=Q)
@@ -276,11 +276,12 @@ def sweep(arch: Architecture, q: Quantities, delta: list[FloatArray], *, full: b
                                        take)
         J = j_rows[i] = _jacobian_row(arch, q, units, i, j_rows, dtype, take) if jacobians else None
         yield Row(i, units.count[i], M, J, q.df[i])
-        for rows, j in [(m_rows, j) for j in drop_m.get(i, ())] + [(j_rows, j) for j in drop_j.get(i, ())]:
-            if drop is None:
-                del rows[j]
-            else:  # no name keeps the row alive here: the caller decides
-                drop(rows.pop(j))
+        for rows, forget in ((m_rows, drop_m), (j_rows, drop_j)):
+            for j in forget.get(i, ()):
+                if drop is None:
+                    del rows[j]
+                else:  # no name keeps the row alive here: the caller decides
+                    drop(rows.pop(j))
 
 
 def backward_second_order(arch: Architecture, q: Quantities) -> tuple[list[FloatArray], list[FloatArray]]:
@@ -307,6 +308,13 @@ def backward_second_order(arch: Architecture, q: Quantities) -> tuple[list[Float
 
 SCRATCH_KEEP_BYTES = 2**26
 """Most bytes of working arrays kept for the next call (:class:`_Scratch`)."""
+
+
+def _root(a: np.ndarray) -> Any:
+    """The object that owns the memory of ``a`` and every view of it."""
+    while a.base is not None:
+        a = a.base
+    return a
 
 
 class _Scratch:
@@ -350,9 +358,7 @@ class _Scratch:
         """
         with self.lock:
             for a in arrays:
-                root = a
-                while root.base is not None:
-                    root = root.base
+                root = _root(a)
                 if self.lent.get(id(root)) is not root:
                     continue
                 del self.lent[id(root)]
@@ -377,12 +383,6 @@ _scratch = _Scratch(SCRATCH_KEEP_BYTES)
 def release_working_arrays() -> None:
     """Free the working arrays the kernel keeps between calls (at most :data:`SCRATCH_KEEP_BYTES`)."""
     _scratch.release()
-
-
-def _give(take: Take, *arrays: FloatArray) -> None:
-    """Give working arrays back to :data:`_scratch` if they came from it."""
-    if getattr(take, "__self__", None) is _scratch:
-        _scratch.give(*arrays)
 
 
 # -- a diagonal layer block from its symmetric factors ------------------------------------------

@@ -43,9 +43,7 @@ class _Poisoned(kernel._Scratch):
 
     def give(self, *arrays: np.ndarray) -> None:
         for a in arrays:
-            root = a
-            while root.base is not None:
-                root = root.base
+            root = kernel._root(a)
             if self.lent.get(id(root)) is root:
                 root[...] = 0xFF  # all bits set: a NaN in float64, float32 and complex128 alike
         super().give(*arrays)
